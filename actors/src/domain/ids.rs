@@ -1,0 +1,192 @@
+//! Typed, prefixed identifiers (TypeIDs): `<prefix>_<26 Crockford base32 chars>` around a UUIDv7.
+//! A payment id can never be passed where an invoice id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use uuid::Uuid;
+
+/// TypeID's base32 alphabet (Crockford, lower case, no i l o u).
+const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+/// 128 bits in 26 base32 characters: the first character carries only the top 2 bits.
+const ENCODED_LEN: usize = 26;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed {expected} id")]
+pub struct IdParseError {
+    pub expected: &'static str,
+}
+
+fn encode(uuid: Uuid) -> String {
+    let value = uuid.as_u128();
+    let mut out = [0u8; ENCODED_LEN];
+    for (i, slot) in out.iter_mut().enumerate() {
+        let shift = 5 * (ENCODED_LEN - 1 - i);
+        let index = ((value >> shift) & 0x1f) as usize;
+        *slot = ALPHABET[index];
+    }
+    out.iter().map(|&b| b as char).collect()
+}
+
+fn decode(text: &str) -> Option<Uuid> {
+    let bytes = text.as_bytes();
+    if bytes.len() != ENCODED_LEN || bytes[0] > b'7' {
+        return None;
+    }
+    let mut value: u128 = 0;
+    for &b in bytes {
+        let digit = ALPHABET.iter().position(|&a| a == b)? as u128;
+        value = (value << 5) | digit;
+    }
+    Some(Uuid::from_u128(value))
+}
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A fresh id around a UUIDv7 (time-ordered).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            pub fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            pub fn uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}_{}", $prefix, encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(self, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdParseError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let err = IdParseError { expected: $prefix };
+                let rest = s
+                    .strip_prefix($prefix)
+                    .and_then(|r| r.strip_prefix('_'))
+                    .ok_or(err.clone())?;
+                decode(rest).map(Self).ok_or(err)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A tenant (company) using Payrail.
+    TenantId,
+    "ten"
+);
+typed_id!(
+    /// A tenant API key.
+    ApiKeyId,
+    "key"
+);
+typed_id!(
+    /// An invoice.
+    InvoiceId,
+    "inv"
+);
+typed_id!(
+    /// A card payment against an invoice.
+    PaymentId,
+    "pay"
+);
+typed_id!(
+    /// A refund of (part of) a payment.
+    RefundId,
+    "re"
+);
+typed_id!(
+    /// An audit event.
+    EventId,
+    "evt"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_matches_typeid_spec() {
+        // Example from the TypeID specification.
+        let uuid = Uuid::parse_str("01889c89-df6b-7f1c-a388-91396ec314bc").unwrap();
+        let id = InvoiceId::from_uuid(uuid);
+        assert_eq!(id.to_string(), "inv_01h2e8kqvbfwea724h75qc655w");
+        assert_eq!(
+            "inv_01h2e8kqvbfwea724h75qc655w"
+                .parse::<InvoiceId>()
+                .unwrap(),
+            id
+        );
+        let fresh = PaymentId::new();
+        assert_eq!(fresh.to_string().parse::<PaymentId>().unwrap(), fresh);
+        assert_eq!(fresh.uuid().get_version_num(), 7);
+    }
+
+    #[test]
+    fn rejects_wrong_prefix_length_and_alphabet() {
+        let id = InvoiceId::new().to_string();
+        assert!(id.parse::<PaymentId>().is_err());
+        assert!("inv_".parse::<InvoiceId>().is_err());
+        assert!("inv_01h2e8kqvbfwea724h75qc655"
+            .parse::<InvoiceId>()
+            .is_err());
+        assert!("inv_81h2e8kqvbfwea724h75qc655w"
+            .parse::<InvoiceId>()
+            .is_err());
+        assert!("inv_01h2e8kqvbfwea724h75qc655u"
+            .parse::<InvoiceId>()
+            .is_err());
+        assert!("inv01h2e8kqvbfwea724h75qc655w"
+            .parse::<InvoiceId>()
+            .is_err());
+    }
+
+    #[test]
+    fn serde_uses_the_string_form() {
+        let id = RefundId::new();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<RefundId>(&json).unwrap(), id);
+    }
+}

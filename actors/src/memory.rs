@@ -1,0 +1,313 @@
+//! An in-memory `EventStore` with the same semantics as the SQL stores (atomic units, optimistic
+//! versions, dedup and idempotency uniqueness) plus injectable failures, for tests.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::domain::{
+    Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, StreamId, TenantId,
+};
+use crate::ports::{EventStore, IdempotencyRecord, Loaded, Snapshot, StoreError, Unit};
+
+#[derive(Default)]
+struct Inner {
+    /// The log, in commit order (the global sequence is the index + 1).
+    events: Vec<Event>,
+    versions: HashMap<(TenantId, StreamId), u64>,
+    invoices: HashMap<(TenantId, InvoiceId), Invoice>,
+    payments: HashMap<(TenantId, PaymentId), Payment>,
+    dedup: HashMap<(TenantId, String), PaymentId>,
+    idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
+}
+
+/// Failures to inject into the next appends.
+#[derive(Default)]
+struct Faults {
+    /// Fail this many whole batches (nothing written, every unit gets `Unavailable`).
+    fail_batches: AtomicUsize,
+    /// Commit this many whole batches, then report `Ambiguous` as if the reply was lost.
+    lose_replies: AtomicUsize,
+    /// In the next batch, fail the unit at this index + 1 (0 = off).
+    fail_unit: AtomicUsize,
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    faults: Faults,
+    batches: AtomicUsize,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next `n` batches fail entirely.
+    pub fn fail_next_batches(&self, n: usize) {
+        self.faults.fail_batches.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` batches commit but answer `Ambiguous`.
+    pub fn lose_next_replies(&self, n: usize) {
+        self.faults.lose_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// In the next batch, the unit at `index` fails alone.
+    pub fn fail_unit_of_next_batch(&self, index: usize) {
+        self.faults.fail_unit.store(index + 1, Ordering::SeqCst);
+    }
+
+    /// How many batches were committed (for asserting that group commit groups).
+    pub fn batches_committed(&self) -> usize {
+        self.batches.load(Ordering::SeqCst)
+    }
+
+    /// Every event committed, in commit order.
+    pub fn all_events(&self) -> Vec<Event> {
+        self.lock().events.clone()
+    }
+
+    pub fn invoice_snapshot(&self, tenant: TenantId, id: InvoiceId) -> Option<Invoice> {
+        self.lock().invoices.get(&(tenant, id)).cloned()
+    }
+
+    pub fn payment_snapshot(&self, tenant: TenantId, id: PaymentId) -> Option<Payment> {
+        self.lock().payments.get(&(tenant, id)).cloned()
+    }
+
+    pub fn dedup_count(&self) -> usize {
+        self.lock().dedup.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves consistent data (every write is staged first).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn take(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+impl Inner {
+    fn check(&self, unit: &Unit) -> Result<(), StoreError> {
+        let tenant = unit
+            .tenant_id
+            .ok_or_else(|| StoreError::Corrupt("unit without tenant".into()))?;
+        for append in &unit.streams {
+            let current = self
+                .versions
+                .get(&(tenant, append.stream))
+                .copied()
+                .unwrap_or(0);
+            if current != append.expected_version {
+                return Err(StoreError::VersionConflict(append.stream.to_string()));
+            }
+            for (i, event) in append.events.iter().enumerate() {
+                if event.version != append.expected_version + 1 + i as u64 {
+                    return Err(StoreError::Corrupt(format!(
+                        "non-contiguous versions in unit for {}",
+                        append.stream
+                    )));
+                }
+            }
+        }
+        for key in &unit.dedup_keys {
+            if self
+                .dedup
+                .contains_key(&(tenant, key.gateway_event_id.clone()))
+            {
+                return Err(StoreError::DuplicateGatewayEvent(
+                    key.gateway_event_id.clone(),
+                ));
+            }
+        }
+        if let Some(record) = &unit.idempotency {
+            if self.idempotency.contains_key(&(tenant, record.key.clone())) {
+                return Err(StoreError::IdempotencyKeyTaken);
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, unit: Unit) {
+        let Some(tenant) = unit.tenant_id else { return };
+        for append in unit.streams {
+            let version = append.expected_version + append.events.len() as u64;
+            self.versions.insert((tenant, append.stream), version);
+            self.events.extend(append.events);
+        }
+        for snapshot in unit.snapshots {
+            match snapshot {
+                Snapshot::Invoice(invoice) => {
+                    self.invoices.insert((tenant, invoice.id), *invoice);
+                }
+                Snapshot::Payment(payment) => {
+                    self.payments.insert((tenant, payment.id), *payment);
+                }
+            }
+        }
+        for key in unit.dedup_keys {
+            self.dedup
+                .insert((tenant, key.gateway_event_id), key.payment_id);
+        }
+        if let Some(record) = unit.idempotency {
+            self.idempotency
+                .insert((tenant, record.key.clone()), record);
+        }
+    }
+}
+
+#[async_trait]
+impl EventStore for MemoryStore {
+    async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
+        if Self::take(&self.faults.fail_batches) {
+            let err = StoreError::Unavailable("injected batch failure".into());
+            return units.iter().map(|_| Err(err.clone())).collect();
+        }
+        let failing_unit = self.faults.fail_unit.swap(0, Ordering::SeqCst);
+        let lose_reply = Self::take(&self.faults.lose_replies);
+        let mut inner = self.lock();
+        let mut results = Vec::with_capacity(units.len());
+        for (i, unit) in units.into_iter().enumerate() {
+            if failing_unit == i + 1 {
+                results.push(Err(StoreError::Unavailable("injected unit failure".into())));
+                continue;
+            }
+            // Units later in a batch see the effects of earlier ones, as in one SQL transaction.
+            let result = inner.check(&unit);
+            if result.is_ok() {
+                inner.write(unit);
+            }
+            results.push(result);
+        }
+        self.batches.fetch_add(1, Ordering::SeqCst);
+        if lose_reply {
+            let err = StoreError::Ambiguous("injected lost reply".into());
+            return results.into_iter().map(|_| Err(err.clone())).collect();
+        }
+        results
+    }
+
+    async fn load_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Loaded<Invoice>>, StoreError> {
+        Ok(self
+            .lock()
+            .invoices
+            .get(&(tenant, id))
+            .map(|invoice| Loaded {
+                snapshot: invoice.clone(),
+                trailing: Vec::new(),
+            }))
+    }
+
+    async fn load_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Loaded<Payment>>, StoreError> {
+        Ok(self
+            .lock()
+            .payments
+            .get(&(tenant, id))
+            .map(|payment| Loaded {
+                snapshot: payment.clone(),
+                trailing: Vec::new(),
+            }))
+    }
+
+    async fn load_stream(
+        &self,
+        tenant: TenantId,
+        stream: StreamId,
+    ) -> Result<Vec<Event>, StoreError> {
+        let mut events: Vec<Event> = self
+            .lock()
+            .events
+            .iter()
+            .filter(|e| e.tenant_id == tenant && e.stream == stream)
+            .cloned()
+            .collect();
+        events.sort_by_key(|e| e.version);
+        Ok(events)
+    }
+
+    async fn seen_gateway_events(
+        &self,
+        tenant: TenantId,
+        ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .filter(|id| inner.dedup.contains_key(&(tenant, (*id).clone())))
+            .cloned()
+            .collect())
+    }
+
+    async fn payment_gateway_events(
+        &self,
+        tenant: TenantId,
+        payment: PaymentId,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(self
+            .lock()
+            .dedup
+            .iter()
+            .filter(|((t, _), p)| *t == tenant && **p == payment)
+            .map(|((_, id), _)| id.clone())
+            .collect())
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .idempotency
+            .get(&(tenant, key.to_owned()))
+            .cloned())
+    }
+
+    async fn last_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .invoices
+            .values()
+            .filter(|i| i.tenant_id == tenant)
+            .filter_map(|i| i.number.strip_prefix("INV-")?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0))
+    }
+
+    async fn payments_awaiting_charge(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId)>, StoreError> {
+        let inner = self.lock();
+        let ordered: BTreeMap<_, _> = inner
+            .payments
+            .values()
+            .filter(|p| p.status == PaymentStatus::Processing && p.gateway_reference.is_none())
+            .map(|p| (p.id, p.tenant_id))
+            .collect();
+        Ok(ordered
+            .into_iter()
+            .take(limit)
+            .map(|(p, t)| (t, p))
+            .collect())
+    }
+}

@@ -1,0 +1,228 @@
+//! What the engine needs from the outside world: durable storage of events (`EventStore`), a
+//! payment gateway (`Gateway`) and the time (`Clock`). `src/store` and `src/gateway` implement them
+//! for real; `memory.rs` implements the store for tests.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{
+    Currency, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentSource, RefundId, StreamId,
+    TenantId,
+};
+
+/// A stored response to an `Idempotency-Key` request, committed with the effect it describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// Hash of method, path and body: a different request under the same key is refused.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The state of an entity after a unit commits: written to its read table in the same transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Snapshot {
+    Invoice(Box<Invoice>),
+    Payment(Box<Payment>),
+}
+
+/// Events for one stream, appended only if the stream is still at `expected_version`.
+/// A stream with no events still has its version checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    pub stream: StreamId,
+    pub expected_version: u64,
+    pub events: Vec<Event>,
+}
+
+/// A gateway event id recorded as seen, with the payment it was routed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupKey {
+    pub gateway_event_id: String,
+    pub payment_id: PaymentId,
+}
+
+/// Everything one command changes, committed atomically or not at all.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Unit {
+    pub tenant_id: Option<TenantId>,
+    pub streams: Vec<StreamAppend>,
+    pub snapshots: Vec<Snapshot>,
+    pub dedup_keys: Vec<DedupKey>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+impl Unit {
+    pub fn new(tenant_id: TenantId) -> Self {
+        Self {
+            tenant_id: Some(tenant_id),
+            ..Self::default()
+        }
+    }
+
+    pub fn event_count(&self) -> usize {
+        self.streams.iter().map(|s| s.events.len()).sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer moved the stream on: reload and retry, or answer 409.
+    #[error("version conflict on stream {0}")]
+    VersionConflict(String),
+    /// The idempotency key was stored by a concurrent request (another node).
+    #[error("idempotency key already used")]
+    IdempotencyKeyTaken,
+    /// A gateway event id was recorded concurrently (another node).
+    #[error("gateway event {0} already recorded")]
+    DuplicateGatewayEvent(String),
+    /// Storage can't be reached or the transaction failed: nothing of the unit was written.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The outcome is unknown (e.g. the connection broke during COMMIT): it may be durable.
+    #[error("storage outcome unknown: {0}")]
+    Ambiguous(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// An entity as stored: its snapshot plus any events recorded after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded<T> {
+    pub snapshot: T,
+    pub trailing: Vec<Event>,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Commits each unit atomically; one failing unit does not fail the others. The result has
+    /// one entry per unit, in order, and is returned only once the commit is durable.
+    async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>>;
+
+    async fn load_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Loaded<Invoice>>, StoreError>;
+
+    async fn load_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Loaded<Payment>>, StoreError>;
+
+    /// Every event of one stream, in version order.
+    async fn load_stream(
+        &self,
+        tenant: TenantId,
+        stream: StreamId,
+    ) -> Result<Vec<Event>, StoreError>;
+
+    /// Which of these gateway event ids were already recorded for the tenant.
+    async fn seen_gateway_events(
+        &self,
+        tenant: TenantId,
+        ids: &[String],
+    ) -> Result<HashSet<String>, StoreError>;
+
+    /// The gateway event ids recorded against one payment (to rebuild its dedup set).
+    async fn payment_gateway_events(
+        &self,
+        tenant: TenantId,
+        payment: PaymentId,
+    ) -> Result<Vec<String>, StoreError>;
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    /// The highest invoice number the tenant has used (0 for none).
+    async fn last_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError>;
+
+    /// Payments still `processing` without a gateway reference: the gateway may never have seen
+    /// them, so they are re-sent with the same idempotency key.
+    async fn payments_awaiting_charge(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId)>, StoreError>;
+}
+
+/// A charge request. `source` is `None` when re-sent from durable state (the card number is
+/// never stored): the gateway then answers from its idempotency record or `UnknownCharge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargeRequest {
+    pub account: TenantId,
+    pub payment_id: PaymentId,
+    pub amount: i64,
+    pub currency: Currency,
+    pub source: Option<PaymentSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub account: TenantId,
+    pub payment_id: PaymentId,
+    pub refund_id: RefundId,
+    pub amount: i64,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccountRegistration {
+    pub account: TenantId,
+    pub webhook_url: String,
+    pub webhook_secret: String,
+}
+
+impl std::fmt::Debug for AccountRegistration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRegistration")
+            .field("account", &self.account)
+            .field("webhook_url", &self.webhook_url)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Transport failure or 5xx: the request may or may not have arrived; retry with the same key.
+    #[error("gateway unavailable: {0}")]
+    Unavailable(String),
+    /// The gateway refused the request for good (4xx).
+    #[error("gateway rejected the request ({status}): {message}")]
+    Rejected { status: u16, message: String },
+    /// Re-sent without card data and the gateway has no charge under this key.
+    #[error("gateway has no charge for this payment")]
+    UnknownCharge,
+}
+
+#[async_trait]
+pub trait Gateway: Send + Sync + 'static {
+    async fn register_account(
+        &self,
+        registration: &AccountRegistration,
+    ) -> Result<(), GatewayError>;
+    /// Returns the gateway's charge reference (`ch_…`). Idempotent on `payment_id`.
+    async fn create_charge(&self, request: &ChargeRequest) -> Result<String, GatewayError>;
+    /// Returns the gateway's refund reference (`rf_…`). Idempotent on `refund_id`.
+    async fn create_refund(&self, request: &RefundRequest) -> Result<String, GatewayError>;
+}
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}

@@ -1,0 +1,2 @@
+//! Payrail: everything that touches the outside world (HTTP, storage, the gateway) around the
+//! actor core in `payrail-actors`.
