@@ -171,7 +171,7 @@ pub fn luhn_valid(number: &str) -> bool {
         }
         sum += d;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn brand_of(number: &str) -> &'static str {

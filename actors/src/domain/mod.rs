@@ -56,3 +56,6 @@ impl DomainError {
         Self::InvalidState(message.into())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+//! Messages between the engine, supervisors and entity actors. Every reply says what can go wrong.
+
+use std::sync::Arc;
+
+use actix::Message;
+
+use crate::domain::{
+    CardSummary, GatewayOutcome, Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment,
+    PaymentId, PaymentSource, Refund, RefundId,
+};
+use crate::error::EngineError;
+use crate::ports::{DedupKey, StreamAppend};
+
+/// The entity a command's response shows, for rendering the stored idempotent response.
+pub enum Rendered<'a> {
+    Invoice(&'a Invoice),
+    Payment(&'a Payment),
+    Refund(&'a Refund),
+}
+
+/// Renders a response body exactly as the API would send it.
+pub type Renderer = Arc<dyn Fn(Rendered<'_>) -> String + Send + Sync>;
+
+/// An `Idempotency-Key` request: its record is committed in the same unit as its effect.
+#[derive(Clone)]
+pub struct IdempotencySpec {
+    pub key: String,
+    pub fingerprint: String,
+    /// The status the fresh response carries (e.g. 201).
+    pub status: u16,
+    pub render: Renderer,
+}
+
+impl std::fmt::Debug for IdempotencySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencySpec")
+            .field("key", &self.key)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who asks and under which idempotency key.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub actor: String,
+    pub idempotency: Option<IdempotencySpec>,
+}
+
+/// How one gateway event was handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookDisposition {
+    Applied,
+    Duplicate,
+    Ignored,
+    Rejected,
+}
+
+// ---- invoice actor ----
+
+#[derive(Message)]
+#[rtype(result = "Result<Invoice, EngineError>")]
+pub struct CreateInvoice {
+    pub number: u64,
+    pub input: InvoiceInput,
+    pub finalize: bool,
+    pub caller: Caller,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Invoice, EngineError>")]
+pub struct RunInvoiceCommand {
+    pub command: InvoiceCommand,
+    pub caller: Caller,
+}
+
+/// Reserve money for a new payment and record its `payment.attempted`, atomically.
+#[derive(Message)]
+#[rtype(result = "Result<Payment, EngineError>")]
+pub struct ReservePayment {
+    pub payment_id: PaymentId,
+    pub amount: Option<i64>,
+    pub card: CardSummary,
+    pub caller: Caller,
+}
+
+/// Commit payment events that move the invoice's money, with the invoice's own reaction.
+#[derive(Message)]
+#[rtype(result = "Result<Invoice, EngineError>")]
+pub struct SettlePayment {
+    pub payment: StreamAppend,
+    pub snapshot: Payment,
+    pub dedup_keys: Vec<DedupKey>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Invoice, EngineError>")]
+pub struct GetInvoice;
+
+// ---- payment actor ----
+
+#[derive(Message)]
+#[rtype(result = "Result<Payment, EngineError>")]
+pub struct AttemptPayment {
+    pub invoice_id: InvoiceId,
+    pub amount: Option<i64>,
+    pub card: CardSummary,
+    pub source: PaymentSource,
+    pub caller: Caller,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<WebhookDisposition, EngineError>")]
+pub struct ApplyGatewayEvent {
+    pub gateway_event_id: String,
+    pub outcome: GatewayOutcome,
+}
+
+#[derive(Message)]
+#[rtype(result = "Result<Refund, EngineError>")]
+pub struct CreateRefund {
+    pub refund_id: RefundId,
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+    pub caller: Caller,
+}
+
+/// The gateway accepted the charge: record its reference.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct ChargeAccepted {
+    pub reference: String,
+}
+
+/// Re-sent without card data, the gateway had never seen the charge: it cannot happen now.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct ChargeNeverArrived;
+
+/// Re-send the charge if it is still waiting for the gateway (recovery sweep).
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct ResubmitCharge;
+
+#[derive(Message)]
+#[rtype(result = "Result<Payment, EngineError>")]
+pub struct GetPayment;
+
+// ---- both ----
+
+/// Stop when idle; the next message starts a fresh actor from storage.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
+/// Fault injection for tests: the actor panics while handling it.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub struct InjectPanic;

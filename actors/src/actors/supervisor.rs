@@ -1,0 +1,435 @@
+//! The tenant supervisor owns one tenant's entity actors: it starts them on demand, passivates
+//! idle ones (timeout, plus an LRU cap), notices dead ones and lets the next message restart them
+//! from storage, assigns gap-free invoice numbers and tracks idempotency keys in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use tokio::sync::Mutex;
+
+use super::invoice::InvoiceActor;
+use super::messages::{Caller, CreateInvoice, Passivate};
+use super::payment::PaymentActor;
+use super::Deps;
+use crate::domain::{Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
+use crate::error::EngineError;
+use crate::ports::StoreError;
+
+/// Deliver `msg` to invoice `id`, starting its actor if needed.
+pub struct ToInvoice<M> {
+    pub id: InvoiceId,
+    pub msg: M,
+}
+
+/// Deliver `msg` to payment `id`, starting its actor if needed.
+pub struct ToPayment<M> {
+    pub id: PaymentId,
+    pub msg: M,
+}
+
+impl<M, T> Message for ToInvoice<M>
+where
+    M: Message<Result = Result<T, EngineError>>,
+    T: 'static,
+{
+    type Result = Result<T, EngineError>;
+}
+
+impl<M, T> Message for ToPayment<M>
+where
+    M: Message<Result = Result<T, EngineError>>,
+    T: 'static,
+{
+    type Result = Result<T, EngineError>;
+}
+
+/// Create an invoice with the tenant's next number.
+#[derive(Message)]
+#[rtype(result = "Result<Invoice, EngineError>")]
+pub struct NewInvoice {
+    pub id: InvoiceId,
+    pub input: InvoiceInput,
+    pub finalize: bool,
+    pub caller: Caller,
+}
+
+/// Mark an idempotency key in flight; `false` if it already is.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct ClaimKey(pub String);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReleaseKey(pub String);
+
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ActiveEntities;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum EntityKey {
+    Invoice(InvoiceId),
+    Payment(PaymentId),
+}
+
+struct Entry<A: Actor> {
+    addr: Addr<A>,
+    last_used: Instant,
+    in_flight: usize,
+}
+
+pub struct TenantSupervisor {
+    tenant: TenantId,
+    deps: Deps,
+    invoices: HashMap<InvoiceId, Entry<InvoiceActor>>,
+    payments: HashMap<PaymentId, Entry<PaymentActor>>,
+    in_flight_keys: HashSet<String>,
+    /// The last invoice number used, once known. Held across a creation so numbers stay
+    /// gap-free: a failed creation gives its number back.
+    last_number: Arc<Mutex<Option<u64>>>,
+}
+
+impl TenantSupervisor {
+    pub fn new(tenant: TenantId, deps: Deps) -> Self {
+        Self {
+            tenant,
+            deps,
+            invoices: HashMap::new(),
+            payments: HashMap::new(),
+            in_flight_keys: HashSet::new(),
+            last_number: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn invoice(&mut self, id: InvoiceId, fresh: bool) -> Addr<InvoiceActor> {
+        if let Some(entry) = self.invoices.get_mut(&id) {
+            if entry.addr.connected() {
+                entry.in_flight += 1;
+                entry.last_used = Instant::now();
+                return entry.addr.clone();
+            }
+            self.deps
+                .metrics
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let (tenant, deps) = (self.tenant, self.deps.clone());
+        let addr = InvoiceActor::new(tenant, id, deps, fresh).start();
+        self.invoices.insert(
+            id,
+            Entry {
+                addr: addr.clone(),
+                last_used: Instant::now(),
+                in_flight: 1,
+            },
+        );
+        self.enforce_cap();
+        addr
+    }
+
+    fn payment(
+        &mut self,
+        id: PaymentId,
+        fresh: bool,
+        ctx: &mut Context<Self>,
+    ) -> Addr<PaymentActor> {
+        if let Some(entry) = self.payments.get_mut(&id) {
+            if entry.addr.connected() {
+                entry.in_flight += 1;
+                entry.last_used = Instant::now();
+                return entry.addr.clone();
+            }
+            self.deps
+                .metrics
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        let (tenant, deps, me) = (self.tenant, self.deps.clone(), ctx.address());
+        let addr = PaymentActor::new(tenant, id, deps, me, fresh).start();
+        self.payments.insert(
+            id,
+            Entry {
+                addr: addr.clone(),
+                last_used: Instant::now(),
+                in_flight: 1,
+            },
+        );
+        self.enforce_cap();
+        addr
+    }
+
+    fn finished(&mut self, key: EntityKey) {
+        fn settle<A: Actor>(entry: Option<&mut Entry<A>>) -> bool {
+            match entry {
+                Some(entry) => {
+                    entry.in_flight = entry.in_flight.saturating_sub(1);
+                    entry.last_used = Instant::now();
+                    !entry.addr.connected() && entry.in_flight == 0
+                }
+                None => false,
+            }
+        }
+        match key {
+            EntityKey::Invoice(id) => {
+                if settle(self.invoices.get_mut(&id)) {
+                    self.invoices.remove(&id);
+                }
+            }
+            EntityKey::Payment(id) => {
+                if settle(self.payments.get_mut(&id)) {
+                    self.payments.remove(&id);
+                }
+            }
+        }
+    }
+
+    fn forward<A, M, T>(
+        &mut self,
+        key: EntityKey,
+        addr: Addr<A>,
+        msg: M,
+    ) -> ResponseActFuture<Self, Result<T, EngineError>>
+    where
+        A: Actor + Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message<Result = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = async move { addr.send(msg).await };
+        Box::pin(fut.into_actor(self).map(move |result, act, _| {
+            act.finished(key);
+            result?
+        }))
+    }
+
+    /// Stops actors idle past the timeout; returns how many.
+    fn passivate_idle(&mut self) -> usize {
+        let idle = self.deps.config.passivation_idle;
+        let now = Instant::now();
+        let stale =
+            |last: Instant, in_flight: usize| in_flight == 0 && now.duration_since(last) >= idle;
+        let before = self.invoices.len() + self.payments.len();
+        self.invoices
+            .retain(|_, e| keep(e, stale(e.last_used, e.in_flight)));
+        self.payments
+            .retain(|_, e| keep(e, stale(e.last_used, e.in_flight)));
+        let stopped = before - (self.invoices.len() + self.payments.len());
+        self.deps
+            .metrics
+            .passivations
+            .fetch_add(stopped as u64, Ordering::Relaxed);
+        stopped
+    }
+
+    /// Keeps the number of live actors under the cap by passivating the least recently used
+    /// idle ones.
+    fn enforce_cap(&mut self) {
+        let cap = self.deps.config.max_active_entities_per_tenant;
+        let active = self.invoices.len() + self.payments.len();
+        if active <= cap {
+            return;
+        }
+        let mut idle: Vec<(Instant, EntityKey)> = self
+            .invoices
+            .iter()
+            .filter(|(_, e)| e.in_flight == 0)
+            .map(|(id, e)| (e.last_used, EntityKey::Invoice(*id)))
+            .chain(
+                self.payments
+                    .iter()
+                    .filter(|(_, e)| e.in_flight == 0)
+                    .map(|(id, e)| (e.last_used, EntityKey::Payment(*id))),
+            )
+            .collect();
+        idle.sort_by_key(|(at, _)| *at);
+        for (_, key) in idle.into_iter().take(active - cap) {
+            match key {
+                EntityKey::Invoice(id) => {
+                    if let Some(e) = self.invoices.remove(&id) {
+                        e.addr.do_send(Passivate);
+                    }
+                }
+                EntityKey::Payment(id) => {
+                    if let Some(e) = self.payments.remove(&id) {
+                        e.addr.do_send(Passivate);
+                    }
+                }
+            }
+            self.deps
+                .metrics
+                .passivations
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `retain` predicate that also tells a passivated actor to stop.
+fn keep<A: Actor + Handler<Passivate>>(entry: &Entry<A>, stale: bool) -> bool
+where
+    A::Context: ToEnvelope<A, Passivate>,
+{
+    if stale || !entry.addr.connected() {
+        // Not on a money path: a lost Passivate only leaves an idle actor running.
+        entry.addr.do_send(Passivate);
+        return false;
+    }
+    true
+}
+
+impl Actor for TenantSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.config.supervisor_mailbox_capacity);
+        self.deps
+            .metrics
+            .active_supervisors
+            .fetch_add(1, Ordering::Relaxed);
+        let every = self.deps.config.passivation_check_interval;
+        if !every.is_zero() {
+            ctx.run_interval(every, |act, _| {
+                act.passivate_idle();
+            });
+        }
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.deps
+            .metrics
+            .active_supervisors
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<M, T> Handler<ToInvoice<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    InvoiceActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToInvoice<M>, _: &mut Self::Context) -> Self::Result {
+        let addr = self.invoice(msg.id, false);
+        self.forward(EntityKey::Invoice(msg.id), addr, msg.msg)
+    }
+}
+
+impl<M, T> Handler<ToPayment<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToPayment<M>, ctx: &mut Self::Context) -> Self::Result {
+        let fresh = false;
+        let addr = self.payment(msg.id, fresh, ctx);
+        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+    }
+}
+
+/// A new payment's actor: it has nothing to load.
+pub struct ToNewPayment<M> {
+    pub id: PaymentId,
+    pub msg: M,
+}
+
+impl<M, T> Message for ToNewPayment<M>
+where
+    M: Message<Result = Result<T, EngineError>>,
+    T: 'static,
+{
+    type Result = Result<T, EngineError>;
+}
+
+impl<M, T> Handler<ToNewPayment<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToNewPayment<M>, ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.payment(msg.id, true, ctx);
+        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+    }
+}
+
+impl Handler<NewInvoice> for TenantSupervisor {
+    type Result = ResponseActFuture<Self, Result<Invoice, EngineError>>;
+
+    fn handle(&mut self, msg: NewInvoice, _: &mut Self::Context) -> Self::Result {
+        let addr = self.invoice(msg.id, true);
+        let numbering = Arc::clone(&self.last_number);
+        let store = Arc::clone(&self.deps.store);
+        let tenant = self.tenant;
+        let fut = async move {
+            let mut last = numbering.lock().await;
+            let used = match *last {
+                Some(n) => n,
+                None => store.last_invoice_number(tenant).await?,
+            };
+            let create = CreateInvoice {
+                number: used + 1,
+                input: msg.input,
+                finalize: msg.finalize,
+                caller: msg.caller,
+            };
+            let result = addr
+                .send(create)
+                .await
+                .map_err(EngineError::from)
+                .and_then(|r| r);
+            *last = match &result {
+                Ok(_) => Some(used + 1),
+                // The number was not used: give it back.
+                Err(EngineError::Domain(_) | EngineError::Overloaded) => Some(used),
+                Err(EngineError::Storage(StoreError::IdempotencyKeyTaken)) => Some(used),
+                // Unknown whether it was used: ask storage next time.
+                Err(_) => None,
+            };
+            result
+        };
+        let key = EntityKey::Invoice(msg.id);
+        Box::pin(fut.into_actor(self).map(move |result, act, _| {
+            act.finished(key);
+            if result.is_err() {
+                if let Some(entry) = act.invoices.remove(&msg.id) {
+                    entry.addr.do_send(Passivate);
+                }
+            }
+            result
+        }))
+    }
+}
+
+impl Handler<ClaimKey> for TenantSupervisor {
+    type Result = bool;
+
+    fn handle(&mut self, ClaimKey(key): ClaimKey, _: &mut Self::Context) -> bool {
+        self.in_flight_keys.insert(key)
+    }
+}
+
+impl Handler<ReleaseKey> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, ReleaseKey(key): ReleaseKey, _: &mut Self::Context) {
+        self.in_flight_keys.remove(&key);
+    }
+}
+
+impl Handler<ActiveEntities> for TenantSupervisor {
+    type Result = usize;
+
+    fn handle(&mut self, _: ActiveEntities, _: &mut Self::Context) -> usize {
+        self.invoices.len() + self.payments.len()
+    }
+}

@@ -1,0 +1,595 @@
+//! The engine's public face: a small typed API the HTTP layer and tests call. It admits work
+//! under bounded in-flight limits, handles idempotency keys, and routes each command to the
+//! right tenant's supervisor and entity actor.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::Semaphore;
+
+use crate::actors::messages::{
+    ApplyGatewayEvent, AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic,
+    ResubmitCharge, RunInvoiceCommand, WebhookDisposition,
+};
+use crate::actors::registry::TenantHandle;
+use crate::actors::supervisor::{
+    ActiveEntities, ClaimKey, NewInvoice, ReleaseKey, ToInvoice, ToNewPayment, ToPayment,
+};
+use crate::actors::{AuditActor, AuditRouter, Deps, Registry};
+use crate::config::EngineConfig;
+use crate::domain::card::parse_payment_method;
+use crate::domain::{
+    GatewayOutcome, Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment, PaymentId,
+    PaymentMethodInput, Refund, RefundId, StreamId, TenantId,
+};
+use crate::error::EngineError;
+use crate::metrics::EngineMetrics;
+use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
+
+pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
+
+/// Who is asking, for which tenant, under which idempotency key.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub tenant: TenantId,
+    pub caller: Caller,
+}
+
+impl Context {
+    pub fn new(tenant: TenantId, actor: impl Into<String>) -> Self {
+        Self {
+            tenant,
+            caller: Caller {
+                actor: actor.into(),
+                idempotency: None,
+            },
+        }
+    }
+
+    pub fn with_idempotency(mut self, spec: IdempotencySpec) -> Self {
+        self.caller.idempotency = Some(spec);
+        self
+    }
+}
+
+/// A fresh result, or the stored response of an earlier request with the same key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome<T> {
+    Fresh(T),
+    Replayed(IdempotencyRecord),
+}
+
+impl<T> Outcome<T> {
+    pub fn fresh(self) -> Option<T> {
+        match self {
+            Self::Fresh(value) => Some(value),
+            Self::Replayed(_) => None,
+        }
+    }
+}
+
+/// A new payment.
+#[derive(Debug, Clone)]
+pub struct PaymentAttempt {
+    pub invoice_id: InvoiceId,
+    pub amount: Option<i64>,
+    pub method: PaymentMethodInput,
+}
+
+/// One verified gateway event, already matched to this tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayEvent {
+    pub id: String,
+    pub payment_id: PaymentId,
+    pub outcome: GatewayOutcome,
+}
+
+/// Per-request webhook outcome counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct WebhookSummary {
+    pub received: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub ignored: usize,
+    pub rejected: usize,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    deps: Deps,
+    registry: Arc<Registry>,
+    permits: Arc<Semaphore>,
+    draining: Arc<AtomicBool>,
+    _audit_arbiters: Arc<Vec<ArbiterGuard>>,
+}
+
+/// Stops an arbiter when the last engine handle goes away.
+struct ArbiterGuard(Arbiter);
+
+impl Drop for ArbiterGuard {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+impl Engine {
+    /// Starts the audit writers, the registry and the recovery sweep. Must run inside an actix
+    /// `System`.
+    pub fn start(
+        config: EngineConfig,
+        store: Arc<dyn EventStore>,
+        gateway: Arc<dyn Gateway>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let config = Arc::new(config);
+        let metrics = Arc::new(EngineMetrics::default());
+        let mut arbiters = Vec::new();
+        let mut writers = Vec::new();
+        for _ in 0..config.audit_writers.max(1) {
+            let arbiter = Arbiter::new();
+            let (store, config, metrics) = (store.clone(), config.clone(), metrics.clone());
+            writers.push(AuditActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                AuditActor::new(store, config, metrics)
+            }));
+            arbiters.push(ArbiterGuard(arbiter));
+        }
+        let deps = Deps {
+            store,
+            gateway,
+            clock,
+            config: config.clone(),
+            metrics,
+            audit: AuditRouter::new(writers),
+        };
+        let engine = Self {
+            registry: Arc::new(Registry::new(deps.clone())),
+            permits: Arc::new(Semaphore::new(config.engine_in_flight_max)),
+            draining: Arc::new(AtomicBool::new(false)),
+            _audit_arbiters: Arc::new(arbiters),
+            deps,
+        };
+        engine.start_recovery_sweep();
+        engine
+    }
+
+    pub fn metrics(&self) -> Arc<EngineMetrics> {
+        Arc::clone(&self.deps.metrics)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.deps.config
+    }
+
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.deps.store)
+    }
+
+    /// Admits one command under the engine-wide and per-tenant bounds, or answers `Overloaded`.
+    async fn admitted<T, F, Fut>(&self, tenant: TenantId, run: F) -> Result<T, EngineError>
+    where
+        F: FnOnce(TenantHandle) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        if self.draining.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let overloaded = |_| {
+            self.deps.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+            EngineError::Overloaded
+        };
+        let _global = Arc::clone(&self.permits)
+            .try_acquire_owned()
+            .map_err(overloaded)?;
+        let handle = self.registry.tenant(tenant);
+        let _local = Arc::clone(&handle.permits)
+            .try_acquire_owned()
+            .map_err(overloaded)?;
+        let metrics = &self.deps.metrics;
+        metrics.commands_in_flight.fetch_add(1, Ordering::Relaxed);
+        let result = run(handle).await;
+        metrics.commands_in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Runs `run` at most once per idempotency key: replays a stored response, refuses a key
+    /// reused for another request or still in flight.
+    async fn idempotent<T, Fut>(
+        &self,
+        handle: &TenantHandle,
+        ctx: &Context,
+        run: Fut,
+    ) -> Result<Outcome<T>, EngineError>
+    where
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
+        let Some(spec) = &ctx.caller.idempotency else {
+            return run.await.map(Outcome::Fresh);
+        };
+        if !handle.addr.send(ClaimKey(spec.key.clone())).await? {
+            return Err(EngineError::IdempotencyInFlight);
+        }
+        let _claim = KeyClaim {
+            addr: handle.addr.clone(),
+            key: spec.key.clone(),
+        };
+        if let Some(record) = self.stored_response(ctx.tenant, &spec.key).await? {
+            return replay(record, spec);
+        }
+        match run.await {
+            // Another node committed the same key first: answer with its response.
+            Err(EngineError::Storage(StoreError::IdempotencyKeyTaken)) => {
+                match self.stored_response(ctx.tenant, &spec.key).await? {
+                    Some(record) => replay(record, spec),
+                    None => Err(EngineError::IdempotencyInFlight),
+                }
+            }
+            other => other.map(Outcome::Fresh),
+        }
+    }
+
+    /// Reads run in a task of their own: dropping the caller (a client disconnect) must never
+    /// cancel a storage call halfway.
+    async fn stored_response(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, EngineError> {
+        let store = Arc::clone(&self.deps.store);
+        let key = key.to_owned();
+        detached(async move {
+            store
+                .idempotency_record(tenant, &key)
+                .await
+                .map_err(EngineError::from)
+        })
+        .await
+    }
+
+    pub async fn create_invoice(
+        &self,
+        ctx: Context,
+        input: InvoiceInput,
+        finalize: bool,
+    ) -> Result<Outcome<Invoice>, EngineError> {
+        self.admitted(ctx.tenant, |handle| async move {
+            let create = NewInvoice {
+                id: InvoiceId::new(),
+                input,
+                finalize,
+                caller: ctx.caller.clone(),
+            };
+            let run = async { handle.addr.send(create).await? };
+            self.idempotent(&handle, &ctx, run).await
+        })
+        .await
+    }
+
+    /// Update (draft only), finalize, void or mark uncollectible.
+    pub async fn invoice_command(
+        &self,
+        ctx: Context,
+        id: InvoiceId,
+        command: InvoiceCommand,
+    ) -> Result<Outcome<Invoice>, EngineError> {
+        self.admitted(ctx.tenant, |handle| async move {
+            let msg = ToInvoice {
+                id,
+                msg: RunInvoiceCommand {
+                    command,
+                    caller: ctx.caller.clone(),
+                },
+            };
+            let run = async { handle.addr.send(msg).await? };
+            self.idempotent(&handle, &ctx, run).await
+        })
+        .await
+    }
+
+    pub async fn attempt_payment(
+        &self,
+        ctx: Context,
+        attempt: PaymentAttempt,
+    ) -> Result<Outcome<Payment>, EngineError> {
+        let now = self.deps.clock.now();
+        let today = (
+            u32::try_from(chrono::Datelike::year(&now)).unwrap_or(0),
+            chrono::Datelike::month(&now),
+        );
+        let (card, source) =
+            parse_payment_method(&attempt.method, &self.deps.config.fingerprint_key, today)?;
+        if attempt.amount.is_some_and(|a| a < 1) {
+            return Err(
+                crate::domain::DomainError::validation("amount", "must be positive").into(),
+            );
+        }
+        self.admitted(ctx.tenant, |handle| async move {
+            let msg = ToNewPayment {
+                id: PaymentId::new(),
+                msg: AttemptPayment {
+                    invoice_id: attempt.invoice_id,
+                    amount: attempt.amount,
+                    card,
+                    source,
+                    caller: ctx.caller.clone(),
+                },
+            };
+            let run = async { handle.addr.send(msg).await? };
+            self.idempotent(&handle, &ctx, run).await
+        })
+        .await
+    }
+
+    pub async fn refund(
+        &self,
+        ctx: Context,
+        payment_id: PaymentId,
+        amount: Option<i64>,
+        reason: Option<String>,
+    ) -> Result<Outcome<Refund>, EngineError> {
+        if amount.is_some_and(|a| a < 1) {
+            return Err(
+                crate::domain::DomainError::validation("amount", "must be positive").into(),
+            );
+        }
+        self.admitted(ctx.tenant, |handle| async move {
+            let msg = ToPayment {
+                id: payment_id,
+                msg: CreateRefund {
+                    refund_id: RefundId::new(),
+                    amount,
+                    reason,
+                    caller: ctx.caller.clone(),
+                },
+            };
+            let run = async { handle.addr.send(msg).await? };
+            self.idempotent(&handle, &ctx, run).await
+        })
+        .await
+    }
+
+    /// Applies verified gateway events of one tenant: each payment's events in arrival order,
+    /// different payments concurrently; every applied change is durable when this returns.
+    pub async fn apply_gateway_events(
+        &self,
+        tenant: TenantId,
+        events: Vec<GatewayEvent>,
+    ) -> Result<WebhookSummary, EngineError> {
+        let mut summary = WebhookSummary {
+            received: events.len(),
+            ..WebhookSummary::default()
+        };
+        let mut groups: Vec<(PaymentId, Vec<GatewayEvent>)> = Vec::new();
+        for event in events {
+            match groups.iter_mut().find(|(id, _)| *id == event.payment_id) {
+                Some((_, group)) => group.push(event),
+                None => groups.push((event.payment_id, vec![event])),
+            }
+        }
+        let outcomes = self
+            .admitted(tenant, |handle| async move {
+                let runs = groups.into_iter().map(|(payment_id, group)| {
+                    let addr = handle.addr.clone();
+                    async move {
+                        let mut outcomes = Vec::with_capacity(group.len());
+                        for event in group {
+                            let msg = ToPayment {
+                                id: payment_id,
+                                msg: ApplyGatewayEvent {
+                                    gateway_event_id: event.id,
+                                    outcome: event.outcome,
+                                },
+                            };
+                            outcomes.push(match addr.send(msg).await? {
+                                Err(EngineError::NotFound(_)) => WebhookDisposition::Rejected,
+                                other => other?,
+                            });
+                        }
+                        Ok::<_, EngineError>(outcomes)
+                    }
+                });
+                futures::future::try_join_all(runs).await
+            })
+            .await?;
+        for disposition in outcomes.into_iter().flatten() {
+            let (slot, counter) = match disposition {
+                WebhookDisposition::Applied => {
+                    (&mut summary.applied, &self.deps.metrics.webhook_applied)
+                }
+                WebhookDisposition::Duplicate => (
+                    &mut summary.duplicates,
+                    &self.deps.metrics.webhook_duplicates,
+                ),
+                WebhookDisposition::Ignored => {
+                    (&mut summary.ignored, &self.deps.metrics.webhook_ignored)
+                }
+                WebhookDisposition::Rejected => {
+                    (&mut summary.rejected, &self.deps.metrics.webhook_rejected)
+                }
+            };
+            *slot += 1;
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(summary)
+    }
+
+    /// The invoice as its actor holds it (consistent with every acknowledged change).
+    pub async fn invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, EngineError> {
+        self.admitted(tenant, |handle| async move {
+            handle
+                .addr
+                .send(ToInvoice {
+                    id,
+                    msg: GetInvoice,
+                })
+                .await?
+        })
+        .await
+    }
+
+    pub async fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Payment, EngineError> {
+        self.admitted(tenant, |handle| async move {
+            handle
+                .addr
+                .send(ToPayment {
+                    id,
+                    msg: GetPayment,
+                })
+                .await?
+        })
+        .await
+    }
+
+    /// Re-sends charges that may never have reached the gateway (crash or outage between
+    /// commit and call), from durable state. Returns how many were found.
+    pub async fn resubmit_pending_charges(&self) -> Result<usize, EngineError> {
+        let store = Arc::clone(&self.deps.store);
+        let pending = detached(async move {
+            store
+                .payments_awaiting_charge(1_000)
+                .await
+                .map_err(EngineError::from)
+        })
+        .await?;
+        let min_age = chrono::Duration::from_std(self.deps.config.recovery_min_age)
+            .unwrap_or(chrono::Duration::zero());
+        let now = self.deps.clock.now();
+        let mut sent = 0;
+        for (tenant, payment) in pending {
+            let handle = self.registry.tenant(tenant);
+            let young = match handle
+                .addr
+                .send(ToPayment {
+                    id: payment,
+                    msg: GetPayment,
+                })
+                .await?
+            {
+                Ok(p) => now - p.created_at < min_age,
+                Err(_) => true,
+            };
+            if young {
+                continue;
+            }
+            if handle
+                .addr
+                .send(ToPayment {
+                    id: payment,
+                    msg: ResubmitCharge,
+                })
+                .await?
+                .is_ok()
+            {
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    fn start_recovery_sweep(&self) {
+        let every = self.deps.config.recovery_interval;
+        if every.is_zero() {
+            return;
+        }
+        let engine = self.clone();
+        actix::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                if engine.draining.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Err(err) = engine.resubmit_pending_charges().await {
+                    tracing::warn!(error = %err, "charge recovery sweep failed");
+                }
+            }
+        });
+    }
+
+    /// Live entity actors of a tenant (for tests and metrics).
+    pub async fn active_entities(&self, tenant: TenantId) -> Result<usize, EngineError> {
+        Ok(self
+            .registry
+            .tenant(tenant)
+            .addr
+            .send(ActiveEntities)
+            .await?)
+    }
+
+    /// Fault injection: makes the entity's actor panic mid-stream.
+    #[doc(hidden)]
+    pub async fn inject_panic(&self, tenant: TenantId, stream: StreamId) {
+        let handle = self.registry.tenant(tenant);
+        let _ = match stream {
+            StreamId::Invoice(id) => {
+                handle
+                    .addr
+                    .send(ToInvoice {
+                        id,
+                        msg: InjectPanic,
+                    })
+                    .await
+            }
+            StreamId::Payment(id) => {
+                handle
+                    .addr
+                    .send(ToPayment {
+                        id,
+                        msg: InjectPanic,
+                    })
+                    .await
+            }
+            StreamId::ApiKey(_) => return,
+        };
+    }
+
+    /// Stops admitting commands and waits (bounded) for those in flight to finish; their
+    /// commits are durable and answered when this returns.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.deps.metrics.commands_in_flight.load(Ordering::SeqCst) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}
+
+fn replay<T>(record: IdempotencyRecord, spec: &IdempotencySpec) -> Result<Outcome<T>, EngineError> {
+    if record.fingerprint == spec.fingerprint {
+        Ok(Outcome::Replayed(record))
+    } else {
+        Err(EngineError::IdempotencyKeyReused)
+    }
+}
+
+/// Runs a future to completion in its own task, whatever happens to the caller.
+async fn detached<T: Send + 'static>(
+    fut: impl Future<Output = Result<T, EngineError>> + Send + 'static,
+) -> Result<T, EngineError> {
+    actix::spawn(fut)
+        .await
+        .map_err(|_| EngineError::Unavailable("storage task failed".into()))?
+}
+
+/// Releases an idempotency key when the request ends, however it ends.
+struct KeyClaim {
+    addr: Addr<crate::actors::supervisor::TenantSupervisor>,
+    key: String,
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        // Bookkeeping, not money: if it is lost, storage's unique key still guards the effect.
+        self.addr.do_send(ReleaseKey(std::mem::take(&mut self.key)));
+    }
+}
