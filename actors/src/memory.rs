@@ -71,6 +71,23 @@ impl MemoryStore {
         self.lock().events.clone()
     }
 
+    /// The log and every projection, read atomically (one consistent view).
+    #[allow(clippy::type_complexity)]
+    pub fn view(
+        &self,
+    ) -> (
+        Vec<Event>,
+        HashMap<(TenantId, InvoiceId), Invoice>,
+        HashMap<(TenantId, PaymentId), Payment>,
+    ) {
+        let inner = self.lock();
+        (
+            inner.events.clone(),
+            inner.invoices.clone(),
+            inner.payments.clone(),
+        )
+    }
+
     pub fn invoice_snapshot(&self, tenant: TenantId, id: InvoiceId) -> Option<Invoice> {
         self.lock().invoices.get(&(tenant, id)).cloned()
     }

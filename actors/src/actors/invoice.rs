@@ -84,6 +84,17 @@ impl InvoiceActor {
     fn done<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
         AtomicResponse::new(Box::pin(actix::fut::ready(result)))
     }
+
+    /// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
+    /// Stopping before answering would drop the answer.
+    fn done_then_stop<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
+        AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
+            |result, _, ctx: &mut Context<Self>| {
+                ctx.stop();
+                result
+            },
+        )))
+    }
 }
 
 /// The stored response for an idempotent command, rendered from the resulting entity.
@@ -304,10 +315,10 @@ impl Handler<SettlePayment> for InvoiceActor {
 impl Handler<GetInvoice> for InvoiceActor {
     type Result = Reply<Invoice>;
 
-    fn handle(&mut self, _: GetInvoice, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: GetInvoice, _: &mut Self::Context) -> Self::Result {
         let result = self.current().cloned();
         if result.is_err() {
-            ctx.stop();
+            return Self::done_then_stop(result);
         }
         Self::done(result)
     }

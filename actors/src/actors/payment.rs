@@ -84,6 +84,17 @@ impl PaymentActor {
         AtomicResponse::new(Box::pin(actix::fut::ready(result)))
     }
 
+    /// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
+    /// Stopping before answering would drop the answer.
+    fn done_then_stop<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
+        AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
+            |result, _, ctx: &mut Context<Self>| {
+                ctx.stop();
+                result
+            },
+        )))
+    }
+
     /// Commits a change: through the invoice when it moves invoice money, else straight to the
     /// audit writer. The state changes only once the unit is durable.
     fn commit(&mut self, change: Change) -> Fut<Payment> {
@@ -384,13 +395,10 @@ impl Handler<AttemptPayment> for PaymentActor {
 impl Handler<ApplyGatewayEvent> for PaymentActor {
     type Result = Reply<WebhookDisposition>;
 
-    fn handle(&mut self, msg: ApplyGatewayEvent, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ApplyGatewayEvent, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => {
-                ctx.stop();
-                return Self::done(Err(err));
-            }
+            Err(err) => return Self::done_then_stop(Err(err)),
         };
         if self.seen.contains(&msg.gateway_event_id) {
             return Self::done(Ok(WebhookDisposition::Duplicate));
@@ -517,12 +525,12 @@ impl Handler<ChargeNeverArrived> for PaymentActor {
 impl Handler<ResubmitCharge> for PaymentActor {
     type Result = Reply<()>;
 
-    fn handle(&mut self, _: ResubmitCharge, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: ResubmitCharge, _: &mut Self::Context) -> Self::Result {
         let result = self.current().map(|_| ());
-        match &result {
-            Ok(()) => self.start_charge(),
-            Err(_) => ctx.stop(),
+        if result.is_err() {
+            return Self::done_then_stop(result);
         }
+        self.start_charge();
         Self::done(result)
     }
 }
@@ -530,10 +538,10 @@ impl Handler<ResubmitCharge> for PaymentActor {
 impl Handler<GetPayment> for PaymentActor {
     type Result = Reply<Payment>;
 
-    fn handle(&mut self, _: GetPayment, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: GetPayment, _: &mut Self::Context) -> Self::Result {
         let result = self.current().cloned();
         if result.is_err() {
-            ctx.stop();
+            return Self::done_then_stop(result);
         }
         Self::done(result)
     }

@@ -202,6 +202,13 @@ impl TenantSupervisor {
         let fut = async move { addr.send(msg).await };
         Box::pin(fut.into_actor(self).map(move |result, act, _| {
             act.finished(key);
+            if let Err(MailboxError::Closed) = result {
+                // The actor died (panic) or stopped mid-request; the next message restarts it.
+                act.deps
+                    .metrics
+                    .actor_restarts
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             result?
         }))
     }
