@@ -1,0 +1,4 @@
+//! The payment gateway seen from Payrail: the HTTP client the engine charges through, the webhook
+//! signature scheme both sides share, and the built-in simulator that plays the gateway.
+
+pub mod signature;
