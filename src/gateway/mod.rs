@@ -5,3 +5,6 @@ pub mod client;
 pub mod signature;
 
 pub use client::{HttpGateway, HttpGatewayConfig};
+pub mod simulator;
+
+pub use simulator::{start_simulator, SimulatorConfig, SimulatorHandle};
