@@ -21,6 +21,8 @@ use crate::gateway::signature::{sign, SIGNATURE_HEADER};
 
 /// Mixed into the seed so the worker's choices differ from the handlers' delay draws.
 const WORKER_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Spreads event sequence numbers over the seed space for per-event decisions.
+const SEQUENCE_MIX: u64 = 0xbf58_476d_1ce4_e5b9;
 
 /// Heap entry: earliest due first, then arrival order (stable for equal due times).
 struct Entry {
@@ -48,6 +50,8 @@ impl Ord for Entry {
 
 /// One webhook request to make: events of one account, original or duplicate.
 struct Delivery {
+    /// Sequence number of its first event: seeds its own choices (drop, jitter).
+    seq: u64,
     account: String,
     events: Vec<GatewayEvent>,
     follow_ups: Vec<(GatewayEvent, Duration)>,
@@ -71,7 +75,7 @@ pub async fn run_worker(shared: Arc<Shared>, mut queue: mpsc::Receiver<Scheduled
     let permits = Arc::new(Semaphore::new(config.max_concurrent_deliveries));
     let mut tasks = JoinSet::new();
     let mut heap = BinaryHeap::new();
-    let mut ready: Vec<Scheduled> = Vec::new();
+    let mut ready: Vec<(u64, Scheduled)> = Vec::new();
     let mut hold_until: Option<Instant> = None;
     let mut seq = 0u64;
     let gathers = config.batch_size > 1 || config.reorder_window > 1;
@@ -81,7 +85,7 @@ pub async fn run_worker(shared: Arc<Shared>, mut queue: mpsc::Receiver<Scheduled
         let now = Instant::now();
         while heap.peek().is_some_and(|e: &Entry| e.item.due <= now) {
             if let Some(entry) = heap.pop() {
-                ready.push(entry.item);
+                ready.push((entry.seq, entry.item));
                 hold_until.get_or_insert(now + linger);
             }
         }
@@ -94,8 +98,14 @@ pub async fn run_worker(shared: Arc<Shared>, mut queue: mpsc::Receiver<Scheduled
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let seed = rng.random::<u64>();
-                let drop_first = rng.random_bool(config.drop_first_attempt_rate);
+                let purpose = if delivery.duplicate {
+                    Purpose::DuplicateDelivery
+                } else {
+                    Purpose::Delivery
+                };
+                let mut choices = decision_rng(config.seed, delivery.seq, purpose);
+                let drop_first = choices.random_bool(config.drop_first_attempt_rate);
+                let seed = choices.random::<u64>();
                 let args = (shared.clone(), client.clone(), permit);
                 tasks.spawn(deliver(args, delivery, drop_first, seed));
             }
@@ -119,6 +129,23 @@ pub async fn run_worker(shared: Arc<Shared>, mut queue: mpsc::Receiver<Scheduled
     }
 }
 
+/// Choices about one event or delivery come from its own RNG, seeded by the config seed and its
+/// arrival sequence, so they do not depend on how events happened to be grouped in time: the same
+/// seed and the same sequence of requests give the same duplicates and drops.
+fn decision_rng(seed: u64, seq: u64, purpose: Purpose) -> StdRng {
+    StdRng::seed_from_u64(seed ^ seq.wrapping_mul(SEQUENCE_MIX) ^ purpose as u64)
+}
+
+/// Separate streams per decision, so e.g. "duplicated" and "first attempt dropped" are
+/// independent for the same event.
+#[derive(Clone, Copy)]
+#[repr(u64)]
+enum Purpose {
+    Duplicate = 0x2545_f491_4f6c_dd1d,
+    Delivery = 0x94d0_49bb_1331_11eb,
+    DuplicateDelivery = 0x5851_f42d_4c95_7f2d,
+}
+
 async fn sleep_until_opt(deadline: Option<Instant>) {
     if let Some(deadline) = deadline {
         tokio::time::sleep_until(deadline).await;
@@ -127,7 +154,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 /// Turns due events into webhook requests: shuffle within the reorder window, group per account
 /// into batches, and add duplicate deliveries.
-fn plan(shared: &Shared, mut due: Vec<Scheduled>, rng: &mut StdRng) -> Vec<Delivery> {
+fn plan(shared: &Shared, mut due: Vec<(u64, Scheduled)>, rng: &mut StdRng) -> Vec<Delivery> {
     let config = &shared.config;
     if config.reorder_window > 1 {
         for window in due.chunks_mut(config.reorder_window) {
@@ -138,26 +165,31 @@ fn plan(shared: &Shared, mut due: Vec<Scheduled>, rng: &mut StdRng) -> Vec<Deliv
     let mut deliveries: Vec<Delivery> = Vec::new();
     let mut duplicates: Vec<Delivery> = Vec::new();
     let mut open: HashMap<String, usize> = HashMap::new();
-    for item in due {
-        if rng.random_bool(config.duplicate_rate) {
+    for (seq, item) in due {
+        let duplicate =
+            decision_rng(config.seed, seq, Purpose::Duplicate).random_bool(config.duplicate_rate);
+        if duplicate {
+            let copy = (seq, item.event.clone());
             push_event(
                 &mut duplicates,
                 &mut HashMap::new(),
-                item.event.clone(),
+                copy,
                 None,
                 true,
                 batched,
                 1,
             );
         }
+        let original = (seq, item.event);
+        let size = config.batch_size;
         push_event(
             &mut deliveries,
             &mut open,
-            item.event,
+            original,
             item.follow_up,
             false,
             batched,
-            config.batch_size,
+            size,
         );
     }
     // Duplicates go out right after the originals, so both are often in flight at once.
@@ -168,7 +200,7 @@ fn plan(shared: &Shared, mut due: Vec<Scheduled>, rng: &mut StdRng) -> Vec<Deliv
 fn push_event(
     deliveries: &mut Vec<Delivery>,
     open: &mut HashMap<String, usize>,
-    event: GatewayEvent,
+    (seq, event): (u64, GatewayEvent),
     follow_up: Option<(GatewayEvent, Duration)>,
     duplicate: bool,
     batched: bool,
@@ -182,6 +214,7 @@ fn push_event(
         Some(index) => index,
         None => {
             deliveries.push(Delivery {
+                seq,
                 account: event.account.clone(),
                 events: Vec::new(),
                 follow_ups: Vec::new(),
@@ -208,6 +241,17 @@ fn body_of(delivery: &Delivery) -> Vec<u8> {
     encoded.unwrap_or_default()
 }
 
+/// A `Retry-After: <seconds>` answer (the engine's 429/503), capped at the max backoff.
+fn retry_after_of(response: &reqwest::Response, max_ms: u64) -> Duration {
+    let seconds = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(seconds.saturating_mul(1_000).min(max_ms))
+}
+
 fn backoff(shared: &Shared, retry: u32, rng: &mut StdRng) -> Duration {
     let base = shared.config.retry_backoff_base_ms;
     let exponential = base
@@ -227,9 +271,11 @@ async fn deliver(
     let body = body_of(&delivery);
     let counters = &shared.counters;
     let mut delivered = false;
+    let mut retry_after = Duration::ZERO;
     for attempt in 1..=shared.config.max_attempts {
         if attempt > 1 {
-            tokio::time::sleep(backoff(&shared, attempt - 2, &mut rng)).await;
+            let wait = backoff(&shared, attempt - 2, &mut rng).max(retry_after);
+            tokio::time::sleep(wait).await;
         }
         if attempt == 1 && drop_first {
             bump(&counters.webhook_attempts_dropped, 1);
@@ -258,6 +304,7 @@ async fn deliver(
                 break;
             }
             Ok(response) => {
+                retry_after = retry_after_of(&response, shared.config.retry_backoff_max_ms);
                 tracing::debug!(account = %delivery.account, attempt, status = %response.status(), "gateway simulator: webhook refused");
             }
             Err(e) => {

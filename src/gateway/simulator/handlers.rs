@@ -17,6 +17,8 @@ use super::SimulatorState;
 
 /// Longest idempotency key accepted (API.md: 1–255 printable ASCII).
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
+/// Accounts (tenants) the simulator keeps; registrations beyond it are refused.
+const MAX_ACCOUNTS: usize = 100_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -131,13 +133,22 @@ pub async fn register_account(state: web::Data<SimulatorState>, body: web::Bytes
         return bad_request("account, an http(s) webhookUrl and a webhookSecret are required");
     }
     let shared = state.shared();
-    lock(&shared.accounts).insert(
+    let mut accounts = lock(&shared.accounts);
+    if accounts.len() >= MAX_ACCOUNTS && !accounts.contains_key(&input.account) {
+        return error(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "too_many_accounts",
+            "account limit reached",
+        );
+    }
+    accounts.insert(
         input.account.clone(),
         Account {
             webhook_url: input.webhook_url,
             webhook_secret: input.webhook_secret,
         },
     );
+    drop(accounts);
     tracing::info!(account = %input.account, "gateway simulator: account registered");
     HttpResponse::Ok().json(json!({"account": input.account}))
 }

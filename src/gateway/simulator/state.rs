@@ -37,6 +37,8 @@ pub struct Ledger {
     pub refunds: HashMap<(String, String), RefundRecord>,
     /// Charge idempotency key → charges created under it (stays 1 if idempotency holds).
     pub creations_by_key: HashMap<String, u32>,
+    /// (account, payment id) → the charge's idempotency key, for refunds.
+    keys_by_payment: HashMap<(String, String), String>,
     order: VecDeque<Record>,
 }
 
@@ -48,6 +50,10 @@ enum Record {
 impl Ledger {
     pub fn insert_charge(&mut self, account: &str, key: &str, record: ChargeRecord, max: usize) {
         let id = (account.to_owned(), key.to_owned());
+        self.keys_by_payment.insert(
+            (account.to_owned(), record.payment_id.clone()),
+            key.to_owned(),
+        );
         self.charges.insert(id, record);
         *self.creations_by_key.entry(key.to_owned()).or_insert(0) += 1;
         self.order
@@ -67,7 +73,9 @@ impl Ledger {
         while self.order.len() > max {
             match self.order.pop_front() {
                 Some(Record::Charge(account, key)) => {
-                    self.charges.remove(&(account, key.clone()));
+                    if let Some(charge) = self.charges.remove(&(account.clone(), key.clone())) {
+                        self.keys_by_payment.remove(&(account, charge.payment_id));
+                    }
                     self.creations_by_key.remove(&key);
                 }
                 Some(Record::Refund(account, key)) => {
@@ -84,15 +92,11 @@ impl Ledger {
         account: &str,
         payment_id: &str,
     ) -> Option<&mut ChargeRecord> {
-        // The engine uses the payment id as the key; fall back to a scan for other callers.
-        let direct = (account.to_owned(), payment_id.to_owned());
-        if self.charges.contains_key(&direct) {
-            return self.charges.get_mut(&direct);
-        }
-        self.charges
-            .iter_mut()
-            .find(|((a, _), c)| a == account && c.payment_id == payment_id)
-            .map(|(_, c)| c)
+        let key = self
+            .keys_by_payment
+            .get(&(account.to_owned(), payment_id.to_owned()))?
+            .clone();
+        self.charges.get_mut(&(account.to_owned(), key))
     }
 }
 

@@ -607,3 +607,50 @@ async fn charges_for_unregistered_accounts_are_rejected() {
     ));
     simulator.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_registering_an_account_signs_with_the_latest_secret() {
+    let (simulator, receiver, gateway, account) = setup(quiet_config(), 0).await;
+    let rotated = "whsec_rotated_only";
+    register(&gateway, account, &receiver.url, rotated).await;
+    gateway
+        .create_charge(&charge(account, PaymentId::new(), token("tok_visa")))
+        .await
+        .unwrap();
+    // The receiver knows only the old secrets, so every attempt is refused until given up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.events().is_empty());
+    assert!(receiver.state.bad_signatures.load(Ordering::SeqCst) >= 2);
+    simulator.stop().await;
+    receiver.stop().await;
+}
+
+/// Duplicate and drop decisions for the same seed and request sequence.
+async fn chaos_counts(seed: u64) -> (u64, u64) {
+    let config = SimulatorConfig {
+        duplicate_rate: 0.5,
+        drop_first_attempt_rate: 0.5,
+        seed,
+        ..quiet_config()
+    };
+    let (simulator, receiver, gateway, account) = setup(config, 0).await;
+    for _ in 0..10 {
+        gateway
+            .create_charge(&charge(account, PaymentId::new(), token("tok_visa")))
+            .await
+            .unwrap();
+    }
+    assert!(simulator.wait_idle(IDLE_TIMEOUT).await);
+    let stats = simulator.stats();
+    simulator.stop().await;
+    receiver.stop().await;
+    (stats.duplicate_deliveries, stats.webhook_attempts_dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_is_reproducible_under_a_seed() {
+    let first = chaos_counts(42).await;
+    assert_eq!(first, chaos_counts(42).await);
+    assert!(first.0 > 0 && first.0 < 20, "{first:?}");
+    assert!(first.1 > 0, "{first:?}");
+}
