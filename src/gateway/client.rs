@@ -300,3 +300,154 @@ impl Gateway for HttpGateway {
         reference_of(&text)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+    use payrail_actors::domain::{PaymentId, RefundId, TenantId};
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A fake gateway: answers 503 to the first `fail_first` requests, then 202, recording
+    /// each request's Idempotency-Key and body.
+    #[derive(Default)]
+    struct Fake {
+        fail_first: usize,
+        calls: AtomicUsize,
+        seen: Mutex<Vec<(Option<String>, Value)>>,
+    }
+
+    async fn answer(fake: web::Data<Fake>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
+        if fake.calls.fetch_add(1, Ordering::SeqCst) < fake.fail_first {
+            return HttpResponse::ServiceUnavailable().finish();
+        }
+        let key = request
+            .headers()
+            .get("Idempotency-Key")
+            .map(|v| v.to_str().unwrap().to_owned());
+        fake.seen
+            .lock()
+            .unwrap()
+            .push((key, serde_json::from_slice(&body).unwrap()));
+        HttpResponse::Accepted().json(json!({"reference": "ch_fake"}))
+    }
+
+    async fn start_fake(fail_first: usize) -> (String, Arc<Fake>) {
+        let fake = Arc::new(Fake {
+            fail_first,
+            ..Fake::default()
+        });
+        let data = web::Data::from(fake.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::post().to(answer))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}", server.addrs()[0]);
+        tokio::spawn(server.run());
+        (url, fake)
+    }
+
+    fn gateway(url: &str, max_retries: u32) -> HttpGateway {
+        let mut config = HttpGatewayConfig::new(format!("{url}/"));
+        config.max_retries = max_retries;
+        config.backoff_base = Duration::from_millis(5);
+        config.request_timeout = Duration::from_secs(2);
+        HttpGateway::with_config(config).unwrap()
+    }
+
+    fn charge(source: Option<PaymentSource>) -> ChargeRequest {
+        ChargeRequest {
+            account: TenantId::new(),
+            payment_id: PaymentId::new(),
+            amount: 1999,
+            currency: "EUR".parse().unwrap(),
+            source,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sends_the_documented_bodies_with_idempotency_keys() {
+        let (url, fake) = start_fake(0).await;
+        let gateway = gateway(&url, 0);
+        let card = charge(Some(PaymentSource::Card {
+            number: "4242424242424242".into(),
+            exp_month: 12,
+            exp_year: 2030,
+            cvc: "123".into(),
+        }));
+        assert_eq!(gateway.create_charge(&card).await.unwrap(), "ch_fake");
+        let token = charge(Some(PaymentSource::Token("tok_visa".into())));
+        gateway.create_charge(&token).await.unwrap();
+        let resend = charge(None);
+        gateway.create_charge(&resend).await.unwrap();
+        let refund = RefundRequest {
+            account: card.account,
+            payment_id: card.payment_id,
+            refund_id: RefundId::new(),
+            amount: 500,
+        };
+        gateway.create_refund(&refund).await.unwrap();
+
+        let seen = fake.seen.lock().unwrap().clone();
+        assert_eq!(seen[0].0, Some(card.payment_id.to_string()));
+        assert_eq!(
+            seen[0].1,
+            json!({"account": card.account.to_string(), "paymentId": card.payment_id.to_string(),
+                   "amount": 1999, "currency": "EUR",
+                   "card": {"number": "4242424242424242", "expMonth": 12, "expYear": 2030, "cvc": "123"}})
+        );
+        assert_eq!(seen[1].1["token"], "tok_visa");
+        assert!(seen[1].1.get("card").is_none());
+        assert!(seen[2].1.get("card").is_none() && seen[2].1.get("token").is_none());
+        assert_eq!(seen[3].0, Some(refund.refund_id.to_string()));
+        assert_eq!(
+            seen[3].1,
+            json!({"account": card.account.to_string(), "paymentId": card.payment_id.to_string(),
+                   "refundId": refund.refund_id.to_string(), "amount": 500})
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_5xx_with_the_same_key_then_gives_up() {
+        let (url, fake) = start_fake(2).await;
+        let request = charge(Some(PaymentSource::Token("tok_visa".into())));
+        assert_eq!(
+            gateway(&url, 2).create_charge(&request).await.unwrap(),
+            "ch_fake"
+        );
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+
+        let (url, fake) = start_fake(10).await;
+        let result = gateway(&url, 2).create_charge(&request).await;
+        assert!(
+            matches!(result, Err(GatewayError::Unavailable(_))),
+            "{result:?}"
+        );
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            3,
+            "one attempt plus two retries"
+        );
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_bounded() {
+        let gateway = HttpGateway::new("http://127.0.0.1:1").unwrap();
+        for retry in 0..10 {
+            let wait = gateway.backoff(retry);
+            let cap = Duration::from_millis(DEFAULT_BACKOFF_BASE_MS * 2u64.pow(retry))
+                .min(Duration::from_millis(DEFAULT_BACKOFF_MAX_MS));
+            assert!(wait >= cap / 2 && wait <= cap, "retry {retry}: {wait:?}");
+        }
+    }
+}
