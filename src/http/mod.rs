@@ -1,0 +1,118 @@
+//! The REST API (actix-web): one module per resource, thin handlers that extract, call the
+//! engine and map the result. Auth, errors, request ids and metrics live in their own modules.
+
+pub mod api_keys;
+pub mod auth;
+pub mod errors;
+pub mod events;
+pub mod idempotency;
+pub mod invoices;
+pub mod metrics;
+pub mod openapi;
+pub mod middleware;
+pub mod ops;
+pub mod payments;
+pub mod tenants;
+pub mod views;
+pub mod webhooks;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use payrail_actors::ports::{Clock, Gateway};
+use payrail_actors::Engine;
+use secrecy::SecretString;
+
+use crate::store::Db;
+use errors::ApiError;
+
+/// Request bodies over this are refused with 413.
+pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// Limits and secrets the HTTP layer needs.
+#[derive(Clone)]
+pub struct HttpSettings {
+    pub admin_token: Option<SecretString>,
+    /// Token bucket per API key: sustained requests per second and burst.
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub signature_tolerance_secs: i64,
+    /// How long a rotated-out webhook secret still verifies.
+    pub secret_overlap: Duration,
+    /// Where the gateway should send webhooks for new tenants.
+    pub webhook_url: String,
+}
+
+pub struct AppState {
+    pub engine: Engine,
+    pub db: Db,
+    pub gateway: Arc<dyn Gateway>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: HttpSettings,
+    pub limiter: auth::RateLimiter,
+    pub secrets: webhooks::SecretCache,
+    pub metrics: metrics::HttpMetrics,
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(
+        engine: Engine,
+        db: Db,
+        gateway: Arc<dyn Gateway>,
+        clock: Arc<dyn Clock>,
+        settings: HttpSettings,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            limiter: auth::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
+            engine,
+            db,
+            gateway,
+            clock,
+            settings,
+            secrets: webhooks::SecretCache::default(),
+            metrics: metrics::HttpMetrics::new()?,
+            draining: Arc::new(AtomicBool::new(false)),
+        })
+    }
+}
+
+/// Runs a storage job in a task of its own, so a client disconnect (which drops the handler's
+/// future) can never cancel a database call halfway.
+pub async fn detached<T, F>(job: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, ApiError>> + Send + 'static,
+{
+    actix_web::rt::spawn(job)
+        .await
+        .map_err(|e| ApiError::Internal(format!("storage task failed: {e}")))?
+}
+
+/// Registers every route of the API.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::PayloadConfig::new(BODY_LIMIT_BYTES))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|err, _| ApiError::InvalidRequest(err.to_string()).into()),
+        )
+        .app_data(
+            web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()),
+        )
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/readyz", web::get().to(ops::readyz))
+        .route("/metrics", web::get().to(ops::metrics))
+        .service(
+            web::scope("/api")
+                .configure(tenants::routes)
+                .configure(api_keys::routes)
+                .configure(invoices::routes)
+                .configure(payments::routes)
+                .configure(events::routes)
+                .configure(webhooks::routes)
+                .route("/openapi.json", web::get().to(ops::openapi)),
+        );
+}

@@ -1,0 +1,167 @@
+//! The JSON shapes of API.md, rendered from domain state. Field names are the contract.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use payrail_actors::domain::{Event, Invoice, LineItem, Payment, Refund};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::StoredEvent;
+
+/// RFC 3339, UTC, milliseconds: `2026-11-23T07:00:00.123Z`.
+pub fn ts(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn ts_opt(at: &Option<DateTime<Utc>>) -> Option<String> {
+    at.as_ref().map(ts)
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvoiceView<'a> {
+    id: String,
+    number: &'a str,
+    status: &'static str,
+    customer_name: &'a str,
+    customer_email: &'a Option<String>,
+    currency: &'a str,
+    line_items: &'a [LineItem],
+    subtotal: i64,
+    tax_rate_bps: i64,
+    tax: i64,
+    total: i64,
+    amount_paid: i64,
+    amount_pending: i64,
+    amount_remaining: i64,
+    amount_refunded: i64,
+    due_date: Option<String>,
+    created_at: String,
+    finalized_at: Option<String>,
+    paid_at: Option<String>,
+    voided_at: Option<String>,
+    version: u64,
+    metadata: &'a serde_json::Map<String, Value>,
+}
+
+pub fn invoice(i: &Invoice) -> InvoiceView<'_> {
+    InvoiceView {
+        id: i.id.to_string(),
+        number: &i.number,
+        status: i.status.as_str(),
+        customer_name: &i.details.customer_name,
+        customer_email: &i.details.customer_email,
+        currency: i.details.currency.as_str(),
+        line_items: &i.details.line_items,
+        subtotal: i.details.subtotal,
+        tax_rate_bps: i.details.tax_rate_bps,
+        tax: i.details.tax,
+        total: i.details.total,
+        amount_paid: i.amount_paid,
+        amount_pending: i.amount_pending,
+        amount_remaining: i.amount_remaining(),
+        amount_refunded: i.amount_refunded,
+        due_date: i.details.due_date.map(|d| d.to_string()),
+        created_at: ts(&i.created_at),
+        finalized_at: ts_opt(&i.finalized_at),
+        paid_at: ts_opt(&i.paid_at),
+        voided_at: ts_opt(&i.voided_at),
+        version: i.version,
+        metadata: &i.details.metadata,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentView<'a> {
+    id: String,
+    invoice_id: String,
+    amount: i64,
+    currency: &'a str,
+    status: &'static str,
+    amount_refunded: i64,
+    payment_method: &'a payrail_actors::domain::CardSummary,
+    gateway_reference: &'a Option<String>,
+    failure_code: &'a Option<String>,
+    failure_message: &'a Option<String>,
+    created_at: String,
+    updated_at: String,
+    version: u64,
+}
+
+pub fn payment(p: &Payment) -> PaymentView<'_> {
+    PaymentView {
+        id: p.id.to_string(),
+        invoice_id: p.invoice_id.to_string(),
+        amount: p.amount,
+        currency: p.currency.as_str(),
+        status: p.status.as_str(),
+        amount_refunded: p.amount_refunded,
+        payment_method: &p.payment_method,
+        gateway_reference: &p.gateway_reference,
+        failure_code: &p.failure_code,
+        failure_message: &p.failure_message,
+        created_at: ts(&p.created_at),
+        updated_at: ts(&p.updated_at),
+        version: p.version,
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefundView<'a> {
+    id: String,
+    payment_id: String,
+    invoice_id: String,
+    amount: i64,
+    currency: &'a str,
+    status: &'static str,
+    reason: &'a Option<String>,
+    failure_code: &'a Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+pub fn refund(r: &Refund) -> RefundView<'_> {
+    RefundView {
+        id: r.id.to_string(),
+        payment_id: r.payment_id.to_string(),
+        invoice_id: r.invoice_id.to_string(),
+        amount: r.amount,
+        currency: r.currency.as_str(),
+        status: r.status.as_str(),
+        reason: &r.reason,
+        failure_code: &r.failure_code,
+        created_at: ts(&r.created_at),
+        updated_at: ts(&r.updated_at),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    id: String,
+    sequence: i64,
+    event_type: &'static str,
+    occurred_at: String,
+    subject_id: String,
+    actor: String,
+    data: Value,
+}
+
+pub fn event(stored: &StoredEvent) -> EventView {
+    let e: &Event = &stored.event;
+    EventView {
+        id: e.id.to_string(),
+        sequence: stored.sequence,
+        event_type: e.event_type(),
+        occurred_at: ts(&e.occurred_at),
+        subject_id: e.subject_id(),
+        actor: e.actor.clone(),
+        data: e.data.data_json(),
+    }
+}
+
+/// Serializes a view for a stored idempotent response.
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

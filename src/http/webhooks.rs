@@ -1,0 +1,169 @@
+//! Gateway webhooks: verify the signature once per request, parse once, hand every event to
+//! the engine (payments in parallel, one group commit for the lot) and answer with counts only
+//! after everything applied is durable.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use payrail_actors::domain::{Currency, GatewayOutcome, PaymentId, RefundId, TenantId};
+use payrail_actors::engine::GatewayEvent;
+use serde::Deserialize;
+
+use super::errors::ApiError;
+use super::idempotency::parse;
+use super::{detached, AppState};
+use crate::gateway::signature::{self, SignatureError, SIGNATURE_HEADER};
+
+/// Events per webhook request, at most.
+pub const BATCH_MAX_EVENTS: usize = 500;
+/// How long verified secrets are cached; rotation on this node clears the entry at once.
+const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
+const SECRET_CACHE_MAX_ENTRIES: usize = 100_000;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/payments", web::post().to(receive));
+}
+
+/// `(current, previous-until)` webhook secrets per tenant, briefly cached.
+#[derive(Default)]
+pub struct SecretCache {
+    entries: Mutex<HashMap<TenantId, (Instant, Secrets)>>,
+}
+
+type Secrets = (String, Option<(String, DateTime<Utc>)>);
+
+impl SecretCache {
+    fn get(&self, tenant: TenantId) -> Option<Secrets> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .get(&tenant)
+            .filter(|(at, _)| at.elapsed() < SECRET_CACHE_TTL)
+            .map(|(_, s)| s.clone())
+    }
+
+    fn put(&self, tenant: TenantId, secrets: Secrets) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= SECRET_CACHE_MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(tenant, (Instant::now(), secrets));
+    }
+
+    pub fn forget(&self, tenant: TenantId) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&tenant);
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEvent {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    account: Option<String>,
+    #[serde(default)]
+    data: RawData,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawData {
+    payment_id: Option<String>,
+    refund_id: Option<String>,
+    gateway_reference: Option<String>,
+    amount: Option<i64>,
+    currency: Option<String>,
+    failure_code: Option<String>,
+    failure_message: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Body {
+    Batch { account: String, events: Vec<RawEvent> },
+    Single(RawEvent),
+}
+
+/// Converts one event; `None` means rejected (another account, unknown shape or ids).
+fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
+    if raw.account.as_deref().is_some_and(|a| a != account) || raw.id.is_empty() || raw.id.len() > 255 {
+        return None;
+    }
+    let d = raw.data;
+    let payment_id: PaymentId = d.payment_id.as_deref()?.parse().ok()?;
+    let currency: Option<Currency> = match d.currency {
+        Some(c) => Some(c.parse().ok()?),
+        None => None,
+    };
+    let refund = || -> Option<RefundId> { d.refund_id.as_deref()?.parse().ok() };
+    let outcome = match raw.kind.as_str() {
+        "payment.processing" => GatewayOutcome::Processing { reference: d.gateway_reference.clone()? },
+        "payment.succeeded" => GatewayOutcome::Succeeded { reference: d.gateway_reference.clone(), amount: d.amount, currency },
+        "payment.failed" => GatewayOutcome::Failed {
+            code: d.failure_code.clone().unwrap_or_else(|| "card_declined".into()),
+            message: d.failure_message.clone().unwrap_or_default(),
+            amount: d.amount,
+            currency,
+        },
+        "refund.succeeded" => GatewayOutcome::RefundSucceeded { refund_id: refund()? },
+        "refund.failed" => GatewayOutcome::RefundFailed {
+            refund_id: refund()?,
+            code: d.failure_code.clone().unwrap_or_else(|| "refund_failed".into()),
+        },
+        _ => return None,
+    };
+    Some(GatewayEvent { id: raw.id, payment_id, outcome })
+}
+
+async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Secrets, ApiError> {
+    if let Some(secrets) = state.secrets.get(tenant) {
+        return Ok(secrets);
+    }
+    let db = state.db.clone();
+    let secrets = detached(async move { Ok(db.webhook_secrets(tenant).await?) })
+        .await?
+        .ok_or_else(|| ApiError::InvalidSignature("unknown account".into()))?;
+    state.secrets.put(tenant, secrets.clone());
+    Ok(secrets)
+}
+
+async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+    let parsed: Body = parse(&body)?;
+    let (account, events) = match parsed {
+        Body::Batch { account, events } => (account, events),
+        Body::Single(event) => (event.account.clone().unwrap_or_default(), vec![event]),
+    };
+    if events.len() > BATCH_MAX_EVENTS {
+        return Err(ApiError::InvalidRequest(format!("at most {BATCH_MAX_EVENTS} events per request")));
+    }
+    let tenant: TenantId = account
+        .parse()
+        .map_err(|_| ApiError::InvalidSignature("unknown account".into()))?;
+    let header = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (current, previous) = secrets_for(&state, tenant).await?;
+    let now = state.clock.now();
+    let mut valid = vec![current.as_str()];
+    if let Some((old, until)) = &previous {
+        if *until > now {
+            valid.push(old.as_str());
+        }
+    }
+    signature::verify(header, &body, &valid, now.timestamp(), state.settings.signature_tolerance_secs).map_err(|e| match e {
+        SignatureError::Stale => ApiError::StaleSignature,
+        other => ApiError::InvalidSignature(other.to_string()),
+    })?;
+    let received = events.len();
+    let converted: Vec<GatewayEvent> = events.into_iter().filter_map(|e| convert(&account, e)).collect();
+    let rejected_early = received - converted.len();
+    let mut summary = state.engine.apply_gateway_events(tenant, converted).await?;
+    summary.received = received;
+    summary.rejected += rejected_early;
+    Ok(HttpResponse::Ok().json(summary))
+}
