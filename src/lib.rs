@@ -1,2 +1,4 @@
 //! Payrail: everything that touches the outside world (HTTP, storage, the gateway) around the
 //! actor core in `payrail-actors`.
+
+pub mod store;
