@@ -1,0 +1,1 @@
+//! SQL-only store tests.
