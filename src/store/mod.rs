@@ -17,6 +17,7 @@ mod stmt;
 #[doc(hidden)]
 pub mod testing;
 mod tx;
+mod write;
 
 #[cfg(test)]
 mod tests;

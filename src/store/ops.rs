@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::StoreError;
 
-use super::plan::{
-    insert_rows, invoice_row, payment_row, refund_rows, Upserts, INVOICES, PAYMENTS, REFUNDS,
-};
 use super::rows::{parse_id, CountRow, TextRow};
 use super::stmt::{Bind, Stmt};
+use super::write::{
+    insert_rows, invoice_row, payment_row, refund_rows, Upserts, INVOICES, PAYMENTS, REFUNDS,
+};
 use super::Db;
 
 /// Events read per query while rebuilding.

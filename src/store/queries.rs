@@ -8,12 +8,12 @@ use payrail_actors::domain::{
 use payrail_actors::ports::StoreError;
 
 use super::model::{ApiKeyRow, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX};
-use super::plan::event_row;
 use super::rows::{
     api_key_columns, event_columns, into_stored, tenant_columns, ApiKeySqlRow, CountRow, DataRow,
     EventRow, TenantSqlRow,
 };
 use super::stmt::{Bind, Stmt};
+use super::write::{event_row, insert_rows, EVENTS};
 use super::Db;
 
 pub(crate) fn page_bounds(page: u32, page_size: u32) -> (i64, i64) {
@@ -29,11 +29,7 @@ fn count(rows: Vec<CountRow>) -> u64 {
 /// The insert of one event (outside a batch: API key lifecycle).
 fn insert_event(db: &Db, event: &Event) -> Result<Stmt, StoreError> {
     let tenant = event.tenant_id.to_string();
-    let mut stmts = super::plan::insert_rows(
-        db.dialect(),
-        &super::plan::EVENTS,
-        vec![event_row(&tenant, event)],
-    )?;
+    let mut stmts = insert_rows(db.dialect(), &EVENTS, vec![event_row(&tenant, event)])?;
     stmts
         .pop()
         .ok_or_else(|| StoreError::Corrupt("no insert for an event".into()))

@@ -8,7 +8,11 @@ use payrail_actors::domain::{
     Currency, Event, EventData, EventId, Invoice, InvoiceId, InvoiceInput, Payment, PaymentId,
     StreamId, TenantId,
 };
-use payrail_actors::ports::{DedupKey, IdempotencyRecord, Snapshot, StreamAppend, Unit};
+use payrail_actors::ports::{
+    DedupKey, EventStore, IdempotencyRecord, Snapshot, StreamAppend, Unit,
+};
+
+use crate::store::Db;
 
 /// A fixed instant with whole microseconds (what both SQL backends keep).
 pub fn t0() -> DateTime<Utc> {
@@ -262,4 +266,10 @@ pub fn idempotency(key: &str, at: DateTime<Utc>) -> IdempotencyRecord {
         body: "{\"ok\":true}".into(),
         created_at: at,
     }
+}
+
+/// Commits the units as one batch and asserts every one of them passed.
+pub async fn commit(db: &Db, units: Vec<Unit>) {
+    let n = units.len();
+    assert_eq!(db.append_batch(units).await, vec![Ok(()); n]);
 }
