@@ -73,10 +73,7 @@ impl Postgres {
         let mut body_done = false;
         let result = conn
             .transaction(async |c| {
-                let mut counts = Vec::with_capacity(stmts.len());
-                for stmt in stmts {
-                    counts.push(stmt.execute(c).await?);
-                }
+                let counts = execute_pipelined(c, stmts).await?;
                 body_done = true;
                 Ok::<_, TxError>(counts)
             })
@@ -90,6 +87,7 @@ impl Postgres {
             match self.append_once(units).await {
                 Ok(results) => return results,
                 Err((e, _)) if attempt < APPEND_ATTEMPTS_MAX && is_unique_violation(&e) => {
+                    tracing::debug!(attempt, error = ?e, "batch lost a unique-key race, re-planning");
                     attempt += 1;
                 }
                 Err((e, body_done)) => {
@@ -115,13 +113,24 @@ impl Postgres {
                 }
                 let existing = plan::Existing::from_rows(found);
                 let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
-                for stmt in planned.statements {
-                    stmt.execute(c).await?;
-                }
+                execute_pipelined(c, planned.statements).await?;
                 body_done = true;
                 Ok::<_, TxError>(planned.results)
             })
             .await;
         result.map_err(|e| (e, body_done))
     }
+}
+
+/// Sends every statement before awaiting any answer: one round trip for the whole batch's
+/// writes (the server still runs them in order, inside the caller's transaction).
+async fn execute_pipelined(
+    conn: &AsyncPgConnection,
+    stmts: Vec<Stmt>,
+) -> Result<Vec<usize>, diesel::result::Error> {
+    let writes = stmts.into_iter().map(|stmt| {
+        let mut shared = conn;
+        async move { stmt.execute(&mut shared).await }
+    });
+    futures::future::try_join_all(writes).await
 }
