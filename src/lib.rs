@@ -2,3 +2,5 @@
 //! actor core in `payrail-actors`.
 
 pub mod gateway;
+pub mod http;
+pub mod store;

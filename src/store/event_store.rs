@@ -1,0 +1,201 @@
+//! The `EventStore` port on SQL: same semantics as `payrail_actors::memory::MemoryStore`.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use payrail_actors::domain::{Event, Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
+use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
+
+use super::rows::{
+    event_columns, idempotency_columns, into_events, parse_id, DataRow, EventRow,
+    IdempotencySqlRow, PairRow, TextRow,
+};
+use super::stmt::{Bind, Stmt};
+use super::Db;
+
+/// Ids per `IN (…)` list when checking gateway events (well under SQLite's bind limit).
+const SEEN_IDS_PER_QUERY_MAX: usize = 500;
+
+impl Db {
+    /// The projection row's snapshot plus the trailing events of its own stream.
+    async fn load_entity(
+        &self,
+        table: &str,
+        tenant: TenantId,
+        id: String,
+    ) -> Result<Option<(DataRow, Vec<Event>)>, StoreError> {
+        let d = self.dialect();
+        let row: Option<DataRow> = self
+            .load_one(Stmt::new(
+                format!(
+                    "SELECT {} AS data, version FROM {table} WHERE tenant_id = ? AND id = ?",
+                    d.json_out("data")
+                ),
+                vec![Bind::Text(tenant.to_string()), Bind::Text(id.clone())],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let trailing = self.stream_events(tenant, id, row.version).await?;
+        Ok(Some((row, trailing)))
+    }
+
+    pub(crate) async fn stream_events(
+        &self,
+        tenant: TenantId,
+        stream: String,
+        after_version: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows: Vec<EventRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} FROM events e WHERE e.tenant_id = ? AND e.stream_id = ? \
+                     AND e.version > ? ORDER BY e.version",
+                    event_columns(self.dialect())
+                ),
+                vec![
+                    Bind::Text(tenant.to_string()),
+                    Bind::Text(stream),
+                    Bind::I64(after_version),
+                ],
+            ))
+            .await?;
+        into_events(rows)
+    }
+}
+
+#[async_trait]
+impl EventStore for Db {
+    async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
+        if units.is_empty() {
+            return Vec::new();
+        }
+        self.append(units).await
+    }
+
+    async fn load_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Loaded<Invoice>>, StoreError> {
+        let Some((row, trailing)) = self.load_entity("invoices", tenant, id.to_string()).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
+            snapshot: row.invoice()?,
+            trailing,
+        }))
+    }
+
+    async fn load_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Loaded<Payment>>, StoreError> {
+        let Some((row, trailing)) = self.load_entity("payments", tenant, id.to_string()).await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Loaded {
+            snapshot: row.payment()?,
+            trailing,
+        }))
+    }
+
+    async fn load_stream(
+        &self,
+        tenant: TenantId,
+        stream: StreamId,
+    ) -> Result<Vec<Event>, StoreError> {
+        self.stream_events(tenant, stream.to_string(), 0).await
+    }
+
+    async fn seen_gateway_events(
+        &self,
+        tenant: TenantId,
+        ids: &[String],
+    ) -> Result<HashSet<String>, StoreError> {
+        let mut seen = HashSet::new();
+        for chunk in ids.chunks(SEEN_IDS_PER_QUERY_MAX) {
+            let mut binds = vec![Bind::Text(tenant.to_string())];
+            binds.extend(chunk.iter().cloned().map(Bind::Text));
+            let rows: Vec<TextRow> = self
+                .load(Stmt::new(
+                    format!(
+                        "SELECT gateway_event_id AS value FROM webhook_dedup \
+                         WHERE tenant_id = ? AND gateway_event_id IN ({})",
+                        vec!["?"; chunk.len()].join(", ")
+                    ),
+                    binds,
+                ))
+                .await?;
+            seen.extend(rows.into_iter().map(|r| r.value));
+        }
+        Ok(seen)
+    }
+
+    async fn payment_gateway_events(
+        &self,
+        tenant: TenantId,
+        payment: PaymentId,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<TextRow> = self
+            .load(Stmt::new(
+                "SELECT gateway_event_id AS value FROM webhook_dedup \
+                 WHERE tenant_id = ? AND payment_id = ? ORDER BY gateway_event_id",
+                vec![
+                    Bind::Text(tenant.to_string()),
+                    Bind::Text(payment.to_string()),
+                ],
+            ))
+            .await?;
+        Ok(rows.into_iter().map(|r| r.value).collect())
+    }
+
+    async fn idempotency_record(
+        &self,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row: Option<IdempotencySqlRow> = self
+            .load_one(Stmt::new(
+                format!(
+                    "SELECT {} FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+                    idempotency_columns(self.dialect())
+                ),
+                vec![Bind::Text(tenant.to_string()), Bind::text(key)],
+            ))
+            .await?;
+        row.map(IdempotencySqlRow::into_record).transpose()
+    }
+
+    async fn last_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {
+        // Numbers are zero-padded: the longest, then the greatest, is the highest.
+        let row: Option<TextRow> = self
+            .load_one(Stmt::new(
+                "SELECT number AS value FROM invoices WHERE tenant_id = ? \
+                 ORDER BY length(number) DESC, number DESC LIMIT 1",
+                vec![Bind::Text(tenant.to_string())],
+            ))
+            .await?;
+        Ok(row
+            .and_then(|r| r.value.strip_prefix("INV-")?.parse::<u64>().ok())
+            .unwrap_or(0))
+    }
+
+    async fn payments_awaiting_charge(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId)>, StoreError> {
+        let rows: Vec<PairRow> = self
+            .load(Stmt::new(
+                "SELECT tenant_id AS a, id AS b FROM payments \
+                 WHERE status = 'processing' AND gateway_reference IS NULL ORDER BY id LIMIT ?",
+                vec![Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX))],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((parse_id(&r.a)?, parse_id(&r.b)?)))
+            .collect()
+    }
+}

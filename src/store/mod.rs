@@ -1,0 +1,128 @@
+//! Durable storage: the `EventStore` port and the read/admin queries of the HTTP layer, on
+//! PostgreSQL (production) or SQLite (embedded default). Backend differences live in
+//! `postgres.rs` / `sqlite.rs` (connections, transactions) and `stmt::Dialect` (a few SQL
+//! expressions); planning batches and building queries is shared.
+
+mod event_store;
+
+mod invoice_list;
+mod model;
+mod ops;
+mod plan;
+mod postgres;
+mod queries;
+mod rows;
+mod sqlite;
+mod stmt;
+#[doc(hidden)]
+pub mod testing;
+mod tx;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use diesel::pg::Pg;
+use diesel::sqlite::Sqlite as SqliteBackend;
+use diesel::QueryableByName;
+use payrail_actors::ports::{StoreError, Unit};
+
+pub use model::{
+    ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, StoredEvent, TenantRow,
+    LIST_LIMIT_MAX, PAGE_SIZE_MAX,
+};
+
+use stmt::{Dialect, Stmt};
+
+/// Where data lives when no `DATABASE_URL` is configured.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/payrail.db";
+/// PostgreSQL connections in the pool unless configured otherwise.
+pub const DEFAULT_POOL_SIZE: usize = 8;
+
+enum Backend {
+    Postgres(postgres::Postgres),
+    Sqlite(sqlite::Sqlite),
+}
+
+/// The store: cheap to clone (one shared backend).
+#[derive(Clone)]
+pub struct Db {
+    backend: Arc<Backend>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("dialect", &self.dialect())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Connects and applies pending migrations: PostgreSQL for `postgres://`/`postgresql://`
+    /// URLs (a pool of `pool_size`), SQLite for `sqlite://path` (the folder is created).
+    pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Db> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres(postgres::Postgres::connect(url, pool_size).await?)
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                anyhow::bail!("sqlite URL without a path: {url}");
+            }
+            Backend::Sqlite(sqlite::Sqlite::connect(path, pool_size).await?)
+        } else {
+            anyhow::bail!("unsupported database URL (expected postgres:// or sqlite://)");
+        };
+        Ok(Db {
+            backend: Arc::new(backend),
+        })
+    }
+
+    /// `"postgres"` or `"sqlite"`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.dialect() {
+            Dialect::Postgres => "postgres",
+            Dialect::Sqlite => "sqlite",
+        }
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        match &*self.backend {
+            Backend::Postgres(_) => Dialect::Postgres,
+            Backend::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub(crate) async fn load<R>(&self, stmt: Stmt) -> Result<Vec<R>, StoreError>
+    where
+        R: QueryableByName<Pg> + QueryableByName<SqliteBackend> + Send + 'static,
+    {
+        match &*self.backend {
+            Backend::Postgres(pg) => pg.load(stmt).await,
+            Backend::Sqlite(lite) => lite.load(stmt).await,
+        }
+    }
+
+    pub(crate) async fn load_one<R>(&self, stmt: Stmt) -> Result<Option<R>, StoreError>
+    where
+        R: QueryableByName<Pg> + QueryableByName<SqliteBackend> + Send + 'static,
+    {
+        Ok(self.load(stmt).await?.into_iter().next())
+    }
+
+    /// Executes the statements in one transaction; answers each one's affected row count.
+    pub(crate) async fn transact(&self, stmts: Vec<Stmt>) -> Result<Vec<usize>, StoreError> {
+        match &*self.backend {
+            Backend::Postgres(pg) => pg.transact(stmts).await,
+            Backend::Sqlite(lite) => lite.transact(stmts).await,
+        }
+    }
+
+    pub(crate) async fn append(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
+        match &*self.backend {
+            Backend::Postgres(pg) => pg.append(&units).await,
+            Backend::Sqlite(lite) => lite.append(units).await,
+        }
+    }
+}

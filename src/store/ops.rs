@@ -1,0 +1,174 @@
+//! Operations: readiness ping, purging old dedup/idempotency rows, rebuilding the projections
+//! from the events alone.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
+use payrail_actors::ports::StoreError;
+
+use super::rows::{parse_id, CountRow, TextRow};
+use super::stmt::{Bind, Stmt};
+use super::write::{
+    insert_rows, invoice_row, payment_row, refund_rows, Upserts, INVOICES, PAYMENTS, REFUNDS,
+};
+use super::Db;
+
+/// Events read per query while rebuilding.
+const REBUILD_PAGE_EVENTS: i64 = 1_000;
+/// Rows per insert statement while rebuilding (bounds each statement's size).
+const REBUILD_INSERT_ROWS: usize = 1_000;
+
+/// Projections of one tenant, rebuilt by folding its events.
+#[derive(Default)]
+struct Replay {
+    invoices: BTreeMap<InvoiceId, Invoice>,
+    payments: BTreeMap<PaymentId, Payment>,
+}
+
+impl Db {
+    /// Storage reachable and answering.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let rows: Vec<CountRow> = self
+            .load(Stmt::new("SELECT CAST(1 AS BIGINT) AS n", vec![]))
+            .await?;
+        if rows.is_empty() {
+            return Err(StoreError::Unavailable("ping answered nothing".into()));
+        }
+        Ok(())
+    }
+
+    /// Deletes dedup keys older than `dedup_before` and idempotency records older than
+    /// `idempotency_before`, `batch` rows per transaction so writers are never held up long.
+    /// Answers how many of each were deleted.
+    pub async fn purge_expired(
+        &self,
+        dedup_before: DateTime<Utc>,
+        idempotency_before: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<(usize, usize), StoreError> {
+        let dedup = self
+            .purge_table("webhook_dedup", "gateway_event_id", dedup_before, batch)
+            .await?;
+        let idempotency = self
+            .purge_table("idempotency_keys", "key", idempotency_before, batch)
+            .await?;
+        Ok((dedup, idempotency))
+    }
+
+    async fn purge_table(
+        &self,
+        table: &str,
+        key: &str,
+        before: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let batch = batch.max(1);
+        let sql = format!(
+            "DELETE FROM {table} WHERE (tenant_id, {key}) IN \
+             (SELECT tenant_id, {key} FROM {table} WHERE created_at < ? LIMIT ?)"
+        );
+        let mut total = 0;
+        loop {
+            let counts = self
+                .transact(vec![Stmt::new(
+                    sql.as_str(),
+                    vec![Bind::ts(before), Bind::I64(batch as i64)],
+                )])
+                .await?;
+            let deleted = counts.first().copied().unwrap_or(0);
+            total += deleted;
+            if deleted < batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Replaces `invoices`, `payments` and `refunds` with a replay of `events` (the domain's own
+    /// `apply`), in one transaction. Meant for maintenance (`payrail rebuild-projections`) with
+    /// the engine stopped. Answers how many invoices and payments were rebuilt.
+    pub async fn rebuild_projections(&self) -> Result<usize, StoreError> {
+        let tenants: Vec<TextRow> = self
+            .load(Stmt::new(
+                "SELECT DISTINCT tenant_id AS value FROM events ORDER BY tenant_id",
+                vec![],
+            ))
+            .await?;
+        let mut invoices = Upserts::default();
+        let mut payments = Upserts::default();
+        let mut refunds = Upserts::default();
+        let mut rebuilt = 0;
+        for row in tenants {
+            let tenant: TenantId = parse_id(&row.value)?;
+            let replay = self.replay_tenant(tenant).await?;
+            rebuilt += replay.invoices.len() + replay.payments.len();
+            let t = tenant.to_string();
+            for invoice in replay.invoices.values() {
+                invoices.put(&t, invoice.id.to_string(), invoice_row(&t, invoice)?);
+            }
+            for payment in replay.payments.values() {
+                payments.put(&t, payment.id.to_string(), payment_row(&t, payment)?);
+                for (id, r) in refund_rows(&t, payment)? {
+                    refunds.put(&t, id, r);
+                }
+            }
+        }
+        let d = self.dialect();
+        let mut stmts = vec![
+            Stmt::new("DELETE FROM refunds", vec![]),
+            Stmt::new("DELETE FROM payments", vec![]),
+            Stmt::new("DELETE FROM invoices", vec![]),
+        ];
+        for (table, rows) in [
+            (&INVOICES, invoices.rows),
+            (&PAYMENTS, payments.rows),
+            (&REFUNDS, refunds.rows),
+        ] {
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(REBUILD_INSERT_ROWS).collect();
+                stmts.extend(insert_rows(d, table, chunk)?);
+            }
+        }
+        self.transact(stmts).await?;
+        Ok(rebuilt)
+    }
+
+    async fn replay_tenant(&self, tenant: TenantId) -> Result<Replay, StoreError> {
+        let mut replay = Replay::default();
+        let mut after = 0;
+        loop {
+            let page = self
+                .events_where(
+                    "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+                    vec![
+                        Bind::Text(tenant.to_string()),
+                        Bind::I64(after),
+                        Bind::I64(REBUILD_PAGE_EVENTS),
+                    ],
+                )
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(replay);
+            };
+            after = last.sequence;
+            for stored in &page {
+                let event = &stored.event;
+                if let Some(invoice_id) = event.invoice_id {
+                    replay
+                        .invoices
+                        .entry(invoice_id)
+                        .or_insert_with(|| Invoice::blank(tenant, invoice_id, event.occurred_at))
+                        .apply(event);
+                }
+                if let StreamId::Payment(payment_id) = event.stream {
+                    replay
+                        .payments
+                        .entry(payment_id)
+                        .or_insert_with(|| Payment::blank(tenant, payment_id, event.occurred_at))
+                        .apply(event);
+                }
+            }
+        }
+    }
+}

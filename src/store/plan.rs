@@ -1,0 +1,302 @@
+//! Group commit, backend-neutral: what a batch must check (`keys`, `precheck`) and which units
+//! pass given what is already stored (`plan`, the same rules as `memory.rs`); `write.rs` turns
+//! the passing units into multi-row statements.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use payrail_actors::ports::{Snapshot, StoreError, Unit};
+
+use super::rows::KeyRow;
+use super::stmt::{Bind, Dialect, Stmt};
+use super::write::{
+    event_row, insert_rows, invoice_row, payment_row, refund_rows, Upserts, DEDUP, EVENTS,
+    IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+};
+/// The keys a batch must check against what is stored.
+#[derive(Default)]
+pub(crate) struct Keys {
+    pub(crate) streams: Vec<(String, String)>,
+    pub(crate) dedup: Vec<(String, String)>,
+    pub(crate) idempotency: Vec<(String, String)>,
+}
+
+pub(crate) fn keys(units: &[Unit]) -> Keys {
+    let mut seen = HashSet::new();
+    let mut keys = Keys::default();
+    for unit in units {
+        let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+            continue;
+        };
+        for s in &unit.streams {
+            let k = (tenant.clone(), s.stream.to_string());
+            if seen.insert(('v', k.clone())) {
+                keys.streams.push(k);
+            }
+        }
+        for d in &unit.dedup_keys {
+            let k = (tenant.clone(), d.gateway_event_id.clone());
+            if seen.insert(('d', k.clone())) {
+                keys.dedup.push(k);
+            }
+        }
+        if let Some(r) = &unit.idempotency {
+            let k = (tenant.clone(), r.key.clone());
+            if seen.insert(('i', k.clone())) {
+                keys.idempotency.push(k);
+            }
+        }
+    }
+    keys
+}
+
+fn split(pairs: &[(String, String)]) -> (Bind, Bind) {
+    let (a, b): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
+    (Bind::TextArr(a), Bind::TextArr(b))
+}
+
+/// The statements that read what a batch's keys already are (rows: `KeyRow`). PostgreSQL: one
+/// round trip with array binds. SQLite: one cached point query per key, all inside the one
+/// blocking job, where a statement costs microseconds.
+pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
+    match d {
+        Dialect::Postgres => {
+            let (vt, vs) = split(&keys.streams);
+            let (dt, dg) = split(&keys.dedup);
+            let (it, ik) = split(&keys.idempotency);
+            vec![Stmt::new(
+                "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
+                   (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
+                 FROM unnest(?, ?) AS k(t, s) \
+                 UNION ALL SELECT 'd'::text, w.tenant_id, w.gateway_event_id, NULL::int8 \
+                 FROM webhook_dedup w JOIN unnest(?, ?) AS k(t, g) ON w.tenant_id = k.t AND w.gateway_event_id = k.g \
+                 UNION ALL SELECT 'i'::text, i.tenant_id, i.key, NULL::int8 \
+                 FROM idempotency_keys i JOIN unnest(?, ?) AS k(t, g) ON i.tenant_id = k.t AND i.key = k.g",
+                vec![vt, vs, dt, dg, it, ik],
+            )]
+        }
+        Dialect::Sqlite => {
+            let point = |sql: &str, (t, k): &(String, String)| {
+                Stmt::new(sql, vec![Bind::text(t), Bind::text(k)])
+            };
+            let versions = keys.streams.iter().map(|k| {
+                point(
+                    "SELECT 'v' AS kind, tenant_id, stream_id AS key, max(version) AS n FROM events \
+                     WHERE tenant_id = ? AND stream_id = ? GROUP BY tenant_id, stream_id",
+                    k,
+                )
+            });
+            let dedup = keys.dedup.iter().map(|k| {
+                point(
+                    "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
+                     FROM webhook_dedup WHERE tenant_id = ? AND gateway_event_id = ?",
+                    k,
+                )
+            });
+            let idem = keys.idempotency.iter().map(|k| {
+                point(
+                    "SELECT 'i' AS kind, tenant_id, key, NULL AS n \
+                     FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+                    k,
+                )
+            });
+            versions.chain(dedup).chain(idem).collect()
+        }
+    }
+}
+
+/// What is already stored for a batch's keys; updated as units pass, so later units in a batch
+/// see the effects of earlier ones (as in `memory.rs`).
+#[derive(Default)]
+pub(crate) struct Existing {
+    versions: HashMap<(String, String), u64>,
+    dedup: HashSet<(String, String)>,
+    idempotency: HashSet<(String, String)>,
+}
+
+impl Existing {
+    pub(crate) fn from_rows(rows: Vec<KeyRow>) -> Self {
+        let mut existing = Self::default();
+        for row in rows {
+            let key = (row.tenant_id, row.key);
+            match row.kind.as_str() {
+                "v" => {
+                    let version = row.n.unwrap_or(0).max(0) as u64;
+                    existing.versions.insert(key, version);
+                }
+                "d" => {
+                    existing.dedup.insert(key);
+                }
+                _ => {
+                    existing.idempotency.insert(key);
+                }
+            }
+        }
+        existing
+    }
+
+    fn check(&self, tenant: &str, unit: &Unit) -> Result<(), StoreError> {
+        for append in &unit.streams {
+            let stream = append.stream.to_string();
+            let current = self
+                .versions
+                .get(&(tenant.to_owned(), stream.clone()))
+                .copied()
+                .unwrap_or(0);
+            if current != append.expected_version {
+                return Err(StoreError::VersionConflict(stream));
+            }
+            for (i, event) in append.events.iter().enumerate() {
+                if event.version != append.expected_version + 1 + i as u64
+                    || event.stream != append.stream
+                    || event.tenant_id.to_string() != tenant
+                {
+                    return Err(StoreError::Corrupt(format!(
+                        "event {} does not belong at its place in {stream}",
+                        event.id
+                    )));
+                }
+            }
+        }
+        for key in &unit.dedup_keys {
+            if self
+                .dedup
+                .contains(&(tenant.to_owned(), key.gateway_event_id.clone()))
+            {
+                return Err(StoreError::DuplicateGatewayEvent(
+                    key.gateway_event_id.clone(),
+                ));
+            }
+        }
+        if let Some(record) = &unit.idempotency {
+            if self
+                .idempotency
+                .contains(&(tenant.to_owned(), record.key.clone()))
+            {
+                return Err(StoreError::IdempotencyKeyTaken);
+            }
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, tenant: &str, unit: &Unit) {
+        for append in &unit.streams {
+            let version = append.expected_version + append.events.len() as u64;
+            self.versions
+                .insert((tenant.to_owned(), append.stream.to_string()), version);
+        }
+        for key in &unit.dedup_keys {
+            self.dedup
+                .insert((tenant.to_owned(), key.gateway_event_id.clone()));
+        }
+        if let Some(record) = &unit.idempotency {
+            self.idempotency
+                .insert((tenant.to_owned(), record.key.clone()));
+        }
+    }
+}
+
+/// The rows of the units that passed.
+#[derive(Default)]
+pub(crate) struct Writes {
+    pub(crate) events: Vec<Vec<Bind>>,
+    pub(crate) invoices: Upserts,
+    pub(crate) payments: Upserts,
+    pub(crate) refunds: Upserts,
+    dedup: Vec<Vec<Bind>>,
+    idempotency: Vec<Vec<Bind>>,
+}
+
+impl Writes {
+    /// Adds a unit's rows; on error nothing of the unit is added.
+    fn add(&mut self, tenant: &str, unit: &Unit, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut invoices = Vec::new();
+        let mut payments = Vec::new();
+        let mut refunds = Vec::new();
+        for snapshot in &unit.snapshots {
+            match snapshot {
+                Snapshot::Invoice(i) => invoices.push((i.id.to_string(), invoice_row(tenant, i)?)),
+                Snapshot::Payment(p) => {
+                    payments.push((p.id.to_string(), payment_row(tenant, p)?));
+                    refunds.extend(refund_rows(tenant, p)?);
+                }
+            }
+        }
+        for append in &unit.streams {
+            self.events
+                .extend(append.events.iter().map(|e| event_row(tenant, e)));
+        }
+        for (id, row) in invoices {
+            self.invoices.put(tenant, id, row);
+        }
+        for (id, row) in payments {
+            self.payments.put(tenant, id, row);
+        }
+        for (id, row) in refunds {
+            self.refunds.put(tenant, id, row);
+        }
+        for key in &unit.dedup_keys {
+            self.dedup.push(vec![
+                Bind::text(tenant),
+                Bind::Text(key.gateway_event_id.clone()),
+                Bind::Text(key.payment_id.to_string()),
+                Bind::ts(now),
+            ]);
+        }
+        if let Some(r) = &unit.idempotency {
+            self.idempotency.push(vec![
+                Bind::text(tenant),
+                Bind::Text(r.key.clone()),
+                Bind::Text(r.fingerprint.clone()),
+                Bind::I64(i64::from(r.status)),
+                Bind::Text(r.body.clone()),
+                Bind::ts(r.created_at),
+            ]);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn statements(self, d: Dialect) -> Result<Vec<Stmt>, StoreError> {
+        let mut stmts = insert_rows(d, &EVENTS, self.events)?;
+        stmts.extend(insert_rows(d, &INVOICES, self.invoices.rows)?);
+        stmts.extend(insert_rows(d, &PAYMENTS, self.payments.rows)?);
+        stmts.extend(insert_rows(d, &REFUNDS, self.refunds.rows)?);
+        stmts.extend(insert_rows(d, &DEDUP, self.dedup)?);
+        stmts.extend(insert_rows(d, &IDEMPOTENCY, self.idempotency)?);
+        Ok(stmts)
+    }
+}
+
+/// The outcome of planning a batch: one result per unit and the statements writing the
+/// units that passed.
+pub(crate) struct Planned {
+    pub(crate) results: Vec<Result<(), StoreError>>,
+    pub(crate) statements: Vec<Stmt>,
+}
+
+pub(crate) fn plan(
+    d: Dialect,
+    units: &[Unit],
+    mut existing: Existing,
+    now: DateTime<Utc>,
+) -> Result<Planned, StoreError> {
+    let mut writes = Writes::default();
+    let mut results = Vec::with_capacity(units.len());
+    for unit in units {
+        let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+            results.push(Err(StoreError::Corrupt("unit without tenant".into())));
+            continue;
+        };
+        let result = existing
+            .check(&tenant, unit)
+            .and_then(|()| writes.add(&tenant, unit, now));
+        if result.is_ok() {
+            existing.record(&tenant, unit);
+        }
+        results.push(result);
+    }
+    Ok(Planned {
+        results,
+        statements: writes.statements(d)?,
+    })
+}

@@ -1,0 +1,136 @@
+//! PostgreSQL: a deadpool of `AsyncPgConnection`s (fast recycling: no check query per checkout),
+//! migrations through a short-lived sync connection, and the batch transaction.
+
+use anyhow::Context;
+use diesel::pg::Pg;
+use diesel::{Connection, PgConnection, QueryableByName};
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use payrail_actors::ports::{StoreError, Unit};
+
+use super::plan;
+use super::rows::KeyRow;
+use super::stmt::{Dialect, Stmt};
+use super::tx::{batch_error, is_unique_violation, outcome_error, TxError};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// A batch that lost a race on a unique key (another node wrote the same stream, dedup or
+/// idempotency key between our pre-check and insert) is re-planned this many times at most:
+/// the pre-check then sees the committed winner and fails only the affected unit.
+const APPEND_ATTEMPTS_MAX: usize = 3;
+
+pub(crate) struct Postgres {
+    pool: Pool<AsyncPgConnection>,
+}
+
+impl Postgres {
+    pub(crate) async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let migration_url = url.to_owned();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut conn = PgConnection::establish(&migration_url)
+                .context("connecting to PostgreSQL for migrations")?;
+            conn.run_pending_migrations(MIGRATIONS)
+                .map_err(|e| anyhow::anyhow!("running PostgreSQL migrations: {e}"))?;
+            Ok(())
+        })
+        .await
+        .context("migration task")??;
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager =
+            AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .build()
+            .context("building the PostgreSQL pool")?;
+        Ok(Self { pool })
+    }
+
+    async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) async fn load<R>(&self, stmt: Stmt) -> Result<Vec<R>, StoreError>
+    where
+        R: QueryableByName<Pg> + Send + 'static,
+    {
+        let mut conn = self.conn().await?;
+        stmt.load::<R>(&mut *conn)
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    pub(crate) async fn transact(&self, stmts: Vec<Stmt>) -> Result<Vec<usize>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut body_done = false;
+        let result = conn
+            .transaction(async |c| {
+                let counts = execute_pipelined(c, stmts).await?;
+                body_done = true;
+                Ok::<_, TxError>(counts)
+            })
+            .await;
+        result.map_err(|e| outcome_error(e, body_done))
+    }
+
+    pub(crate) async fn append(&self, units: &[Unit]) -> Vec<Result<(), StoreError>> {
+        let mut attempt = 1;
+        loop {
+            match self.append_once(units).await {
+                Ok(results) => return results,
+                Err((e, _)) if attempt < APPEND_ATTEMPTS_MAX && is_unique_violation(&e) => {
+                    tracing::debug!(attempt, error = ?e, "batch lost a unique-key race, re-planning");
+                    attempt += 1;
+                }
+                Err((e, body_done)) => {
+                    let err = batch_error(e, body_done);
+                    return units.iter().map(|_| Err(err.clone())).collect();
+                }
+            }
+        }
+    }
+
+    async fn append_once(
+        &self,
+        units: &[Unit],
+    ) -> Result<Vec<Result<(), StoreError>>, (TxError, bool)> {
+        let mut conn = self.conn().await.map_err(|e| (TxError::Store(e), false))?;
+        let mut body_done = false;
+        let result = conn
+            .transaction(async |c| {
+                let keys = plan::keys(units);
+                let mut found = Vec::new();
+                for stmt in plan::precheck(Dialect::Postgres, &keys) {
+                    found.extend(stmt.load::<KeyRow>(c).await?);
+                }
+                let existing = plan::Existing::from_rows(found);
+                let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
+                execute_pipelined(c, planned.statements).await?;
+                body_done = true;
+                Ok::<_, TxError>(planned.results)
+            })
+            .await;
+        result.map_err(|e| (e, body_done))
+    }
+}
+
+/// Sends every statement before awaiting any answer: one round trip for the whole batch's
+/// writes (the server still runs them in order, inside the caller's transaction).
+async fn execute_pipelined(
+    conn: &AsyncPgConnection,
+    stmts: Vec<Stmt>,
+) -> Result<Vec<usize>, diesel::result::Error> {
+    let writes = stmts.into_iter().map(|stmt| {
+        let mut shared = conn;
+        async move { stmt.execute(&mut shared).await }
+    });
+    futures::future::try_join_all(writes).await
+}

@@ -1,0 +1,375 @@
+//! The HTTP layer's queries: tenants, API keys, invoice/payment reads, timelines and the audit
+//! log. Every query about a tenant's data takes the tenant first.
+
+use chrono::{DateTime, Utc};
+use payrail_actors::domain::{
+    ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, TenantId,
+};
+use payrail_actors::ports::StoreError;
+
+use super::model::{ApiKeyRow, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX};
+use super::rows::{
+    api_key_columns, event_columns, into_stored, tenant_columns, ApiKeySqlRow, CountRow, DataRow,
+    EventRow, TenantSqlRow,
+};
+use super::stmt::{Bind, Stmt};
+use super::write::{event_row, insert_rows, EVENTS};
+use super::Db;
+
+pub(crate) fn page_bounds(page: u32, page_size: u32) -> (i64, i64) {
+    let size = page_size.clamp(1, PAGE_SIZE_MAX);
+    let offset = u64::from(page.max(1) - 1) * u64::from(size);
+    (i64::from(size), i64::try_from(offset).unwrap_or(i64::MAX))
+}
+
+fn count(rows: Vec<CountRow>) -> u64 {
+    rows.first().map(|r| r.n.max(0) as u64).unwrap_or(0)
+}
+
+/// The insert of one event (outside a batch: API key lifecycle).
+fn insert_event(db: &Db, event: &Event) -> Result<Stmt, StoreError> {
+    let tenant = event.tenant_id.to_string();
+    let mut stmts = insert_rows(db.dialect(), &EVENTS, vec![event_row(&tenant, event)])?;
+    stmts
+        .pop()
+        .ok_or_else(|| StoreError::Corrupt("no insert for an event".into()))
+}
+
+impl Db {
+    // ----- tenants -----
+
+    pub async fn create_tenant(&self, tenant: &TenantRow) -> Result<(), StoreError> {
+        self.transact(vec![Stmt::new(
+            "INSERT INTO tenants (id, name, webhook_secret, previous_webhook_secret, \
+             previous_valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                Bind::Text(tenant.id.to_string()),
+                Bind::Text(tenant.name.clone()),
+                Bind::Text(tenant.webhook_secret.clone()),
+                Bind::OptText(tenant.previous_webhook_secret.clone()),
+                Bind::opt_ts(tenant.previous_valid_until),
+                Bind::ts(tenant.created_at),
+            ],
+        )])
+        .await
+        .map(drop)
+    }
+
+    pub async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRow>, StoreError> {
+        let row: Option<TenantSqlRow> = self
+            .load_one(Stmt::new(
+                format!(
+                    "SELECT {} FROM tenants WHERE id = ?",
+                    tenant_columns(self.dialect())
+                ),
+                vec![Bind::Text(id.to_string())],
+            ))
+            .await?;
+        row.map(TenantSqlRow::into_row).transpose()
+    }
+
+    /// Oldest first; `page` from 1.
+    pub async fn list_tenants(
+        &self,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<TenantRow>, u64), StoreError> {
+        let (limit, offset) = page_bounds(page, page_size);
+        let rows: Vec<TenantSqlRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} FROM tenants ORDER BY created_at, id LIMIT ? OFFSET ?",
+                    tenant_columns(self.dialect())
+                ),
+                vec![Bind::I64(limit), Bind::I64(offset)],
+            ))
+            .await?;
+        let total = count(
+            self.load(Stmt::new("SELECT count(*) AS n FROM tenants", vec![]))
+                .await?,
+        );
+        let rows = rows
+            .into_iter()
+            .map(TenantSqlRow::into_row)
+            .collect::<Result<_, _>>()?;
+        Ok((rows, total))
+    }
+
+    /// Makes `new_secret` current; the old one keeps verifying until `previous_valid_until`.
+    /// False if the tenant doesn't exist.
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: TenantId,
+        new_secret: &str,
+        previous_valid_until: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let counts = self
+            .transact(vec![Stmt::new(
+                "UPDATE tenants SET previous_webhook_secret = webhook_secret, \
+                 previous_valid_until = ?, webhook_secret = ? WHERE id = ?",
+                vec![
+                    Bind::ts(previous_valid_until),
+                    Bind::text(new_secret),
+                    Bind::Text(id.to_string()),
+                ],
+            )])
+            .await?;
+        Ok(counts.first().copied().unwrap_or(0) > 0)
+    }
+
+    /// The current secret and, if any, the previous one with the end of its validity.
+    #[allow(clippy::type_complexity)]
+    pub async fn webhook_secrets(
+        &self,
+        id: TenantId,
+    ) -> Result<Option<(String, Option<(String, DateTime<Utc>)>)>, StoreError> {
+        Ok(self.get_tenant(id).await?.map(|t| {
+            let previous = t.previous_webhook_secret.zip(t.previous_valid_until);
+            (t.webhook_secret, previous)
+        }))
+    }
+
+    // ----- API keys -----
+
+    /// Stores the key and its `apikey.created` event in one transaction.
+    pub async fn create_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<(), StoreError> {
+        let insert = Stmt::new(
+            "INSERT INTO api_keys (tenant_id, id, name, role, secret_hash, created_at, revoked_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            vec![
+                Bind::Text(key.tenant_id.to_string()),
+                Bind::Text(key.id.to_string()),
+                Bind::Text(key.name.clone()),
+                Bind::Text(key.role.clone()),
+                Bind::Text(key.secret_hash.clone()),
+                Bind::ts(key.created_at),
+                Bind::opt_ts(key.revoked_at),
+            ],
+        );
+        self.transact(vec![insert, insert_event(self, event)?])
+            .await
+            .map(drop)
+    }
+
+    /// For authentication: the key whatever its tenant (the caller then scopes to its tenant).
+    pub async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<ApiKeyRow>, StoreError> {
+        let row: Option<ApiKeySqlRow> = self
+            .load_one(Stmt::new(
+                format!(
+                    "SELECT {} FROM api_keys WHERE id = ?",
+                    api_key_columns(self.dialect())
+                ),
+                vec![Bind::Text(key_id.to_string())],
+            ))
+            .await?;
+        row.map(ApiKeySqlRow::into_row).transpose()
+    }
+
+    pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let rows: Vec<ApiKeySqlRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
+                    api_key_columns(self.dialect())
+                ),
+                vec![Bind::Text(tenant.to_string())],
+            ))
+            .await?;
+        rows.into_iter().map(ApiKeySqlRow::into_row).collect()
+    }
+
+    /// Revokes the key and appends its `apikey.revoked` event in one transaction. False if
+    /// the tenant has no such key; revoking a revoked key changes nothing and answers true.
+    pub async fn revoke_api_key(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        let Some(key) = self
+            .list_api_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+        else {
+            return Ok(false);
+        };
+        if key.revoked_at.is_some() {
+            return Ok(true);
+        }
+        let update = Stmt::new(
+            "UPDATE api_keys SET revoked_at = ? WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",
+            vec![
+                Bind::ts(event.occurred_at),
+                Bind::Text(tenant.to_string()),
+                Bind::Text(id.to_string()),
+            ],
+        );
+        self.transact(vec![update, insert_event(self, event)?])
+            .await?;
+        Ok(true)
+    }
+
+    // ----- invoices and payments -----
+
+    pub async fn get_invoice(
+        &self,
+        tenant: TenantId,
+        id: InvoiceId,
+    ) -> Result<Option<Invoice>, StoreError> {
+        self.projection("invoices", tenant, id.to_string())
+            .await?
+            .map(|r| r.invoice())
+            .transpose()
+    }
+
+    pub async fn get_payment(
+        &self,
+        tenant: TenantId,
+        id: PaymentId,
+    ) -> Result<Option<Payment>, StoreError> {
+        self.projection("payments", tenant, id.to_string())
+            .await?
+            .map(|r| r.payment())
+            .transpose()
+    }
+
+    async fn projection(
+        &self,
+        table: &str,
+        tenant: TenantId,
+        id: String,
+    ) -> Result<Option<DataRow>, StoreError> {
+        self.load_one(Stmt::new(
+            format!(
+                "SELECT {} AS data, version FROM {table} WHERE tenant_id = ? AND id = ?",
+                self.dialect().json_out("data")
+            ),
+            vec![Bind::Text(tenant.to_string()), Bind::Text(id)],
+        ))
+        .await
+    }
+
+    /// Oldest first; optional filters by invoice and status.
+    pub async fn list_payments(
+        &self,
+        tenant: TenantId,
+        invoice_id: Option<InvoiceId>,
+        status: Option<PaymentStatus>,
+        page: u32,
+        page_size: u32,
+    ) -> Result<(Vec<Payment>, u64), StoreError> {
+        let mut filter = String::from("tenant_id = ?");
+        let mut binds = vec![Bind::Text(tenant.to_string())];
+        if let Some(invoice) = invoice_id {
+            filter.push_str(" AND invoice_id = ?");
+            binds.push(Bind::Text(invoice.to_string()));
+        }
+        if let Some(status) = status {
+            filter.push_str(" AND status = ?");
+            binds.push(Bind::text(status.as_str()));
+        }
+        let (limit, offset) = page_bounds(page, page_size);
+        let total = count(
+            self.load(Stmt::new(
+                format!("SELECT count(*) AS n FROM payments WHERE {filter}"),
+                binds.clone(),
+            ))
+            .await?,
+        );
+        binds.extend([Bind::I64(limit), Bind::I64(offset)]);
+        let rows: Vec<DataRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} AS data, version FROM payments WHERE {filter} \
+                     ORDER BY created_at, id LIMIT ? OFFSET ?",
+                    self.dialect().json_out("data")
+                ),
+                binds,
+            ))
+            .await?;
+        let payments = rows
+            .iter()
+            .map(DataRow::payment)
+            .collect::<Result<_, _>>()?;
+        Ok((payments, total))
+    }
+
+    // ----- timelines and the audit log -----
+
+    /// Every event of the invoice and of its payments and refunds, oldest first.
+    pub async fn invoice_timeline(
+        &self,
+        tenant: TenantId,
+        invoice_id: InvoiceId,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_where(
+            "e.tenant_id = ? AND e.invoice_id = ? ORDER BY e.seq",
+            vec![
+                Bind::Text(tenant.to_string()),
+                Bind::Text(invoice_id.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// The payment's stream (its refunds included), in order.
+    pub async fn payment_timeline(
+        &self,
+        tenant: TenantId,
+        payment_id: PaymentId,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_where(
+            "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version",
+            vec![
+                Bind::Text(tenant.to_string()),
+                Bind::Text(payment_id.to_string()),
+            ],
+        )
+        .await
+    }
+
+    /// The tenant's audit log in sequence order, after `starting_after_seq`.
+    pub async fn list_events(
+        &self,
+        tenant: TenantId,
+        event_type: Option<&str>,
+        subject_id: Option<&str>,
+        limit: u32,
+        starting_after_seq: Option<i64>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut filter = String::from("e.tenant_id = ? AND e.seq > ?");
+        let mut binds = vec![
+            Bind::Text(tenant.to_string()),
+            Bind::I64(starting_after_seq.unwrap_or(0)),
+        ];
+        if let Some(t) = event_type {
+            filter.push_str(" AND e.event_type = ?");
+            binds.push(Bind::text(t));
+        }
+        if let Some(s) = subject_id {
+            filter.push_str(" AND e.subject_id = ?");
+            binds.push(Bind::text(s));
+        }
+        filter.push_str(" ORDER BY e.seq LIMIT ?");
+        binds.push(Bind::I64(i64::from(limit.clamp(1, LIST_LIMIT_MAX))));
+        self.events_where(&filter, binds).await
+    }
+
+    pub(crate) async fn events_where(
+        &self,
+        filter: &str,
+        binds: Vec<Bind>,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows: Vec<EventRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} FROM events e WHERE {filter}",
+                    event_columns(self.dialect())
+                ),
+                binds,
+            ))
+            .await?;
+        into_stored(rows)
+    }
+}

@@ -1,0 +1,256 @@
+//! Rows as read back from SQL (plain text and integers on both backends) and their conversion
+//! into domain values. A row that doesn't convert is `Corrupt`, never a panic.
+
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use payrail_actors::domain::{Event, EventData, Invoice, Payment};
+use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use serde::de::DeserializeOwned;
+
+use super::model::{ApiKeyRow, StoredEvent, TenantRow};
+use super::stmt::{from_micros, Dialect};
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+pub(crate) fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T, StoreError> {
+    s.parse()
+        .map_err(|_| corrupt(format!("malformed id {s:?}")))
+}
+
+pub(crate) fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
+    serde_json::from_str(s).map_err(corrupt)
+}
+
+/// The select list matching `EventRow`, for `events` aliased as `e`.
+pub(crate) fn event_columns(d: Dialect) -> String {
+    format!(
+        "e.seq, e.tenant_id, e.stream_id, e.version, e.event_id, e.event_type, e.invoice_id, \
+         e.actor, e.gateway_event_id, {} AS data, {} AS occurred_at",
+        d.json_out("e.data"),
+        d.ts_out("e.occurred_at")
+    )
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct EventRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = Text)]
+    stream_id: String,
+    #[diesel(sql_type = BigInt)]
+    version: i64,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    invoice_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    actor: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    gateway_event_id: Option<String>,
+    #[diesel(sql_type = Text)]
+    data: String,
+    #[diesel(sql_type = BigInt)]
+    occurred_at: i64,
+}
+
+impl EventRow {
+    pub(crate) fn into_stored(self) -> Result<StoredEvent, StoreError> {
+        let data: serde_json::Value = from_json(&self.data)?;
+        let event = Event {
+            id: parse_id(&self.event_id)?,
+            tenant_id: parse_id(&self.tenant_id)?,
+            stream: parse_id(&self.stream_id)?,
+            version: u64::try_from(self.version).map_err(corrupt)?,
+            invoice_id: self.invoice_id.as_deref().map(parse_id).transpose()?,
+            actor: self.actor,
+            occurred_at: from_micros(self.occurred_at),
+            gateway_event_id: self.gateway_event_id,
+            data: EventData::from_parts(&self.event_type, data).map_err(corrupt)?,
+        };
+        Ok(StoredEvent {
+            sequence: self.seq,
+            event,
+        })
+    }
+
+    pub(crate) fn into_event(self) -> Result<Event, StoreError> {
+        self.into_stored().map(|s| s.event)
+    }
+}
+
+pub(crate) fn into_events(rows: Vec<EventRow>) -> Result<Vec<Event>, StoreError> {
+    rows.into_iter().map(EventRow::into_event).collect()
+}
+
+pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, StoreError> {
+    rows.into_iter().map(EventRow::into_stored).collect()
+}
+
+/// A projection row's `data` (the full snapshot) and its version.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct DataRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) data: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) version: i64,
+}
+
+impl DataRow {
+    pub(crate) fn invoice(&self) -> Result<Invoice, StoreError> {
+        from_json(&self.data)
+    }
+
+    pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
+        from_json(&self.data)
+    }
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct TextRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) value: String,
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct CountRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) n: i64,
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct PairRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) a: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) b: String,
+}
+
+/// What the pre-check of a batch found: `kind` is `v` (stream version), `d` (dedup key) or
+/// `i` (idempotency key).
+#[derive(Debug, QueryableByName)]
+pub(crate) struct KeyRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) kind: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) tenant_id: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) key: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) n: Option<i64>,
+}
+
+pub(crate) fn tenant_columns(d: Dialect) -> String {
+    format!(
+        "id, name, webhook_secret, previous_webhook_secret, {} AS previous_valid_until, {} AS created_at",
+        d.ts_out("previous_valid_until"),
+        d.ts_out("created_at")
+    )
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct TenantSqlRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    webhook_secret: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    previous_webhook_secret: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    previous_valid_until: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+impl TenantSqlRow {
+    pub(crate) fn into_row(self) -> Result<TenantRow, StoreError> {
+        Ok(TenantRow {
+            id: parse_id(&self.id)?,
+            name: self.name,
+            webhook_secret: self.webhook_secret,
+            previous_webhook_secret: self.previous_webhook_secret,
+            previous_valid_until: self.previous_valid_until.map(from_micros),
+            created_at: from_micros(self.created_at),
+        })
+    }
+}
+
+pub(crate) fn api_key_columns(d: Dialect) -> String {
+    format!(
+        "tenant_id, id, name, role, secret_hash, {} AS created_at, {} AS revoked_at",
+        d.ts_out("created_at"),
+        d.ts_out("revoked_at")
+    )
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ApiKeySqlRow {
+    #[diesel(sql_type = Text)]
+    tenant_id: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    role: String,
+    #[diesel(sql_type = Text)]
+    secret_hash: String,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    revoked_at: Option<i64>,
+}
+
+impl ApiKeySqlRow {
+    pub(crate) fn into_row(self) -> Result<ApiKeyRow, StoreError> {
+        Ok(ApiKeyRow {
+            tenant_id: parse_id(&self.tenant_id)?,
+            id: parse_id(&self.id)?,
+            name: self.name,
+            role: self.role,
+            secret_hash: self.secret_hash,
+            created_at: from_micros(self.created_at),
+            revoked_at: self.revoked_at.map(from_micros),
+        })
+    }
+}
+
+#[derive(Debug, QueryableByName)]
+pub(crate) struct IdempotencySqlRow {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Text)]
+    fingerprint: String,
+    #[diesel(sql_type = BigInt)]
+    status: i64,
+    #[diesel(sql_type = Text)]
+    body: String,
+    #[diesel(sql_type = BigInt)]
+    created_at: i64,
+}
+
+pub(crate) fn idempotency_columns(d: Dialect) -> String {
+    format!(
+        "key, fingerprint, CAST(status AS BIGINT) AS status, body, {} AS created_at",
+        d.ts_out("created_at")
+    )
+}
+
+impl IdempotencySqlRow {
+    pub(crate) fn into_record(self) -> Result<IdempotencyRecord, StoreError> {
+        Ok(IdempotencyRecord {
+            key: self.key,
+            fingerprint: self.fingerprint,
+            status: u16::try_from(self.status).map_err(corrupt)?,
+            body: self.body,
+            created_at: from_micros(self.created_at),
+        })
+    }
+}

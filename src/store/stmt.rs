@@ -1,0 +1,193 @@
+//! One statement type for both backends: SQL with `?` placeholders plus typed binds. It is
+//! cached as a prepared statement keyed by its SQL text (diesel's `sql_query` never is), so
+//! the hot statements are parsed once per connection on PostgreSQL and SQLite alike.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::result::{Error as DieselError, QueryResult};
+use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped};
+use diesel::sqlite::Sqlite;
+
+/// The SQL differences between the backends, kept to a handful of expressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    /// A timestamp column read back as integer microseconds since the epoch.
+    pub(crate) fn ts_out(self, col: &str) -> String {
+        match self {
+            Self::Postgres => format!("(extract(epoch from {col}) * 1000000)::int8"),
+            Self::Sqlite => col.to_owned(),
+        }
+    }
+
+    /// A JSON column read back as text.
+    pub(crate) fn json_out(self, col: &str) -> String {
+        match self {
+            Self::Postgres => format!("{col}::text"),
+            Self::Sqlite => col.to_owned(),
+        }
+    }
+
+    /// Case-insensitive LIKE (SQLite's LIKE already is, for ASCII).
+    pub(crate) fn ilike(self) -> &'static str {
+        match self {
+            Self::Postgres => "ILIKE",
+            Self::Sqlite => "LIKE",
+        }
+    }
+
+    /// The date that sorts after every due date (a missing due date sorts last).
+    pub(crate) fn date_max(self) -> &'static str {
+        match self {
+            Self::Postgres => "DATE '9999-12-31'",
+            Self::Sqlite => "'9999-12-31'",
+        }
+    }
+}
+
+/// A bound value. Timestamps and dates carry their SQLite form (integer microseconds, ISO text)
+/// next to the typed value PostgreSQL gets, because a bind must outlive the statement's walk.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Bind {
+    Text(String),
+    OptText(Option<String>),
+    /// Text that PostgreSQL stores as `jsonb` (the SQL casts it).
+    Json(String),
+    I64(i64),
+    Ts(DateTime<Utc>, i64),
+    OptTs(Option<DateTime<Utc>>, Option<i64>),
+    Date(NaiveDate, String),
+    OptDate(Option<NaiveDate>, Option<String>),
+    TextArr(Vec<String>),
+    OptTextArr(Vec<Option<String>>),
+    I64Arr(Vec<i64>),
+    TsArr(Vec<DateTime<Utc>>),
+    OptDateArr(Vec<Option<NaiveDate>>),
+}
+
+impl Bind {
+    pub(crate) fn text(s: impl Into<String>) -> Self {
+        Self::Text(s.into())
+    }
+
+    pub(crate) fn ts(at: DateTime<Utc>) -> Self {
+        Self::Ts(at, at.timestamp_micros())
+    }
+
+    pub(crate) fn opt_ts(at: Option<DateTime<Utc>>) -> Self {
+        Self::OptTs(at, at.map(|a| a.timestamp_micros()))
+    }
+
+    pub(crate) fn date(d: NaiveDate) -> Self {
+        Self::Date(d, d.format("%Y-%m-%d").to_string())
+    }
+
+    pub(crate) fn opt_date(d: Option<NaiveDate>) -> Self {
+        Self::OptDate(d, d.map(|d| d.format("%Y-%m-%d").to_string()))
+    }
+}
+
+/// Microseconds since the epoch back to a timestamp.
+pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+/// SQL text with one `?` per bind, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Stmt {
+    pub(crate) sql: String,
+    pub(crate) binds: Vec<Bind>,
+}
+
+impl Stmt {
+    pub(crate) fn new(sql: impl Into<String>, binds: Vec<Bind>) -> Self {
+        Self {
+            sql: sql.into(),
+            binds,
+        }
+    }
+
+    fn pieces(&self) -> QueryResult<Vec<&str>> {
+        let pieces: Vec<&str> = self.sql.split('?').collect();
+        if pieces.len() != self.binds.len() + 1 {
+            return Err(DieselError::QueryBuilderError(
+                format!(
+                    "{} placeholders but {} binds in: {}",
+                    pieces.len() - 1,
+                    self.binds.len(),
+                    self.sql
+                )
+                .into(),
+            ));
+        }
+        Ok(pieces)
+    }
+}
+
+// No static query id: the statement cache keys these by their SQL text and bind types.
+impl QueryId for Stmt {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Stmt {
+    type SqlType = Untyped;
+}
+
+impl<Conn> diesel::RunQueryDsl<Conn> for Stmt {}
+
+impl QueryFragment<Pg> for Stmt {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        let pieces = self.pieces()?;
+        out.push_sql(pieces[0]);
+        for (bind, piece) in self.binds.iter().zip(&pieces[1..]) {
+            match bind {
+                Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v)?,
+                Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
+                Bind::I64(v) => out.push_bind_param::<BigInt, _>(v)?,
+                Bind::Ts(v, _) => out.push_bind_param::<Timestamptz, _>(v)?,
+                Bind::OptTs(v, _) => out.push_bind_param::<Nullable<Timestamptz>, _>(v)?,
+                Bind::Date(v, _) => out.push_bind_param::<Date, _>(v)?,
+                Bind::OptDate(v, _) => out.push_bind_param::<Nullable<Date>, _>(v)?,
+                Bind::TextArr(v) => out.push_bind_param::<Array<Text>, _>(v)?,
+                Bind::OptTextArr(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v)?,
+                Bind::I64Arr(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
+                Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v)?,
+                Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v)?,
+            }
+            out.push_sql(piece);
+        }
+        Ok(())
+    }
+}
+
+impl QueryFragment<Sqlite> for Stmt {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        let pieces = self.pieces()?;
+        out.push_sql(pieces[0]);
+        for (bind, piece) in self.binds.iter().zip(&pieces[1..]) {
+            match bind {
+                Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) => {
+                    out.push_bind_param::<Text, _>(v)?
+                }
+                Bind::OptText(v) | Bind::OptDate(_, v) => {
+                    out.push_bind_param::<Nullable<Text>, _>(v)?
+                }
+                Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v)?,
+                Bind::OptTs(_, v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
+                _ => {
+                    return Err(DieselError::QueryBuilderError(
+                        "array binds are PostgreSQL-only".into(),
+                    ))
+                }
+            }
+            out.push_sql(piece);
+        }
+        Ok(())
+    }
+}

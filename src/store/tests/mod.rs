@@ -1,0 +1,32 @@
+//! Store tests: one contract suite for every `EventStore` (memory, SQLite, PostgreSQL) and
+//! SQL-only tests run on both SQL backends. PostgreSQL tests need `PAYRAIL_TEST_PG_URL`
+//! (`scripts/test` provides it) and fail without it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+/// Runs an `async fn(Db)` test on a fresh SQLite file and on a fresh PostgreSQL database.
+macro_rules! on_both {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
+                    .await
+                    .unwrap();
+                super::$name(db).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let (db, _) = crate::store::testing::fresh_postgres().await.unwrap();
+                super::$name(db).await;
+            }
+        }
+    };
+}
+
+mod contract;
+mod fixtures;
+mod lists;
+mod sql;

@@ -1,0 +1,461 @@
+//! SQL-only behaviour, on SQLite and PostgreSQL alike: list filters, sorts and paging,
+//! timelines and the audit log, trailing events, purge, projection rebuild, tenants and keys.
+
+use chrono::{Duration, Utc};
+use payrail_actors::domain::{
+    ApiKeyId, EventData, Invoice, PaymentStatus, RefundId, StreamId, TenantId,
+};
+use payrail_actors::ports::{EventStore, StoreError, Unit};
+
+use super::fixtures::*;
+use super::lists::seed_invoices;
+use crate::store::{ApiKeyRow, Db, TenantRow};
+
+on_both!(timelines_and_audit_log);
+on_both!(trailing_events_follow_the_snapshot);
+on_both!(purge_deletes_only_expired_rows_in_batches);
+on_both!(rebuild_projections_equals_live_tables);
+on_both!(tenants_and_api_keys);
+on_both!(concurrent_batches_on_one_stream_conflict_cleanly);
+
+/// An invoice paid by a payment that is then partly refunded; answers (invoice, payment, refund).
+async fn paid_and_refunded(
+    db: &Db,
+    tenant: TenantId,
+) -> (Invoice, payrail_actors::domain::Payment, RefundId) {
+    let (mut invoice, created) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 100,
+            ..Default::default()
+        },
+    );
+    let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
+    commit(db, vec![created, attempt]).await;
+    let processing = payment_change(
+        &mut payment,
+        None,
+        vec![EventData::PaymentProcessing {
+            gateway_reference: "ch_1".into(),
+        }],
+        Some("gw_1"),
+        at(2),
+    );
+    let succeeded = payment_change(
+        &mut payment,
+        Some(&mut invoice),
+        vec![EventData::PaymentSucceeded {
+            amount: 1000,
+            gateway_reference: None,
+        }],
+        Some("gw_2"),
+        at(3),
+    );
+    commit(db, vec![processing, succeeded]).await;
+    let paid = invoice_change(
+        &mut invoice,
+        vec![EventData::InvoicePaid { amount_paid: 1000 }],
+        at(3),
+    );
+    commit(db, vec![paid]).await;
+    let refund_id = RefundId::new();
+    let created = payment_change(
+        &mut payment,
+        None,
+        vec![EventData::RefundCreated {
+            refund_id,
+            amount: 400,
+            reason: None,
+        }],
+        None,
+        at(4),
+    );
+    let succeeded = payment_change(
+        &mut payment,
+        Some(&mut invoice),
+        vec![EventData::RefundSucceeded {
+            refund_id,
+            amount: 400,
+        }],
+        Some("gw_3"),
+        at(5),
+    );
+    commit(db, vec![created, succeeded]).await;
+    (invoice, payment, refund_id)
+}
+
+async fn timelines_and_audit_log(db: Db) {
+    let tenant = TenantId::new();
+    let (invoice, payment, refund_id) = paid_and_refunded(&db, tenant).await;
+    let other = TenantId::new();
+    paid_and_refunded(&db, other).await;
+
+    let timeline = db.invoice_timeline(tenant, invoice.id).await.unwrap();
+    let types: Vec<&str> = timeline.iter().map(|e| e.event.event_type()).collect();
+    assert_eq!(
+        types,
+        [
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.payment_pending",
+            "payment.attempted",
+            "payment.processing",
+            "payment.succeeded",
+            "invoice.paid",
+            "refund.created",
+            "refund.succeeded"
+        ]
+    );
+    assert!(timeline.windows(2).all(|w| w[0].sequence < w[1].sequence));
+    assert!(db
+        .invoice_timeline(other, invoice.id)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let pay_timeline = db.payment_timeline(tenant, payment.id).await.unwrap();
+    let versions: Vec<u64> = pay_timeline.iter().map(|e| e.event.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(
+        pay_timeline
+            .iter()
+            .map(|e| e.event.clone())
+            .collect::<Vec<_>>(),
+        db.load_stream(tenant, StreamId::Payment(payment.id))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        pay_timeline[1].event.gateway_event_id.as_deref(),
+        Some("gw_1")
+    );
+
+    let all = db.list_events(tenant, None, None, 100, None).await.unwrap();
+    assert_eq!(
+        all, timeline,
+        "the tenant's log is exactly this invoice's events"
+    );
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = db.list_events(tenant, None, None, 4, after).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(last.sequence);
+        walked.extend(page);
+    }
+    assert_eq!(walked, all);
+    let succeeded = db
+        .list_events(tenant, Some("payment.succeeded"), None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(succeeded.len(), 1);
+    let refund_events = db
+        .list_events(tenant, None, Some(&refund_id.to_string()), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        refund_events
+            .iter()
+            .map(|e| e.event.event_type())
+            .collect::<Vec<_>>(),
+        ["refund.created", "refund.succeeded"]
+    );
+
+    assert_eq!(
+        db.get_payment(tenant, payment.id).await.unwrap(),
+        Some(payment.clone())
+    );
+    assert_eq!(db.get_payment(other, payment.id).await.unwrap(), None);
+    let (listed, total) = db
+        .list_payments(
+            tenant,
+            Some(invoice.id),
+            Some(PaymentStatus::PartiallyRefunded),
+            1,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!((listed, total), (vec![payment.clone()], 1));
+    let (listed, total) = db
+        .list_payments(tenant, None, Some(PaymentStatus::Failed), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!((listed.len(), total), (0, 0));
+}
+
+async fn trailing_events_follow_the_snapshot(db: Db) {
+    let tenant = TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![created]).await;
+    let snapshot = invoice.clone();
+    // Events committed without a new snapshot (e.g. a snapshot-every-n policy).
+    let mut unit = invoice_change(
+        &mut invoice,
+        vec![EventData::InvoiceMarkedUncollectible {}],
+        at(1),
+    );
+    unit.snapshots.clear();
+    commit(&db, vec![unit.clone()]).await;
+    let loaded = db.load_invoice(tenant, invoice.id).await.unwrap().unwrap();
+    assert_eq!(loaded.snapshot, snapshot);
+    assert_eq!(loaded.trailing, unit.streams[0].events);
+    let mut replayed = loaded.snapshot.clone();
+    for e in &loaded.trailing {
+        replayed.apply(e);
+    }
+    assert_eq!(replayed, invoice);
+}
+
+async fn purge_deletes_only_expired_rows_in_batches(db: Db) {
+    let tenant = TenantId::new();
+    let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![created]).await;
+    let mut units = Vec::new();
+    for i in 0..5 {
+        let mut unit = Unit::new(tenant);
+        unit.dedup_keys.push(payrail_actors::ports::DedupKey {
+            gateway_event_id: format!("gw_{i}"),
+            payment_id: payrail_actors::domain::PaymentId::new(),
+        });
+        // Three old idempotency records, two recent ones.
+        unit.idempotency = Some(idempotency(
+            &format!("k-{i}"),
+            if i < 3 { at(0) } else { at(600) },
+        ));
+        units.push(unit);
+    }
+    commit(&db, units).await;
+    let now = Utc::now();
+    assert_eq!(
+        db.purge_expired(now - Duration::hours(1), at(1), 2)
+            .await
+            .unwrap(),
+        (0, 3)
+    );
+    assert_eq!(db.idempotency_record(tenant, "k-0").await.unwrap(), None);
+    assert!(db
+        .idempotency_record(tenant, "k-3")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        db.purge_expired(now + Duration::hours(1), at(1), 2)
+            .await
+            .unwrap(),
+        (5, 0)
+    );
+    let ids: Vec<String> = (0..5).map(|i| format!("gw_{i}")).collect();
+    assert!(db
+        .seen_gateway_events(tenant, &ids)
+        .await
+        .unwrap()
+        .is_empty());
+    // Events and projections are untouched.
+    assert!(db.get_invoice(tenant, invoice.id).await.unwrap().is_some());
+}
+
+async fn rebuild_projections_equals_live_tables(db: Db) {
+    let mut live = Vec::new();
+    for _ in 0..2 {
+        let tenant = TenantId::new();
+        let (invoice, payment, _) = paid_and_refunded(&db, tenant).await;
+        let invoices = seed_invoices(&db, tenant).await;
+        live.push((tenant, invoice, payment, invoices));
+    }
+    let snapshot = |db: Db,
+                    live: Vec<(
+        TenantId,
+        Invoice,
+        payrail_actors::domain::Payment,
+        Vec<Invoice>,
+    )>| async move {
+        let mut out = Vec::new();
+        for (tenant, invoice, payment, invoices) in live {
+            out.push(format!(
+                "{:?}",
+                db.get_invoice(tenant, invoice.id).await.unwrap()
+            ));
+            out.push(format!(
+                "{:?}",
+                db.get_payment(tenant, payment.id).await.unwrap()
+            ));
+            for i in invoices {
+                out.push(format!("{:?}", db.get_invoice(tenant, i.id).await.unwrap()));
+            }
+            let (payments, _) = db.list_payments(tenant, None, None, 1, 100).await.unwrap();
+            out.push(format!("{payments:?}"));
+            out.push(format!(
+                "{:?}",
+                db.last_invoice_number(tenant).await.unwrap()
+            ));
+        }
+        out
+    };
+    let before = snapshot(db.clone(), live.clone()).await;
+    assert!(before.iter().all(|s| s != "None"));
+    // Damage the read tables, then rebuild them from the events alone.
+    db.transact(vec![
+        crate::store::stmt::Stmt::new("DELETE FROM invoices", vec![]),
+        crate::store::stmt::Stmt::new("UPDATE payments SET status = 'failed'", vec![]),
+    ])
+    .await
+    .unwrap();
+    let rebuilt = db.rebuild_projections().await.unwrap();
+    assert_eq!(
+        rebuilt,
+        2 * (1 + 1 + 7),
+        "per tenant 7 invoices and 1 payment, plus one foreign invoice per seeding"
+    );
+    assert_eq!(snapshot(db.clone(), live.clone()).await, before);
+    let refunds: Vec<crate::store::rows::CountRow> = db
+        .load(crate::store::stmt::Stmt::new(
+            "SELECT count(*) AS n FROM refunds",
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(refunds[0].n, 2, "one refund per tenant");
+}
+
+async fn tenants_and_api_keys(db: Db) {
+    let tenants: Vec<TenantRow> = (0..3)
+        .map(|i| TenantRow {
+            id: TenantId::new(),
+            name: format!("T{i}"),
+            webhook_secret: format!("whsec_{i}"),
+            previous_webhook_secret: None,
+            previous_valid_until: None,
+            created_at: at(i),
+        })
+        .collect();
+    for t in &tenants {
+        db.create_tenant(t).await.unwrap();
+    }
+    assert!(
+        db.create_tenant(&tenants[0]).await.is_err(),
+        "ids are unique"
+    );
+    assert_eq!(
+        db.get_tenant(tenants[1].id).await.unwrap(),
+        Some(tenants[1].clone())
+    );
+    assert_eq!(db.get_tenant(TenantId::new()).await.unwrap(), None);
+    assert_eq!(
+        db.list_tenants(2, 2).await.unwrap(),
+        (vec![tenants[2].clone()], 3)
+    );
+
+    let t = tenants[0].id;
+    assert!(db
+        .rotate_webhook_secret(t, "whsec_new", at(60))
+        .await
+        .unwrap());
+    assert!(!db
+        .rotate_webhook_secret(TenantId::new(), "x", at(60))
+        .await
+        .unwrap());
+    assert_eq!(
+        db.webhook_secrets(t).await.unwrap(),
+        Some(("whsec_new".into(), Some(("whsec_0".into(), at(60)))))
+    );
+    assert_eq!(
+        db.webhook_secrets(tenants[1].id).await.unwrap(),
+        Some(("whsec_1".into(), None))
+    );
+
+    let key = ApiKeyRow {
+        tenant_id: t,
+        id: ApiKeyId::new(),
+        name: "ci".into(),
+        role: "operator".into(),
+        secret_hash: "hash".into(),
+        created_at: at(1),
+        revoked_at: None,
+    };
+    let stream = StreamId::ApiKey(key.id);
+    let created = event(
+        t,
+        stream,
+        1,
+        None,
+        EventData::ApiKeyCreated {
+            name: "ci".into(),
+            role: "operator".into(),
+        },
+        at(1),
+    );
+    db.create_api_key(&key, &created).await.unwrap();
+    assert_eq!(db.find_api_key(key.id).await.unwrap(), Some(key.clone()));
+    assert_eq!(db.list_api_keys(t).await.unwrap(), vec![key.clone()]);
+    assert!(db.list_api_keys(tenants[1].id).await.unwrap().is_empty());
+
+    let revoked = event(t, stream, 2, None, EventData::ApiKeyRevoked {}, at(2));
+    assert!(
+        !db.revoke_api_key(tenants[1].id, key.id, &revoked)
+            .await
+            .unwrap(),
+        "other tenant"
+    );
+    assert!(db.revoke_api_key(t, key.id, &revoked).await.unwrap());
+    assert!(
+        db.revoke_api_key(t, key.id, &revoked).await.unwrap(),
+        "idempotent"
+    );
+    assert_eq!(
+        db.find_api_key(key.id).await.unwrap().unwrap().revoked_at,
+        Some(at(2))
+    );
+    assert_eq!(
+        db.load_stream(t, stream).await.unwrap(),
+        vec![created, revoked]
+    );
+    let log = db
+        .list_events(t, Some("apikey.revoked"), None, 10, None)
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    db.ping().await.unwrap();
+}
+
+async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
+    let tenant = TenantId::new();
+    let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![created]).await;
+    for round in 0..5 {
+        let current = db
+            .load_invoice(tenant, invoice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot;
+        let (mut x, mut y) = (current.clone(), current.clone());
+        let ux = invoice_change(
+            &mut x,
+            vec![EventData::InvoiceMarkedUncollectible {}],
+            at(round),
+        );
+        let uy = invoice_change(&mut y, vec![EventData::InvoiceVoided {}], at(round));
+        let (_, bystander) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number: 10 + round as u64,
+                ..Default::default()
+            },
+        );
+        let (a, b) = tokio::join!(
+            db.append_batch(vec![ux]),
+            db.append_batch(vec![uy, bystander])
+        );
+        let oks = [&a[0], &b[0]].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(oks, 1, "{a:?} {b:?}");
+        assert!([&a[0], &b[0]]
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::VersionConflict(_)))));
+        assert_eq!(b[1], Ok(()), "the other unit of the batch commits");
+        // Reset the stream's state machine for the next round: a fresh invoice.
+        if round == 4 {
+            break;
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! The error of a transaction body and how it maps onto the port's `StoreError`.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use payrail_actors::ports::StoreError;
+
+#[derive(Debug)]
+pub(crate) enum TxError {
+    Db(DieselError),
+    Store(StoreError),
+}
+
+impl From<DieselError> for TxError {
+    fn from(e: DieselError) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl From<StoreError> for TxError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &TxError) -> bool {
+    matches!(
+        e,
+        TxError::Db(DieselError::DatabaseError(
+            DatabaseErrorKind::UniqueViolation,
+            _
+        ))
+    )
+}
+
+/// A failure before COMMIT, or one the server reported, wrote nothing: `Unavailable`. A
+/// connection-level failure once the body had run may have hit the COMMIT after the server
+/// applied it: `Ambiguous`.
+pub(crate) fn outcome_error(e: TxError, body_done: bool) -> StoreError {
+    match e {
+        TxError::Store(e) => e,
+        TxError::Db(e @ DieselError::DatabaseError(..)) => StoreError::Unavailable(e.to_string()),
+        TxError::Db(e) if body_done => StoreError::Ambiguous(e.to_string()),
+        TxError::Db(e) => StoreError::Unavailable(e.to_string()),
+    }
+}
+
+/// Whole-batch failures: every unit gets `Unavailable` (or `Ambiguous` when COMMIT's outcome is
+/// unknown).
+pub(crate) fn batch_error(e: TxError, body_done: bool) -> StoreError {
+    match outcome_error(e, body_done) {
+        e @ (StoreError::Ambiguous(_) | StoreError::Unavailable(_)) => e,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
