@@ -1,6 +1,9 @@
 //! Payrail: everything that touches the outside world (HTTP, storage, the gateway) around the
 //! actor core in `payrail-actors`.
 
+pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod server;
 pub mod store;
+pub mod telemetry;

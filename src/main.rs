@@ -1,1 +1,141 @@
-fn main() {}
+//! The `payrail` command: serve the API, migrate, manage tenants and keys, rebuild
+//! projections, or run the gateway simulator on its own.
+
+use clap::{Parser, Subcommand};
+use payrail::config::Settings;
+use payrail::http::api_keys::new_key;
+use payrail::http::auth::{random_secret, Role};
+use payrail::store::{Db, TenantRow};
+use payrail_actors::domain::{ApiKeyId, TenantId};
+
+#[derive(Parser)]
+#[command(
+    name = "payrail",
+    version,
+    about = "Actor-based, multi-tenant invoicing and payment engine"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (embedded SQLite and the built-in gateway simulator by default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Manage API keys.
+    ApiKeys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Rebuild every read table from the events alone.
+    RebuildProjections,
+    /// Run the gateway simulator standalone.
+    Gateway {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant with an admin key; prints the key and webhook secret once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for a tenant; prints it once.
+    Create {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long, value_parser = ["admin", "operator", "viewer"])]
+        role: String,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    payrail::telemetry::init(&settings.log_format);
+    match cli.command {
+        Command::Serve => payrail::server::serve(settings).await,
+        Command::Migrate => {
+            Db::connect(settings.database_url(), 1).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Tenants {
+            command: TenantCommand::Create { name },
+        } => {
+            let db = Db::connect(settings.database_url(), 1).await?;
+            let now = chrono::Utc::now();
+            let tenant = TenantRow {
+                id: TenantId::new(),
+                name,
+                webhook_secret: random_secret("whsec_"),
+                previous_webhook_secret: None,
+                previous_valid_until: None,
+                created_at: now,
+            };
+            db.create_tenant(&tenant).await?;
+            let (row, event, key) = new_key(
+                tenant.id,
+                ApiKeyId::new(),
+                "default",
+                Role::Admin,
+                now,
+                "cli",
+            );
+            db.create_api_key(&row, &event).await?;
+            println!(
+                "{}",
+                serde_json::json!({"id": tenant.id.to_string(), "apiKey": key.key, "webhookSecret": tenant.webhook_secret})
+            );
+            Ok(())
+        }
+        Command::ApiKeys {
+            command: KeyCommand::Create { tenant, role, name },
+        } => {
+            let db = Db::connect(settings.database_url(), 1).await?;
+            if db.get_tenant(tenant).await?.is_none() {
+                anyhow::bail!("no tenant {tenant}");
+            }
+            let role: Role = role.parse().map_err(|_| anyhow::anyhow!("unknown role"))?;
+            let (row, event, key) = new_key(
+                tenant,
+                ApiKeyId::new(),
+                &name,
+                role,
+                chrono::Utc::now(),
+                "cli",
+            );
+            db.create_api_key(&row, &event).await?;
+            println!("{}", key.key);
+            Ok(())
+        }
+        Command::RebuildProjections => {
+            let db = Db::connect(settings.database_url(), 1).await?;
+            let rebuilt = db.rebuild_projections().await?;
+            println!("rebuilt {rebuilt} projections");
+            Ok(())
+        }
+        Command::Gateway { bind } => {
+            payrail::gateway::simulator::run_standalone(&bind, settings.simulator).await
+        }
+    }
+}

@@ -64,12 +64,30 @@ pub fn new_key(
         created_at: at,
         revoked_at: None,
     };
-    let event = key_event(&row, 1, actor, at, EventData::ApiKeyCreated { name: name.to_owned(), role: role.as_str().to_owned() });
-    let key = NewKey { row: row.clone(), key: format!("{KEY_PREFIX}{id}_{secret}") };
+    let event = key_event(
+        &row,
+        1,
+        actor,
+        at,
+        EventData::ApiKeyCreated {
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+        },
+    );
+    let key = NewKey {
+        row: row.clone(),
+        key: format!("{KEY_PREFIX}{id}_{secret}"),
+    };
     (row, event, key)
 }
 
-fn key_event(row: &ApiKeyRow, version: u64, actor: &str, at: DateTime<Utc>, data: EventData) -> Event {
+fn key_event(
+    row: &ApiKeyRow,
+    version: u64,
+    actor: &str,
+    at: DateTime<Utc>,
+    data: EventData,
+) -> Event {
     Event {
         id: EventId::new(),
         tenant_id: row.tenant_id,
@@ -100,7 +118,11 @@ fn view(row: &ApiKeyRow) -> serde_json::Value {
     })
 }
 
-async fn create(auth: TenantKey, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn create(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     let input: CreateKey = parse(&body)?;
     let mut errors = Vec::new();
@@ -112,18 +134,30 @@ async fn create(auth: TenantKey, state: web::Data<AppState>, body: web::Bytes) -
     if role.is_err() {
         errors.push(field("role", "must be admin, operator or viewer"));
     }
-    let Ok(role) = role else { return Err(ApiError::Validation(errors)) };
+    let Ok(role) = role else {
+        return Err(ApiError::Validation(errors));
+    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (row, event, key) = new_key(auth.tenant, ApiKeyId::new(), name, role, state.clock.now(), &auth.actor());
+    let (row, event, key) = new_key(
+        auth.tenant,
+        ApiKeyId::new(),
+        name,
+        role,
+        state.clock.now(),
+        &auth.actor(),
+    );
     let db = state.db.clone();
     detached(async move { Ok(db.create_api_key(&row, &event).await?) }).await?;
     Ok(HttpResponse::Created().json(KeyCreated::new(&key)))
 }
 
 fn field(name: &str, message: &str) -> payrail_actors::domain::FieldError {
-    payrail_actors::domain::FieldError { field: name.into(), message: message.into() }
+    payrail_actors::domain::FieldError {
+        field: name.into(),
+        message: message.into(),
+    }
 }
 
 async fn list(auth: TenantKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -135,7 +169,11 @@ async fn list(auth: TenantKey, state: web::Data<AppState>) -> Result<HttpRespons
     Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
 }
 
-async fn revoke(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn revoke(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     let id: ApiKeyId = id.parse().map_err(|_| ApiError::NotFound("api key"))?;
     let now = state.clock.now();
@@ -143,7 +181,12 @@ async fn revoke(auth: TenantKey, state: web::Data<AppState>, id: web::Path<Strin
     let tenant = auth.tenant;
     let actor = auth.actor();
     let revoked = detached(async move {
-        let Some(row) = db.list_api_keys(tenant).await?.into_iter().find(|k| k.id == id) else {
+        let Some(row) = db
+            .list_api_keys(tenant)
+            .await?
+            .into_iter()
+            .find(|k| k.id == id)
+        else {
             return Ok(false);
         };
         if row.revoked_at.is_some() {

@@ -109,7 +109,9 @@ impl FromRequest for TenantKey {
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
-        let parsed = bearer(req).and_then(parse_key).map(|(id, s)| (id, s.to_owned()));
+        let parsed = bearer(req)
+            .and_then(parse_key)
+            .map(|(id, s)| (id, s.to_owned()));
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
             let (key_id, secret) = parsed.ok_or(ApiError::Unauthenticated)?;
@@ -118,7 +120,10 @@ impl FromRequest for TenantKey {
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
             let presented = hash_secret(&secret);
-            let matches: bool = presented.as_bytes().ct_eq(row.secret_hash.as_bytes()).into();
+            let matches: bool = presented
+                .as_bytes()
+                .ct_eq(row.secret_hash.as_bytes())
+                .into();
             if !matches || row.revoked_at.is_some() {
                 return Err(ApiError::Unauthenticated.into());
             }
@@ -197,7 +202,14 @@ mod tests {
         let token = format!("prk_{id}_secret123");
         let (parsed, secret) = parse_key(&token).unwrap();
         assert_eq!((parsed, secret), (id, "secret123"));
-        for bad in ["", "prk_", &format!("prk_{id}"), &format!("prk_{id}_"), "prk_key_x_y", &format!("xyz_{id}_s")] {
+        for bad in [
+            "",
+            "prk_",
+            &format!("prk_{id}"),
+            &format!("prk_{id}_"),
+            "prk_key_x_y",
+            &format!("xyz_{id}_s"),
+        ] {
             assert!(parse_key(bad).is_none(), "{bad}");
         }
     }
@@ -205,7 +217,11 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Admin > Role::Operator && Role::Operator > Role::Viewer);
-        let key = TenantKey { tenant: TenantId::new(), key_id: ApiKeyId::new(), role: Role::Viewer };
+        let key = TenantKey {
+            tenant: TenantId::new(),
+            key_id: ApiKeyId::new(),
+            role: Role::Viewer,
+        };
         assert!(key.require(Role::Operator).is_err());
         assert!(key.require(Role::Viewer).is_ok());
     }

@@ -83,14 +83,22 @@ impl ApiError {
             Self::InvalidJson(_) => (S::BAD_REQUEST, "invalid_json", "Malformed JSON body"),
             Self::InvalidRequest(_) => (S::BAD_REQUEST, "invalid_request", "Invalid request"),
             Self::Unauthenticated => (S::UNAUTHORIZED, "unauthenticated", "Unauthenticated"),
-            Self::InvalidSignature(_) => (S::UNAUTHORIZED, "invalid_signature", "Invalid signature"),
+            Self::InvalidSignature(_) => {
+                (S::UNAUTHORIZED, "invalid_signature", "Invalid signature")
+            }
             Self::StaleSignature => (S::UNAUTHORIZED, "stale_signature", "Stale signature"),
             Self::Forbidden => (S::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (S::NOT_FOUND, "not_found", "Not found"),
             Self::InvalidState(_) => (S::CONFLICT, "invalid_state", "Invalid state"),
             Self::VersionConflict => (S::CONFLICT, "version_conflict", "Version conflict"),
-            Self::IdempotencyInFlight => (S::CONFLICT, "idempotency_in_flight", "Request in flight"),
-            Self::Validation(_) => (S::UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
+            Self::IdempotencyInFlight => {
+                (S::CONFLICT, "idempotency_in_flight", "Request in flight")
+            }
+            Self::Validation(_) => (
+                S::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Validation failed",
+            ),
             Self::AmountExceedsRemaining { .. } => (
                 S::UNPROCESSABLE_ENTITY,
                 "amount_exceeds_remaining",
@@ -106,11 +114,19 @@ impl ApiError {
                 "idempotency_key_reused",
                 "Idempotency key reused",
             ),
-            Self::PayloadTooLarge => (S::PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+            Self::PayloadTooLarge => (
+                S::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
             Self::RateLimited { .. } => (S::TOO_MANY_REQUESTS, "rate_limited", "Rate limited"),
             Self::Overloaded => (S::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
             Self::ShuttingDown => (S::SERVICE_UNAVAILABLE, "shutting_down", "Shutting down"),
-            Self::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", "Temporarily unavailable"),
+            Self::Unavailable(_) => (
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable",
+            ),
             Self::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal", "Internal error"),
         }
     }
@@ -178,7 +194,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let (status, code, title) = self.parts();
-        let mut response = problem_response(status, code, title, self.detail(), self.field_errors());
+        let mut response =
+            problem_response(status, code, title, self.detail(), self.field_errors());
         if let Some(secs) = self.retry_after() {
             if let Ok(value) = HeaderValue::from_str(&secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
@@ -213,14 +230,18 @@ impl From<DomainError> for ApiError {
                 message: "amounts overflow".into(),
             }]),
             DomainError::InvalidState(message) => Self::InvalidState(message),
-            err @ DomainError::AmountExceedsRemaining { remaining, .. } => Self::AmountExceedsRemaining {
-                detail: err.to_string(),
-                max: remaining,
-            },
-            err @ DomainError::RefundExceedsCaptured { refundable, .. } => Self::RefundExceedsCaptured {
-                detail: err.to_string(),
-                max: refundable,
-            },
+            err @ DomainError::AmountExceedsRemaining { remaining, .. } => {
+                Self::AmountExceedsRemaining {
+                    detail: err.to_string(),
+                    max: remaining,
+                }
+            }
+            err @ DomainError::RefundExceedsCaptured { refundable, .. } => {
+                Self::RefundExceedsCaptured {
+                    detail: err.to_string(),
+                    max: refundable,
+                }
+            }
         }
     }
 }

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use payrail_actors::engine::{IdempotencySpec, Outcome, Rendered, Renderer};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::errors::ApiError;
@@ -26,15 +25,27 @@ pub fn renderer() -> Renderer {
 }
 
 /// The request's idempotency spec, if it carries a key; a malformed key is a 400.
-pub fn spec(req: &HttpRequest, body: &[u8], status: StatusCode) -> Result<Option<IdempotencySpec>, ApiError> {
+pub fn spec(
+    req: &HttpRequest,
+    body: &[u8],
+    status: StatusCode,
+) -> Result<Option<IdempotencySpec>, ApiError> {
     let Some(value) = req.headers().get(HEADER) else {
         return Ok(None);
     };
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= KEY_MAX_CHARS && k.bytes().all(|b| (0x20..0x7f).contains(&b)))
-        .ok_or_else(|| ApiError::InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters".into()))?;
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= KEY_MAX_CHARS
+                && k.bytes().all(|b| (0x20..0x7f).contains(&b))
+        })
+        .ok_or_else(|| {
+            ApiError::InvalidRequest(
+                "Idempotency-Key must be 1-255 printable ASCII characters".into(),
+            )
+        })?;
     let mut hasher = Sha256::new();
     hasher.update(req.method().as_str().as_bytes());
     hasher.update(b" ");
@@ -50,9 +61,15 @@ pub fn spec(req: &HttpRequest, body: &[u8], status: StatusCode) -> Result<Option
 }
 
 /// A fresh outcome as `status` + the view; a replay as the stored status and body.
-pub fn respond<T, V: Serialize>(outcome: Outcome<T>, status: StatusCode, view: impl Fn(&T) -> V) -> HttpResponse {
+pub fn respond<T>(
+    outcome: Outcome<T>,
+    status: StatusCode,
+    render: impl Fn(&T) -> String,
+) -> HttpResponse {
     match outcome {
-        Outcome::Fresh(value) => HttpResponse::build(status).json(view(&value)),
+        Outcome::Fresh(value) => HttpResponse::build(status)
+            .content_type("application/json")
+            .body(render(&value)),
         Outcome::Replayed(record) => {
             let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
             HttpResponse::build(status)

@@ -3,7 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
-use payrail_actors::domain::{Currency, InvoiceCommand, InvoiceId, InvoiceInput, InvoiceStatus, LineItem};
+use payrail_actors::domain::{
+    Currency, InvoiceCommand, InvoiceId, InvoiceInput, InvoiceStatus, LineItem,
+};
 use payrail_actors::engine::Context;
 use serde::Deserialize;
 
@@ -21,7 +23,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/invoices/{id}", web::patch().to(update))
         .route("/invoices/{id}/finalize", web::post().to(finalize))
         .route("/invoices/{id}/void", web::post().to(void))
-        .route("/invoices/{id}/mark-uncollectible", web::post().to(mark_uncollectible))
+        .route(
+            "/invoices/{id}/mark-uncollectible",
+            web::post().to(mark_uncollectible),
+        )
         .route("/invoices/{id}/timeline", web::get().to(timeline));
 }
 
@@ -60,7 +65,12 @@ fn context(auth: &TenantKey) -> Context {
     Context::new(auth.tenant, auth.actor())
 }
 
-async fn create(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn create(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     let input: CreateInvoice = parse(&body)?;
     let mut ctx = context(&auth);
@@ -78,10 +88,16 @@ async fn create(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, b
         metadata: input.metadata,
     };
     let outcome = state.engine.create_invoice(ctx, input, finalize).await?;
-    Ok(respond(outcome, StatusCode::CREATED, |i| views::invoice(i)))
+    Ok(respond(outcome, StatusCode::CREATED, |i| {
+        views::to_json(&views::invoice(i))
+    }))
 }
 
-async fn get(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let (db, tenant) = (state.db.clone(), auth.tenant);
     let invoice = detached(async move { Ok(db.get_invoice(tenant, id).await?) })
@@ -98,23 +114,39 @@ fn to_input(line: &LineItem) -> payrail_actors::domain::invoice::LineItemInput {
     }
 }
 
-async fn update(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn update(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let patch: PatchInvoice = parse(&body)?;
     let current = state.engine.invoice(auth.tenant, id).await?;
     let d = &current.details;
     let input = InvoiceInput {
-        customer_name: patch.customer_name.unwrap_or_else(|| d.customer_name.clone()),
-        customer_email: patch.customer_email.unwrap_or_else(|| d.customer_email.clone()),
+        customer_name: patch
+            .customer_name
+            .unwrap_or_else(|| d.customer_name.clone()),
+        customer_email: patch
+            .customer_email
+            .unwrap_or_else(|| d.customer_email.clone()),
         currency: patch.currency.unwrap_or(d.currency),
         due_date: patch.due_date.unwrap_or(d.due_date),
-        line_items: patch.line_items.unwrap_or_else(|| d.line_items.iter().map(to_input).collect()),
+        line_items: patch
+            .line_items
+            .unwrap_or_else(|| d.line_items.iter().map(to_input).collect()),
         tax_rate_bps: Some(patch.tax_rate_bps.unwrap_or(d.tax_rate_bps)),
         metadata: Some(patch.metadata.unwrap_or_else(|| d.metadata.clone())),
     };
-    let outcome = state.engine.invoice_command(context(&auth), id, InvoiceCommand::Update(input)).await?;
-    Ok(respond(outcome, StatusCode::OK, |i| views::invoice(i)))
+    let outcome = state
+        .engine
+        .invoice_command(context(&auth), id, InvoiceCommand::Update(input))
+        .await?;
+    Ok(respond(outcome, StatusCode::OK, |i| {
+        views::to_json(&views::invoice(i))
+    }))
 }
 
 async fn command(
@@ -131,22 +163,50 @@ async fn command(
         ctx = ctx.with_idempotency(spec);
     }
     let outcome = state.engine.invoice_command(ctx, id, command).await?;
-    Ok(respond(outcome, StatusCode::OK, |i| views::invoice(i)))
+    Ok(respond(outcome, StatusCode::OK, |i| {
+        views::to_json(&views::invoice(i))
+    }))
 }
 
-async fn finalize(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn finalize(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Finalize).await
 }
 
-async fn void(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn void(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Void).await
 }
 
-async fn mark_uncollectible(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn mark_uncollectible(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
-    command(auth, state, req, &id, &body, InvoiceCommand::MarkUncollectible).await
+    command(
+        auth,
+        state,
+        req,
+        &id,
+        &body,
+        InvoiceCommand::MarkUncollectible,
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -192,10 +252,16 @@ impl ListQuery {
                 return Err(bad("limit must be 1-100"));
             }
             let starting_after = match &self.starting_after {
-                Some(raw) => Some(raw.parse().map_err(|_| bad("startingAfter must be an invoice id"))?),
+                Some(raw) => Some(
+                    raw.parse()
+                        .map_err(|_| bad("startingAfter must be an invoice id"))?,
+                ),
                 None => None,
             };
-            Paging::Cursor { limit, starting_after }
+            Paging::Cursor {
+                limit,
+                starting_after,
+            }
         } else {
             let (page, page_size) = (self.page.unwrap_or(1), self.page_size.unwrap_or(10));
             if page < 1 || !(1..=100).contains(&page_size) {
@@ -223,13 +289,19 @@ impl ListQuery {
     }
 }
 
-async fn list(auth: TenantKey, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let query = q.to_query()?;
     let (db, tenant, paging) = (state.db.clone(), auth.tenant, query.paging.clone());
     let page = detached(async move { Ok(db.list_invoices(tenant, &query).await?) }).await?;
     let items: Vec<_> = page.items.iter().map(views::invoice).collect();
     let body = match paging {
-        Paging::Offset { page: n, page_size } => paged(items, n, page_size, page.total_items.unwrap_or(0)),
+        Paging::Offset { page: n, page_size } => {
+            paged(items, n, page_size, page.total_items.unwrap_or(0))
+        }
         Paging::Cursor { .. } => serde_json::json!({
             "items": items,
             "hasMore": page.has_more,
@@ -239,7 +311,11 @@ async fn list(auth: TenantKey, state: web::Data<AppState>, q: web::Query<ListQue
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn timeline(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn timeline(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let (db, tenant) = (state.db.clone(), auth.tenant);
     let events = detached(async move {

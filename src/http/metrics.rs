@@ -5,7 +5,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use payrail_actors::metrics::{EngineMetrics, BATCH_SIZE_BOUNDS};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
 
 pub struct HttpMetrics {
     registry: Registry,
@@ -17,12 +19,20 @@ impl HttpMetrics {
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("payrail_http_requests_total", "HTTP requests by route and status"),
+            Opts::new(
+                "payrail_http_requests_total",
+                "HTTP requests by route and status",
+            ),
             &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new("payrail_http_request_duration_seconds", "HTTP request latency")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+            HistogramOpts::new(
+                "payrail_http_request_duration_seconds",
+                "HTTP request latency",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
             &["method", "route"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -49,19 +59,62 @@ impl HttpMetrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         let mut out = String::from_utf8(buffer).unwrap_or_default();
         let counters = [
-            ("payrail_commit_batches_total", "Group commits", &engine.batches_committed),
-            ("payrail_commit_units_total", "Units committed", &engine.units_committed),
-            ("payrail_commit_units_failed_total", "Units refused by storage", &engine.units_failed),
-            ("payrail_commit_events_total", "Events committed", &engine.events_committed),
-            ("payrail_commit_duration_microseconds_total", "Time spent in group commits", &engine.commit_micros_total),
-            ("payrail_actor_passivations_total", "Entity actors passivated", &engine.passivations),
-            ("payrail_actor_restarts_total", "Requests that found their actor dead", &engine.actor_restarts),
-            ("payrail_overloaded_total", "Commands refused as overloaded", &engine.overloaded),
-            ("payrail_gateway_calls_total", "Calls to the gateway", &engine.gateway_calls),
-            ("payrail_gateway_retries_total", "Gateway calls retried in the background", &engine.gateway_retries),
+            (
+                "payrail_commit_batches_total",
+                "Group commits",
+                &engine.batches_committed,
+            ),
+            (
+                "payrail_commit_units_total",
+                "Units committed",
+                &engine.units_committed,
+            ),
+            (
+                "payrail_commit_units_failed_total",
+                "Units refused by storage",
+                &engine.units_failed,
+            ),
+            (
+                "payrail_commit_events_total",
+                "Events committed",
+                &engine.events_committed,
+            ),
+            (
+                "payrail_commit_duration_microseconds_total",
+                "Time spent in group commits",
+                &engine.commit_micros_total,
+            ),
+            (
+                "payrail_actor_passivations_total",
+                "Entity actors passivated",
+                &engine.passivations,
+            ),
+            (
+                "payrail_actor_restarts_total",
+                "Requests that found their actor dead",
+                &engine.actor_restarts,
+            ),
+            (
+                "payrail_overloaded_total",
+                "Commands refused as overloaded",
+                &engine.overloaded,
+            ),
+            (
+                "payrail_gateway_calls_total",
+                "Calls to the gateway",
+                &engine.gateway_calls,
+            ),
+            (
+                "payrail_gateway_retries_total",
+                "Gateway calls retried in the background",
+                &engine.gateway_retries,
+            ),
         ];
         for (name, help, counter) in counters {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n", counter.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
         }
         out.push_str("# HELP payrail_webhook_events_total Gateway events by outcome\n# TYPE payrail_webhook_events_total counter\n");
         for (outcome, counter) in [
@@ -70,7 +123,10 @@ impl HttpMetrics {
             ("ignored", &engine.webhook_ignored),
             ("rejected", &engine.webhook_rejected),
         ] {
-            out.push_str(&format!("payrail_webhook_events_total{{outcome=\"{outcome}\"}} {}\n", counter.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "payrail_webhook_events_total{{outcome=\"{outcome}\"}} {}\n",
+                counter.load(Ordering::Relaxed)
+            ));
         }
         out.push_str("# HELP payrail_active_actors Live actors by kind\n# TYPE payrail_active_actors gauge\n");
         for (kind, gauge) in [
@@ -78,22 +134,44 @@ impl HttpMetrics {
             ("payment", &engine.active_payment_actors),
             ("supervisor", &engine.active_supervisors),
         ] {
-            out.push_str(&format!("payrail_active_actors{{kind=\"{kind}\"}} {}\n", gauge.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "payrail_active_actors{{kind=\"{kind}\"}} {}\n",
+                gauge.load(Ordering::Relaxed)
+            ));
         }
         let gauges = [
-            ("payrail_audit_queue_depth", "Units queued or in flight at the audit writers", &engine.audit_queue_depth),
-            ("payrail_commands_in_flight", "Engine commands in flight", &engine.commands_in_flight),
-            ("payrail_charges_awaiting_gateway", "Charges being sent to the gateway", &engine.charges_awaiting_gateway),
+            (
+                "payrail_audit_queue_depth",
+                "Units queued or in flight at the audit writers",
+                &engine.audit_queue_depth,
+            ),
+            (
+                "payrail_commands_in_flight",
+                "Engine commands in flight",
+                &engine.commands_in_flight,
+            ),
+            (
+                "payrail_charges_awaiting_gateway",
+                "Charges being sent to the gateway",
+                &engine.charges_awaiting_gateway,
+            ),
         ];
         for (name, help, gauge) in gauges {
-            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n", gauge.load(Ordering::Relaxed)));
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}\n",
+                gauge.load(Ordering::Relaxed)
+            ));
         }
         out.push_str("# HELP payrail_commit_batch_units Units per group commit\n# TYPE payrail_commit_batch_units histogram\n");
         let mut cumulative = 0;
         for (i, bucket) in engine.batch_size_buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            let le = BATCH_SIZE_BOUNDS.get(i).map_or("+Inf".to_owned(), u64::to_string);
-            out.push_str(&format!("payrail_commit_batch_units_bucket{{le=\"{le}\"}} {cumulative}\n"));
+            let le = BATCH_SIZE_BOUNDS
+                .get(i)
+                .map_or("+Inf".to_owned(), u64::to_string);
+            out.push_str(&format!(
+                "payrail_commit_batch_units_bucket{{le=\"{le}\"}} {cumulative}\n"
+            ));
         }
         out.push_str(&format!("payrail_commit_batch_units_count {cumulative}\n"));
         if let Some((size, available)) = pool {
@@ -104,4 +182,3 @@ impl HttpMetrics {
         out
     }
 }
-

@@ -20,7 +20,9 @@ const REQUEST_ID_MAX_CHARS: usize = 128;
 fn valid_request_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= REQUEST_ID_MAX_CHARS
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 pub async fn request_context(
@@ -69,9 +71,17 @@ pub async fn request_context(
     }
     let status = response.status().as_u16();
     if let Some(state) = state {
-        state.metrics.observe(&method, &route, status, started.elapsed());
+        state
+            .metrics
+            .observe(&method, &route, status, started.elapsed());
     }
-    span.in_scope(|| tracing::info!(status, elapsed_ms = started.elapsed().as_millis() as u64, "request"));
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "request"
+        )
+    });
     Ok(response)
 }
 

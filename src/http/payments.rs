@@ -39,20 +39,38 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("payment"))
 }
 
-async fn create(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn create(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     let input: CreatePayment = parse(&body)?;
-    let invoice_id: InvoiceId = input.invoice_id.parse().map_err(|_| ApiError::NotFound("invoice"))?;
+    let invoice_id: InvoiceId = input
+        .invoice_id
+        .parse()
+        .map_err(|_| ApiError::NotFound("invoice"))?;
     let mut ctx = Context::new(auth.tenant, auth.actor());
     if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
         ctx = ctx.with_idempotency(spec);
     }
-    let attempt = PaymentAttempt { invoice_id, amount: input.amount, method: input.payment_method };
+    let attempt = PaymentAttempt {
+        invoice_id,
+        amount: input.amount,
+        method: input.payment_method,
+    };
     let outcome = state.engine.attempt_payment(ctx, attempt).await?;
-    Ok(respond(outcome, StatusCode::CREATED, |p| views::payment(p)))
+    Ok(respond(outcome, StatusCode::CREATED, |p| {
+        views::to_json(&views::payment(p))
+    }))
 }
 
-async fn get(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let (db, tenant) = (state.db.clone(), auth.tenant);
     let payment = detached(async move { Ok(db.get_payment(tenant, id).await?) })
@@ -70,23 +88,46 @@ struct ListQuery {
     page_size: Option<u32>,
 }
 
-async fn list(auth: TenantKey, state: web::Data<AppState>, q: web::Query<ListQuery>) -> Result<HttpResponse, ApiError> {
-    let (page, size) = PageQuery { page: q.page, page_size: q.page_size }.bounds()?;
+async fn list(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, size) = PageQuery {
+        page: q.page,
+        page_size: q.page_size,
+    }
+    .bounds()?;
     let invoice: Option<InvoiceId> = match &q.invoice_id {
-        Some(raw) => Some(raw.parse().map_err(|_| ApiError::InvalidRequest("invoiceId must be an invoice id".into()))?),
+        Some(raw) => Some(
+            raw.parse()
+                .map_err(|_| ApiError::InvalidRequest("invoiceId must be an invoice id".into()))?,
+        ),
         None => None,
     };
     let status = match &q.status {
-        Some(s) => Some(PaymentStatus::parse(s).ok_or_else(|| ApiError::InvalidRequest("unknown status".into()))?),
+        Some(s) => Some(
+            PaymentStatus::parse(s)
+                .ok_or_else(|| ApiError::InvalidRequest("unknown status".into()))?,
+        ),
         None => None,
     };
     let (db, tenant) = (state.db.clone(), auth.tenant);
-    let (rows, total) = detached(async move { Ok(db.list_payments(tenant, invoice, status, page, size).await?) }).await?;
+    let (rows, total) = detached(async move {
+        Ok(db
+            .list_payments(tenant, invoice, status, page, size)
+            .await?)
+    })
+    .await?;
     let items: Vec<_> = rows.iter().map(views::payment).collect();
     Ok(HttpResponse::Ok().json(paged(items, page, size, total)))
 }
 
-async fn timeline(auth: TenantKey, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn timeline(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let (db, tenant) = (state.db.clone(), auth.tenant);
     let events = detached(async move {
@@ -100,7 +141,13 @@ async fn timeline(auth: TenantKey, state: web::Data<AppState>, id: web::Path<Str
     Ok(HttpResponse::Ok().json(items))
 }
 
-async fn refund(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, id: web::Path<String>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn refund(
+    auth: TenantKey,
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let input: CreateRefund = parse(&body)?;
@@ -108,6 +155,11 @@ async fn refund(auth: TenantKey, state: web::Data<AppState>, req: HttpRequest, i
     if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
         ctx = ctx.with_idempotency(spec);
     }
-    let outcome = state.engine.refund(ctx, id, input.amount, input.reason).await?;
-    Ok(respond(outcome, StatusCode::CREATED, |r| views::refund(r)))
+    let outcome = state
+        .engine
+        .refund(ctx, id, input.amount, input.reason)
+        .await?;
+    Ok(respond(outcome, StatusCode::CREATED, |r| {
+        views::to_json(&views::refund(r))
+    }))
 }

@@ -2,7 +2,7 @@
 //! list, rotate the webhook secret.
 
 use actix_web::{web, HttpResponse};
-use payrail_actors::domain::{ApiKeyId, EventData, TenantId};
+use payrail_actors::domain::{ApiKeyId, TenantId};
 use payrail_actors::ports::AccountRegistration;
 use serde::Deserialize;
 
@@ -20,7 +20,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/tenants", web::post().to(create))
         .route("/tenants", web::get().to(list))
         .route("/tenants/{id}", web::get().to(get))
-        .route("/tenants/{id}/webhook-secret/rotate", web::post().to(rotate));
+        .route(
+            "/tenants/{id}/webhook-secret/rotate",
+            web::post().to(rotate),
+        );
 }
 
 #[derive(Deserialize)]
@@ -33,14 +36,20 @@ fn view(t: &TenantRow) -> serde_json::Value {
     serde_json::json!({"id": t.id.to_string(), "name": t.name, "createdAt": ts(&t.created_at)})
 }
 
-async fn create(_: PlatformAdmin, state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn create(
+    _: PlatformAdmin,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let input: CreateTenant = parse(&body)?;
     let name = input.name.trim().to_owned();
     if name.is_empty() || name.chars().count() > NAME_MAX_CHARS {
-        return Err(ApiError::Validation(vec![payrail_actors::domain::FieldError {
-            field: "name".into(),
-            message: "must be 1-200 characters".into(),
-        }]));
+        return Err(ApiError::Validation(vec![
+            payrail_actors::domain::FieldError {
+                field: "name".into(),
+                message: "must be 1-200 characters".into(),
+            },
+        ]));
     }
     let now = state.clock.now();
     let tenant = TenantRow {
@@ -51,7 +60,14 @@ async fn create(_: PlatformAdmin, state: web::Data<AppState>, body: web::Bytes) 
         previous_valid_until: None,
         created_at: now,
     };
-    let (row, event, key) = new_key(tenant.id, ApiKeyId::new(), "default", Role::Admin, now, "platform");
+    let (row, event, key) = new_key(
+        tenant.id,
+        ApiKeyId::new(),
+        "default",
+        Role::Admin,
+        now,
+        "platform",
+    );
     let registration = AccountRegistration {
         account: tenant.id,
         webhook_url: state.settings.webhook_url.clone(),
@@ -69,14 +85,17 @@ async fn create(_: PlatformAdmin, state: web::Data<AppState>, body: web::Bytes) 
         Ok(())
     })
     .await?;
-    debug_assert!(matches!(event.data, EventData::ApiKeyCreated { .. }));
     let mut body = view(&tenant);
     body["apiKey"] = serde_json::to_value(KeyCreated::new(&key)).unwrap_or_default();
     body["webhookSecret"] = serde_json::Value::String(tenant.webhook_secret);
     Ok(HttpResponse::Created().json(body))
 }
 
-async fn get(_: PlatformAdmin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get(
+    _: PlatformAdmin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
     let db = state.db.clone();
     let tenant = detached(async move { Ok(db.get_tenant(id).await?) })
@@ -98,13 +117,20 @@ impl PageQuery {
         let page = self.page.unwrap_or(1);
         let size = self.page_size.unwrap_or(10);
         if page < 1 || !(1..=100).contains(&size) {
-            return Err(ApiError::InvalidRequest("page must be ≥ 1 and pageSize 1-100".into()));
+            return Err(ApiError::InvalidRequest(
+                "page must be ≥ 1 and pageSize 1-100".into(),
+            ));
         }
         Ok((page, size))
     }
 }
 
-pub fn paged<T: serde::Serialize>(items: Vec<T>, page: u32, size: u32, total: u64) -> serde_json::Value {
+pub fn paged<T: serde::Serialize>(
+    items: Vec<T>,
+    page: u32,
+    size: u32,
+    total: u64,
+) -> serde_json::Value {
     serde_json::json!({
         "items": items,
         "page": page,
@@ -114,7 +140,11 @@ pub fn paged<T: serde::Serialize>(items: Vec<T>, page: u32, size: u32, total: u6
     })
 }
 
-async fn list(_: PlatformAdmin, state: web::Data<AppState>, q: web::Query<PageQuery>) -> Result<HttpResponse, ApiError> {
+async fn list(
+    _: PlatformAdmin,
+    state: web::Data<AppState>,
+    q: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
     let (page, size) = q.bounds()?;
     let db = state.db.clone();
     let (rows, total) = detached(async move { Ok(db.list_tenants(page, size).await?) }).await?;
@@ -122,7 +152,11 @@ async fn list(_: PlatformAdmin, state: web::Data<AppState>, q: web::Query<PageQu
     Ok(HttpResponse::Ok().json(paged(items, page, size, total)))
 }
 
-async fn rotate(_: PlatformAdmin, state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn rotate(
+    _: PlatformAdmin,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
     let overlap = chrono::Duration::from_std(state.settings.secret_overlap)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -135,7 +169,10 @@ async fn rotate(_: PlatformAdmin, state: web::Data<AppState>, id: web::Path<Stri
     };
     let (db, gateway, new_secret) = (state.db.clone(), state.gateway.clone(), secret.clone());
     detached(async move {
-        if !db.rotate_webhook_secret(id, &new_secret, valid_until).await? {
+        if !db
+            .rotate_webhook_secret(id, &new_secret, valid_until)
+            .await?
+        {
             return Err(ApiError::NotFound("tenant"));
         }
         gateway

@@ -53,7 +53,10 @@ impl SecretCache {
     }
 
     pub fn forget(&self, tenant: TenantId) {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).remove(&tenant);
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&tenant);
     }
 }
 
@@ -83,13 +86,19 @@ struct RawData {
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum Body {
-    Batch { account: String, events: Vec<RawEvent> },
+    Batch {
+        account: String,
+        events: Vec<RawEvent>,
+    },
     Single(RawEvent),
 }
 
 /// Converts one event; `None` means rejected (another account, unknown shape or ids).
 fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
-    if raw.account.as_deref().is_some_and(|a| a != account) || raw.id.is_empty() || raw.id.len() > 255 {
+    if raw.account.as_deref().is_some_and(|a| a != account)
+        || raw.id.is_empty()
+        || raw.id.len() > 255
+    {
         return None;
     }
     let d = raw.data;
@@ -100,22 +109,40 @@ fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
     };
     let refund = || -> Option<RefundId> { d.refund_id.as_deref()?.parse().ok() };
     let outcome = match raw.kind.as_str() {
-        "payment.processing" => GatewayOutcome::Processing { reference: d.gateway_reference.clone()? },
-        "payment.succeeded" => GatewayOutcome::Succeeded { reference: d.gateway_reference.clone(), amount: d.amount, currency },
+        "payment.processing" => GatewayOutcome::Processing {
+            reference: d.gateway_reference.clone()?,
+        },
+        "payment.succeeded" => GatewayOutcome::Succeeded {
+            reference: d.gateway_reference.clone(),
+            amount: d.amount,
+            currency,
+        },
         "payment.failed" => GatewayOutcome::Failed {
-            code: d.failure_code.clone().unwrap_or_else(|| "card_declined".into()),
+            code: d
+                .failure_code
+                .clone()
+                .unwrap_or_else(|| "card_declined".into()),
             message: d.failure_message.clone().unwrap_or_default(),
             amount: d.amount,
             currency,
         },
-        "refund.succeeded" => GatewayOutcome::RefundSucceeded { refund_id: refund()? },
+        "refund.succeeded" => GatewayOutcome::RefundSucceeded {
+            refund_id: refund()?,
+        },
         "refund.failed" => GatewayOutcome::RefundFailed {
             refund_id: refund()?,
-            code: d.failure_code.clone().unwrap_or_else(|| "refund_failed".into()),
+            code: d
+                .failure_code
+                .clone()
+                .unwrap_or_else(|| "refund_failed".into()),
         },
         _ => return None,
     };
-    Some(GatewayEvent { id: raw.id, payment_id, outcome })
+    Some(GatewayEvent {
+        id: raw.id,
+        payment_id,
+        outcome,
+    })
 }
 
 async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Secrets, ApiError> {
@@ -130,14 +157,20 @@ async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Se
     Ok(secrets)
 }
 
-async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+async fn receive(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     let parsed: Body = parse(&body)?;
     let (account, events) = match parsed {
         Body::Batch { account, events } => (account, events),
         Body::Single(event) => (event.account.clone().unwrap_or_default(), vec![event]),
     };
     if events.len() > BATCH_MAX_EVENTS {
-        return Err(ApiError::InvalidRequest(format!("at most {BATCH_MAX_EVENTS} events per request")));
+        return Err(ApiError::InvalidRequest(format!(
+            "at most {BATCH_MAX_EVENTS} events per request"
+        )));
     }
     let tenant: TenantId = account
         .parse()
@@ -155,12 +188,22 @@ async fn receive(state: web::Data<AppState>, req: HttpRequest, body: web::Bytes)
             valid.push(old.as_str());
         }
     }
-    signature::verify(header, &body, &valid, now.timestamp(), state.settings.signature_tolerance_secs).map_err(|e| match e {
+    signature::verify(
+        header,
+        &body,
+        &valid,
+        now.timestamp(),
+        state.settings.signature_tolerance_secs,
+    )
+    .map_err(|e| match e {
         SignatureError::Stale => ApiError::StaleSignature,
         other => ApiError::InvalidSignature(other.to_string()),
     })?;
     let received = events.len();
-    let converted: Vec<GatewayEvent> = events.into_iter().filter_map(|e| convert(&account, e)).collect();
+    let converted: Vec<GatewayEvent> = events
+        .into_iter()
+        .filter_map(|e| convert(&account, e))
+        .collect();
     let rejected_early = received - converted.len();
     let mut summary = state.engine.apply_gateway_events(tenant, converted).await?;
     summary.received = received;

@@ -1,0 +1,107 @@
+//! Typed, layered configuration: compiled defaults < optional `payrail.toml` < `PAYRAIL_*`
+//! environment (plus `DATABASE_URL`). Secrets are wrapped so they cannot be printed.
+
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use payrail_actors::EngineConfig;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::gateway::SimulatorConfig;
+use crate::store::{DEFAULT_DATABASE_URL, DEFAULT_POOL_SIZE};
+
+pub const CONFIG_FILE: &str = "payrail.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the API listens (`PAYRAIL_BIND`).
+    pub bind: String,
+    /// `postgres://…` or `sqlite://path` (`DATABASE_URL`); default: embedded SQLite.
+    pub database_url: Option<String>,
+    pub db_pool_size: usize,
+    /// Platform admin token for tenant management (`PAYRAIL_ADMIN_TOKEN`).
+    pub admin_token: Option<SecretString>,
+    /// `pretty` or `json` (`PAYRAIL_LOG_FORMAT`).
+    pub log_format: String,
+    /// An external gateway; none starts the built-in simulator in-process.
+    pub gateway_url: Option<String>,
+    /// The URL the gateway reaches this server at (for webhooks); default `http://<bind>`.
+    pub public_url: Option<String>,
+    pub rate_limit_per_sec: u32,
+    pub rate_limit_burst: u32,
+    pub shutdown_timeout_secs: u64,
+    pub commit_batch_max_units: usize,
+    pub commit_linger_us: u64,
+    pub audit_writers: usize,
+    pub passivation_idle_secs: u64,
+    pub max_active_entities_per_tenant: usize,
+    pub dedup_retention_hours: u64,
+    pub idempotency_retention_hours: u64,
+    pub retention_sweep_secs: u64,
+    pub secret_overlap_hours: u64,
+    pub signature_tolerance_secs: i64,
+    pub recovery_interval_secs: u64,
+    /// Chaos knobs of the built-in simulator.
+    pub simulator: SimulatorConfig,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let engine = EngineConfig::default();
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: None,
+            db_pool_size: DEFAULT_POOL_SIZE,
+            admin_token: None,
+            log_format: "pretty".into(),
+            gateway_url: None,
+            public_url: None,
+            rate_limit_per_sec: 1_000,
+            rate_limit_burst: 2_000,
+            shutdown_timeout_secs: 30,
+            commit_batch_max_units: engine.commit_batch_max_units,
+            commit_linger_us: 0,
+            audit_writers: engine.audit_writers,
+            passivation_idle_secs: engine.passivation_idle.as_secs(),
+            max_active_entities_per_tenant: engine.max_active_entities_per_tenant,
+            dedup_retention_hours: 72,
+            idempotency_retention_hours: 24,
+            retention_sweep_secs: 60,
+            secret_overlap_hours: 24,
+            signature_tolerance_secs: crate::gateway::signature::DEFAULT_TOLERANCE_SECS,
+            recovery_interval_secs: engine.recovery_interval.as_secs(),
+            simulator: SimulatorConfig::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `payrail.toml` if present, then the environment.
+    pub fn load() -> anyhow::Result<Self> {
+        let settings: Settings = Figment::new()
+            .merge(Toml::file(CONFIG_FILE))
+            .merge(Env::prefixed("PAYRAIL_").split("__"))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .extract()?;
+        Ok(settings)
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    }
+
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            commit_batch_max_units: self.commit_batch_max_units.max(1),
+            commit_linger: Duration::from_micros(self.commit_linger_us),
+            audit_writers: self.audit_writers.max(1),
+            passivation_idle: Duration::from_secs(self.passivation_idle_secs),
+            max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
+            recovery_interval: Duration::from_secs(self.recovery_interval_secs),
+            ..EngineConfig::default()
+        }
+    }
+}
