@@ -1,0 +1,187 @@
+//! `spawn_app`: the real server on a random port, a fresh database per test (SQLite file or a
+//! new database in the shared throwaway PostgreSQL cluster), the built-in gateway simulator.
+
+use std::time::Duration;
+
+use payrail::config::Settings;
+use payrail::server::{self, Running};
+use payrail::store::testing;
+use reqwest::{Client, RequestBuilder, Response};
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "test-admin-token";
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub client: Client,
+    pub _state: actix_web::web::Data<payrail::http::AppState>,
+    _simulator: Option<payrail::gateway::SimulatorHandle>,
+    _dir: tempfile::TempDir,
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = match backend {
+        Backend::Sqlite => format!("sqlite://{}/payrail.db", dir.path().display()),
+        Backend::Postgres => {
+            testing::fresh_postgres()
+                .await
+                .expect("PostgreSQL for tests")
+                .1
+        }
+    };
+    let settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        database_url: Some(url),
+        db_pool_size: 4,
+        admin_token: Some(ADMIN.to_owned().into()),
+        rate_limit_per_sec: 10_000,
+        rate_limit_burst: 10_000,
+        ..Settings::default()
+    };
+    let running = server::start(&settings).await.unwrap();
+    let url = running.url();
+    let Running {
+        state,
+        server,
+        simulator,
+        ..
+    } = running;
+    actix_web::rt::spawn(server);
+    TestApp {
+        url,
+        client: Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap(),
+        _state: state,
+        _simulator: simulator,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn post(&self, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    pub fn get(&self, path: &str, key: &str) -> RequestBuilder {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    pub async fn tenant(&self, name: &str) -> Tenant {
+        let body: Value = self
+            .post("/api/tenants", ADMIN)
+            .json(&json!({"name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        Tenant {
+            id: body["id"].as_str().unwrap().into(),
+            key: body["apiKey"]["key"].as_str().unwrap().into(),
+            secret: body["webhookSecret"].as_str().unwrap().into(),
+        }
+    }
+
+    pub async fn invoice(&self, key: &str, unit_amount: i64, finalize: bool) -> Value {
+        let response = self
+            .post("/api/invoices", key)
+            .json(&json!({
+                "customerName": "Jane Doe", "customerEmail": "jane@example.com", "currency": "USD",
+                "lineItems": [{"description": "Seat", "quantity": 3, "unitAmount": unit_amount}],
+                "taxRateBps": 1000, "finalize": finalize
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        response.json().await.unwrap()
+    }
+
+    pub async fn pay(&self, key: &str, invoice: &str, card: &str, amount: Option<i64>) -> Response {
+        let mut body = json!({"invoiceId": invoice, "paymentMethod": {"type": "card", "number": card, "expMonth": 12, "expYear": 2040, "cvc": "123"}});
+        if let Some(amount) = amount {
+            body["amount"] = json!(amount);
+        }
+        self.post("/api/payments", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls until `check` holds on the resource (webhooks arrive asynchronously).
+    pub async fn eventually(&self, path: &str, key: &str, check: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..200 {
+            let value: Value = self
+                .get(path, key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if check(&value) {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{path} never reached the expected state");
+    }
+}
+
+pub async fn problem(response: Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["requestId"].as_str().is_some_and(|r| !r.is_empty()));
+    body
+}
+
+/// Generates one test per backend from an async fn taking `&TestApp`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[actix_web::test]
+                async fn $name() {
+                    let app = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await;
+                    super::$name(&app).await;
+                }
+            )*
+        }
+    };
+}
