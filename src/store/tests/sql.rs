@@ -459,3 +459,49 @@ async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
         }
     }
 }
+
+/// FIELD-NOTES' crash hazard: dropping an in-flight SQLite future on a single-threaded runtime
+/// (as actix-web does on client disconnect) must not panic, and the store must stay usable.
+/// A dropped append still runs to completion on its blocking thread (like a lost reply).
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_survives_dropped_in_flight_futures() {
+    use futures::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    let mut ids = Vec::new();
+    for number in 1..=20 {
+        let (invoice, unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        );
+        ids.push(invoice.id);
+        // Poll once (the job is handed to the blocking thread), then drop the future.
+        assert!(db.append_batch(vec![unit]).now_or_never().is_none());
+        assert!(db.get_invoice(tenant, invoice.id).now_or_never().is_none());
+        assert!(db
+            .list_events(tenant, None, None, 10, None)
+            .now_or_never()
+            .is_none());
+    }
+    // The detached jobs finish on their own (readers don't wait for the writer: bounded poll).
+    let mut last = 0;
+    for _ in 0..500 {
+        last = db.last_invoice_number(tenant).await.unwrap();
+        if last == 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(last, 20);
+    for id in ids {
+        assert!(db.get_invoice(tenant, id).await.unwrap().is_some());
+    }
+    db.ping().await.unwrap();
+}
