@@ -23,7 +23,7 @@ use payrail_actors::ports::{StoreError, Unit};
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{Dialect, Stmt};
-use super::tx::{batch_error, outcome_error, TxError};
+use super::tx::{batch_error, is_database_error, outcome_error, unit_rejected, TxError};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -167,22 +167,47 @@ impl Sqlite {
     }
 }
 
-/// The whole batch transaction, on the writer's blocking thread.
+/// The whole batch transaction, on the writer's blocking thread. If SQLite rejects it (a
+/// constraint the pre-check doesn't know about), it is re-run with one savepoint per unit so
+/// only the offending unit fails.
 fn append_job(
     c: &mut SqliteConnection,
     units: &[Unit],
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    c.immediate_transaction(|c| {
-        let keys = plan::keys(units);
-        let mut found = Vec::new();
-        for stmt in plan::precheck(Dialect::Sqlite, &keys) {
-            found.extend(stmt.load::<KeyRow>(c)?);
+    match c.immediate_transaction(|c| write_units(c, units)) {
+        Err(e) if is_database_error(&e) => {
+            tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
+            c.immediate_transaction(|c| {
+                let mut results = Vec::with_capacity(units.len());
+                for unit in units {
+                    let one = std::slice::from_ref(unit);
+                    match c.transaction(|c| write_units(c, one)) {
+                        Ok(result) => results.push(result.into_iter().next().unwrap_or(Ok(()))),
+                        Err(e) if is_database_error(&e) => results.push(Err(unit_rejected(e))),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(results)
+            })
         }
-        let existing = plan::Existing::from_rows(found);
-        let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
-        for stmt in planned.statements {
-            stmt.execute(c)?;
-        }
-        Ok(planned.results)
-    })
+        other => other,
+    }
+}
+
+/// Pre-check, plan and write `units` inside the caller's transaction.
+fn write_units(
+    c: &mut SqliteConnection,
+    units: &[Unit],
+) -> Result<Vec<Result<(), StoreError>>, TxError> {
+    let keys = plan::keys(units);
+    let mut found = Vec::new();
+    for stmt in plan::precheck(Dialect::Sqlite, &keys) {
+        found.extend(stmt.load::<KeyRow>(c)?);
+    }
+    let existing = plan::Existing::from_rows(found);
+    let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
+    for stmt in planned.statements {
+        stmt.execute(c)?;
+    }
+    Ok(planned.results)
 }
