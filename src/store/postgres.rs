@@ -15,7 +15,9 @@ use payrail_actors::ports::{StoreError, Unit};
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{Dialect, Stmt};
-use super::tx::{batch_error, is_unique_violation, outcome_error, TxError};
+use super::tx::{
+    batch_error, is_database_error, is_unique_violation, outcome_error, unit_rejected, TxError,
+};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -81,45 +83,86 @@ impl Postgres {
         result.map_err(|e| outcome_error(e, body_done))
     }
 
+    /// Group commit with two fallbacks: a batch that lost a unique-key race is re-planned (its
+    /// pre-check then sees the winner); a batch the server still rejects is re-run with one
+    /// savepoint per unit, so only the offending unit fails.
     pub(crate) async fn append(&self, units: &[Unit]) -> Vec<Result<(), StoreError>> {
-        let mut attempt = 1;
-        loop {
-            match self.append_once(units).await {
+        for attempt in 1..=APPEND_ATTEMPTS_MAX {
+            match self.append_once(units, false).await {
                 Ok(results) => return results,
                 Err((e, _)) if attempt < APPEND_ATTEMPTS_MAX && is_unique_violation(&e) => {
                     tracing::debug!(attempt, error = ?e, "batch lost a unique-key race, re-planning");
-                    attempt += 1;
                 }
-                Err((e, body_done)) => {
-                    let err = batch_error(e, body_done);
-                    return units.iter().map(|_| Err(err.clone())).collect();
+                Err((e, _)) if is_database_error(&e) => {
+                    tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
+                    break;
                 }
+                Err((e, body_done)) => return fail_all(units, batch_error(e, body_done)),
             }
+        }
+        match self.append_once(units, true).await {
+            Ok(results) => results,
+            Err((e, body_done)) => fail_all(units, batch_error(e, body_done)),
         }
     }
 
     async fn append_once(
         &self,
         units: &[Unit],
+        isolated: bool,
     ) -> Result<Vec<Result<(), StoreError>>, (TxError, bool)> {
         let mut conn = self.conn().await.map_err(|e| (TxError::Store(e), false))?;
         let mut body_done = false;
         let result = conn
             .transaction(async |c| {
-                let keys = plan::keys(units);
-                let mut found = Vec::new();
-                for stmt in plan::precheck(Dialect::Postgres, &keys) {
-                    found.extend(stmt.load::<KeyRow>(c).await?);
-                }
-                let existing = plan::Existing::from_rows(found);
-                let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
-                execute_pipelined(c, planned.statements).await?;
+                let results = if isolated {
+                    write_isolated(c, units).await?
+                } else {
+                    write_units(c, units).await?
+                };
                 body_done = true;
-                Ok::<_, TxError>(planned.results)
+                Ok::<_, TxError>(results)
             })
             .await;
         result.map_err(|e| (e, body_done))
     }
+}
+
+fn fail_all(units: &[Unit], err: StoreError) -> Vec<Result<(), StoreError>> {
+    units.iter().map(|_| Err(err.clone())).collect()
+}
+
+/// Pre-check, plan and write `units` inside the caller's transaction: 2 round trips.
+async fn write_units(
+    c: &mut AsyncPgConnection,
+    units: &[Unit],
+) -> Result<Vec<Result<(), StoreError>>, TxError> {
+    let keys = plan::keys(units);
+    let mut found = Vec::new();
+    for stmt in plan::precheck(Dialect::Postgres, &keys) {
+        found.extend(stmt.load::<KeyRow>(c).await?);
+    }
+    let existing = plan::Existing::from_rows(found);
+    let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
+    execute_pipelined(c, planned.statements).await?;
+    Ok(planned.results)
+}
+
+/// Each unit in its own savepoint: a unit the server rejects fails alone (`Unavailable`).
+async fn write_isolated(
+    c: &mut AsyncPgConnection,
+    units: &[Unit],
+) -> Result<Vec<Result<(), StoreError>>, TxError> {
+    let mut results = Vec::with_capacity(units.len());
+    for unit in units {
+        let one = std::slice::from_ref(unit);
+        match c.transaction(async |c| write_units(c, one).await).await {
+            Ok(result) => results.push(result.into_iter().next().unwrap_or(Ok(()))),
+            Err(e) if is_database_error(&e) => results.push(Err(unit_rejected(e))),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(results)
 }
 
 /// Sends every statement before awaiting any answer: one round trip for the whole batch's

@@ -2,27 +2,28 @@
 //! blocking job with sync diesel inside (`BEGIN IMMEDIATE` … `COMMIT`), plus a few reader
 //! connections that WAL lets read while the writer writes.
 //!
-//! Only `SyncConnectionWrapper::spawn_blocking` is used, never the wrapper's async query API:
-//! its futures can't be cancelled half-way (dropping one detaches the job, which runs to
-//! completion), which avoids the wrapper's cancel-guard panic (FIELD-NOTES.md).
+//! Jobs run through `tokio::task::spawn_blocking` on connections behind a mutex rather than
+//! through diesel-async's `SyncConnectionWrapper`: dropping an in-flight wrapper future, even
+//! one from its `spawn_blocking`, panics on a single-threaded runtime (its cancel guard calls
+//! `block_in_place`; FIELD-NOTES.md, and `sqlite_survives_dropped_in_flight_futures` reproduced
+//! it). Dropping a tokio `JoinHandle` only detaches the job, which runs to completion.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
-use diesel::result::QueryResult;
+use diesel::result::{Error as DieselError, QueryResult};
 use diesel::sqlite::Sqlite as SqliteBackend;
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use payrail_actors::ports::{StoreError, Unit};
 
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{Dialect, Stmt};
-use super::tx::{batch_error, outcome_error, TxError};
+use super::tx::{batch_error, is_database_error, outcome_error, unit_rejected, TxError};
 
 const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -30,11 +31,16 @@ const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const SQLITE_READERS_MAX: usize = 4;
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
-type Wrapped = SyncConnectionWrapper<SqliteConnection>;
+/// A connection shared with blocking jobs; it remembers how to reopen itself.
+struct Shared {
+    conn: Arc<Mutex<SqliteConnection>>,
+    path: Arc<str>,
+    writer: bool,
+}
 
 pub(crate) struct Sqlite {
-    writer: Mutex<Wrapped>,
-    readers: Vec<Mutex<Wrapped>>,
+    writer: Shared,
+    readers: Vec<Shared>,
     next_reader: AtomicUsize,
 }
 
@@ -47,7 +53,7 @@ fn open(path: &str, writer: bool) -> anyhow::Result<SqliteConnection> {
              PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"
         )
     } else {
-        format!("PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};")
+        format!("PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}; PRAGMA query_only=ON;")
     };
     conn.batch_execute(&pragmas)
         .context("setting SQLite pragmas")?;
@@ -65,7 +71,9 @@ impl Sqlite {
         }
         let readers = pool_size.clamp(1, SQLITE_READERS_MAX);
         let path = path.to_owned();
+        let job_path = path.clone();
         let (writer, readers) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let path = job_path;
             let mut writer = open(&path, true)?;
             writer
                 .run_pending_migrations(MIGRATIONS)
@@ -77,31 +85,47 @@ impl Sqlite {
         })
         .await
         .context("SQLite open task")??;
+        let path: Arc<str> = path.into();
+        let shared = |conn, writer| Shared {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.clone(),
+            writer,
+        };
         Ok(Self {
-            writer: Mutex::new(SyncConnectionWrapper::new(writer)),
-            readers: readers
-                .into_iter()
-                .map(|c| Mutex::new(SyncConnectionWrapper::new(c)))
-                .collect(),
+            writer: shared(writer, true),
+            readers: readers.into_iter().map(|c| shared(c, false)).collect(),
             next_reader: AtomicUsize::new(0),
         })
     }
 
-    /// Runs `job` on `conn`'s blocking thread. The lock only hands the job over; the wrapper
-    /// serializes jobs on its connection.
-    async fn run<R, F>(conn: &Mutex<Wrapped>, job: F) -> QueryResult<R>
+    /// Runs `job` on a blocking thread with the connection locked. A connection whose lock was
+    /// poisoned (a job panicked, maybe inside a transaction) is replaced by a fresh one.
+    async fn run<R, F>(shared: &Shared, job: F) -> QueryResult<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut SqliteConnection) -> QueryResult<R> + Send + 'static,
     {
-        let future = {
-            let mut wrapper = conn.lock().unwrap_or_else(|p| p.into_inner());
-            wrapper.spawn_blocking(job)
-        };
-        future.await
+        let conn = shared.conn.clone();
+        let (path, writer) = (shared.path.clone(), shared.writer);
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut guard = match conn.lock() {
+                Ok(guard) => guard,
+                Err(poisoned) => {
+                    let mut guard = poisoned.into_inner();
+                    *guard = open(&path, writer)
+                        .map_err(|e| DieselError::QueryBuilderError(e.into()))?;
+                    conn.clear_poison();
+                    guard
+                }
+            };
+            job(&mut guard)
+        });
+        handle
+            .await
+            .unwrap_or_else(|e| Err(DieselError::QueryBuilderError(Box::new(e))))
     }
 
-    fn reader(&self) -> &Mutex<Wrapped> {
+    fn reader(&self) -> &Shared {
         let i = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len().max(1);
         self.readers.get(i).unwrap_or(&self.writer)
     }
@@ -143,22 +167,47 @@ impl Sqlite {
     }
 }
 
-/// The whole batch transaction, on the writer's blocking thread.
+/// The whole batch transaction, on the writer's blocking thread. If SQLite rejects it (a
+/// constraint the pre-check doesn't know about), it is re-run with one savepoint per unit so
+/// only the offending unit fails.
 fn append_job(
     c: &mut SqliteConnection,
     units: &[Unit],
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    c.immediate_transaction(|c| {
-        let keys = plan::keys(units);
-        let mut found = Vec::new();
-        for stmt in plan::precheck(Dialect::Sqlite, &keys) {
-            found.extend(stmt.load::<KeyRow>(c)?);
+    match c.immediate_transaction(|c| write_units(c, units)) {
+        Err(e) if is_database_error(&e) => {
+            tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
+            c.immediate_transaction(|c| {
+                let mut results = Vec::with_capacity(units.len());
+                for unit in units {
+                    let one = std::slice::from_ref(unit);
+                    match c.transaction(|c| write_units(c, one)) {
+                        Ok(result) => results.push(result.into_iter().next().unwrap_or(Ok(()))),
+                        Err(e) if is_database_error(&e) => results.push(Err(unit_rejected(e))),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(results)
+            })
         }
-        let existing = plan::Existing::from_rows(found);
-        let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
-        for stmt in planned.statements {
-            stmt.execute(c)?;
-        }
-        Ok(planned.results)
-    })
+        other => other,
+    }
+}
+
+/// Pre-check, plan and write `units` inside the caller's transaction.
+fn write_units(
+    c: &mut SqliteConnection,
+    units: &[Unit],
+) -> Result<Vec<Result<(), StoreError>>, TxError> {
+    let keys = plan::keys(units);
+    let mut found = Vec::new();
+    for stmt in plan::precheck(Dialect::Sqlite, &keys) {
+        found.extend(stmt.load::<KeyRow>(c)?);
+    }
+    let existing = plan::Existing::from_rows(found);
+    let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
+    for stmt in planned.statements {
+        stmt.execute(c)?;
+    }
+    Ok(planned.results)
 }

@@ -51,3 +51,16 @@ pub(crate) fn batch_error(e: TxError, body_done: bool) -> StoreError {
         other => StoreError::Unavailable(other.to_string()),
     }
 }
+
+/// The server refused the statement (as opposed to a broken connection).
+pub(crate) fn is_database_error(e: &TxError) -> bool {
+    matches!(e, TxError::Db(DieselError::DatabaseError(..)))
+}
+
+/// A unit the server refused on its own (e.g. a constraint the pre-check doesn't know about).
+pub(crate) fn unit_rejected(e: TxError) -> StoreError {
+    match e {
+        TxError::Store(e) => e,
+        TxError::Db(e) => StoreError::Unavailable(format!("unit rejected: {e}")),
+    }
+}

@@ -459,3 +459,161 @@ async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
         }
     }
 }
+
+/// FIELD-NOTES' crash hazard: dropping an in-flight SQLite future on a single-threaded runtime
+/// (as actix-web does on client disconnect) must not panic, and the store must stay usable.
+/// A dropped append still runs to completion on its blocking thread (like a lost reply).
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_survives_dropped_in_flight_futures() {
+    use futures::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    let mut ids = Vec::new();
+    for number in 1..=20 {
+        let (invoice, unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        );
+        ids.push(invoice.id);
+        // Poll once (the job is handed to the blocking thread), then drop the future.
+        assert!(db.append_batch(vec![unit]).now_or_never().is_none());
+        assert!(db.get_invoice(tenant, invoice.id).now_or_never().is_none());
+        assert!(db
+            .list_events(tenant, None, None, 10, None)
+            .now_or_never()
+            .is_none());
+    }
+    // The detached jobs finish on their own (readers don't wait for the writer: bounded poll).
+    let mut last = 0;
+    for _ in 0..500 {
+        last = db.last_invoice_number(tenant).await.unwrap();
+        if last == 20 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(last, 20);
+    for id in ids {
+        assert!(db.get_invoice(tenant, id).await.unwrap().is_some());
+    }
+    db.ping().await.unwrap();
+}
+
+on_both!(a_unit_the_database_rejects_fails_alone);
+on_both!(large_batches_commit_in_one_transaction);
+
+/// A constraint the pre-check doesn't cover (here: invoice numbers are unique per tenant)
+/// fails only its unit: the batch is re-run with one savepoint per unit.
+async fn a_unit_the_database_rejects_fails_alone(db: Db) {
+    let tenant = TenantId::new();
+    let (_, first) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 1,
+            ..Default::default()
+        },
+    );
+    commit(&db, vec![first]).await;
+    let (a, ua) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 2,
+            ..Default::default()
+        },
+    );
+    let (clash, uclash) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 1,
+            ..Default::default()
+        },
+    );
+    let (c, uc) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 3,
+            ..Default::default()
+        },
+    );
+    let results = db.append_batch(vec![ua, uclash, uc]).await;
+    assert_eq!(results[0], Ok(()));
+    assert!(
+        matches!(results[1], Err(StoreError::Unavailable(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(db.get_invoice(tenant, a.id).await.unwrap(), Some(a));
+    assert_eq!(db.get_invoice(tenant, c.id).await.unwrap(), Some(c));
+    assert_eq!(db.get_invoice(tenant, clash.id).await.unwrap(), None);
+    assert!(db
+        .load_stream(tenant, StreamId::Invoice(clash.id))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A batch the size the audit actor flushes (hundreds of units touching every table), with
+/// failing units spread through it.
+async fn large_batches_commit_in_one_transaction(db: Db) {
+    let tenant = TenantId::new();
+    let mut units = Vec::new();
+    let mut payments = Vec::new();
+    for number in 1..=300u64 {
+        let (mut invoice, mut unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        );
+        let (payment, attempt) = attempt_payment(&mut invoice, 500, at(1));
+        // One append per stream: the invoice's three events, then the payment's.
+        let mut streams = attempt.streams.into_iter();
+        unit.streams[0]
+            .events
+            .extend(streams.next().unwrap().events);
+        unit.streams.extend(streams);
+        unit.snapshots = attempt.snapshots;
+        unit.dedup_keys.push(payrail_actors::ports::DedupKey {
+            gateway_event_id: format!("gw_{}", number % 290),
+            payment_id: payment.id,
+        });
+        unit.idempotency = Some(idempotency(&format!("k-{number}"), at(1)));
+        payments.push(payment);
+        units.push(unit);
+    }
+    let results = db.append_batch(units).await;
+    // Units 291..300 reuse the dedup keys of units 1..10.
+    assert!(
+        results[..290].iter().all(Result::is_ok),
+        "{:?}",
+        &results[..5]
+    );
+    assert!(results[290..]
+        .iter()
+        .all(|r| matches!(r, Err(StoreError::DuplicateGatewayEvent(_)))));
+    assert_eq!(db.last_invoice_number(tenant).await.unwrap(), 290);
+    assert_eq!(db.payments_awaiting_charge(1000).await.unwrap().len(), 290);
+    assert_eq!(
+        db.get_payment(tenant, payments[7].id).await.unwrap(),
+        Some(payments[7].clone())
+    );
+    assert_eq!(
+        db.get_payment(tenant, payments[297].id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.list_events(tenant, None, None, 100, None)
+            .await
+            .unwrap()
+            .len(),
+        100
+    );
+}
