@@ -418,26 +418,32 @@ impl Engine {
     /// The invoice as its actor holds it (consistent with every acknowledged change).
     pub async fn invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, EngineError> {
         self.admitted(tenant, |handle| async move {
-            handle
-                .addr
-                .send(ToInvoice {
-                    id,
-                    msg: GetInvoice,
-                })
-                .await?
+            let read = || async {
+                handle
+                    .addr
+                    .send(ToInvoice {
+                        id,
+                        msg: GetInvoice,
+                    })
+                    .await?
+            };
+            retry_read(read).await
         })
         .await
     }
 
     pub async fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Payment, EngineError> {
         self.admitted(tenant, |handle| async move {
-            handle
-                .addr
-                .send(ToPayment {
-                    id,
-                    msg: GetPayment,
-                })
-                .await?
+            let read = || async {
+                handle
+                    .addr
+                    .send(ToPayment {
+                        id,
+                        msg: GetPayment,
+                    })
+                    .await?
+            };
+            retry_read(read).await
         })
         .await
     }
@@ -562,6 +568,24 @@ impl Engine {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// Reads change nothing, so a read that met an actor as it stopped (passivation, or a restart
+/// after a failed commit) is simply asked again of its fresh successor.
+async fn retry_read<T, F, Fut>(read: F) -> Result<T, EngineError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, EngineError>>,
+{
+    const READ_ATTEMPTS: usize = 3;
+    let mut result = read().await;
+    for _ in 1..READ_ATTEMPTS {
+        match result {
+            Err(EngineError::Unavailable(_)) => result = read().await,
+            other => return other,
+        }
+    }
+    result
 }
 
 fn replay<T>(record: IdempotencyRecord, spec: &IdempotencySpec) -> Result<Outcome<T>, EngineError> {
