@@ -83,7 +83,12 @@ impl Settings {
     pub fn load() -> anyhow::Result<Self> {
         let settings: Settings = Figment::new()
             .merge(Toml::file(CONFIG_FILE))
-            .merge(Env::prefixed("PAYRAIL_").split("__"))
+            // `PAYRAIL_TEST_*` belongs to the test harness, not to the service.
+            .merge(
+                Env::prefixed("PAYRAIL_")
+                    .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+                    .split("__"),
+            )
             .merge(Env::raw().only(&["DATABASE_URL"]))
             .extract()?;
         Ok(settings)

@@ -843,3 +843,30 @@ async fn openapi_lists_every_route_with_errors() {
     );
     let _ = ADMIN;
 }
+
+mod process;
+
+#[actix_web::test]
+async fn sqlite_crash_safety_under_kill_9() {
+    process::crash_safety(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_crash_safety_under_kill_9() {
+    process::crash_safety(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sqlite_sigterm_drains_and_exits_zero() {
+    process::sigterm_drains(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_sigterm_drains_and_exits_zero() {
+    process::sigterm_drains(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn secrets_never_reach_the_logs() {
+    process::secrets_stay_out_of_logs().await;
+}

@@ -240,6 +240,9 @@ impl TenantSupervisor {
         if active <= cap {
             return;
         }
+        // Evict down to 90% of the cap at once: the scan below is O(n log n), so doing it for
+        // every new actor past the cap would make each start cost a full sort.
+        let target = cap - cap / 10;
         let mut idle: Vec<(Instant, EntityKey)> = self
             .invoices
             .iter()
@@ -253,7 +256,7 @@ impl TenantSupervisor {
             )
             .collect();
         idle.sort_by_key(|(at, _)| *at);
-        for (_, key) in idle.into_iter().take(active - cap) {
+        for (_, key) in idle.into_iter().take(active - target) {
             match key {
                 EntityKey::Invoice(id) => {
                     if let Some(e) = self.invoices.remove(&id) {
