@@ -80,6 +80,7 @@ fn processing_payment(invoice: &Invoice) -> Payment {
             exp_year: 2040,
             fingerprint: "fp_0123456789abcdef".into(),
         },
+        token: None,
     };
     let processing = EventData::PaymentProcessing {
         gateway_reference: format!("ch_{id}"),

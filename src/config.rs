@@ -44,6 +44,8 @@ pub struct Settings {
     pub secret_overlap_hours: u64,
     pub signature_tolerance_secs: i64,
     pub recovery_interval_secs: u64,
+    /// A payment younger than this is left to its own gateway submission by the recovery sweep.
+    pub recovery_min_age_secs: u64,
     /// Chaos knobs of the built-in simulator.
     pub simulator: SimulatorConfig,
 }
@@ -73,6 +75,7 @@ impl Default for Settings {
             secret_overlap_hours: 24,
             signature_tolerance_secs: crate::gateway::signature::DEFAULT_TOLERANCE_SECS,
             recovery_interval_secs: engine.recovery_interval.as_secs(),
+            recovery_min_age_secs: engine.recovery_min_age.as_secs(),
             simulator: SimulatorConfig::default(),
         }
     }
@@ -106,6 +109,7 @@ impl Settings {
             passivation_idle: Duration::from_secs(self.passivation_idle_secs),
             max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
             recovery_interval: Duration::from_secs(self.recovery_interval_secs),
+            recovery_min_age: Duration::from_secs(self.recovery_min_age_secs),
             ..EngineConfig::default()
         }
     }

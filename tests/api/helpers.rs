@@ -21,7 +21,7 @@ pub struct TestApp {
     pub url: String,
     pub client: Client,
     pub _state: actix_web::web::Data<payrail::http::AppState>,
-    _simulator: Option<payrail::gateway::SimulatorHandle>,
+    pub simulator: Option<payrail::gateway::SimulatorHandle>,
     _dir: tempfile::TempDir,
 }
 
@@ -32,6 +32,11 @@ pub struct Tenant {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with settings adjusted by the test (simulator chaos, gateway URL, limits).
+pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}/payrail.db", dir.path().display()),
@@ -51,6 +56,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         rate_limit_burst: 10_000,
         ..Settings::default()
     };
+    let mut settings = settings;
+    adjust(&mut settings);
     let running = server::start(&settings).await.unwrap();
     let url = running.url();
     let Running {
@@ -67,7 +74,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
             .build()
             .unwrap(),
         _state: state,
-        _simulator: simulator,
+        simulator,
         _dir: dir,
     }
 }

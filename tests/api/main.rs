@@ -870,3 +870,45 @@ async fn postgres_sigterm_drains_and_exits_zero() {
 async fn secrets_never_reach_the_logs() {
     process::secrets_stay_out_of_logs().await;
 }
+
+mod gateway;
+
+#[actix_web::test]
+async fn sqlite_delivery_chaos_over_1000_payments() {
+    gateway::chaos(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_delivery_chaos_over_1000_payments() {
+    gateway::chaos(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sqlite_gateway_down_then_back() {
+    gateway::gateway_down_then_back(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_gateway_down_then_back() {
+    gateway::gateway_down_then_back(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sqlite_disconnects_strand_nothing() {
+    gateway::disconnects_strand_nothing(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_disconnects_strand_nothing() {
+    gateway::disconnects_strand_nothing(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
+async fn sqlite_crash_between_commit_and_charge() {
+    process::crash_between_commit_and_charge(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_crash_between_commit_and_charge() {
+    process::crash_between_commit_and_charge(helpers::Backend::Postgres).await;
+}

@@ -30,6 +30,14 @@ fn free_port() -> u16 {
 
 impl Engine {
     pub async fn start(db_url: &str, log: Option<&Path>) -> Engine {
+        Self::start_with(db_url, log, &[]).await
+    }
+
+    pub async fn start_with(
+        db_url: &str,
+        log: Option<&Path>,
+        extra_env: &[(&str, &str)],
+    ) -> Engine {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_payrail"));
         command
@@ -40,6 +48,7 @@ impl Engine {
             .env("PAYRAIL_RECOVERY_INTERVAL_SECS", "1")
             // Every webhook delivered twice, concurrently: duplicates race the crashes too.
             .env("PAYRAIL_SIMULATOR__DUPLICATE_RATE", "1.0")
+            .envs(extra_env.iter().copied())
             .stdout(Stdio::null());
         match log {
             Some(path) => {
@@ -420,4 +429,94 @@ pub async fn secrets_stay_out_of_logs() {
     ] {
         assert!(!logs.contains(needle), "{what} found in the logs");
     }
+}
+
+/// `kill -9` between a payment's commit and its gateway call: after restart every committed
+/// payment reaches the gateway exactly once, re-sent from durable state with the same key.
+pub async fn crash_between_commit_and_charge(backend: Backend) {
+    use payrail::gateway::{start_simulator, SimulatorConfig};
+    let simulator = start_simulator("127.0.0.1:0", SimulatorConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (db, url) = database(backend, dir.path()).await;
+    let env = [
+        ("PAYRAIL_GATEWAY_URL", simulator.url()),
+        ("PAYRAIL_RECOVERY_MIN_AGE_SECS", "0"),
+    ];
+    let client = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let mut engine = Engine::start_with(&url, None, &env).await;
+    let t = tenant(&client, &engine.url).await;
+    let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
+    let tenant_id: TenantId = t["id"].as_str().unwrap().parse().unwrap();
+    let body = json!({"customerName": "Big", "currency": "USD", "finalize": true,
+                      "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": 1_000_000}]});
+    let invoice: Value = client
+        .post(format!("{}/api/invoices", engine.url))
+        .bearer_auth(&key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let engine_url = engine.url.clone();
+        let runs = (0..40).map(|_| {
+            let pay = json!({"invoiceId": invoice["id"], "amount": 10, "paymentMethod": {"type": "card", "token": "tok_visa"}});
+            client.post(format!("{engine_url}/api/payments")).bearer_auth(&key).json(&pay).send()
+        });
+        let writes = futures::future::join_all(runs);
+        tokio::pin!(writes);
+        tokio::select! {
+            _ = &mut writes => {}
+            _ = tokio::time::sleep(Duration::from_millis(rand::rng().random_range(20..150))) => {}
+        }
+        engine.kill9();
+        engine = Engine::start_with(&url, None, &env).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let (payments, total) = db
+            .list_payments(tenant_id, None, None, 1, 100)
+            .await
+            .unwrap();
+        let mut all = payments;
+        let mut page = 2;
+        while (all.len() as u64) < total {
+            all.extend(
+                db.list_payments(tenant_id, None, None, page, 100)
+                    .await
+                    .unwrap()
+                    .0,
+            );
+            page += 1;
+        }
+        if all.iter().all(|p| p.gateway_reference.is_some()) {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "payments never reached the gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!committed.is_empty());
+    for payment in &committed {
+        assert_eq!(
+            simulator.creations_for(&payment.id.to_string()),
+            1,
+            "{} must reach the gateway exactly once",
+            payment.id
+        );
+    }
+    println!(
+        "commit/charge crashes {backend:?}: {} committed payments, each charged once",
+        committed.len()
+    );
+    drop(engine);
 }

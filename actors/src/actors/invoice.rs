@@ -241,6 +241,7 @@ impl Handler<ReservePayment> for InvoiceActor {
                 amount,
                 currency: state.details.currency,
                 payment_method: msg.card,
+                token: msg.token,
             }],
         );
         let mut next = state.clone();

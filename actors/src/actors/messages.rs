@@ -81,6 +81,7 @@ pub struct ReservePayment {
     pub payment_id: PaymentId,
     pub amount: Option<i64>,
     pub card: CardSummary,
+    pub token: Option<String>,
     pub caller: Caller,
 }
 

@@ -223,7 +223,11 @@ impl PaymentActor {
             payment_id: self.id,
             amount: payment.amount,
             currency: payment.currency,
-            source: self.source.clone(),
+            // Card data lives only in memory; a token is durable and can always be re-sent.
+            source: self
+                .source
+                .clone()
+                .or_else(|| payment.source_token.clone().map(PaymentSource::Token)),
         };
         let (gateway, supervisor, deps) = (
             self.deps.gateway.clone(),
@@ -368,6 +372,10 @@ impl Handler<AttemptPayment> for PaymentActor {
                 payment_id: self.id,
                 amount: msg.amount,
                 card: msg.card,
+                token: match &msg.source {
+                    PaymentSource::Token(token) => Some(token.clone()),
+                    PaymentSource::Card { .. } => None,
+                },
                 caller: msg.caller,
             },
         };

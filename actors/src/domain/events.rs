@@ -71,6 +71,9 @@ pub enum EventData {
         amount: i64,
         currency: super::Currency,
         payment_method: CardSummary,
+        /// A gateway token (never a card number): kept so a charge can be re-sent after a crash.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     #[serde(rename = "payment.processing", rename_all = "camelCase")]
     PaymentProcessing { gateway_reference: String },

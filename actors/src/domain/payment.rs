@@ -104,6 +104,9 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub amount_refunded: i64,
     pub payment_method: CardSummary,
+    /// The gateway token the payment was made with, if any (re-sendable from durable state).
+    #[serde(default)]
+    pub source_token: Option<String>,
     pub gateway_reference: Option<String>,
     pub failure_code: Option<String>,
     pub failure_message: Option<String>,
@@ -171,6 +174,7 @@ impl Payment {
                 exp_year: 0,
                 fingerprint: String::new(),
             },
+            source_token: None,
             gateway_reference: None,
             failure_code: None,
             failure_message: None,
@@ -348,7 +352,9 @@ impl Payment {
                 amount,
                 currency,
                 payment_method,
+                token,
             } => {
+                self.source_token = token.clone();
                 self.invoice_id = *invoice_id;
                 self.amount = *amount;
                 self.currency = *currency;

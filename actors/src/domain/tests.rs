@@ -265,6 +265,7 @@ fn new_payment(amount: i64) -> Payment {
         amount,
         currency: "USD".parse().unwrap(),
         payment_method: card(),
+        token: None,
     };
     apply_payment(&mut payment, Disposition::Apply(vec![data]));
     payment

@@ -13,6 +13,8 @@ pub struct SimulatorConfig {
     pub webhook_delay_max_ms: u64,
     /// Probability (0..=1) that an event is delivered a second time (same event id), concurrently.
     pub duplicate_rate: f64,
+    /// How many extra copies a duplicated event gets (1 = delivered twice in all).
+    pub duplicate_copies: usize,
     /// Shuffle up to this many due deliveries before sending (0 or 1 = keep order).
     pub reorder_window: usize,
     /// Up to this many events of one account per webhook request, as `{"account","events":[…]}`
@@ -43,6 +45,9 @@ pub struct SimulatorConfig {
     pub workers: usize,
 }
 
+/// Extra copies of one duplicated event, at most.
+pub const MAX_DUPLICATE_COPIES: usize = 10;
+
 /// The engine accepts at most this many events per webhook request (API.md).
 pub const MAX_BATCH_EVENTS: usize = 500;
 
@@ -52,6 +57,7 @@ impl Default for SimulatorConfig {
             webhook_delay_min_ms: 5,
             webhook_delay_max_ms: 20,
             duplicate_rate: 0.0,
+            duplicate_copies: 1,
             reorder_window: 1,
             batch_size: 1,
             batch_linger_ms: 10,
@@ -77,6 +83,7 @@ impl SimulatorConfig {
         self.duplicate_rate = clamp_rate(self.duplicate_rate);
         self.drop_first_attempt_rate = clamp_rate(self.drop_first_attempt_rate);
         self.reorder_window = self.reorder_window.max(1);
+        self.duplicate_copies = self.duplicate_copies.clamp(1, MAX_DUPLICATE_COPIES);
         self.batch_size = self.batch_size.clamp(1, MAX_BATCH_EVENTS);
         self.retry_backoff_max_ms = self.retry_backoff_max_ms.max(self.retry_backoff_base_ms);
         self.max_attempts = self.max_attempts.max(1);

@@ -169,16 +169,18 @@ fn plan(shared: &Shared, mut due: Vec<(u64, Scheduled)>, rng: &mut StdRng) -> Ve
         let duplicate =
             decision_rng(config.seed, seq, Purpose::Duplicate).random_bool(config.duplicate_rate);
         if duplicate {
-            let copy = (seq, item.event.clone());
-            push_event(
-                &mut duplicates,
-                &mut HashMap::new(),
-                copy,
-                None,
-                true,
-                batched,
-                1,
-            );
+            for _ in 0..config.duplicate_copies {
+                let copy = (seq, item.event.clone());
+                push_event(
+                    &mut duplicates,
+                    &mut HashMap::new(),
+                    copy,
+                    None,
+                    true,
+                    batched,
+                    1,
+                );
+            }
         }
         let original = (seq, item.event);
         let size = config.batch_size;

@@ -186,6 +186,7 @@ pub fn attempt_payment(invoice: &mut Invoice, amount: i64, at: DateTime<Utc>) ->
             amount,
             currency: invoice.details.currency,
             payment_method: card(),
+            token: None,
         }],
         at,
     );
