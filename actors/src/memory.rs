@@ -56,7 +56,7 @@ impl MemoryStore {
         self.faults.lose_replies.store(n, Ordering::SeqCst);
     }
 
-    /// In the next batch, the unit at `index` fails alone.
+    /// In the next batch holding more than `index` units, the unit at `index` fails alone.
     pub fn fail_unit_of_next_batch(&self, index: usize) {
         self.faults.fail_unit.store(index + 1, Ordering::SeqCst);
     }
@@ -190,7 +190,20 @@ impl EventStore for MemoryStore {
             let err = StoreError::Unavailable("injected batch failure".into());
             return units.iter().map(|_| Err(err.clone())).collect();
         }
-        let failing_unit = self.faults.fail_unit.swap(0, Ordering::SeqCst);
+        // The fault stays armed until a batch is large enough to hold the unit it names.
+        let armed = self.faults.fail_unit.load(Ordering::SeqCst);
+        let failing_unit = if armed > 0
+            && armed <= units.len()
+            && self
+                .faults
+                .fail_unit
+                .compare_exchange(armed, 0, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            armed
+        } else {
+            0
+        };
         let lose_reply = Self::take(&self.faults.lose_replies);
         let mut inner = self.lock();
         let mut results = Vec::with_capacity(units.len());

@@ -330,7 +330,7 @@ async fn a_failing_unit_fails_alone_and_a_failing_batch_fails_everyone() {
     let tenants: Vec<_> = (0..20)
         .map(|_| payrail_actors::domain::TenantId::new())
         .collect();
-    h.store.fail_unit_of_next_batch(3);
+    h.store.fail_unit_of_next_batch(1);
     let runs = tenants.iter().map(|t| {
         let engine = h.engine.clone();
         let ctx = payrail_actors::engine::Context::new(*t, "k");
