@@ -912,3 +912,10 @@ async fn sqlite_crash_between_commit_and_charge() {
 async fn postgres_crash_between_commit_and_charge() {
     process::crash_between_commit_and_charge(helpers::Backend::Postgres).await;
 }
+
+mod storage;
+
+#[actix_web::test]
+async fn postgres_stale_writer_gets_a_conflict() {
+    storage::stale_writer_gets_a_conflict().await;
+}
