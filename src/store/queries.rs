@@ -352,7 +352,8 @@ impl Db {
             binds.push(Bind::text(s));
         }
         filter.push_str(" ORDER BY e.seq LIMIT ?");
-        binds.push(Bind::I64(i64::from(limit.clamp(1, LIST_LIMIT_MAX))));
+        // One row past the largest page, so a caller can tell whether another page exists.
+        binds.push(Bind::I64(i64::from(limit.clamp(1, LIST_LIMIT_MAX + 1))));
         self.events_where(&filter, binds).await
     }
 
