@@ -7,17 +7,16 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 
 use super::messages::{
-    Caller, CreateInvoice, GetInvoice, InjectPanic, Passivate, Rendered, ReservePayment,
-    RunInvoiceCommand, SettlePayment,
+    Caller, CreateInvoice, GetInvoice, Rendered, ReservePayment, RunInvoiceCommand, SettlePayment,
 };
-use super::{Deps, EventBuilder};
+use super::{lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder};
 use crate::domain::{
     Event, EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::ports::{IdempotencyRecord, Snapshot, StreamAppend, Unit};
 
-type Reply<T> = AtomicResponse<InvoiceActor, Result<T, EngineError>>;
+type Reply<T> = super::Reply<InvoiceActor, T>;
 
 pub struct InvoiceActor {
     tenant: TenantId,
@@ -80,21 +79,6 @@ impl InvoiceActor {
             },
         )))
     }
-
-    fn done<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
-        AtomicResponse::new(Box::pin(actix::fut::ready(result)))
-    }
-
-    /// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
-    /// Stopping before answering would drop the answer.
-    fn done_then_stop<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
-        AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
-            |result, _, ctx: &mut Context<Self>| {
-                ctx.stop();
-                result
-            },
-        )))
-    }
 }
 
 /// The stored response for an idempotent command, rendered from the resulting entity.
@@ -153,13 +137,13 @@ impl Handler<CreateInvoice> for InvoiceActor {
 
     fn handle(&mut self, msg: CreateInvoice, _: &mut Self::Context) -> Self::Result {
         if self.state.is_some() {
-            return Self::done(Err(EngineError::Domain(
+            return reply(Err(EngineError::Domain(
                 crate::domain::DomainError::invalid_state("invoice already exists"),
             )));
         }
         let data = match Invoice::decide_create(msg.number, &msg.input, msg.finalize) {
             Ok(data) => data,
-            Err(err) => return Self::done(Err(err.into())),
+            Err(err) => return reply(Err(err.into())),
         };
         let events = self.events(&msg.caller.actor, 0, data);
         let at = self.deps.clock.now();
@@ -184,11 +168,11 @@ impl Handler<RunInvoiceCommand> for InvoiceActor {
     fn handle(&mut self, msg: RunInvoiceCommand, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         let data = match state.decide(&msg.command) {
             Ok(data) => data,
-            Err(err) => return Self::done(Err(err.into())),
+            Err(err) => return reply(Err(err.into())),
         };
         let events = self.events(&msg.caller.actor, state.version, data);
         let mut next = state.clone();
@@ -213,7 +197,7 @@ impl Handler<ReservePayment> for InvoiceActor {
     fn handle(&mut self, msg: ReservePayment, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         let command = InvoiceCommand::Reserve {
             payment_id: msg.payment_id,
@@ -221,7 +205,7 @@ impl Handler<ReservePayment> for InvoiceActor {
         };
         let data = match state.decide(&command) {
             Ok(data) => data,
-            Err(err) => return Self::done(Err(err.into())),
+            Err(err) => return reply(Err(err.into())),
         };
         let amount = reserved_amount(&data, msg.payment_id);
         let at = self.deps.clock.now();
@@ -285,7 +269,7 @@ impl Handler<SettlePayment> for InvoiceActor {
     fn handle(&mut self, msg: SettlePayment, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         let mut next = state.clone();
         let mut reactions = Vec::new();
@@ -319,25 +303,10 @@ impl Handler<GetInvoice> for InvoiceActor {
     fn handle(&mut self, _: GetInvoice, _: &mut Self::Context) -> Self::Result {
         let result = self.current().cloned();
         if result.is_err() {
-            return Self::done_then_stop(result);
+            return reply_then_stop(result);
         }
-        Self::done(result)
+        reply(result)
     }
 }
 
-impl Handler<Passivate> for InvoiceActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Passivate, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl Handler<InjectPanic> for InvoiceActor {
-    type Result = Result<(), EngineError>;
-
-    #[allow(clippy::panic)]
-    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) -> Self::Result {
-        panic!("injected fault in invoice actor {}", self.id);
-    }
-}
+lifecycle_handlers!(InvoiceActor, "invoice");

@@ -10,7 +10,7 @@ pub mod supervisor;
 
 use std::sync::Arc;
 
-use actix::Addr;
+use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::config::EngineConfig;
@@ -87,6 +87,61 @@ impl EventBuilder {
             .collect()
     }
 }
+
+/// An entity actor's answer, sent only once the handler's future (often a commit) is done; the
+/// actor handles nothing else meanwhile.
+pub(crate) type Reply<A, T> = AtomicResponse<A, Result<T, EngineError>>;
+
+/// Answers at once.
+pub(crate) fn reply<A, T>(result: Result<T, EngineError>) -> Reply<A, T>
+where
+    A: Actor<Context = Context<A>>,
+    T: 'static,
+{
+    AtomicResponse::new(Box::pin(actix::fut::ready(result)))
+}
+
+/// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
+/// Stopping before answering would drop the answer.
+pub(crate) fn reply_then_stop<A, T>(result: Result<T, EngineError>) -> Reply<A, T>
+where
+    A: Actor<Context = Context<A>>,
+    T: 'static,
+{
+    AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
+        |result, _, ctx: &mut Context<A>| {
+            ctx.stop();
+            result
+        },
+    )))
+}
+
+/// Passivation and fault injection, the same for every entity actor.
+macro_rules! lifecycle_handlers {
+    ($actor:ty, $kind:literal) => {
+        impl Handler<crate::actors::messages::Passivate> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: crate::actors::messages::Passivate, ctx: &mut Self::Context) {
+                ctx.stop();
+            }
+        }
+
+        impl Handler<crate::actors::messages::InjectPanic> for $actor {
+            type Result = Result<(), EngineError>;
+
+            #[allow(clippy::panic)]
+            fn handle(
+                &mut self,
+                _: crate::actors::messages::InjectPanic,
+                _: &mut Self::Context,
+            ) -> Self::Result {
+                panic!("injected fault in {} actor {}", $kind, self.id);
+            }
+        }
+    };
+}
+pub(crate) use lifecycle_handlers;
 
 /// The `actor` recorded for changes the gateway reported.
 pub const GATEWAY_ACTOR: &str = "gateway";

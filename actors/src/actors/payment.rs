@@ -10,11 +10,12 @@ use actix::prelude::*;
 
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeNeverArrived, CreateRefund,
-    GetPayment, InjectPanic, Passivate, Rendered, ReservePayment, ResubmitCharge, SettlePayment,
-    WebhookDisposition,
+    GetPayment, Rendered, ReservePayment, ResubmitCharge, SettlePayment, WebhookDisposition,
 };
 use super::supervisor::{TenantSupervisor, ToInvoice, ToPayment};
-use super::{Deps, EventBuilder, GATEWAY_ACTOR, SYSTEM_ACTOR};
+use super::{
+    lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder, GATEWAY_ACTOR, SYSTEM_ACTOR,
+};
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
     Refund, RefundId, StreamId, TenantId,
@@ -24,7 +25,7 @@ use crate::ports::{
     ChargeRequest, DedupKey, GatewayError, RefundRequest, Snapshot, StoreError, StreamAppend, Unit,
 };
 
-type Reply<T> = AtomicResponse<PaymentActor, Result<T, EngineError>>;
+type Reply<T> = super::Reply<PaymentActor, T>;
 type Fut<T> = ResponseActFuture<PaymentActor, Result<T, EngineError>>;
 
 pub struct PaymentActor {
@@ -78,21 +79,6 @@ impl PaymentActor {
             return Err(err.clone());
         }
         self.state.as_ref().ok_or(EngineError::NotFound("payment"))
-    }
-
-    fn done<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
-        AtomicResponse::new(Box::pin(actix::fut::ready(result)))
-    }
-
-    /// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
-    /// Stopping before answering would drop the answer.
-    fn done_then_stop<T: 'static>(result: Result<T, EngineError>) -> Reply<T> {
-        AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
-            |result, _, ctx: &mut Context<Self>| {
-                ctx.stop();
-                result
-            },
-        )))
     }
 
     /// Commits a change: through the invoice when it moves invoice money, else straight to the
@@ -362,7 +348,7 @@ impl Handler<AttemptPayment> for PaymentActor {
 
     fn handle(&mut self, msg: AttemptPayment, _: &mut Self::Context) -> Self::Result {
         if self.state.is_some() {
-            return Self::done(Err(EngineError::Domain(
+            return reply(Err(EngineError::Domain(
                 crate::domain::DomainError::invalid_state("payment already exists"),
             )));
         }
@@ -406,15 +392,15 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
     fn handle(&mut self, msg: ApplyGatewayEvent, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done_then_stop(Err(err)),
+            Err(err) => return reply_then_stop(Err(err)),
         };
         if self.seen.contains(&msg.gateway_event_id) {
-            return Self::done(Ok(WebhookDisposition::Duplicate));
+            return reply(Ok(WebhookDisposition::Duplicate));
         }
         match state.decide_gateway(&msg.outcome) {
             Disposition::Reject(reason) => {
                 tracing::warn!(payment = %self.id, event = %msg.gateway_event_id, %reason, "gateway event rejected");
-                Self::done(Ok(WebhookDisposition::Rejected))
+                reply(Ok(WebhookDisposition::Rejected))
             }
             Disposition::Ignore => AtomicResponse::new(self.remember(msg.gateway_event_id)),
             Disposition::Apply(data) => {
@@ -444,11 +430,11 @@ impl Handler<CreateRefund> for PaymentActor {
     fn handle(&mut self, msg: CreateRefund, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         let data = match state.decide_refund(msg.refund_id, msg.amount, msg.reason) {
             Ok(data) => data,
-            Err(err) => return Self::done(Err(err.into())),
+            Err(err) => return reply(Err(err.into())),
         };
         let refund_id = msg.refund_id;
         let change = Change {
@@ -477,7 +463,7 @@ impl Handler<ChargeAccepted> for PaymentActor {
     fn handle(&mut self, msg: ChargeAccepted, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         let outcome = GatewayOutcome::Processing {
             reference: msg.reference,
@@ -493,7 +479,7 @@ impl Handler<ChargeAccepted> for PaymentActor {
                 };
                 AtomicResponse::new(Box::pin(self.commit(change).map(|r, _, _| r.map(|_| ()))))
             }
-            _ => Self::done(Ok(())),
+            _ => reply(Ok(())),
         }
     }
 }
@@ -504,7 +490,7 @@ impl Handler<ChargeNeverArrived> for PaymentActor {
     fn handle(&mut self, _: ChargeNeverArrived, _: &mut Self::Context) -> Self::Result {
         let state = match self.current() {
             Ok(state) => state,
-            Err(err) => return Self::done(Err(err)),
+            Err(err) => return reply(Err(err)),
         };
         // The gateway confirmed it never saw this charge, and the card data is gone: it can
         // no longer happen, so the reservation is released.
@@ -525,7 +511,7 @@ impl Handler<ChargeNeverArrived> for PaymentActor {
                 };
                 AtomicResponse::new(Box::pin(self.commit(change).map(|r, _, _| r.map(|_| ()))))
             }
-            _ => Self::done(Ok(())),
+            _ => reply(Ok(())),
         }
     }
 }
@@ -536,10 +522,10 @@ impl Handler<ResubmitCharge> for PaymentActor {
     fn handle(&mut self, _: ResubmitCharge, _: &mut Self::Context) -> Self::Result {
         let result = self.current().map(|_| ());
         if result.is_err() {
-            return Self::done_then_stop(result);
+            return reply_then_stop(result);
         }
         self.start_charge();
-        Self::done(result)
+        reply(result)
     }
 }
 
@@ -549,25 +535,10 @@ impl Handler<GetPayment> for PaymentActor {
     fn handle(&mut self, _: GetPayment, _: &mut Self::Context) -> Self::Result {
         let result = self.current().cloned();
         if result.is_err() {
-            return Self::done_then_stop(result);
+            return reply_then_stop(result);
         }
-        Self::done(result)
+        reply(result)
     }
 }
 
-impl Handler<Passivate> for PaymentActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Passivate, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-impl Handler<InjectPanic> for PaymentActor {
-    type Result = Result<(), EngineError>;
-
-    #[allow(clippy::panic)]
-    fn handle(&mut self, _: InjectPanic, _: &mut Self::Context) -> Self::Result {
-        panic!("injected fault in payment actor {}", self.id);
-    }
-}
+lifecycle_handlers!(PaymentActor, "payment");

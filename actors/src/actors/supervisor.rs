@@ -19,33 +19,40 @@ use crate::domain::{Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
 use crate::error::EngineError;
 use crate::ports::StoreError;
 
-/// Deliver `msg` to invoice `id`, starting its actor if needed.
-pub struct ToInvoice<M> {
-    pub id: InvoiceId,
-    pub msg: M,
+/// An envelope addressed to one entity: the supervisor starts its actor if needed and forwards.
+macro_rules! envelope {
+    ($(#[$doc:meta])* $name:ident, $id:ty) => {
+        $(#[$doc])*
+        pub struct $name<M> {
+            pub id: $id,
+            pub msg: M,
+        }
+
+        impl<M, T> Message for $name<M>
+        where
+            M: Message<Result = Result<T, EngineError>>,
+            T: 'static,
+        {
+            type Result = Result<T, EngineError>;
+        }
+    };
 }
 
-/// Deliver `msg` to payment `id`, starting its actor if needed.
-pub struct ToPayment<M> {
-    pub id: PaymentId,
-    pub msg: M,
-}
-
-impl<M, T> Message for ToInvoice<M>
-where
-    M: Message<Result = Result<T, EngineError>>,
-    T: 'static,
-{
-    type Result = Result<T, EngineError>;
-}
-
-impl<M, T> Message for ToPayment<M>
-where
-    M: Message<Result = Result<T, EngineError>>,
-    T: 'static,
-{
-    type Result = Result<T, EngineError>;
-}
+envelope!(
+    /// Deliver `msg` to invoice `id`, starting its actor if needed.
+    ToInvoice,
+    InvoiceId
+);
+envelope!(
+    /// Deliver `msg` to payment `id`, starting its actor (from storage) if needed.
+    ToPayment,
+    PaymentId
+);
+envelope!(
+    /// Deliver `msg` to a brand-new payment, whose actor has nothing to load.
+    ToNewPayment,
+    PaymentId
+);
 
 /// Create an invoice with the tenant's next number.
 #[derive(Message)]
@@ -342,20 +349,6 @@ where
         let addr = self.payment(msg.id, fresh, ctx);
         self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
     }
-}
-
-/// A new payment's actor: it has nothing to load.
-pub struct ToNewPayment<M> {
-    pub id: PaymentId,
-    pub msg: M,
-}
-
-impl<M, T> Message for ToNewPayment<M>
-where
-    M: Message<Result = Result<T, EngineError>>,
-    T: 'static,
-{
-    type Result = Result<T, EngineError>;
 }
 
 impl<M, T> Handler<ToNewPayment<M>> for TenantSupervisor

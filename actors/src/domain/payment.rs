@@ -202,36 +202,20 @@ impl Payment {
                 reference,
                 amount,
                 currency,
-            } => {
-                if let Some(reason) = self.mismatch(*amount, *currency) {
-                    return Disposition::Reject(reason);
-                }
-                if self.status != PaymentStatus::Processing {
-                    return Disposition::Ignore;
-                }
-                Disposition::Apply(vec![EventData::PaymentSucceeded {
-                    amount: self.amount,
-                    gateway_reference: reference.clone().or_else(|| self.gateway_reference.clone()),
-                }])
-            }
+            } => self.final_outcome(*amount, *currency, || EventData::PaymentSucceeded {
+                amount: self.amount,
+                gateway_reference: reference.clone().or_else(|| self.gateway_reference.clone()),
+            }),
             GatewayOutcome::Failed {
                 code,
                 message,
                 amount,
                 currency,
-            } => {
-                if let Some(reason) = self.mismatch(*amount, *currency) {
-                    return Disposition::Reject(reason);
-                }
-                if self.status != PaymentStatus::Processing {
-                    return Disposition::Ignore;
-                }
-                Disposition::Apply(vec![EventData::PaymentFailed {
-                    amount: self.amount,
-                    failure_code: code.clone(),
-                    failure_message: message.clone(),
-                }])
-            }
+            } => self.final_outcome(*amount, *currency, || EventData::PaymentFailed {
+                amount: self.amount,
+                failure_code: code.clone(),
+                failure_message: message.clone(),
+            }),
             GatewayOutcome::RefundSucceeded { refund_id } => match self.refund(*refund_id) {
                 None => Disposition::Reject(format!("unknown refund {refund_id}")),
                 Some(refund) if refund.status != RefundStatus::Pending => Disposition::Ignore,
@@ -249,6 +233,23 @@ impl Payment {
                 }]),
             },
         }
+    }
+
+    /// A success or failure: refused if it does not match the payment, stale unless the
+    /// payment is still processing.
+    fn final_outcome(
+        &self,
+        amount: Option<i64>,
+        currency: Option<Currency>,
+        event: impl FnOnce() -> EventData,
+    ) -> Disposition {
+        if let Some(reason) = self.mismatch(amount, currency) {
+            return Disposition::Reject(reason);
+        }
+        if self.status != PaymentStatus::Processing {
+            return Disposition::Ignore;
+        }
+        Disposition::Apply(vec![event()])
     }
 
     fn mismatch(&self, amount: Option<i64>, currency: Option<Currency>) -> Option<String> {
