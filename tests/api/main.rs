@@ -919,3 +919,8 @@ mod storage;
 async fn postgres_stale_writer_gets_a_conflict() {
     storage::stale_writer_gets_a_conflict().await;
 }
+
+#[actix_web::test]
+async fn standalone_gateway_process_completes_payments() {
+    process::standalone_gateway().await;
+}

@@ -520,3 +520,91 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
     );
     drop(engine);
 }
+
+/// `payrail gateway` on its own, with `payrail serve` pointed at it: a payment completes.
+pub async fn standalone_gateway() {
+    let port = free_port();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_payrail"))
+        .args(["gateway", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let gateway_url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, url) = database(Backend::Sqlite, dir.path()).await;
+    let client = Client::new();
+    // The gateway process may take a moment to listen; tenant creation registers with it.
+    let engine =
+        Engine::start_with(&url, None, &[("PAYRAIL_GATEWAY_URL", gateway_url.as_str())]).await;
+    let mut tenant_body = Value::Null;
+    for _ in 0..100 {
+        let response = client
+            .post(format!("{}/api/tenants", engine.url))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": "Acme"}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 201 {
+            tenant_body = response.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let key = tenant_body["apiKey"]["key"]
+        .as_str()
+        .expect("tenant created once the gateway listens")
+        .to_owned();
+    let invoice: Value = client
+        .post(format!("{}/api/invoices", engine.url))
+        .bearer_auth(&key)
+        .json(&invoice_body("Jane"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pay =
+        json!({"invoiceId": invoice["id"], "paymentMethod": {"type": "card", "token": "tok_visa"}});
+    let payment: Value = client
+        .post(format!("{}/api/payments", engine.url))
+        .bearer_auth(&key)
+        .json(&pay)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = format!(
+        "{}/api/invoices/{}",
+        engine.url,
+        invoice["id"].as_str().unwrap()
+    );
+    let mut status = Value::Null;
+    for _ in 0..200 {
+        let current: Value = client
+            .get(&path)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        status = current["status"].clone();
+        if status == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    assert_eq!(
+        status, "paid",
+        "payment {} never completed through the standalone gateway",
+        payment["id"]
+    );
+}
