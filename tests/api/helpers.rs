@@ -32,6 +32,11 @@ pub struct Tenant {
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// `spawn_app` with test-specific settings (limits, overlaps) applied over the defaults.
+pub async fn spawn_app_with(backend: Backend, overrides: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let url = match backend {
         Backend::Sqlite => format!("sqlite://{}/payrail.db", dir.path().display()),
@@ -42,7 +47,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
                 .1
         }
     };
-    let settings = Settings {
+    let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: Some(url),
         db_pool_size: 4,
@@ -51,6 +56,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
         rate_limit_burst: 10_000,
         ..Settings::default()
     };
+    overrides(&mut settings);
     let running = server::start(&settings).await.unwrap();
     let url = running.url();
     let Running {
