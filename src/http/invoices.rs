@@ -50,10 +50,14 @@ pub struct CreateInvoice {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchInvoice {
     customer_name: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     customer_email: Option<Option<String>>,
     #[schema(value_type = Option<String>)]
     currency: Option<Currency>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<NaiveDate>)]
     due_date: Option<Option<NaiveDate>>,
     #[schema(value_type = Option<Vec<LineItemInputSchema>>, min_items = 1, max_items = 100)]
@@ -61,6 +65,16 @@ pub struct PatchInvoice {
     tax_rate_bps: Option<i64>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A field that is present, `null` included: serde alone reads `null` as absent, which would
+/// make a clearable field impossible to clear.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// `GET /api/invoices` answers an offset page, or a cursor page with `limit`/`startingAfter`.
