@@ -551,17 +551,23 @@ async fn webhook_signatures_are_enforced(app: &TestApp) {
     )
     .await;
     problem(
-        hook(body.clone(), Some(sign(&a.secret, now - 301, &body)))
-            .await
-            .unwrap(),
+        hook(
+            body.clone(),
+            Some(sign(&a.secret, chrono::Utc::now().timestamp() - 302, &body)),
+        )
+        .await
+        .unwrap(),
         401,
         "stale_signature",
     )
     .await;
     problem(
-        hook(body.clone(), Some(sign(&a.secret, now + 301, &body)))
-            .await
-            .unwrap(),
+        hook(
+            body.clone(),
+            Some(sign(&a.secret, chrono::Utc::now().timestamp() + 302, &body)),
+        )
+        .await
+        .unwrap(),
         401,
         "stale_signature",
     )
