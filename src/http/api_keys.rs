@@ -160,6 +160,7 @@ fn view(row: &ApiKeyRow) -> KeyView {
 
 /// Create an API key (admin key); the full key is shown once.
 #[utoipa::path(
+    operation_id = "createApiKey",
     tag = "api-keys",
     security(("apiKey" = [])),
     request_body = CreateKey,
@@ -214,6 +215,7 @@ fn field(name: &str, message: &str) -> payrail_actors::domain::FieldError {
 
 /// List the tenant's API keys (admin key), without secrets.
 #[utoipa::path(
+    operation_id = "listApiKeys",
     tag = "api-keys",
     security(("apiKey" = [])),
     responses(
@@ -233,6 +235,7 @@ pub async fn list(auth: TenantKey, state: web::Data<AppState>) -> Result<HttpRes
 
 /// Revoke an API key (admin key); it is refused at once.
 #[utoipa::path(
+    operation_id = "revokeApiKey",
     tag = "api-keys",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "API key id (`key_…`); a malformed one is a 404")),

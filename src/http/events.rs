@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::TenantKey;
 use super::errors::ApiError;
-use super::openapi::{BadQuery, Internal, RateLimited, Unauthenticated, Unavailable};
+use super::openapi::{Internal, InvalidParameter, RateLimited, Unauthenticated, Unavailable};
 use super::views::EventView;
 use super::{detached, views, AppState};
 
@@ -39,12 +39,13 @@ pub struct EventPage {
 
 /// The tenant's audit log, cursor-paged by sequence.
 #[utoipa::path(
+    operation_id = "listEvents",
     tag = "events",
     security(("apiKey" = [])),
     params(EventQuery),
     responses(
         (status = 200, description = "A page of events", body = EventPage),
-        BadQuery, Unauthenticated, RateLimited, Internal, Unavailable,
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
     )
 )]
 #[get("/api/events")]

@@ -14,8 +14,8 @@ use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
 use super::idempotency::{parse, respond, spec};
 use super::openapi::{
-    BadQuery, BadRequest, Conflict, Forbidden, Internal, Invalid, NotFound, PayloadTooLarge,
-    RateLimited, StateConflict, Unauthenticated, Unavailable, Unprocessable,
+    BadRequest, Conflict, Forbidden, Internal, Invalid, InvalidParameter, NotFound,
+    PayloadTooLarge, RateLimited, StateConflict, Unauthenticated, Unavailable, Unprocessable,
 };
 use super::schemas::{CursorPage, LineItemInputSchema, Page};
 use super::views::InvoiceView;
@@ -99,6 +99,7 @@ fn context(auth: &TenantKey) -> Context {
 
 /// Create an invoice.
 #[utoipa::path(
+    operation_id = "createInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
@@ -140,6 +141,7 @@ pub async fn create(
 
 /// Get an invoice.
 #[utoipa::path(
+    operation_id = "getInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),
@@ -172,6 +174,7 @@ fn to_input(line: &LineItem) -> payrail_actors::domain::invoice::LineItemInput {
 
 /// Edit a draft invoice; absent fields keep their value and totals are recomputed.
 #[utoipa::path(
+    operation_id = "updateInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),
@@ -239,13 +242,14 @@ async fn command(
 
 /// Finalize a draft: it becomes `open` and payable.
 #[utoipa::path(
+    operation_id = "finalizeInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
-        BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Unprocessable, RateLimited,
-        Internal, Unavailable,
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
     )
 )]
 #[post("/api/invoices/{id}/finalize")]
@@ -262,13 +266,14 @@ pub async fn finalize(
 
 /// Void an open or uncollectible invoice (admin key); no payment may be in flight.
 #[utoipa::path(
+    operation_id = "voidInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
-        BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Unprocessable, RateLimited,
-        Internal, Unavailable,
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
     )
 )]
 #[post("/api/invoices/{id}/void")]
@@ -285,13 +290,14 @@ pub async fn void(
 
 /// Mark an open invoice uncollectible; it can still be paid or voided.
 #[utoipa::path(
+    operation_id = "markInvoiceUncollectible",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
-        BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, Unprocessable, RateLimited,
-        Internal, Unavailable,
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
     )
 )]
 #[post("/api/invoices/{id}/mark-uncollectible")]
@@ -409,12 +415,13 @@ impl ListQuery {
 
 /// List invoices: filters combine; offset pages by default, cursor pages with `limit`.
 #[utoipa::path(
+    operation_id = "listInvoices",
     tag = "invoices",
     security(("apiKey" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "A page of invoices", body = InvoiceList),
-        BadQuery, Unauthenticated, RateLimited, Internal, Unavailable,
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
     )
 )]
 #[get("/api/invoices")]
@@ -445,6 +452,7 @@ pub async fn list(
 
 /// Every audit event of the invoice, its payments and refunds, oldest first.
 #[utoipa::path(
+    operation_id = "invoiceTimeline",
     tag = "invoices",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),

@@ -162,8 +162,8 @@ macro_rules! problems {
 problems! {
     /// Malformed JSON, a wrong field type or an unknown field, or a bad header.
     BadRequest = 400 ["invalid_request", "invalid_json"];
-    /// A bad query parameter.
-    BadQuery = 400 ["invalid_request"];
+    /// A bad query parameter or header (e.g. `Idempotency-Key`).
+    InvalidParameter = 400 ["invalid_request"];
     Unauthenticated = 401 ["unauthenticated"];
     /// A webhook whose signature or account does not verify.
     SignatureRefused = 401 ["invalid_signature", "stale_signature"];

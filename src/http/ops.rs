@@ -10,6 +10,7 @@ use super::{detached, AppState};
 
 /// Liveness: the process answers.
 #[utoipa::path(
+    operation_id = "healthz",
     tag = "operations",
     security(()),
     responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"})))
@@ -21,6 +22,7 @@ pub async fn healthz() -> HttpResponse {
 
 /// Readiness: storage answers, migrations are applied, and the server is not draining.
 #[utoipa::path(
+    operation_id = "readyz",
     tag = "operations",
     security(()),
     responses(
@@ -40,6 +42,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 /// Prometheus metrics.
 #[utoipa::path(
+    operation_id = "metrics",
     tag = "operations",
     security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
@@ -54,6 +57,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 
 /// This document (OpenAPI 3.1); Swagger UI at `/swagger-ui/`.
 #[utoipa::path(
+    operation_id = "openapiDocument",
     tag = "operations",
     security(()),
     responses((status = 200, description = "The OpenAPI document", body = Object))

@@ -11,8 +11,8 @@ use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
 use super::idempotency::{parse, respond, spec};
 use super::openapi::{
-    BadQuery, BadRequest, Conflict, Forbidden, Internal, NotFound, PayloadTooLarge, PaymentRefused,
-    RateLimited, RefundRefused, Unauthenticated, Unavailable,
+    BadRequest, Conflict, Forbidden, Internal, InvalidParameter, NotFound, PayloadTooLarge,
+    PaymentRefused, RateLimited, RefundRefused, Unauthenticated, Unavailable,
 };
 use super::schemas::{Page, PaymentMethodInputSchema};
 use super::tenants::PageQuery;
@@ -49,6 +49,7 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
 
 /// Pay an invoice: the amount is reserved at once, then charged through the gateway.
 #[utoipa::path(
+    operation_id = "createPayment",
     tag = "payments",
     security(("apiKey" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
@@ -89,6 +90,7 @@ pub async fn create(
 
 /// Get a payment.
 #[utoipa::path(
+    operation_id = "getPayment",
     tag = "payments",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404")),
@@ -128,12 +130,13 @@ pub struct ListQuery {
 
 /// List payments, newest first.
 #[utoipa::path(
+    operation_id = "listPayments",
     tag = "payments",
     security(("apiKey" = [])),
     params(ListQuery),
     responses(
         (status = 200, description = "A page of payments", body = Page<PaymentView>),
-        BadQuery, Unauthenticated, RateLimited, Internal, Unavailable,
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
     )
 )]
 #[get("/api/payments")]
@@ -174,6 +177,7 @@ pub async fn list(
 
 /// Every audit event of the payment and its refunds, oldest first.
 #[utoipa::path(
+    operation_id = "paymentTimeline",
     tag = "payments",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404")),
@@ -203,6 +207,7 @@ pub async fn timeline(
 
 /// Refund a captured payment; the outcome arrives by webhook.
 #[utoipa::path(
+    operation_id = "refundPayment",
     tag = "payments",
     security(("apiKey" = [])),
     params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),

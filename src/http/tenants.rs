@@ -12,7 +12,7 @@ use super::auth::{random_secret, PlatformAdmin, Role};
 use super::errors::ApiError;
 use super::idempotency::parse;
 use super::openapi::{
-    BadQuery, BadRequest, Internal, Invalid, NotFound, PayloadTooLarge, Unauthenticated,
+    BadRequest, Internal, Invalid, InvalidParameter, NotFound, PayloadTooLarge, Unauthenticated,
     Unavailable,
 };
 use super::schemas::Page;
@@ -75,6 +75,7 @@ const TENANT_ID: &str = "Tenant id (`ten_…`); a malformed one is a 404";
 
 /// Create a tenant with a first admin key; registers its account with the gateway.
 #[utoipa::path(
+    operation_id = "createTenant",
     tag = "tenants",
     security(("adminToken" = [])),
     request_body = CreateTenant,
@@ -142,6 +143,7 @@ pub async fn create(
 
 /// Get a tenant.
 #[utoipa::path(
+    operation_id = "getTenant",
     tag = "tenants",
     security(("adminToken" = [])),
     params(("id" = String, Path, description = TENANT_ID)),
@@ -192,12 +194,13 @@ impl PageQuery {
 
 /// List tenants.
 #[utoipa::path(
+    operation_id = "listTenants",
     tag = "tenants",
     security(("adminToken" = [])),
     params(PageQuery),
     responses(
         (status = 200, description = "A page of tenants", body = Page<TenantView>),
-        BadQuery, Unauthenticated, Internal, Unavailable,
+        InvalidParameter, Unauthenticated, Internal, Unavailable,
     )
 )]
 #[get("/api/tenants")]
@@ -215,6 +218,7 @@ pub async fn list(
 
 /// Rotate the tenant's webhook secret; the old one keeps verifying during the overlap.
 #[utoipa::path(
+    operation_id = "rotateWebhookSecret",
     tag = "tenants",
     security(("adminToken" = [])),
     params(("id" = String, Path, description = TENANT_ID)),

@@ -171,6 +171,7 @@ async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Se
 /// (`Payrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`). Answers
 /// once everything applied is durable.
 #[utoipa::path(
+    operation_id = "receiveGatewayWebhook",
     tag = "webhooks",
     security(()),
     params(("Payrail-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex>`; several `v1=` allowed")),

@@ -43,19 +43,19 @@ const ROUTES: &[(&str, &str, u16, &[u16])] = &[
         "post",
         "/api/invoices/{id}/finalize",
         200,
-        &[401, 403, 404, 409, 422, 429, 503],
+        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
     ),
     (
         "post",
         "/api/invoices/{id}/void",
         200,
-        &[401, 403, 404, 409, 422, 429, 503],
+        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
     ),
     (
         "post",
         "/api/invoices/{id}/mark-uncollectible",
         200,
-        &[401, 403, 404, 409, 422, 429, 503],
+        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
     ),
     ("get", "/api/invoices/{id}/timeline", 200, &[401, 404, 429]),
     (
@@ -139,6 +139,22 @@ async fn openapi_lists_every_route_with_its_errors() {
     documented.sort();
     expected.sort();
     assert_eq!(documented, expected);
+    let mut operation_ids: Vec<_> = ops
+        .iter()
+        .map(|(m, p, op)| {
+            op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{m} {p}: no operationId"))
+                .to_owned()
+        })
+        .collect();
+    operation_ids.sort();
+    operation_ids.dedup();
+    assert_eq!(
+        operation_ids.len(),
+        ops.len(),
+        "operationIds must be unique"
+    );
     for (method, path, ok, errors) in ROUTES {
         let op = &doc["paths"][*path][*method];
         assert!(

@@ -7,6 +7,7 @@ use crate::both_backends;
 use crate::helpers::{problem, TestApp, ADMIN};
 
 both_backends!(
+    oversized_bodies_are_refused_everywhere,
     malformed_ids_are_not_found_everywhere,
     request_ids_are_echoed_or_generated
 );
@@ -172,4 +173,44 @@ async fn request_ids_are_echoed_or_generated(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(header(&created).as_deref(), Some("create-1"));
+}
+
+async fn oversized_bodies_are_refused_everywhere(app: &TestApp) {
+    let t = app.tenant("Acme").await;
+    let draft = app.invoice(&t.key, 100, false).await;
+    let id = draft["id"].as_str().unwrap();
+    let big = format!("{{\"customerName\": \"{}\"}}", "x".repeat(1024 * 1024 + 1));
+    for (method, path, key) in [
+        ("POST", "/api/invoices".to_owned(), t.key.as_str()),
+        ("PATCH", format!("/api/invoices/{id}"), &t.key),
+        ("POST", format!("/api/invoices/{id}/finalize"), &t.key),
+        ("POST", "/api/payments".to_owned(), &t.key),
+        ("POST", "/api/api-keys".to_owned(), &t.key),
+        ("POST", "/api/tenants".to_owned(), ADMIN),
+        ("POST", "/api/webhooks/payments".to_owned(), ""),
+    ] {
+        let response = app
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", app.url))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        problem(response, 413, "payload_too_large").await;
+    }
+    // Nothing was changed by the refused requests.
+    let now: Value = app
+        .get(&format!("/api/invoices/{id}"), &t.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (now["status"].as_str(), now["version"].as_u64()),
+        (Some("draft"), draft["version"].as_u64())
+    );
 }
