@@ -102,7 +102,7 @@ fn context(auth: &TenantKey) -> Context {
     operation_id = "createInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     request_body = CreateInvoice,
     responses(
         (status = 201, description = "The invoice (draft, or open if `finalize`)", body = InvoiceView),
@@ -245,7 +245,7 @@ async fn command(
     operation_id = "finalizeInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -269,7 +269,7 @@ pub async fn finalize(
     operation_id = "voidInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -293,7 +293,7 @@ pub async fn void(
     operation_id = "markInvoiceUncollectible",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,

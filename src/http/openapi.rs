@@ -214,6 +214,52 @@ mod tests {
         }
     }
 
+    /// Fails to compile when a variant is added: add it to `ApiError::every_variant` too, so
+    /// its code gets documented.
+    #[allow(dead_code)]
+    fn every_variant_is_listed(err: &ApiError) {
+        use ApiError as E;
+        match err {
+            E::InvalidJson(_)
+            | E::InvalidRequest(_)
+            | E::Unauthenticated
+            | E::InvalidSignature(_)
+            | E::StaleSignature
+            | E::Forbidden
+            | E::NotFound(_)
+            | E::InvalidState(_)
+            | E::VersionConflict
+            | E::IdempotencyInFlight
+            | E::Validation(_)
+            | E::AmountExceedsRemaining { .. }
+            | E::RefundExceedsCaptured { .. }
+            | E::IdempotencyKeyReused
+            | E::PayloadTooLarge
+            | E::RateLimited { .. }
+            | E::Overloaded
+            | E::ShuttingDown
+            | E::Unavailable(_)
+            | E::Internal(_) => {}
+        }
+    }
+
+    #[test]
+    fn idempotency_header_is_optional_and_not_null() {
+        let json = serde_json::to_value(document()).unwrap();
+        let params = &json["paths"]["/api/invoices"]["post"]["parameters"];
+        let header = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap();
+        assert_eq!(
+            (&header["in"], &header["required"]),
+            (&"header".into(), &false.into())
+        );
+        assert_eq!(header["schema"]["type"], "string");
+    }
+
     #[test]
     fn document_is_openapi_3_1() {
         let json = serde_json::to_value(document()).unwrap();

@@ -52,7 +52,7 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     operation_id = "createPayment",
     tag = "payments",
     security(("apiKey" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     request_body = CreatePayment,
     responses(
         (status = 201, description = "The payment, `processing`", body = PaymentView),
@@ -210,7 +210,7 @@ pub async fn timeline(
     operation_id = "refundPayment",
     tag = "payments",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
     request_body = CreateRefund,
     responses(
         (status = 201, description = "The refund, `pending`", body = RefundView),
