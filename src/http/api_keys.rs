@@ -1,22 +1,21 @@
 //! Tenant API keys (tenant admin): create (the key is shown once), list, revoke.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{ApiKeyId, Event, EventData, EventId, StreamId, TenantId};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{hash_secret, random_secret, Role, TenantKey, KEY_PREFIX};
 use super::errors::ApiError;
 use super::idempotency::parse;
+use super::openapi::{
+    BadRequest, Forbidden, Internal, Invalid, NotFound, PayloadTooLarge, RateLimited,
+    Unauthenticated, Unavailable,
+};
 use super::views::ts;
 use super::{detached, AppState};
 use crate::store::ApiKeyRow;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api-keys", web::post().to(create))
-        .route("/api-keys", web::get().to(list))
-        .route("/api-keys/{id}", web::delete().to(revoke));
-}
 
 /// A freshly minted key: the row to store, its audit event and the full key (shown once).
 pub struct NewKey {
@@ -24,14 +23,52 @@ pub struct NewKey {
     pub key: String,
 }
 
-#[derive(Serialize)]
+/// A new API key; `key` is shown only here.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyCreated {
+    #[schema(example = "key_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
     name: String,
+    #[schema(value_type = RoleName)]
     role: String,
+    /// `Authorization: Bearer <key>`.
+    #[schema(example = "prk_key_01jd6x2c8ef9r4t7bq5n1k3h2m_…")]
     key: String,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// `admin` (everything), `operator` (invoices, payments, refunds; read), `viewer` (read only).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[schema(as = Role)]
+pub enum RoleName {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+/// An API key, without its secret.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ApiKey)]
+pub struct KeyView {
+    id: String,
+    name: String,
+    #[schema(value_type = RoleName)]
+    role: String,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    revoked_at: Option<String>,
+}
+
+/// Every key of the tenant, revoked ones included.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    items: Vec<KeyView>,
 }
 
 impl KeyCreated {
@@ -101,24 +138,40 @@ fn key_event(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
+pub struct CreateKey {
+    /// 1-100 characters.
+    #[schema(example = "ci")]
     name: String,
+    #[schema(value_type = RoleName)]
     role: String,
 }
 
-fn view(row: &ApiKeyRow) -> serde_json::Value {
-    serde_json::json!({
-        "id": row.id.to_string(),
-        "name": row.name,
-        "role": row.role,
-        "createdAt": ts(&row.created_at),
-        "revokedAt": row.revoked_at.as_ref().map(ts),
-    })
+fn view(row: &ApiKeyRow) -> KeyView {
+    KeyView {
+        id: row.id.to_string(),
+        name: row.name.clone(),
+        role: row.role.clone(),
+        created_at: ts(&row.created_at),
+        revoked_at: row.revoked_at.as_ref().map(ts),
+    }
 }
 
-async fn create(
+/// Create an API key (admin key); the full key is shown once.
+#[utoipa::path(
+    operation_id = "createApiKey",
+    tag = "api-keys",
+    security(("apiKey" = [])),
+    request_body = CreateKey,
+    responses(
+        (status = 201, description = "The key, shown once", body = KeyCreated),
+        BadRequest, Unauthenticated, Forbidden, PayloadTooLarge, Invalid, RateLimited, Internal,
+        Unavailable,
+    )
+)]
+#[post("/api/api-keys")]
+pub async fn create(
     auth: TenantKey,
     state: web::Data<AppState>,
     body: web::Bytes,
@@ -160,16 +213,39 @@ fn field(name: &str, message: &str) -> payrail_actors::domain::FieldError {
     }
 }
 
-async fn list(auth: TenantKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// List the tenant's API keys (admin key), without secrets.
+#[utoipa::path(
+    operation_id = "listApiKeys",
+    tag = "api-keys",
+    security(("apiKey" = [])),
+    responses(
+        (status = 200, description = "The keys", body = KeyList),
+        Unauthenticated, Forbidden, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/api-keys")]
+pub async fn list(auth: TenantKey, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     let db = state.db.clone();
     let tenant = auth.tenant;
     let rows = detached(async move { Ok(db.list_api_keys(tenant).await?) }).await?;
     let items: Vec<_> = rows.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(KeyList { items }))
 }
 
-async fn revoke(
+/// Revoke an API key (admin key); it is refused at once.
+#[utoipa::path(
+    operation_id = "revokeApiKey",
+    tag = "api-keys",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "API key id (`key_…`); a malformed one is a 404")),
+    responses(
+        (status = 204, description = "Revoked"),
+        Unauthenticated, Forbidden, NotFound, RateLimited, Internal, Unavailable,
+    )
+)]
+#[delete("/api/api-keys/{id}")]
+pub async fn revoke(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,

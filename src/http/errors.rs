@@ -61,21 +61,62 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
+/// RFC 9457 problem details, as every error response carries them.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Problem<'a> {
+pub struct Problem<'a> {
     #[serde(rename = "type")]
+    #[schema(example = "https://payrail.dev/problems/not-found")]
     kind: String,
     title: &'a str,
     status: u16,
+    /// Stable, machine-readable; see each response's description for the codes it may carry.
+    #[schema(example = "not_found")]
     code: &'a str,
     detail: String,
     request_id: String,
+    /// Field-level messages (validation failures and amount limits only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<super::schemas::FieldErrorSchema>)]
     errors: Vec<FieldError>,
 }
 
 impl ApiError {
+    /// One value of every variant: the OpenAPI document checks its codes against these.
+    pub fn every_variant() -> Vec<ApiError> {
+        let s = String::new;
+        vec![
+            Self::InvalidJson(s()),
+            Self::InvalidRequest(s()),
+            Self::Unauthenticated,
+            Self::InvalidSignature(s()),
+            Self::StaleSignature,
+            Self::Forbidden,
+            Self::NotFound(""),
+            Self::InvalidState(s()),
+            Self::VersionConflict,
+            Self::IdempotencyInFlight,
+            Self::Validation(Vec::new()),
+            Self::AmountExceedsRemaining {
+                detail: s(),
+                max: 0,
+            },
+            Self::RefundExceedsCaptured {
+                detail: s(),
+                max: 0,
+            },
+            Self::IdempotencyKeyReused,
+            Self::PayloadTooLarge,
+            Self::RateLimited {
+                retry_after_secs: 1,
+            },
+            Self::Overloaded,
+            Self::ShuttingDown,
+            Self::Unavailable(s()),
+            Self::Internal(s()),
+        ]
+    }
+
     /// `(status, code, title)` of each variant: the stable contract clients rely on.
     pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         use StatusCode as S;

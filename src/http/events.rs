@@ -1,29 +1,56 @@
 //! The tenant's audit log, cursor-paged by global sequence.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 use payrail_actors::domain::events::EVENT_TYPES;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::TenantKey;
 use super::errors::ApiError;
+use super::openapi::{Internal, InvalidParameter, RateLimited, Unauthenticated, Unavailable};
+use super::views::EventView;
 use super::{detached, views, AppState};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/events", web::get().to(list));
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EventQuery {
+#[into_params(parameter_in = Query)]
+pub struct EventQuery {
+    /// One event type, e.g. `invoice.paid`.
     #[serde(rename = "type")]
     event_type: Option<String>,
+    /// The subject's id (`inv_…`, `pay_…`, `re_…`, `key_…`).
     subject_id: Option<String>,
+    /// 1-100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The `sequence` of the last event seen.
+    /// The `sequence` of the last event seen (a page's `nextCursor`).
     starting_after: Option<i64>,
 }
 
-async fn list(
+/// A page of the audit log, oldest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    items: Vec<EventView>,
+    has_more: bool,
+    /// Pass as `startingAfter` for the next page.
+    next_cursor: Option<i64>,
+}
+
+/// The tenant's audit log, cursor-paged by sequence.
+#[utoipa::path(
+    operation_id = "listEvents",
+    tag = "events",
+    security(("apiKey" = [])),
+    params(EventQuery),
+    responses(
+        (status = 200, description = "A page of events", body = EventPage),
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/events")]
+
+pub async fn list(
     auth: TenantKey,
     state: web::Data<AppState>,
     q: web::Query<EventQuery>,
@@ -58,6 +85,9 @@ async fn list(
     events.truncate(limit as usize);
     let next = events.last().filter(|_| has_more).map(|e| e.sequence);
     let items: Vec<_> = events.iter().map(views::event).collect();
-    Ok(HttpResponse::Ok()
-        .json(serde_json::json!({"items": items, "hasMore": has_more, "nextCursor": next})))
+    Ok(HttpResponse::Ok().json(EventPage {
+        items,
+        has_more,
+        next_cursor: next,
+    }))
 }

@@ -1,61 +1,93 @@
 //! Invoices: create, read, edit drafts, finalize, void, mark uncollectible, list, timeline.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use payrail_actors::domain::{
     Currency, InvoiceCommand, InvoiceId, InvoiceInput, InvoiceStatus, LineItem,
 };
 use payrail_actors::engine::Context;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
 use super::idempotency::{parse, respond, spec};
-use super::tenants::paged;
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, Internal, Invalid, InvalidParameter, NotFound,
+    PayloadTooLarge, RateLimited, StateConflict, Unauthenticated, Unavailable, Unprocessable,
+};
+use super::schemas::{CursorPage, LineItemInputSchema, Page};
+use super::views::InvoiceView;
 use super::{detached, views, AppState};
 use crate::store::{InvoiceQuery, InvoiceSort, Paging};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/invoices", web::post().to(create))
-        .route("/invoices", web::get().to(list))
-        .route("/invoices/{id}", web::get().to(get))
-        .route("/invoices/{id}", web::patch().to(update))
-        .route("/invoices/{id}/finalize", web::post().to(finalize))
-        .route("/invoices/{id}/void", web::post().to(void))
-        .route(
-            "/invoices/{id}/mark-uncollectible",
-            web::post().to(mark_uncollectible),
-        )
-        .route("/invoices/{id}/timeline", web::get().to(timeline));
-}
-
-#[derive(Deserialize)]
+/// A new invoice: a draft, or open at once with `finalize: true`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateInvoice {
+pub struct CreateInvoice {
+    #[schema(example = "Jane Doe")]
     customer_name: String,
+    #[schema(example = "jane@example.com")]
     customer_email: Option<String>,
+    /// ISO 4217, upper case.
+    #[schema(value_type = String, example = "USD")]
     currency: Currency,
     due_date: Option<NaiveDate>,
+    /// 1 to 100 lines.
+    #[schema(value_type = Vec<LineItemInputSchema>, min_items = 1, max_items = 100)]
     line_items: Vec<payrail_actors::domain::invoice::LineItemInput>,
+    /// Basis points (1000 = 10 %); default 0.
     tax_rate_bps: Option<i64>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     finalize: bool,
 }
 
 /// PATCH: every field optional; absent fields keep their value.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchInvoice {
+pub struct PatchInvoice {
     customer_name: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
     customer_email: Option<Option<String>>,
+    #[schema(value_type = Option<String>)]
     currency: Option<Currency>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<NaiveDate>)]
     due_date: Option<Option<NaiveDate>>,
+    #[schema(value_type = Option<Vec<LineItemInputSchema>>, min_items = 1, max_items = 100)]
     line_items: Option<Vec<payrail_actors::domain::invoice::LineItemInput>>,
     tax_rate_bps: Option<i64>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
+
+/// A field that is present, `null` included: serde alone reads `null` as absent, which would
+/// make a clearable field impossible to clear.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// `GET /api/invoices` answers an offset page, or a cursor page with `limit`/`startingAfter`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InvoiceList<'a> {
+    Page(Page<InvoiceView<'a>>),
+    Cursor(CursorPage<InvoiceView<'a>>),
+}
+
+/// The (ignored) body of a state command: it only feeds the idempotency fingerprint, so the
+/// document shows no request body for these routes.
+type CommandBody = web::Bytes;
 
 pub fn parse_id(raw: &str) -> Result<InvoiceId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("invoice"))
@@ -65,7 +97,21 @@ fn context(auth: &TenantKey) -> Context {
     Context::new(auth.tenant, auth.actor())
 }
 
-async fn create(
+/// Create an invoice.
+#[utoipa::path(
+    operation_id = "createInvoice",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    request_body = CreateInvoice,
+    responses(
+        (status = 201, description = "The invoice (draft, or open if `finalize`)", body = InvoiceView),
+        BadRequest, Unauthenticated, Forbidden, Conflict, PayloadTooLarge, Unprocessable,
+        RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/invoices")]
+pub async fn create(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -77,7 +123,7 @@ async fn create(
     if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
         ctx = ctx.with_idempotency(spec);
     }
-    let finalize = input.finalize;
+    let open_now = input.finalize;
     let input = InvoiceInput {
         customer_name: input.customer_name,
         customer_email: input.customer_email,
@@ -87,13 +133,25 @@ async fn create(
         tax_rate_bps: input.tax_rate_bps,
         metadata: input.metadata,
     };
-    let outcome = state.engine.create_invoice(ctx, input, finalize).await?;
+    let outcome = state.engine.create_invoice(ctx, input, open_now).await?;
     Ok(respond(outcome, StatusCode::CREATED, |i| {
         views::to_json(&views::invoice(i))
     }))
 }
 
-async fn get(
+/// Get an invoice.
+#[utoipa::path(
+    operation_id = "getInvoice",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        Unauthenticated, NotFound, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/invoices/{id}")]
+pub async fn get(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -114,7 +172,21 @@ fn to_input(line: &LineItem) -> payrail_actors::domain::invoice::LineItemInput {
     }
 }
 
-async fn update(
+/// Edit a draft invoice; absent fields keep their value and totals are recomputed.
+#[utoipa::path(
+    operation_id = "updateInvoice",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),
+    request_body = PatchInvoice,
+    responses(
+        (status = 200, description = "The updated draft", body = InvoiceView),
+        BadRequest, Unauthenticated, Forbidden, NotFound, StateConflict, PayloadTooLarge,
+        Invalid, RateLimited, Internal, Unavailable,
+    )
+)]
+#[patch("/api/invoices/{id}")]
+pub async fn update(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -168,34 +240,73 @@ async fn command(
     }))
 }
 
-async fn finalize(
+/// Finalize a draft: it becomes `open` and payable.
+#[utoipa::path(
+    operation_id = "finalizeInvoice",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/invoices/{id}/finalize")]
+pub async fn finalize(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: CommandBody,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Finalize).await
 }
 
-async fn void(
+/// Void an open or uncollectible invoice (admin key); no payment may be in flight.
+#[utoipa::path(
+    operation_id = "voidInvoice",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/invoices/{id}/void")]
+pub async fn void(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: CommandBody,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Void).await
 }
 
-async fn mark_uncollectible(
+/// Mark an open invoice uncollectible; it can still be paid or voided.
+#[utoipa::path(
+    operation_id = "markInvoiceUncollectible",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    responses(
+        (status = 200, description = "The invoice", body = InvoiceView),
+        InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        Unprocessable, RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/invoices/{id}/mark-uncollectible")]
+pub async fn mark_uncollectible(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: web::Bytes,
+    body: CommandBody,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     command(
@@ -209,22 +320,35 @@ async fn mark_uncollectible(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// 1-based page (offset mode).
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 1-100, default 10 (offset mode).
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
+    /// 1-100, default 10: switches to cursor mode.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
+    /// An invoice id: the page starts after it (cursor mode).
     starting_after: Option<String>,
+    #[param(value_type = Option<views::InvoiceStatus>)]
     status: Option<String>,
+    /// Case-insensitive substring of the customer's name or email.
     customer: Option<String>,
     created_from: Option<DateTime<Utc>>,
     created_to: Option<DateTime<Utc>>,
     due_before: Option<NaiveDate>,
+    /// Open and past due.
     overdue: Option<bool>,
     min_total: Option<i64>,
     max_total: Option<i64>,
+    #[param(value_type = Option<String>)]
     currency: Option<Currency>,
+    /// `createdAt|-createdAt|total|-total|dueDate|-dueDate`, default `-createdAt`.
     sort: Option<String>,
 }
 
@@ -289,7 +413,19 @@ impl ListQuery {
     }
 }
 
-async fn list(
+/// List invoices: filters combine; offset pages by default, cursor pages with `limit`.
+#[utoipa::path(
+    operation_id = "listInvoices",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of invoices", body = InvoiceList),
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/invoices")]
+pub async fn list(
     auth: TenantKey,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
@@ -299,19 +435,34 @@ async fn list(
     let page = detached(async move { Ok(db.list_invoices(tenant, &query).await?) }).await?;
     let items: Vec<_> = page.items.iter().map(views::invoice).collect();
     let body = match paging {
-        Paging::Offset { page: n, page_size } => {
-            paged(items, n, page_size, page.total_items.unwrap_or(0))
-        }
-        Paging::Cursor { .. } => serde_json::json!({
-            "items": items,
-            "hasMore": page.has_more,
-            "nextCursor": page.next_cursor.map(|c| c.to_string()),
+        Paging::Offset { page: n, page_size } => InvoiceList::Page(Page::new(
+            items,
+            n,
+            page_size,
+            page.total_items.unwrap_or(0),
+        )),
+        Paging::Cursor { .. } => InvoiceList::Cursor(CursorPage {
+            items,
+            has_more: page.has_more,
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
         }),
     };
     Ok(HttpResponse::Ok().json(body))
 }
 
-async fn timeline(
+/// Every audit event of the invoice, its payments and refunds, oldest first.
+#[utoipa::path(
+    operation_id = "invoiceTimeline",
+    tag = "invoices",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404")),
+    responses(
+        (status = 200, description = "The events", body = Vec<views::EventView>),
+        Unauthenticated, NotFound, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/invoices/{id}/timeline")]
+pub async fn timeline(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod schemas;
 pub mod tenants;
 pub mod views;
 pub mod webhooks;
@@ -102,17 +103,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(
             web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()),
         )
-        .route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz))
-        .route("/metrics", web::get().to(ops::metrics))
-        .service(
-            web::scope("/api")
-                .configure(tenants::routes)
-                .configure(api_keys::routes)
-                .configure(invoices::routes)
-                .configure(payments::routes)
-                .configure(events::routes)
-                .configure(webhooks::routes)
-                .route("/openapi.json", web::get().to(ops::openapi)),
-        );
+        .configure(openapi::services)
+        .service(openapi::swagger_ui());
 }

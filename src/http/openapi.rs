@@ -1,221 +1,268 @@
-//! The OpenAPI 3.1 document, built from the route table and the error codes in `errors.rs`.
+//! The OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! views' `ToSchema` derives. One list of handlers feeds both the document and the router, so a
+//! route can't be served without being documented.
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
-/// Every route: method, path, summary, success status, and the error statuses it can answer.
-pub const ROUTES: &[(&str, &str, &str, u16, &[u16])] = &[
-    (
-        "post",
-        "/api/tenants",
-        "Create a tenant (platform admin)",
-        201,
-        &[400, 401, 413, 422],
-    ),
-    (
-        "get",
-        "/api/tenants",
-        "List tenants (platform admin)",
-        200,
-        &[400, 401],
-    ),
-    (
-        "get",
-        "/api/tenants/{id}",
-        "Get a tenant (platform admin)",
-        200,
-        &[401, 404],
-    ),
-    (
-        "post",
-        "/api/tenants/{id}/webhook-secret/rotate",
-        "Rotate the webhook secret",
-        200,
-        &[401, 404],
-    ),
-    (
-        "post",
-        "/api/api-keys",
-        "Create an API key",
-        201,
-        &[400, 401, 403, 413, 422, 429],
-    ),
-    (
-        "get",
-        "/api/api-keys",
-        "List API keys",
-        200,
-        &[401, 403, 429],
-    ),
-    (
-        "delete",
-        "/api/api-keys/{id}",
-        "Revoke an API key",
-        204,
-        &[401, 403, 404, 429],
-    ),
-    (
-        "post",
-        "/api/invoices",
-        "Create an invoice",
-        201,
-        &[400, 401, 403, 409, 413, 422, 429, 503],
-    ),
-    (
-        "get",
-        "/api/invoices",
-        "List invoices",
-        200,
-        &[400, 401, 429],
-    ),
-    (
-        "get",
-        "/api/invoices/{id}",
-        "Get an invoice",
-        200,
-        &[401, 404, 429],
-    ),
-    (
-        "patch",
-        "/api/invoices/{id}",
-        "Edit a draft invoice",
-        200,
-        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
-    ),
-    (
-        "post",
-        "/api/invoices/{id}/finalize",
-        "Finalize a draft",
-        200,
-        &[401, 403, 404, 409, 422, 429, 503],
-    ),
-    (
-        "post",
-        "/api/invoices/{id}/void",
-        "Void an invoice (admin)",
-        200,
-        &[401, 403, 404, 409, 422, 429, 503],
-    ),
-    (
-        "post",
-        "/api/invoices/{id}/mark-uncollectible",
-        "Mark uncollectible",
-        200,
-        &[401, 403, 404, 409, 422, 429, 503],
-    ),
-    (
-        "get",
-        "/api/invoices/{id}/timeline",
-        "Invoice timeline",
-        200,
-        &[401, 404, 429],
-    ),
-    (
-        "post",
-        "/api/payments",
-        "Create a payment",
-        201,
-        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
-    ),
-    (
-        "get",
-        "/api/payments",
-        "List payments",
-        200,
-        &[400, 401, 429],
-    ),
-    (
-        "get",
-        "/api/payments/{id}",
-        "Get a payment",
-        200,
-        &[401, 404, 429],
-    ),
-    (
-        "get",
-        "/api/payments/{id}/timeline",
-        "Payment timeline",
-        200,
-        &[401, 404, 429],
-    ),
-    (
-        "post",
-        "/api/payments/{id}/refunds",
-        "Refund a payment",
-        201,
-        &[400, 401, 403, 404, 409, 413, 422, 429, 503],
-    ),
-    ("get", "/api/events", "Audit log", 200, &[400, 401, 429]),
-    (
-        "post",
-        "/api/webhooks/payments",
-        "Gateway webhooks",
-        200,
-        &[400, 401, 413, 503],
-    ),
-    ("get", "/api/openapi.json", "This document", 200, &[]),
-    ("get", "/healthz", "Liveness", 200, &[]),
-    ("get", "/readyz", "Readiness", 200, &[503]),
-    ("get", "/metrics", "Prometheus metrics", 200, &[]),
-];
+use actix_web::web;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Type};
+use utoipa::{IntoResponses, Modify, OpenApi};
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
-/// Stable error codes by status, documented on every error response.
-const CODES: &[(u16, &str)] = &[
-    (400, "invalid_request, invalid_json"),
-    (401, "unauthenticated, invalid_signature, stale_signature"),
-    (403, "forbidden"),
-    (404, "not_found"),
-    (409, "invalid_state, idempotency_in_flight, version_conflict"),
-    (413, "payload_too_large"),
-    (422, "validation_failed, amount_exceeds_remaining, refund_exceeds_captured, idempotency_key_reused"),
-    (429, "rate_limited"),
-    (503, "overloaded, shutting_down, unavailable"),
-];
+use super::errors::{Problem, PROBLEM_JSON};
+use super::{api_keys, events, invoices, ops, payments, tenants, webhooks};
 
-pub fn document() -> Value {
-    let mut paths = Map::new();
-    for (method, path, summary, ok, errors) in ROUTES {
-        let mut responses = Map::new();
-        responses.insert(ok.to_string(), json!({"description": "Success"}));
-        for status in *errors {
-            let codes = CODES
-                .iter()
-                .find(|(s, _)| s == status)
-                .map_or("", |(_, c)| c);
-            responses.insert(
-                status.to_string(),
-                json!({
-                    "description": format!("Problem details; code: {codes}"),
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-                }),
+/// Where the document is served; Swagger UI loads it from here.
+pub const DOCUMENT_PATH: &str = "/api/openapi.json";
+/// Security scheme names used by the handlers' annotations.
+pub const API_KEY_SCHEME: &str = "apiKey";
+pub const ADMIN_TOKEN_SCHEME: &str = "adminToken";
+
+macro_rules! api {
+    ($($module:ident :: $handler:ident),* $(,)?) => {
+        #[derive(OpenApi)]
+        #[openapi(
+            info(
+                title = "Payrail API",
+                description = "Multi-tenant invoicing and payments. Errors are RFC 9457 problem \
+                    details (`application/problem+json`) with a stable `code`; every response \
+                    carries `X-Request-Id`."
+            ),
+            paths($($module::$handler),*),
+            components(schemas(Problem)),
+            modifiers(&SecuritySchemes),
+            tags(
+                (name = "tenants", description = "Tenant management (platform admin token)"),
+                (name = "api-keys", description = "Tenant API keys (tenant admin)"),
+                (name = "invoices", description = "Invoices and their state machine"),
+                (name = "payments", description = "Payments and refunds"),
+                (name = "events", description = "The tenant's audit log"),
+                (name = "webhooks", description = "Outcomes reported by the payment gateway"),
+                (name = "operations", description = "Health, readiness, metrics, this document"),
+            )
+        )]
+        pub struct ApiDoc;
+
+        /// Registers every documented handler with the router.
+        pub fn services(cfg: &mut web::ServiceConfig) {
+            $(cfg.service($module::$handler);)*
+        }
+    };
+}
+
+api!(
+    tenants::create,
+    tenants::list,
+    tenants::get,
+    tenants::rotate,
+    api_keys::create,
+    api_keys::list,
+    api_keys::revoke,
+    invoices::create,
+    invoices::list,
+    invoices::get,
+    invoices::update,
+    invoices::finalize,
+    invoices::void,
+    invoices::mark_uncollectible,
+    invoices::timeline,
+    payments::create,
+    payments::list,
+    payments::get,
+    payments::timeline,
+    payments::refund,
+    events::list,
+    webhooks::receive,
+    ops::healthz,
+    ops::readyz,
+    ops::metrics,
+    ops::openapi,
+);
+
+/// The document, built once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT.get_or_init(ApiDoc::openapi)
+}
+
+/// Swagger UI at `/swagger-ui/`, reading the document from [`DOCUMENT_PATH`]. Its assets are
+/// vendored into the binary at build time.
+pub fn swagger_ui() -> SwaggerUi {
+    SwaggerUi::new("/swagger-ui/{_:.*}").config(Config::new([DOCUMENT_PATH]))
+}
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = |description: &str| {
+            let mut http = Http::new(HttpAuthScheme::Bearer);
+            http.description = Some(description.to_owned());
+            SecurityScheme::Http(http)
+        };
+        components.add_security_scheme(
+            API_KEY_SCHEME,
+            bearer("A tenant API key: `prk_<keyId>_<secret>`"),
+        );
+        components.add_security_scheme(
+            ADMIN_TOKEN_SCHEME,
+            bearer("The platform admin token (`PAYRAIL_ADMIN_TOKEN`)"),
+        );
+    }
+}
+
+/// One problem response: the `Problem` schema, the codes it may carry, and `Retry-After` where
+/// the server sends it.
+fn problem(status: u16, codes: &[&str]) -> BTreeMap<String, RefOr<Response>> {
+    let list: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+    let mut response = ResponseBuilder::new()
+        .description(format!("Problem details; code: {}", list.join(", ")))
+        .content(
+            PROBLEM_JSON,
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        );
+    if status == 429 || status == 503 {
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::Integer))
+                .description(Some("Seconds to wait before retrying"))
+                .build(),
+        );
+    }
+    BTreeMap::from([(status.to_string(), response.build().into())])
+}
+
+/// Marker types for the problem responses handlers list in `responses(...)`; each names the
+/// stable codes it documents.
+macro_rules! problems {
+    ($($(#[$doc:meta])* $name:ident = $status:literal [$($code:literal),+];)*) => {
+        $(
+            $(#[$doc])*
+            pub struct $name;
+
+            impl IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    problem($status, &[$($code),+])
+                }
+            }
+        )*
+
+        /// Every `(status, code)` some response documents.
+        pub const DOCUMENTED_CODES: &[(u16, &str)] = &[$($(($status, $code)),+),*];
+    };
+}
+
+problems! {
+    /// Malformed JSON, a wrong field type or an unknown field, or a bad header.
+    BadRequest = 400 ["invalid_request", "invalid_json"];
+    /// A bad query parameter or header (e.g. `Idempotency-Key`).
+    InvalidParameter = 400 ["invalid_request"];
+    Unauthenticated = 401 ["unauthenticated"];
+    /// A webhook whose signature or account does not verify.
+    SignatureRefused = 401 ["invalid_signature", "stale_signature"];
+    Forbidden = 403 ["forbidden"];
+    /// Absent, malformed id, or another tenant's.
+    NotFound = 404 ["not_found"];
+    /// The state machine forbids it, or the same idempotency key is still running.
+    Conflict = 409 ["invalid_state", "idempotency_in_flight", "version_conflict"];
+    /// The state machine forbids it (editing a non-draft).
+    StateConflict = 409 ["invalid_state", "version_conflict"];
+    PayloadTooLarge = 413 ["payload_too_large"];
+    /// Field rules, or an idempotency key reused with a different body.
+    Unprocessable = 422 ["validation_failed", "idempotency_key_reused"];
+    /// Field rules only.
+    Invalid = 422 ["validation_failed"];
+    /// Field rules, or more than the invoice's remaining balance.
+    PaymentRefused = 422 ["validation_failed", "amount_exceeds_remaining", "idempotency_key_reused"];
+    /// Field rules, or more than the payment's captured amount.
+    RefundRefused = 422 ["validation_failed", "refund_exceeds_captured", "idempotency_key_reused"];
+    /// Too many requests for this API key.
+    RateLimited = 429 ["rate_limited"];
+    /// Storage unreachable, engine queues full, or draining.
+    Unavailable = 503 ["overloaded", "shutting_down", "unavailable"];
+    /// A bug; the cause is logged with the request id, never sent.
+    Internal = 500 ["internal"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::errors::ApiError;
+
+    #[test]
+    fn every_error_code_is_documented_with_its_status() {
+        for err in ApiError::every_variant() {
+            let (status, code, _) = err.parts();
+            assert!(
+                DOCUMENTED_CODES.contains(&(status.as_u16(), code)),
+                "{code} ({status}) is not documented"
             );
         }
-        let mut operation = json!({"summary": summary, "responses": responses});
-        if path.contains("{id}") {
-            operation["parameters"] = json!([{"name": "id", "in": "path", "required": true, "schema": {"type": "string"}}]);
+        let known: Vec<_> = ApiError::every_variant()
+            .iter()
+            .map(|e| (e.parts().0.as_u16(), e.parts().1))
+            .collect();
+        for documented in DOCUMENTED_CODES {
+            assert!(known.contains(documented), "{documented:?} is never sent");
         }
-        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        entry[*method] = operation;
     }
-    json!({
-        "openapi": "3.1.0",
-        "info": {"title": "Payrail API", "version": env!("CARGO_PKG_VERSION")},
-        "paths": paths,
-        "components": {
-            "schemas": {
-                "Problem": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "code", "detail", "requestId"],
-                    "properties": {
-                        "type": {"type": "string"}, "title": {"type": "string"},
-                        "status": {"type": "integer"}, "code": {"type": "string"},
-                        "detail": {"type": "string"}, "requestId": {"type": "string"},
-                        "errors": {"type": "array", "items": {"type": "object", "properties": {
-                            "field": {"type": "string"}, "message": {"type": "string"}}}}
-                    }
-                }
-            },
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
-        },
-        "security": [{"bearer": []}]
-    })
+
+    /// Fails to compile when a variant is added: add it to `ApiError::every_variant` too, so
+    /// its code gets documented.
+    #[allow(dead_code)]
+    fn every_variant_is_listed(err: &ApiError) {
+        use ApiError as E;
+        match err {
+            E::InvalidJson(_)
+            | E::InvalidRequest(_)
+            | E::Unauthenticated
+            | E::InvalidSignature(_)
+            | E::StaleSignature
+            | E::Forbidden
+            | E::NotFound(_)
+            | E::InvalidState(_)
+            | E::VersionConflict
+            | E::IdempotencyInFlight
+            | E::Validation(_)
+            | E::AmountExceedsRemaining { .. }
+            | E::RefundExceedsCaptured { .. }
+            | E::IdempotencyKeyReused
+            | E::PayloadTooLarge
+            | E::RateLimited { .. }
+            | E::Overloaded
+            | E::ShuttingDown
+            | E::Unavailable(_)
+            | E::Internal(_) => {}
+        }
+    }
+
+    #[test]
+    fn idempotency_header_is_optional_and_not_null() {
+        let json = serde_json::to_value(document()).unwrap();
+        let params = &json["paths"]["/api/invoices"]["post"]["parameters"];
+        let header = params
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "Idempotency-Key")
+            .unwrap();
+        assert_eq!(
+            (&header["in"], &header["required"]),
+            (&"header".into(), &false.into())
+        );
+        assert_eq!(header["schema"]["type"], "string");
+    }
+
+    #[test]
+    fn document_is_openapi_3_1() {
+        let json = serde_json::to_value(document()).unwrap();
+        assert_eq!(json["openapi"], "3.1.0");
+    }
 }

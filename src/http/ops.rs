@@ -2,16 +2,35 @@
 
 use std::sync::atomic::Ordering;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, web, HttpResponse};
 
 use super::errors::ApiError;
+use super::openapi::{Internal, Unavailable};
 use super::{detached, AppState};
 
+/// Liveness: the process answers.
+#[utoipa::path(
+    operation_id = "healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Alive", body = Object, example = json!({"status": "ok"})))
+)]
+#[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-/// Ready when storage answers and the server is not draining.
+/// Readiness: storage answers, migrations are applied, and the server is not draining.
+#[utoipa::path(
+    operation_id = "readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = Object, example = json!({"status": "ready"})),
+        Internal, Unavailable,
+    )
+)]
+#[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.draining.load(Ordering::SeqCst) || state.engine.is_draining() {
         return Err(ApiError::ShuttingDown);
@@ -21,6 +40,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 
+/// Prometheus metrics.
+#[utoipa::path(
+    operation_id = "metrics",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"))
+)]
+#[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let body = state.metrics.render(&state.engine.metrics(), None);
     HttpResponse::Ok()
@@ -28,6 +55,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(body)
 }
 
+/// This document (OpenAPI 3.1); Swagger UI at `/swagger-ui/`.
+#[utoipa::path(
+    operation_id = "openapiDocument",
+    tag = "operations",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object))
+)]
+#[get("/api/openapi.json")]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::openapi::document())
 }

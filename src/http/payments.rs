@@ -1,37 +1,45 @@
 //! Payments: create (reserve + charge), read, list, timeline, refunds.
 
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use payrail_actors::domain::{InvoiceId, PaymentId, PaymentMethodInput, PaymentStatus};
 use payrail_actors::engine::{Context, PaymentAttempt};
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
 use super::idempotency::{parse, respond, spec};
-use super::tenants::{paged, PageQuery};
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, Internal, InvalidParameter, NotFound, PayloadTooLarge,
+    PaymentRefused, RateLimited, RefundRefused, Unauthenticated, Unavailable,
+};
+use super::schemas::{Page, PaymentMethodInputSchema};
+use super::tenants::PageQuery;
+use super::views::{EventView, PaymentView, RefundView};
 use super::{detached, views, AppState};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/payments", web::post().to(create))
-        .route("/payments", web::get().to(list))
-        .route("/payments/{id}", web::get().to(get))
-        .route("/payments/{id}/timeline", web::get().to(timeline))
-        .route("/payments/{id}/refunds", web::post().to(refund));
-}
-
-#[derive(Deserialize)]
+/// A payment attempt on an `open` or `uncollectible` invoice.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreatePayment {
+pub struct CreatePayment {
+    #[schema(example = "inv_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     invoice_id: String,
+    /// Default: the invoice's `amountRemaining`.
+    #[schema(minimum = 1)]
     amount: Option<i64>,
+    #[schema(value_type = PaymentMethodInputSchema)]
     payment_method: PaymentMethodInput,
 }
 
-#[derive(Deserialize)]
+/// A refund of (part of) the captured amount.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateRefund {
+pub struct CreateRefund {
+    /// Default: everything still refundable.
+    #[schema(minimum = 1)]
     amount: Option<i64>,
+    #[schema(example = "requested_by_customer")]
     reason: Option<String>,
 }
 
@@ -39,7 +47,21 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("payment"))
 }
 
-async fn create(
+/// Pay an invoice: the amount is reserved at once, then charged through the gateway.
+#[utoipa::path(
+    operation_id = "createPayment",
+    tag = "payments",
+    security(("apiKey" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    request_body = CreatePayment,
+    responses(
+        (status = 201, description = "The payment, `processing`", body = PaymentView),
+        BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        PaymentRefused, RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/payments")]
+pub async fn create(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -66,7 +88,19 @@ async fn create(
     }))
 }
 
-async fn get(
+/// Get a payment.
+#[utoipa::path(
+    operation_id = "getPayment",
+    tag = "payments",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        Unauthenticated, NotFound, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/payments/{id}")]
+pub async fn get(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -79,16 +113,34 @@ async fn get(
     Ok(HttpResponse::Ok().json(views::payment(&payment)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only this invoice's payments.
     invoice_id: Option<String>,
+    #[param(value_type = Option<views::PaymentStatus>)]
     status: Option<String>,
+    #[param(minimum = 1)]
     page: Option<u32>,
+    /// 1-100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<u32>,
 }
 
-async fn list(
+/// List payments, newest first.
+#[utoipa::path(
+    operation_id = "listPayments",
+    tag = "payments",
+    security(("apiKey" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of payments", body = Page<PaymentView>),
+        InvalidParameter, Unauthenticated, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/payments")]
+pub async fn list(
     auth: TenantKey,
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
@@ -120,10 +172,22 @@ async fn list(
     })
     .await?;
     let items: Vec<_> = rows.iter().map(views::payment).collect();
-    Ok(HttpResponse::Ok().json(paged(items, page, size, total)))
+    Ok(HttpResponse::Ok().json(Page::new(items, page, size, total)))
 }
 
-async fn timeline(
+/// Every audit event of the payment and its refunds, oldest first.
+#[utoipa::path(
+    operation_id = "paymentTimeline",
+    tag = "payments",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404")),
+    responses(
+        (status = 200, description = "The events", body = Vec<EventView>),
+        Unauthenticated, NotFound, RateLimited, Internal, Unavailable,
+    )
+)]
+#[get("/api/payments/{id}/timeline")]
+pub async fn timeline(
     auth: TenantKey,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -141,7 +205,21 @@ async fn timeline(
     Ok(HttpResponse::Ok().json(items))
 }
 
-async fn refund(
+/// Refund a captured payment; the outcome arrives by webhook.
+#[utoipa::path(
+    operation_id = "refundPayment",
+    tag = "payments",
+    security(("apiKey" = [])),
+    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    request_body = CreateRefund,
+    responses(
+        (status = 201, description = "The refund, `pending`", body = RefundView),
+        BadRequest, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
+        RefundRefused, RateLimited, Internal, Unavailable,
+    )
+)]
+#[post("/api/payments/{id}/refunds")]
+pub async fn refund(
     auth: TenantKey,
     state: web::Data<AppState>,
     req: HttpRequest,

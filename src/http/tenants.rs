@@ -1,42 +1,91 @@
 //! Tenants (platform admin token): create with a first admin key and a webhook secret, read,
 //! list, rotate the webhook secret.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{get, post, web, HttpResponse};
 use payrail_actors::domain::{ApiKeyId, TenantId};
 use payrail_actors::ports::AccountRegistration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::api_keys::{new_key, KeyCreated};
 use super::auth::{random_secret, PlatformAdmin, Role};
 use super::errors::ApiError;
 use super::idempotency::parse;
+use super::openapi::{
+    BadRequest, Internal, Invalid, InvalidParameter, NotFound, PayloadTooLarge, Unauthenticated,
+    Unavailable,
+};
+use super::schemas::Page;
 use super::views::ts;
 use super::{detached, AppState};
 use crate::store::TenantRow;
 
 pub const NAME_MAX_CHARS: usize = 200;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/tenants", web::post().to(create))
-        .route("/tenants", web::get().to(list))
-        .route("/tenants/{id}", web::get().to(get))
-        .route(
-            "/tenants/{id}/webhook-secret/rotate",
-            web::post().to(rotate),
-        );
-}
-
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateTenant {
+pub struct CreateTenant {
+    /// 1-200 characters.
+    #[schema(example = "Acme")]
     name: String,
 }
 
-fn view(t: &TenantRow) -> serde_json::Value {
-    serde_json::json!({"id": t.id.to_string(), "name": t.name, "createdAt": ts(&t.created_at)})
+/// A tenant. Its secrets are shown only when it is created.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Tenant)]
+pub struct TenantView {
+    #[schema(example = "ten_01jd6x2c8ef9r4t7bq5n1k3h2m")]
+    id: String,
+    name: String,
+    #[schema(format = DateTime)]
+    created_at: String,
 }
 
-async fn create(
+/// A new tenant with its first admin API key and its webhook signing secret, both shown once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantCreated {
+    #[serde(flatten)]
+    tenant: TenantView,
+    api_key: KeyCreated,
+    /// The gateway signs webhooks for this tenant with it.
+    #[schema(example = "whsec_…")]
+    webhook_secret: String,
+}
+
+/// A rotated webhook secret; the previous one still verifies until `previousValidUntil`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRotated {
+    webhook_secret: String,
+    #[schema(format = DateTime)]
+    previous_valid_until: String,
+}
+
+fn view(t: &TenantRow) -> TenantView {
+    TenantView {
+        id: t.id.to_string(),
+        name: t.name.clone(),
+        created_at: ts(&t.created_at),
+    }
+}
+
+const TENANT_ID: &str = "Tenant id (`ten_…`); a malformed one is a 404";
+
+/// Create a tenant with a first admin key; registers its account with the gateway.
+#[utoipa::path(
+    operation_id = "createTenant",
+    tag = "tenants",
+    security(("adminToken" = [])),
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant, with secrets shown once", body = TenantCreated),
+        BadRequest, Unauthenticated, PayloadTooLarge, Invalid, Internal, Unavailable,
+    )
+)]
+#[post("/api/tenants")]
+pub async fn create(
     _: PlatformAdmin,
     state: web::Data<AppState>,
     body: web::Bytes,
@@ -85,13 +134,26 @@ async fn create(
         Ok(())
     })
     .await?;
-    let mut body = view(&tenant);
-    body["apiKey"] = serde_json::to_value(KeyCreated::new(&key)).unwrap_or_default();
-    body["webhookSecret"] = serde_json::Value::String(tenant.webhook_secret);
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(TenantCreated {
+        tenant: view(&tenant),
+        api_key: KeyCreated::new(&key),
+        webhook_secret: tenant.webhook_secret,
+    }))
 }
 
-async fn get(
+/// Get a tenant.
+#[utoipa::path(
+    operation_id = "getTenant",
+    tag = "tenants",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = TENANT_ID)),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        Unauthenticated, NotFound, Internal, Unavailable,
+    )
+)]
+#[get("/api/tenants/{id}")]
+pub async fn get(
     _: PlatformAdmin,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -104,10 +166,15 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(&tenant)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// 1-based, default 1.
+    #[param(minimum = 1)]
     pub page: Option<u32>,
+    /// 1-100, default 10.
+    #[param(minimum = 1, maximum = 100)]
     pub page_size: Option<u32>,
 }
 
@@ -125,22 +192,19 @@ impl PageQuery {
     }
 }
 
-pub fn paged<T: serde::Serialize>(
-    items: Vec<T>,
-    page: u32,
-    size: u32,
-    total: u64,
-) -> serde_json::Value {
-    serde_json::json!({
-        "items": items,
-        "page": page,
-        "pageSize": size,
-        "totalItems": total,
-        "totalPages": total.div_ceil(u64::from(size)),
-    })
-}
-
-async fn list(
+/// List tenants.
+#[utoipa::path(
+    operation_id = "listTenants",
+    tag = "tenants",
+    security(("adminToken" = [])),
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of tenants", body = Page<TenantView>),
+        InvalidParameter, Unauthenticated, Internal, Unavailable,
+    )
+)]
+#[get("/api/tenants")]
+pub async fn list(
     _: PlatformAdmin,
     state: web::Data<AppState>,
     q: web::Query<PageQuery>,
@@ -149,10 +213,22 @@ async fn list(
     let db = state.db.clone();
     let (rows, total) = detached(async move { Ok(db.list_tenants(page, size).await?) }).await?;
     let items: Vec<_> = rows.iter().map(view).collect();
-    Ok(HttpResponse::Ok().json(paged(items, page, size, total)))
+    Ok(HttpResponse::Ok().json(Page::new(items, page, size, total)))
 }
 
-async fn rotate(
+/// Rotate the tenant's webhook secret; the old one keeps verifying during the overlap.
+#[utoipa::path(
+    operation_id = "rotateWebhookSecret",
+    tag = "tenants",
+    security(("adminToken" = [])),
+    params(("id" = String, Path, description = TENANT_ID)),
+    responses(
+        (status = 200, description = "The new secret", body = SecretRotated),
+        Unauthenticated, NotFound, Internal, Unavailable,
+    )
+)]
+#[post("/api/tenants/{id}/webhook-secret/rotate")]
+pub async fn rotate(
     _: PlatformAdmin,
     state: web::Data<AppState>,
     id: web::Path<String>,
@@ -182,8 +258,8 @@ async fn rotate(
     })
     .await?;
     state.secrets.forget(id);
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "webhookSecret": secret,
-        "previousValidUntil": ts(&valid_until),
-    })))
+    Ok(HttpResponse::Ok().json(SecretRotated {
+        webhook_secret: secret,
+        previous_valid_until: ts(&valid_until),
+    }))
 }

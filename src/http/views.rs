@@ -4,7 +4,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use payrail_actors::domain::{Event, Invoice, LineItem, Payment, Refund};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
+use super::schemas::{CardSummarySchema, LineItemSchema};
 use crate::store::StoredEvent;
 
 /// RFC 3339, UTC, milliseconds: `2026-11-23T07:00:00.123Z`.
@@ -16,31 +18,74 @@ fn ts_opt(at: &Option<DateTime<Utc>>) -> Option<String> {
     at.as_ref().map(ts)
 }
 
-#[derive(Serialize)]
+/// An invoice. Money is in the currency's minor unit.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Invoice)]
 pub struct InvoiceView<'a> {
+    #[schema(example = "inv_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
+    /// Per tenant and gap-free.
+    #[schema(example = "INV-000042")]
     number: &'a str,
+    #[schema(value_type = InvoiceStatus)]
     status: &'static str,
     customer_name: &'a str,
+    #[schema(value_type = Option<String>)]
     customer_email: &'a Option<String>,
+    /// ISO 4217, upper case.
+    #[schema(example = "USD")]
     currency: &'a str,
+    #[schema(value_type = Vec<LineItemSchema>)]
     line_items: &'a [LineItem],
     subtotal: i64,
+    /// Tax rate in basis points (1000 = 10 %).
     tax_rate_bps: i64,
+    /// `round_half_even(subtotal × taxRateBps / 10000)`.
     tax: i64,
     total: i64,
     amount_paid: i64,
     amount_pending: i64,
+    /// `total − amountPaid − amountPending`.
     amount_remaining: i64,
     amount_refunded: i64,
+    #[schema(format = Date, example = "2026-12-01")]
     due_date: Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     finalized_at: Option<String>,
+    #[schema(format = DateTime)]
     paid_at: Option<String>,
+    #[schema(format = DateTime)]
     voided_at: Option<String>,
     version: u64,
+    #[schema(value_type = Object)]
     metadata: &'a serde_json::Map<String, Value>,
+}
+
+/// Invoice states: `draft → open → paid`; `open → void`; `open → uncollectible → paid | void`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InvoiceStatus {
+    Draft,
+    Open,
+    Paid,
+    Void,
+    Uncollectible,
+}
+
+/// Payment states: `processing → succeeded | failed`; `succeeded → partially_refunded → refunded`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    Processing,
+    Succeeded,
+    Failed,
+    PartiallyRefunded,
+    Refunded,
 }
 
 pub fn invoice(i: &Invoice) -> InvoiceView<'_> {
@@ -70,20 +115,30 @@ pub fn invoice(i: &Invoice) -> InvoiceView<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A payment of (part of) an invoice. The card number is never stored.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Payment)]
 pub struct PaymentView<'a> {
+    #[schema(example = "pay_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
     invoice_id: String,
     amount: i64,
     currency: &'a str,
+    #[schema(value_type = PaymentStatus)]
     status: &'static str,
     amount_refunded: i64,
+    #[schema(value_type = CardSummarySchema)]
     payment_method: &'a payrail_actors::domain::CardSummary,
+    #[schema(value_type = Option<String>)]
     gateway_reference: &'a Option<String>,
+    #[schema(value_type = Option<String>)]
     failure_code: &'a Option<String>,
+    #[schema(value_type = Option<String>)]
     failure_message: &'a Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
     version: u64,
 }
@@ -106,18 +161,27 @@ pub fn payment(p: &Payment) -> PaymentView<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// A refund of (part of) a captured payment; its outcome arrives by webhook.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Refund)]
 pub struct RefundView<'a> {
+    #[schema(example = "re_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
     payment_id: String,
     invoice_id: String,
     amount: i64,
     currency: &'a str,
+    /// `pending`, `succeeded` or `failed`.
+    #[schema(example = "pending")]
     status: &'static str,
+    #[schema(value_type = Option<String>)]
     reason: &'a Option<String>,
+    #[schema(value_type = Option<String>)]
     failure_code: &'a Option<String>,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -136,15 +200,22 @@ pub fn refund(r: &Refund) -> RefundView<'_> {
     }
 }
 
-#[derive(Serialize)]
+/// One audit event. `sequence` orders the tenant's log and is the events cursor.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Event)]
 pub struct EventView {
+    #[schema(example = "evt_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
     sequence: i64,
+    #[schema(example = "invoice.created")]
     event_type: &'static str,
+    #[schema(format = DateTime)]
     occurred_at: String,
     subject_id: String,
+    /// The API key id (`key_…`), `platform` or `gateway`.
     actor: String,
+    #[schema(value_type = Object)]
     data: Value,
 }
 

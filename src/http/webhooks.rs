@@ -6,14 +6,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Currency, GatewayOutcome, PaymentId, RefundId, TenantId};
 use payrail_actors::engine::GatewayEvent;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::errors::ApiError;
 use super::idempotency::parse;
+use super::openapi::{BadRequest, Internal, PayloadTooLarge, SignatureRefused, Unavailable};
+use super::schemas::WebhookSummarySchema;
 use super::{detached, AppState};
 use crate::gateway::signature::{self, SignatureError, SIGNATURE_HEADER};
 
@@ -22,10 +25,6 @@ pub const BATCH_MAX_EVENTS: usize = 500;
 /// How long verified secrets are cached; rotation on this node clears the entry at once.
 const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
 const SECRET_CACHE_MAX_ENTRIES: usize = 100_000;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/webhooks/payments", web::post().to(receive));
-}
 
 /// `(current, previous-until)` webhook secrets per tenant, briefly cached.
 #[derive(Default)]
@@ -60,20 +59,28 @@ impl SecretCache {
     }
 }
 
-#[derive(Deserialize)]
+/// One gateway event. Types: `payment.processing`, `payment.succeeded`, `payment.failed`,
+/// `refund.succeeded`, `refund.failed`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawEvent {
+#[schema(as = GatewayEvent)]
+pub struct RawEvent {
+    /// The gateway's event id; a repeat is counted as a duplicate.
+    #[schema(example = "evt_gw_123")]
     id: String,
     #[serde(rename = "type")]
+    #[schema(example = "payment.succeeded")]
     kind: String,
+    /// The tenant id (`ten_…`); required on a single event.
     account: Option<String>,
     #[serde(default)]
     data: RawData,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RawData {
+#[schema(as = GatewayEventData)]
+pub struct RawData {
     payment_id: Option<String>,
     refund_id: Option<String>,
     gateway_reference: Option<String>,
@@ -83,11 +90,14 @@ struct RawData {
     failure_message: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// One event, or a batch of up to 500 events of one account.
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum Body {
+#[schema(as = GatewayWebhook)]
+pub enum Body {
     Batch {
         account: String,
+        #[schema(max_items = 500)]
         events: Vec<RawEvent>,
     },
     Single(RawEvent),
@@ -157,7 +167,22 @@ async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Se
     Ok(secrets)
 }
 
-async fn receive(
+/// Gateway outcomes, signed with the tenant's webhook secret
+/// (`Payrail-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`). Answers
+/// once everything applied is durable.
+#[utoipa::path(
+    operation_id = "receiveGatewayWebhook",
+    tag = "webhooks",
+    security(()),
+    params(("Payrail-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex>`; several `v1=` allowed")),
+    request_body = Body,
+    responses(
+        (status = 200, description = "Outcome counts", body = WebhookSummarySchema),
+        BadRequest, SignatureRefused, PayloadTooLarge, Internal, Unavailable,
+    )
+)]
+#[post("/api/webhooks/payments")]
+pub async fn receive(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Bytes,

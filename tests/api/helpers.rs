@@ -47,7 +47,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
                 .1
         }
     };
-    let settings = Settings {
+    let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: Some(url),
         db_pool_size: 4,
@@ -56,7 +56,6 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         rate_limit_burst: 10_000,
         ..Settings::default()
     };
-    let mut settings = settings;
     adjust(&mut settings);
     let running = server::start(&settings).await.unwrap();
     let url = running.url();
