@@ -482,17 +482,16 @@ async fn sqlite_survives_dropped_in_flight_futures() {
             },
         );
         ids.push(invoice.id);
-        // Poll once (the job is handed to the blocking thread), then drop the future.
-        assert!(db.append_batch(vec![unit]).now_or_never().is_none());
-        assert!(db.get_invoice(tenant, invoice.id).now_or_never().is_none());
-        assert!(db
-            .list_events(tenant, None, None, 10, None)
-            .now_or_never()
-            .is_none());
+        // Poll once (the job is handed to the blocking thread), then drop the future. A job
+        // that happens to finish within that one poll is fine too: nothing may crash either way.
+        let _ = db.append_batch(vec![unit]).now_or_never();
+        let _ = db.get_invoice(tenant, invoice.id).now_or_never();
+        let _ = db.list_events(tenant, None, None, 10, None).now_or_never();
     }
-    // The detached jobs finish on their own (readers don't wait for the writer: bounded poll).
+    // The detached jobs finish on their own (readers don't wait for the writer: bounded poll,
+    // generous because a loaded machine may queue the blocking jobs for a while).
     let mut last = 0;
-    for _ in 0..500 {
+    for _ in 0..3_000 {
         last = db.last_invoice_number(tenant).await.unwrap();
         if last == 20 {
             break;
