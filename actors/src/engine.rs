@@ -361,11 +361,17 @@ impl Engine {
             received: events.len(),
             ..WebhookSummary::default()
         };
+        // Each payment's events in arrival order; payments in order of first appearance.
         let mut groups: Vec<(PaymentId, Vec<GatewayEvent>)> = Vec::new();
+        let mut index: std::collections::HashMap<PaymentId, usize> =
+            std::collections::HashMap::new();
         for event in events {
-            match groups.iter_mut().find(|(id, _)| *id == event.payment_id) {
-                Some((_, group)) => group.push(event),
-                None => groups.push((event.payment_id, vec![event])),
+            match index.get(&event.payment_id) {
+                Some(&i) => groups[i].1.push(event),
+                None => {
+                    index.insert(event.payment_id, groups.len());
+                    groups.push((event.payment_id, vec![event]));
+                }
             }
         }
         let outcomes = self

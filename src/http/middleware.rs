@@ -16,6 +16,8 @@ use super::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 const REQUEST_ID_MAX_CHARS: usize = 128;
+/// Requests slower than this are logged at info level whatever their status.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
 
 fn valid_request_id(id: &str) -> bool {
     !id.is_empty()
@@ -75,12 +77,16 @@ pub async fn request_context(
             .metrics
             .observe(&method, &route, status, started.elapsed());
     }
+    // Errors and slow requests at info; the rest at debug, so a webhook flood doesn't spend its
+    // CPU formatting access logs (`RUST_LOG=payrail=debug` shows every request).
+    let elapsed = started.elapsed();
     span.in_scope(|| {
-        tracing::info!(
-            status,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "request"
-        )
+        let elapsed_ms = elapsed.as_millis() as u64;
+        if status >= 400 || elapsed >= SLOW_REQUEST {
+            tracing::info!(status, elapsed_ms, "request");
+        } else {
+            tracing::debug!(status, elapsed_ms, "request");
+        }
     });
     Ok(response)
 }
