@@ -1,7 +1,8 @@
 //! Group commit on the real stores: durable units per second by batch size and batches in
 //! flight, on SQLite (a temp file) and, when `PAYRAIL_BENCH_PG_URL` names a database, PostgreSQL.
 //! One unit has the shape of an applied webhook: one event, one projection upsert, one dedup key.
-//! `cargo bench --bench store_commit`; prints one JSON line per configuration.
+//! `cargo bench --bench store_commit`; prints one JSON line per configuration
+//! (`PAYRAIL_BENCH_SKIP_SQLITE=1` measures PostgreSQL alone).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -138,7 +139,9 @@ fn main() {
     runtime.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/bench.db", dir.path().display());
-        bench("sqlite", Db::connect(&url, 4).await.unwrap()).await;
+        if std::env::var("PAYRAIL_BENCH_SKIP_SQLITE").is_err() {
+            bench("sqlite", Db::connect(&url, 4).await.unwrap()).await;
+        }
         if let Ok(url) = std::env::var("PAYRAIL_BENCH_PG_URL") {
             bench("postgres", Db::connect(&url, 8).await.unwrap()).await;
         }

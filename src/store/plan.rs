@@ -56,7 +56,9 @@ fn split(pairs: &[(String, String)]) -> (Bind, Bind) {
 }
 
 /// The statements that read what a batch's keys already are (rows: `KeyRow`). PostgreSQL: one
-/// round trip with array binds. SQLite: one cached point query per key, all inside the one
+/// round trip with array binds, each key probed through its primary-key index by a correlated
+/// subquery (a join against `unnest` let the planner, blind to the array's length, hash-join a
+/// sequential scan of the whole table once per batch). SQLite: one cached point query per key, all inside the one
 /// blocking job, where a statement costs microseconds.
 pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
@@ -68,10 +70,12 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                 "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
                    (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
                  FROM unnest(?, ?) AS k(t, s) \
-                 UNION ALL SELECT 'd'::text, w.tenant_id, w.gateway_event_id, NULL::int8 \
-                 FROM webhook_dedup w JOIN unnest(?, ?) AS k(t, g) ON w.tenant_id = k.t AND w.gateway_event_id = k.g \
-                 UNION ALL SELECT 'i'::text, i.tenant_id, i.key, NULL::int8 \
-                 FROM idempotency_keys i JOIN unnest(?, ?) AS k(t, g) ON i.tenant_id = k.t AND i.key = k.g",
+                 UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+                 WHERE (SELECT 1 FROM webhook_dedup w \
+                        WHERE w.tenant_id = k.t AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+                 UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+                 WHERE (SELECT 1 FROM idempotency_keys i \
+                        WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL",
                 vec![vt, vs, dt, dg, it, ik],
             )]
         }
