@@ -38,7 +38,7 @@ const MAX_STEPS: usize = 8;
 const ACTOR_TENANTS: usize = 16;
 const ACTOR_INVOICES_PER_TENANT: usize = 100;
 /// Target rate while touching every payment once in many-actors.
-const ACTOR_TOUCH_RATE: f64 = 4_000.0;
+const ACTOR_TOUCH_RATE: f64 = 1_500.0;
 
 #[derive(Clone)]
 struct Options {
@@ -175,6 +175,7 @@ async fn ramp(
     start_rate: f64,
     watch: Watch,
     o: &Options,
+    engine_url: Option<&str>,
 ) -> Ramp {
     let mut steps = Vec::new();
     let (mut rate, mut best, mut failed): (f64, Option<f64>, Option<f64>) =
@@ -220,16 +221,7 @@ async fn ramp(
         .fold(0.0, f64::max);
     let at_70 = match best {
         Some(b) => {
-            let step = driver::run_step(
-                client,
-                workload.clone(),
-                next,
-                0.7 * b,
-                o.step,
-                o.in_flight,
-                watch,
-            )
-            .await;
+            let step = measured_step(client, &workload, next, 0.7 * b, watch, o, engine_url).await;
             report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &step);
             Some(step)
         }
@@ -241,6 +233,36 @@ async fn ramp(
         max_sustained_ops,
         at_70,
     }
+}
+
+/// One step, with the engine's commit counters scraped around it.
+async fn measured_step(
+    client: &reqwest::Client,
+    workload: &Arc<dyn Workload>,
+    first: u64,
+    rate: f64,
+    watch: Watch,
+    o: &Options,
+    engine_url: Option<&str>,
+) -> StepResult {
+    let before = match engine_url {
+        Some(url) => driver::counters(client, url).await,
+        None => Default::default(),
+    };
+    let mut step = driver::run_step(
+        client,
+        workload.clone(),
+        first,
+        rate,
+        o.step,
+        o.in_flight,
+        watch,
+    )
+    .await;
+    if let Some(url) = engine_url {
+        step.commit = driver::commit_stats(&before, &driver::counters(client, url).await);
+    }
+    step
 }
 
 struct Database {
@@ -331,6 +353,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
                 postmaster: None,
             },
             &o,
+            None,
         )
         .await;
         println!("{}", noop.json("noop", "none", json!({})));
@@ -402,6 +425,7 @@ async fn run_backend(
                 start_rate(scenario),
                 watch,
                 o,
+                Some(&engine.url),
             )
             .await;
             if scenario.as_str() == "webhooks" {
@@ -484,7 +508,16 @@ async fn baselines(
         postmaster: db.postmaster,
     };
     let label = format!("{backend} webhooks, group commit off");
-    let ablation = ramp(&label, client, workload("webhooks", &seed), 250.0, watch, o).await;
+    let ablation = ramp(
+        &label,
+        client,
+        workload("webhooks", &seed),
+        250.0,
+        watch,
+        o,
+        Some(&engine.url),
+    )
+    .await;
     engine.stop();
     let url = db.url.clone();
     let (step, postmaster) = (o.step, db.postmaster);
@@ -535,7 +568,11 @@ async fn many_actors(
     let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
     let pid = engine.pid();
     let rss_before = procs::rss_mib(pid);
-    let seed = Arc::new(seed);
+    // The restarted engine listens on a new port.
+    let seed = Arc::new(Seed {
+        url: engine.url.clone(),
+        ..seed
+    });
     let count = seed.payment_count();
     let run = format!("actors{}", uuid::Uuid::now_v7().simple());
     let work = Arc::new(scenarios::EveryPayment::new(seed.clone(), run));
@@ -572,18 +609,29 @@ async fn many_actors(
     sampler.abort();
     let samples = samples.lock().unwrap().clone();
     let rss_after = procs::rss_mib(pid);
+    let active: Vec<String> = match client.get(format!("{}/metrics", engine.url)).send().await {
+        Ok(r) => r
+            .text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("payrail_active_actors"))
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
     report::print_step(
         &format!("{backend} many-actors @{ACTOR_TOUCH_RATE:.0}/s"),
         &step,
     );
     eprintln!(
-        "load[{backend}] many-actors: RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after"
+        "load[{backend}] many-actors: RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after; {active:?}"
     );
     println!(
         "{}",
         json!({"bench": "load", "scenario": "many-actors", "backend": backend,
                "payments": count, "seedSeconds": seed_s, "rssMibAfterSeeding": rss_seeded,
-               "rssMibBefore": rss_before, "rssMibAfter": rss_after,
+               "rssMibBefore": rss_before, "rssMibAfter": rss_after, "activeActors": active,
                "step": report::step_json(&step), "rssOverTime": samples})
     );
     engine.stop();

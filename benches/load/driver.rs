@@ -3,7 +3,7 @@
 //! At most `max_in_flight` requests are outstanding; one that finds no free slot when due is
 //! not sent and counts as an error (`not_sent`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -85,6 +85,55 @@ pub struct StepResult {
     pub server_rss_mib: f64,
     /// Webhook outcomes: applied, duplicates, ignored, rejected.
     pub outcomes: [u64; 4],
+    /// Group-commit figures from the engine's `/metrics` over the step (when scraped).
+    pub commit: Option<CommitStats>,
+}
+
+/// Deltas of the engine's commit counters over a step.
+#[derive(Clone, Copy)]
+pub struct CommitStats {
+    pub batches: f64,
+    pub units: f64,
+    pub events: f64,
+    pub commit_ms_total: f64,
+}
+
+impl CommitStats {
+    pub fn units_per_batch(&self) -> f64 {
+        self.units / self.batches.max(1.0)
+    }
+
+    pub fn ms_per_batch(&self) -> f64 {
+        self.commit_ms_total / self.batches.max(1.0)
+    }
+}
+
+/// The engine's unlabelled counters from `/metrics` (empty if unreachable).
+pub async fn counters(client: &reqwest::Client, base_url: &str) -> HashMap<String, f64> {
+    let Ok(response) = client.get(format!("{base_url}/metrics")).send().await else {
+        return HashMap::new();
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            Some((name.to_owned(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+pub fn commit_stats(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+) -> Option<CommitStats> {
+    let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
+    Some(CommitStats {
+        batches: delta("payrail_commit_batches_total")?,
+        units: delta("payrail_commit_units_total")?,
+        events: delta("payrail_commit_events_total")?,
+        commit_ms_total: delta("payrail_commit_duration_microseconds_total")? / 1_000.0,
+    })
 }
 
 impl StepResult {
@@ -232,6 +281,7 @@ pub async fn run_step(
             tally.ignored.load(Ordering::Relaxed),
             tally.rejected.load(Ordering::Relaxed),
         ],
+        commit: None,
     }
 }
 

@@ -23,6 +23,10 @@ pub fn step_json(s: &StepResult) -> Value {
         "webhookOutcomes": {"applied": s.outcomes[0], "duplicates": s.outcomes[1],
                             "ignored": s.outcomes[2], "rejected": s.outcomes[3]},
         "sustained": s.sustained(),
+        "groupCommit": s.commit.map(|c| json!({
+            "batches": c.batches, "unitsPerBatch": round1(c.units_per_batch()),
+            "eventsPerBatch": round1(c.events / c.batches.max(1.0)),
+            "msPerBatch": round3(c.ms_per_batch())})),
     })
 }
 
@@ -53,6 +57,15 @@ pub fn print_step(label: &str, s: &StepResult) {
         s.per_kop(s.client_cpu_s),
         s.server_rss_mib,
     );
+    if let Some(c) = s.commit {
+        eprintln!(
+            "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch",
+            "",
+            c.batches,
+            c.units_per_batch(),
+            c.ms_per_batch()
+        );
+    }
 }
 
 /// One line per series: achieved ops/s (x) against p99 latency in ms (y, log scale).
