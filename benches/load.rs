@@ -51,6 +51,8 @@ struct Options {
     actors: usize,
     in_flight: usize,
     baselines: bool,
+    /// Fixed target rates (requests/s) instead of the doubling ramp.
+    rates: Vec<f64>,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -88,6 +90,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         actors: 100_000,
         in_flight: 1_024,
         baselines: true,
+        rates: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -105,6 +108,12 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--actors" => o.actors = value()?.parse()?,
             "--in-flight" => o.in_flight = value()?.parse()?,
             "--no-baselines" => o.baselines = false,
+            "--rates" => {
+                o.rates = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
             "--role" => role = Some(value()?),
             "--port" => port = value()?.parse()?,
             // `cargo bench` passes `--bench`; anything else unknown is ignored the same way.
@@ -181,17 +190,16 @@ async fn ramp(
     let (mut rate, mut best, mut failed): (f64, Option<f64>, Option<f64>) =
         (start_rate, None, None);
     let mut next = 0u64;
-    for _ in 0..MAX_STEPS {
-        let step = driver::run_step(
-            client,
-            workload.clone(),
-            next,
-            rate,
-            o.step,
-            o.in_flight,
-            watch,
-        )
-        .await;
+    if !o.rates.is_empty() {
+        for &rate in &o.rates {
+            let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
+            next += (rate * o.step.as_secs_f64()) as u64 + 1;
+            report::print_step(&format!("{label} @{rate:.0}/s"), &step);
+            steps.push(step);
+        }
+    }
+    for _ in 0..if o.rates.is_empty() { MAX_STEPS } else { 0 } {
+        let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
         next += (rate * o.step.as_secs_f64()) as u64 + 1;
         report::print_step(&format!("{label} @{rate:.0}/s"), &step);
         let ok = step.sustained();
@@ -202,9 +210,8 @@ async fn ramp(
                 best = Some(rate);
                 rate *= 2.0;
             }
-            (true, _, Some(f)) => {
+            (true, _, Some(_)) => {
                 best = Some(rate);
-                let _ = f;
                 break;
             }
             (false, Some(b), None) if rate / b > 1.3 => {
@@ -219,7 +226,7 @@ async fn ramp(
         .filter(|s| s.sustained())
         .map(StepResult::achieved_ops)
         .fold(0.0, f64::max);
-    let at_70 = match best {
+    let at_70 = match best.filter(|_| o.rates.is_empty()) {
         Some(b) => {
             let step = measured_step(client, &workload, next, 0.7 * b, watch, o, engine_url).await;
             report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &step);
@@ -596,7 +603,8 @@ async fn many_actors(
         server: Some(pid),
         postmaster: db.postmaster,
     };
-    let step = driver::run_step(
+    let before = driver::counters(client, &engine.url).await;
+    let mut step = driver::run_step(
         client,
         work,
         0,
@@ -606,6 +614,7 @@ async fn many_actors(
         watch,
     )
     .await;
+    step.commit = driver::commit_stats(&before, &driver::counters(client, &engine.url).await);
     sampler.abort();
     let samples = samples.lock().unwrap().clone();
     let rss_after = procs::rss_mib(pid);
