@@ -53,6 +53,8 @@ struct Options {
     baselines: bool,
     /// Fixed target rates (requests/s) instead of the doubling ramp.
     rates: Vec<f64>,
+    /// Only redraw the plot from a saved stdout (JSON lines) of an earlier run.
+    plot_from: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -91,6 +93,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         in_flight: 1_024,
         baselines: true,
         rates: Vec::new(),
+        plot_from: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -114,6 +117,7 @@ fn options() -> anyhow::Result<Option<Options>> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?
             }
+            "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
             "--role" => role = Some(value()?),
             "--port" => port = value()?.parse()?,
             // `cargo bench` passes `--bench`; anything else unknown is ignored the same way.
@@ -332,9 +336,15 @@ fn target_dir() -> PathBuf {
 }
 
 async fn run(o: Options) -> anyhow::Result<()> {
-    let binary = procs::payrail_binary()?;
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
+    if let Some(saved) = &o.plot_from {
+        let svg = out_dir.join("load.svg");
+        report::plot(&svg, &report::series_from_json_lines(saved)?)?;
+        eprintln!("load: plot written to {}", svg.display());
+        return Ok(());
+    }
+    let binary = procs::payrail_binary()?;
     let client = driver::client(o.in_flight)?;
     let stub = Stub::start().await?;
     eprintln!(
@@ -371,9 +381,11 @@ async fn run(o: Options) -> anyhow::Result<()> {
         let series = run_backend(backend, &o, &binary, &client, &stub, noop_max).await?;
         plot_series.extend(series);
     }
-    let svg = out_dir.join("load.svg");
-    report::plot(&svg, &plot_series)?;
-    eprintln!("load: plot written to {}", svg.display());
+    if plot_series.iter().any(|(_, points)| !points.is_empty()) {
+        let svg = out_dir.join("load.svg");
+        report::plot(&svg, &plot_series)?;
+        eprintln!("load: plot written to {}", svg.display());
+    }
     Ok(())
 }
 
@@ -384,7 +396,7 @@ async fn run_backend(
     client: &reqwest::Client,
     stub: &Stub,
     noop_max: Option<f64>,
-) -> anyhow::Result<Vec<(String, Vec<(f64, f64)>)>> {
+) -> anyhow::Result<Vec<report::Series>> {
     let dir = tempfile::Builder::new().prefix("payrail-load.").tempdir()?;
     let pg = match backend {
         "postgres" => Some(PgCluster::start()?),

@@ -8,6 +8,9 @@ use serde_json::{json, Value};
 
 use crate::driver::StepResult;
 
+/// A plotted line: its label and (achieved ops/s, p99 ms) points.
+pub type Series = (String, Vec<(f64, f64)>);
+
 pub fn step_json(s: &StepResult) -> Value {
     json!({
         "targetRps": s.target_rps.round(),
@@ -68,8 +71,46 @@ pub fn print_step(label: &str, s: &StepResult) {
     }
 }
 
+/// The plot's series from saved JSON lines (this bench's stdout): one per scenario and backend,
+/// its steps and 70% point as (achieved ops/s, p99 ms).
+pub fn series_from_json_lines(path: &Path) -> anyhow::Result<Vec<Series>> {
+    let mut series = Vec::new();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(steps) = v["steps"].as_array() else {
+            continue;
+        };
+        let point = |s: &Value| {
+            Some((
+                s["achievedOpsPerSec"].as_f64()?,
+                s["latencyMs"]["p99"].as_f64()?,
+            ))
+        };
+        let mut points: Vec<(f64, f64)> = steps
+            .iter()
+            .chain(std::iter::once(&v["at70PctOfMax"]))
+            .filter_map(point)
+            .filter(|p| p.0 > 0.0)
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (scenario, backend) = (
+            v["scenario"].as_str().unwrap_or("?"),
+            v["backend"].as_str().unwrap_or("?"),
+        );
+        let label = match (scenario, backend) {
+            ("noop", _) => "noop (HTTP ceiling)".to_owned(),
+            ("webhooks-group-commit-disabled", b) => format!("{b} webhooks, group commit off"),
+            (s, b) => format!("{b} {s}"),
+        };
+        series.push((label, points));
+    }
+    Ok(series)
+}
+
 /// One line per series: achieved ops/s (x) against p99 latency in ms (y, log scale).
-pub fn plot(path: &Path, series: &[(String, Vec<(f64, f64)>)]) -> anyhow::Result<()> {
+pub fn plot(path: &Path, series: &[Series]) -> anyhow::Result<()> {
     let max_x = series
         .iter()
         .flat_map(|(_, points)| points.iter().map(|p| p.0))
