@@ -55,6 +55,9 @@ struct Options {
     rates: Vec<f64>,
     /// Only redraw the plot from a saved stdout (JSON lines) of an earlier run.
     plot_from: Option<PathBuf>,
+    /// PostgreSQL settings (`name=value`) for the benchmark databases, e.g. to try
+    /// `plan_cache_mode=force_custom_plan` without rebuilding the engine.
+    pg_settings: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -94,6 +97,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         baselines: true,
         rates: Vec::new(),
         plot_from: None,
+        pg_settings: Vec::new(),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -117,6 +121,7 @@ fn options() -> anyhow::Result<Option<Options>> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?
             }
+            "--pg-set" => o.pg_settings.push(value()?),
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
             "--role" => role = Some(value()?),
             "--port" => port = value()?.parse()?,
@@ -282,10 +287,15 @@ struct Database {
 }
 
 /// A fresh database on the backend: a new SQLite file, or a new database in the cluster.
-fn fresh_database(pg: Option<&PgCluster>, dir: &Path, name: &str) -> anyhow::Result<Database> {
+fn fresh_database(
+    pg: Option<&PgCluster>,
+    dir: &Path,
+    name: &str,
+    o: &Options,
+) -> anyhow::Result<Database> {
     Ok(match pg {
         Some(cluster) => Database {
-            url: cluster.create_database(name)?,
+            url: cluster.create_database(name, &o.pg_settings)?,
             postmaster: Some(cluster.postmaster_pid()),
         },
         None => Database {
@@ -411,7 +421,7 @@ async fn run_backend(
         .collect();
     let mut webhook_max = None;
     if !http_scenarios.is_empty() {
-        let db = fresh_database(pg.as_ref(), dir.path(), "payrail_load")?;
+        let db = fresh_database(pg.as_ref(), dir.path(), "payrail_load", o)?;
         let engine = Engine::start(
             binary,
             &db.url,
@@ -511,7 +521,7 @@ async fn baselines(
     pg: Option<&PgCluster>,
     dir: &Path,
 ) -> anyhow::Result<(Ramp, baseline::BaselineResult)> {
-    let db = fresh_database(pg, dir, "payrail_load_nobatch")?;
+    let db = fresh_database(pg, dir, "payrail_load_nobatch", o)?;
     let env = [("PAYRAIL_COMMIT_BATCH_MAX_UNITS", "1".to_owned())];
     let engine = Engine::start(
         binary,
@@ -564,7 +574,7 @@ async fn many_actors(
     pg: Option<&PgCluster>,
     dir: &Path,
 ) -> anyhow::Result<()> {
-    let db = fresh_database(pg, dir, "payrail_load_actors")?;
+    let db = fresh_database(pg, dir, "payrail_load_actors", o)?;
     let log = dir.join("engine-actors.log");
     let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
     let t0 = Instant::now();

@@ -298,12 +298,18 @@ impl PgCluster {
             .unwrap_or(0)
     }
 
-    /// A fresh, empty database in this cluster.
-    pub fn create_database(&self, name: &str) -> anyhow::Result<String> {
+    /// A fresh, empty database in this cluster, with `settings` (`name=value`) as its defaults.
+    pub fn create_database(&self, name: &str, settings: &[String]) -> anyhow::Result<String> {
         use diesel::connection::SimpleConnection;
         use diesel::Connection;
         let mut conn = diesel::PgConnection::establish(&self.url("postgres"))?;
         conn.batch_execute(&format!("CREATE DATABASE {name}"))?;
+        for setting in settings {
+            let (key, value) = setting
+                .split_once('=')
+                .context("--pg-set takes name=value")?;
+            conn.batch_execute(&format!("ALTER DATABASE {name} SET {key} = '{value}'"))?;
+        }
         Ok(self.url(name))
     }
 }
