@@ -473,6 +473,9 @@ async fn run_backend(
         };
         for (scenario, r) in &ramps {
             let mut extra = json!({});
+            if pg.is_some() && !o.pg_settings.is_empty() {
+                extra["pgSettings"] = json!(o.pg_settings);
+            }
             if let (Some(noop), true) = (noop_max, scenario.as_str() != "webhooks-batch") {
                 extra["vsNoopHttpCeiling"] = json!(r.max_sustained_ops / noop.max(1.0));
             }
