@@ -1,0 +1,673 @@
+//! End-to-end load benchmark: the release `payrail` binary on SQLite or a throwaway PostgreSQL
+//! 15, driven over loopback HTTP by an open-loop generator at rising target rates.
+//!
+//! `cargo bench --bench load -- --scenario webhooks --backend sqlite --duration 5s`
+//! Scenarios: webhooks, webhooks-batch, payments, mixed, many-actors (comma-separated, or all).
+//! Baselines in the same run: a no-op actix-web handler (HTTP ceiling), the engine with group
+//! commit disabled (`PAYRAIL_COMMIT_BATCH_MAX_UNITS=1`) and one SQL transaction per event.
+//! Prints one JSON line per scenario on stdout and writes `<target>/bench/load.svg`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "load/baseline.rs"]
+mod baseline;
+#[path = "load/driver.rs"]
+mod driver;
+#[path = "load/procs.rs"]
+mod procs;
+#[path = "load/report.rs"]
+mod report;
+#[path = "load/scenarios.rs"]
+mod scenarios;
+#[path = "load/stub.rs"]
+mod stub;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use driver::{StepResult, Watch, Workload};
+use procs::{Engine, PgCluster, Stub};
+use scenarios::Seed;
+
+/// Steps per ramp, at most (doubling, one bisection, then the 70% point).
+const MAX_STEPS: usize = 8;
+/// Tenants and invoices of the many-actors seed (payments spread round robin over them).
+const ACTOR_TENANTS: usize = 16;
+const ACTOR_INVOICES_PER_TENANT: usize = 100;
+/// Target rate while touching every payment once in many-actors.
+const ACTOR_TOUCH_RATE: f64 = 1_500.0;
+
+#[derive(Clone)]
+struct Options {
+    scenarios: Vec<String>,
+    backends: Vec<String>,
+    step: Duration,
+    tenants: usize,
+    invoices: usize,
+    payments: usize,
+    actors: usize,
+    in_flight: usize,
+    baselines: bool,
+    /// Fixed target rates (requests/s) instead of the doubling ramp.
+    rates: Vec<f64>,
+    /// Only redraw the plot from a saved stdout (JSON lines) of an earlier run.
+    plot_from: Option<PathBuf>,
+    /// PostgreSQL settings (`name=value`) for the benchmark databases, e.g. to try
+    /// `plan_cache_mode=force_custom_plan` without rebuilding the engine.
+    pg_settings: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Ok(Duration::from_millis(ms.parse()?));
+    }
+    Ok(Duration::from_secs_f64(s.trim_end_matches('s').parse()?))
+}
+
+fn list(s: &str, all: &[&str]) -> Vec<String> {
+    if s == "all" {
+        all.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        s.split(',').map(str::to_owned).collect()
+    }
+}
+
+const ALL_SCENARIOS: &[&str] = &[
+    "webhooks",
+    "webhooks-batch",
+    "payments",
+    "mixed",
+    "many-actors",
+];
+
+/// Options, or `None` when this process is the stub server (already run).
+fn options() -> anyhow::Result<Option<Options>> {
+    let mut o = Options {
+        scenarios: list("all", ALL_SCENARIOS),
+        backends: vec!["sqlite".into(), "postgres".into()],
+        step: Duration::from_secs(4),
+        tenants: 8,
+        invoices: 16,
+        payments: 500,
+        actors: 100_000,
+        in_flight: 1_024,
+        baselines: true,
+        rates: Vec::new(),
+        plot_from: None,
+        pg_settings: Vec::new(),
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut role = None;
+    let mut port = 0u16;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().context(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--scenario" => o.scenarios = list(&value()?, ALL_SCENARIOS),
+            "--backend" => o.backends = list(&value()?, &["sqlite", "postgres"]),
+            "--duration" => o.step = parse_duration(&value()?)?,
+            "--tenants" => o.tenants = value()?.parse()?,
+            "--invoices" => o.invoices = value()?.parse()?,
+            "--payments" => o.payments = value()?.parse()?,
+            "--actors" => o.actors = value()?.parse()?,
+            "--in-flight" => o.in_flight = value()?.parse()?,
+            "--no-baselines" => o.baselines = false,
+            "--rates" => {
+                o.rates = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--pg-set" => o.pg_settings.push(value()?),
+            "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
+            "--role" => role = Some(value()?),
+            "--port" => port = value()?.parse()?,
+            // `cargo bench` passes `--bench`; anything else unknown is ignored the same way.
+            _ => {}
+        }
+    }
+    for s in &o.scenarios {
+        if !ALL_SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s}; known: {ALL_SCENARIOS:?}");
+        }
+    }
+    if role.as_deref() == Some("stub") {
+        stub::serve(port)?;
+        return Ok(None);
+    }
+    Ok(Some(o))
+}
+
+fn main() -> anyhow::Result<()> {
+    let Some(options) = options()? else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(options))
+}
+
+/// A ramp's outcome: every step, the highest sustained rate and the 70% step.
+struct Ramp {
+    label: String,
+    steps: Vec<StepResult>,
+    max_sustained_ops: f64,
+    at_70: Option<StepResult>,
+}
+
+impl Ramp {
+    fn json(&self, scenario: &str, backend: &str, extra: Value) -> Value {
+        json!({
+            "bench": "load", "scenario": scenario, "backend": backend,
+            "steps": self.steps.iter().map(report::step_json).collect::<Vec<_>>(),
+            "maxSustainedOpsPerSec": self.max_sustained_ops.round(),
+            "at70PctOfMax": self.at_70.as_ref().map(report::step_json),
+            "extra": extra,
+        })
+    }
+
+    fn points(&self) -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = self
+            .steps
+            .iter()
+            .chain(self.at_70.as_ref())
+            .filter(|s| s.ok_requests > 0)
+            .map(|s| (s.achieved_ops(), s.ms(0.99)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
+    }
+}
+
+/// Doubles the rate until a step is not sustained, bisects once, then runs at 70% of the
+/// highest sustained rate.
+async fn ramp(
+    label: &str,
+    client: &reqwest::Client,
+    workload: Arc<dyn Workload>,
+    start_rate: f64,
+    watch: Watch,
+    o: &Options,
+    engine_url: Option<&str>,
+) -> Ramp {
+    let mut steps = Vec::new();
+    let (mut rate, mut best, mut failed): (f64, Option<f64>, Option<f64>) =
+        (start_rate, None, None);
+    let mut next = 0u64;
+    if !o.rates.is_empty() {
+        for &rate in &o.rates {
+            let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
+            next += (rate * o.step.as_secs_f64()) as u64 + 1;
+            report::print_step(&format!("{label} @{rate:.0}/s"), &step);
+            steps.push(step);
+        }
+    }
+    for _ in 0..if o.rates.is_empty() { MAX_STEPS } else { 0 } {
+        let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
+        next += (rate * o.step.as_secs_f64()) as u64 + 1;
+        report::print_step(&format!("{label} @{rate:.0}/s"), &step);
+        let ok = step.sustained();
+        steps.push(step);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        match (ok, best, failed) {
+            (true, _, None) => {
+                best = Some(rate);
+                rate *= 2.0;
+            }
+            (true, _, Some(_)) => {
+                best = Some(rate);
+                break;
+            }
+            (false, Some(b), None) if rate / b > 1.3 => {
+                failed = Some(rate);
+                rate = (b + rate) / 2.0;
+            }
+            _ => break,
+        }
+    }
+    let max_sustained_ops = steps
+        .iter()
+        .filter(|s| s.sustained())
+        .map(StepResult::achieved_ops)
+        .fold(0.0, f64::max);
+    let at_70 = match best.filter(|_| o.rates.is_empty()) {
+        Some(b) => {
+            let step = measured_step(client, &workload, next, 0.7 * b, watch, o, engine_url).await;
+            report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &step);
+            Some(step)
+        }
+        None => None,
+    };
+    Ramp {
+        label: label.to_owned(),
+        steps,
+        max_sustained_ops,
+        at_70,
+    }
+}
+
+/// One step, with the engine's commit counters scraped around it.
+async fn measured_step(
+    client: &reqwest::Client,
+    workload: &Arc<dyn Workload>,
+    first: u64,
+    rate: f64,
+    watch: Watch,
+    o: &Options,
+    engine_url: Option<&str>,
+) -> StepResult {
+    let before = match engine_url {
+        Some(url) => driver::counters(client, url).await,
+        None => Default::default(),
+    };
+    let mut step = driver::run_step(
+        client,
+        workload.clone(),
+        first,
+        rate,
+        o.step,
+        o.in_flight,
+        watch,
+    )
+    .await;
+    if let Some(url) = engine_url {
+        step.commit = driver::commit_stats(&before, &driver::counters(client, url).await);
+    }
+    step
+}
+
+struct Database {
+    url: String,
+    postmaster: Option<u32>,
+}
+
+/// A fresh database on the backend: a new SQLite file, or a new database in the cluster.
+fn fresh_database(
+    pg: Option<&PgCluster>,
+    dir: &Path,
+    name: &str,
+    o: &Options,
+) -> anyhow::Result<Database> {
+    Ok(match pg {
+        Some(cluster) => Database {
+            url: cluster.create_database(name, &o.pg_settings)?,
+            postmaster: Some(cluster.postmaster_pid()),
+        },
+        None => Database {
+            url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
+            postmaster: None,
+        },
+    })
+}
+
+fn start_rate(scenario: &str) -> f64 {
+    match scenario {
+        "webhooks-batch" => 20.0,
+        "payments" => 500.0,
+        _ => 1_000.0,
+    }
+}
+
+fn workload(scenario: &str, seed: &Arc<Seed>) -> Arc<dyn Workload> {
+    let run = format!(
+        "{}{}",
+        scenario.replace('-', ""),
+        uuid::Uuid::now_v7().simple()
+    );
+    let webhooks = scenarios::Webhooks {
+        seed: seed.clone(),
+        run: run.clone(),
+    };
+    let payments = scenarios::Payments {
+        seed: seed.clone(),
+        run: run.clone(),
+    };
+    match scenario {
+        "webhooks" => Arc::new(webhooks),
+        "webhooks-batch" => Arc::new(scenarios::WebhookBatches {
+            seed: seed.clone(),
+            run,
+        }),
+        "payments" => Arc::new(payments),
+        _ => Arc::new(scenarios::Mixed { webhooks, payments }),
+    }
+}
+
+fn target_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+async fn run(o: Options) -> anyhow::Result<()> {
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    if let Some(saved) = &o.plot_from {
+        let svg = out_dir.join("load.svg");
+        report::plot(&svg, &report::series_from_json_lines(saved)?)?;
+        eprintln!("load: plot written to {}", svg.display());
+        return Ok(());
+    }
+    let binary = procs::payrail_binary()?;
+    let client = driver::client(o.in_flight)?;
+    let stub = Stub::start().await?;
+    eprintln!(
+        "load: {} on {} (steps of {:?}, ≤{} in flight); stub at {}",
+        o.scenarios.join(","),
+        o.backends.join(","),
+        o.step,
+        o.in_flight,
+        stub.url
+    );
+    let mut plot_series = Vec::new();
+    let mut noop_max = None;
+    if o.baselines {
+        let noop = ramp(
+            "noop (HTTP ceiling)",
+            &client,
+            Arc::new(scenarios::Noop {
+                url: stub.url.clone(),
+            }),
+            2_000.0,
+            Watch {
+                server: Some(stub.pid()),
+                postmaster: None,
+            },
+            &o,
+            None,
+        )
+        .await;
+        println!("{}", noop.json("noop", "none", json!({})));
+        noop_max = Some(noop.max_sustained_ops);
+        plot_series.push((noop.label.clone(), noop.points()));
+    }
+    for backend in &o.backends {
+        let series = run_backend(backend, &o, &binary, &client, &stub, noop_max).await?;
+        plot_series.extend(series);
+    }
+    if plot_series.iter().any(|(_, points)| !points.is_empty()) {
+        let svg = out_dir.join("load.svg");
+        report::plot(&svg, &plot_series)?;
+        eprintln!("load: plot written to {}", svg.display());
+    }
+    Ok(())
+}
+
+async fn run_backend(
+    backend: &str,
+    o: &Options,
+    binary: &Path,
+    client: &reqwest::Client,
+    stub: &Stub,
+    noop_max: Option<f64>,
+) -> anyhow::Result<Vec<report::Series>> {
+    let dir = tempfile::Builder::new().prefix("payrail-load.").tempdir()?;
+    let pg = match backend {
+        "postgres" => Some(PgCluster::start()?),
+        "sqlite" => None,
+        other => bail!("unknown backend {other}"),
+    };
+    let mut series = Vec::new();
+    let http_scenarios: Vec<&String> = o
+        .scenarios
+        .iter()
+        .filter(|s| s.as_str() != "many-actors")
+        .collect();
+    let mut webhook_max = None;
+    if !http_scenarios.is_empty() {
+        let db = fresh_database(pg.as_ref(), dir.path(), "payrail_load", o)?;
+        let engine = Engine::start(
+            binary,
+            &db.url,
+            &stub.url,
+            &[],
+            &dir.path().join("engine.log"),
+        )
+        .await?;
+        let t0 = Instant::now();
+        let seed = Arc::new(
+            scenarios::seed(client, &engine.url, o.tenants, o.invoices, o.payments).await?,
+        );
+        eprintln!(
+            "load[{backend}]: seeded {} tenants, {} payments in {:.1}s",
+            o.tenants,
+            seed.payment_count(),
+            t0.elapsed().as_secs_f64()
+        );
+        let watch = Watch {
+            server: Some(engine.pid()),
+            postmaster: db.postmaster,
+        };
+        let mut ramps = Vec::new();
+        for scenario in &http_scenarios {
+            let label = format!("{backend} {scenario}");
+            let r = ramp(
+                &label,
+                client,
+                workload(scenario, &seed),
+                start_rate(scenario),
+                watch,
+                o,
+                Some(&engine.url),
+            )
+            .await;
+            if scenario.as_str() == "webhooks" {
+                webhook_max = Some(r.max_sustained_ops);
+            }
+            series.push((r.label.clone(), r.points()));
+            ramps.push(((*scenario).clone(), r));
+        }
+        engine.stop();
+        let baselines = if o.baselines && webhook_max.is_some() {
+            let b = baselines(backend, o, binary, client, stub, pg.as_ref(), dir.path()).await?;
+            series.push((b.0.label.clone(), b.0.points()));
+            Some(b)
+        } else {
+            None
+        };
+        for (scenario, r) in &ramps {
+            let mut extra = json!({});
+            if pg.is_some() && !o.pg_settings.is_empty() {
+                extra["pgSettings"] = json!(o.pg_settings);
+            }
+            if let (Some(noop), true) = (noop_max, scenario.as_str() != "webhooks-batch") {
+                extra["vsNoopHttpCeiling"] = json!(r.max_sustained_ops / noop.max(1.0));
+            }
+            if let Some((ablation, direct)) = &baselines {
+                if scenario.starts_with("webhooks") {
+                    extra["vsGroupCommitDisabled"] =
+                        json!(r.max_sustained_ops / ablation.max_sustained_ops.max(1.0));
+                    extra["vsOneTxPerEventSql"] =
+                        json!(r.max_sustained_ops / direct.ops_per_s.max(1.0));
+                }
+            }
+            println!("{}", r.json(scenario, backend, extra));
+        }
+        if let Some((ablation, direct)) = &baselines {
+            println!(
+                "{}",
+                ablation.json(
+                    "webhooks-group-commit-disabled",
+                    backend,
+                    json!({"PAYRAIL_COMMIT_BATCH_MAX_UNITS": 1})
+                )
+            );
+            println!(
+                "{}",
+                json!({"bench": "load", "scenario": "one-tx-per-event-sql", "backend": backend,
+                       "callers": baseline::CALLERS, "opsPerSec": direct.ops_per_s.round(),
+                       "p50Ms": direct.p50_ms, "p99Ms": direct.p99_ms,
+                       "postgresCpuMsPer1kOps": direct.db_cpu_ms_per_kop})
+            );
+        }
+    }
+    if o.scenarios.iter().any(|s| s == "many-actors") {
+        many_actors(backend, o, binary, client, stub, pg.as_ref(), dir.path()).await?;
+    }
+    drop(pg);
+    Ok(series)
+}
+
+/// (c) the engine with group commit disabled, and (b) one SQL transaction per event.
+async fn baselines(
+    backend: &str,
+    o: &Options,
+    binary: &Path,
+    client: &reqwest::Client,
+    stub: &Stub,
+    pg: Option<&PgCluster>,
+    dir: &Path,
+) -> anyhow::Result<(Ramp, baseline::BaselineResult)> {
+    let db = fresh_database(pg, dir, "payrail_load_nobatch", o)?;
+    let env = [("PAYRAIL_COMMIT_BATCH_MAX_UNITS", "1".to_owned())];
+    let engine = Engine::start(
+        binary,
+        &db.url,
+        &stub.url,
+        &env,
+        &dir.join("engine-nobatch.log"),
+    )
+    .await?;
+    let seed = Arc::new(scenarios::seed(client, &engine.url, o.tenants, 4, o.payments / 4).await?);
+    let watch = Watch {
+        server: Some(engine.pid()),
+        postmaster: db.postmaster,
+    };
+    let label = format!("{backend} webhooks, group commit off");
+    let ablation = ramp(
+        &label,
+        client,
+        workload("webhooks", &seed),
+        250.0,
+        watch,
+        o,
+        Some(&engine.url),
+    )
+    .await;
+    engine.stop();
+    let url = db.url.clone();
+    let (step, postmaster) = (o.step, db.postmaster);
+    let direct =
+        tokio::task::spawn_blocking(move || baseline::run(&url, step, postmaster)).await??;
+    eprintln!(
+        "{backend} one tx per event (SQL, K={}): {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  db cpu {:.3} s/1k ops",
+        baseline::CALLERS,
+        direct.ops_per_s,
+        direct.p50_ms,
+        direct.p99_ms,
+        direct.db_cpu_ms_per_kop / 1_000.0
+    );
+    Ok((ablation, direct))
+}
+
+/// Seeds `actors` payments, restarts the engine so none is live, then sends one webhook to each
+/// and follows the engine's RSS.
+async fn many_actors(
+    backend: &str,
+    o: &Options,
+    binary: &Path,
+    client: &reqwest::Client,
+    stub: &Stub,
+    pg: Option<&PgCluster>,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let db = fresh_database(pg, dir, "payrail_load_actors", o)?;
+    let log = dir.join("engine-actors.log");
+    let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
+    let t0 = Instant::now();
+    let per_tenant = o.actors.div_ceil(ACTOR_TENANTS);
+    let seed = scenarios::seed(
+        client,
+        &engine.url,
+        ACTOR_TENANTS,
+        ACTOR_INVOICES_PER_TENANT,
+        per_tenant,
+    )
+    .await?;
+    let seed_s = t0.elapsed().as_secs_f64();
+    let rss_seeded = procs::rss_mib(engine.pid());
+    eprintln!(
+        "load[{backend}] many-actors: seeded {} payments in {seed_s:.1}s (RSS {rss_seeded:.0} MiB); restarting",
+        seed.payment_count()
+    );
+    engine.stop();
+    let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
+    let pid = engine.pid();
+    let rss_before = procs::rss_mib(pid);
+    // The restarted engine listens on a new port.
+    let seed = Arc::new(Seed {
+        url: engine.url.clone(),
+        ..seed
+    });
+    let count = seed.payment_count();
+    let run = format!("actors{}", uuid::Uuid::now_v7().simple());
+    let work = Arc::new(scenarios::EveryPayment::new(seed.clone(), run));
+    let samples: Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Arc::default();
+    let sampler = {
+        let samples = samples.clone();
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                let sample = (
+                    start.elapsed().as_secs_f64().round(),
+                    procs::rss_mib(pid).round(),
+                );
+                samples.lock().unwrap().push(sample);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    let duration = Duration::from_secs_f64(count as f64 / ACTOR_TOUCH_RATE);
+    let watch = Watch {
+        server: Some(pid),
+        postmaster: db.postmaster,
+    };
+    let before = driver::counters(client, &engine.url).await;
+    let mut step = driver::run_step(
+        client,
+        work,
+        0,
+        ACTOR_TOUCH_RATE,
+        duration,
+        o.in_flight,
+        watch,
+    )
+    .await;
+    step.commit = driver::commit_stats(&before, &driver::counters(client, &engine.url).await);
+    sampler.abort();
+    let samples = samples.lock().unwrap().clone();
+    let rss_after = procs::rss_mib(pid);
+    let active: Vec<String> = match client.get(format!("{}/metrics", engine.url)).send().await {
+        Ok(r) => r
+            .text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("payrail_active_actors"))
+            .map(str::to_owned)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    report::print_step(
+        &format!("{backend} many-actors @{ACTOR_TOUCH_RATE:.0}/s"),
+        &step,
+    );
+    eprintln!(
+        "load[{backend}] many-actors: RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after; {active:?}"
+    );
+    println!(
+        "{}",
+        json!({"bench": "load", "scenario": "many-actors", "backend": backend,
+               "payments": count, "seedSeconds": seed_s, "rssMibAfterSeeding": rss_seeded,
+               "rssMibBefore": rss_before, "rssMibAfter": rss_after, "activeActors": active,
+               "step": report::step_json(&step), "rssOverTime": samples})
+    );
+    engine.stop();
+    Ok(())
+}

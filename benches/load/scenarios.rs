@@ -1,0 +1,375 @@
+//! What the load is made of: seeding tenants, invoices and payments through the public API, and
+//! the request mix of each scenario. Requests are pure functions of their number, so a duplicate
+//! webhook is the exact body of an earlier one.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use futures::{stream, StreamExt};
+use payrail::gateway::signature::{sign, SIGNATURE_HEADER};
+use serde_json::{json, Value};
+
+use crate::driver::{Method, Req, Workload};
+use crate::procs::ADMIN_TOKEN;
+use crate::stub::reference_for;
+
+/// Requests in flight while seeding.
+const SEED_CONCURRENCY: usize = 128;
+/// Each seeded invoice is large enough never to be paid off by the load (amounts in cents).
+const INVOICE_TOTAL: i64 = 1_000_000_000_000;
+/// Amount of every seeded payment, and of the webhooks about it.
+pub const PAYMENT_AMOUNT: i64 = 1_000;
+/// Events per `webhooks-batch` request.
+pub const BATCH_EVENTS: u64 = 100;
+/// One webhook in this many is a re-send of a recent one (20% duplicates).
+const DUPLICATE_EVERY: u64 = 5;
+/// How far back (in the tenant's own events, ×5) a duplicate reaches.
+const DUPLICATE_WINDOW: u64 = 20;
+
+pub struct Tenant {
+    pub id: String,
+    pub key: String,
+    pub secret: String,
+    pub invoices: Vec<String>,
+    pub payments: Vec<String>,
+}
+
+pub struct Seed {
+    pub url: String,
+    pub tenants: Vec<Tenant>,
+}
+
+impl Seed {
+    pub fn payment_count(&self) -> usize {
+        self.tenants.iter().map(|t| t.payments.len()).sum()
+    }
+}
+
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Value,
+    idempotency_key: Option<String>,
+) -> anyhow::Result<Value> {
+    let mut request = client.post(url).bearer_auth(token).json(&body);
+    if let Some(key) = idempotency_key {
+        request = request.header("Idempotency-Key", key);
+    }
+    let mut last = String::new();
+    // Seeding must not fail on a transient 503 (bounded queues): retry a few times.
+    for _ in 0..20 {
+        let response = request
+            .try_clone()
+            .context("cloning a request")?
+            .send()
+            .await?;
+        let status = response.status();
+        let value: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            return Ok(value);
+        }
+        last = format!("{status}: {value}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bail!("POST {url} failed: {last}")
+}
+
+fn invoice_body() -> Value {
+    json!({"customerName": "Load Test", "currency": "USD", "finalize": true,
+           "lineItems": [{"description": "Usage", "quantity": 1, "unitAmount": INVOICE_TOTAL}]})
+}
+
+pub fn payment_body(invoice: &str, amount: i64) -> Value {
+    json!({"invoiceId": invoice, "amount": amount,
+           "paymentMethod": {"type": "card", "token": "tok_visa"}})
+}
+
+/// Creates `tenants` tenants, each with `invoices` open invoices and `payments` payments
+/// (round robin over its invoices), all through the HTTP API.
+pub async fn seed(
+    client: &reqwest::Client,
+    url: &str,
+    tenants: usize,
+    invoices: usize,
+    payments: usize,
+) -> anyhow::Result<Seed> {
+    let mut seeded = Vec::with_capacity(tenants);
+    for n in 0..tenants {
+        let t = post_json(
+            client,
+            &format!("{url}/api/tenants"),
+            ADMIN_TOKEN,
+            json!({"name": format!("load-{n}")}),
+            None,
+        )
+        .await?;
+        let field = |v: &Value| v.as_str().map(str::to_owned).context("tenant field");
+        seeded.push(Tenant {
+            id: field(&t["id"])?,
+            key: field(&t["apiKey"]["key"])?,
+            secret: field(&t["webhookSecret"])?,
+            invoices: Vec::new(),
+            payments: Vec::new(),
+        });
+    }
+    let jobs: Vec<(usize, usize)> = (0..tenants)
+        .flat_map(|t| (0..invoices).map(move |i| (t, i)))
+        .collect();
+    let created: Vec<anyhow::Result<(usize, String)>> = stream::iter(jobs)
+        .map(|(t, _)| {
+            let key = seeded[t].key.clone();
+            async move {
+                let v = post_json(
+                    client,
+                    &format!("{url}/api/invoices"),
+                    &key,
+                    invoice_body(),
+                    None,
+                )
+                .await?;
+                Ok((t, v["id"].as_str().context("invoice id")?.to_owned()))
+            }
+        })
+        .buffer_unordered(SEED_CONCURRENCY)
+        .collect()
+        .await;
+    for result in created {
+        let (t, id) = result?;
+        seeded[t].invoices.push(id);
+    }
+    let jobs: Vec<(usize, String)> = (0..tenants)
+        .flat_map(|t| {
+            let invoices = seeded[t].invoices.clone();
+            (0..payments).map(move |p| (t, invoices[p % invoices.len()].clone()))
+        })
+        .collect();
+    let created: Vec<anyhow::Result<(usize, String)>> = stream::iter(jobs.into_iter().enumerate())
+        .map(|(n, (t, invoice))| {
+            let key = seeded[t].key.clone();
+            async move {
+                let v = post_json(
+                    client,
+                    &format!("{url}/api/payments"),
+                    &key,
+                    payment_body(&invoice, PAYMENT_AMOUNT),
+                    Some(format!("seed-{n}")),
+                )
+                .await?;
+                Ok((t, v["id"].as_str().context("payment id")?.to_owned()))
+            }
+        })
+        .buffer_unordered(SEED_CONCURRENCY)
+        .collect()
+        .await;
+    for result in created {
+        let (t, id) = result?;
+        seeded[t].payments.push(id);
+    }
+    Ok(Seed {
+        url: url.to_owned(),
+        tenants: seeded,
+    })
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Event `k` of a tenant's stream of webhooks: payments in turn; on its first two visits a
+/// payment gets `processing` and `succeeded` — in that order for even payments, reversed for
+/// odd ones — and later visits alternate the two (stale, hence ignored but still deduplicated).
+fn event(tenant: &Tenant, run: &str, k: u64) -> Value {
+    let count = tenant.payments.len() as u64;
+    let p = (k % count) as usize;
+    let round = k / count;
+    let reversed = p % 2 == 1;
+    let succeeded = match round {
+        0 => reversed,
+        1 => !reversed,
+        r => r % 2 == 1,
+    };
+    let payment = &tenant.payments[p];
+    let mut data = json!({"paymentId": payment, "gatewayReference": reference_for(payment)});
+    let kind = if succeeded {
+        data["amount"] = json!(PAYMENT_AMOUNT);
+        data["currency"] = json!("USD");
+        "payment.succeeded"
+    } else {
+        "payment.processing"
+    };
+    json!({"id": format!("evt_gw_{run}_{k}"), "type": kind, "account": tenant.id,
+           "created": now_secs(), "data": data})
+}
+
+/// One event in `DUPLICATE_EVERY` repeats a recent one of the same tenant.
+fn event_number(k: u64) -> u64 {
+    if k % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 {
+        k.saturating_sub(DUPLICATE_EVERY * ((k / DUPLICATE_EVERY) % DUPLICATE_WINDOW) + 1)
+    } else {
+        k
+    }
+}
+
+fn signed(seed: &Seed, tenant: &Tenant, body: Vec<u8>, ops: u64) -> Req {
+    let signature = sign(&tenant.secret, now_secs(), &body);
+    Req {
+        method: Method::Post,
+        url: format!("{}/api/webhooks/payments", seed.url),
+        headers: vec![(SIGNATURE_HEADER, signature)],
+        body: Some(body),
+        ops,
+        webhook: true,
+    }
+}
+
+/// `webhooks`: one signed event per request, tenants in turn.
+pub struct Webhooks {
+    pub seed: Arc<Seed>,
+    pub run: String,
+}
+
+impl Workload for Webhooks {
+    fn request(&self, i: u64) -> Req {
+        let tenants = self.seed.tenants.len() as u64;
+        let tenant = &self.seed.tenants[(i % tenants) as usize];
+        let k = event_number(i / tenants);
+        let body = serde_json::to_vec(&event(tenant, &self.run, k)).unwrap_or_default();
+        signed(&self.seed, tenant, body, 1)
+    }
+}
+
+/// `webhooks-batch`: `BATCH_EVENTS` events of one tenant per request.
+pub struct WebhookBatches {
+    pub seed: Arc<Seed>,
+    pub run: String,
+}
+
+impl Workload for WebhookBatches {
+    fn request(&self, i: u64) -> Req {
+        let tenants = self.seed.tenants.len() as u64;
+        let tenant = &self.seed.tenants[(i % tenants) as usize];
+        let first = (i / tenants) * BATCH_EVENTS;
+        let events: Vec<Value> = (first..first + BATCH_EVENTS)
+            .map(|k| event(tenant, &self.run, event_number(k)))
+            .collect();
+        let body = serde_json::to_vec(&json!({"account": tenant.id, "events": events}))
+            .unwrap_or_default();
+        signed(&self.seed, tenant, body, BATCH_EVENTS)
+    }
+}
+
+/// `payments`: `POST /api/payments` with a fresh Idempotency-Key, invoices in turn.
+pub struct Payments {
+    pub seed: Arc<Seed>,
+    pub run: String,
+}
+
+impl Workload for Payments {
+    fn request(&self, i: u64) -> Req {
+        let tenants = self.seed.tenants.len() as u64;
+        let tenant = &self.seed.tenants[(i % tenants) as usize];
+        let invoice = &tenant.invoices[((i / tenants) % tenant.invoices.len() as u64) as usize];
+        let body = serde_json::to_vec(&payment_body(invoice, 100)).unwrap_or_default();
+        Req {
+            method: Method::Post,
+            url: format!("{}/api/payments", self.seed.url),
+            headers: vec![
+                ("Authorization", format!("Bearer {}", tenant.key)),
+                ("Idempotency-Key", format!("{}-{i}", self.run)),
+            ],
+            body: Some(body),
+            ops: 1,
+            webhook: false,
+        }
+    }
+}
+
+/// `mixed`: 50% webhooks, 30% payments, 10% invoice list pages, 10% payment timelines.
+pub struct Mixed {
+    pub webhooks: Webhooks,
+    pub payments: Payments,
+}
+
+impl Workload for Mixed {
+    fn request(&self, i: u64) -> Req {
+        let seed = &self.webhooks.seed;
+        let tenant = &seed.tenants[(i % seed.tenants.len() as u64) as usize];
+        let read = |url: String| Req {
+            method: Method::Get,
+            url,
+            headers: vec![("Authorization", format!("Bearer {}", tenant.key))],
+            body: None,
+            ops: 1,
+            webhook: false,
+        };
+        match i % 10 {
+            0..=4 => self.webhooks.request(i),
+            5..=7 => self.payments.request(i),
+            8 => read(format!("{}/api/invoices?page=1&pageSize=10", seed.url)),
+            _ => {
+                let p = &tenant.payments[((i / 10) % tenant.payments.len() as u64) as usize];
+                read(format!("{}/api/payments/{p}/timeline", seed.url))
+            }
+        }
+    }
+}
+
+/// `many-actors`: one `payment.succeeded` for each seeded payment, every payment once.
+pub struct EveryPayment {
+    pub seed: Arc<Seed>,
+    pub run: String,
+    /// (tenant index, payment index) in sending order.
+    pub order: Vec<(usize, usize)>,
+}
+
+impl EveryPayment {
+    pub fn new(seed: Arc<Seed>, run: String) -> Self {
+        let longest = seed.tenants.iter().map(|t| t.payments.len()).max();
+        let order = (0..longest.unwrap_or(0))
+            .flat_map(|p| {
+                let seed = seed.clone();
+                (0..seed.tenants.len())
+                    .filter(move |&t| p < seed.tenants[t].payments.len())
+                    .map(move |t| (t, p))
+            })
+            .collect();
+        EveryPayment { seed, run, order }
+    }
+}
+
+impl Workload for EveryPayment {
+    fn request(&self, i: u64) -> Req {
+        let (t, p) = self.order[(i % self.order.len() as u64) as usize];
+        let tenant = &self.seed.tenants[t];
+        let payment = &tenant.payments[p];
+        let body = serde_json::to_vec(&json!({
+            "id": format!("evt_gw_{}_{i}", self.run), "type": "payment.succeeded",
+            "account": tenant.id, "created": now_secs(),
+            "data": {"paymentId": payment, "gatewayReference": reference_for(payment),
+                     "amount": PAYMENT_AMOUNT, "currency": "USD"}}))
+        .unwrap_or_default();
+        signed(&self.seed, tenant, body, 1)
+    }
+}
+
+/// `noop`: the stub's no-op JSON handler (the HTTP ceiling).
+pub struct Noop {
+    pub url: String,
+}
+
+impl Workload for Noop {
+    fn request(&self, _i: u64) -> Req {
+        Req {
+            method: Method::Post,
+            url: format!("{}/noop", self.url),
+            headers: Vec::new(),
+            body: Some(br#"{"ping":1}"#.to_vec()),
+            ops: 1,
+            webhook: false,
+        }
+    }
+}
