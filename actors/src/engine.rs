@@ -173,25 +173,44 @@ impl Engine {
         F: FnOnce(TenantHandle) -> Fut,
         Fut: Future<Output = Result<T, EngineError>>,
     {
+        self.admitted_weighted(tenant, 1, run).await
+    }
+
+    /// Admits work of `weight` units (a webhook batch weighs its event count) under the
+    /// engine-wide and per-tenant bounds, or answers `Overloaded` at once: queues stay short
+    /// enough that latency stays bounded and the excess is shed with 503, not buffered.
+    async fn admitted_weighted<T, F, Fut>(
+        &self,
+        tenant: TenantId,
+        weight: usize,
+        run: F,
+    ) -> Result<T, EngineError>
+    where
+        F: FnOnce(TenantHandle) -> Fut,
+        Fut: Future<Output = Result<T, EngineError>>,
+    {
         if self.draining.load(Ordering::SeqCst) {
             return Err(EngineError::ShuttingDown);
         }
+        let config = &self.deps.config;
+        let most = config
+            .engine_in_flight_max
+            .min(config.tenant_in_flight_max)
+            .max(1);
+        let weight = u32::try_from(weight.clamp(1, most)).unwrap_or(1);
         let overloaded = |_| {
             self.deps.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
             EngineError::Overloaded
         };
         let _global = Arc::clone(&self.permits)
-            .try_acquire_owned()
+            .try_acquire_many_owned(weight)
             .map_err(overloaded)?;
         let handle = self.registry.tenant(tenant);
         let _local = Arc::clone(&handle.permits)
-            .try_acquire_owned()
+            .try_acquire_many_owned(weight)
             .map_err(overloaded)?;
-        let metrics = &self.deps.metrics;
-        metrics.commands_in_flight.fetch_add(1, Ordering::Relaxed);
-        let result = run(handle).await;
-        metrics.commands_in_flight.fetch_sub(1, Ordering::Relaxed);
-        result
+        let _in_flight = InFlight::enter(&self.deps.metrics);
+        run(handle).await
     }
 
     /// Runs `run` at most once per idempotency key: replays a stored response, refuses a key
@@ -374,8 +393,9 @@ impl Engine {
                 }
             }
         }
+        let weight = summary.received;
         let outcomes = self
-            .admitted(tenant, |handle| async move {
+            .admitted_weighted(tenant, weight, |handle| async move {
                 let runs = groups.into_iter().map(|(payment_id, group)| {
                     let addr = handle.addr.clone();
                     async move {
@@ -609,6 +629,22 @@ async fn detached<T: Send + 'static>(
     actix::spawn(fut)
         .await
         .map_err(|_| EngineError::Unavailable("storage task failed".into()))?
+}
+
+/// Counts a command in flight for as long as it lives, even if its caller drops it.
+struct InFlight<'a>(&'a EngineMetrics);
+
+impl<'a> InFlight<'a> {
+    fn enter(metrics: &'a EngineMetrics) -> Self {
+        metrics.commands_in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.commands_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Releases an idempotency key when the request ends, however it ends.

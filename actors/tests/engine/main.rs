@@ -572,3 +572,33 @@ async fn unknown_payments_are_rejected_not_errors() {
         .unwrap();
     assert_eq!(summary.rejected, 1);
 }
+
+#[actix_rt::test]
+async fn webhook_batches_are_admitted_by_weight() {
+    let mut cfg = config();
+    cfg.tenant_in_flight_max = 10;
+    let h = harness(cfg);
+    let batch = || {
+        (0..8)
+            .map(|i| {
+                success(
+                    &format!("evt_gw_w{i}"),
+                    payrail_actors::domain::PaymentId::new(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Two batches of 8 events do not fit a budget of 10 at once: the second is shed.
+    let (first, second) = futures::join!(
+        h.engine.apply_gateway_events(h.tenant, batch()),
+        h.engine.apply_gateway_events(h.tenant, batch())
+    );
+    assert_eq!(first.unwrap().received, 8);
+    assert_eq!(second.unwrap_err(), EngineError::Overloaded);
+    // Once the first is done its budget is back.
+    assert!(h
+        .engine
+        .apply_gateway_events(h.tenant, batch())
+        .await
+        .is_ok());
+}
