@@ -49,7 +49,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = state.metrics.render(&state.engine.metrics(), None);
+    let body = state
+        .metrics
+        .render(&state.engine.metrics(), state.db.pool_status());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

@@ -80,6 +80,15 @@ impl Db {
     }
 
     /// `"postgres"` or `"sqlite"`.
+    /// `(size, available)` of the PostgreSQL connection pool, for metrics (SQLite: `None`, its
+    /// one writer and few readers are fixed).
+    pub fn pool_status(&self) -> Option<(usize, usize)> {
+        match &*self.backend {
+            Backend::Postgres(pg) => Some(pg.pool_status()),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.dialect() {
             Dialect::Postgres => "postgres",

@@ -53,6 +53,11 @@ impl Postgres {
         Ok(Self { pool })
     }
 
+    pub(crate) fn pool_status(&self) -> (usize, usize) {
+        let status = self.pool.status();
+        (status.size, status.available)
+    }
+
     async fn conn(&self) -> Result<Object<AsyncPgConnection>, StoreError> {
         self.pool
             .get()

@@ -225,6 +225,22 @@ async fn check_streams(db: &Db, tenant: TenantId) {
     }
 }
 
+async fn all_payment_rows(db: &Db, tenant: TenantId) -> Vec<payrail_actors::domain::Payment> {
+    let mut out = Vec::new();
+    for page in 1.. {
+        let (rows, total) = db
+            .list_payments(tenant, None, None, page, 100)
+            .await
+            .unwrap();
+        out.extend(rows);
+        if out.len() as u64 >= total {
+            break;
+        }
+    }
+    out.sort_by_key(|p| p.id);
+    out
+}
+
 pub async fn crash_safety(backend: Backend) {
     let iterations: usize = std::env::var("PAYRAIL_CRASH_ITERATIONS")
         .ok()
@@ -312,6 +328,21 @@ pub async fn crash_safety(backend: Backend) {
     )
     .await;
     assert_eq!(before, after, "rebuild-projections must change nothing");
+    let payments_before = all_payment_rows(&db, tenant_id).await;
+    assert!(!payments_before.is_empty());
+    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
+        .arg("rebuild-projections")
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        payments_before,
+        all_payment_rows(&db, tenant_id).await,
+        "payment projections must equal a replay"
+    );
     println!(
         "crash safety {backend:?}: {iterations} kills, {} acknowledged, {} invoices",
         acknowledged.len(),

@@ -91,4 +91,25 @@ pub async fn stale_writer_gets_a_conflict() {
         })
         .collect();
     assert_eq!(names, ["v1", "v2 from a", "v3 from b", "v4 from a"]);
+    // Every series API.md lists, including the PostgreSQL pool.
+    let metrics = client
+        .get(format!("{a}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "payrail_http_requests_total",
+        "payrail_http_request_duration_seconds",
+        "payrail_webhook_events_total",
+        "payrail_active_actors",
+        "payrail_audit_queue_depth",
+        "payrail_commit_batch_units",
+        "payrail_commit_duration_microseconds_total",
+        "payrail_db_pool_connections",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
 }
