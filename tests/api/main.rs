@@ -887,6 +887,7 @@ async fn standalone_gateway_process_completes_payments() {
 mod events;
 mod invoices;
 mod isolation;
+mod malformed;
 mod openapi;
 mod rate_limits;
 mod requests;
