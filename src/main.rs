@@ -8,11 +8,25 @@ use payrail::http::auth::{random_secret, Role};
 use payrail::store::{Db, TenantRow};
 use payrail_actors::domain::{ApiKeyId, TenantId};
 
+/// The settings an operator reaches for, shown under `--help`.
+const CONFIG_HELP: &str = "\
+Configuration: compiled defaults < ./payrail.toml < environment.
+  PAYRAIL_BIND            listen address (127.0.0.1:8080)
+  DATABASE_URL            postgres://… or sqlite://path (default sqlite://./data/payrail.db)
+  PAYRAIL_ADMIN_TOKEN     platform admin token for /api/tenants
+  PAYRAIL_GATEWAY_URL     external gateway (default: the built-in simulator, in-process)
+  PAYRAIL_PUBLIC_URL      URL the gateway sends webhooks to (default http://<bind>)
+  PAYRAIL_LOG_FORMAT      pretty | json (filter with RUST_LOG)
+  PAYRAIL_RATE_LIMIT_PER_SEC, PAYRAIL_RATE_LIMIT_BURST, PAYRAIL_DB_POOL_SIZE,
+  PAYRAIL_COMMIT_BATCH_MAX_UNITS, PAYRAIL_COMMIT_LINGER_US, PAYRAIL_AUDIT_WRITERS,
+  PAYRAIL_SHUTDOWN_TIMEOUT_SECS, PAYRAIL_SIMULATOR__<KNOB> (e.g. PAYRAIL_SIMULATOR__DUPLICATE_RATE=0.2)";
+
 #[derive(Parser)]
 #[command(
     name = "payrail",
     version,
-    about = "Actor-based, multi-tenant invoicing and payment engine"
+    about = "Actor-based, multi-tenant invoicing and payment engine",
+    after_help = CONFIG_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -49,6 +63,7 @@ enum Command {
 enum TenantCommand {
     /// Create a tenant with an admin key; prints the key and webhook secret once.
     Create {
+        /// The tenant's display name.
         #[arg(long)]
         name: String,
     },
@@ -58,10 +73,13 @@ enum TenantCommand {
 enum KeyCommand {
     /// Create an API key for a tenant; prints it once.
     Create {
+        /// The tenant the key belongs to (`ten_…`).
         #[arg(long)]
         tenant: TenantId,
+        /// What the key may do.
         #[arg(long, value_parser = ["admin", "operator", "viewer"])]
         role: String,
+        /// A label for the key.
         #[arg(long, default_value = "cli")]
         name: String,
     },
