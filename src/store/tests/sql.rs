@@ -482,13 +482,11 @@ async fn sqlite_survives_dropped_in_flight_futures() {
             },
         );
         ids.push(invoice.id);
-        // Poll once (the job is handed to the blocking thread), then drop the future.
-        assert!(db.append_batch(vec![unit]).now_or_never().is_none());
-        assert!(db.get_invoice(tenant, invoice.id).now_or_never().is_none());
-        assert!(db
-            .list_events(tenant, None, None, 10, None)
-            .now_or_never()
-            .is_none());
+        // Poll once (the job is handed to the blocking thread), then drop the future (almost
+        // always still in flight: a job may rarely finish before that first poll returns).
+        drop(db.append_batch(vec![unit]).now_or_never());
+        drop(db.get_invoice(tenant, invoice.id).now_or_never());
+        drop(db.list_events(tenant, None, None, 10, None).now_or_never());
     }
     // The detached jobs finish on their own (readers don't wait for the writer: bounded poll).
     let mut last = 0;
