@@ -2,6 +2,11 @@
 //! PostgreSQL (production) or SQLite (embedded default). Backend differences live in
 //! `postgres.rs` / `sqlite.rs` (connections, transactions) and `stmt::Dialect` (a few SQL
 //! expressions); planning batches and building queries is shared.
+//!
+//! Conventions: ids are stored as TypeID text; timestamps as `timestamptz` (PostgreSQL) or
+//! integer microseconds (SQLite), so both keep microseconds: a clock that hands out
+//! nanoseconds gets events back that differ from what it appended (truncate with
+//! `trunc_subsecs(6)`). Errors are the port's `StoreError` (`Unavailable` → 503).
 
 mod event_store;
 

@@ -218,6 +218,16 @@ impl Writes {
         let mut payments = Vec::new();
         let mut refunds = Vec::new();
         for snapshot in &unit.snapshots {
+            let owner = match snapshot {
+                Snapshot::Invoice(i) => i.tenant_id,
+                Snapshot::Payment(p) => p.tenant_id,
+            };
+            // Invariant 4: a unit never writes another tenant's rows.
+            if owner.to_string() != tenant {
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot of tenant {owner} in a unit of tenant {tenant}"
+                )));
+            }
             match snapshot {
                 Snapshot::Invoice(i) => invoices.push((i.id.to_string(), invoice_row(tenant, i)?)),
                 Snapshot::Payment(p) => {

@@ -51,6 +51,39 @@ async fn round_trip<S: EventStore>(store: &S) {
     assert!(store.append_batch(vec![]).await.is_empty());
 }
 
+/// SQL stores refuse a unit whose snapshot or events belong to another tenant (the memory
+/// store trusts its callers), without failing the rest of the batch.
+async fn foreign_rows_are_refused(db: &crate::store::Db) {
+    let tenant = TenantId::new();
+    let (_, mut foreign_snapshot) = create_invoice(tenant, &InvoiceSpec::default());
+    let (_, foreign_events) = create_invoice(TenantId::new(), &InvoiceSpec::default());
+    foreign_snapshot.tenant_id = Some(TenantId::new());
+    foreign_snapshot.streams.clear();
+    let mut foreign_events = foreign_events;
+    foreign_events.tenant_id = Some(tenant);
+    foreign_events.snapshots.clear();
+    let (ok, ok_unit) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 2,
+            ..Default::default()
+        },
+    );
+    let results = db
+        .append_batch(vec![foreign_snapshot, foreign_events, ok_unit])
+        .await;
+    assert!(
+        matches!(results[0], Err(StoreError::Corrupt(_))),
+        "{results:?}"
+    );
+    assert!(
+        matches!(results[1], Err(StoreError::Corrupt(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[2], Ok(()));
+    assert!(db.load_invoice(tenant, ok.id).await.unwrap().is_some());
+}
+
 async fn conflicts_are_isolated<S: EventStore>(store: &S) {
     let tenant = TenantId::new();
     let (mut a, unit_a) = create_invoice(tenant, &InvoiceSpec::default());
@@ -321,10 +354,12 @@ async fn store_contract_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = fresh_sqlite(dir.path()).await.unwrap();
     contract(&db).await;
+    foreign_rows_are_refused(&db).await;
 }
 
 #[tokio::test]
 async fn store_contract_postgres() {
     let (db, _) = fresh_postgres().await.unwrap();
     contract(&db).await;
+    foreign_rows_are_refused(&db).await;
 }

@@ -616,3 +616,51 @@ async fn large_batches_commit_in_one_transaction(db: Db) {
         100
     );
 }
+
+/// A storage outage fails the batch as a whole (never a false success), and the pool recovers
+/// on its own once the server is back: here every server connection of the database is killed.
+#[tokio::test]
+async fn postgres_recovers_after_its_connections_are_killed() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let (db, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let tenant = TenantId::new();
+    let (_, unit) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![unit]).await;
+
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let admin = std::env::var("PAYRAIL_TEST_PG_URL").unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+        conn.batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    let mut committed = false;
+    for number in 2..10 {
+        let (_, unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        );
+        let results = db.append_batch(vec![unit]).await;
+        match &results[0] {
+            Ok(()) => {
+                committed = true;
+                break;
+            }
+            Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(committed, "the pool replaced its broken connections");
+    db.ping().await.unwrap();
+    assert!(db.last_invoice_number(tenant).await.unwrap() >= 2);
+}
