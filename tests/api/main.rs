@@ -5,9 +5,7 @@
 mod helpers;
 
 use helpers::{problem, TestApp};
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 both_backends!(
     pays_an_invoice_and_shows_the_timeline,
@@ -485,10 +483,7 @@ async fn malformed_input_is_refused_and_writes_nothing(app: &TestApp) {
 }
 
 fn sign(secret: &str, t: i64, body: &str) -> String {
-    // Independent of the production helper: the hmac crate used directly.
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{t}.{body}").as_bytes());
-    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+    helpers::sign_all(&[secret], t, body)
 }
 
 async fn webhook_signatures_are_enforced(app: &TestApp) {

@@ -1,12 +1,10 @@
 //! Tenants (platform admin): read, list with page/pageSize, and webhook secret rotation with
 //! its overlap window.
 
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use crate::both_backends;
-use crate::helpers::{problem, spawn_app_with, Backend, TestApp, ADMIN};
+use crate::helpers::{problem, sign_all as sign, spawn_app_with, Backend, TestApp, ADMIN};
 
 both_backends!(tenants_read_and_list_with_pages, rotated_secrets_overlap);
 
@@ -114,16 +112,6 @@ async fn tenants_read_and_list_with_pages(app: &TestApp) {
         "unauthenticated",
     )
     .await;
-}
-
-fn sign(secrets: &[&str], t: i64, body: &str) -> String {
-    let mut header = format!("t={t}");
-    for secret in secrets {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{t}.{body}").as_bytes());
-        header.push_str(&format!(",v1={}", hex::encode(mac.finalize().into_bytes())));
-    }
-    header
 }
 
 /// A well-formed event for an unknown payment: counted as rejected, but only once the
