@@ -58,6 +58,9 @@ struct Options {
     /// PostgreSQL settings (`name=value`) for the benchmark databases, e.g. to try
     /// `plan_cache_mode=force_custom_plan` without rebuilding the engine.
     pg_settings: Vec<String>,
+    /// `--gateway simulator`: the engine runs its built-in gateway simulator (charges answered
+    /// by real signed webhooks) instead of the silent stub.
+    simulator: bool,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -98,6 +101,7 @@ fn options() -> anyhow::Result<Option<Options>> {
         rates: Vec::new(),
         plot_from: None,
         pg_settings: Vec::new(),
+        simulator: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -115,6 +119,7 @@ fn options() -> anyhow::Result<Option<Options>> {
             "--actors" => o.actors = value()?.parse()?,
             "--in-flight" => o.in_flight = value()?.parse()?,
             "--no-baselines" => o.baselines = false,
+            "--gateway" => o.simulator = value()? == "simulator",
             "--rates" => {
                 o.rates = value()?
                     .split(',')
@@ -422,10 +427,12 @@ async fn run_backend(
     let mut webhook_max = None;
     if !http_scenarios.is_empty() {
         let db = fresh_database(pg.as_ref(), dir.path(), "payrail_load", o)?;
+        // An empty gateway URL leaves the engine on its in-process simulator.
+        let gateway = if o.simulator { "" } else { stub.url.as_str() };
         let engine = Engine::start(
             binary,
             &db.url,
-            &stub.url,
+            gateway,
             &[],
             &dir.path().join("engine.log"),
         )

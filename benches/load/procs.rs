@@ -118,7 +118,6 @@ impl Engine {
             .env("PAYRAIL_BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", db_url)
             .env("PAYRAIL_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("PAYRAIL_GATEWAY_URL", gateway_url)
             // The load generator is one client with a few keys: the per-key limit is not
             // what is measured here.
             .env("PAYRAIL_RATE_LIMIT_PER_SEC", "10000000")
@@ -127,6 +126,9 @@ impl Engine {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?);
+        if !gateway_url.is_empty() {
+            command.env("PAYRAIL_GATEWAY_URL", gateway_url);
+        }
         for (key, value) in extra_env {
             command.env(key, value);
         }
