@@ -277,6 +277,9 @@ pub async fn crash_safety(backend: Backend) {
         engine = Some(Engine::start(&url, None).await);
     }
     let running = engine.take().unwrap_or_else(|| unreachable!());
+    // One round left to finish, so the checks below always have data however slow the machine.
+    acknowledged.extend(write_until_killed(&client, &running.url, &key, iterations).await);
+    attempted.extend((0..40).map(|n| format!("c-{iterations}-{n}")));
     let invoices = all_invoices(&client, &running.url, &key).await;
     let mut count: HashMap<String, usize> = HashMap::new();
     for invoice in &invoices {
@@ -509,6 +512,18 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
         }
         engine.kill9();
         engine = Engine::start_with(&url, None, &env).await;
+    }
+    // A last round runs to completion, so there is always committed work to check.
+    let pay = json!({"invoiceId": invoice["id"], "amount": 10, "paymentMethod": {"type": "card", "token": "tok_visa"}});
+    for _ in 0..5 {
+        let response = client
+            .post(format!("{}/api/payments", engine.url))
+            .bearer_auth(&key)
+            .json(&pay)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     let committed = loop {
