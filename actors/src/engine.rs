@@ -319,11 +319,7 @@ impl Engine {
         );
         let (card, source) =
             parse_payment_method(&attempt.method, &self.deps.config.fingerprint_key, today)?;
-        if attempt.amount.is_some_and(|a| a < 1) {
-            return Err(
-                crate::domain::DomainError::validation("amount", "must be positive").into(),
-            );
-        }
+        require_positive(attempt.amount)?;
         self.admitted(ctx.tenant, |handle| async move {
             let msg = ToNewPayment {
                 id: PaymentId::new(),
@@ -348,11 +344,7 @@ impl Engine {
         amount: Option<i64>,
         reason: Option<String>,
     ) -> Result<Outcome<Refund>, EngineError> {
-        if amount.is_some_and(|a| a < 1) {
-            return Err(
-                crate::domain::DomainError::validation("amount", "must be positive").into(),
-            );
-        }
+        require_positive(amount)?;
         self.admitted(ctx.tenant, |handle| async move {
             let msg = ToPayment {
                 id: payment_id,
@@ -475,7 +467,7 @@ impl Engine {
     }
 
     /// Re-sends charges that may never have reached the gateway (crash or outage between
-    /// commit and call), from durable state. Returns how many were found.
+    /// commit and call), from durable state. Returns how many were re-sent.
     pub async fn resubmit_pending_charges(&self) -> Result<usize, EngineError> {
         let store = Arc::clone(&self.deps.store);
         let pending = detached(async move {
@@ -485,35 +477,14 @@ impl Engine {
                 .map_err(EngineError::from)
         })
         .await?;
-        let min_age = chrono::Duration::from_std(self.deps.config.recovery_min_age)
-            .unwrap_or(chrono::Duration::zero());
-        let now = self.deps.clock.now();
         let mut sent = 0;
         for (tenant, payment) in pending {
             let handle = self.registry.tenant(tenant);
-            let young = match handle
-                .addr
-                .send(ToPayment {
-                    id: payment,
-                    msg: GetPayment,
-                })
-                .await?
-            {
-                Ok(p) => now - p.created_at < min_age,
-                Err(_) => true,
+            let resubmit = ToPayment {
+                id: payment,
+                msg: ResubmitCharge,
             };
-            if young {
-                continue;
-            }
-            if handle
-                .addr
-                .send(ToPayment {
-                    id: payment,
-                    msg: ResubmitCharge,
-                })
-                .await?
-                .is_ok()
-            {
+            if let Ok(true) = handle.addr.send(resubmit).await? {
                 sent += 1;
             }
         }
@@ -594,6 +565,15 @@ impl Engine {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// An explicit amount must be positive (absent means "whatever remains"), refused before any
+/// actor is asked so the answer is the same whatever state the entity is in.
+fn require_positive(amount: Option<i64>) -> Result<(), EngineError> {
+    if amount.is_some_and(|a| a < 1) {
+        return Err(crate::domain::DomainError::validation("amount", "must be positive").into());
+    }
+    Ok(())
 }
 
 /// Reads change nothing, so a read that met an actor as it stopped (passivation, or a restart

@@ -7,14 +7,14 @@ use std::sync::atomic::Ordering;
 use actix::prelude::*;
 
 use super::messages::{
-    Caller, CreateInvoice, GetInvoice, Rendered, ReservePayment, RunInvoiceCommand, SettlePayment,
+    CreateInvoice, GetInvoice, Rendered, ReservePayment, RunInvoiceCommand, SettlePayment,
 };
-use super::{lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder};
+use super::{idempotency_record, lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder};
 use crate::domain::{
     Event, EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
 };
 use crate::error::EngineError;
-use crate::ports::{IdempotencyRecord, Snapshot, StreamAppend, Unit};
+use crate::ports::{Snapshot, StreamAppend, Unit};
 
 type Reply<T> = super::Reply<InvoiceActor, T>;
 
@@ -79,21 +79,6 @@ impl InvoiceActor {
             },
         )))
     }
-}
-
-/// The stored response for an idempotent command, rendered from the resulting entity.
-pub(crate) fn idempotency_record(
-    caller: &Caller,
-    rendered: Rendered<'_>,
-    at: chrono::DateTime<chrono::Utc>,
-) -> Option<IdempotencyRecord> {
-    caller.idempotency.as_ref().map(|spec| IdempotencyRecord {
-        key: spec.key.clone(),
-        fingerprint: spec.fingerprint.clone(),
-        status: spec.status,
-        body: (spec.render)(rendered),
-        created_at: at,
-    })
 }
 
 impl Actor for InvoiceActor {

@@ -138,9 +138,10 @@ pub struct ChargeAccepted {
 #[rtype(result = "Result<(), EngineError>")]
 pub struct ChargeNeverArrived;
 
-/// Re-send the charge if it is still waiting for the gateway (recovery sweep).
+/// Re-send the charge if it is still waiting for the gateway and old enough that its own
+/// submission has had its chance (recovery sweep). Answers whether a charge was started.
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<bool, EngineError>")]
 pub struct ResubmitCharge;
 
 #[derive(Message)]

@@ -143,6 +143,24 @@ macro_rules! lifecycle_handlers {
 }
 pub(crate) use lifecycle_handlers;
 
+/// The stored response for an idempotent command, rendered from the resulting entity.
+pub(crate) fn idempotency_record(
+    caller: &messages::Caller,
+    rendered: messages::Rendered<'_>,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Option<crate::ports::IdempotencyRecord> {
+    caller
+        .idempotency
+        .as_ref()
+        .map(|spec| crate::ports::IdempotencyRecord {
+            key: spec.key.clone(),
+            fingerprint: spec.fingerprint.clone(),
+            status: spec.status,
+            body: (spec.render)(rendered),
+            created_at: at,
+        })
+}
+
 /// The `actor` recorded for changes the gateway reported.
 pub const GATEWAY_ACTOR: &str = "gateway";
 /// The `actor` recorded for changes the engine made on its own (recovery).

@@ -140,7 +140,7 @@ impl PaymentActor {
                         Some(refund) => Rendered::Refund(refund),
                         None => Rendered::Payment(&next),
                     };
-                    unit.idempotency = super::invoice::idempotency_record(caller, rendered, at);
+                    unit.idempotency = super::idempotency_record(caller, rendered, at);
                 }
                 unit.streams.push(append);
                 unit.snapshots
@@ -196,13 +196,15 @@ impl PaymentActor {
     /// Sends the charge to the gateway in a task of its own: the mailbox stays free, and a
     /// client disconnect or passivation cannot cancel it. Gives up after bounded retries; the
     /// recovery sweep re-sends from durable state.
-    fn start_charge(&mut self) {
-        let Some(payment) = &self.state else { return };
+    fn start_charge(&mut self) -> bool {
+        let Some(payment) = &self.state else {
+            return false;
+        };
         if payment.status != PaymentStatus::Processing || payment.gateway_reference.is_some() {
-            return;
+            return false;
         }
         if self.charge_in_flight.swap(true, Ordering::SeqCst) {
-            return;
+            return false;
         }
         let request = ChargeRequest {
             account: self.tenant,
@@ -268,6 +270,7 @@ impl PaymentActor {
                 .charges_awaiting_gateway
                 .fetch_sub(1, Ordering::Relaxed);
         });
+        true
     }
 
     fn start_refund(&self, refund: &Refund) {
@@ -517,15 +520,19 @@ impl Handler<ChargeNeverArrived> for PaymentActor {
 }
 
 impl Handler<ResubmitCharge> for PaymentActor {
-    type Result = Reply<()>;
+    type Result = Reply<bool>;
 
     fn handle(&mut self, _: ResubmitCharge, _: &mut Self::Context) -> Self::Result {
-        let result = self.current().map(|_| ());
-        if result.is_err() {
-            return reply_then_stop(result);
+        let created_at = match self.current() {
+            Ok(payment) => payment.created_at,
+            Err(err) => return reply_then_stop(Err(err)),
+        };
+        let min_age = chrono::Duration::from_std(self.deps.config.recovery_min_age)
+            .unwrap_or(chrono::Duration::zero());
+        if self.deps.clock.now() - created_at < min_age {
+            return reply(Ok(false));
         }
-        self.start_charge();
-        reply(result)
+        reply(Ok(self.start_charge()))
     }
 }
 
