@@ -81,7 +81,20 @@ impl Default for Settings {
     }
 }
 
+/// The route the gateway posts webhooks to.
+pub const WEBHOOK_PATH: &str = "/api/webhooks/payments";
+
 impl Settings {
+    /// Where the gateway sends this server's webhooks: `public_url`, else the address the
+    /// server listens on.
+    pub fn webhook_url(&self, listening_on: &str) -> String {
+        let base = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{listening_on}"));
+        format!("{}{WEBHOOK_PATH}", base.trim_end_matches('/'))
+    }
+
     /// Defaults, then `payrail.toml` if present, then the environment.
     pub fn load() -> anyhow::Result<Self> {
         let settings: Settings = Figment::new()

@@ -3,10 +3,12 @@
 
 use clap::{Parser, Subcommand};
 use payrail::config::Settings;
+use payrail::gateway::HttpGateway;
 use payrail::http::api_keys::new_key;
 use payrail::http::auth::{random_secret, Role};
 use payrail::store::{Db, TenantRow};
 use payrail_actors::domain::{ApiKeyId, TenantId};
+use payrail_actors::ports::{AccountRegistration, Gateway};
 
 /// The settings an operator reaches for, shown under `--help`.
 const CONFIG_HELP: &str = "\
@@ -110,7 +112,6 @@ async fn main() -> anyhow::Result<()> {
                 previous_valid_until: None,
                 created_at: now,
             };
-            db.create_tenant(&tenant).await?;
             let (row, event, key) = new_key(
                 tenant.id,
                 ApiKeyId::new(),
@@ -119,7 +120,19 @@ async fn main() -> anyhow::Result<()> {
                 now,
                 "cli",
             );
-            db.create_api_key(&row, &event).await?;
+            // An external gateway must know the account before the tenant can be paid; the
+            // built-in simulator learns every tenant when `serve` starts.
+            if let Some(url) = &settings.gateway_url {
+                let webhook_url = settings.webhook_url(&settings.bind);
+                HttpGateway::new(url.clone())?
+                    .register_account(&AccountRegistration {
+                        account: tenant.id,
+                        webhook_url,
+                        webhook_secret: tenant.webhook_secret.clone(),
+                    })
+                    .await?;
+            }
+            db.create_tenant(&tenant, &row, &event, None).await?;
             println!(
                 "{}",
                 serde_json::json!({"id": tenant.id.to_string(), "apiKey": key.key, "webhookSecret": tenant.webhook_secret})
@@ -142,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
                 chrono::Utc::now(),
                 "cli",
             );
-            db.create_api_key(&row, &event).await?;
+            db.create_api_key(&row, &event, None).await?;
             println!("{}", key.key);
             Ok(())
         }

@@ -39,10 +39,6 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let db = Db::connect(settings.database_url(), settings.db_pool_size).await?;
     let listener = TcpListener::bind(&settings.bind)?;
     let addr = listener.local_addr()?;
-    let public = settings
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
     let (gateway_url, simulator) = match &settings.gateway_url {
         Some(url) => (url.clone(), None),
         None => {
@@ -64,7 +60,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         rate_limit_burst: settings.rate_limit_burst,
         signature_tolerance_secs: settings.signature_tolerance_secs,
         secret_overlap: Duration::from_secs(settings.secret_overlap_hours * 3_600),
-        webhook_url: format!("{public}/api/webhooks/payments"),
+        webhook_url: settings.webhook_url(&addr.to_string()),
     };
     if simulator.is_some() {
         register_all(&db, gateway.as_ref(), &http_settings.webhook_url).await?;

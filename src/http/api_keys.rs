@@ -1,6 +1,7 @@
 //! Tenant API keys (tenant admin): create (the key is shown once), list, revoke.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{ApiKeyId, Event, EventData, EventId, StreamId, TenantId};
 use serde::{Deserialize, Serialize};
@@ -8,12 +9,12 @@ use utoipa::ToSchema;
 
 use super::auth::{hash_secret, random_secret, Role, TenantKey, KEY_PREFIX};
 use super::errors::ApiError;
-use super::idempotency::parse;
+use super::idempotency::{parse, Once};
 use super::openapi::{
-    BadRequest, Forbidden, Internal, Invalid, NotFound, PayloadTooLarge, RateLimited,
-    Unauthenticated, Unavailable,
+    BadRequest, Forbidden, InFlight, Internal, NotFound, PayloadTooLarge, RateLimited,
+    Unauthenticated, Unavailable, Unprocessable, IDEMPOTENCY_KEY,
 };
-use super::views::ts;
+use super::views::{to_json, ts};
 use super::{detached, AppState};
 use crate::store::ApiKeyRow;
 
@@ -164,16 +165,18 @@ fn view(row: &ApiKeyRow) -> KeyView {
     tag = "api-keys",
     security(("apiKey" = [])),
     request_body = CreateKey,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     responses(
         (status = 201, description = "The key, shown once", body = KeyCreated),
-        BadRequest, Unauthenticated, Forbidden, PayloadTooLarge, Invalid, RateLimited, Internal,
-        Unavailable,
+        BadRequest, Unauthenticated, Forbidden, InFlight, PayloadTooLarge, Unprocessable,
+        RateLimited, Internal, Unavailable,
     )
 )]
 #[post("/api/api-keys")]
 pub async fn create(
     auth: TenantKey,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
@@ -193,17 +196,21 @@ pub async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (row, event, key) = new_key(
-        auth.tenant,
-        ApiKeyId::new(),
-        name,
-        role,
-        state.clock.now(),
-        &auth.actor(),
-    );
+    let once = Once::begin(&req, &body, &auth.tenant.to_string(), &state.in_flight)?;
+    let now = state.clock.now();
+    let (row, event, key) = new_key(auth.tenant, ApiKeyId::new(), name, role, now, &auth.actor());
+    let created = to_json(&KeyCreated::new(&key));
     let db = state.db.clone();
-    detached(async move { Ok(db.create_api_key(&row, &event).await?) }).await?;
-    Ok(HttpResponse::Created().json(KeyCreated::new(&key)))
+    let answer = Once::run(
+        once.as_ref(),
+        &state.db,
+        StatusCode::CREATED,
+        created,
+        now,
+        |response| async move { Ok(db.create_api_key(&row, &event, response.as_ref()).await?) },
+    )
+    .await?;
+    Ok(answer.respond())
 }
 
 fn field(name: &str, message: &str) -> payrail_actors::domain::FieldError {

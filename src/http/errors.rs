@@ -291,6 +291,8 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::VersionConflict(_) => Self::VersionConflict,
+            // Another request committed the same key first; the caller replays its response.
+            StoreError::IdempotencyKeyTaken => Self::IdempotencyInFlight,
             StoreError::Corrupt(cause) => Self::Internal(cause),
             other => Self::Unavailable(other.to_string()),
         }

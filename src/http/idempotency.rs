@@ -1,17 +1,32 @@
-//! `Idempotency-Key` handling: the request fingerprint, the stored-response renderer, and
-//! turning an engine outcome (fresh or replayed) into a response.
+//! `Idempotency-Key` handling: the request fingerprint, the stored-response renderer, turning
+//! an engine outcome (fresh or replayed) into a response, and [`Once`] for the admin requests
+//! that run outside the engine.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use chrono::{DateTime, Utc};
+use hkdf::Hkdf;
 use payrail_actors::engine::{IdempotencySpec, Outcome, Rendered, Renderer};
+use payrail_actors::ports::IdempotencyRecord;
 use sha2::{Digest, Sha256};
 
 use super::errors::ApiError;
 use super::views;
+use crate::store::{Db, ScopedResponse};
 
 pub const HEADER: &str = "Idempotency-Key";
+
+/// The body of a POST that takes no input: it only feeds the idempotency fingerprint. (An
+/// alias, so the OpenAPI generator doesn't document raw bytes as a request body.)
+pub type FingerprintOnly = actix_web::web::Bytes;
 pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 pub const KEY_MAX_CHARS: usize = 255;
 
@@ -30,10 +45,23 @@ pub fn spec(
     body: &[u8],
     status: StatusCode,
 ) -> Result<Option<IdempotencySpec>, ApiError> {
+    let Some(key) = header_key(req)? else {
+        return Ok(None);
+    };
+    Ok(Some(IdempotencySpec {
+        key: digest(key),
+        fingerprint: fingerprint(req, body),
+        status: status.as_u16(),
+        render: renderer(),
+    }))
+}
+
+/// The `Idempotency-Key` header: absent, or 1-255 printable ASCII characters (else 400).
+fn header_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(value) = req.headers().get(HEADER) else {
         return Ok(None);
     };
-    let key = value
+    value
         .to_str()
         .ok()
         .filter(|k| {
@@ -41,23 +69,23 @@ pub fn spec(
                 && k.len() <= KEY_MAX_CHARS
                 && k.bytes().all(|b| (0x20..0x7f).contains(&b))
         })
+        .map(Some)
         .ok_or_else(|| {
             ApiError::InvalidRequest(
                 "Idempotency-Key must be 1-255 printable ASCII characters".into(),
             )
-        })?;
+        })
+}
+
+/// Method, path and body: a different request under the same key is refused.
+fn fingerprint(req: &HttpRequest, body: &[u8]) -> String {
     let mut hasher = Sha256::new();
     hasher.update(req.method().as_str().as_bytes());
     hasher.update(b" ");
     hasher.update(req.path().as_bytes());
     hasher.update(b"\n");
     hasher.update(body);
-    Ok(Some(IdempotencySpec {
-        key: key.to_owned(),
-        fingerprint: hex::encode(hasher.finalize()),
-        status: status.as_u16(),
-        render: renderer(),
-    }))
+    hex::encode(hasher.finalize())
 }
 
 /// A fresh outcome as `status` + the view; a replay as the stored status and body.
@@ -83,4 +111,223 @@ pub fn respond<T>(
 /// Parses a JSON body with the API's error mapping (400 `invalid_json` / `invalid_request`).
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(super::errors::json_error)
+}
+
+/// The stored form of an `Idempotency-Key`: its SHA-256. Clients sometimes put meaning into
+/// keys, and the key is what opens a sealed response (see [`Once`]), so it is never stored.
+fn digest(raw: &str) -> String {
+    hex::encode(Sha256::digest(raw.as_bytes()))
+}
+
+/// Keys being run by this node's admin requests, as (scope, digest): a second request with a
+/// key still running is refused with 409 `idempotency_in_flight` instead of waiting.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashSet<(String, String)>>);
+
+impl InFlight {
+    fn claim(self: &Arc<Self>, entry: (String, String)) -> Option<Claim> {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.insert(entry.clone()).then(|| Claim {
+            held: Arc::clone(self),
+            entry,
+        })
+    }
+}
+
+/// Releases its key when dropped, however the request ends.
+struct Claim {
+    held: Arc<InFlight>,
+    entry: (String, String),
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut held = self.held.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.remove(&self.entry);
+    }
+}
+
+/// Idempotency for the requests that run outside the engine: tenant creation, API key
+/// creation, webhook-secret rotation. Their responses hold secrets shown once, which the
+/// database otherwise keeps only as hashes (API keys). So the stored response is sealed with
+/// ChaCha20-Poly1305 under a key derived (HKDF-SHA256) from the client's `Idempotency-Key`,
+/// its scope and the request fingerprint; the `Idempotency-Key` itself is stored only as a
+/// digest. The same key and body open it again; the database alone cannot, as long as the
+/// key is unguessable (a random UUID, as clients should send anyway).
+pub struct Once {
+    scope: String,
+    raw: String,
+    fingerprint: String,
+    _claim: Claim,
+}
+
+/// A response stored by an earlier request with the same key, opened.
+pub struct Replay {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+impl Replay {
+    pub fn respond(self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .content_type("application/json")
+            .insert_header((REPLAYED_HEADER, "true"))
+            .body(self.body)
+    }
+}
+
+/// What a request under [`Once::run`] answered: its own response, or an earlier one's.
+pub enum Answer {
+    Fresh(HttpResponse),
+    Replayed(Replay),
+}
+
+impl Answer {
+    pub fn respond(self) -> HttpResponse {
+        match self {
+            Self::Fresh(response) => response,
+            Self::Replayed(replay) => replay.respond(),
+        }
+    }
+}
+
+const SEALED_PREFIX: &str = "sealed:v1:";
+const NONCE_BYTES: usize = 12;
+
+impl Once {
+    /// Claims the request's key on this node; `None` without a key. A malformed key is a 400,
+    /// a key still running here a 409.
+    pub fn begin(
+        req: &HttpRequest,
+        body: &[u8],
+        scope: &str,
+        in_flight: &Arc<InFlight>,
+    ) -> Result<Option<Self>, ApiError> {
+        let Some(raw) = header_key(req)? else {
+            return Ok(None);
+        };
+        let claim = in_flight
+            .claim((scope.to_owned(), digest(raw)))
+            .ok_or(ApiError::IdempotencyInFlight)?;
+        Ok(Some(Self {
+            scope: scope.to_owned(),
+            raw: raw.to_owned(),
+            fingerprint: fingerprint(req, body),
+            _claim: claim,
+        }))
+    }
+
+    /// Answers an earlier request's stored response if there is one; otherwise runs `effect`,
+    /// which must write the [`ScopedResponse`] it is handed in the same transaction as its
+    /// changes, and answers `status` with `body`. A key reused for another request is a 422;
+    /// a key another node committed first while this one ran is replayed from storage.
+    pub async fn run<F, Fut>(
+        once: Option<&Self>,
+        db: &Db,
+        status: StatusCode,
+        body: String,
+        at: DateTime<Utc>,
+        effect: F,
+    ) -> Result<Answer, ApiError>
+    where
+        F: FnOnce(Option<ScopedResponse>) -> Fut,
+        Fut: Future<Output = Result<(), ApiError>> + Send + 'static,
+    {
+        if let Some(once) = once {
+            if let Some(replay) = once.earlier(db).await? {
+                return Ok(Answer::Replayed(replay));
+            }
+        }
+        let response = once.map(|o| o.keep(status, &body, at)).transpose()?;
+        match super::detached(effect(response)).await {
+            Ok(()) => Ok(Answer::Fresh(
+                HttpResponse::build(status)
+                    .content_type("application/json")
+                    .body(body),
+            )),
+            Err(ApiError::IdempotencyInFlight) if once.is_some() => {
+                let earlier = match once {
+                    Some(once) => once.earlier(db).await?,
+                    None => None,
+                };
+                earlier
+                    .map(Answer::Replayed)
+                    .ok_or(ApiError::IdempotencyInFlight)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The response an earlier request stored under this key, if any (422 if that request
+    /// was a different one).
+    async fn earlier(&self, db: &Db) -> Result<Option<Replay>, ApiError> {
+        let (db, scope, key) = (db.clone(), self.scope.clone(), digest(&self.raw));
+        let Some(record) =
+            super::detached(async move { Ok(db.stored_response(&scope, &key).await?) }).await?
+        else {
+            return Ok(None);
+        };
+        if record.fingerprint != self.fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let body = self.open(&record.body)?;
+        let status = StatusCode::from_u16(record.status)
+            .map_err(|_| ApiError::Internal(format!("stored status {}", record.status)))?;
+        Ok(Some(Replay { status, body }))
+    }
+
+    /// The sealed response, ready to be written with the effect.
+    fn keep(
+        &self,
+        status: StatusCode,
+        body: &str,
+        at: DateTime<Utc>,
+    ) -> Result<ScopedResponse, ApiError> {
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let sealed = self
+            .cipher()?
+            .encrypt(Nonce::from_slice(&nonce), body.as_bytes())
+            .map_err(|_| ApiError::Internal("sealing a response failed".into()))?;
+        let mut stored = nonce.to_vec();
+        stored.extend(sealed);
+        Ok(ScopedResponse {
+            scope: self.scope.clone(),
+            record: IdempotencyRecord {
+                key: digest(&self.raw),
+                fingerprint: self.fingerprint.clone(),
+                status: status.as_u16(),
+                body: format!("{SEALED_PREFIX}{}", BASE64.encode(stored)),
+                created_at: at,
+            },
+        })
+    }
+
+    fn open(&self, stored: &str) -> Result<String, ApiError> {
+        let corrupt = || ApiError::Internal("a stored response cannot be opened".into());
+        let bytes = stored
+            .strip_prefix(SEALED_PREFIX)
+            .and_then(|b| BASE64.decode(b).ok())
+            .filter(|b| b.len() > NONCE_BYTES)
+            .ok_or_else(corrupt)?;
+        let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+        let plain = self
+            .cipher()?
+            .decrypt(Nonce::from_slice(nonce), sealed)
+            .map_err(|_| corrupt())?;
+        String::from_utf8(plain).map_err(|_| corrupt())
+    }
+
+    fn cipher(&self) -> Result<ChaCha20Poly1305, ApiError> {
+        let kdf = Hkdf::<Sha256>::new(Some(b"payrail idempotency v1"), self.raw.as_bytes());
+        let mut key = [0u8; 32];
+        kdf.expand_multi_info(
+            &[self.scope.as_bytes(), b"\n", self.fingerprint.as_bytes()],
+            &mut key,
+        )
+        .map_err(|_| ApiError::Internal("deriving a sealing key failed".into()))?;
+        Ok(ChaCha20Poly1305::new(&key.into()))
+    }
 }

@@ -12,10 +12,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
-use super::idempotency::{parse, respond, spec};
+use super::idempotency::{parse, respond, spec, FingerprintOnly};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Internal, Invalid, InvalidParameter, NotFound,
     PayloadTooLarge, RateLimited, StateConflict, Unauthenticated, Unavailable, Unprocessable,
+    IDEMPOTENCY_KEY,
 };
 use super::schemas::{CursorPage, LineItemInputSchema, Page};
 use super::views::InvoiceView;
@@ -85,10 +86,6 @@ pub enum InvoiceList<'a> {
     Cursor(CursorPage<InvoiceView<'a>>),
 }
 
-/// The (ignored) body of a state command: it only feeds the idempotency fingerprint, so the
-/// document shows no request body for these routes.
-type CommandBody = web::Bytes;
-
 pub fn parse_id(raw: &str) -> Result<InvoiceId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("invoice"))
 }
@@ -102,7 +99,7 @@ fn context(auth: &TenantKey) -> Context {
     operation_id = "createInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     request_body = CreateInvoice,
     responses(
         (status = 201, description = "The invoice (draft, or open if `finalize`)", body = InvoiceView),
@@ -245,7 +242,7 @@ async fn command(
     operation_id = "finalizeInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -258,7 +255,7 @@ pub async fn finalize(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: CommandBody,
+    body: FingerprintOnly,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Finalize).await
@@ -269,7 +266,7 @@ pub async fn finalize(
     operation_id = "voidInvoice",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -282,7 +279,7 @@ pub async fn void(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: CommandBody,
+    body: FingerprintOnly,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
     command(auth, state, req, &id, &body, InvoiceCommand::Void).await
@@ -293,7 +290,7 @@ pub async fn void(
     operation_id = "markInvoiceUncollectible",
     tag = "invoices",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Invoice id (`inv_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     responses(
         (status = 200, description = "The invoice", body = InvoiceView),
         InvalidParameter, Unauthenticated, Forbidden, NotFound, Conflict, PayloadTooLarge,
@@ -306,7 +303,7 @@ pub async fn mark_uncollectible(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
-    body: CommandBody,
+    body: FingerprintOnly,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     command(

@@ -55,6 +55,8 @@ pub struct AppState {
     pub settings: HttpSettings,
     pub limiter: auth::RateLimiter,
     pub secrets: webhooks::SecretCache,
+    /// Idempotency keys of admin requests running on this node.
+    pub in_flight: Arc<idempotency::InFlight>,
     pub metrics: metrics::HttpMetrics,
     pub draining: Arc<AtomicBool>,
 }
@@ -75,6 +77,7 @@ impl AppState {
             clock,
             settings,
             secrets: webhooks::SecretCache::default(),
+            in_flight: Arc::default(),
             metrics: metrics::HttpMetrics::new()?,
             draining: Arc::new(AtomicBool::new(false)),
         })

@@ -82,6 +82,11 @@ api!(
     ops::openapi,
 );
 
+/// How every POST documents its optional `Idempotency-Key` header.
+pub const IDEMPOTENCY_KEY: &str = "1-255 printable ASCII chars, scoped per tenant (the platform \
+    admin is a scope of its own); replays the first answer for 24 h. Use a random value (a UUID): \
+    where the answer holds a secret, the stored copy is encrypted under this key.";
+
 /// The document, built once.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
@@ -172,6 +177,8 @@ problems! {
     NotFound = 404 ["not_found"];
     /// The state machine forbids it, or the same idempotency key is still running.
     Conflict = 409 ["invalid_state", "idempotency_in_flight", "version_conflict"];
+    /// The same idempotency key is still running.
+    InFlight = 409 ["idempotency_in_flight"];
     /// The state machine forbids it (editing a non-draft).
     StateConflict = 409 ["invalid_state", "version_conflict"];
     PayloadTooLarge = 413 ["payload_too_large"];
@@ -179,6 +186,8 @@ problems! {
     Unprocessable = 422 ["validation_failed", "idempotency_key_reused"];
     /// Field rules only.
     Invalid = 422 ["validation_failed"];
+    /// An idempotency key reused with a different request.
+    KeyReused = 422 ["idempotency_key_reused"];
     /// Field rules, or more than the invoice's remaining balance.
     PaymentRefused = 422 ["validation_failed", "amount_exceeds_remaining", "idempotency_key_reused"];
     /// Field rules, or more than the payment's captured amount.

@@ -12,7 +12,7 @@ use super::errors::ApiError;
 use super::idempotency::{parse, respond, spec};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Internal, InvalidParameter, NotFound, PayloadTooLarge,
-    PaymentRefused, RateLimited, RefundRefused, Unauthenticated, Unavailable,
+    PaymentRefused, RateLimited, RefundRefused, Unauthenticated, Unavailable, IDEMPOTENCY_KEY,
 };
 use super::schemas::{Page, PaymentMethodInputSchema};
 use super::tenants::PageQuery;
@@ -52,7 +52,7 @@ fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
     operation_id = "createPayment",
     tag = "payments",
     security(("apiKey" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     request_body = CreatePayment,
     responses(
         (status = 201, description = "The payment, `processing`", body = PaymentView),
@@ -210,7 +210,7 @@ pub async fn timeline(
     operation_id = "refundPayment",
     tag = "payments",
     security(("apiKey" = [])),
-    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = "1-255 printable ASCII chars; replays the first answer")),
+    params(("id" = String, Path, description = "Payment id (`pay_…`); a malformed one is a 404"), ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     request_body = CreateRefund,
     responses(
         (status = 201, description = "The refund, `pending`", body = RefundView),

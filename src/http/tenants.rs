@@ -1,24 +1,25 @@
 //! Tenants (platform admin token): create with a first admin key and a webhook secret, read,
 //! list, rotate the webhook secret.
 
-use actix_web::{get, post, web, HttpResponse};
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use payrail_actors::domain::{ApiKeyId, TenantId};
-use payrail_actors::ports::AccountRegistration;
+use payrail_actors::ports::{AccountRegistration, Gateway};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::api_keys::{new_key, KeyCreated};
 use super::auth::{random_secret, PlatformAdmin, Role};
 use super::errors::ApiError;
-use super::idempotency::parse;
+use super::idempotency::{parse, Answer, FingerprintOnly, Once};
 use super::openapi::{
-    BadRequest, Internal, Invalid, InvalidParameter, NotFound, PayloadTooLarge, Unauthenticated,
-    Unavailable,
+    BadRequest, InFlight, Internal, InvalidParameter, KeyReused, NotFound, PayloadTooLarge,
+    Unauthenticated, Unavailable, Unprocessable, IDEMPOTENCY_KEY,
 };
 use super::schemas::Page;
-use super::views::ts;
+use super::views::{to_json, ts};
 use super::{detached, AppState};
-use crate::store::TenantRow;
+use crate::store::{TenantRow, PLATFORM_SCOPE};
 
 pub const NAME_MAX_CHARS: usize = 200;
 
@@ -79,15 +80,18 @@ const TENANT_ID: &str = "Tenant id (`ten_…`); a malformed one is a 404";
     tag = "tenants",
     security(("adminToken" = [])),
     request_body = CreateTenant,
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY)),
     responses(
         (status = 201, description = "The tenant, with secrets shown once", body = TenantCreated),
-        BadRequest, Unauthenticated, PayloadTooLarge, Invalid, Internal, Unavailable,
+        BadRequest, Unauthenticated, InFlight, PayloadTooLarge, Unprocessable, Internal,
+        Unavailable,
     )
 )]
 #[post("/api/tenants")]
 pub async fn create(
     _: PlatformAdmin,
     state: web::Data<AppState>,
+    req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let input: CreateTenant = parse(&body)?;
@@ -100,6 +104,7 @@ pub async fn create(
             },
         ]));
     }
+    let once = Once::begin(&req, &body, PLATFORM_SCOPE, &state.in_flight)?;
     let now = state.clock.now();
     let tenant = TenantRow {
         id: TenantId::new(),
@@ -117,28 +122,44 @@ pub async fn create(
         now,
         "platform",
     );
+    let created = to_json(&TenantCreated {
+        tenant: view(&tenant),
+        api_key: KeyCreated::new(&key),
+        webhook_secret: tenant.webhook_secret.clone(),
+    });
     let registration = AccountRegistration {
         account: tenant.id,
         webhook_url: state.settings.webhook_url.clone(),
         webhook_secret: tenant.webhook_secret.clone(),
     };
-    let (db, gateway, saved) = (state.db.clone(), state.gateway.clone(), tenant.clone());
-    detached(async move {
-        // The gateway learns the account first: a tenant without it could never be paid.
-        gateway
-            .register_account(&registration)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("gateway registration failed: {e}")))?;
-        db.create_tenant(&saved).await?;
-        db.create_api_key(&row, &event).await?;
-        Ok(())
-    })
+    let (db, gateway) = (state.db.clone(), state.gateway.clone());
+    let answer = Once::run(
+        once.as_ref(),
+        &state.db,
+        StatusCode::CREATED,
+        created,
+        now,
+        |response| async move {
+            // The gateway learns the account first: a tenant without it could never be paid.
+            // If two nodes race on one key, the loser leaves an account nobody uses.
+            register(gateway.as_ref(), &registration).await?;
+            Ok(db
+                .create_tenant(&tenant, &row, &event, response.as_ref())
+                .await?)
+        },
+    )
     .await?;
-    Ok(HttpResponse::Created().json(TenantCreated {
-        tenant: view(&tenant),
-        api_key: KeyCreated::new(&key),
-        webhook_secret: tenant.webhook_secret,
-    }))
+    Ok(answer.respond())
+}
+
+async fn register(
+    gateway: &dyn Gateway,
+    registration: &AccountRegistration,
+) -> Result<(), ApiError> {
+    gateway
+        .register_account(registration)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("gateway registration failed: {e}")))
 }
 
 /// Get a tenant.
@@ -221,45 +242,101 @@ pub async fn list(
     operation_id = "rotateWebhookSecret",
     tag = "tenants",
     security(("adminToken" = [])),
-    params(("id" = String, Path, description = TENANT_ID)),
+    params(
+        ("id" = String, Path, description = TENANT_ID),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY),
+    ),
     responses(
         (status = 200, description = "The new secret", body = SecretRotated),
-        Unauthenticated, NotFound, Internal, Unavailable,
+        InvalidParameter, Unauthenticated, NotFound, InFlight, PayloadTooLarge, KeyReused,
+        Internal, Unavailable,
     )
 )]
 #[post("/api/tenants/{id}/webhook-secret/rotate")]
 pub async fn rotate(
     _: PlatformAdmin,
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
+    body: FingerprintOnly,
 ) -> Result<HttpResponse, ApiError> {
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound("tenant"))?;
+    let once = Once::begin(&req, &body, PLATFORM_SCOPE, &state.in_flight)?;
     let overlap = chrono::Duration::from_std(state.settings.secret_overlap)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let valid_until = state.clock.now() + overlap;
+    let now = state.clock.now();
+    let valid_until = now + overlap;
     let secret = random_secret("whsec_");
+    let rotated = to_json(&SecretRotated {
+        webhook_secret: secret.clone(),
+        previous_valid_until: ts(&valid_until),
+    });
     let registration = AccountRegistration {
         account: id,
         webhook_url: state.settings.webhook_url.clone(),
-        webhook_secret: secret.clone(),
-    };
-    let (db, gateway, new_secret) = (state.db.clone(), state.gateway.clone(), secret.clone());
-    detached(async move {
-        if !db
-            .rotate_webhook_secret(id, &new_secret, valid_until)
-            .await?
-        {
-            return Err(ApiError::NotFound("tenant"));
-        }
-        gateway
-            .register_account(&registration)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("gateway registration failed: {e}")))
-    })
-    .await?;
-    state.secrets.forget(id);
-    Ok(HttpResponse::Ok().json(SecretRotated {
         webhook_secret: secret,
-        previous_valid_until: ts(&valid_until),
-    }))
+    };
+    let (db, gateway) = (state.db.clone(), state.gateway.clone());
+    let answer = Once::run(
+        once.as_ref(),
+        &state.db,
+        StatusCode::OK,
+        rotated,
+        now,
+        |response| async move {
+            if db.get_tenant(id).await?.is_none() {
+                return Err(ApiError::NotFound("tenant"));
+            }
+            // Gateway first: until the commit below, webhooks signed with the new secret are
+            // refused and retried by the gateway; a failed commit leaves the old secret
+            // current here, and the client's retry rotates again.
+            register(gateway.as_ref(), &registration).await?;
+            if db
+                .rotate_webhook_secret(
+                    id,
+                    &registration.webhook_secret,
+                    valid_until,
+                    response.as_ref(),
+                )
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(ApiError::NotFound("tenant"))
+            }
+        },
+    )
+    .await?;
+    if let Answer::Replayed(replay) = &answer {
+        reassert_secret(&state, id, &replay.body).await?;
+    }
+    state.secrets.forget(id);
+    Ok(answer.respond())
+}
+
+/// On a replayed rotation, makes sure the gateway signs with the replayed secret if it is
+/// still the current one: a request that lost a race for the same key on another node may
+/// have registered its own secret after the winner's.
+async fn reassert_secret(state: &AppState, id: TenantId, replayed: &str) -> Result<(), ApiError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Stored {
+        webhook_secret: String,
+    }
+    let stored: Stored = serde_json::from_str(replayed)
+        .map_err(|e| ApiError::Internal(format!("stored rotation response: {e}")))?;
+    let registration = AccountRegistration {
+        account: id,
+        webhook_url: state.settings.webhook_url.clone(),
+        webhook_secret: stored.webhook_secret,
+    };
+    let (db, gateway) = (state.db.clone(), state.gateway.clone());
+    detached(async move {
+        let current = db.webhook_secrets(id).await?.map(|(current, _)| current);
+        if current.as_deref() == Some(registration.webhook_secret.as_str()) {
+            register(gateway.as_ref(), &registration).await?;
+        }
+        Ok(())
+    })
+    .await
 }

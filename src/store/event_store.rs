@@ -6,10 +6,7 @@ use async_trait::async_trait;
 use payrail_actors::domain::{Event, Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
-use super::rows::{
-    event_columns, idempotency_columns, into_events, parse_id, DataRow, EventRow,
-    IdempotencySqlRow, PairRow, TextRow,
-};
+use super::rows::{event_columns, into_events, parse_id, DataRow, EventRow, PairRow, TextRow};
 use super::stmt::{Bind, Stmt};
 use super::Db;
 
@@ -157,16 +154,7 @@ impl EventStore for Db {
         tenant: TenantId,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row: Option<IdempotencySqlRow> = self
-            .load_one(Stmt::new(
-                format!(
-                    "SELECT {} FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
-                    idempotency_columns(self.dialect())
-                ),
-                vec![Bind::Text(tenant.to_string()), Bind::text(key)],
-            ))
-            .await?;
-        row.map(IdempotencySqlRow::into_record).transpose()
+        self.stored_response(&tenant.to_string(), key).await
     }
 
     async fn last_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError> {

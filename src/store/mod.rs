@@ -35,8 +35,8 @@ use diesel::QueryableByName;
 use payrail_actors::ports::{StoreError, Unit};
 
 pub use model::{
-    ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, StoredEvent, TenantRow,
-    LIST_LIMIT_MAX, PAGE_SIZE_MAX,
+    ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, ScopedResponse, StoredEvent,
+    TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX, PLATFORM_SCOPE,
 };
 
 use stmt::{Dialect, Stmt};

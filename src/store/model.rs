@@ -4,6 +4,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use payrail_actors::domain::{
     ApiKeyId, Currency, Event, Invoice, InvoiceId, InvoiceStatus, TenantId,
 };
+use payrail_actors::ports::IdempotencyRecord;
 
 /// The largest page any list answers, whatever is asked.
 pub const PAGE_SIZE_MAX: u32 = 100;
@@ -30,6 +31,18 @@ pub struct ApiKeyRow {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
+
+/// A response kept for replay under an idempotency key, written in the same transaction as
+/// the effect. `scope` is the key's namespace: the tenant's id, or [`PLATFORM_SCOPE`] for the
+/// platform admin's requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopedResponse {
+    pub scope: String,
+    pub record: IdempotencyRecord,
+}
+
+/// The idempotency scope of the platform admin (tenant ids are `ten_…`, so never this).
+pub const PLATFORM_SCOPE: &str = "platform";
 
 /// An audit event with its global sequence number (the audit log's cursor).
 #[derive(Debug, Clone, PartialEq)]

@@ -10,8 +10,8 @@ use payrail_actors::ports::{Snapshot, StoreError, Unit};
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{
-    event_row, insert_rows, invoice_row, payment_row, refund_rows, Upserts, DEDUP, EVENTS,
-    IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, insert_rows, invoice_row, payment_row, refund_rows, Upserts, DEDUP,
+    EVENTS, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 /// The keys a batch must check against what is stored.
 #[derive(Default)]
@@ -258,14 +258,7 @@ impl Writes {
             ]);
         }
         if let Some(r) = &unit.idempotency {
-            self.idempotency.push(vec![
-                Bind::text(tenant),
-                Bind::Text(r.key.clone()),
-                Bind::Text(r.fingerprint.clone()),
-                Bind::I64(i64::from(r.status)),
-                Bind::Text(r.body.clone()),
-                Bind::ts(r.created_at),
-            ]);
+            self.idempotency.push(idempotency_row(tenant, r));
         }
         Ok(())
     }

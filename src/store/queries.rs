@@ -5,15 +5,17 @@ use chrono::{DateTime, Utc};
 use payrail_actors::domain::{
     ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, TenantId,
 };
-use payrail_actors::ports::StoreError;
+use payrail_actors::ports::{IdempotencyRecord, StoreError};
 
-use super::model::{ApiKeyRow, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX};
+use super::model::{
+    ApiKeyRow, ScopedResponse, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX,
+};
 use super::rows::{
-    api_key_columns, event_columns, into_stored, tenant_columns, ApiKeySqlRow, CountRow, DataRow,
-    EventRow, TenantSqlRow,
+    api_key_columns, event_columns, idempotency_columns, into_stored, tenant_columns, ApiKeySqlRow,
+    CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
 };
 use super::stmt::{Bind, Stmt};
-use super::write::{event_row, insert_rows, EVENTS};
+use super::write::{event_row, idempotency_row, insert_rows, EVENTS, IDEMPOTENCY};
 use super::Db;
 
 pub(crate) fn page_bounds(page: u32, page_size: u32) -> (i64, i64) {
@@ -38,8 +40,16 @@ fn insert_event(db: &Db, event: &Event) -> Result<Stmt, StoreError> {
 impl Db {
     // ----- tenants -----
 
-    pub async fn create_tenant(&self, tenant: &TenantRow) -> Result<(), StoreError> {
-        self.transact(vec![Stmt::new(
+    /// Stores the tenant with its first API key (and that key's `apikey.created` event) in one
+    /// transaction, with the response to replay if the request carried an idempotency key.
+    pub async fn create_tenant(
+        &self,
+        tenant: &TenantRow,
+        first_key: &ApiKeyRow,
+        key_event: &Event,
+        response: Option<&ScopedResponse>,
+    ) -> Result<(), StoreError> {
+        let insert = Stmt::new(
             "INSERT INTO tenants (id, name, webhook_secret, previous_webhook_secret, \
              previous_valid_until, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             vec![
@@ -50,9 +60,40 @@ impl Db {
                 Bind::opt_ts(tenant.previous_valid_until),
                 Bind::ts(tenant.created_at),
             ],
-        )])
-        .await
-        .map(drop)
+        );
+        let mut stmts = self.keep_response(response)?;
+        stmts.push(insert);
+        stmts.extend(self.insert_api_key(first_key, key_event)?);
+        self.transact(stmts).await.map(drop)
+    }
+
+    /// The response stored under an idempotency key (`key` as the API layer stores it).
+    pub async fn stored_response(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row: Option<IdempotencySqlRow> = self
+            .load_one(Stmt::new(
+                format!(
+                    "SELECT {} FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+                    idempotency_columns(self.dialect())
+                ),
+                vec![Bind::text(scope), Bind::text(key)],
+            ))
+            .await?;
+        row.map(IdempotencySqlRow::into_record).transpose()
+    }
+
+    /// The insert keeping `response`, placed first in its transaction so that a key another
+    /// request already stored fails the whole transaction (`IdempotencyKeyTaken`) before any
+    /// effect is written.
+    fn keep_response(&self, response: Option<&ScopedResponse>) -> Result<Vec<Stmt>, StoreError> {
+        let rows = response
+            .map(|r| idempotency_row(&r.scope, &r.record))
+            .into_iter()
+            .collect();
+        insert_rows(self.dialect(), &IDEMPOTENCY, rows)
     }
 
     pub async fn get_tenant(&self, id: TenantId) -> Result<Option<TenantRow>, StoreError> {
@@ -96,25 +137,29 @@ impl Db {
     }
 
     /// Makes `new_secret` current; the old one keeps verifying until `previous_valid_until`.
-    /// False if the tenant doesn't exist.
+    /// False (and nothing written) if the tenant doesn't exist.
     pub async fn rotate_webhook_secret(
         &self,
         id: TenantId,
         new_secret: &str,
         previous_valid_until: DateTime<Utc>,
+        response: Option<&ScopedResponse>,
     ) -> Result<bool, StoreError> {
-        let counts = self
-            .transact(vec![Stmt::new(
-                "UPDATE tenants SET previous_webhook_secret = webhook_secret, \
-                 previous_valid_until = ?, webhook_secret = ? WHERE id = ?",
-                vec![
-                    Bind::ts(previous_valid_until),
-                    Bind::text(new_secret),
-                    Bind::Text(id.to_string()),
-                ],
-            )])
-            .await?;
-        Ok(counts.first().copied().unwrap_or(0) > 0)
+        if self.get_tenant(id).await?.is_none() {
+            return Ok(false);
+        }
+        let mut stmts = self.keep_response(response)?;
+        stmts.push(Stmt::new(
+            "UPDATE tenants SET previous_webhook_secret = webhook_secret, \
+             previous_valid_until = ?, webhook_secret = ? WHERE id = ?",
+            vec![
+                Bind::ts(previous_valid_until),
+                Bind::text(new_secret),
+                Bind::Text(id.to_string()),
+            ],
+        ));
+        let counts = self.transact(stmts).await?;
+        Ok(counts.last().copied().unwrap_or(0) > 0)
     }
 
     /// The current secret and, if any, the previous one with the end of its validity.
@@ -131,8 +176,20 @@ impl Db {
 
     // ----- API keys -----
 
-    /// Stores the key and its `apikey.created` event in one transaction.
-    pub async fn create_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<(), StoreError> {
+    /// Stores the key and its `apikey.created` event in one transaction, with the response to
+    /// replay if the request carried an idempotency key.
+    pub async fn create_api_key(
+        &self,
+        key: &ApiKeyRow,
+        event: &Event,
+        response: Option<&ScopedResponse>,
+    ) -> Result<(), StoreError> {
+        let mut stmts = self.keep_response(response)?;
+        stmts.extend(self.insert_api_key(key, event)?);
+        self.transact(stmts).await.map(drop)
+    }
+
+    fn insert_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<[Stmt; 2], StoreError> {
         let insert = Stmt::new(
             "INSERT INTO api_keys (tenant_id, id, name, role, secret_hash, created_at, revoked_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -146,9 +203,7 @@ impl Db {
                 Bind::opt_ts(key.revoked_at),
             ],
         );
-        self.transact(vec![insert, insert_event(self, event)?])
-            .await
-            .map(drop)
+        Ok([insert, insert_event(self, event)?])
     }
 
     /// For authentication: the key whatever its tenant (the caller then scopes to its tenant).

@@ -1,6 +1,6 @@
 //! The error of a transaction body and how it maps onto the port's `StoreError`.
 
-use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::result::{DatabaseErrorInformation, DatabaseErrorKind, Error as DieselError};
 use payrail_actors::ports::StoreError;
 
 #[derive(Debug)]
@@ -37,10 +37,20 @@ pub(crate) fn is_unique_violation(e: &TxError) -> bool {
 pub(crate) fn outcome_error(e: TxError, body_done: bool) -> StoreError {
     match e {
         TxError::Store(e) => e,
+        TxError::Db(DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info))
+            if is_idempotency_table(info.as_ref()) =>
+        {
+            StoreError::IdempotencyKeyTaken
+        }
         TxError::Db(e @ DieselError::DatabaseError(..)) => StoreError::Unavailable(e.to_string()),
         TxError::Db(e) if body_done => StoreError::Ambiguous(e.to_string()),
         TxError::Db(e) => StoreError::Unavailable(e.to_string()),
     }
+}
+
+/// PostgreSQL names the table; SQLite only says "UNIQUE constraint failed: table.column, …".
+fn is_idempotency_table(info: &dyn DatabaseErrorInformation) -> bool {
+    info.table_name() == Some("idempotency_keys") || info.message().contains("idempotency_keys.")
 }
 
 /// Whole-batch failures: every unit gets `Unavailable` (or `Ambiguous` when COMMIT's outcome is

@@ -2,7 +2,7 @@
 //! rebuild) and multi-row inserts (`unnest` arrays on PostgreSQL, multi-row `VALUES` on SQLite).
 
 use payrail_actors::domain::{Event, Invoice, Payment};
-use payrail_actors::ports::StoreError;
+use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use std::collections::HashMap;
 
 use super::rows::corrupt;
@@ -106,6 +106,17 @@ pub(crate) const IDEMPOTENCY: Table = Table {
     ],
     upsert: false,
 };
+
+pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
+    vec![
+        Bind::text(scope),
+        Bind::Text(r.key.clone()),
+        Bind::Text(r.fingerprint.clone()),
+        Bind::I64(i64::from(r.status)),
+        Bind::Text(r.body.clone()),
+        Bind::ts(r.created_at),
+    ]
+}
 
 pub(crate) fn event_row(tenant: &str, event: &Event) -> Vec<Bind> {
     vec![

@@ -875,10 +875,16 @@ async fn postgres_stale_writer_gets_a_conflict() {
 }
 
 #[actix_web::test]
+async fn postgres_one_idempotency_key_across_two_nodes() {
+    storage::one_idempotency_key_across_two_nodes().await;
+}
+
+#[actix_web::test]
 async fn standalone_gateway_process_completes_payments() {
     process::standalone_gateway().await;
 }
 
+mod admin_idempotency;
 mod events;
 mod invoices;
 mod isolation;

@@ -8,20 +8,20 @@ use crate::helpers::{spawn_app, Backend, TestApp, ADMIN};
 
 /// The contract's routes: method, path, success status, and the error statuses it can answer.
 const ROUTES: &[(&str, &str, u16, &[u16])] = &[
-    ("post", "/api/tenants", 201, &[400, 401, 413, 422, 503]),
+    ("post", "/api/tenants", 201, &[400, 401, 409, 413, 422, 503]),
     ("get", "/api/tenants", 200, &[400, 401]),
     ("get", "/api/tenants/{id}", 200, &[401, 404]),
     (
         "post",
         "/api/tenants/{id}/webhook-secret/rotate",
         200,
-        &[401, 404],
+        &[400, 401, 404, 409, 413, 422, 503],
     ),
     (
         "post",
         "/api/api-keys",
         201,
-        &[400, 401, 403, 413, 422, 429],
+        &[400, 401, 403, 409, 413, 422, 429],
     ),
     ("get", "/api/api-keys", 200, &[401, 403, 429]),
     ("delete", "/api/api-keys/{id}", 204, &[401, 403, 404, 429]),
@@ -179,6 +179,26 @@ async fn openapi_lists_every_route_with_its_errors() {
                 assert!(
                     response["headers"]["Retry-After"].is_object(),
                     "{method} {path}: {status} without Retry-After"
+                );
+            }
+        }
+        // Every POST but the gateway's webhooks (deduplicated by event id) takes a key.
+        if *method == "post" && !path.starts_with("/api/webhooks") {
+            let params = op["parameters"].as_array().unwrap();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header"),
+                "{method} {path}: Idempotency-Key missing"
+            );
+            for (status, code) in [
+                (409, "idempotency_in_flight"),
+                (422, "idempotency_key_reused"),
+            ] {
+                let description = op["responses"][status.to_string()]["description"].as_str();
+                assert!(
+                    description.is_some_and(|d| d.contains(code)),
+                    "{method} {path}: {code} undocumented"
                 );
             }
         }

@@ -113,3 +113,44 @@ pub async fn stale_writer_gets_a_conflict() {
         assert!(metrics.contains(series), "{series} missing from /metrics");
     }
 }
+
+/// The same tenant-creation request sent to two nodes at once: neither node sees the other's
+/// key in flight, so the database decides. One tenant exists afterwards, and every answer
+/// that isn't a 409 carries its key and secret.
+pub async fn one_idempotency_key_across_two_nodes() {
+    let (_db, url) = testing::fresh_postgres().await.unwrap();
+    let (a, state) = instance(&url).await;
+    let (b, _) = instance(&url).await;
+    let client = Client::new();
+    let sends = (0..12).map(|i| {
+        let base = if i % 2 == 0 { &a } else { &b };
+        client
+            .post(format!("{base}/api/tenants"))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", "two-nodes")
+            .json(&json!({"name": "Acme"}))
+            .send()
+    });
+    let mut bodies = Vec::new();
+    for response in futures::future::join_all(sends).await {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            201 => bodies.push(response.json::<Value>().await.unwrap()),
+            409 => {}
+            other => panic!("unexpected {other}: {}", response.text().await.unwrap()),
+        }
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+    let (tenants, total) = state.db.list_tenants(1, 10).await.unwrap();
+    assert_eq!(total, 1, "{tenants:?}");
+    let key = bodies[0]["apiKey"]["key"].as_str().unwrap();
+    for base in [&a, &b] {
+        let listed = client
+            .get(format!("{base}/api/invoices"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(listed.status(), 200);
+    }
+}

@@ -3,19 +3,20 @@
 
 use chrono::{Duration, Utc};
 use payrail_actors::domain::{
-    ApiKeyId, EventData, Invoice, PaymentStatus, RefundId, StreamId, TenantId,
+    ApiKeyId, Event, EventData, Invoice, PaymentStatus, RefundId, StreamId, TenantId,
 };
-use payrail_actors::ports::{EventStore, StoreError, Unit};
+use payrail_actors::ports::{EventStore, IdempotencyRecord, StoreError, Unit};
 
 use super::fixtures::*;
 use super::lists::seed_invoices;
-use crate::store::{ApiKeyRow, Db, TenantRow};
+use crate::store::{ApiKeyRow, Db, ScopedResponse, TenantRow, PLATFORM_SCOPE};
 
 on_both!(timelines_and_audit_log);
 on_both!(trailing_events_follow_the_snapshot);
 on_both!(purge_deletes_only_expired_rows_in_batches);
 on_both!(rebuild_projections_equals_live_tables);
 on_both!(tenants_and_api_keys);
+on_both!(admin_responses_are_kept_with_their_effect);
 on_both!(concurrent_batches_on_one_stream_conflict_cleanly);
 
 /// An invoice paid by a payment that is then partly refunded; answers (invoice, payment, refund).
@@ -318,23 +319,58 @@ async fn rebuild_projections_equals_live_tables(db: Db) {
     assert_eq!(refunds[0].n, 2, "one refund per tenant");
 }
 
-async fn tenants_and_api_keys(db: Db) {
-    let tenants: Vec<TenantRow> = (0..3)
-        .map(|i| TenantRow {
-            id: TenantId::new(),
-            name: format!("T{i}"),
-            webhook_secret: format!("whsec_{i}"),
-            previous_webhook_secret: None,
-            previous_valid_until: None,
-            created_at: at(i),
-        })
-        .collect();
-    for t in &tenants {
-        db.create_tenant(t).await.unwrap();
+fn api_key(tenant: TenantId, name: &str, created_at: i64) -> (ApiKeyRow, Event) {
+    let key = ApiKeyRow {
+        tenant_id: tenant,
+        id: ApiKeyId::new(),
+        name: name.into(),
+        role: "operator".into(),
+        secret_hash: format!("hash of {name}"),
+        created_at: at(created_at),
+        revoked_at: None,
+    };
+    let created = event(
+        tenant,
+        StreamId::ApiKey(key.id),
+        1,
+        None,
+        EventData::ApiKeyCreated {
+            name: name.into(),
+            role: "operator".into(),
+        },
+        at(created_at),
+    );
+    (key, created)
+}
+
+fn tenant_row(i: i64) -> TenantRow {
+    TenantRow {
+        id: TenantId::new(),
+        name: format!("T{i}"),
+        webhook_secret: format!("whsec_{i}"),
+        previous_webhook_secret: None,
+        previous_valid_until: None,
+        created_at: at(i),
     }
+}
+
+async fn tenants_and_api_keys(db: Db) {
+    let tenants: Vec<TenantRow> = (0..3).map(tenant_row).collect();
+    for t in &tenants {
+        let (first, created) = api_key(t.id, "default", 0);
+        db.create_tenant(t, &first, &created, None).await.unwrap();
+    }
+    let (first, created) = api_key(tenants[0].id, "default", 0);
     assert!(
-        db.create_tenant(&tenants[0]).await.is_err(),
+        db.create_tenant(&tenants[0], &first, &created, None)
+            .await
+            .is_err(),
         "ids are unique"
+    );
+    assert_eq!(
+        db.find_api_key(first.id).await.unwrap(),
+        None,
+        "the refused tenant's key went with it"
     );
     assert_eq!(
         db.get_tenant(tenants[1].id).await.unwrap(),
@@ -348,11 +384,11 @@ async fn tenants_and_api_keys(db: Db) {
 
     let t = tenants[0].id;
     assert!(db
-        .rotate_webhook_secret(t, "whsec_new", at(60))
+        .rotate_webhook_secret(t, "whsec_new", at(60), None)
         .await
         .unwrap());
     assert!(!db
-        .rotate_webhook_secret(TenantId::new(), "x", at(60))
+        .rotate_webhook_secret(TenantId::new(), "x", at(60), None)
         .await
         .unwrap());
     assert_eq!(
@@ -364,31 +400,14 @@ async fn tenants_and_api_keys(db: Db) {
         Some(("whsec_1".into(), None))
     );
 
-    let key = ApiKeyRow {
-        tenant_id: t,
-        id: ApiKeyId::new(),
-        name: "ci".into(),
-        role: "operator".into(),
-        secret_hash: "hash".into(),
-        created_at: at(1),
-        revoked_at: None,
-    };
+    let (key, created) = api_key(t, "ci", 1);
     let stream = StreamId::ApiKey(key.id);
-    let created = event(
-        t,
-        stream,
-        1,
-        None,
-        EventData::ApiKeyCreated {
-            name: "ci".into(),
-            role: "operator".into(),
-        },
-        at(1),
-    );
-    db.create_api_key(&key, &created).await.unwrap();
+    db.create_api_key(&key, &created, None).await.unwrap();
     assert_eq!(db.find_api_key(key.id).await.unwrap(), Some(key.clone()));
-    assert_eq!(db.list_api_keys(t).await.unwrap(), vec![key.clone()]);
-    assert!(db.list_api_keys(tenants[1].id).await.unwrap().is_empty());
+    let keys = db.list_api_keys(t).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1], key);
+    assert_eq!(db.list_api_keys(tenants[1].id).await.unwrap().len(), 1);
 
     let revoked = event(t, stream, 2, None, EventData::ApiKeyRevoked {}, at(2));
     assert!(
@@ -416,6 +435,88 @@ async fn tenants_and_api_keys(db: Db) {
         .unwrap();
     assert_eq!(log.len(), 1);
     db.ping().await.unwrap();
+}
+
+fn kept(scope: &str, key: &str, body: &str) -> ScopedResponse {
+    ScopedResponse {
+        scope: scope.into(),
+        record: IdempotencyRecord {
+            key: key.into(),
+            fingerprint: format!("fp of {body}"),
+            status: 201,
+            body: body.into(),
+            created_at: at(5),
+        },
+    }
+}
+
+/// An admin request's response is written with its effect; a key already stored refuses the
+/// whole transaction, so the second effect leaves nothing behind.
+async fn admin_responses_are_kept_with_their_effect(db: Db) {
+    let platform = PLATFORM_SCOPE;
+    let first = tenant_row(1);
+    let (key, created) = api_key(first.id, "default", 1);
+    let response = kept(platform, "k1", "first");
+    db.create_tenant(&first, &key, &created, Some(&response))
+        .await
+        .unwrap();
+    assert_eq!(
+        db.stored_response(platform, "k1").await.unwrap(),
+        Some(response.record.clone())
+    );
+    assert_eq!(
+        db.stored_response(&first.id.to_string(), "k1")
+            .await
+            .unwrap(),
+        None
+    );
+
+    let second = tenant_row(2);
+    let (key2, created2) = api_key(second.id, "default", 2);
+    assert_eq!(
+        db.create_tenant(
+            &second,
+            &key2,
+            &created2,
+            Some(&kept(platform, "k1", "second"))
+        )
+        .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    );
+    assert_eq!(db.get_tenant(second.id).await.unwrap(), None);
+    assert_eq!(db.find_api_key(key2.id).await.unwrap(), None);
+
+    assert!(db
+        .rotate_webhook_secret(first.id, "whsec_r", at(9), Some(&kept(platform, "k2", "r")))
+        .await
+        .unwrap());
+    assert_eq!(
+        db.rotate_webhook_secret(first.id, "whsec_x", at(9), Some(&kept(platform, "k2", "x")))
+            .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    );
+    assert_eq!(
+        db.webhook_secrets(first.id).await.unwrap().map(|(s, _)| s),
+        Some("whsec_r".into())
+    );
+
+    let scope = first.id.to_string();
+    let (ci, ci_created) = api_key(first.id, "ci", 3);
+    db.create_api_key(&ci, &ci_created, Some(&kept(&scope, "k1", "ci")))
+        .await
+        .unwrap();
+    let (again, again_created) = api_key(first.id, "ci again", 4);
+    assert_eq!(
+        db.create_api_key(&again, &again_created, Some(&kept(&scope, "k1", "again")))
+            .await,
+        Err(StoreError::IdempotencyKeyTaken)
+    );
+    assert_eq!(db.list_api_keys(first.id).await.unwrap().len(), 2);
+    assert!(db
+        .load_stream(first.id, StreamId::ApiKey(again.id))
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
