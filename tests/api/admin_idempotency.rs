@@ -38,14 +38,7 @@ async fn create_key(app: &TestApp, admin_key: &str, key: &str, name: &str) -> Re
 }
 
 async fn total(app: &TestApp, path: &str, key: &str) -> usize {
-    let listed: Value = app
-        .get(path, key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json(path, key).await;
     match listed.get("totalItems") {
         Some(n) => n.as_u64().unwrap() as usize,
         None => listed["items"].as_array().unwrap().len(),

@@ -29,13 +29,8 @@ async fn all_payments(app: &TestApp, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     for page in 1.. {
         let body: Value = app
-            .get(&format!("/api/payments?page={page}&pageSize=100"), key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/payments?page={page}&pageSize=100"), key)
+            .await;
         let items = body["items"].as_array().unwrap().clone();
         if items.is_empty() {
             break;
@@ -49,13 +44,8 @@ async fn wait_settled(app: &TestApp, key: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
         let body: Value = app
-            .get("/api/payments?status=processing&pageSize=1", key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json("/api/payments?status=processing&pageSize=1", key)
+            .await;
         if body["totalItems"] == 0 {
             return;
         }
@@ -132,14 +122,7 @@ pub async fn chaos(backend: Backend) {
         }
     }
     for id in &invoices {
-        let inv: Value = app
-            .get(&format!("/api/invoices/{id}"), &t.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let inv: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
         let paid = paid_per_invoice.get(id).copied().unwrap_or(0);
         assert_eq!(inv["amountPaid"], paid);
         assert_eq!(inv["amountPending"], 0);
@@ -226,14 +209,7 @@ pub async fn gateway_down_then_back(backend: Backend) {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     for p in &payments {
-        let payment: Value = app
-            .get(&format!("/api/payments/{p}"), &t.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let payment: Value = app.get_json(&format!("/api/payments/{p}"), &t.key).await;
         assert_eq!(
             payment["status"], "processing",
             "never failed without the gateway saying so"
@@ -258,14 +234,7 @@ pub async fn gateway_down_then_back(backend: Backend) {
         .await;
         assert_eq!(simulator.creations_for(p), 1);
     }
-    let inv: Value = app
-        .get(&format!("/api/invoices/{id}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inv: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(
         (inv["amountPaid"].as_i64(), inv["amountPending"].as_i64()),
         (Some(3_000), Some(0))
@@ -323,13 +292,6 @@ pub async fn disconnects_strand_nothing(backend: Backend) {
             "every committed payment reaches the gateway exactly once"
         );
     }
-    let inv: Value = app
-        .get(&format!("/api/invoices/{id}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let inv: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(inv["amountPaid"], 10 * payments.len() as i64);
 }

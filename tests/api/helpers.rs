@@ -135,17 +135,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A GET's JSON body, whatever its status.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
+        self.get(path, key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Polls until `check` holds on the resource (webhooks arrive asynchronously).
     pub async fn eventually(&self, path: &str, key: &str, check: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..200 {
-            let value: Value = self
-                .get(path, key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let value: Value = self.get_json(path, key).await;
             if check(&value) {
                 return value;
             }

@@ -16,16 +16,6 @@ async fn post(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
     app.post(path, key).send().await.unwrap()
 }
 
-async fn get_json(app: &TestApp, key: &str, path: &str) -> Value {
-    app.get(path, key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn state_machine_refuses_invalid_transitions(app: &TestApp) {
     let t = app.tenant("Acme").await;
     let open = app.invoice(&t.key, 100, true).await;
@@ -99,7 +89,9 @@ async fn state_machine_refuses_invalid_transitions(app: &TestApp) {
     )
     .await;
     // Nothing above changed the paid invoice.
-    let now = get_json(app, &t.key, &format!("/api/invoices/{id}")).await;
+    let now = app
+        .get_json::<Value>(&format!("/api/invoices/{id}"), &t.key)
+        .await;
     assert_eq!(
         (now["status"].as_str(), now["amountPaid"].as_i64()),
         (Some("paid"), Some(330))
@@ -183,7 +175,9 @@ async fn patch_edits_drafts_partially_and_recomputes_totals(app: &TestApp) {
     assert!(cleared["customerEmail"].is_null());
     assert_eq!(cleared["dueDate"], "2030-01-31");
     // What was stored is what GET shows.
-    let stored = get_json(app, &t.key, &format!("/api/invoices/{id}")).await;
+    let stored = app
+        .get_json::<Value>(&format!("/api/invoices/{id}"), &t.key)
+        .await;
     assert_eq!(stored, cleared);
     // Unknown fields and rule violations are refused and change nothing.
     problem(
@@ -199,11 +193,14 @@ async fn patch_edits_drafts_partially_and_recomputes_totals(app: &TestApp) {
     )
     .await;
     assert_eq!(
-        get_json(app, &t.key, &format!("/api/invoices/{id}")).await,
+        app.get_json::<Value>(&format!("/api/invoices/{id}"), &t.key)
+            .await,
         cleared
     );
     // The timeline records each edit.
-    let timeline = get_json(app, &t.key, &format!("/api/invoices/{id}/timeline")).await;
+    let timeline = app
+        .get_json::<Value>(&format!("/api/invoices/{id}/timeline"), &t.key)
+        .await;
     let updates = timeline
         .as_array()
         .unwrap()
@@ -271,7 +268,9 @@ async fn uncollectible_invoices_can_still_be_paid(app: &TestApp) {
         (Some(330), Some(0))
     );
     assert!(paid["paidAt"].is_string());
-    let timeline = get_json(app, &t.key, &format!("/api/invoices/{id}/timeline")).await;
+    let timeline = app
+        .get_json::<Value>(&format!("/api/invoices/{id}/timeline"), &t.key)
+        .await;
     let types: Vec<_> = timeline
         .as_array()
         .unwrap()

@@ -48,13 +48,8 @@ async fn pays_an_invoice_and_shows_the_timeline(app: &TestApp) {
         (Some(3_300), Some(0))
     );
     let timeline: Vec<Value> = app
-        .get(&format!("/api/invoices/{id}/timeline"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/invoices/{id}/timeline"), &t.key)
+        .await;
     let types: Vec<&str> = timeline
         .iter()
         .map(|e| e["eventType"].as_str().unwrap())
@@ -96,14 +91,7 @@ async fn declined_and_late_failing_cards(app: &TestApp) {
             .await;
         assert_eq!(failed["failureCode"], code);
     }
-    let reopened: Value = app
-        .get(&format!("/api/invoices/{id}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let reopened: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(reopened["amountPending"], 0);
     let late: Value = app
         .pay(&t.key, id, "4000000000000259", None)
@@ -118,23 +106,9 @@ async fn declined_and_late_failing_cards(app: &TestApp) {
     .await;
     // The stale failure arrives later and must be ignored.
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
-    let after: Value = app
-        .get(&format!("/api/payments/{pid}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after: Value = app.get_json(&format!("/api/payments/{pid}"), &t.key).await;
     assert_eq!(after["status"], "succeeded");
-    let invoice: Value = app
-        .get(&format!("/api/invoices/{id}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let invoice: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(invoice["status"], "paid");
 }
 
@@ -198,14 +172,7 @@ async fn authentication_roles_and_tenant_isolation(app: &TestApp) {
         "not_found",
     )
     .await;
-    let listed: Value = app
-        .get("/api/invoices", &b.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/invoices", &b.key).await;
     assert_eq!(listed["totalItems"], 0);
     problem(
         app.get("/api/invoices/inv_notanid", &a.key)
@@ -289,14 +256,7 @@ async fn authentication_roles_and_tenant_isolation(app: &TestApp) {
         "unauthenticated",
     )
     .await;
-    let listed: Value = app
-        .get("/api/api-keys", &a.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/api-keys", &a.key).await;
     assert!(!serde_json::to_string(&listed).unwrap().contains(viewer_key));
 }
 
@@ -341,14 +301,7 @@ async fn idempotency_replays_and_refuses_reuse(app: &TestApp) {
         .await
         .unwrap();
     problem(bad, 400, "invalid_request").await;
-    let listed: Value = app
-        .get("/api/invoices", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/invoices", &t.key).await;
     assert_eq!(listed["totalItems"], 1);
     // Concurrent requests under one key: exactly one effect.
     let runs = (0..10).map(|_| {
@@ -366,14 +319,7 @@ async fn idempotency_replays_and_refuses_reuse(app: &TestApp) {
         statuses.iter().all(|s| *s == 201 || *s == 409),
         "{statuses:?}"
     );
-    let listed: Value = app
-        .get("/api/invoices", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/invoices", &t.key).await;
     assert_eq!(listed["totalItems"], 2);
 }
 
@@ -441,26 +387,12 @@ async fn malformed_input_is_refused_and_writes_nothing(app: &TestApp) {
         .pay(&t.key, id, "4242424242424242", Some(1_000_000))
         .await;
     problem(over, 422, "amount_exceeds_remaining").await;
-    let listed: Value = app
-        .get("/api/invoices", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/invoices", &t.key).await;
     assert_eq!(
         listed["totalItems"], 1,
         "refused requests must write nothing"
     );
-    let payments: Value = app
-        .get("/api/payments", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let payments: Value = app.get_json("/api/payments", &t.key).await;
     assert_eq!(payments["totalItems"], 0);
     problem(
         app.get("/api/invoices?pageSize=0", &t.key)
@@ -611,47 +543,27 @@ async fn lists_paginate_and_filter(app: &TestApp) {
         app.invoice(&t.key, 100 + i, i % 3 == 0).await;
     }
     let page: Value = app
-        .get("/api/invoices?page=3&pageSize=5", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/invoices?page=3&pageSize=5", &t.key)
+        .await;
     assert_eq!(
         (page["totalItems"].as_i64(), page["totalPages"].as_i64()),
         (Some(12), Some(3))
     );
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let empty: Value = app
-        .get("/api/invoices?page=9&pageSize=5", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/invoices?page=9&pageSize=5", &t.key)
+        .await;
     assert_eq!(empty["items"].as_array().unwrap().len(), 0);
     let open: Value = app
-        .get("/api/invoices?status=open&pageSize=100", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/invoices?status=open&pageSize=100", &t.key)
+        .await;
     assert_eq!(open["totalItems"], 4);
     let by_total: Value = app
-        .get(
+        .get_json(
             "/api/invoices?sort=total&minTotal=340&maxTotal=350&pageSize=100",
             &t.key,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let totals: Vec<i64> = by_total["items"]
         .as_array()
         .unwrap()
@@ -665,16 +577,11 @@ async fn lists_paginate_and_filter(app: &TestApp) {
         "{totals:?}"
     );
     let combined: Value = app
-        .get(
+        .get_json(
             "/api/invoices?status=draft&customer=JANE&currency=USD&pageSize=100",
             &t.key,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(combined["totalItems"], 8);
     // Cursor mode walks every invoice exactly once.
     let mut seen = Vec::new();
@@ -684,14 +591,7 @@ async fn lists_paginate_and_filter(app: &TestApp) {
             Some(c) => format!("/api/invoices?limit=5&startingAfter={c}"),
             None => "/api/invoices?limit=5".into(),
         };
-        let page: Value = app
-            .get(&path, &t.key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = app.get_json(&path, &t.key).await;
         seen.extend(
             page["items"]
                 .as_array()
@@ -708,13 +608,8 @@ async fn lists_paginate_and_filter(app: &TestApp) {
     unique.dedup();
     assert_eq!((seen.len(), unique.len()), (12, 12));
     let events: Value = app
-        .get("/api/events?type=invoice.created&limit=5", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/events?type=invoice.created&limit=5", &t.key)
+        .await;
     assert_eq!(events["items"].as_array().unwrap().len(), 5);
     assert_eq!(events["hasMore"], true);
 }
@@ -763,13 +658,8 @@ async fn refunds_reach_the_invoice(app: &TestApp) {
         .await;
     assert_eq!(invoice["status"], "paid");
     let timeline: Vec<Value> = app
-        .get(&format!("/api/payments/{pid}/timeline"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/payments/{pid}/timeline"), &t.key)
+        .await;
     let types: Vec<&str> = timeline
         .iter()
         .map(|e| e["eventType"].as_str().unwrap())

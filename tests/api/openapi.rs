@@ -360,44 +360,18 @@ async fn openapi_schemas_match_real_responses() {
         .unwrap();
     assert_matches(&doc, "KeyCreated", &created["apiKey"]);
     let tenant: Value = app
-        .get(
+        .get_json(
             &format!("/api/tenants/{}", created["id"].as_str().unwrap()),
             ADMIN,
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_matches(&doc, "Tenant", &tenant);
-    let events: Value = app
-        .get("/api/events", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let events: Value = app.get_json("/api/events", &t.key).await;
     assert_matches(&doc, "EventPage", &events);
     assert_matches(&doc, "Event", &events["items"][0]);
-    let keys: Value = app
-        .get("/api/api-keys", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: Value = app.get_json("/api/api-keys", &t.key).await;
     assert_matches(&doc, "ApiKey", &keys["items"][0]);
-    let problem: Value = app
-        .get("/api/invoices/inv_nope", &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let problem: Value = app.get_json("/api/invoices/inv_nope", &t.key).await;
     let mut problem_keys: Vec<_> = problem.as_object().unwrap().keys().cloned().collect();
     problem_keys.sort();
     assert_eq!(

@@ -201,14 +201,7 @@ async fn oversized_bodies_are_refused_everywhere(app: &TestApp) {
         problem(response, 413, "payload_too_large").await;
     }
     // Nothing was changed by the refused requests.
-    let now: Value = app
-        .get(&format!("/api/invoices/{id}"), &t.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let now: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(
         (now["status"].as_str(), now["version"].as_u64()),
         (Some("draft"), draft["version"].as_u64())

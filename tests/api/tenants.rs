@@ -14,13 +14,8 @@ async fn tenants_read_and_list_with_pages(app: &TestApp) {
         ids.push(app.tenant(name).await.id);
     }
     let one: Value = app
-        .get(&format!("/api/tenants/{}", ids[1]), ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/api/tenants/{}", ids[1]), ADMIN)
+        .await;
     assert_eq!(
         (one["id"].as_str(), one["name"].as_str()),
         (Some(ids[1].as_str()), Some("T2"))
@@ -31,13 +26,8 @@ async fn tenants_read_and_list_with_pages(app: &TestApp) {
     let mut seen = Vec::new();
     for page in [1, 2] {
         let listed: Value = app
-            .get(&format!("/api/tenants?page={page}&pageSize=2"), ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_json(&format!("/api/tenants?page={page}&pageSize=2"), ADMIN)
+            .await;
         assert_eq!(
             (
                 &listed["page"],
@@ -57,14 +47,7 @@ async fn tenants_read_and_list_with_pages(app: &TestApp) {
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids);
-    let defaults: Value = app
-        .get("/api/tenants", ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let defaults: Value = app.get_json("/api/tenants", ADMIN).await;
     assert_eq!(
         (&defaults["page"], &defaults["pageSize"]),
         (&json!(1), &json!(10))
