@@ -18,6 +18,9 @@ pub(crate) struct Table {
     pub(crate) columns: &'static [&'static str],
     /// Upserted on `(tenant_id, id)` (projections) rather than plainly inserted.
     pub(crate) upsert: bool,
+    /// Columns an upsert never rewrites (set once, at insert). Left out of `DO UPDATE SET`,
+    /// SQLite leaves the indexes on them alone instead of rewriting their entries per change.
+    pub(crate) fixed: &'static [&'static str],
 }
 
 pub(crate) const EVENTS: Table = Table {
@@ -36,6 +39,7 @@ pub(crate) const EVENTS: Table = Table {
         "occurred_at",
     ],
     upsert: false,
+    fixed: &[],
 };
 
 pub(crate) const INVOICES: Table = Table {
@@ -55,6 +59,7 @@ pub(crate) const INVOICES: Table = Table {
         "data",
     ],
     upsert: true,
+    fixed: &["number", "created_at"],
 };
 
 pub(crate) const PAYMENTS: Table = Table {
@@ -72,6 +77,7 @@ pub(crate) const PAYMENTS: Table = Table {
         "data",
     ],
     upsert: true,
+    fixed: &["invoice_id", "amount", "currency", "created_at"],
 };
 
 pub(crate) const REFUNDS: Table = Table {
@@ -86,12 +92,14 @@ pub(crate) const REFUNDS: Table = Table {
         "data",
     ],
     upsert: true,
+    fixed: &["payment_id", "amount", "created_at"],
 };
 
 pub(crate) const DEDUP: Table = Table {
     name: "webhook_dedup",
     columns: &["tenant_id", "gateway_event_id", "payment_id", "created_at"],
     upsert: false,
+    fixed: &[],
 };
 
 pub(crate) const IDEMPOTENCY: Table = Table {
@@ -105,6 +113,7 @@ pub(crate) const IDEMPOTENCY: Table = Table {
         "created_at",
     ],
     upsert: false,
+    fixed: &[],
 };
 
 pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
@@ -216,6 +225,7 @@ fn conflict_clause(table: &Table) -> String {
     }
     let sets: Vec<String> = table.columns[2..]
         .iter()
+        .filter(|c| !table.fixed.contains(c))
         .map(|c| format!("{c} = excluded.{c}"))
         .collect();
     format!(
