@@ -93,8 +93,8 @@ fn options() -> anyhow::Result<Option<Options>> {
         backends: vec!["sqlite".into(), "postgres".into()],
         step: Duration::from_secs(4),
         tenants: 8,
-        invoices: 16,
-        payments: 500,
+        invoices: 250,
+        payments: 12_000,
         actors: 100_000,
         in_flight: 1_024,
         baselines: true,
@@ -213,6 +213,9 @@ async fn ramp(
         }
     }
     for _ in 0..if o.rates.is_empty() { MAX_STEPS } else { 0 } {
+        if !seed_covers(label, &workload, rate, o) {
+            break;
+        }
         let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
         next += (rate * o.step.as_secs_f64()) as u64 + 1;
         report::print_step(&format!("{label} @{rate:.0}/s"), &step);
@@ -240,7 +243,9 @@ async fn ramp(
         .filter(|s| s.sustained())
         .map(StepResult::achieved_ops)
         .fold(0.0, f64::max);
-    let at_70 = match best.filter(|_| o.rates.is_empty()) {
+    let at_70 = match best
+        .filter(|&b| o.rates.is_empty() && seed_covers(label, &workload, 0.7 * b, o))
+    {
         Some(b) => {
             let step = measured_step(client, &workload, next, 0.7 * b, watch, o, engine_url).await;
             report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &step);
@@ -253,6 +258,22 @@ async fn ramp(
         steps,
         max_sustained_ops,
         at_70,
+    }
+}
+
+/// Whether the seed still holds enough fresh payments for a step at `rate`; a step past that
+/// would measure stale events (cheap no-ops), so the ramp stops there and says so.
+fn seed_covers(label: &str, workload: &Arc<dyn Workload>, rate: f64, o: &Options) -> bool {
+    let needed = (rate * o.step.as_secs_f64()).ceil() as u64;
+    match workload.requests_left() {
+        Some(left) if left < needed => {
+            eprintln!(
+                "{label}: stopping before {rate:.0}/s: the seed has fresh events for {left} more \
+                 requests, the step needs {needed} (raise --payments)"
+            );
+            false
+        }
+        _ => true,
     }
 }
 

@@ -40,6 +40,12 @@ pub struct Req {
 /// Builds request number `i` of a run (deterministic in `i`, so duplicates can be re-made).
 pub trait Workload: Send + Sync {
     fn request(&self, i: u64) -> Req;
+
+    /// How many more requests still do what the scenario means to measure (webhook events
+    /// that apply rather than arrive stale); `None` for no limit.
+    fn requests_left(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Processes whose CPU time (and RSS) a step reports.

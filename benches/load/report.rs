@@ -61,8 +61,19 @@ pub fn print_step(label: &str, s: &StepResult) {
         s.server_rss_mib,
     );
     if let Some(c) = s.commit {
+        let webhooks: u64 = s.outcomes.iter().sum();
+        let applied = if webhooks == 0 {
+            String::new()
+        } else {
+            format!(
+                ", webhooks applied {:.0}% (duplicates {:.0}%, stale {:.0}%)",
+                100.0 * s.outcomes[0] as f64 / webhooks as f64,
+                100.0 * s.outcomes[1] as f64 / webhooks as f64,
+                100.0 * s.outcomes[2] as f64 / webhooks as f64,
+            )
+        };
         eprintln!(
-            "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch",
+            "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch{applied}",
             "",
             c.batches,
             c.units_per_batch(),

@@ -2,6 +2,7 @@
 //! the request mix of each scenario. Requests are pure functions of their number, so a duplicate
 //! webhook is the exact body of an earlier one.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -33,6 +34,10 @@ pub struct Tenant {
     pub secret: String,
     pub invoices: Vec<String>,
     pub payments: Vec<String>,
+    /// The tenant's next webhook event number, shared by every webhook scenario of the run:
+    /// a later scenario continues with payments the earlier ones have not moved yet, so its
+    /// events apply instead of arriving stale.
+    pub next_event: AtomicU64,
 }
 
 pub struct Seed {
@@ -112,6 +117,7 @@ pub async fn seed(
             secret: field(&t["webhookSecret"])?,
             invoices: Vec::new(),
             payments: Vec::new(),
+            next_event: AtomicU64::new(0),
         });
     }
     let jobs: Vec<(usize, usize)> = (0..tenants)
@@ -182,6 +188,8 @@ fn now_secs() -> i64 {
 /// Event `k` of a tenant's stream of webhooks: payments in turn; on its first two visits a
 /// payment gets `processing` and `succeeded` — in that order for even payments, reversed for
 /// odd ones — and later visits alternate the two (stale, hence ignored but still deduplicated).
+/// Seed twice as many payments per tenant as events a tenant will receive for all of them to
+/// apply; each step reports how many did.
 fn event(tenant: &Tenant, run: &str, k: u64) -> Value {
     let count = tenant.payments.len() as u64;
     let p = (k % count) as usize;
@@ -226,6 +234,15 @@ fn signed(seed: &Seed, tenant: &Tenant, body: Vec<u8>, ops: u64) -> Req {
     }
 }
 
+/// Events every tenant can still receive on first visits of its payments (two per payment).
+fn fresh_events_left(seed: &Seed) -> u64 {
+    seed.tenants
+        .iter()
+        .map(|t| (2 * t.payments.len() as u64).saturating_sub(t.next_event.load(Ordering::Relaxed)))
+        .min()
+        .unwrap_or(0)
+}
+
 /// `webhooks`: one signed event per request, tenants in turn.
 pub struct Webhooks {
     pub seed: Arc<Seed>,
@@ -236,9 +253,13 @@ impl Workload for Webhooks {
     fn request(&self, i: u64) -> Req {
         let tenants = self.seed.tenants.len() as u64;
         let tenant = &self.seed.tenants[(i % tenants) as usize];
-        let k = event_number(i / tenants);
+        let k = event_number(tenant.next_event.fetch_add(1, Ordering::Relaxed));
         let body = serde_json::to_vec(&event(tenant, &self.run, k)).unwrap_or_default();
         signed(&self.seed, tenant, body, 1)
+    }
+
+    fn requests_left(&self) -> Option<u64> {
+        Some(fresh_events_left(&self.seed) * self.seed.tenants.len() as u64)
     }
 }
 
@@ -252,13 +273,17 @@ impl Workload for WebhookBatches {
     fn request(&self, i: u64) -> Req {
         let tenants = self.seed.tenants.len() as u64;
         let tenant = &self.seed.tenants[(i % tenants) as usize];
-        let first = (i / tenants) * BATCH_EVENTS;
+        let first = tenant.next_event.fetch_add(BATCH_EVENTS, Ordering::Relaxed);
         let events: Vec<Value> = (first..first + BATCH_EVENTS)
             .map(|k| event(tenant, &self.run, event_number(k)))
             .collect();
         let body = serde_json::to_vec(&json!({"account": tenant.id, "events": events}))
             .unwrap_or_default();
         signed(&self.seed, tenant, body, BATCH_EVENTS)
+    }
+
+    fn requests_left(&self) -> Option<u64> {
+        Some(fresh_events_left(&self.seed) / BATCH_EVENTS * self.seed.tenants.len() as u64)
     }
 }
 
