@@ -98,13 +98,11 @@ pub fn respond<T>(
         Outcome::Fresh(value) => HttpResponse::build(status)
             .content_type("application/json")
             .body(render(&value)),
-        Outcome::Replayed(record) => {
-            let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
-            HttpResponse::build(status)
-                .content_type("application/json")
-                .insert_header((REPLAYED_HEADER, "true"))
-                .body(record.body)
+        Outcome::Replayed(record) => Replay {
+            status: StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK),
+            body: record.body,
         }
+        .respond(),
     }
 }
 
@@ -242,22 +240,18 @@ impl Once {
             }
         }
         let response = once.map(|o| o.keep(status, &body, at)).transpose()?;
-        match super::detached(effect(response)).await {
-            Ok(()) => Ok(Answer::Fresh(
+        match (super::detached(effect(response)).await, once) {
+            (Ok(()), _) => Ok(Answer::Fresh(
                 HttpResponse::build(status)
                     .content_type("application/json")
                     .body(body),
             )),
-            Err(ApiError::IdempotencyInFlight) if once.is_some() => {
-                let earlier = match once {
-                    Some(once) => once.earlier(db).await?,
-                    None => None,
-                };
-                earlier
-                    .map(Answer::Replayed)
-                    .ok_or(ApiError::IdempotencyInFlight)
-            }
-            Err(e) => Err(e),
+            (Err(ApiError::IdempotencyInFlight), Some(once)) => once
+                .earlier(db)
+                .await?
+                .map(Answer::Replayed)
+                .ok_or(ApiError::IdempotencyInFlight),
+            (Err(e), _) => Err(e),
         }
     }
 
