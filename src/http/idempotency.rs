@@ -14,10 +14,11 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use chrono::{DateTime, Utc};
 use hkdf::Hkdf;
-use payrail_actors::engine::{IdempotencySpec, Outcome, Rendered, Renderer};
+use payrail_actors::engine::{Context, IdempotencySpec, Outcome, Rendered, Renderer};
 use payrail_actors::ports::IdempotencyRecord;
 use sha2::{Digest, Sha256};
 
+use super::auth::TenantKey;
 use super::errors::ApiError;
 use super::views;
 use crate::store::{Db, ScopedResponse};
@@ -86,6 +87,21 @@ fn fingerprint(req: &HttpRequest, body: &[u8]) -> String {
     hasher.update(b"\n");
     hasher.update(body);
     hex::encode(hasher.finalize())
+}
+
+/// The engine context of a write: the caller, with the idempotency spec if the request
+/// carries a key (a malformed key is a 400).
+pub fn context(
+    auth: &TenantKey,
+    req: &HttpRequest,
+    body: &[u8],
+    status: StatusCode,
+) -> Result<Context, ApiError> {
+    let ctx = Context::new(auth.tenant, auth.actor());
+    Ok(match spec(req, body, status)? {
+        Some(spec) => ctx.with_idempotency(spec),
+        None => ctx,
+    })
 }
 
 /// A fresh outcome as `status` + the view; a replay as the stored status and body.

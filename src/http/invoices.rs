@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
-use super::idempotency::{parse, respond, spec, FingerprintOnly};
+use super::idempotency::{context, parse, respond, FingerprintOnly};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Internal, Invalid, InvalidParameter, NotFound,
     PayloadTooLarge, RateLimited, StateConflict, Unauthenticated, Unavailable, Unprocessable,
@@ -90,10 +90,6 @@ pub fn parse_id(raw: &str) -> Result<InvoiceId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("invoice"))
 }
 
-fn context(auth: &TenantKey) -> Context {
-    Context::new(auth.tenant, auth.actor())
-}
-
 /// Create an invoice.
 #[utoipa::path(
     operation_id = "createInvoice",
@@ -116,10 +112,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Operator)?;
     let input: CreateInvoice = parse(&body)?;
-    let mut ctx = context(&auth);
-    if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
-        ctx = ctx.with_idempotency(spec);
-    }
+    let ctx = context(&auth, &req, &body, StatusCode::CREATED)?;
     let open_now = input.finalize;
     let input = InvoiceInput {
         customer_name: input.customer_name,
@@ -211,7 +204,11 @@ pub async fn update(
     };
     let outcome = state
         .engine
-        .invoice_command(context(&auth), id, InvoiceCommand::Update(input))
+        .invoice_command(
+            Context::new(auth.tenant, auth.actor()),
+            id,
+            InvoiceCommand::Update(input),
+        )
         .await?;
     Ok(respond(outcome, StatusCode::OK, |i| {
         views::to_json(&views::invoice(i))
@@ -227,10 +224,7 @@ async fn command(
     command: InvoiceCommand,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(id)?;
-    let mut ctx = context(&auth);
-    if let Some(spec) = spec(&req, body, StatusCode::OK)? {
-        ctx = ctx.with_idempotency(spec);
-    }
+    let ctx = context(&auth, &req, body, StatusCode::OK)?;
     let outcome = state.engine.invoice_command(ctx, id, command).await?;
     Ok(respond(outcome, StatusCode::OK, |i| {
         views::to_json(&views::invoice(i))

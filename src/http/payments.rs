@@ -3,13 +3,13 @@
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use payrail_actors::domain::{InvoiceId, PaymentId, PaymentMethodInput, PaymentStatus};
-use payrail_actors::engine::{Context, PaymentAttempt};
+use payrail_actors::engine::PaymentAttempt;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
 use super::errors::ApiError;
-use super::idempotency::{parse, respond, spec};
+use super::idempotency::{context, parse, respond};
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Internal, InvalidParameter, NotFound, PayloadTooLarge,
     PaymentRefused, RateLimited, RefundRefused, Unauthenticated, Unavailable, IDEMPOTENCY_KEY,
@@ -73,10 +73,7 @@ pub async fn create(
         .invoice_id
         .parse()
         .map_err(|_| ApiError::NotFound("invoice"))?;
-    let mut ctx = Context::new(auth.tenant, auth.actor());
-    if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
-        ctx = ctx.with_idempotency(spec);
-    }
+    let ctx = context(&auth, &req, &body, StatusCode::CREATED)?;
     let attempt = PaymentAttempt {
         invoice_id,
         amount: input.amount,
@@ -229,10 +226,7 @@ pub async fn refund(
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let input: CreateRefund = parse(&body)?;
-    let mut ctx = Context::new(auth.tenant, auth.actor());
-    if let Some(spec) = spec(&req, &body, StatusCode::CREATED)? {
-        ctx = ctx.with_idempotency(spec);
-    }
+    let ctx = context(&auth, &req, &body, StatusCode::CREATED)?;
     let outcome = state
         .engine
         .refund(ctx, id, input.amount, input.reason)
