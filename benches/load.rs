@@ -206,6 +206,9 @@ async fn ramp(
     let mut next = 0u64;
     if !o.rates.is_empty() {
         for &rate in &o.rates {
+            if !seed_covers(label, &workload, rate, o) {
+                break;
+            }
             let step = measured_step(client, &workload, next, rate, watch, o, engine_url).await;
             next += (rate * o.step.as_secs_f64()) as u64 + 1;
             report::print_step(&format!("{label} @{rate:.0}/s"), &step);
