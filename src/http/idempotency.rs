@@ -172,10 +172,10 @@ impl Drop for Claim {
 /// digest. The same key and body open it again; the database alone cannot, as long as the
 /// key is unguessable (a random UUID, as clients should send anyway).
 pub struct Once {
-    scope: String,
     raw: String,
     fingerprint: String,
-    _claim: Claim,
+    /// Holds the key's (scope, digest) on this node while the request runs.
+    claim: Claim,
 }
 
 /// A response stored by an earlier request with the same key, opened.
@@ -227,10 +227,9 @@ impl Once {
             .claim((scope.to_owned(), digest(raw)))
             .ok_or(ApiError::IdempotencyInFlight)?;
         Ok(Some(Self {
-            scope: scope.to_owned(),
             raw: raw.to_owned(),
             fingerprint: fingerprint(req, body),
-            _claim: claim,
+            claim,
         }))
     }
 
@@ -274,7 +273,7 @@ impl Once {
     /// The response an earlier request stored under this key, if any (422 if that request
     /// was a different one).
     async fn earlier(&self, db: &Db) -> Result<Option<Replay>, ApiError> {
-        let (db, scope, key) = (db.clone(), self.scope.clone(), digest(&self.raw));
+        let (db, scope, key) = (db.clone(), self.scope().to_owned(), self.key().to_owned());
         let Some(record) =
             super::detached(async move { Ok(db.stored_response(&scope, &key).await?) }).await?
         else {
@@ -304,9 +303,9 @@ impl Once {
         let mut stored = nonce.to_vec();
         stored.extend(sealed);
         Ok(ScopedResponse {
-            scope: self.scope.clone(),
+            scope: self.scope().to_owned(),
             record: IdempotencyRecord {
-                key: digest(&self.raw),
+                key: self.key().to_owned(),
                 fingerprint: self.fingerprint.clone(),
                 status: status.as_u16(),
                 body: format!("{SEALED_PREFIX}{}", BASE64.encode(stored)),
@@ -330,11 +329,20 @@ impl Once {
         String::from_utf8(plain).map_err(|_| corrupt())
     }
 
+    fn scope(&self) -> &str {
+        &self.claim.entry.0
+    }
+
+    /// The key as stored: its digest.
+    fn key(&self) -> &str {
+        &self.claim.entry.1
+    }
+
     fn cipher(&self) -> Result<ChaCha20Poly1305, ApiError> {
         let kdf = Hkdf::<Sha256>::new(Some(b"payrail idempotency v1"), self.raw.as_bytes());
         let mut key = [0u8; 32];
         kdf.expand_multi_info(
-            &[self.scope.as_bytes(), b"\n", self.fingerprint.as_bytes()],
+            &[self.scope().as_bytes(), b"\n", self.fingerprint.as_bytes()],
             &mut key,
         )
         .map_err(|_| ApiError::Internal("deriving a sealing key failed".into()))?;

@@ -66,10 +66,7 @@ impl Drop for Sqlite {
 /// Runs PASSIVE checkpoints on a connection of its own: they copy committed WAL frames into
 /// the database without blocking the writer or readers, so commits only append to the WAL.
 fn start_checkpointer(path: &str, closed: Arc<AtomicBool>) -> anyhow::Result<()> {
-    let mut conn = SqliteConnection::establish(path)
-        .with_context(|| format!("opening SQLite at {path} for checkpoints"))?;
-    conn.batch_execute(&format!("PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS};"))
-        .context("setting SQLite pragmas")?;
+    let mut conn = open(path, true)?;
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
         .spawn(move || {
