@@ -18,7 +18,7 @@ use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
     ActiveEntities, ClaimKey, NewInvoice, ReleaseKey, ToInvoice, ToNewPayment, ToPayment,
 };
-use crate::actors::{AuditActor, AuditRouter, Deps, Registry};
+use crate::actors::{AuditRouter, Deps, Pending, Registry, WriterHandle};
 use crate::config::EngineConfig;
 use crate::domain::card::parse_payment_method;
 use crate::domain::{
@@ -130,10 +130,12 @@ impl Engine {
         let mut writers = Vec::new();
         for _ in 0..config.audit_writers.max(1) {
             let arbiter = Arbiter::new();
-            let (store, config, metrics) = (store.clone(), config.clone(), metrics.clone());
-            writers.push(AuditActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                AuditActor::new(store, config, metrics)
-            }));
+            writers.push(WriterHandle::start(
+                &arbiter.handle(),
+                store.clone(),
+                config.clone(),
+                metrics.clone(),
+            ));
             arbiters.push(ArbiterGuard(arbiter));
         }
         let deps = Deps {
@@ -301,7 +303,7 @@ impl Engine {
                     caller: ctx.caller.clone(),
                 },
             };
-            let run = async { handle.addr.send(msg).await? };
+            let run = async { durably(handle.addr.send(msg).await).await };
             self.idempotent(&handle, &ctx, run).await
         })
         .await
@@ -331,7 +333,7 @@ impl Engine {
                     caller: ctx.caller.clone(),
                 },
             };
-            let run = async { handle.addr.send(msg).await? };
+            let run = async { durably(handle.addr.send(msg).await).await };
             self.idempotent(&handle, &ctx, run).await
         })
         .await
@@ -355,7 +357,7 @@ impl Engine {
                     caller: ctx.caller.clone(),
                 },
             };
-            let run = async { handle.addr.send(msg).await? };
+            let run = async { durably(handle.addr.send(msg).await).await };
             self.idempotent(&handle, &ctx, run).await
         })
         .await
@@ -391,7 +393,9 @@ impl Engine {
                 let runs = groups.into_iter().map(|(payment_id, group)| {
                     let addr = handle.addr.clone();
                     async move {
-                        let mut outcomes = Vec::with_capacity(group.len());
+                        // Each event is queued behind the previous one without waiting for
+                        // its commit; then all of them are awaited together.
+                        let mut pending = Vec::with_capacity(group.len());
                         for event in group {
                             let msg = ToPayment {
                                 id: payment_id,
@@ -400,12 +404,14 @@ impl Engine {
                                     outcome: event.outcome,
                                 },
                             };
-                            outcomes.push(match addr.send(msg).await? {
-                                Err(EngineError::NotFound(_)) => WebhookDisposition::Rejected,
+                            pending.push(match addr.send(msg).await? {
+                                Err(EngineError::NotFound(_)) => {
+                                    crate::actors::settled(Ok(WebhookDisposition::Rejected))
+                                }
                                 other => other?,
                             });
                         }
-                        Ok::<_, EngineError>(outcomes)
+                        futures::future::try_join_all(pending).await
                     }
                 });
                 futures::future::try_join_all(runs).await
@@ -437,13 +443,11 @@ impl Engine {
     pub async fn invoice(&self, tenant: TenantId, id: InvoiceId) -> Result<Invoice, EngineError> {
         self.admitted(tenant, |handle| async move {
             let read = || async {
-                handle
-                    .addr
-                    .send(ToInvoice {
-                        id,
-                        msg: GetInvoice,
-                    })
-                    .await?
+                let get = ToInvoice {
+                    id,
+                    msg: GetInvoice,
+                };
+                durably(handle.addr.send(get).await).await
             };
             retry_read(read).await
         })
@@ -453,13 +457,11 @@ impl Engine {
     pub async fn payment(&self, tenant: TenantId, id: PaymentId) -> Result<Payment, EngineError> {
         self.admitted(tenant, |handle| async move {
             let read = || async {
-                handle
-                    .addr
-                    .send(ToPayment {
-                        id,
-                        msg: GetPayment,
-                    })
-                    .await?
+                let get = ToPayment {
+                    id,
+                    msg: GetPayment,
+                };
+                durably(handle.addr.send(get).await).await
             };
             retry_read(read).await
         })
@@ -565,6 +567,13 @@ impl Engine {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
+}
+
+/// The answer of a command sent to an actor, once its unit is durable.
+async fn durably<T>(
+    sent: Result<Result<Pending<T>, EngineError>, MailboxError>,
+) -> Result<T, EngineError> {
+    sent??.await
 }
 
 /// An explicit amount must be positive (absent means "whatever remains"), refused before any

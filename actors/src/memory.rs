@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use crate::domain::{
     Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, StreamId, TenantId,
 };
-use crate::ports::{EventStore, IdempotencyRecord, Loaded, Snapshot, StoreError, Unit};
+use crate::ports::{BatchFence, EventStore, IdempotencyRecord, Loaded, Snapshot, StoreError, Unit};
 
 #[derive(Default)]
 struct Inner {
@@ -207,13 +207,15 @@ impl EventStore for MemoryStore {
         let lose_reply = Self::take(&self.faults.lose_replies);
         let mut inner = self.lock();
         let mut results = Vec::with_capacity(units.len());
+        let mut fence = BatchFence::default();
         for (i, unit) in units.into_iter().enumerate() {
-            if failing_unit == i + 1 {
-                results.push(Err(StoreError::Unavailable("injected unit failure".into())));
-                continue;
-            }
             // Units later in a batch see the effects of earlier ones, as in one SQL transaction.
-            let result = inner.check(&unit);
+            let result = fence.guard(&unit, || {
+                if failing_unit == i + 1 {
+                    return Err(StoreError::Unavailable("injected unit failure".into()));
+                }
+                inner.check(&unit)
+            });
             if result.is_ok() {
                 inner.write(unit);
             }

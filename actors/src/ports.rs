@@ -67,6 +67,58 @@ impl Unit {
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
     }
+
+    /// Writes nothing: a barrier that resolves once every unit queued before it has.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+            && self.snapshots.is_empty()
+            && self.dedup_keys.is_empty()
+            && self.idempotency.is_none()
+    }
+}
+
+/// Within one batch, the stream versions that failed units would have produced. A later unit
+/// expecting such a version was decided on top of the failed one, so every `EventStore` fails
+/// it too, even when the stored version happens to match (another node may have written it).
+#[derive(Debug, Default)]
+pub struct BatchFence(HashSet<(TenantId, StreamId, u64)>);
+
+impl BatchFence {
+    pub fn check(&self, unit: &Unit) -> Result<(), StoreError> {
+        let Some(tenant) = unit.tenant_id else {
+            return Ok(());
+        };
+        match unit
+            .streams
+            .iter()
+            .find(|s| self.0.contains(&(tenant, s.stream, s.expected_version)))
+        {
+            Some(append) => Err(StoreError::Fenced(append.stream.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&mut self, unit: &Unit) {
+        if let Some(tenant) = unit.tenant_id {
+            self.0.extend(unit.streams.iter().map(|s| {
+                let would_be = s.expected_version + s.events.len() as u64;
+                (tenant, s.stream, would_be)
+            }));
+        }
+    }
+
+    /// Checks `unit`, runs `write` if it may pass, and records a failure either way.
+    pub fn guard(
+        &mut self,
+        unit: &Unit,
+        write: impl FnOnce() -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let result = self.check(unit).and_then(|()| write());
+        if result.is_err() {
+            self.record_failure(unit);
+        }
+        result
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +138,10 @@ pub enum StoreError {
     /// The outcome is unknown (e.g. the connection broke during COMMIT): it may be durable.
     #[error("storage outcome unknown: {0}")]
     Ambiguous(String),
+    /// An earlier unit of the same entity failed, so this one (decided on top of it) cannot
+    /// commit; nothing of it was written and the entity reloads. Safe to retry.
+    #[error("an earlier change to {0} failed; retry")]
+    Fenced(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
 }

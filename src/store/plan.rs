@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use payrail_actors::ports::{Snapshot, StoreError, Unit};
+use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
 
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
@@ -289,14 +289,16 @@ pub(crate) fn plan(
 ) -> Result<Planned, StoreError> {
     let mut writes = Writes::default();
     let mut results = Vec::with_capacity(units.len());
+    let mut fence = BatchFence::default();
     for unit in units {
         let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
             results.push(Err(StoreError::Corrupt("unit without tenant".into())));
             continue;
         };
-        let result = existing
-            .check(&tenant, unit)
-            .and_then(|()| writes.add(&tenant, unit, now));
+        let result = fence.guard(unit, || {
+            existing.check(&tenant, unit)?;
+            writes.add(&tenant, unit, now)
+        });
         if result.is_ok() {
             existing.record(&tenant, unit);
         }

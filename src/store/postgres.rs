@@ -10,7 +10,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use payrail_actors::ports::{StoreError, Unit};
+use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
 use super::plan;
 use super::rows::KeyRow;
@@ -159,13 +159,22 @@ async fn write_isolated(
     units: &[Unit],
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut results = Vec::with_capacity(units.len());
+    let mut fence = BatchFence::default();
     for unit in units {
-        let one = std::slice::from_ref(unit);
-        match c.transaction(async |c| write_units(c, one).await).await {
-            Ok(result) => results.push(result.into_iter().next().unwrap_or(Ok(()))),
-            Err(e) if is_database_error(&e) => results.push(Err(unit_rejected(e))),
-            Err(e) => return Err(e),
+        if let Err(e) = fence.check(unit) {
+            results.push(Err(e));
+            continue;
         }
+        let one = std::slice::from_ref(unit);
+        let result = match c.transaction(async |c| write_units(c, one).await).await {
+            Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
+            Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
+            Err(e) => return Err(e),
+        };
+        if result.is_err() {
+            fence.record_failure(unit);
+        }
+        results.push(result);
     }
     Ok(results)
 }

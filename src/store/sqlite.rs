@@ -19,7 +19,7 @@ use diesel::result::{Error as DieselError, QueryResult};
 use diesel::sqlite::Sqlite as SqliteBackend;
 use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use payrail_actors::ports::{StoreError, Unit};
+use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
 use super::plan;
 use super::rows::KeyRow;
@@ -226,13 +226,22 @@ fn append_job(
             tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
             c.immediate_transaction(|c| {
                 let mut results = Vec::with_capacity(units.len());
+                let mut fence = BatchFence::default();
                 for unit in units {
-                    let one = std::slice::from_ref(unit);
-                    match c.transaction(|c| write_units(c, one)) {
-                        Ok(result) => results.push(result.into_iter().next().unwrap_or(Ok(()))),
-                        Err(e) if is_database_error(&e) => results.push(Err(unit_rejected(e))),
-                        Err(e) => return Err(e),
+                    if let Err(e) = fence.check(unit) {
+                        results.push(Err(e));
+                        continue;
                     }
+                    let one = std::slice::from_ref(unit);
+                    let result = match c.transaction(|c| write_units(c, one)) {
+                        Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
+                        Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
+                        Err(e) => return Err(e),
+                    };
+                    if result.is_err() {
+                        fence.record_failure(unit);
+                    }
+                    results.push(result);
                 }
                 Ok(results)
             })

@@ -1,12 +1,14 @@
-//! The audit actor: the single write path. It gathers units from many entity actors and commits
-//! them in group commits (one batch in flight per writer), answering each unit only once its
-//! batch is durable. A failing unit fails alone; a failing batch fails every unit in it.
+//! The audit actor: the single write path. Entity actors queue units here without waiting
+//! (`AuditRouter::submit`); it commits them in group commits, one batch in flight per writer,
+//! and resolves each unit's `Durable` once its batch is durable. A failing unit fails alone
+//! (with the units fenced behind it); a failing batch fails every unit in it.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::oneshot;
 
 use crate::config::EngineConfig;
@@ -14,16 +16,147 @@ use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::ports::{EventStore, StoreError, Unit};
 
-/// Commit one unit; the reply comes after it is durable.
+/// The units one incarnation of an entity actor has queued share a fence. The actor applies
+/// each unit to its memory before the unit is durable, so once one of them fails (or its
+/// outcome is unknown) that memory is wrong: the writer trips the fence, fails every later unit
+/// behind it, and the actor reloads from storage under a new fence before deciding anything.
+#[derive(Debug, Clone, Default)]
+pub struct Fence(Arc<AtomicBool>);
+
+impl Fence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_tripped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn trip(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Resolves once a queued unit is durable, or with the reason it is not. Cloneable: the caller
+/// and the actor's own follow-up work (a gateway call after a commit) can both wait on it.
+pub type Durable = Shared<BoxFuture<'static, Result<(), EngineError>>>;
+
+/// A unit already resolved (nothing to write, or refused before it was queued).
+pub fn resolved(result: Result<(), EngineError>) -> Durable {
+    futures::future::ready(result).boxed().shared()
+}
+
+/// Queue one unit; its waiter is answered once the unit is durable (or definitely failed).
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
-pub struct Append(pub Unit);
+#[rtype(result = "()")]
+pub struct Append {
+    unit: Unit,
+    waiter: Waiter,
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Flush;
 
-type Waiter = oneshot::Sender<Result<(), StoreError>>;
+/// Where a unit's outcome goes. A unit that is not answered `Ok` (failed, or dropped with a
+/// stopping writer) trips its fences first, so its actors never build on it.
+struct Waiter {
+    reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    fences: Vec<Fence>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Waiter {
+    fn answer(mut self, result: Result<(), StoreError>) {
+        if result.is_err() {
+            self.fences.iter().for_each(Fence::trip);
+        }
+        if let Some(reply) = self.reply.take() {
+            // A caller that went away no longer needs its answer; the outcome stands anyway.
+            let _ = reply.send(result);
+        }
+    }
+
+    fn is_fenced(&self) -> bool {
+        self.fences.iter().any(Fence::is_tripped)
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            self.fences.iter().for_each(Fence::trip);
+        }
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One audit writer as entity actors see it: its address and how many units it holds.
+#[derive(Clone)]
+pub struct WriterHandle {
+    addr: Addr<AuditActor>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    metrics: Arc<EngineMetrics>,
+}
+
+impl WriterHandle {
+    /// Starts a writer on `arbiter`.
+    pub fn start(
+        arbiter: &ArbiterHandle,
+        store: Arc<dyn EventStore>,
+        config: Arc<EngineConfig>,
+        metrics: Arc<EngineMetrics>,
+    ) -> Self {
+        let capacity = config.audit_queue_capacity.max(1);
+        let writer_metrics = Arc::clone(&metrics);
+        let addr = AuditActor::start_in_arbiter(arbiter, move |ctx| {
+            // Unbounded mailbox: `queued` bounds it, and a full mailbox would refuse units.
+            ctx.set_mailbox_capacity(0);
+            AuditActor::new(store, config, writer_metrics)
+        });
+        Self {
+            addr,
+            queued: Arc::new(AtomicUsize::new(0)),
+            capacity,
+            metrics,
+        }
+    }
+
+    /// Queues `unit` behind every unit queued before it, without waiting for any commit. Refused
+    /// at once with `Overloaded` when the writer already holds its capacity, so a caller can
+    /// still decide not to apply the unit. `fences`: the fences of the actors whose memory will
+    /// hold the unit.
+    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+            return Err(EngineError::Overloaded);
+        }
+        let (reply, answer) = oneshot::channel();
+        let waiter = Waiter {
+            reply: Some(reply),
+            fences,
+            queued: Arc::clone(&self.queued),
+        };
+        // The mailbox is unbounded (the count above bounds it) and first in, first out: units
+        // reach the batch in the order their actors decided them.
+        self.addr
+            .try_send(Append { unit, waiter })
+            .map_err(|_| EngineError::Unavailable("audit writer stopped".into()))?;
+        self.metrics
+            .audit_queue_depth
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(async move {
+            match answer.await {
+                Ok(result) => result.map_err(EngineError::from),
+                Err(_) => Err(EngineError::Unavailable("audit writer stopped".into())),
+            }
+        }
+        .boxed()
+        .shared())
+    }
+}
 
 pub struct AuditActor {
     store: Arc<dyn EventStore>,
@@ -35,7 +168,7 @@ pub struct AuditActor {
 }
 
 impl AuditActor {
-    pub fn new(
+    fn new(
         store: Arc<dyn EventStore>,
         config: Arc<EngineConfig>,
         metrics: Arc<EngineMetrics>,
@@ -56,20 +189,23 @@ impl AuditActor {
         }
         self.flush_scheduled = true;
         if self.config.commit_linger.is_zero() {
-            // Runs after the mailbox drains, so the batch holds every waiting caller.
+            // Runs after the mailbox drains, so the batch holds every waiting unit.
             ctx.notify(Flush);
         } else {
             ctx.notify_later(Flush, self.config.commit_linger);
         }
     }
+
+    fn answer(&self, waiter: Waiter, result: Result<(), StoreError>) {
+        self.metrics
+            .audit_queue_depth
+            .fetch_sub(1, Ordering::Relaxed);
+        waiter.answer(result);
+    }
 }
 
 impl Actor for AuditActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.config.audit_queue_capacity);
-    }
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
         // Never stop with units unanswered: drain first.
@@ -82,26 +218,11 @@ impl Actor for AuditActor {
 }
 
 impl Handler<Append> for AuditActor {
-    type Result = ResponseFuture<Result<(), EngineError>>;
+    type Result = ();
 
-    fn handle(&mut self, Append(unit): Append, ctx: &mut Self::Context) -> Self::Result {
-        let queued = self.buffer.len() + self.in_flight;
-        if queued >= self.config.audit_queue_capacity {
-            self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-            return Box::pin(async { Err(EngineError::Overloaded) });
-        }
-        let (tx, rx) = oneshot::channel();
-        self.buffer.push((unit, tx));
-        self.metrics
-            .audit_queue_depth
-            .fetch_add(1, Ordering::Relaxed);
+    fn handle(&mut self, Append { unit, waiter }: Append, ctx: &mut Self::Context) {
+        self.buffer.push((unit, waiter));
         self.schedule_flush(ctx);
-        Box::pin(async move {
-            match rx.await {
-                Ok(result) => result.map_err(EngineError::from),
-                Err(_) => Err(EngineError::Unavailable("audit writer stopped".into())),
-            }
-        })
     }
 }
 
@@ -114,8 +235,31 @@ impl Handler<Flush> for AuditActor {
             return;
         }
         let take = self.buffer.len().min(self.config.commit_batch_max_units);
-        let batch: Vec<(Unit, Waiter)> = self.buffer.drain(..take).collect();
-        let (units, waiters): (Vec<Unit>, Vec<Waiter>) = batch.into_iter().unzip();
+        let mut units = Vec::with_capacity(take);
+        let mut waiters = Vec::with_capacity(take);
+        // Barriers write nothing; they resolve with the batch, after every unit before them.
+        let mut barriers = Vec::new();
+        let queued: Vec<(Unit, Waiter)> = self.buffer.drain(..take).collect();
+        for (unit, waiter) in queued {
+            if unit.is_empty() {
+                barriers.push(waiter);
+            } else if waiter.is_fenced() {
+                // Decided on top of a unit that failed: it must not commit.
+                let stream = unit
+                    .streams
+                    .first()
+                    .map_or_else(String::new, |s| s.stream.to_string());
+                self.answer(waiter, Err(StoreError::Fenced(stream)));
+            } else {
+                units.push(unit);
+                waiters.push(waiter);
+            }
+        }
+        if units.is_empty() {
+            barriers.into_iter().for_each(|b| self.answer(b, Ok(())));
+            self.schedule_flush(ctx);
+            return;
+        }
         let events: usize = units.iter().map(Unit::event_count).sum();
         self.in_flight = units.len();
         let store = Arc::clone(&self.store);
@@ -126,9 +270,6 @@ impl Handler<Flush> for AuditActor {
             let micros = started.elapsed().as_micros() as u64;
             act.metrics
                 .record_batch(waiters.len(), events, failed, micros);
-            act.metrics
-                .audit_queue_depth
-                .fetch_sub(waiters.len() as i64, Ordering::Relaxed);
             let mut results = results.into_iter();
             for waiter in waiters {
                 let result = results.next().unwrap_or_else(|| {
@@ -136,9 +277,9 @@ impl Handler<Flush> for AuditActor {
                         "store returned too few results".into(),
                     ))
                 });
-                // A caller that went away no longer needs its answer; the unit is durable anyway.
-                let _ = waiter.send(result);
+                act.answer(waiter, result);
             }
+            barriers.into_iter().for_each(|b| act.answer(b, Ok(())));
             act.in_flight = 0;
             act.schedule_flush(ctx);
         }));

@@ -5,27 +5,37 @@
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt};
 
 use super::messages::{
-    CreateInvoice, GetInvoice, Rendered, ReservePayment, RunInvoiceCommand, SettlePayment,
+    CreateInvoice, GetInvoice, Queued, Rendered, ReservePayment, RunInvoiceCommand, SettlePayment,
 };
-use super::{idempotency_record, lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder};
+use super::{
+    done, done_then_stop, idempotency_record, lifecycle_handlers, load_on_start, on_fresh_state,
+    read_when_durable, resolved, unavailable, when_durable, Deps, Durable, EventBuilder, Fence,
+    Pending, Pipelined,
+};
 use crate::domain::{
     Event, EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
 };
 use crate::error::EngineError;
-use crate::ports::{Snapshot, StreamAppend, Unit};
+use crate::ports::{Loaded, Snapshot, StoreError, StreamAppend, Unit};
 
-type Reply<T> = super::Reply<InvoiceActor, T>;
+type Reply<T> = super::Reply<InvoiceActor, Pending<T>>;
+type Step<T> = super::Step<InvoiceActor, Pending<T>>;
 
 pub struct InvoiceActor {
     tenant: TenantId,
     id: InvoiceId,
     deps: Deps,
+    /// Every queued unit applied, durable or not yet.
     state: Option<Invoice>,
     /// A brand-new invoice has nothing to load.
     fresh: bool,
     load_error: Option<EngineError>,
+    fence: Fence,
+    /// The last unit queued: a read waits for it, so it never shows what is not yet durable.
+    tail: Durable,
 }
 
 impl InvoiceActor {
@@ -37,6 +47,8 @@ impl InvoiceActor {
             state: None,
             fresh,
             load_error: None,
+            fence: Fence::new(),
+            tail: resolved(Ok(())),
         }
     }
 
@@ -59,25 +71,60 @@ impl InvoiceActor {
         self.state.as_ref().ok_or(EngineError::NotFound("invoice"))
     }
 
-    /// Commits `unit`; on success `next` becomes the state. Any storage failure stops the actor
-    /// so the next message starts from what is durable.
-    fn commit<T: 'static>(&mut self, unit: Unit, next: Invoice, reply: T) -> Reply<T> {
-        let audit = self.deps.audit.clone();
-        let fut = async move { audit.commit(unit).await };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
-            move |result, act, ctx| match result {
-                Ok(()) => {
-                    act.state = Some(next);
-                    Ok(reply)
+    /// Queues `unit` and moves on to `next` at once; the unit's callers wait for `Durable`.
+    /// `payer`: the fence of a payment actor whose memory also holds the unit.
+    fn queue(
+        &mut self,
+        unit: Unit,
+        next: Invoice,
+        payer: Option<Fence>,
+    ) -> Result<Durable, EngineError> {
+        let mut fences = vec![self.fence.clone()];
+        fences.extend(payer);
+        let durable = self.deps.audit.submit(unit, fences)?;
+        self.state = Some(next);
+        self.tail = durable.clone();
+        Ok(durable)
+    }
+}
+
+impl Pipelined for InvoiceActor {
+    type Loaded = Option<Loaded<Invoice>>;
+
+    fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
+        let store = self.deps.store.clone();
+        let (tenant, id) = (self.tenant, self.id);
+        let barrier = self.deps.audit.barrier(tenant);
+        async move {
+            barrier.await.map_err(unavailable)?;
+            store.load_invoice(tenant, id).await
+        }
+        .boxed()
+    }
+
+    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>) {
+        self.fence = Fence::new();
+        self.tail = resolved(Ok(()));
+        self.load_error = None;
+        self.state = None;
+        match loaded {
+            Ok(Some(loaded)) => {
+                let mut state = loaded.snapshot;
+                for event in &loaded.trailing {
+                    state.apply(event);
                 }
-                Err(err) => {
-                    if err != EngineError::Overloaded {
-                        ctx.stop();
-                    }
-                    Err(err)
-                }
-            },
-        )))
+                self.state = Some(state);
+            }
+            Ok(None) => {}
+            Err(err) => {
+                self.load_error = Some(err.into());
+                self.fence.trip();
+            }
+        }
     }
 }
 
@@ -90,23 +137,9 @@ impl Actor for InvoiceActor {
             .metrics
             .active_invoice_actors
             .fetch_add(1, Ordering::Relaxed);
-        if self.fresh {
-            return;
+        if !self.fresh {
+            load_on_start(self, ctx);
         }
-        let store = self.deps.store.clone();
-        let (tenant, id) = (self.tenant, self.id);
-        let load = async move { store.load_invoice(tenant, id).await };
-        ctx.wait(load.into_actor(self).map(|result, act, _| match result {
-            Ok(Some(loaded)) => {
-                let mut state = loaded.snapshot;
-                for event in &loaded.trailing {
-                    state.apply(event);
-                }
-                act.state = Some(state);
-            }
-            Ok(None) => {}
-            Err(err) => act.load_error = Some(err.into()),
-        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -117,19 +150,14 @@ impl Actor for InvoiceActor {
     }
 }
 
-impl Handler<CreateInvoice> for InvoiceActor {
-    type Result = Reply<Invoice>;
-
-    fn handle(&mut self, msg: CreateInvoice, _: &mut Self::Context) -> Self::Result {
+impl InvoiceActor {
+    fn create(&mut self, msg: CreateInvoice) -> Result<Pending<Invoice>, EngineError> {
         if self.state.is_some() {
-            return reply(Err(EngineError::Domain(
+            return Err(EngineError::Domain(
                 crate::domain::DomainError::invalid_state("invoice already exists"),
-            )));
+            ));
         }
-        let data = match Invoice::decide_create(msg.number, &msg.input, msg.finalize) {
-            Ok(data) => data,
-            Err(err) => return reply(Err(err.into())),
-        };
+        let data = Invoice::decide_create(msg.number, &msg.input, msg.finalize)?;
         let events = self.events(&msg.caller.actor, 0, data);
         let at = self.deps.clock.now();
         let mut next = Invoice::blank(self.tenant, self.id, at);
@@ -143,22 +171,13 @@ impl Handler<CreateInvoice> for InvoiceActor {
         });
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(next.clone())));
-        self.commit(unit, next.clone(), next)
+        let durable = self.queue(unit, next.clone(), None)?;
+        Ok(when_durable(durable, next))
     }
-}
 
-impl Handler<RunInvoiceCommand> for InvoiceActor {
-    type Result = Reply<Invoice>;
-
-    fn handle(&mut self, msg: RunInvoiceCommand, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
-        let data = match state.decide(&msg.command) {
-            Ok(data) => data,
-            Err(err) => return reply(Err(err.into())),
-        };
+    fn run_command(&mut self, msg: RunInvoiceCommand) -> Result<Pending<Invoice>, EngineError> {
+        let state = self.current()?;
+        let data = state.decide(&msg.command)?;
         let events = self.events(&msg.caller.actor, state.version, data);
         let mut next = state.clone();
         events.iter().for_each(|e| next.apply(e));
@@ -172,26 +191,18 @@ impl Handler<RunInvoiceCommand> for InvoiceActor {
         });
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(next.clone())));
-        self.commit(unit, next.clone(), next)
+        let durable = self.queue(unit, next.clone(), None)?;
+        Ok(when_durable(durable, next))
     }
-}
 
-impl Handler<ReservePayment> for InvoiceActor {
-    type Result = Reply<Payment>;
-
-    fn handle(&mut self, msg: ReservePayment, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
+    /// Reserves the amount and records the new payment's `payment.attempted`, in one unit.
+    fn reserve(&mut self, msg: ReservePayment) -> Result<Queued<Payment>, EngineError> {
+        let state = self.current()?;
         let command = InvoiceCommand::Reserve {
             payment_id: msg.payment_id,
             amount: msg.amount,
         };
-        let data = match state.decide(&command) {
-            Ok(data) => data,
-            Err(err) => return reply(Err(err.into())),
-        };
+        let data = state.decide(&command)?;
         let amount = reserved_amount(&data, msg.payment_id);
         let at = self.deps.clock.now();
         let invoice_events = self.events(&msg.caller.actor, state.version, data);
@@ -233,29 +244,16 @@ impl Handler<ReservePayment> for InvoiceActor {
             .push(Snapshot::Invoice(Box::new(next.clone())));
         unit.snapshots
             .push(Snapshot::Payment(Box::new(payment.clone())));
-        self.commit(unit, next, payment)
-    }
-}
-
-fn reserved_amount(data: &[EventData], payment: PaymentId) -> i64 {
-    data.iter()
-        .find_map(|d| match d {
-            EventData::InvoicePaymentPending { payment_id, amount } if *payment_id == payment => {
-                Some(*amount)
-            }
-            _ => None,
+        let durable = self.queue(unit, next, Some(msg.payer))?;
+        Ok(Queued {
+            value: payment,
+            durable,
         })
-        .unwrap_or(0)
-}
+    }
 
-impl Handler<SettlePayment> for InvoiceActor {
-    type Result = Reply<Invoice>;
-
-    fn handle(&mut self, msg: SettlePayment, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
+    /// Commits payment events that move money together with the invoice's reaction.
+    fn settle(&mut self, msg: SettlePayment) -> Result<Durable, EngineError> {
+        let state = self.current()?;
         let mut next = state.clone();
         let mut reactions = Vec::new();
         for event in &msg.payment.events {
@@ -278,19 +276,63 @@ impl Handler<SettlePayment> for InvoiceActor {
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(next.clone())));
         unit.dedup_keys = msg.dedup_keys;
-        self.commit(unit, next.clone(), next)
+        self.queue(unit, next, Some(msg.payer))
+    }
+}
+
+impl Handler<CreateInvoice> for InvoiceActor {
+    type Result = Reply<Invoice>;
+
+    fn handle(&mut self, msg: CreateInvoice, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| done(act.create(msg)))
+    }
+}
+
+impl Handler<RunInvoiceCommand> for InvoiceActor {
+    type Result = Reply<Invoice>;
+
+    fn handle(&mut self, msg: RunInvoiceCommand, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| done(act.run_command(msg)))
+    }
+}
+
+impl Handler<ReservePayment> for InvoiceActor {
+    type Result = super::Reply<Self, Queued<Payment>>;
+
+    fn handle(&mut self, msg: ReservePayment, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| done(act.reserve(msg)))
+    }
+}
+
+fn reserved_amount(data: &[EventData], payment: PaymentId) -> i64 {
+    data.iter()
+        .find_map(|d| match d {
+            EventData::InvoicePaymentPending { payment_id, amount } if *payment_id == payment => {
+                Some(*amount)
+            }
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+impl Handler<SettlePayment> for InvoiceActor {
+    type Result = super::Reply<Self, Durable>;
+
+    fn handle(&mut self, msg: SettlePayment, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| done(act.settle(msg)))
     }
 }
 
 impl Handler<GetInvoice> for InvoiceActor {
     type Result = Reply<Invoice>;
 
-    fn handle(&mut self, _: GetInvoice, _: &mut Self::Context) -> Self::Result {
-        let result = self.current().cloned();
-        if result.is_err() {
-            return reply_then_stop(result);
-        }
-        reply(result)
+    fn handle(&mut self, _: GetInvoice, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, |act, _| -> Step<Invoice> {
+            match act.current() {
+                Ok(state) => done(Ok(read_when_durable(act.tail.clone(), state.clone()))),
+                Err(err) => done_then_stop(Err(err)),
+            }
+        })
     }
 }
 

@@ -4,12 +4,19 @@ use std::sync::Arc;
 
 use actix::Message;
 
+use super::{Durable, Fence, Pending};
 use crate::domain::{
     CardSummary, GatewayOutcome, Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment,
     PaymentId, PaymentSource, Refund, RefundId,
 };
 use crate::error::EngineError;
 use crate::ports::{DedupKey, StreamAppend};
+
+/// A value decided and queued; `durable` resolves once its unit is durable.
+pub struct Queued<T> {
+    pub value: T,
+    pub durable: Durable,
+}
 
 /// The entity a command's response shows, for rendering the stored idempotent response.
 pub enum Rendered<'a> {
@@ -59,7 +66,7 @@ pub enum WebhookDisposition {
 // ---- invoice actor ----
 
 #[derive(Message)]
-#[rtype(result = "Result<Invoice, EngineError>")]
+#[rtype(result = "Result<Pending<Invoice>, EngineError>")]
 pub struct CreateInvoice {
     pub number: u64,
     pub input: InvoiceInput,
@@ -68,7 +75,7 @@ pub struct CreateInvoice {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Invoice, EngineError>")]
+#[rtype(result = "Result<Pending<Invoice>, EngineError>")]
 pub struct RunInvoiceCommand {
     pub command: InvoiceCommand,
     pub caller: Caller,
@@ -76,9 +83,11 @@ pub struct RunInvoiceCommand {
 
 /// Reserve money for a new payment and record its `payment.attempted`, atomically.
 #[derive(Message)]
-#[rtype(result = "Result<Payment, EngineError>")]
+#[rtype(result = "Result<Queued<Payment>, EngineError>")]
 pub struct ReservePayment {
     pub payment_id: PaymentId,
+    /// The payment actor's fence: its memory holds the unit too.
+    pub payer: Fence,
     pub amount: Option<i64>,
     pub card: CardSummary,
     pub token: Option<String>,
@@ -87,21 +96,23 @@ pub struct ReservePayment {
 
 /// Commit payment events that move the invoice's money, with the invoice's own reaction.
 #[derive(Message)]
-#[rtype(result = "Result<Invoice, EngineError>")]
+#[rtype(result = "Result<Durable, EngineError>")]
 pub struct SettlePayment {
+    /// The payment actor's fence: its memory holds the unit too.
+    pub payer: Fence,
     pub payment: StreamAppend,
     pub snapshot: Payment,
     pub dedup_keys: Vec<DedupKey>,
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Invoice, EngineError>")]
+#[rtype(result = "Result<Pending<Invoice>, EngineError>")]
 pub struct GetInvoice;
 
 // ---- payment actor ----
 
 #[derive(Message)]
-#[rtype(result = "Result<Payment, EngineError>")]
+#[rtype(result = "Result<Pending<Payment>, EngineError>")]
 pub struct AttemptPayment {
     pub invoice_id: InvoiceId,
     pub amount: Option<i64>,
@@ -111,14 +122,14 @@ pub struct AttemptPayment {
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<WebhookDisposition, EngineError>")]
+#[rtype(result = "Result<Pending<WebhookDisposition>, EngineError>")]
 pub struct ApplyGatewayEvent {
     pub gateway_event_id: String,
     pub outcome: GatewayOutcome,
 }
 
 #[derive(Message)]
-#[rtype(result = "Result<Refund, EngineError>")]
+#[rtype(result = "Result<Pending<Refund>, EngineError>")]
 pub struct CreateRefund {
     pub refund_id: RefundId,
     pub amount: Option<i64>,
@@ -128,14 +139,14 @@ pub struct CreateRefund {
 
 /// The gateway accepted the charge: record its reference.
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Pending<()>, EngineError>")]
 pub struct ChargeAccepted {
     pub reference: String,
 }
 
 /// Re-sent without card data, the gateway had never seen the charge: it cannot happen now.
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<Pending<()>, EngineError>")]
 pub struct ChargeNeverArrived;
 
 /// Re-send the charge if it is still waiting for the gateway and old enough that its own
@@ -145,7 +156,7 @@ pub struct ChargeNeverArrived;
 pub struct ResubmitCharge;
 
 #[derive(Message)]
-#[rtype(result = "Result<Payment, EngineError>")]
+#[rtype(result = "Result<Pending<Payment>, EngineError>")]
 pub struct GetPayment;
 
 // ---- both ----

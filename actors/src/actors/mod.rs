@@ -17,9 +17,11 @@ use crate::config::EngineConfig;
 use crate::domain::{Event, EventData, EventId, InvoiceId, StreamId, TenantId};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
-use crate::ports::{Clock, EventStore, Gateway, Unit};
+use crate::ports::{Clock, EventStore, Gateway, StoreError, Unit};
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
 
-pub use audit::{Append, AuditActor};
+pub use audit::{resolved, AuditActor, Durable, Fence, WriterHandle};
 pub use registry::Registry;
 
 /// What every actor shares: the ports, the audit writers, limits and counters.
@@ -36,18 +38,18 @@ pub struct Deps {
 /// Picks the audit writer for a tenant, so one tenant's units stay in order on one writer.
 #[derive(Clone)]
 pub struct AuditRouter {
-    writers: Arc<Vec<Addr<AuditActor>>>,
+    writers: Arc<Vec<WriterHandle>>,
 }
 
 impl AuditRouter {
-    pub fn new(writers: Vec<Addr<AuditActor>>) -> Self {
+    pub fn new(writers: Vec<WriterHandle>) -> Self {
         Self {
             writers: Arc::new(writers),
         }
     }
 
-    /// Commits a unit; resolves only once it is durable (or definitely failed).
-    pub async fn commit(&self, unit: Unit) -> Result<(), EngineError> {
+    /// Queues a unit behind every earlier unit of its tenant; see `WriterHandle::submit`.
+    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
         let index = unit.tenant_id.map_or(0, |t| {
             (t.uuid().as_u128() % self.writers.len().max(1) as u128) as usize
         });
@@ -55,7 +57,14 @@ impl AuditRouter {
             .writers
             .get(index)
             .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?;
-        writer.send(Append(unit)).await?
+        writer.submit(unit, fences)
+    }
+
+    /// Resolves once every unit the tenant queued before this call has resolved: an actor
+    /// loads after it, so a new incarnation sees what its predecessor left in flight.
+    pub fn barrier(&self, tenant: TenantId) -> Durable {
+        self.submit(Unit::new(tenant), Vec::new())
+            .unwrap_or_else(|err| resolved(Err(err)))
     }
 }
 
@@ -88,9 +97,62 @@ impl EventBuilder {
     }
 }
 
-/// An entity actor's answer, sent only once the handler's future (often a commit) is done; the
-/// actor handles nothing else meanwhile.
+/// A command's answer once its unit is queued: resolves when that unit is durable. The actor
+/// has already moved on to its next command by then.
+pub type Pending<T> = BoxFuture<'static, Result<T, EngineError>>;
+
+/// Answers `value` once `durable` has resolved.
+pub(crate) fn when_durable<T: Send + 'static>(durable: Durable, value: T) -> Pending<T> {
+    async move { durable.await.map(|()| value) }.boxed()
+}
+
+/// Answers `value` once `tail` (the last unit queued before the read) has resolved. If that
+/// unit failed, the value may show what never became durable: the read is refused as
+/// `Unavailable`, which a reader simply asks again of the reloaded actor.
+pub(crate) fn read_when_durable<T: Send + 'static>(tail: Durable, value: T) -> Pending<T> {
+    async move {
+        tail.await
+            .map_err(|_| EngineError::Unavailable("a queued change failed; reloading".into()))?;
+        Ok(value)
+    }
+    .boxed()
+}
+
+/// Answers at once, with nothing to wait for.
+pub(crate) fn settled<T: Send + 'static>(result: Result<T, EngineError>) -> Pending<T> {
+    futures::future::ready(result).boxed()
+}
+
+/// An entity actor's answer. The actor handles nothing else until the future is done, which is
+/// immediate unless it must reload first or ask another actor (never a commit).
 pub(crate) type Reply<A, T> = AtomicResponse<A, Result<T, EngineError>>;
+
+/// What an entity actor runs once its state is fresh.
+pub(crate) type Step<A, T> = ResponseActFuture<A, Result<T, EngineError>>;
+
+/// A step that is already decided.
+pub(crate) fn done<A: Actor, T: 'static>(result: Result<T, EngineError>) -> Step<A, T> {
+    Box::pin(actix::fut::ready(result))
+}
+
+/// A step that is already decided; an error also stops the actor (after answering), since an
+/// actor with nothing (or nothing valid) loaded should not linger.
+pub(crate) fn done_then_stop<A, T>(result: Result<T, EngineError>) -> Step<A, T>
+where
+    A: Actor<Context = Context<A>>,
+    T: 'static,
+{
+    let ready = actix::fut::ready(result);
+    Box::pin(ActorFutureExt::map(
+        ready,
+        |result, _, ctx: &mut Context<A>| {
+            if result.is_err() {
+                ctx.stop();
+            }
+            result
+        },
+    ))
+}
 
 /// Answers at once.
 pub(crate) fn reply<A, T>(result: Result<T, EngineError>) -> Reply<A, T>
@@ -98,20 +160,57 @@ where
     A: Actor<Context = Context<A>>,
     T: 'static,
 {
-    AtomicResponse::new(Box::pin(actix::fut::ready(result)))
+    AtomicResponse::new(done(result))
 }
 
-/// Answers, then stops: an actor with nothing (or nothing valid) loaded should not linger.
-/// Stopping before answering would drop the answer.
-pub(crate) fn reply_then_stop<A, T>(result: Result<T, EngineError>) -> Reply<A, T>
+/// An entity actor that queues units without waiting for their commit (see `Fence`).
+pub(crate) trait Pipelined: Actor<Context = Context<Self>> {
+    type Loaded: 'static;
+
+    fn fence(&self) -> &Fence;
+
+    /// Reads the entity from storage, once every unit of the tenant queued before the call has
+    /// resolved (`AuditRouter::barrier`).
+    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>>;
+
+    /// Replaces memory with what storage holds, under a new fence (a tripped one if the load
+    /// failed, so the next command tries again).
+    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>);
+}
+
+/// A barrier that could not be queued (overload) is a load that could not run.
+pub(crate) fn unavailable(err: EngineError) -> StoreError {
+    StoreError::Unavailable(err.to_string())
+}
+
+/// Loads the entity before the actor takes its first message.
+pub(crate) fn load_on_start<A: Pipelined>(act: &mut A, ctx: &mut Context<A>) {
+    let load = act.load();
+    ctx.wait(
+        load.into_actor(act)
+            .map(|loaded, act, _| act.install(loaded)),
+    );
+}
+
+/// Runs `run` on state that holds only durable or still-queued units: if a queued unit failed,
+/// the entity is first reloaded from storage (the actor takes no other message meanwhile).
+pub(crate) fn on_fresh_state<A, T>(
+    act: &mut A,
+    ctx: &mut Context<A>,
+    run: impl FnOnce(&mut A, &mut Context<A>) -> Step<A, T> + 'static,
+) -> Reply<A, T>
 where
-    A: Actor<Context = Context<A>>,
+    A: Pipelined,
     T: 'static,
 {
-    AtomicResponse::new(Box::pin(actix::fut::ready(result).map(
-        |result, _, ctx: &mut Context<A>| {
-            ctx.stop();
-            result
+    if !act.fence().is_tripped() {
+        return AtomicResponse::new(run(act, ctx));
+    }
+    let load = act.load();
+    AtomicResponse::new(Box::pin(load.into_actor(act).then(
+        move |loaded, act, ctx| {
+            act.install(loaded);
+            run(act, ctx)
         },
     )))
 }

@@ -7,14 +7,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
+use futures::future::{BoxFuture, FutureExt};
 
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeNeverArrived, CreateRefund,
-    GetPayment, Rendered, ReservePayment, ResubmitCharge, SettlePayment, WebhookDisposition,
+    GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, SettlePayment,
+    WebhookDisposition,
 };
 use super::supervisor::{TenantSupervisor, ToInvoice, ToPayment};
 use super::{
-    lifecycle_handlers, reply, reply_then_stop, Deps, EventBuilder, GATEWAY_ACTOR, SYSTEM_ACTOR,
+    done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
+    reply, resolved, settled, unavailable, when_durable, Deps, Durable, EventBuilder, Fence,
+    Pending, Pipelined, GATEWAY_ACTOR, SYSTEM_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
@@ -22,17 +26,19 @@ use crate::domain::{
 };
 use crate::error::EngineError;
 use crate::ports::{
-    ChargeRequest, DedupKey, GatewayError, RefundRequest, Snapshot, StoreError, StreamAppend, Unit,
+    ChargeRequest, DedupKey, GatewayError, Loaded, RefundRequest, Snapshot, StoreError,
+    StreamAppend, Unit,
 };
 
-type Reply<T> = super::Reply<PaymentActor, T>;
-type Fut<T> = ResponseActFuture<PaymentActor, Result<T, EngineError>>;
+type Reply<T> = super::Reply<PaymentActor, Pending<T>>;
+type Step<T> = super::Step<PaymentActor, T>;
 
 pub struct PaymentActor {
     tenant: TenantId,
     id: PaymentId,
     deps: Deps,
     supervisor: Addr<TenantSupervisor>,
+    /// Every queued unit applied, durable or not yet.
     state: Option<Payment>,
     /// Gateway event ids already handled (applied or ignored): each is handled once.
     seen: HashSet<String>,
@@ -41,15 +47,30 @@ pub struct PaymentActor {
     /// Card data, in memory only, for re-sending a charge this process started.
     source: Option<PaymentSource>,
     charge_in_flight: Arc<AtomicBool>,
+    fence: Fence,
+    /// The last unit queued: a read waits for it, so it never shows what is not yet durable.
+    tail: Durable,
 }
 
-/// A decided change, ready to commit.
+/// A decided change, ready to queue.
 struct Change {
     data: Vec<EventData>,
     gateway_event_id: Option<String>,
     actor: String,
     caller: Option<Caller>,
     refund: Option<RefundId>,
+}
+
+impl Change {
+    fn from(data: Vec<EventData>, actor: &str) -> Self {
+        Self {
+            data,
+            gateway_event_id: None,
+            actor: actor.into(),
+            caller: None,
+            refund: None,
+        }
+    }
 }
 
 impl PaymentActor {
@@ -71,6 +92,8 @@ impl PaymentActor {
             load_error: None,
             source: None,
             charge_in_flight: Arc::new(AtomicBool::new(false)),
+            fence: Fence::new(),
+            tail: resolved(Ok(())),
         }
     }
 
@@ -81,12 +104,13 @@ impl PaymentActor {
         self.state.as_ref().ok_or(EngineError::NotFound("payment"))
     }
 
-    /// Commits a change: through the invoice when it moves invoice money, else straight to the
-    /// audit writer. The state changes only once the unit is durable.
-    fn commit(&mut self, change: Change) -> Fut<Payment> {
+    /// Queues a change: through the invoice when it moves invoice money (one unit with the
+    /// invoice's reaction), else straight to the audit writer. Memory moves on as soon as the
+    /// unit is queued; `Queued::durable` says when it is durable.
+    fn commit(&mut self, change: Change) -> Step<Queued<Payment>> {
         let state = match self.current() {
-            Ok(state) => state.clone(),
-            Err(err) => return Box::pin(actix::fut::ready(Err(err))),
+            Ok(state) => state,
+            Err(err) => return done(Err(err)),
         };
         let at = self.deps.clock.now();
         let events = EventBuilder {
@@ -121,82 +145,84 @@ impl PaymentActor {
             expected_version: state.version,
             events,
         };
-        let fut: futures::future::BoxFuture<'static, Result<(), EngineError>> =
-            if moves_invoice_money {
-                let supervisor = self.supervisor.clone();
-                let settle = ToInvoice {
-                    id: state.invoice_id,
-                    msg: SettlePayment {
-                        payment: append,
-                        snapshot: next.clone(),
-                        dedup_keys,
-                    },
-                };
-                Box::pin(async move { supervisor.send(settle).await?.map(|_| ()) })
-            } else {
-                let mut unit = Unit::new(self.tenant);
-                if let Some(caller) = &change.caller {
-                    let rendered = match change.refund.and_then(|r| next.refund(r)) {
-                        Some(refund) => Rendered::Refund(refund),
-                        None => Rendered::Payment(&next),
-                    };
-                    unit.idempotency = super::idempotency_record(caller, rendered, at);
-                }
-                unit.streams.push(append);
-                unit.snapshots
-                    .push(Snapshot::Payment(Box::new(next.clone())));
-                unit.dedup_keys = dedup_keys;
-                let audit = self.deps.audit.clone();
-                Box::pin(async move { audit.commit(unit).await })
+        let seen = change.gateway_event_id;
+        if moves_invoice_money {
+            let settle = ToInvoice {
+                id: state.invoice_id,
+                msg: SettlePayment {
+                    payer: self.fence.clone(),
+                    payment: append,
+                    snapshot: next.clone(),
+                    dedup_keys,
+                },
             };
-        let gateway_event_id = change.gateway_event_id;
-        Box::pin(
-            fut.into_actor(self)
-                .map(move |result, act, ctx| match result {
-                    Ok(()) => {
-                        act.seen.extend(gateway_event_id);
-                        act.state = Some(next.clone());
-                        Ok(next)
+            let supervisor = self.supervisor.clone();
+            let hop = async move { supervisor.send(settle).await? };
+            return Box::pin(hop.into_actor(self).map(move |result, act, _| {
+                let durable = result.inspect_err(|err| {
+                    // The invoice may have queued the unit before its answer was lost.
+                    if matches!(err, EngineError::Unavailable(_)) {
+                        act.fence.trip();
                     }
-                    Err(err) => {
-                        if !matches!(err, EngineError::Overloaded | EngineError::Domain(_)) {
-                            ctx.stop();
-                        }
-                        Err(err)
-                    }
-                }),
-        )
+                })?;
+                Ok(act.queued(next, seen, durable))
+            }));
+        }
+        let mut unit = Unit::new(self.tenant);
+        if let Some(caller) = &change.caller {
+            let rendered = match change.refund.and_then(|r| next.refund(r)) {
+                Some(refund) => Rendered::Refund(refund),
+                None => Rendered::Payment(&next),
+            };
+            unit.idempotency = super::idempotency_record(caller, rendered, at);
+        }
+        unit.streams.push(append);
+        unit.snapshots
+            .push(Snapshot::Payment(Box::new(next.clone())));
+        unit.dedup_keys = dedup_keys;
+        let queued = self
+            .deps
+            .audit
+            .submit(unit, vec![self.fence.clone()])
+            .map(|durable| self.queued(next, seen, durable));
+        done(queued)
+    }
+
+    /// Memory moves on to `next`, a unit of it now queued.
+    fn queued(
+        &mut self,
+        next: Payment,
+        gateway_event_id: Option<String>,
+        durable: Durable,
+    ) -> Queued<Payment> {
+        self.seen.extend(gateway_event_id);
+        self.state = Some(next.clone());
+        self.tail = durable.clone();
+        Queued {
+            value: next,
+            durable,
+        }
     }
 
     /// Records a handled-but-ignored gateway event so a re-delivery counts as a duplicate.
-    fn remember(&mut self, gateway_event_id: String) -> Fut<WebhookDisposition> {
+    /// Nothing changed, so nobody waits for it: if the record is lost, a re-delivery is simply
+    /// ignored again.
+    fn remember(&mut self, gateway_event_id: String) {
         let mut unit = Unit::new(self.tenant);
         unit.dedup_keys.push(DedupKey {
             gateway_event_id: gateway_event_id.clone(),
             payment_id: self.id,
         });
-        let audit = self.deps.audit.clone();
-        let fut = async move { audit.commit(unit).await };
-        Box::pin(
-            fut.into_actor(self)
-                .map(move |result, act, _| match result {
-                    Ok(()) => {
-                        act.seen.insert(gateway_event_id);
-                        Ok(WebhookDisposition::Ignored)
-                    }
-                    Err(EngineError::Storage(StoreError::DuplicateGatewayEvent(_))) => {
-                        act.seen.insert(gateway_event_id);
-                        Ok(WebhookDisposition::Duplicate)
-                    }
-                    Err(err) => Err(err),
-                }),
-        )
+        if self.deps.audit.submit(unit, Vec::new()).is_ok() {
+            self.seen.insert(gateway_event_id);
+        }
     }
 
-    /// Sends the charge to the gateway in a task of its own: the mailbox stays free, and a
-    /// client disconnect or passivation cannot cancel it. Gives up after bounded retries; the
+    /// Sends the charge to the gateway, once `after` (the unit that made the payment
+    /// `processing`) is durable, in a task of its own: the mailbox stays free, and neither a
+    /// client disconnect nor passivation can cancel it. Gives up after bounded retries; the
     /// recovery sweep re-sends from durable state.
-    fn start_charge(&mut self) -> bool {
+    fn start_charge(&mut self, after: Durable) -> bool {
         let Some(payment) = &self.state else {
             return false;
         };
@@ -217,53 +243,14 @@ impl PaymentActor {
                 .clone()
                 .or_else(|| payment.source_token.clone().map(PaymentSource::Token)),
         };
-        let (gateway, supervisor, deps) = (
-            self.deps.gateway.clone(),
-            self.supervisor.clone(),
-            self.deps.clone(),
-        );
+        let (supervisor, deps) = (self.supervisor.clone(), self.deps.clone());
         let in_flight = Arc::clone(&self.charge_in_flight);
-        let id = self.id;
         deps.metrics
             .charges_awaiting_gateway
             .fetch_add(1, Ordering::Relaxed);
         actix::spawn(async move {
-            let mut delay = deps.config.charge_retry_base;
-            for attempt in 0..=deps.config.charge_retry_max {
-                if attempt > 0 {
-                    deps.metrics.gateway_retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
-                    delay = delay.saturating_mul(2);
-                }
-                deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
-                match gateway.create_charge(&request).await {
-                    Ok(reference) => {
-                        let msg = ToPayment {
-                            id,
-                            msg: ChargeAccepted { reference },
-                        };
-                        if let Err(err) = supervisor.send(msg).await {
-                            tracing::warn!(payment = %id, error = %err, "charge reference not recorded; sweep will retry");
-                        }
-                        break;
-                    }
-                    Err(GatewayError::UnknownCharge) => {
-                        let _ = supervisor
-                            .send(ToPayment {
-                                id,
-                                msg: ChargeNeverArrived,
-                            })
-                            .await;
-                        break;
-                    }
-                    Err(GatewayError::Rejected { status, message }) => {
-                        tracing::warn!(payment = %id, status, %message, "gateway rejected charge");
-                        break;
-                    }
-                    Err(GatewayError::Unavailable(reason)) => {
-                        tracing::warn!(payment = %id, attempt, %reason, "gateway unavailable");
-                    }
-                }
+            if after.await.is_ok() {
+                charge(&deps, &supervisor, &request).await;
             }
             in_flight.store(false, Ordering::SeqCst);
             deps.metrics
@@ -273,7 +260,8 @@ impl PaymentActor {
         true
     }
 
-    fn start_refund(&self, refund: &Refund) {
+    /// Asks the gateway for the refund once `after` (the unit requesting it) is durable.
+    fn start_refund(&self, refund: &Refund, after: Durable) {
         let request = RefundRequest {
             account: self.tenant,
             payment_id: self.id,
@@ -282,6 +270,9 @@ impl PaymentActor {
         };
         let deps = self.deps.clone();
         actix::spawn(async move {
+            if after.await.is_err() {
+                return;
+            }
             let mut delay = deps.config.charge_retry_base;
             for attempt in 0..=deps.config.charge_retry_max {
                 deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
@@ -301,6 +292,115 @@ impl PaymentActor {
             }
         });
     }
+
+    /// Queues the change a gateway outcome the engine learned itself (not by webhook) decides.
+    fn apply_outcome(&mut self, outcome: GatewayOutcome, actor: &str) -> Step<Pending<()>> {
+        let state = match self.current() {
+            Ok(state) => state,
+            Err(err) => return done(Err(err)),
+        };
+        match state.decide_gateway(&outcome) {
+            Disposition::Apply(data) => Box::pin(
+                self.commit(Change::from(data, actor))
+                    .map(|queued, _, _| queued.map(|q| when_durable(q.durable, ()))),
+            ),
+            _ => done(Ok(settled(Ok(())))),
+        }
+    }
+}
+
+/// One charge with bounded retries; the outcome is reported back to the payment's actor.
+async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &ChargeRequest) {
+    let id = request.payment_id;
+    let mut delay = deps.config.charge_retry_base;
+    for attempt in 0..=deps.config.charge_retry_max {
+        if attempt > 0 {
+            deps.metrics.gateway_retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+            delay = delay.saturating_mul(2);
+        }
+        deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
+        match deps.gateway.create_charge(request).await {
+            Ok(reference) => {
+                let msg = ToPayment {
+                    id,
+                    msg: ChargeAccepted { reference },
+                };
+                let recorded = match supervisor.send(msg).await {
+                    Ok(Ok(pending)) => pending.await,
+                    Ok(Err(err)) => Err(err),
+                    Err(err) => Err(err.into()),
+                };
+                if let Err(err) = recorded {
+                    tracing::warn!(payment = %id, error = %err, "charge reference not recorded; sweep will retry");
+                }
+                return;
+            }
+            Err(GatewayError::UnknownCharge) => {
+                let msg = ToPayment {
+                    id,
+                    msg: ChargeNeverArrived,
+                };
+                if let Ok(Ok(pending)) = supervisor.send(msg).await {
+                    let _ = pending.await;
+                }
+                return;
+            }
+            Err(GatewayError::Rejected { status, message }) => {
+                tracing::warn!(payment = %id, status, %message, "gateway rejected charge");
+                return;
+            }
+            Err(GatewayError::Unavailable(reason)) => {
+                tracing::warn!(payment = %id, attempt, %reason, "gateway unavailable");
+            }
+        }
+    }
+}
+
+impl Pipelined for PaymentActor {
+    type Loaded = (Option<Loaded<Payment>>, Vec<String>);
+
+    fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
+        let store = self.deps.store.clone();
+        let (tenant, id) = (self.tenant, self.id);
+        let barrier = self.deps.audit.barrier(tenant);
+        async move {
+            barrier.await.map_err(unavailable)?;
+            let loaded = store.load_payment(tenant, id).await?;
+            let seen = store.payment_gateway_events(tenant, id).await?;
+            Ok((loaded, seen))
+        }
+        .boxed()
+    }
+
+    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>) {
+        self.fence = Fence::new();
+        self.tail = resolved(Ok(()));
+        self.load_error = None;
+        self.state = None;
+        self.seen.clear();
+        match loaded {
+            Ok((Some(loaded), seen)) => {
+                let mut state = loaded.snapshot;
+                for event in &loaded.trailing {
+                    state.apply(event);
+                }
+                self.seen = seen.into_iter().collect();
+                self.seen
+                    .extend(state.applied_gateway_events.iter().cloned());
+                self.state = Some(state);
+            }
+            Ok((None, _)) => {}
+            Err(err) => {
+                self.load_error = Some(err.into());
+                self.fence.trip();
+            }
+        }
+    }
 }
 
 impl Actor for PaymentActor {
@@ -312,30 +412,9 @@ impl Actor for PaymentActor {
             .metrics
             .active_payment_actors
             .fetch_add(1, Ordering::Relaxed);
-        if self.fresh {
-            return;
+        if !self.fresh {
+            load_on_start(self, ctx);
         }
-        let store = self.deps.store.clone();
-        let (tenant, id) = (self.tenant, self.id);
-        let load = async move {
-            let loaded = store.load_payment(tenant, id).await?;
-            let seen = store.payment_gateway_events(tenant, id).await?;
-            Ok::<_, StoreError>((loaded, seen))
-        };
-        ctx.wait(load.into_actor(self).map(|result, act, _| match result {
-            Ok((Some(loaded), seen)) => {
-                let mut state = loaded.snapshot;
-                for event in &loaded.trailing {
-                    state.apply(event);
-                }
-                act.seen = seen.into_iter().collect();
-                act.seen
-                    .extend(state.applied_gateway_events.iter().cloned());
-                act.state = Some(state);
-            }
-            Ok((None, _)) => {}
-            Err(err) => act.load_error = Some(err.into()),
-        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -359,6 +438,7 @@ impl Handler<AttemptPayment> for PaymentActor {
             id: msg.invoice_id,
             msg: ReservePayment {
                 payment_id: self.id,
+                payer: self.fence.clone(),
                 amount: msg.amount,
                 card: msg.card,
                 token: match &msg.source {
@@ -373,11 +453,15 @@ impl Handler<AttemptPayment> for PaymentActor {
         let fut = async move { supervisor.send(reserve).await? };
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(
             move |result, act, ctx| match result {
-                Ok(payment) => {
+                Ok(Queued {
+                    value: payment,
+                    durable,
+                }) => {
                     act.state = Some(payment.clone());
                     act.source = Some(source);
-                    act.start_charge();
-                    Ok(payment)
+                    act.tail = durable.clone();
+                    act.start_charge(durable.clone());
+                    Ok(when_durable(durable, payment))
                 }
                 Err(err) => {
                     // The payment never came to be; nothing to keep in memory.
@@ -392,159 +476,144 @@ impl Handler<AttemptPayment> for PaymentActor {
 impl Handler<ApplyGatewayEvent> for PaymentActor {
     type Result = Reply<WebhookDisposition>;
 
-    fn handle(&mut self, msg: ApplyGatewayEvent, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply_then_stop(Err(err)),
-        };
-        if self.seen.contains(&msg.gateway_event_id) {
-            return reply(Ok(WebhookDisposition::Duplicate));
-        }
-        match state.decide_gateway(&msg.outcome) {
-            Disposition::Reject(reason) => {
-                tracing::warn!(payment = %self.id, event = %msg.gateway_event_id, %reason, "gateway event rejected");
-                reply(Ok(WebhookDisposition::Rejected))
+    fn handle(&mut self, msg: ApplyGatewayEvent, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let state = match act.current() {
+                Ok(state) => state,
+                Err(err) => return done_then_stop(Err(err)),
+            };
+            if act.seen.contains(&msg.gateway_event_id) {
+                return done(Ok(settled(Ok(WebhookDisposition::Duplicate))));
             }
-            Disposition::Ignore => AtomicResponse::new(self.remember(msg.gateway_event_id)),
-            Disposition::Apply(data) => {
-                let change = Change {
-                    data,
-                    gateway_event_id: Some(msg.gateway_event_id),
-                    actor: GATEWAY_ACTOR.into(),
-                    caller: None,
-                    refund: None,
-                };
-                let commit = self.commit(change);
-                AtomicResponse::new(Box::pin(commit.map(|result, _, _| match result {
-                    Ok(_) => Ok(WebhookDisposition::Applied),
-                    Err(EngineError::Storage(StoreError::DuplicateGatewayEvent(_))) => {
-                        Ok(WebhookDisposition::Duplicate)
-                    }
-                    Err(err) => Err(err),
-                })))
+            match state.decide_gateway(&msg.outcome) {
+                Disposition::Reject(reason) => {
+                    tracing::warn!(payment = %act.id, event = %msg.gateway_event_id, %reason, "gateway event rejected");
+                    done(Ok(settled(Ok(WebhookDisposition::Rejected))))
+                }
+                Disposition::Ignore => {
+                    act.remember(msg.gateway_event_id);
+                    done(Ok(settled(Ok(WebhookDisposition::Ignored))))
+                }
+                Disposition::Apply(data) => {
+                    let change = Change {
+                        gateway_event_id: Some(msg.gateway_event_id),
+                        ..Change::from(data, GATEWAY_ACTOR)
+                    };
+                    Box::pin(act.commit(change).map(|queued, _, _| {
+                        let durable = queued?.durable;
+                        Ok(async move {
+                            match durable.await {
+                                Ok(()) => Ok(WebhookDisposition::Applied),
+                                // Recorded concurrently elsewhere: this delivery is a duplicate.
+                                Err(EngineError::Storage(StoreError::DuplicateGatewayEvent(_))) => {
+                                    Ok(WebhookDisposition::Duplicate)
+                                }
+                                Err(err) => Err(err),
+                            }
+                        }
+                        .boxed())
+                    }))
+                }
             }
-        }
+        })
     }
 }
 
 impl Handler<CreateRefund> for PaymentActor {
     type Result = Reply<Refund>;
 
-    fn handle(&mut self, msg: CreateRefund, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
-        let data = match state.decide_refund(msg.refund_id, msg.amount, msg.reason) {
-            Ok(data) => data,
-            Err(err) => return reply(Err(err.into())),
-        };
-        let refund_id = msg.refund_id;
-        let change = Change {
-            data,
-            gateway_event_id: None,
-            actor: msg.caller.actor.clone(),
-            caller: Some(msg.caller),
-            refund: Some(refund_id),
-        };
-        let commit = self.commit(change);
-        AtomicResponse::new(Box::pin(commit.map(move |result, act, _| {
-            let payment = result?;
-            let refund = payment
-                .refund(refund_id)
-                .cloned()
-                .ok_or(EngineError::NotFound("refund"))?;
-            act.start_refund(&refund);
-            Ok(refund)
-        })))
+    fn handle(&mut self, msg: CreateRefund, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let state = match act.current() {
+                Ok(state) => state,
+                Err(err) => return done(Err(err)),
+            };
+            let data = match state.decide_refund(msg.refund_id, msg.amount, msg.reason) {
+                Ok(data) => data,
+                Err(err) => return done(Err(err.into())),
+            };
+            let refund_id = msg.refund_id;
+            let change = Change {
+                caller: Some(msg.caller.clone()),
+                refund: Some(refund_id),
+                ..Change::from(data, &msg.caller.actor)
+            };
+            Box::pin(act.commit(change).map(move |queued, act, _| {
+                let Queued {
+                    value: payment,
+                    durable,
+                } = queued?;
+                let refund = payment
+                    .refund(refund_id)
+                    .cloned()
+                    .ok_or(EngineError::NotFound("refund"))?;
+                act.start_refund(&refund, durable.clone());
+                Ok(when_durable(durable, refund))
+            }))
+        })
     }
 }
 
 impl Handler<ChargeAccepted> for PaymentActor {
     type Result = Reply<()>;
 
-    fn handle(&mut self, msg: ChargeAccepted, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
-        let outcome = GatewayOutcome::Processing {
-            reference: msg.reference,
-        };
-        match state.decide_gateway(&outcome) {
-            Disposition::Apply(data) => {
-                let change = Change {
-                    data,
-                    gateway_event_id: None,
-                    actor: GATEWAY_ACTOR.into(),
-                    caller: None,
-                    refund: None,
-                };
-                AtomicResponse::new(Box::pin(self.commit(change).map(|r, _, _| r.map(|_| ()))))
-            }
-            _ => reply(Ok(())),
-        }
+    fn handle(&mut self, msg: ChargeAccepted, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let outcome = GatewayOutcome::Processing {
+                reference: msg.reference,
+            };
+            act.apply_outcome(outcome, GATEWAY_ACTOR)
+        })
     }
 }
 
 impl Handler<ChargeNeverArrived> for PaymentActor {
     type Result = Reply<()>;
 
-    fn handle(&mut self, _: ChargeNeverArrived, _: &mut Self::Context) -> Self::Result {
-        let state = match self.current() {
-            Ok(state) => state,
-            Err(err) => return reply(Err(err)),
-        };
+    fn handle(&mut self, _: ChargeNeverArrived, ctx: &mut Self::Context) -> Self::Result {
         // The gateway confirmed it never saw this charge, and the card data is gone: it can
         // no longer happen, so the reservation is released.
-        let outcome = GatewayOutcome::Failed {
-            code: "processing_error".into(),
-            message: "the charge never reached the gateway and card data is not retained".into(),
-            amount: None,
-            currency: None,
-        };
-        match state.decide_gateway(&outcome) {
-            Disposition::Apply(data) => {
-                let change = Change {
-                    data,
-                    gateway_event_id: None,
-                    actor: SYSTEM_ACTOR.into(),
-                    caller: None,
-                    refund: None,
-                };
-                AtomicResponse::new(Box::pin(self.commit(change).map(|r, _, _| r.map(|_| ()))))
-            }
-            _ => reply(Ok(())),
-        }
+        on_fresh_state(self, ctx, |act, _| {
+            let outcome = GatewayOutcome::Failed {
+                code: "processing_error".into(),
+                message: "the charge never reached the gateway and card data is not retained"
+                    .into(),
+                amount: None,
+                currency: None,
+            };
+            act.apply_outcome(outcome, SYSTEM_ACTOR)
+        })
     }
 }
 
 impl Handler<ResubmitCharge> for PaymentActor {
-    type Result = Reply<bool>;
+    type Result = super::Reply<Self, bool>;
 
-    fn handle(&mut self, _: ResubmitCharge, _: &mut Self::Context) -> Self::Result {
-        let created_at = match self.current() {
-            Ok(payment) => payment.created_at,
-            Err(err) => return reply_then_stop(Err(err)),
-        };
-        let min_age = chrono::Duration::from_std(self.deps.config.recovery_min_age)
-            .unwrap_or(chrono::Duration::zero());
-        if self.deps.clock.now() - created_at < min_age {
-            return reply(Ok(false));
-        }
-        reply(Ok(self.start_charge()))
+    fn handle(&mut self, _: ResubmitCharge, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, |act, _| {
+            let created_at = match act.current() {
+                Ok(payment) => payment.created_at,
+                Err(err) => return done_then_stop(Err(err)),
+            };
+            let min_age = chrono::Duration::from_std(act.deps.config.recovery_min_age)
+                .unwrap_or(chrono::Duration::zero());
+            if act.deps.clock.now() - created_at < min_age {
+                return done(Ok(false));
+            }
+            let after = act.tail.clone();
+            done(Ok(act.start_charge(after)))
+        })
     }
 }
 
 impl Handler<GetPayment> for PaymentActor {
     type Result = Reply<Payment>;
 
-    fn handle(&mut self, _: GetPayment, _: &mut Self::Context) -> Self::Result {
-        let result = self.current().cloned();
-        if result.is_err() {
-            return reply_then_stop(result);
-        }
-        reply(result)
+    fn handle(&mut self, _: GetPayment, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, |act, _| match act.current() {
+            Ok(state) => done(Ok(read_when_durable(act.tail.clone(), state.clone()))),
+            Err(err) => done_then_stop(Err(err)),
+        })
     }
 }
 

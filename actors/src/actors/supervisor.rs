@@ -385,11 +385,12 @@ impl Handler<NewInvoice> for TenantSupervisor {
                 finalize: msg.finalize,
                 caller: msg.caller,
             };
-            let result = addr
-                .send(create)
-                .await
-                .map_err(EngineError::from)
-                .and_then(|r| r);
+            // The number stays taken until the invoice is durable, so numbers stay gap-free.
+            let result = match addr.send(create).await {
+                Ok(Ok(pending)) => pending.await,
+                Ok(Err(err)) => Err(err),
+                Err(err) => Err(err.into()),
+            };
             *last = match &result {
                 Ok(_) => Some(used + 1),
                 // The number was not used: give it back.
