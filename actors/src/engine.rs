@@ -282,7 +282,7 @@ impl Engine {
                 finalize,
                 caller: ctx.caller.clone(),
             };
-            let run = async { handle.addr.send(create).await? };
+            let run = async { durably(handle.addr.send(create).await).await };
             self.idempotent(&handle, &ctx, run).await
         })
         .await

@@ -21,6 +21,7 @@ struct Inner {
     payments: HashMap<(TenantId, PaymentId), Payment>,
     dedup: HashMap<(TenantId, String), PaymentId>,
     idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
+    invoice_numbers: HashSet<(TenantId, u64)>,
 }
 
 /// Failures to inject into the next appends.
@@ -59,6 +60,13 @@ impl MemoryStore {
     /// In the next batch holding more than `index` units, the unit at `index` fails alone.
     pub fn fail_unit_of_next_batch(&self, index: usize) {
         self.faults.fail_unit.store(index + 1, Ordering::SeqCst);
+    }
+
+    /// Clears every armed fault.
+    pub fn disarm_faults(&self) {
+        self.faults.fail_batches.store(0, Ordering::SeqCst);
+        self.faults.lose_replies.store(0, Ordering::SeqCst);
+        self.faults.fail_unit.store(0, Ordering::SeqCst);
     }
 
     /// How many batches were committed (for asserting that group commit groups).
@@ -152,11 +160,20 @@ impl Inner {
                 return Err(StoreError::IdempotencyKeyTaken);
             }
         }
+        if let Some(n) = unit.invoice_number() {
+            let follows = n == 1 || self.invoice_numbers.contains(&(tenant, n - 1));
+            if !follows || self.invoice_numbers.contains(&(tenant, n)) {
+                return Err(StoreError::Fenced(format!("invoice number {n}")));
+            }
+        }
         Ok(())
     }
 
     fn write(&mut self, unit: Unit) {
         let Some(tenant) = unit.tenant_id else { return };
+        if let Some(n) = unit.invoice_number() {
+            self.invoice_numbers.insert((tenant, n));
+        }
         for append in unit.streams {
             let version = append.expected_version + append.events.len() as u64;
             self.versions.insert((tenant, append.stream), version);

@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::domain::invoice::parse_number;
 use crate::domain::{
-    Currency, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentSource, RefundId, StreamId,
-    TenantId,
+    Currency, Event, EventData, Invoice, InvoiceId, Payment, PaymentId, PaymentSource, RefundId,
+    StreamId, TenantId,
 };
 
 /// A stored response to an `Idempotency-Key` request, committed with the effect it describes.
@@ -66,6 +67,19 @@ impl Unit {
 
     pub fn event_count(&self) -> usize {
         self.streams.iter().map(|s| s.events.len()).sum()
+    }
+
+    /// The invoice number this unit takes, if it creates an invoice. A store accepts it only
+    /// right after the tenant's previous number, so numbers stay gap-free even when creations
+    /// are pipelined and one of them fails.
+    pub fn invoice_number(&self) -> Option<u64> {
+        self.streams
+            .iter()
+            .flat_map(|s| &s.events)
+            .find_map(|e| match &e.data {
+                EventData::InvoiceCreated { number, .. } => parse_number(number),
+                _ => None,
+            })
     }
 
     /// Writes nothing: a barrier that resolves once every unit queued before it has.

@@ -3,6 +3,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
+use payrail_actors::domain::invoice::parse_number;
 use payrail_actors::domain::{Event, Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
@@ -166,9 +167,7 @@ impl EventStore for Db {
                 vec![Bind::Text(tenant.to_string())],
             ))
             .await?;
-        Ok(row
-            .and_then(|r| r.value.strip_prefix("INV-")?.parse::<u64>().ok())
-            .unwrap_or(0))
+        Ok(row.and_then(|r| parse_number(&r.value)).unwrap_or(0))
     }
 
     async fn payments_awaiting_charge(

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use payrail_actors::domain::invoice::format_number;
 use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
 
 use super::rows::KeyRow;
@@ -19,6 +20,8 @@ pub(crate) struct Keys {
     pub(crate) streams: Vec<(String, String)>,
     pub(crate) dedup: Vec<(String, String)>,
     pub(crate) idempotency: Vec<(String, String)>,
+    /// Invoice numbers a creation takes, and the one before it, which must exist.
+    pub(crate) numbers: Vec<(String, String)>,
 }
 
 pub(crate) fn keys(units: &[Unit]) -> Keys {
@@ -46,6 +49,14 @@ pub(crate) fn keys(units: &[Unit]) -> Keys {
                 keys.idempotency.push(k);
             }
         }
+        if let Some(n) = unit.invoice_number() {
+            for number in [n.saturating_sub(1), n].into_iter().filter(|&m| m > 0) {
+                let k = (tenant.clone(), format_number(number));
+                if seen.insert(('n', k.clone())) {
+                    keys.numbers.push(k);
+                }
+            }
+        }
     }
     keys
 }
@@ -66,6 +77,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             let (vt, vs) = split(&keys.streams);
             let (dt, dg) = split(&keys.dedup);
             let (it, ik) = split(&keys.idempotency);
+            let (nt, nn) = split(&keys.numbers);
             vec![Stmt::new(
                 "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
                    (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
@@ -75,8 +87,11 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                         WHERE w.tenant_id = k.t AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
                  UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
                  WHERE (SELECT 1 FROM idempotency_keys i \
-                        WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL",
-                vec![vt, vs, dt, dg, it, ik],
+                        WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
+                 UNION ALL SELECT 'n'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+                 WHERE (SELECT 1 FROM invoices i \
+                        WHERE i.tenant_id = k.t AND i.number = k.g LIMIT 1) IS NOT NULL",
+                vec![vt, vs, dt, dg, it, ik, nt, nn],
             )]
         }
         Dialect::Sqlite => {
@@ -104,7 +119,14 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                     k,
                 )
             });
-            versions.chain(dedup).chain(idem).collect()
+            let numbers = keys.numbers.iter().map(|k| {
+                point(
+                    "SELECT 'n' AS kind, tenant_id, number AS key, NULL AS n \
+                     FROM invoices WHERE tenant_id = ? AND number = ?",
+                    k,
+                )
+            });
+            versions.chain(dedup).chain(idem).chain(numbers).collect()
         }
     }
 }
@@ -116,6 +138,7 @@ pub(crate) struct Existing {
     versions: HashMap<(String, String), u64>,
     dedup: HashSet<(String, String)>,
     idempotency: HashSet<(String, String)>,
+    numbers: HashSet<(String, String)>,
 }
 
 impl Existing {
@@ -130,6 +153,9 @@ impl Existing {
                 }
                 "d" => {
                     existing.dedup.insert(key);
+                }
+                "n" => {
+                    existing.numbers.insert(key);
                 }
                 _ => {
                     existing.idempotency.insert(key);
@@ -180,6 +206,15 @@ impl Existing {
                 return Err(StoreError::IdempotencyKeyTaken);
             }
         }
+        if let Some(n) = unit.invoice_number() {
+            let taken = |m: u64| {
+                self.numbers
+                    .contains(&(tenant.to_owned(), format_number(m)))
+            };
+            if (n > 1 && !taken(n - 1)) || taken(n) {
+                return Err(StoreError::Fenced(format!("invoice number {n}")));
+            }
+        }
         Ok(())
     }
 
@@ -196,6 +231,9 @@ impl Existing {
         if let Some(record) = &unit.idempotency {
             self.idempotency
                 .insert((tenant.to_owned(), record.key.clone()));
+        }
+        if let Some(n) = unit.invoice_number() {
+            self.numbers.insert((tenant.to_owned(), format_number(n)));
         }
     }
 }

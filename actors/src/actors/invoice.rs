@@ -72,15 +72,16 @@ impl InvoiceActor {
     }
 
     /// Queues `unit` and moves on to `next` at once; the unit's callers wait for `Durable`.
-    /// `payer`: the fence of a payment actor whose memory also holds the unit.
+    /// `also`: the fence of whatever else depends on the unit (the payment actor whose memory
+    /// holds it too, or the tenant's invoice numbering).
     fn queue(
         &mut self,
         unit: Unit,
         next: Invoice,
-        payer: Option<Fence>,
+        also: Option<Fence>,
     ) -> Result<Durable, EngineError> {
         let mut fences = vec![self.fence.clone()];
-        fences.extend(payer);
+        fences.extend(also);
         let durable = self.deps.audit.submit(unit, fences)?;
         self.state = Some(next);
         self.tail = durable.clone();
@@ -171,7 +172,7 @@ impl InvoiceActor {
         });
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(next.clone())));
-        let durable = self.queue(unit, next.clone(), None)?;
+        let durable = self.queue(unit, next.clone(), Some(msg.numbering))?;
         Ok(when_durable(durable, next))
     }
 

@@ -69,6 +69,8 @@ pub enum WebhookDisposition {
 #[rtype(result = "Result<Pending<Invoice>, EngineError>")]
 pub struct CreateInvoice {
     pub number: u64,
+    /// The tenant's numbering fence: the numbers after this one depend on it.
+    pub numbering: Fence,
     pub input: InvoiceInput,
     pub finalize: bool,
     pub caller: Caller,

@@ -9,15 +9,13 @@ use std::time::Instant;
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
-use tokio::sync::Mutex;
 
 use super::invoice::InvoiceActor;
 use super::messages::{Caller, CreateInvoice, Passivate};
 use super::payment::PaymentActor;
-use super::Deps;
+use super::{done, Deps, Fence, Pending};
 use crate::domain::{Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
 use crate::error::EngineError;
-use crate::ports::StoreError;
 
 /// An envelope addressed to one entity: the supervisor starts its actor if needed and forwards.
 macro_rules! envelope {
@@ -56,7 +54,7 @@ envelope!(
 
 /// Create an invoice with the tenant's next number.
 #[derive(Message)]
-#[rtype(result = "Result<Invoice, EngineError>")]
+#[rtype(result = "Result<Pending<Invoice>, EngineError>")]
 pub struct NewInvoice {
     pub id: InvoiceId,
     pub input: InvoiceInput,
@@ -95,9 +93,24 @@ pub struct TenantSupervisor {
     invoices: HashMap<InvoiceId, Entry<InvoiceActor>>,
     payments: HashMap<PaymentId, Entry<PaymentActor>>,
     in_flight_keys: HashSet<String>,
-    /// The last invoice number used, once known. Held across a creation so numbers stay
-    /// gap-free: a failed creation gives its number back.
-    last_number: Arc<Mutex<Option<u64>>>,
+    numbering: Numbering,
+}
+
+/// Gap-free invoice numbers without a commit per creation. Creations are numbered as they are
+/// queued; their units share `fence`, and a store accepts a number only right after its
+/// predecessor. When a creation fails, the ones numbered after it fail with it and the last
+/// number is read again from storage (behind a barrier, once everything queued has resolved).
+#[derive(Default)]
+struct Numbering {
+    /// The last number queued, once known.
+    last: Option<u64>,
+    fence: Fence,
+}
+
+impl Numbering {
+    fn known(&self) -> Option<u64> {
+        self.last.filter(|_| !self.fence.is_tripped())
+    }
 }
 
 impl TenantSupervisor {
@@ -108,7 +121,7 @@ impl TenantSupervisor {
             invoices: HashMap::new(),
             payments: HashMap::new(),
             in_flight_keys: HashSet::new(),
-            last_number: Arc::new(Mutex::new(None)),
+            numbering: Numbering::default(),
         }
     }
 
@@ -366,51 +379,70 @@ where
 }
 
 impl Handler<NewInvoice> for TenantSupervisor {
-    type Result = ResponseActFuture<Self, Result<Invoice, EngineError>>;
+    type Result = AtomicResponse<Self, Result<Pending<Invoice>, EngineError>>;
 
+    /// Atomic, but never across a commit: only across reading the last number (rarely) and
+    /// the fresh invoice actor's answer that it queued (or refused) the creation.
     fn handle(&mut self, msg: NewInvoice, _: &mut Self::Context) -> Self::Result {
         let addr = self.invoice(msg.id, true);
-        let numbering = Arc::clone(&self.last_number);
-        let store = Arc::clone(&self.deps.store);
-        let tenant = self.tenant;
-        let fut = async move {
-            let mut last = numbering.lock().await;
-            let used = match *last {
-                Some(n) => n,
-                None => store.last_invoice_number(tenant).await?,
-            };
-            let create = CreateInvoice {
-                number: used + 1,
-                input: msg.input,
-                finalize: msg.finalize,
-                caller: msg.caller,
-            };
-            // The number stays taken until the invoice is durable, so numbers stay gap-free.
-            let result = match addr.send(create).await {
-                Ok(Ok(pending)) => pending.await,
-                Ok(Err(err)) => Err(err),
-                Err(err) => Err(err.into()),
-            };
-            *last = match &result {
-                Ok(_) => Some(used + 1),
-                // The number was not used: give it back.
-                Err(EngineError::Domain(_) | EngineError::Overloaded) => Some(used),
-                Err(EngineError::Storage(StoreError::IdempotencyKeyTaken)) => Some(used),
-                // Unknown whether it was used: ask storage next time.
-                Err(_) => None,
-            };
-            result
-        };
-        let key = EntityKey::Invoice(msg.id);
-        Box::pin(fut.into_actor(self).map(move |result, act, _| {
-            act.finished(key);
-            if result.is_err() {
-                if let Some(entry) = act.invoices.remove(&msg.id) {
-                    entry.addr.do_send(Passivate);
+        let known = self.numbering.known();
+        let (store, tenant) = (Arc::clone(&self.deps.store), self.tenant);
+        let barrier = known.is_none().then(|| self.deps.audit.barrier(tenant));
+        let last = async move {
+            match (known, barrier) {
+                (Some(last), _) => Ok((last, false)),
+                (None, barrier) => {
+                    if let Some(barrier) = barrier {
+                        barrier.await?;
+                    }
+                    Ok((store.last_invoice_number(tenant).await?, true))
                 }
             }
-            result
-        }))
+        };
+        let key = EntityKey::Invoice(msg.id);
+        AtomicResponse::new(Box::pin(last.into_actor(self).then(
+            move |last: Result<(u64, bool), EngineError>, act, _| {
+                let (last, reloaded) = match last {
+                    Ok(last) => last,
+                    Err(err) => return done(Err(err)),
+                };
+                if reloaded {
+                    act.numbering = Numbering {
+                        last: Some(last),
+                        fence: Fence::new(),
+                    };
+                }
+                let number = last + 1;
+                let create = CreateInvoice {
+                    number,
+                    numbering: act.numbering.fence.clone(),
+                    input: msg.input,
+                    finalize: msg.finalize,
+                    caller: msg.caller,
+                };
+                let queued = async move { addr.send(create).await };
+                Box::pin(queued.into_actor(act).map(move |result, act, _| {
+                    act.finished(key);
+                    match result {
+                        Ok(Ok(pending)) => {
+                            act.numbering.last = Some(number);
+                            Ok(pending)
+                        }
+                        failed => {
+                            // Refused before it was queued: the number stays free. An actor
+                            // that died meanwhile leaves it unknown: read it again.
+                            if failed.is_err() {
+                                act.numbering.last = None;
+                            }
+                            if let Some(entry) = act.invoices.remove(&msg.id) {
+                                entry.addr.do_send(Passivate);
+                            }
+                            failed?
+                        }
+                    }
+                }))
+            },
+        )))
     }
 }
 

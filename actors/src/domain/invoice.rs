@@ -241,6 +241,11 @@ pub fn format_number(n: u64) -> String {
     format!("INV-{n:06}")
 }
 
+/// The sequence number of a formatted invoice number.
+pub fn parse_number(number: &str) -> Option<u64> {
+    number.strip_prefix("INV-")?.parse().ok()
+}
+
 impl Invoice {
     /// Decides the creation of an invoice: `invoice.created`, then `invoice.finalized` if asked.
     pub fn decide_create(

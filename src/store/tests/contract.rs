@@ -62,13 +62,7 @@ async fn foreign_rows_are_refused(db: &crate::store::Db) {
     let mut foreign_events = foreign_events;
     foreign_events.tenant_id = Some(tenant);
     foreign_events.snapshots.clear();
-    let (ok, ok_unit) = create_invoice(
-        tenant,
-        &InvoiceSpec {
-            number: 2,
-            ..Default::default()
-        },
-    );
+    let (ok, ok_unit) = create_invoice(tenant, &InvoiceSpec::default());
     let results = db
         .append_batch(vec![foreign_snapshot, foreign_events, ok_unit])
         .await;
@@ -288,29 +282,40 @@ async fn dedup_and_idempotency_keys_are_unique_per_unit<S: EventStore>(store: &S
 async fn invoice_numbers_and_awaiting_charges<S: EventStore>(store: &S) {
     let tenant = TenantId::new();
     assert_eq!(store.last_invoice_number(tenant).await.unwrap(), 0);
-    let (mut first, u1) = create_invoice(
-        tenant,
-        &InvoiceSpec {
-            number: 9,
-            ..Default::default()
-        },
+    let numbered = |tenant, number| {
+        create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        )
+    };
+    // Numbers are gap-free per tenant: a number is taken only right after its predecessor,
+    // once, so a failed creation fails the ones numbered after it in the same batch too.
+    let (mut first, u1) = numbered(tenant, 1);
+    let (_, u2) = numbered(tenant, 2);
+    let (_, other_tenant) = numbered(TenantId::new(), 1);
+    let (_, gap) = numbered(tenant, 4);
+    let (_, again) = numbered(tenant, 2);
+    let results = store
+        .append_batch(vec![u1, u2, other_tenant, gap, again])
+        .await;
+    assert_eq!(results[..3], [Ok(()), Ok(()), Ok(())]);
+    assert!(
+        results[3..]
+            .iter()
+            .all(|r| matches!(r, Err(StoreError::Fenced(_)))),
+        "{results:?}"
     );
-    let (_, u2) = create_invoice(
-        tenant,
-        &InvoiceSpec {
-            number: 10,
-            ..Default::default()
-        },
-    );
-    let (_, u3) = create_invoice(
-        TenantId::new(),
-        &InvoiceSpec {
-            number: 77,
-            ..Default::default()
-        },
-    );
-    assert_eq!(store.append_batch(vec![u1, u2, u3]).await, vec![Ok(()); 3]);
-    assert_eq!(store.last_invoice_number(tenant).await.unwrap(), 10);
+    let (_, u3) = numbered(tenant, 3);
+    let mut failing = u3.clone();
+    failing.streams[0].expected_version = 7;
+    let (_, u4) = numbered(tenant, 4);
+    let results = store.append_batch(vec![failing, u4]).await;
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert_eq!(store.append_batch(vec![u3]).await, vec![Ok(())]);
+    assert_eq!(store.last_invoice_number(tenant).await.unwrap(), 3);
 
     let before = store.payments_awaiting_charge(1000).await.unwrap();
     let (mut charged, a1) = attempt_payment(&mut first, 400, at(1));

@@ -46,9 +46,14 @@ pub(super) async fn seed_invoices(db: &Db, tenant: TenantId) -> Vec<Invoice> {
         ),
     ];
     let mut invoices = Vec::new();
+    // Numbers are gap-free: carry on after whatever the tenant already has.
+    let first = payrail_actors::ports::EventStore::last_invoice_number(db, tenant)
+        .await
+        .unwrap()
+        + 1;
     for (i, (customer, email, currency, amount, due, finalize)) in specs.into_iter().enumerate() {
         let spec = InvoiceSpec {
-            number: i as u64 + 1,
+            number: first + i as u64,
             customer,
             email,
             currency,
