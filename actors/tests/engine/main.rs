@@ -1,6 +1,7 @@
 //! Engine behaviour through its public API, over the in-memory store.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod pipeline;
 mod properties;
 mod support;
 
