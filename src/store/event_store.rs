@@ -1,13 +1,15 @@
 //! The `EventStore` port on SQL: same semantics as `payrail_actors::memory::MemoryStore`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use payrail_actors::domain::invoice::parse_number;
 use payrail_actors::domain::{Event, Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
-use super::rows::{event_columns, into_events, parse_id, DataRow, EventRow, PairRow, TextRow};
+use super::rows::{
+    event_columns, into_events, parse_id, DataRow, EventRow, PairRow, ReservationRow, TextRow,
+};
 use super::stmt::{Bind, Stmt};
 use super::Db;
 
@@ -35,6 +37,29 @@ impl Db {
         let Some(row) = row else { return Ok(None) };
         let trailing = self.stream_events(tenant, id, row.version).await?;
         Ok(Some((row, trailing)))
+    }
+
+    /// The money an invoice's payments in flight hold. Kept out of the invoice's snapshot,
+    /// where it would grow with every payment and be rewritten by every one of its changes: the
+    /// payment rows, written in the same transactions, already say it.
+    async fn reservations(
+        &self,
+        tenant: TenantId,
+        invoice: InvoiceId,
+    ) -> Result<BTreeMap<PaymentId, i64>, StoreError> {
+        let rows: Vec<ReservationRow> = self
+            .load(Stmt::new(
+                "SELECT id, amount FROM payments \
+                 WHERE tenant_id = ? AND invoice_id = ? AND status = 'processing'",
+                vec![
+                    Bind::Text(tenant.to_string()),
+                    Bind::Text(invoice.to_string()),
+                ],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((parse_id(&r.id)?, r.amount)))
+            .collect()
     }
 
     pub(crate) async fn stream_events(
@@ -79,10 +104,9 @@ impl EventStore for Db {
         else {
             return Ok(None);
         };
-        Ok(Some(Loaded {
-            snapshot: row.invoice()?,
-            trailing,
-        }))
+        let mut snapshot = row.invoice()?;
+        snapshot.reservations = self.reservations(tenant, id).await?;
+        Ok(Some(Loaded { snapshot, trailing }))
     }
 
     async fn load_payment(

@@ -111,6 +111,15 @@ impl DataRow {
     }
 }
 
+/// A payment still holding its reservation on an invoice, and the amount.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct ReservationRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) id: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) amount: i64,
+}
+
 #[derive(Debug, QueryableByName)]
 pub(crate) struct TextRow {
     #[diesel(sql_type = Text)]

@@ -218,7 +218,10 @@ pub struct Invoice {
     pub paid_at: Option<DateTime<Utc>>,
     pub voided_at: Option<DateTime<Utc>>,
     pub version: u64,
-    /// Money reserved by payments still in flight, by payment.
+    /// Money reserved by payments still in flight, by payment. Not part of the stored
+    /// snapshot (it would grow with every payment): storage rebuilds it from the invoice's
+    /// payments that are still `processing`.
+    #[serde(skip)]
     pub reservations: BTreeMap<PaymentId, i64>,
 }
 

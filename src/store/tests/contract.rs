@@ -325,6 +325,18 @@ async fn invoice_numbers_and_awaiting_charges<S: EventStore>(store: &S) {
     assert_eq!(awaiting.len(), before.len() + 2);
     assert!(awaiting.contains(&(tenant, charged.id)) && awaiting.contains(&(tenant, pending.id)));
     assert_eq!(store.payments_awaiting_charge(1).await.unwrap().len(), 1);
+    // The money the payments in flight hold comes back with the invoice, although it is not
+    // part of its stored snapshot.
+    let loaded = store.load_invoice(tenant, first.id).await.unwrap().unwrap();
+    assert_eq!(loaded.snapshot, first);
+    assert_eq!(
+        loaded.snapshot.reservations.into_iter().collect::<Vec<_>>(),
+        {
+            let mut held = vec![(charged.id, 400), (pending.id, 600)];
+            held.sort();
+            held
+        }
+    );
 
     let unit = payment_change(
         &mut charged,
