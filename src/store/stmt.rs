@@ -56,7 +56,7 @@ impl Dialect {
 pub(crate) enum Bind {
     Text(String),
     OptText(Option<String>),
-    /// Text that PostgreSQL stores as `jsonb` (the SQL casts it).
+    /// Text that PostgreSQL stores as `json` (the SQL casts it).
     Json(String),
     I64(i64),
     Ts(DateTime<Utc>, i64),

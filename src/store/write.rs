@@ -297,7 +297,7 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
                     _ => Err(mismatch()),
                 })
                 .collect::<Result<_, _>>()?;
-            (Bind::TextArr(texts), if json { "::jsonb" } else { "" })
+            (Bind::TextArr(texts), if json { "::json" } else { "" })
         }
         Some(Bind::OptText(_)) => {
             let texts = values
