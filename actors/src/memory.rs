@@ -89,15 +89,16 @@ impl MemoryStore {
         HashMap<(TenantId, PaymentId), Payment>,
     ) {
         let inner = self.lock();
-        (
-            inner.events.clone(),
-            inner.invoices.clone(),
-            inner.payments.clone(),
-        )
+        let invoices = inner
+            .invoices
+            .keys()
+            .filter_map(|&(tenant, id)| Some(((tenant, id), inner.invoice(tenant, id)?)))
+            .collect();
+        (inner.events.clone(), invoices, inner.payments.clone())
     }
 
     pub fn invoice_snapshot(&self, tenant: TenantId, id: InvoiceId) -> Option<Invoice> {
-        self.lock().invoices.get(&(tenant, id)).cloned()
+        self.lock().invoice(tenant, id)
     }
 
     pub fn payment_snapshot(&self, tenant: TenantId, id: PaymentId) -> Option<Payment> {
@@ -123,6 +124,21 @@ impl MemoryStore {
 }
 
 impl Inner {
+    /// An invoice with its reservations, rebuilt (like the SQL stores do) from its payments
+    /// that are still `processing`: snapshots don't carry them.
+    fn invoice(&self, tenant: TenantId, id: InvoiceId) -> Option<Invoice> {
+        let mut invoice = self.invoices.get(&(tenant, id))?.clone();
+        invoice.reservations = self
+            .payments
+            .iter()
+            .filter(|((t, _), p)| {
+                *t == tenant && p.invoice_id == id && p.status == PaymentStatus::Processing
+            })
+            .map(|((_, payment), p)| (*payment, p.amount))
+            .collect();
+        Some(invoice)
+    }
+
     fn check(&self, unit: &Unit) -> Result<(), StoreError> {
         let tenant = unit
             .tenant_id
@@ -251,14 +267,10 @@ impl EventStore for MemoryStore {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Loaded<Invoice>>, StoreError> {
-        Ok(self
-            .lock()
-            .invoices
-            .get(&(tenant, id))
-            .map(|invoice| Loaded {
-                snapshot: invoice.clone(),
-                trailing: Vec::new(),
-            }))
+        Ok(self.lock().invoice(tenant, id).map(|invoice| Loaded {
+            snapshot: invoice,
+            trailing: Vec::new(),
+        }))
     }
 
     async fn load_payment(

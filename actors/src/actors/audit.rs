@@ -123,38 +123,64 @@ impl WriterHandle {
         }
     }
 
-    /// Queues `unit` behind every unit queued before it, without waiting for any commit. Refused
-    /// at once with `Overloaded` when the writer already holds its capacity, so a caller can
-    /// still decide not to apply the unit. `fences`: the fences of the actors whose memory will
-    /// hold the unit.
-    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
+    /// Takes room for one unit, or refuses at once with `Overloaded` when the writer already
+    /// holds its capacity. Taken before a change is applied to memory, so an actor never has to
+    /// undo one it could not queue.
+    pub fn reserve(&self) -> Result<Slot<'_>, EngineError> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::Relaxed);
             self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
             return Err(EngineError::Overloaded);
         }
+        Ok(Slot {
+            writer: self,
+            filled: false,
+        })
+    }
+}
+
+/// Room for one unit in a writer's queue; given back if dropped unused.
+pub struct Slot<'a> {
+    writer: &'a WriterHandle,
+    filled: bool,
+}
+
+impl Slot<'_> {
+    /// Queues `unit` behind every unit queued before it, without waiting for any commit.
+    /// `fences`: the fences of the actors whose memory holds the unit.
+    pub fn submit(mut self, unit: Unit, fences: Vec<Fence>) -> Durable {
+        self.filled = true;
+        let writer = self.writer;
         let (reply, answer) = oneshot::channel();
         let waiter = Waiter {
             reply: Some(reply),
             fences,
-            queued: Arc::clone(&self.queued),
+            queued: Arc::clone(&writer.queued),
         };
-        // The mailbox is unbounded (the count above bounds it) and first in, first out: units
-        // reach the batch in the order their actors decided them.
-        self.addr
-            .try_send(Append { unit, waiter })
-            .map_err(|_| EngineError::Unavailable("audit writer stopped".into()))?;
-        self.metrics
+        // The mailbox is unbounded (the slots bound it) and first in, first out: units reach
+        // the batch in the order their actors decided them. A writer that stopped drops the
+        // waiter, which trips its fences and answers `Unavailable`.
+        let _ = writer.addr.try_send(Append { unit, waiter });
+        writer
+            .metrics
             .audit_queue_depth
             .fetch_add(1, Ordering::Relaxed);
-        Ok(async move {
+        async move {
             match answer.await {
                 Ok(result) => result.map_err(EngineError::from),
                 Err(_) => Err(EngineError::Unavailable("audit writer stopped".into())),
             }
         }
         .boxed()
-        .shared())
+        .shared()
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.writer.queued.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -13,10 +13,10 @@ use super::messages::{
 use super::{
     done, done_then_stop, idempotency_record, lifecycle_handlers, load_on_start, on_fresh_state,
     read_when_durable, resolved, unavailable, when_durable, Deps, Durable, EventBuilder, Fence,
-    Pending, Pipelined,
+    Pending, Pipelined, Slot,
 };
 use crate::domain::{
-    Event, EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
+    EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::ports::{Loaded, Snapshot, StoreError, StreamAppend, Unit};
@@ -52,7 +52,7 @@ impl InvoiceActor {
         }
     }
 
-    fn events(&self, caller: &str, version: u64, data: Vec<EventData>) -> Vec<Event> {
+    fn builder(&self, caller: &str) -> EventBuilder {
         EventBuilder {
             tenant_id: self.tenant,
             stream: StreamId::Invoice(self.id),
@@ -61,7 +61,6 @@ impl InvoiceActor {
             at: self.deps.clock.now(),
             gateway_event_id: None,
         }
-        .build(version, data)
     }
 
     fn current(&self) -> Result<&Invoice, EngineError> {
@@ -71,21 +70,23 @@ impl InvoiceActor {
         self.state.as_ref().ok_or(EngineError::NotFound("invoice"))
     }
 
-    /// Queues `unit` and moves on to `next` at once; the unit's callers wait for `Durable`.
-    /// `also`: the fence of whatever else depends on the unit (the payment actor whose memory
-    /// holds it too, or the tenant's invoice numbering).
-    fn queue(
-        &mut self,
-        unit: Unit,
-        next: Invoice,
-        also: Option<Fence>,
-    ) -> Result<Durable, EngineError> {
+    /// The fences of a unit: this actor's, and whatever else depends on the unit (the payment
+    /// actor whose memory holds it too, or the tenant's invoice numbering).
+    fn fences(&self, also: Option<Fence>) -> Vec<Fence> {
         let mut fences = vec![self.fence.clone()];
         fences.extend(also);
-        let durable = self.deps.audit.submit(unit, fences)?;
-        self.state = Some(next);
-        self.tail = durable.clone();
-        Ok(durable)
+        fences
+    }
+
+    /// Room for the unit that will record a change, then the state to change in place: memory
+    /// moves on only once its unit is sure to be queued, and nothing is copied.
+    fn open_change(&mut self) -> Result<(Slot<'_>, &mut Invoice), EngineError> {
+        let slot = self.deps.audit.reserve(self.tenant)?;
+        let state = self
+            .state
+            .as_mut()
+            .ok_or(EngineError::NotFound("invoice"))?;
+        Ok((slot, state))
     }
 }
 
@@ -159,81 +160,89 @@ impl InvoiceActor {
             ));
         }
         let data = Invoice::decide_create(msg.number, &msg.input, msg.finalize)?;
-        let events = self.events(&msg.caller.actor, 0, data);
-        let at = self.deps.clock.now();
-        let mut next = Invoice::blank(self.tenant, self.id, at);
-        events.iter().for_each(|e| next.apply(e));
+        let builder = self.builder(&msg.caller.actor);
+        let fences = self.fences(Some(msg.numbering));
+        let slot = self.deps.audit.reserve(self.tenant)?;
+        let events = builder.build(0, data);
+        let mut invoice = Invoice::blank(self.tenant, self.id, builder.at);
+        events.iter().for_each(|e| invoice.apply(e));
         let mut unit = Unit::new(self.tenant);
-        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(&next), at);
+        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(&invoice), builder.at);
         unit.streams.push(StreamAppend {
             stream: StreamId::Invoice(self.id),
             expected_version: 0,
             events,
         });
         unit.snapshots
-            .push(Snapshot::Invoice(Box::new(next.clone())));
-        let durable = self.queue(unit, next.clone(), Some(msg.numbering))?;
-        Ok(when_durable(durable, next))
+            .push(Snapshot::Invoice(Box::new(invoice.snapshot())));
+        let durable = slot.submit(unit, fences);
+        let answer = when_durable(durable.clone(), invoice.snapshot());
+        self.state = Some(invoice);
+        self.tail = durable;
+        Ok(answer)
     }
 
     fn run_command(&mut self, msg: RunInvoiceCommand) -> Result<Pending<Invoice>, EngineError> {
-        let state = self.current()?;
-        let data = state.decide(&msg.command)?;
-        let events = self.events(&msg.caller.actor, state.version, data);
-        let mut next = state.clone();
-        events.iter().for_each(|e| next.apply(e));
-        let mut unit = Unit::new(self.tenant);
-        unit.idempotency =
-            idempotency_record(&msg.caller, Rendered::Invoice(&next), self.deps.clock.now());
+        let data = self.current()?.decide(&msg.command)?;
+        let builder = self.builder(&msg.caller.actor);
+        let fences = self.fences(None);
+        let tenant = self.tenant;
+        let (slot, state) = self.open_change()?;
+        let expected_version = state.version;
+        let events = builder.build(expected_version, data);
+        events.iter().for_each(|e| state.apply(e));
+        let mut unit = Unit::new(tenant);
+        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(state), builder.at);
         unit.streams.push(StreamAppend {
-            stream: StreamId::Invoice(self.id),
-            expected_version: state.version,
+            stream: builder.stream,
+            expected_version,
             events,
         });
         unit.snapshots
-            .push(Snapshot::Invoice(Box::new(next.clone())));
-        let durable = self.queue(unit, next.clone(), None)?;
-        Ok(when_durable(durable, next))
+            .push(Snapshot::Invoice(Box::new(state.snapshot())));
+        let answer = state.clone();
+        let durable = slot.submit(unit, fences);
+        self.tail = durable.clone();
+        Ok(when_durable(durable, answer))
     }
 
     /// Reserves the amount and records the new payment's `payment.attempted`, in one unit.
     fn reserve(&mut self, msg: ReservePayment) -> Result<Queued<Payment>, EngineError> {
-        let state = self.current()?;
         let command = InvoiceCommand::Reserve {
             payment_id: msg.payment_id,
             amount: msg.amount,
         };
-        let data = state.decide(&command)?;
+        let data = self.current()?.decide(&command)?;
         let amount = reserved_amount(&data, msg.payment_id);
-        let at = self.deps.clock.now();
-        let invoice_events = self.events(&msg.caller.actor, state.version, data);
+        let builder = self.builder(&msg.caller.actor);
+        let at = builder.at;
+        let fences = self.fences(Some(msg.payer));
+        let (tenant, id) = (self.tenant, self.id);
+        let (slot, state) = self.open_change()?;
         let payment_events = EventBuilder {
-            tenant_id: self.tenant,
             stream: StreamId::Payment(msg.payment_id),
-            invoice_id: Some(self.id),
-            actor: msg.caller.actor.clone(),
-            at,
-            gateway_event_id: None,
+            ..builder.clone()
         }
         .build(
             0,
             vec![EventData::PaymentAttempted {
-                invoice_id: self.id,
+                invoice_id: id,
                 amount,
                 currency: state.details.currency,
                 payment_method: msg.card,
                 token: msg.token,
             }],
         );
-        let mut next = state.clone();
-        invoice_events.iter().for_each(|e| next.apply(e));
-        let mut payment = Payment::blank(self.tenant, msg.payment_id, at);
+        let expected_version = state.version;
+        let invoice_events = builder.build(expected_version, data);
+        invoice_events.iter().for_each(|e| state.apply(e));
+        let mut payment = Payment::blank(tenant, msg.payment_id, at);
         payment_events.iter().for_each(|e| payment.apply(e));
-        let mut unit = Unit::new(self.tenant);
+        let mut unit = Unit::new(tenant);
         unit.idempotency = idempotency_record(&msg.caller, Rendered::Payment(&payment), at);
         unit.streams.push(StreamAppend {
-            stream: StreamId::Invoice(self.id),
-            expected_version: state.version,
+            stream: StreamId::Invoice(id),
+            expected_version,
             events: invoice_events,
         });
         unit.streams.push(StreamAppend {
@@ -242,10 +251,11 @@ impl InvoiceActor {
             events: payment_events,
         });
         unit.snapshots
-            .push(Snapshot::Invoice(Box::new(next.clone())));
+            .push(Snapshot::Invoice(Box::new(state.snapshot())));
         unit.snapshots
             .push(Snapshot::Payment(Box::new(payment.clone())));
-        let durable = self.queue(unit, next, Some(msg.payer))?;
+        let durable = slot.submit(unit, fences);
+        self.tail = durable.clone();
         Ok(Queued {
             value: payment,
             durable,
@@ -254,30 +264,36 @@ impl InvoiceActor {
 
     /// Commits payment events that move money together with the invoice's reaction.
     fn settle(&mut self, msg: SettlePayment) -> Result<Durable, EngineError> {
-        let state = self.current()?;
-        let mut next = state.clone();
+        self.current()?;
+        let builder = self.builder(super::GATEWAY_ACTOR);
+        let fences = self.fences(Some(msg.payer));
+        let tenant = self.tenant;
+        let (slot, state) = self.open_change()?;
+        let expected_version = state.version;
         let mut reactions = Vec::new();
         for event in &msg.payment.events {
-            reactions.extend(next.decide_payment_effect(&event.data));
-            next.apply(event);
+            reactions.extend(state.decide_payment_effect(&event.data));
+            state.apply(event);
         }
-        let invoice_events = self.events(super::GATEWAY_ACTOR, state.version, reactions);
-        invoice_events.iter().for_each(|e| next.apply(e));
-        let mut unit = Unit::new(self.tenant);
+        let invoice_events = builder.build(expected_version, reactions);
+        invoice_events.iter().for_each(|e| state.apply(e));
+        let mut unit = Unit::new(tenant);
         // The invoice stream is version-checked even when it gains no event: a stale copy of
         // this actor elsewhere must not settle money on an outdated snapshot.
         unit.streams.push(msg.payment);
         unit.streams.push(StreamAppend {
-            stream: StreamId::Invoice(self.id),
-            expected_version: state.version,
+            stream: builder.stream,
+            expected_version,
             events: invoice_events,
         });
         unit.snapshots
             .push(Snapshot::Payment(Box::new(msg.snapshot)));
         unit.snapshots
-            .push(Snapshot::Invoice(Box::new(next.clone())));
+            .push(Snapshot::Invoice(Box::new(state.snapshot())));
         unit.dedup_keys = msg.dedup_keys;
-        self.queue(unit, next, Some(msg.payer))
+        let durable = slot.submit(unit, fences);
+        self.tail = durable.clone();
+        Ok(durable)
     }
 }
 

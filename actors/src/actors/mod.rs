@@ -21,7 +21,7 @@ use crate::ports::{Clock, EventStore, Gateway, StoreError, Unit};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 
-pub use audit::{resolved, AuditActor, Durable, Fence, WriterHandle};
+pub use audit::{resolved, AuditActor, Durable, Fence, Slot, WriterHandle};
 pub use registry::Registry;
 
 /// What every actor shares: the ports, the audit writers, limits and counters.
@@ -48,16 +48,21 @@ impl AuditRouter {
         }
     }
 
-    /// Queues a unit behind every earlier unit of its tenant; see `WriterHandle::submit`.
-    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
-        let index = unit.tenant_id.map_or(0, |t| {
-            (t.uuid().as_u128() % self.writers.len().max(1) as u128) as usize
-        });
-        let writer = self
-            .writers
+    /// Room for one unit of `tenant` on its writer (see `WriterHandle::reserve`).
+    pub fn reserve(&self, tenant: TenantId) -> Result<Slot<'_>, EngineError> {
+        let index = (tenant.uuid().as_u128() % self.writers.len().max(1) as u128) as usize;
+        self.writers
             .get(index)
-            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?;
-        writer.submit(unit, fences)
+            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?
+            .reserve()
+    }
+
+    /// Queues a unit behind every earlier unit of its tenant, if there is room.
+    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
+        let tenant = unit
+            .tenant_id
+            .ok_or_else(|| EngineError::Unavailable("unit without tenant".into()))?;
+        Ok(self.reserve(tenant)?.submit(unit, fences))
     }
 
     /// Resolves once every unit the tenant queued before this call has resolved: an actor
@@ -69,6 +74,7 @@ impl AuditRouter {
 }
 
 /// Builds the events of one stream, numbered from `version + 1`.
+#[derive(Clone)]
 pub(crate) struct EventBuilder {
     pub tenant_id: TenantId,
     pub stream: StreamId,
