@@ -715,6 +715,18 @@ async fn secrets_never_reach_the_logs() {
     process::secrets_stay_out_of_logs().await;
 }
 
+mod hot_crash;
+
+#[actix_web::test]
+async fn sqlite_hot_invoice_survives_kill_9() {
+    hot_crash::hot_invoice_crash_safety(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_hot_invoice_survives_kill_9() {
+    hot_crash::hot_invoice_crash_safety(helpers::Backend::Postgres).await;
+}
+
 mod gateway;
 
 #[actix_web::test]

@@ -108,14 +108,14 @@ impl Drop for Engine {
     }
 }
 
-async fn database(backend: Backend, dir: &Path) -> (Db, String) {
+pub(crate) async fn database(backend: Backend, dir: &Path) -> (Db, String) {
     match backend {
         Backend::Sqlite => testing::fresh_sqlite(dir).await.unwrap(),
         Backend::Postgres => testing::fresh_postgres().await.unwrap(),
     }
 }
 
-async fn tenant(client: &Client, url: &str) -> Value {
+pub(crate) async fn tenant(client: &Client, url: &str) -> Value {
     client
         .post(format!("{url}/api/tenants"))
         .bearer_auth(ADMIN)
@@ -194,7 +194,7 @@ async fn all_invoices(client: &Client, url: &str, key: &str) -> Vec<Value> {
 }
 
 /// Versions contiguous from 1 in every stream of the tenant; each gateway event applied once.
-async fn check_streams(db: &Db, tenant: TenantId) {
+pub(crate) async fn check_streams(db: &Db, tenant: TenantId) {
     let mut versions: HashMap<String, u64> = HashMap::new();
     let mut gateway_events = HashSet::new();
     let mut after = None;
@@ -225,7 +225,10 @@ async fn check_streams(db: &Db, tenant: TenantId) {
     }
 }
 
-async fn all_payment_rows(db: &Db, tenant: TenantId) -> Vec<payrail_actors::domain::Payment> {
+pub(crate) async fn all_payment_rows(
+    db: &Db,
+    tenant: TenantId,
+) -> Vec<payrail_actors::domain::Payment> {
     let mut out = Vec::new();
     for page in 1.. {
         let (rows, total) = db
