@@ -2,7 +2,9 @@
 //! 15, driven over loopback HTTP by an open-loop generator at rising target rates.
 //!
 //! `cargo bench --bench load -- --scenario webhooks --backend sqlite --duration 5s`
-//! Scenarios: webhooks, webhooks-batch, payments, mixed, many-actors (comma-separated, or all).
+//! Scenarios: webhooks, webhooks-batch, payments, invoices, mixed, many-actors (comma-separated,
+//! or all). A hot invoice: `--invoices 1` (every tenant's payments on one invoice); invoice
+//! creation on one tenant: `--scenario invoices --tenants 1`.
 //! Baselines in the same run: a no-op actix-web handler (HTTP ceiling), the engine with group
 //! commit disabled (`PAYRAIL_COMMIT_BATCH_MAX_UNITS=1`) and one SQL transaction per event.
 //! Prints one JSON line per scenario on stdout and writes `<target>/bench/load.svg`.
@@ -82,6 +84,7 @@ const ALL_SCENARIOS: &[&str] = &[
     "webhooks",
     "webhooks-batch",
     "payments",
+    "invoices",
     "mixed",
     "many-actors",
 ];
@@ -313,6 +316,8 @@ async fn measured_step(
 struct Database {
     url: String,
     postmaster: Option<u32>,
+    /// PostgreSQL's port, to read its WAL position around each step.
+    pg_port: Option<u16>,
 }
 
 /// A fresh database on the backend: a new SQLite file, or a new database in the cluster.
@@ -326,10 +331,12 @@ fn fresh_database(
         Some(cluster) => Database {
             url: cluster.create_database(name, &o.pg_settings)?,
             postmaster: Some(cluster.postmaster_pid()),
+            pg_port: Some(cluster.port),
         },
         None => Database {
             url: format!("sqlite://{}", dir.join(format!("{name}.db")).display()),
             postmaster: None,
+            pg_port: None,
         },
     })
 }
@@ -337,7 +344,7 @@ fn fresh_database(
 fn start_rate(scenario: &str) -> f64 {
     match scenario {
         "webhooks-batch" => 20.0,
-        "payments" => 500.0,
+        "payments" | "invoices" => 500.0,
         _ => 1_000.0,
     }
 }
@@ -363,6 +370,10 @@ fn workload(scenario: &str, seed: &Arc<Seed>) -> Arc<dyn Workload> {
             run,
         }),
         "payments" => Arc::new(payments),
+        "invoices" => Arc::new(scenarios::Invoices {
+            seed: seed.clone(),
+            run,
+        }),
         _ => Arc::new(scenarios::Mixed { webhooks, payments }),
     }
 }
@@ -407,6 +418,7 @@ async fn run(o: Options) -> anyhow::Result<()> {
             Watch {
                 server: Some(stub.pid()),
                 postmaster: None,
+                pg_port: None,
             },
             &o,
             None,
@@ -474,6 +486,7 @@ async fn run_backend(
         let watch = Watch {
             server: Some(engine.pid()),
             postmaster: db.postmaster,
+            pg_port: db.pg_port,
         };
         let mut ramps = Vec::new();
         for scenario in &http_scenarios {
@@ -534,7 +547,8 @@ async fn run_backend(
                 json!({"bench": "load", "scenario": "one-tx-per-event-sql", "backend": backend,
                        "callers": baseline::CALLERS, "opsPerSec": direct.ops_per_s.round(),
                        "p50Ms": direct.p50_ms, "p99Ms": direct.p99_ms,
-                       "postgresCpuMsPer1kOps": direct.db_cpu_ms_per_kop})
+                       "postgresCpuMsPer1kOps": direct.db_cpu_ms_per_kop,
+                       "walBytesPerOp": direct.wal_bytes_per_op.map(f64::round)})
             );
         }
     }
@@ -569,6 +583,7 @@ async fn baselines(
     let watch = Watch {
         server: Some(engine.pid()),
         postmaster: db.postmaster,
+        pg_port: db.pg_port,
     };
     let label = format!("{backend} webhooks, group commit off");
     let ablation = ramp(
@@ -587,12 +602,15 @@ async fn baselines(
     let direct =
         tokio::task::spawn_blocking(move || baseline::run(&url, step, postmaster)).await??;
     eprintln!(
-        "{backend} one tx per event (SQL, K={}): {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  db cpu {:.3} s/1k ops",
+        "{backend} one tx per event (SQL, K={}): {:.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  db cpu {:.3} s/1k ops{}",
         baseline::CALLERS,
         direct.ops_per_s,
         direct.p50_ms,
         direct.p99_ms,
-        direct.db_cpu_ms_per_kop / 1_000.0
+        direct.db_cpu_ms_per_kop / 1_000.0,
+        direct
+            .wal_bytes_per_op
+            .map_or_else(String::new, |b| format!("  wal {b:.0} B/op"))
     );
     Ok((ablation, direct))
 }
@@ -658,6 +676,7 @@ async fn many_actors(
     let watch = Watch {
         server: Some(pid),
         postmaster: db.postmaster,
+        pg_port: db.pg_port,
     };
     let before = driver::counters(client, &engine.url).await;
     let mut step = driver::run_step(

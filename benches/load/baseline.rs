@@ -1,7 +1,8 @@
 //! Baseline (b): the write path without group commit — one transaction per webhook event
-//! (insert one event row and one dedup row, commit) from K concurrent callers, straight into the
-//! same database, in tables of the same shape as `events` and `webhook_dedup`. Closed loop:
-//! each caller starts its next transaction when the previous one committed.
+//! (insert one event row and one dedup row, update the payment's projection row, commit) from
+//! K concurrent callers, straight into the same database, in tables of the same shape as
+//! `events`, `webhook_dedup` and `payments`. Closed loop: each caller starts its next
+//! transaction when the previous one committed.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,11 +22,23 @@ CREATE TABLE IF NOT EXISTS load_events (
     seq bigserial NOT NULL, tenant_id text NOT NULL, stream_id text NOT NULL,
     version bigint NOT NULL, event_id text NOT NULL, event_type text NOT NULL,
     invoice_id text, subject_id text NOT NULL, actor text NOT NULL, gateway_event_id text,
-    data jsonb NOT NULL, occurred_at timestamptz NOT NULL,
+    data json NOT NULL, occurred_at timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, seq), UNIQUE (tenant_id, stream_id, version));
 CREATE TABLE IF NOT EXISTS load_dedup (
     tenant_id text NOT NULL, gateway_event_id text NOT NULL, payment_id text NOT NULL,
-    created_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, gateway_event_id));";
+    created_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, gateway_event_id));
+CREATE TABLE IF NOT EXISTS load_payments (
+    tenant_id text NOT NULL, id text NOT NULL, invoice_id text NOT NULL, status text NOT NULL,
+    amount bigint NOT NULL, currency text NOT NULL, gateway_reference text,
+    created_at timestamptz NOT NULL, version bigint NOT NULL, data json NOT NULL,
+    PRIMARY KEY (tenant_id, id)) WITH (fillfactor = 80);
+CREATE INDEX IF NOT EXISTS load_payments_invoice ON load_payments (tenant_id, invoice_id, id);
+CREATE INDEX IF NOT EXISTS load_payments_status ON load_payments (tenant_id, status, id);
+INSERT INTO load_payments
+    SELECT 'ten_load' || (c % 8), 'pay_base_' || c || '_' || i, 'inv_base_' || c, 'processing',
+           1000, 'USD', NULL, now(), 1, '{}'
+    FROM generate_series(0, 63) c, generate_series(0, 255) i
+    ON CONFLICT DO NOTHING;";
 
 const SQLITE_SCHEMA: &str = "
 PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA synchronous=FULL;
@@ -36,13 +49,32 @@ CREATE TABLE IF NOT EXISTS load_events (
     data text NOT NULL, occurred_at integer NOT NULL, UNIQUE (tenant_id, stream_id, version));
 CREATE TABLE IF NOT EXISTS load_dedup (
     tenant_id text NOT NULL, gateway_event_id text NOT NULL, payment_id text NOT NULL,
-    created_at integer NOT NULL, PRIMARY KEY (tenant_id, gateway_event_id)) WITHOUT ROWID;";
+    created_at integer NOT NULL, PRIMARY KEY (tenant_id, gateway_event_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS load_payments (
+    tenant_id text NOT NULL, id text NOT NULL, invoice_id text NOT NULL, status text NOT NULL,
+    amount integer NOT NULL, currency text NOT NULL, gateway_reference text,
+    created_at integer NOT NULL, version integer NOT NULL, data text NOT NULL,
+    PRIMARY KEY (tenant_id, id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS load_payments_invoice ON load_payments (tenant_id, invoice_id, id);
+CREATE INDEX IF NOT EXISTS load_payments_status ON load_payments (tenant_id, status, id);
+WITH RECURSIVE c(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM c WHERE n < 63),
+               i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 255)
+INSERT OR IGNORE INTO load_payments
+    SELECT 'ten_load' || (c.n % 8), 'pay_base_' || c.n || '_' || i.n, 'inv_base_' || c.n,
+           'processing', 1000, 'USD', NULL, strftime('%s','now'), 1, '{}'
+    FROM c, i;";
 
 const PG_INSERT_EVENT: &str = "INSERT INTO load_events (tenant_id, stream_id, version, event_id, \
     event_type, subject_id, actor, gateway_event_id, data, occurred_at) \
-    VALUES ($1, $2, $3, $4, 'payment.succeeded', $2, 'gateway', $5, $6::jsonb, now())";
+    VALUES ($1, $2, $3, $4, 'payment.succeeded', $2, 'gateway', $5, $6::json, now())";
 const PG_INSERT_DEDUP: &str = "INSERT INTO load_dedup (tenant_id, gateway_event_id, payment_id, \
     created_at) VALUES ($1, $2, $3, now())";
+const PG_UPDATE_PAYMENT: &str = "UPDATE load_payments SET status = 'succeeded', \
+    version = version + 1, data = $3::json WHERE tenant_id = $1 AND id = $2";
+const SQLITE_UPDATE_PAYMENT: &str = "UPDATE load_payments SET status = 'succeeded', \
+    version = version + 1, data = ? WHERE tenant_id = ? AND id = ?";
+/// Payment rows each caller cycles through (seeded by the schema script).
+const PAYMENTS_PER_CALLER: u64 = 256;
 const SQLITE_INSERT_EVENT: &str = "INSERT INTO load_events (tenant_id, stream_id, version, \
     event_id, event_type, subject_id, actor, gateway_event_id, data, occurred_at) \
     VALUES (?, ?, ?, ?, 'payment.succeeded', ?, 'gateway', ?, ?, strftime('%s','now'))";
@@ -54,10 +86,13 @@ pub struct BaselineResult {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub db_cpu_ms_per_kop: f64,
+    /// PostgreSQL only.
+    pub wal_bytes_per_op: Option<f64>,
 }
 
 struct Op {
     tenant: String,
+    payment: String,
     stream: String,
     event: String,
     gateway_event: String,
@@ -68,6 +103,7 @@ fn op(caller: usize, n: u64) -> Op {
     let stream = format!("pay_load{caller:03}x{n:012}");
     Op {
         tenant: format!("ten_load{}", caller % 8),
+        payment: format!("pay_base_{caller}_{}", n % PAYMENTS_PER_CALLER),
         event: format!("evt_{stream}"),
         gateway_event: format!("evt_gw_base_{caller}_{n}"),
         data: format!(
@@ -92,6 +128,11 @@ fn pg_op(conn: &mut PgConnection, o: &Op) -> diesel::QueryResult<()> {
             .bind::<Text, _>(&o.gateway_event)
             .bind::<Text, _>(&o.stream)
             .execute(c)?;
+        diesel::sql_query(PG_UPDATE_PAYMENT)
+            .bind::<Text, _>(&o.tenant)
+            .bind::<Text, _>(&o.payment)
+            .bind::<Text, _>(&o.data)
+            .execute(c)?;
         Ok(())
     })
 }
@@ -111,6 +152,11 @@ fn sqlite_op(conn: &mut SqliteConnection, o: &Op) -> diesel::QueryResult<()> {
             .bind::<Text, _>(&o.tenant)
             .bind::<Text, _>(&o.gateway_event)
             .bind::<Text, _>(&o.stream)
+            .execute(c)?;
+        diesel::sql_query(SQLITE_UPDATE_PAYMENT)
+            .bind::<Text, _>(&o.data)
+            .bind::<Text, _>(&o.tenant)
+            .bind::<Text, _>(&o.payment)
             .execute(c)?;
         Ok(())
     })
@@ -139,6 +185,7 @@ pub fn run(
         }
     };
     let db0 = postmaster.map_or(0.0, procs::tree_cpu_secs);
+    let wal0 = wal_position(db_url);
     let start = Instant::now();
     let done = std::thread::scope(|scope| -> anyhow::Result<u64> {
         let handles: Vec<_> = (0..CALLERS)
@@ -180,6 +227,9 @@ pub fn run(
     })?;
     let elapsed = start.elapsed().as_secs_f64();
     let db_cpu = postmaster.map_or(0.0, procs::tree_cpu_secs) - db0;
+    let wal = wal0
+        .zip(wal_position(db_url))
+        .map(|(a, b)| b.saturating_sub(a));
     let hist = hist.lock().unwrap_or_else(|e| e.into_inner());
     Ok(BaselineResult {
         ops_per_s: done as f64 / elapsed,
@@ -190,5 +240,24 @@ pub fn run(
         } else {
             db_cpu * 1_000.0 / (done as f64 / 1_000.0)
         },
+        wal_bytes_per_op: wal.map(|bytes| bytes as f64 / done.max(1) as f64),
     })
+}
+
+#[derive(diesel::QueryableByName)]
+struct Lsn {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// PostgreSQL's WAL position in bytes (None on SQLite).
+fn wal_position(db_url: &str) -> Option<u64> {
+    if db_url.starts_with("sqlite://") {
+        return None;
+    }
+    let mut conn = PgConnection::establish(db_url).ok()?;
+    let rows: Vec<Lsn> = diesel::sql_query("SELECT (pg_current_wal_lsn() - '0/0')::int8 AS n")
+        .load(&mut conn)
+        .ok()?;
+    rows.first().and_then(|r| u64::try_from(r.n).ok())
 }

@@ -53,6 +53,8 @@ pub trait Workload: Send + Sync {
 pub struct Watch {
     pub server: Option<u32>,
     pub postmaster: Option<u32>,
+    /// PostgreSQL's port: the step reports the WAL it wrote.
+    pub pg_port: Option<u16>,
 }
 
 #[derive(Default, Deserialize)]
@@ -89,6 +91,8 @@ pub struct StepResult {
     pub db_cpu_s: f64,
     pub client_cpu_s: f64,
     pub server_rss_mib: f64,
+    /// Bytes of WAL PostgreSQL wrote during the step.
+    pub wal_bytes: Option<u64>,
     /// Webhook outcomes: applied, duplicates, ignored, rejected.
     pub outcomes: [u64; 4],
     /// Group-commit figures from the engine's `/metrics` over the step (when scraped).
@@ -161,6 +165,16 @@ impl StepResult {
     }
 
     /// CPU seconds per 1,000 successful operations.
+    /// WAL bytes per applied webhook event (per op when nothing applied).
+    pub fn wal_per_event(&self) -> Option<f64> {
+        let events = if self.outcomes[0] > 0 {
+            self.outcomes[0]
+        } else {
+            self.ok_ops
+        };
+        Some(self.wal_bytes? as f64 / events.max(1) as f64)
+    }
+
     pub fn per_kop(&self, cpu_s: f64) -> f64 {
         if self.ok_ops == 0 {
             return 0.0;
@@ -213,6 +227,7 @@ pub async fn run_step(
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let interval_ns = 1e9 / rate;
     let (server0, db0, client0) = cpu_now(watch);
+    let wal0 = watch.pg_port.and_then(procs::wal_position);
     let start = Instant::now() + Duration::from_millis(5);
     let mut not_sent = 0u64;
     let mut i = 0u64;
@@ -264,6 +279,7 @@ pub async fn run_step(
     .await;
     let elapsed_s = start.elapsed().as_secs_f64().max(duration.as_secs_f64());
     let (server1, db1, client1) = cpu_now(watch);
+    let wal1 = watch.pg_port.and_then(procs::wal_position);
     let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if not_sent > 0 {
         errors.insert("not_sent".into(), not_sent);
@@ -281,6 +297,7 @@ pub async fn run_step(
         db_cpu_s: db1 - db0,
         client_cpu_s: client1 - client0,
         server_rss_mib: watch.server.map_or(0.0, procs::rss_mib),
+        wal_bytes: wal0.zip(wal1).map(|(a, b)| b.saturating_sub(a)),
         outcomes: [
             tally.applied.load(Ordering::Relaxed),
             tally.duplicates.load(Ordering::Relaxed),

@@ -224,6 +224,23 @@ impl Drop for Stub {
 }
 
 /// A throwaway PostgreSQL 15 cluster (fsync on), as `scripts/test` starts one; removed on drop.
+/// PostgreSQL's current WAL position in bytes, read with `psql` (None if it can't be read).
+pub fn wal_position(port: u16) -> Option<u64> {
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args([
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT pg_current_wal_lsn() - '0/0'",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    text.trim().parse::<f64>().ok().map(|bytes| bytes as u64)
+}
+
 pub struct PgCluster {
     dir: tempfile::TempDir,
     pub port: u16,

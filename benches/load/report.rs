@@ -23,6 +23,7 @@ pub fn step_json(s: &StepResult) -> Value {
                            "postgres": round3(s.per_kop(s.db_cpu_s)),
                            "loadGenerator": round3(s.per_kop(s.client_cpu_s))},
         "engineRssMib": round1(s.server_rss_mib),
+        "walBytesPerAppliedEvent": s.wal_per_event().map(|b| b.round()),
         "webhookOutcomes": {"applied": s.outcomes[0], "duplicates": s.outcomes[1],
                             "ignored": s.outcomes[2], "rejected": s.outcomes[3]},
         "sustained": s.sustained(),
@@ -45,7 +46,7 @@ pub fn print_step(label: &str, s: &StepResult) {
     eprintln!(
         "{label:<28} target {:>7.0}/s  ok {:>8.0} req/s {:>9.0} ops/s  p50 {:>7.2}  p90 {:>7.2}  \
          p99 {:>8.2}  p99.9 {:>8.2}  max {:>8.2} ms  errors {:?}  cpu/1k ops: engine {:.3}s db {:.3}s \
-         gen {:.3}s  rss {:.0} MiB",
+         gen {:.3}s  rss {:.0} MiB{}",
         s.target_rps,
         s.achieved_rps(),
         s.achieved_ops(),
@@ -59,6 +60,8 @@ pub fn print_step(label: &str, s: &StepResult) {
         s.per_kop(s.db_cpu_s),
         s.per_kop(s.client_cpu_s),
         s.server_rss_mib,
+        s.wal_per_event()
+            .map_or_else(String::new, |b| format!("  wal {b:.0} B/applied event")),
     );
     if let Some(c) = s.commit {
         let webhooks: u64 = s.outcomes.iter().sum();

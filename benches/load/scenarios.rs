@@ -313,6 +313,32 @@ impl Workload for Payments {
     }
 }
 
+/// `invoices`: `POST /api/invoices` (created and finalized) with a fresh Idempotency-Key, tenants
+/// in turn; with `--tenants 1` every creation takes the next number of one tenant.
+pub struct Invoices {
+    pub seed: Arc<Seed>,
+    pub run: String,
+}
+
+impl Workload for Invoices {
+    fn request(&self, i: u64) -> Req {
+        let tenant = &self.seed.tenants[(i % self.seed.tenants.len() as u64) as usize];
+        let body = json!({"customerName": format!("Load {i}"), "currency": "USD", "finalize": true,
+                          "lineItems": [{"description": "Seat", "quantity": 3, "unitAmount": 1000}]});
+        Req {
+            method: Method::Post,
+            url: format!("{}/api/invoices", self.seed.url),
+            headers: vec![
+                ("Authorization", format!("Bearer {}", tenant.key)),
+                ("Idempotency-Key", format!("{}-{i}", self.run)),
+            ],
+            body: Some(serde_json::to_vec(&body).unwrap_or_default()),
+            ops: 1,
+            webhook: false,
+        }
+    }
+}
+
 /// `mixed`: 50% webhooks, 30% payments, 10% invoice list pages, 10% payment timelines.
 pub struct Mixed {
     pub webhooks: Webhooks,
