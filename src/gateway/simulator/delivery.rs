@@ -99,6 +99,7 @@ pub async fn run_worker(shared: Arc<Shared>, mut queue: mpsc::Receiver<Scheduled
                     return;
                 };
                 let purpose = if delivery.duplicate {
+                    shared.hold_copy();
                     Purpose::DuplicateDelivery
                 } else {
                     Purpose::Delivery
@@ -324,6 +325,7 @@ async fn deliver(
     }
     if delivery.duplicate {
         bump(&counters.duplicate_deliveries, 1);
+        shared.release(1);
         return;
     }
     for (event, delay) in delivery.follow_ups {

@@ -211,6 +211,12 @@ impl Shared {
             .is_ok()
     }
 
+    /// Counts a duplicate delivery as outstanding until it is done, so `wait_idle` (and the
+    /// stats read after it) also wait for the copies. Not bounded: copies need no room.
+    pub fn hold_copy(&self) {
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+    }
+
     pub fn release(&self, n: usize) {
         self.outstanding.fetch_sub(n, Ordering::AcqRel);
     }
