@@ -4,7 +4,6 @@
 //! its payments' money, and the projections equal a replay of the events.
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use payrail_actors::domain::{InvoiceStatus, PaymentStatus, TenantId};
@@ -13,7 +12,10 @@ use reqwest::Client;
 use serde_json::{json, Value};
 
 use crate::helpers::{sign_all, Backend};
-use crate::process::{all_payment_rows, check_streams, database, tenant, Engine};
+use crate::process::{
+    all_events, all_payment_rows, check_streams, database, rebuild_projections, run_until_killed,
+    tenant, Engine,
+};
 
 const PAYMENTS: usize = 120;
 const AMOUNT: i64 = 1_000;
@@ -34,23 +36,23 @@ struct Hot {
     payments: Vec<String>,
 }
 
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn seed(client: &Client, url: &str) -> Hot {
     let t = tenant(client, url).await;
     let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
     let total = AMOUNT * PAYMENTS as i64;
-    let invoice: Value = client
-        .post(format!("{url}/api/invoices"))
-        .bearer_auth(&key)
-        .json(
-            &json!({"customerName": "Hot", "currency": "USD", "finalize": true,
-                      "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": total}]}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = json!({"customerName": "Hot", "currency": "USD", "finalize": true,
+                      "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": total}]});
+    let invoice = json_of(
+        client
+            .post(format!("{url}/api/invoices"))
+            .bearer_auth(&key)
+            .json(&body),
+    )
+    .await;
     let invoice = invoice["id"].as_str().unwrap().to_owned();
     let pays = (0..PAYMENTS).map(|_| {
         let body = json!({"invoiceId": invoice, "amount": AMOUNT,
@@ -105,17 +107,6 @@ async fn settle_all(client: &Client, url: &str, hot: &Hot) -> HashSet<String> {
         .collect()
 }
 
-fn rebuild_projections(url: &str) {
-    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
-        .arg("rebuild-projections")
-        .env("DATABASE_URL", url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 pub async fn hot_invoice_crash_safety(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let (db, url) = database(backend, dir.path()).await;
@@ -130,15 +121,7 @@ pub async fn hot_invoice_crash_safety(backend: Backend) {
         let kill_after = Duration::from_millis(rand::rng().random_range(5..120));
         let engine_url = engine.url.clone();
         let sends = settle_all(&client, &engine_url, &hot);
-        tokio::pin!(sends);
-        let acked = tokio::select! {
-            acked = &mut sends => acked,
-            _ = tokio::time::sleep(kill_after) => {
-                engine.kill9();
-                sends.await
-            }
-        };
-        acknowledged.extend(acked);
+        acknowledged.extend(run_until_killed(engine, kill_after, sends).await);
         engine = Engine::start_with(&url, None, &QUIET_SIMULATOR).await;
     }
     // Once more without a crash: every event is now applied or a duplicate.
@@ -147,29 +130,20 @@ pub async fn hot_invoice_crash_safety(backend: Backend) {
 
     let tenant_id: TenantId = hot.account.parse().unwrap();
     check_streams(&db, tenant_id).await;
-    let mut durable = HashSet::new();
-    let mut after = None;
-    loop {
-        let page = db
-            .list_events(tenant_id, None, None, 100, after)
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(last.sequence);
-        durable.extend(page.into_iter().filter_map(|e| e.event.gateway_event_id));
-    }
+    let durable: HashSet<String> = all_events(&db, tenant_id)
+        .await
+        .into_iter()
+        .filter_map(|e| e.gateway_event_id)
+        .collect();
     for id in &acknowledged {
         assert!(durable.contains(id), "acknowledged {id} is not durable");
     }
-    let invoice: Value = client
-        .get(format!("{}/api/invoices/{}", engine.url, hot.invoice))
-        .bearer_auth(&hot.key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let invoice = json_of(
+        client
+            .get(format!("{}/api/invoices/{}", engine.url, hot.invoice))
+            .bearer_auth(&hot.key),
+    )
+    .await;
     assert_eq!(invoice["amountPaid"], AMOUNT * PAYMENTS as i64);
     assert_eq!(invoice["amountPending"], 0);
     assert_eq!(invoice["status"], InvoiceStatus::Paid.as_str());

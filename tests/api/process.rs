@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use payrail::store::{testing, Db};
-use payrail_actors::domain::TenantId;
+use payrail_actors::domain::{Event, TenantId};
 use rand::Rng;
 use reqwest::Client;
 use serde_json::{json, Value};
@@ -193,36 +193,72 @@ async fn all_invoices(client: &Client, url: &str, key: &str) -> Vec<Value> {
     }
 }
 
-/// Versions contiguous from 1 in every stream of the tenant; each gateway event applied once.
-pub(crate) async fn check_streams(db: &Db, tenant: TenantId) {
-    let mut versions: HashMap<String, u64> = HashMap::new();
-    let mut gateway_events = HashSet::new();
+/// Every event of the tenant, in log order.
+pub(crate) async fn all_events(db: &Db, tenant: TenantId) -> Vec<Event> {
+    let mut events = Vec::new();
     let mut after = None;
     loop {
         let page = db
             .list_events(tenant, None, None, 100, after)
             .await
             .unwrap();
-        let Some(last) = page.last() else { break };
+        let Some(last) = page.last() else {
+            return events;
+        };
         after = Some(last.sequence);
-        for stored in &page {
-            let e = &stored.event;
-            let seen = versions.entry(e.stream.to_string()).or_insert(0);
-            assert_eq!(
-                e.version,
-                *seen + 1,
-                "stream {} is not contiguous",
-                e.stream
+        events.extend(page.into_iter().map(|stored| stored.event));
+    }
+}
+
+/// Versions contiguous from 1 in every stream of the tenant; each gateway event applied once.
+pub(crate) async fn check_streams(db: &Db, tenant: TenantId) {
+    let mut versions: HashMap<String, u64> = HashMap::new();
+    let mut gateway_events = HashSet::new();
+    for e in all_events(db, tenant).await {
+        let seen = versions.entry(e.stream.to_string()).or_insert(0);
+        assert_eq!(
+            e.version,
+            *seen + 1,
+            "stream {} is not contiguous",
+            e.stream
+        );
+        *seen = e.version;
+        if let Some(id) = &e.gateway_event_id {
+            assert!(
+                gateway_events.insert(id.clone()),
+                "gateway event {id} applied twice"
             );
-            *seen = e.version;
-            if let Some(id) = &e.gateway_event_id {
-                assert!(
-                    gateway_events.insert(id.clone()),
-                    "gateway event {id} applied twice"
-                );
-            }
         }
     }
+}
+
+/// Runs `work` against `engine`, killing the engine with SIGKILL after `kill_after` if the work
+/// is not done by then; answers what the work answers either way.
+pub(crate) async fn run_until_killed<T>(
+    engine: Engine,
+    kill_after: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => done,
+        _ = tokio::time::sleep(kill_after) => {
+            engine.kill9();
+            work.await
+        }
+    }
+}
+
+/// `payrail rebuild-projections` on the database, which must succeed.
+pub(crate) fn rebuild_projections(url: &str) {
+    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
+        .arg("rebuild-projections")
+        .env("DATABASE_URL", url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 pub(crate) async fn all_payment_rows(
@@ -267,15 +303,7 @@ pub async fn crash_safety(backend: Backend) {
         let kill_after = Duration::from_millis(rand::rng().random_range(20..250));
         let engine_url = running.url.clone();
         let writes = write_until_killed(&client, &engine_url, &key, round);
-        tokio::pin!(writes);
-        let acked = tokio::select! {
-            acked = &mut writes => acked,
-            _ = tokio::time::sleep(kill_after) => {
-                running.kill9();
-                writes.await
-            }
-        };
-        acknowledged.extend(acked);
+        acknowledged.extend(run_until_killed(running, kill_after, writes).await);
         attempted.extend((0..40).map(|n| format!("c-{round}-{n}")));
         engine = Some(Engine::start(&url, None).await);
     }
@@ -319,14 +347,7 @@ pub async fn crash_safety(backend: Backend) {
             .map(|i| db.get_invoice(tenant_id, i["id"].as_str().unwrap().parse().unwrap())),
     )
     .await;
-    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
-        .arg("rebuild-projections")
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    rebuild_projections(&url);
     let after: Vec<_> = futures::future::join_all(
         invoices
             .iter()
@@ -336,14 +357,7 @@ pub async fn crash_safety(backend: Backend) {
     assert_eq!(before, after, "rebuild-projections must change nothing");
     let payments_before = all_payment_rows(&db, tenant_id).await;
     assert!(!payments_before.is_empty());
-    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
-        .arg("rebuild-projections")
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    rebuild_projections(&url);
     assert_eq!(
         payments_before,
         all_payment_rows(&db, tenant_id).await,

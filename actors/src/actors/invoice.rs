@@ -12,8 +12,8 @@ use super::messages::{
 };
 use super::{
     done, done_then_stop, idempotency_record, lifecycle_handlers, load_on_start, on_fresh_state,
-    read_when_durable, resolved, unavailable, when_durable, Deps, Durable, EventBuilder, Fence,
-    Pending, Pipelined, Slot,
+    read_when_durable, resolved, when_durable, Deps, Durable, EventBuilder, Fence, Pending,
+    Pipelined, Slot,
 };
 use crate::domain::{
     EventData, Invoice, InvoiceCommand, InvoiceId, Payment, PaymentId, StreamId, TenantId,
@@ -97,15 +97,18 @@ impl Pipelined for InvoiceActor {
         &self.fence
     }
 
-    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
+    fn deps(&self) -> &Deps {
+        &self.deps
+    }
+
+    fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn read(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
         let store = self.deps.store.clone();
         let (tenant, id) = (self.tenant, self.id);
-        let barrier = self.deps.audit.barrier(tenant);
-        async move {
-            barrier.await.map_err(unavailable)?;
-            store.load_invoice(tenant, id).await
-        }
-        .boxed()
+        async move { store.load_invoice(tenant, id).await }.boxed()
     }
 
     fn install(&mut self, loaded: Result<Self::Loaded, StoreError>) {

@@ -175,9 +175,12 @@ pub(crate) trait Pipelined: Actor<Context = Context<Self>> {
 
     fn fence(&self) -> &Fence;
 
-    /// Reads the entity from storage, once every unit of the tenant queued before the call has
-    /// resolved (`AuditRouter::barrier`).
-    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>>;
+    fn deps(&self) -> &Deps;
+
+    fn tenant(&self) -> TenantId;
+
+    /// Reads the entity from storage (lazily: nothing happens until the future is polled).
+    fn read(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>>;
 
     /// Replaces memory with what storage holds, under a new fence (a tripped one if the load
     /// failed, so the next command tries again).
@@ -185,13 +188,25 @@ pub(crate) trait Pipelined: Actor<Context = Context<Self>> {
 }
 
 /// A barrier that could not be queued (overload) is a load that could not run.
-pub(crate) fn unavailable(err: EngineError) -> StoreError {
+fn unavailable(err: EngineError) -> StoreError {
     StoreError::Unavailable(err.to_string())
+}
+
+/// Reads the entity once every unit its tenant queued before this call has resolved
+/// (`AuditRouter::barrier`), so a new incarnation sees what its predecessor left in flight.
+fn load<A: Pipelined>(act: &A) -> BoxFuture<'static, Result<A::Loaded, StoreError>> {
+    let barrier = act.deps().audit.barrier(act.tenant());
+    let read = act.read();
+    async move {
+        barrier.await.map_err(unavailable)?;
+        read.await
+    }
+    .boxed()
 }
 
 /// Loads the entity before the actor takes its first message.
 pub(crate) fn load_on_start<A: Pipelined>(act: &mut A, ctx: &mut Context<A>) {
-    let load = act.load();
+    let load = load(act);
     ctx.wait(
         load.into_actor(act)
             .map(|loaded, act, _| act.install(loaded)),
@@ -212,7 +227,7 @@ where
     if !act.fence().is_tripped() {
         return AtomicResponse::new(run(act, ctx));
     }
-    let load = act.load();
+    let load = load(act);
     AtomicResponse::new(Box::pin(load.into_actor(act).then(
         move |loaded, act, ctx| {
             act.install(loaded);

@@ -17,8 +17,8 @@ use super::messages::{
 use super::supervisor::{TenantSupervisor, ToInvoice, ToPayment};
 use super::{
     done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
-    reply, resolved, settled, unavailable, when_durable, Deps, Durable, EventBuilder, Fence,
-    Pending, Pipelined, GATEWAY_ACTOR, SYSTEM_ACTOR,
+    reply, resolved, settled, when_durable, Deps, Durable, EventBuilder, Fence, Pending, Pipelined,
+    GATEWAY_ACTOR, SYSTEM_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
@@ -364,12 +364,18 @@ impl Pipelined for PaymentActor {
         &self.fence
     }
 
-    fn load(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
+    fn deps(&self) -> &Deps {
+        &self.deps
+    }
+
+    fn tenant(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn read(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>> {
         let store = self.deps.store.clone();
         let (tenant, id) = (self.tenant, self.id);
-        let barrier = self.deps.audit.barrier(tenant);
         async move {
-            barrier.await.map_err(unavailable)?;
             let loaded = store.load_payment(tenant, id).await?;
             let seen = store.payment_gateway_events(tenant, id).await?;
             Ok((loaded, seen))
