@@ -22,6 +22,8 @@ struct Inner {
     dedup: HashMap<(TenantId, String), PaymentId>,
     idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
     invoice_numbers: HashSet<(TenantId, u64)>,
+    /// Gateway event ids on committed events (the SQL stores' unique index on the event row).
+    applied_gateway_events: HashSet<(TenantId, String)>,
 }
 
 /// Failures to inject into the next appends.
@@ -161,14 +163,13 @@ impl Inner {
                 }
             }
         }
-        for key in &unit.dedup_keys {
-            if self
-                .dedup
-                .contains_key(&(tenant, key.gateway_event_id.clone()))
+        for id in unit.gateway_event_ids() {
+            if self.dedup.contains_key(&(tenant, id.to_owned()))
+                || self
+                    .applied_gateway_events
+                    .contains(&(tenant, id.to_owned()))
             {
-                return Err(StoreError::DuplicateGatewayEvent(
-                    key.gateway_event_id.clone(),
-                ));
+                return Err(StoreError::DuplicateGatewayEvent(id.to_owned()));
             }
         }
         if let Some(record) = &unit.idempotency {
@@ -187,6 +188,13 @@ impl Inner {
 
     fn write(&mut self, unit: Unit) {
         let Some(tenant) = unit.tenant_id else { return };
+        let applied = unit
+            .streams
+            .iter()
+            .flat_map(|s| &s.events)
+            .filter_map(|e| e.gateway_event_id.clone())
+            .map(|id| (tenant, id));
+        self.applied_gateway_events.extend(applied);
         if let Some(n) = unit.invoice_number() {
             self.invoice_numbers.insert((tenant, n));
         }
@@ -312,7 +320,10 @@ impl EventStore for MemoryStore {
         let inner = self.lock();
         Ok(ids
             .iter()
-            .filter(|id| inner.dedup.contains_key(&(tenant, (*id).clone())))
+            .filter(|id| {
+                let key = (tenant, (*id).clone());
+                inner.dedup.contains_key(&key) || inner.applied_gateway_events.contains(&key)
+            })
             .cloned()
             .collect())
     }
@@ -322,13 +333,21 @@ impl EventStore for MemoryStore {
         tenant: TenantId,
         payment: PaymentId,
     ) -> Result<Vec<String>, StoreError> {
-        Ok(self
-            .lock()
+        let inner = self.lock();
+        let ignored = inner
             .dedup
             .iter()
             .filter(|((t, _), p)| *t == tenant && **p == payment)
-            .map(|((_, id), _)| id.clone())
-            .collect())
+            .map(|((_, id), _)| id.clone());
+        let applied = inner
+            .events
+            .iter()
+            .filter(|e| e.tenant_id == tenant && e.stream == StreamId::Payment(payment))
+            .filter_map(|e| e.gateway_event_id.clone());
+        let mut ids: Vec<String> = ignored.chain(applied).collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
 
     async fn idempotency_record(

@@ -40,7 +40,8 @@ pub struct StreamAppend {
     pub events: Vec<Event>,
 }
 
-/// A gateway event id recorded as seen, with the payment it was routed to.
+/// A gateway event id recorded as seen (handled but ignored), with the payment it was routed
+/// to. An applied gateway event needs none: the event it caused carries its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DedupKey {
     pub gateway_event_id: String,
@@ -80,6 +81,18 @@ impl Unit {
                 EventData::InvoiceCreated { number, .. } => parse_number(number),
                 _ => None,
             })
+    }
+
+    /// Every gateway event id the unit records: on its events (applied) or as dedup keys
+    /// (ignored). A store refuses the unit if any of them is already recorded.
+    pub fn gateway_event_ids(&self) -> impl Iterator<Item = &str> {
+        let applied = self
+            .streams
+            .iter()
+            .flat_map(|s| &s.events)
+            .filter_map(|e| e.gateway_event_id.as_deref());
+        let ignored = self.dedup_keys.iter().map(|d| d.gateway_event_id.as_str());
+        applied.chain(ignored)
     }
 
     /// Writes nothing: a barrier that resolves once every unit queued before it has.

@@ -145,10 +145,12 @@ impl EventStore for Db {
                 .load(Stmt::new(
                     format!(
                         "SELECT gateway_event_id AS value FROM webhook_dedup \
-                         WHERE tenant_id = ? AND gateway_event_id IN ({})",
-                        vec!["?"; chunk.len()].join(", ")
+                         WHERE tenant_id = ? AND gateway_event_id IN ({list}) \
+                         UNION SELECT gateway_event_id AS value FROM events \
+                         WHERE tenant_id = ? AND gateway_event_id IN ({list})",
+                        list = vec!["?"; chunk.len()].join(", ")
                     ),
-                    binds,
+                    binds.iter().chain(&binds).cloned().collect(),
                 ))
                 .await?;
             seen.extend(rows.into_iter().map(|r| r.value));
@@ -164,8 +166,13 @@ impl EventStore for Db {
         let rows: Vec<TextRow> = self
             .load(Stmt::new(
                 "SELECT gateway_event_id AS value FROM webhook_dedup \
-                 WHERE tenant_id = ? AND payment_id = ? ORDER BY gateway_event_id",
+                 WHERE tenant_id = ? AND payment_id = ? \
+                 UNION SELECT gateway_event_id AS value FROM events \
+                 WHERE tenant_id = ? AND stream_id = ? AND gateway_event_id IS NOT NULL \
+                 ORDER BY value",
                 vec![
+                    Bind::Text(tenant.to_string()),
+                    Bind::Text(payment.to_string()),
                     Bind::Text(tenant.to_string()),
                     Bind::Text(payment.to_string()),
                 ],

@@ -37,8 +37,8 @@ pub(crate) fn keys(units: &[Unit]) -> Keys {
                 keys.streams.push(k);
             }
         }
-        for d in &unit.dedup_keys {
-            let k = (tenant.clone(), d.gateway_event_id.clone());
+        for id in unit.gateway_event_ids() {
+            let k = (tenant.clone(), id.to_owned());
             if seen.insert(('d', k.clone())) {
                 keys.dedup.push(k);
             }
@@ -85,6 +85,8 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                  UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
                  WHERE (SELECT 1 FROM webhook_dedup w \
                         WHERE w.tenant_id = k.t AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+                    OR (SELECT 1 FROM events e \
+                        WHERE e.tenant_id = k.t AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
                  UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
                  WHERE (SELECT 1 FROM idempotency_keys i \
                         WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
@@ -105,12 +107,14 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                     k,
                 )
             });
-            let dedup = keys.dedup.iter().map(|k| {
-                point(
+            let dedup = keys.dedup.iter().flat_map(|k| {
+                [
                     "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
                      FROM webhook_dedup WHERE tenant_id = ? AND gateway_event_id = ?",
-                    k,
-                )
+                    "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
+                     FROM events WHERE tenant_id = ? AND gateway_event_id = ?",
+                ]
+                .map(|sql| point(sql, k))
             });
             let idem = keys.idempotency.iter().map(|k| {
                 point(
@@ -188,14 +192,9 @@ impl Existing {
                 }
             }
         }
-        for key in &unit.dedup_keys {
-            if self
-                .dedup
-                .contains(&(tenant.to_owned(), key.gateway_event_id.clone()))
-            {
-                return Err(StoreError::DuplicateGatewayEvent(
-                    key.gateway_event_id.clone(),
-                ));
+        for id in unit.gateway_event_ids() {
+            if self.dedup.contains(&(tenant.to_owned(), id.to_owned())) {
+                return Err(StoreError::DuplicateGatewayEvent(id.to_owned()));
             }
         }
         if let Some(record) = &unit.idempotency {
@@ -224,9 +223,8 @@ impl Existing {
             self.versions
                 .insert((tenant.to_owned(), append.stream.to_string()), version);
         }
-        for key in &unit.dedup_keys {
-            self.dedup
-                .insert((tenant.to_owned(), key.gateway_event_id.clone()));
+        for id in unit.gateway_event_ids() {
+            self.dedup.insert((tenant.to_owned(), id.to_owned()));
         }
         if let Some(record) = &unit.idempotency {
             self.idempotency

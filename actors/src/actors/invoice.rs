@@ -293,7 +293,6 @@ impl InvoiceActor {
             .push(Snapshot::Payment(Box::new(msg.snapshot)));
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(state.snapshot())));
-        unit.dedup_keys = msg.dedup_keys;
         let durable = slot.submit(unit, fences);
         self.tail = durable.clone();
         Ok(durable)

@@ -10,7 +10,7 @@ use crate::domain::{
     PaymentId, PaymentSource, Refund, RefundId,
 };
 use crate::error::EngineError;
-use crate::ports::{DedupKey, StreamAppend};
+use crate::ports::StreamAppend;
 
 /// A value decided and queued; `durable` resolves once its unit is durable.
 pub struct Queued<T> {
@@ -104,7 +104,6 @@ pub struct SettlePayment {
     pub payer: Fence,
     pub payment: StreamAppend,
     pub snapshot: Payment,
-    pub dedup_keys: Vec<DedupKey>,
 }
 
 #[derive(Message)]

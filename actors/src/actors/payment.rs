@@ -132,14 +132,6 @@ impl PaymentActor {
                     | EventData::RefundSucceeded { .. }
             )
         });
-        let dedup_keys: Vec<DedupKey> = change
-            .gateway_event_id
-            .iter()
-            .map(|id| DedupKey {
-                gateway_event_id: id.clone(),
-                payment_id: self.id,
-            })
-            .collect();
         let append = StreamAppend {
             stream: StreamId::Payment(self.id),
             expected_version: state.version,
@@ -153,7 +145,6 @@ impl PaymentActor {
                     payer: self.fence.clone(),
                     payment: append,
                     snapshot: next.clone(),
-                    dedup_keys,
                 },
             };
             let supervisor = self.supervisor.clone();
@@ -179,7 +170,6 @@ impl PaymentActor {
         unit.streams.push(append);
         unit.snapshots
             .push(Snapshot::Payment(Box::new(next.clone())));
-        unit.dedup_keys = dedup_keys;
         let queued = self
             .deps
             .audit

@@ -215,9 +215,14 @@ async fn dedup_and_idempotency_keys_are_unique_per_unit<S: EventStore>(store: &S
         Some("gw_1"),
         at(2),
     );
-    // A second unit of the same batch with the same gateway event id (on a check-only stream).
+    // The applied event carries its gateway event id; no dedup row is needed for it. A second
+    // unit of the same batch recording the same id as ignored is a duplicate.
+    assert!(processing.dedup_keys.is_empty());
     let mut duplicate = Unit::new(tenant);
-    duplicate.dedup_keys = processing.dedup_keys.clone();
+    duplicate.dedup_keys = vec![payrail_actors::ports::DedupKey {
+        gateway_event_id: "gw_1".into(),
+        payment_id: payment.id,
+    }];
     let mut keyed = Unit::new(tenant);
     keyed.idempotency = Some(idempotency("k-1", at(2)));
     let mut keyed_again = Unit::new(tenant);

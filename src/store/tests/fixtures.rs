@@ -8,9 +8,7 @@ use payrail_actors::domain::{
     Currency, Event, EventData, EventId, Invoice, InvoiceId, InvoiceInput, Payment, PaymentId,
     StreamId, TenantId,
 };
-use payrail_actors::ports::{
-    DedupKey, EventStore, IdempotencyRecord, Snapshot, StreamAppend, Unit,
-};
+use payrail_actors::ports::{EventStore, IdempotencyRecord, Snapshot, StreamAppend, Unit};
 
 use crate::store::Db;
 
@@ -250,12 +248,6 @@ pub fn payment_change(
     });
     unit.snapshots
         .push(Snapshot::Payment(Box::new(payment.clone())));
-    if let Some(id) = gateway_event {
-        unit.dedup_keys.push(DedupKey {
-            gateway_event_id: id.into(),
-            payment_id: payment.id,
-        });
-    }
     unit
 }
 
