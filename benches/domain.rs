@@ -163,7 +163,7 @@ fn bench_payment(c: &mut Criterion) {
 
 /// `data_json` → stored text → parsed → `from_parts`: what writing and reading one event costs.
 fn round_trip(data: &EventData) -> EventData {
-    let text = data.data_json().to_string();
+    let text = data.data_json().unwrap().to_string();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();
     EventData::from_parts(data.event_type(), value).unwrap()
 }

@@ -84,7 +84,10 @@ pub async fn list(
     let has_more = events.len() > limit as usize;
     events.truncate(limit as usize);
     let next = events.last().filter(|_| has_more).map(|e| e.sequence);
-    let items: Vec<_> = events.iter().map(views::event).collect();
+    let items = events
+        .iter()
+        .map(views::event)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(EventPage {
         items,
         has_more,

@@ -467,6 +467,9 @@ pub async fn timeline(
         Ok(db.invoice_timeline(tenant, id).await?)
     })
     .await?;
-    let items: Vec<_> = events.iter().map(views::event).collect();
+    let items = events
+        .iter()
+        .map(views::event)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(items))
 }

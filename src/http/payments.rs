@@ -198,7 +198,10 @@ pub async fn timeline(
         Ok(db.payment_timeline(tenant, id).await?)
     })
     .await?;
-    let items: Vec<_> = events.iter().map(views::event).collect();
+    let items = events
+        .iter()
+        .map(views::event)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(HttpResponse::Ok().json(items))
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::errors::ApiError;
 use super::schemas::{CardSummarySchema, LineItemSchema};
 use crate::store::StoredEvent;
 
@@ -219,17 +220,18 @@ pub struct EventView {
     data: Value,
 }
 
-pub fn event(stored: &StoredEvent) -> EventView {
+/// An event as the API shows it; one whose data does not serialize is an internal error.
+pub fn event(stored: &StoredEvent) -> Result<EventView, ApiError> {
     let e: &Event = &stored.event;
-    EventView {
+    Ok(EventView {
         id: e.id.to_string(),
         sequence: stored.sequence,
         event_type: e.event_type(),
         occurred_at: ts(&e.occurred_at),
         subject_id: e.subject_id(),
         actor: e.actor.clone(),
-        data: e.data.data_json(),
-    }
+        data: e.data.data_json().map_err(ApiError::Internal)?,
+    })
 }
 
 /// Serializes a view for a stored idempotent response.

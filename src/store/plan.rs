@@ -272,10 +272,13 @@ impl Writes {
                 }
             }
         }
+        let mut events = Vec::with_capacity(unit.event_count());
         for append in &unit.streams {
-            self.events
-                .extend(append.events.iter().map(|e| event_row(tenant, e)));
+            for event in &append.events {
+                events.push(event_row(tenant, event)?);
+            }
         }
+        self.events.extend(events);
         for (id, row) in invoices {
             self.invoices.put(tenant, id, row);
         }

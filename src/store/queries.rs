@@ -31,7 +31,7 @@ fn count(rows: Vec<CountRow>) -> u64 {
 /// The insert of one event (outside a batch: API key lifecycle).
 fn insert_event(db: &Db, event: &Event) -> Result<Stmt, StoreError> {
     let tenant = event.tenant_id.to_string();
-    let mut stmts = insert_rows(db.dialect(), &EVENTS, vec![event_row(&tenant, event)])?;
+    let mut stmts = insert_rows(db.dialect(), &EVENTS, vec![event_row(&tenant, event)?])?;
     stmts
         .pop()
         .ok_or_else(|| StoreError::Corrupt("no insert for an event".into()))

@@ -127,8 +127,9 @@ pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
     ]
 }
 
-pub(crate) fn event_row(tenant: &str, event: &Event) -> Vec<Bind> {
-    vec![
+pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreError> {
+    let data = event.data.data_json().map_err(corrupt)?;
+    Ok(vec![
         Bind::text(tenant),
         Bind::Text(event.stream.to_string()),
         Bind::I64(event.version as i64),
@@ -138,9 +139,9 @@ pub(crate) fn event_row(tenant: &str, event: &Event) -> Vec<Bind> {
         Bind::Text(event.subject_id()),
         Bind::Text(event.actor.clone()),
         Bind::OptText(event.gateway_event_id.clone()),
-        Bind::Json(event.data.data_json().to_string()),
+        Bind::Json(data.to_string()),
         Bind::ts(event.occurred_at),
-    ]
+    ])
 }
 
 pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, StoreError> {

@@ -84,7 +84,7 @@ pub async fn stale_writer_gets_a_conflict() {
     let names: Vec<String> = events
         .iter()
         .map(|e| {
-            e.data.data_json()["customerName"]
+            e.data.data_json().unwrap()["customerName"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned()

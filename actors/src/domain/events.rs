@@ -161,12 +161,15 @@ impl EventData {
     }
 
     /// The `data` object alone (without the type tag), as stored and returned in timelines.
-    pub fn data_json(&self) -> serde_json::Value {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut map)) => {
-                map.remove("data").unwrap_or(serde_json::Value::Null)
-            }
-            _ => serde_json::Value::Null,
+    /// An event that does not serialize is an error, never a stored or answered `null`.
+    pub fn data_json(&self) -> Result<serde_json::Value, String> {
+        let tagged = serde_json::to_value(self)
+            .map_err(|e| format!("{} does not serialize: {e}", self.event_type()))?;
+        match tagged {
+            serde_json::Value::Object(mut map) => map
+                .remove("data")
+                .ok_or_else(|| format!("{} serialized without data", self.event_type())),
+            _ => Err(format!("{} serialized to a non-object", self.event_type())),
         }
     }
 
@@ -260,7 +263,7 @@ mod tests {
         for sample in samples {
             let ty = sample.event_type();
             assert!(EVENT_TYPES.contains(&ty), "{ty}");
-            let back = EventData::from_parts(ty, sample.data_json()).unwrap();
+            let back = EventData::from_parts(ty, sample.data_json().unwrap()).unwrap();
             assert_eq!(back, sample);
         }
     }
