@@ -36,6 +36,10 @@ pub struct Settings {
     pub commit_batch_max_units: usize,
     pub commit_linger_us: u64,
     pub audit_writers: usize,
+    /// Threads the tenant supervisors (and their entity actors) run on (`PAYRAIL_ARBITERS`).
+    pub arbiters: usize,
+    /// HTTP worker threads (`PAYRAIL_HTTP_WORKERS`).
+    pub http_workers: usize,
     pub passivation_idle_secs: u64,
     pub max_active_entities_per_tenant: usize,
     pub dedup_retention_hours: u64,
@@ -67,6 +71,8 @@ impl Default for Settings {
             commit_batch_max_units: engine.commit_batch_max_units,
             commit_linger_us: 0,
             audit_writers: engine.audit_writers,
+            arbiters: engine.arbiters,
+            http_workers: engine.arbiters,
             passivation_idle_secs: engine.passivation_idle.as_secs(),
             max_active_entities_per_tenant: engine.max_active_entities_per_tenant,
             dedup_retention_hours: 72,
@@ -119,6 +125,7 @@ impl Settings {
             commit_batch_max_units: self.commit_batch_max_units.max(1),
             commit_linger: Duration::from_micros(self.commit_linger_us),
             audit_writers: self.audit_writers.max(1),
+            arbiters: self.arbiters.max(1),
             passivation_idle: Duration::from_secs(self.passivation_idle_secs),
             max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
             recovery_interval: Duration::from_secs(self.recovery_interval_secs),

@@ -73,6 +73,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
             .wrap(from_fn(http::middleware::request_context))
             .configure(http::configure)
     })
+    .workers(settings.http_workers.max(1))
     .listen(listener)?
     .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout_secs)
