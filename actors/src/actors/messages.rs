@@ -145,10 +145,16 @@ pub struct ChargeAccepted {
     pub reference: String,
 }
 
-/// Re-sent without card data, the gateway had never seen the charge: it cannot happen now.
+/// The charge can never happen: the gateway refused it for good (4xx), or, re-sent without card
+/// data, it had never seen it. The payment fails with `processing_error` and its reservation
+/// is released.
 #[derive(Message)]
 #[rtype(result = "Result<Pending<()>, EngineError>")]
-pub struct ChargeNeverArrived;
+pub struct ChargeImpossible {
+    /// The failure message recorded on the payment (never the gateway's own words, which
+    /// could echo request data).
+    pub reason: String,
+}
 
 /// Re-send the charge if it is still waiting for the gateway and old enough that its own
 /// submission has had its chance (recovery sweep). Answers whether a charge was started.

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt};
 
 use super::messages::{
-    ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeNeverArrived, CreateRefund,
+    ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
     GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, SettlePayment,
     WebhookDisposition,
 };
@@ -327,23 +327,38 @@ async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &Char
                 return;
             }
             Err(GatewayError::UnknownCharge) => {
-                let msg = ToPayment {
-                    id,
-                    msg: ChargeNeverArrived,
-                };
-                if let Ok(Ok(pending)) = supervisor.send(msg).await {
-                    let _ = pending.await;
-                }
+                let reason =
+                    "the charge never reached the gateway and card data is not retained".into();
+                charge_impossible(supervisor, id, reason).await;
                 return;
             }
             Err(GatewayError::Rejected { status, message }) => {
-                tracing::warn!(payment = %id, status, %message, "gateway rejected charge");
+                tracing::warn!(payment = %id, status, %message, "gateway refused the charge");
+                let reason = format!("the gateway refused the charge (HTTP {status})");
+                charge_impossible(supervisor, id, reason).await;
                 return;
             }
             Err(GatewayError::Unavailable(reason)) => {
                 tracing::warn!(payment = %id, attempt, %reason, "gateway unavailable");
             }
         }
+    }
+}
+
+/// Fails a payment whose charge can never happen, releasing its reservation; if that cannot be
+/// recorded now, the recovery sweep asks the gateway again later.
+async fn charge_impossible(supervisor: &Addr<TenantSupervisor>, id: PaymentId, reason: String) {
+    let msg = ToPayment {
+        id,
+        msg: ChargeImpossible { reason },
+    };
+    let recorded = match supervisor.send(msg).await {
+        Ok(Ok(pending)) => pending.await,
+        Ok(Err(err)) => Err(err),
+        Err(err) => Err(err.into()),
+    };
+    if let Err(err) = recorded {
+        tracing::warn!(payment = %id, error = %err, "failed charge not recorded");
     }
 }
 
@@ -563,17 +578,14 @@ impl Handler<ChargeAccepted> for PaymentActor {
     }
 }
 
-impl Handler<ChargeNeverArrived> for PaymentActor {
+impl Handler<ChargeImpossible> for PaymentActor {
     type Result = Reply<()>;
 
-    fn handle(&mut self, _: ChargeNeverArrived, ctx: &mut Self::Context) -> Self::Result {
-        // The gateway confirmed it never saw this charge, and the card data is gone: it can
-        // no longer happen, so the reservation is released.
-        on_fresh_state(self, ctx, |act, _| {
+    fn handle(&mut self, msg: ChargeImpossible, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
             let outcome = GatewayOutcome::Failed {
                 code: "processing_error".into(),
-                message: "the charge never reached the gateway and card data is not retained"
-                    .into(),
+                message: msg.reason,
                 amount: None,
                 currency: None,
             };

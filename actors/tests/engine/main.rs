@@ -187,6 +187,52 @@ async fn charges_reach_the_gateway_once_and_record_the_reference() {
 }
 
 #[actix_rt::test]
+async fn a_charge_the_gateway_refuses_fails_the_payment_and_releases_the_money() {
+    let h = harness(config());
+    h.gateway
+        .refuse
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let invoice = h.open_invoice(500).await;
+    let attempt = PaymentAttempt {
+        invoice_id: invoice.id,
+        amount: Some(300),
+        method: card("4242424242424242"),
+    };
+    let payment = h
+        .engine
+        .attempt_payment(h.ctx(), attempt)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap();
+    for _ in 0..200 {
+        let current = h.engine.payment(h.tenant, payment.id).await.unwrap();
+        if current.status == PaymentStatus::Failed {
+            assert_eq!(current.failure_code.as_deref(), Some("processing_error"));
+            let message = current.failure_message.unwrap_or_default();
+            assert!(message.contains("HTTP 402"), "{message}");
+            assert!(
+                !message.contains(&payment.id.to_string()),
+                "gateway words: {message}"
+            );
+            let invoice = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
+            assert_eq!((invoice.amount_pending, invoice.amount_paid), (0, 0));
+            // The released amount can be paid again.
+            let again = PaymentAttempt {
+                invoice_id: invoice.id,
+                amount: Some(500),
+                method: card("4242424242424242"),
+            };
+            assert!(h.engine.attempt_payment(h.ctx(), again).await.is_ok());
+            h.check_log();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("a refused charge left the payment processing");
+}
+
+#[actix_rt::test]
 async fn idempotency_keys_replay_refuse_and_serialize() {
     let h = harness(config());
     let ctx = h.ctx().with_idempotency(spec("k1", "body-a"));

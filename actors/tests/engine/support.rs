@@ -22,6 +22,8 @@ pub struct RecordingGateway {
     pub charges: Mutex<HashMap<String, usize>>,
     pub refunds: Mutex<Vec<RefundRequest>>,
     pub down: std::sync::atomic::AtomicBool,
+    /// Refuse every charge for good (HTTP 402), with a message that echoes the request.
+    pub refuse: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -33,6 +35,12 @@ impl Gateway for RecordingGateway {
     async fn create_charge(&self, request: &ChargeRequest) -> Result<String, GatewayError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::Unavailable("down".into()));
+        }
+        if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GatewayError::Rejected {
+                status: 402,
+                message: format!("card refused for {}", request.payment_id),
+            });
         }
         let key = request.payment_id.to_string();
         *self.charges.lock().unwrap().entry(key.clone()).or_default() += 1;
