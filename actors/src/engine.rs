@@ -97,6 +97,9 @@ pub struct WebhookSummary {
     pub rejected: usize,
 }
 
+/// Payments the recovery sweep reads per query.
+const RECOVERY_PAGE_PAYMENTS: usize = 1_000;
+
 #[derive(Clone)]
 pub struct Engine {
     deps: Deps,
@@ -469,28 +472,40 @@ impl Engine {
     }
 
     /// Re-sends charges that may never have reached the gateway (crash or outage between
-    /// commit and call), from durable state. Returns how many were re-sent.
+    /// commit and call), from durable state: every such payment, oldest first, a page at a
+    /// time, so none starves behind older ones the gateway keeps failing. Returns how many
+    /// were re-sent.
     pub async fn resubmit_pending_charges(&self) -> Result<usize, EngineError> {
-        let store = Arc::clone(&self.deps.store);
-        let pending = detached(async move {
-            store
-                .payments_awaiting_charge(1_000)
-                .await
-                .map_err(EngineError::from)
-        })
-        .await?;
         let mut sent = 0;
-        for (tenant, payment) in pending {
-            let handle = self.registry.tenant(tenant);
-            let resubmit = ToPayment {
-                id: payment,
-                msg: ResubmitCharge,
+        let mut after = None;
+        loop {
+            let store = Arc::clone(&self.deps.store);
+            let page = detached(async move {
+                store
+                    .payments_awaiting_charge(after, RECOVERY_PAGE_PAYMENTS)
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+            let Some(&(_, last)) = page.last() else {
+                return Ok(sent);
             };
-            if let Ok(true) = handle.addr.send(resubmit).await? {
-                sent += 1;
+            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
+            for (tenant, payment) in page {
+                let handle = self.registry.tenant(tenant);
+                let resubmit = ToPayment {
+                    id: payment,
+                    msg: ResubmitCharge,
+                };
+                if let Ok(true) = handle.addr.send(resubmit).await? {
+                    sent += 1;
+                }
             }
+            if !full {
+                return Ok(sent);
+            }
+            after = Some(last);
         }
-        Ok(sent)
     }
 
     fn start_recovery_sweep(&self) {

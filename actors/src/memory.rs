@@ -375,6 +375,7 @@ impl EventStore for MemoryStore {
 
     async fn payments_awaiting_charge(
         &self,
+        after: Option<PaymentId>,
         limit: usize,
     ) -> Result<Vec<(TenantId, PaymentId)>, StoreError> {
         let inner = self.lock();
@@ -382,6 +383,7 @@ impl EventStore for MemoryStore {
             .payments
             .values()
             .filter(|p| p.status == PaymentStatus::Processing && p.gateway_reference.is_none())
+            .filter(|p| after.is_none_or(|after| p.id > after))
             .map(|p| (p.id, p.tenant_id))
             .collect();
         Ok(ordered

@@ -229,9 +229,11 @@ pub trait EventStore: Send + Sync + 'static {
     async fn last_invoice_number(&self, tenant: TenantId) -> Result<u64, StoreError>;
 
     /// Payments still `processing` without a gateway reference: the gateway may never have seen
-    /// them, so they are re-sent with the same idempotency key.
+    /// them, so they are re-sent with the same idempotency key. Oldest first (ids are
+    /// time-ordered), `limit` at a time, after the payment `after`.
     async fn payments_awaiting_charge(
         &self,
+        after: Option<PaymentId>,
         limit: usize,
     ) -> Result<Vec<(TenantId, PaymentId)>, StoreError>;
 }

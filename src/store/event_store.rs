@@ -203,13 +203,20 @@ impl EventStore for Db {
 
     async fn payments_awaiting_charge(
         &self,
+        after: Option<PaymentId>,
         limit: usize,
     ) -> Result<Vec<(TenantId, PaymentId)>, StoreError> {
+        // TypeIDs sort like their time-ordered UUIDs, so `id` order is age order.
+        let after = after.map_or_else(String::new, |id| id.to_string());
         let rows: Vec<PairRow> = self
             .load(Stmt::new(
                 "SELECT tenant_id AS a, id AS b FROM payments \
-                 WHERE status = 'processing' AND gateway_reference IS NULL ORDER BY id LIMIT ?",
-                vec![Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX))],
+                 WHERE status = 'processing' AND gateway_reference IS NULL AND id > ? \
+                 ORDER BY id LIMIT ?",
+                vec![
+                    Bind::Text(after),
+                    Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
             ))
             .await?;
         rows.into_iter()

@@ -322,14 +322,32 @@ async fn invoice_numbers_and_awaiting_charges<S: EventStore>(store: &S) {
     assert_eq!(store.append_batch(vec![u3]).await, vec![Ok(())]);
     assert_eq!(store.last_invoice_number(tenant).await.unwrap(), 3);
 
-    let before = store.payments_awaiting_charge(1000).await.unwrap();
+    let before = store.payments_awaiting_charge(None, 1000).await.unwrap();
     let (mut charged, a1) = attempt_payment(&mut first, 400, at(1));
     let (pending, a2) = attempt_payment(&mut first, 600, at(2));
     assert_eq!(store.append_batch(vec![a1, a2]).await, vec![Ok(()), Ok(())]);
-    let awaiting = store.payments_awaiting_charge(1000).await.unwrap();
+    let awaiting = store.payments_awaiting_charge(None, 1000).await.unwrap();
     assert_eq!(awaiting.len(), before.len() + 2);
     assert!(awaiting.contains(&(tenant, charged.id)) && awaiting.contains(&(tenant, pending.id)));
-    assert_eq!(store.payments_awaiting_charge(1).await.unwrap().len(), 1);
+    assert_eq!(
+        store.payments_awaiting_charge(None, 1).await.unwrap().len(),
+        1
+    );
+    // Paged oldest first: every page starts after the last id of the one before.
+    let all = store.payments_awaiting_charge(None, 1000).await.unwrap();
+    let mut paged = Vec::new();
+    let mut after = None;
+    while let Some(&row) = store
+        .payments_awaiting_charge(after, 1)
+        .await
+        .unwrap()
+        .first()
+    {
+        paged.push(row);
+        after = Some(row.1);
+    }
+    assert_eq!(paged, all);
+    assert!(all.windows(2).all(|w| w[0].1 < w[1].1));
     // The money the payments in flight hold comes back with the invoice, although it is not
     // part of its stored snapshot.
     let loaded = store.load_invoice(tenant, first.id).await.unwrap().unwrap();
@@ -353,7 +371,7 @@ async fn invoice_numbers_and_awaiting_charges<S: EventStore>(store: &S) {
         at(3),
     );
     assert_eq!(store.append_batch(vec![unit]).await, vec![Ok(())]);
-    let awaiting = store.payments_awaiting_charge(1000).await.unwrap();
+    let awaiting = store.payments_awaiting_charge(None, 1000).await.unwrap();
     assert!(!awaiting.contains(&(tenant, charged.id)));
     assert!(awaiting.contains(&(tenant, pending.id)));
     let stored = store

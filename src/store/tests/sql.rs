@@ -707,7 +707,10 @@ async fn large_batches_commit_in_one_transaction(db: Db) {
         .iter()
         .all(|r| matches!(r, Err(StoreError::DuplicateGatewayEvent(_)))));
     assert_eq!(db.last_invoice_number(tenant).await.unwrap(), 290);
-    assert_eq!(db.payments_awaiting_charge(1000).await.unwrap().len(), 290);
+    assert_eq!(
+        db.payments_awaiting_charge(None, 1000).await.unwrap().len(),
+        290
+    );
     assert_eq!(
         db.get_payment(tenant, payments[7].id).await.unwrap(),
         Some(payments[7].clone())
