@@ -284,6 +284,10 @@ pub enum GatewayError {
     /// Re-sent without card data and the gateway has no charge under this key.
     #[error("gateway has no charge for this payment")]
     UnknownCharge,
+    /// The gateway does not know the tenant's account (it lost its registration): the request
+    /// can succeed once the account is registered again.
+    #[error("gateway does not know the account")]
+    UnknownAccount,
 }
 
 #[async_trait]

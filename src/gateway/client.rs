@@ -214,6 +214,9 @@ async fn classify(response: reqwest::Response, source_less_charge: bool) -> Atte
     {
         return Attempt::Fail(GatewayError::UnknownCharge);
     }
+    if status == StatusCode::NOT_FOUND && error.code.as_deref() == Some("unknown_account") {
+        return Attempt::Fail(GatewayError::UnknownAccount);
+    }
     let mut message = match (error.code, error.message) {
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code,

@@ -332,6 +332,11 @@ async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &Char
                 charge_impossible(supervisor, id, reason).await;
                 return;
             }
+            Err(GatewayError::UnknownAccount) => {
+                // Not the payment's fault: it stays processing for the recovery sweep.
+                tracing::warn!(payment = %id, "gateway does not know the account; charge left for the sweep");
+                return;
+            }
             Err(GatewayError::Rejected { status, message }) => {
                 tracing::warn!(payment = %id, status, %message, "gateway refused the charge");
                 let reason = format!("the gateway refused the charge (HTTP {status})");

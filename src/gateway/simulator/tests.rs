@@ -601,10 +601,7 @@ async fn charges_for_unregistered_accounts_are_rejected() {
             token("tok_visa"),
         ))
         .await;
-    assert!(matches!(
-        result,
-        Err(GatewayError::Rejected { status: 404, .. })
-    ));
+    assert_eq!(result, Err(GatewayError::UnknownAccount));
     simulator.stop().await;
 }
 
