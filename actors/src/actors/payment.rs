@@ -312,15 +312,7 @@ async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &Char
         deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
         match deps.gateway.create_charge(request).await {
             Ok(reference) => {
-                let msg = ToPayment {
-                    id,
-                    msg: ChargeAccepted { reference },
-                };
-                let recorded = match supervisor.send(msg).await {
-                    Ok(Ok(pending)) => pending.await,
-                    Ok(Err(err)) => Err(err),
-                    Err(err) => Err(err.into()),
-                };
+                let recorded = record(supervisor, id, ChargeAccepted { reference }).await;
                 if let Err(err) = recorded {
                     tracing::warn!(payment = %id, error = %err, "charge reference not recorded; sweep will retry");
                 }
@@ -353,18 +345,22 @@ async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &Char
 /// Fails a payment whose charge can never happen, releasing its reservation; if that cannot be
 /// recorded now, the recovery sweep asks the gateway again later.
 async fn charge_impossible(supervisor: &Addr<TenantSupervisor>, id: PaymentId, reason: String) {
-    let msg = ToPayment {
-        id,
-        msg: ChargeImpossible { reason },
-    };
-    let recorded = match supervisor.send(msg).await {
-        Ok(Ok(pending)) => pending.await,
-        Ok(Err(err)) => Err(err),
-        Err(err) => Err(err.into()),
-    };
-    if let Err(err) = recorded {
+    if let Err(err) = record(supervisor, id, ChargeImpossible { reason }).await {
         tracing::warn!(payment = %id, error = %err, "failed charge not recorded");
     }
+}
+
+/// Tells the payment's actor what the gateway answered and waits until it is durable.
+async fn record<M>(
+    supervisor: &Addr<TenantSupervisor>,
+    id: PaymentId,
+    msg: M,
+) -> Result<(), EngineError>
+where
+    M: Message<Result = Result<Pending<()>, EngineError>> + Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    supervisor.send(ToPayment { id, msg }).await??.await
 }
 
 impl Pipelined for PaymentActor {

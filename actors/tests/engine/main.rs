@@ -193,18 +193,7 @@ async fn a_charge_the_gateway_refuses_fails_the_payment_and_releases_the_money()
         .refuse
         .store(true, std::sync::atomic::Ordering::SeqCst);
     let invoice = h.open_invoice(500).await;
-    let attempt = PaymentAttempt {
-        invoice_id: invoice.id,
-        amount: Some(300),
-        method: card("4242424242424242"),
-    };
-    let payment = h
-        .engine
-        .attempt_payment(h.ctx(), attempt)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let payment = h.pay(invoice.id, Some(300)).await;
     for _ in 0..200 {
         let current = h.engine.payment(h.tenant, payment.id).await.unwrap();
         if current.status == PaymentStatus::Failed {
@@ -218,12 +207,7 @@ async fn a_charge_the_gateway_refuses_fails_the_payment_and_releases_the_money()
             let invoice = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
             assert_eq!((invoice.amount_pending, invoice.amount_paid), (0, 0));
             // The released amount can be paid again.
-            let again = PaymentAttempt {
-                invoice_id: invoice.id,
-                amount: Some(500),
-                method: card("4242424242424242"),
-            };
-            assert!(h.engine.attempt_payment(h.ctx(), again).await.is_ok());
+            h.pay(invoice.id, Some(500)).await;
             h.check_log();
             return;
         }

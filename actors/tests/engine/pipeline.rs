@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use payrail_actors::domain::{Invoice, InvoiceId, PaymentId};
-use payrail_actors::engine::{PaymentAttempt, WebhookSummary};
+use payrail_actors::engine::WebhookSummary;
 use payrail_actors::EngineError;
 
 use crate::success;
-use crate::support::{card, config, harness, Harness};
+use crate::support::{config, harness, Harness};
 
 /// Payments on one invoice.
 const HOT_PAYMENTS: usize = 32;
@@ -24,18 +24,11 @@ fn lingering() -> Harness {
 
 async fn hot_invoice(h: &Harness) -> (Invoice, Vec<PaymentId>) {
     let invoice = h.open_invoice(1_000_000).await;
-    let attempts = (0..HOT_PAYMENTS).map(|_| {
-        let attempt = PaymentAttempt {
-            invoice_id: invoice.id,
-            amount: Some(PAYMENT_AMOUNT),
-            method: card("4242424242424242"),
-        };
-        h.engine.attempt_payment(h.ctx(), attempt)
-    });
+    let attempts = (0..HOT_PAYMENTS).map(|_| h.pay(invoice.id, Some(PAYMENT_AMOUNT)));
     let payments = futures::future::join_all(attempts)
         .await
         .into_iter()
-        .map(|r| r.unwrap().fresh().unwrap().id)
+        .map(|p| p.id)
         .collect();
     (invoice, payments)
 }

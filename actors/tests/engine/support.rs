@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use payrail_actors::domain::{
-    EventData, Invoice, InvoiceInput, PaymentMethodInput, StreamId, TenantId,
+    EventData, Invoice, InvoiceId, InvoiceInput, Payment, PaymentMethodInput, StreamId, TenantId,
 };
-use payrail_actors::engine::{Context, Outcome};
+use payrail_actors::engine::{Context, Outcome, PaymentAttempt};
 use payrail_actors::memory::MemoryStore;
 use payrail_actors::ports::{
     AccountRegistration, ChargeRequest, EventStore, Gateway, GatewayError, RefundRequest,
@@ -106,6 +106,24 @@ pub fn card(number: &str) -> PaymentMethodInput {
 impl Harness {
     pub fn ctx(&self) -> Context {
         Context::new(self.tenant, "key_test")
+    }
+
+    /// A card payment of `amount` on `invoice`, acknowledged.
+    pub async fn pay(&self, invoice: InvoiceId, amount: Option<i64>) -> Payment {
+        let attempt = PaymentAttempt {
+            invoice_id: invoice,
+            amount,
+            method: card("4242424242424242"),
+        };
+        match self
+            .engine
+            .attempt_payment(self.ctx(), attempt)
+            .await
+            .unwrap()
+        {
+            Outcome::Fresh(payment) => payment,
+            Outcome::Replayed(_) => panic!("unexpected replay"),
+        }
     }
 
     pub async fn open_invoice(&self, total: i64) -> Invoice {
