@@ -494,17 +494,32 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
                 Ok(state) => state,
                 Err(err) => return done_then_stop(Err(err)),
             };
+            // An answer that changes nothing still rests on the state it was decided on: it is
+            // given once every unit queued before it is durable (usually already), so a
+            // duplicate is never acknowledged while its original could still fail.
+            let decided_on = act.tail.clone();
             if act.seen.contains(&msg.gateway_event_id) {
-                return done(Ok(settled(Ok(WebhookDisposition::Duplicate))));
+                return done(Ok(read_when_durable(
+                    decided_on,
+                    WebhookDisposition::Duplicate,
+                )));
             }
             match state.decide_gateway(&msg.outcome) {
                 Disposition::Reject(reason) => {
                     tracing::warn!(payment = %act.id, event = %msg.gateway_event_id, %reason, "gateway event rejected");
-                    done(Ok(settled(Ok(WebhookDisposition::Rejected))))
+                    done(Ok(read_when_durable(
+                        decided_on,
+                        WebhookDisposition::Rejected,
+                    )))
                 }
                 Disposition::Ignore => {
+                    // Its own dedup record is not waited for: if it is lost, a re-delivery is
+                    // simply ignored again.
                     act.remember(msg.gateway_event_id);
-                    done(Ok(settled(Ok(WebhookDisposition::Ignored))))
+                    done(Ok(read_when_durable(
+                        decided_on,
+                        WebhookDisposition::Ignored,
+                    )))
                 }
                 Disposition::Apply(data) => {
                     let change = Change {

@@ -1,14 +1,12 @@
 //! Pipelined entity actors: a hot entity puts many units in one batch, and a unit that fails in
 //! the middle of a pipeline fails the units queued behind it, never a false success.
 
-use std::time::Duration;
-
 use payrail_actors::domain::{Invoice, InvoiceId, PaymentId};
 use payrail_actors::engine::WebhookSummary;
 use payrail_actors::EngineError;
 
 use crate::success;
-use crate::support::{config, harness, Harness};
+use crate::support::{harness, lingering_config, Harness};
 
 /// Payments on one invoice.
 const HOT_PAYMENTS: usize = 32;
@@ -17,9 +15,7 @@ const PAYMENT_AMOUNT: i64 = 100;
 /// A harness whose writer waits a little before each batch, so units queued close together
 /// share it: without pipelining an invoice could still put only one unit in each batch.
 fn lingering() -> Harness {
-    let mut cfg = config();
-    cfg.commit_linger = Duration::from_millis(20);
-    harness(cfg)
+    harness(lingering_config())
 }
 
 async fn hot_invoice(h: &Harness) -> (Invoice, Vec<PaymentId>) {
@@ -130,5 +126,33 @@ async fn an_unknown_outcome_mid_pipeline_reloads_the_durable_truth() {
         amount_paid(&h, invoice.id).await,
         HOT_PAYMENTS as i64 * PAYMENT_AMOUNT
     );
+    h.check_log();
+}
+
+#[actix_rt::test]
+async fn a_duplicate_is_not_acknowledged_before_its_original_is_durable() {
+    let h = lingering();
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, Some(PAYMENT_AMOUNT)).await;
+    let event = || success("evt_once", payment.id);
+    // The original and its duplicate arrive together; the original's batch then fails.
+    h.store.fail_next_batches(1);
+    let (first, second) = futures::join!(
+        h.engine.apply_gateway_events(h.tenant, vec![event()]),
+        h.engine.apply_gateway_events(h.tenant, vec![event()]),
+    );
+    assert!(
+        first.is_err() && second.is_err(),
+        "nothing is durable, so neither delivery may be acknowledged: {first:?} {second:?}"
+    );
+    assert_eq!(amount_paid(&h, invoice.id).await, 0);
+    // The gateway retries and the event applies once.
+    let retried = h
+        .engine
+        .apply_gateway_events(h.tenant, vec![event()])
+        .await
+        .unwrap();
+    assert_eq!(retried.applied, 1);
+    assert_eq!(amount_paid(&h, invoice.id).await, PAYMENT_AMOUNT);
     h.check_log();
 }
