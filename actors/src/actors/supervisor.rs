@@ -387,7 +387,13 @@ impl Handler<NewInvoice> for TenantSupervisor {
         let addr = self.invoice(msg.id, true);
         let known = self.numbering.known();
         let (store, tenant) = (Arc::clone(&self.deps.store), self.tenant);
-        let barrier = known.is_none().then(|| self.deps.audit.barrier(tenant));
+        // After a failed creation, read the last number only once every creation queued before
+        // has resolved. The first read needs no wait: storage refuses a number taken meanwhile.
+        let barrier = self
+            .numbering
+            .fence
+            .is_tripped()
+            .then(|| self.deps.audit.barrier(tenant));
         let last = async move {
             match (known, barrier) {
                 (Some(last), _) => Ok((last, false)),

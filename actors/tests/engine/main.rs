@@ -13,7 +13,7 @@ use payrail_actors::domain::{
 };
 use payrail_actors::engine::{GatewayEvent, IdempotencySpec, Outcome, PaymentAttempt, Rendered};
 use payrail_actors::EngineError;
-use support::{card, config, harness};
+use support::{card, config, harness, lingering_config};
 
 fn spec(key: &str, fingerprint: &str) -> IdempotencySpec {
     IdempotencySpec {
@@ -280,7 +280,9 @@ async fn idempotency_keys_replay_refuse_and_serialize() {
 
 #[actix_rt::test]
 async fn group_commit_batches_concurrent_callers() {
-    let h = harness(config());
+    // A short linger lets concurrent callers meet in a batch however busy the machine is (the
+    // memory store commits instantly, so without it a slow machine may flush one by one).
+    let h = harness(lingering_config());
     let runs = (0..300).map(|_| {
         let engine = h.engine.clone();
         let ctx = h.ctx();
@@ -330,7 +332,8 @@ async fn group_commit_batches_concurrent_callers() {
 
 #[actix_rt::test]
 async fn a_failing_unit_fails_alone_and_a_failing_batch_fails_everyone() {
-    let h = harness(config());
+    // The single-unit failure needs a batch of several units: see `lingering_config`.
+    let h = harness(lingering_config());
     let invoice = h.open_invoice(1_000).await;
     // Whole batch fails: the caller gets an error and nothing is durable.
     h.store.fail_next_batches(1);

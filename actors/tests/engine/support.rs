@@ -70,6 +70,15 @@ pub fn config() -> EngineConfig {
     }
 }
 
+/// `config()` with a writer that waits 10 ms before each batch, so units queued close together
+/// share it even on a loaded machine.
+pub fn lingering_config() -> EngineConfig {
+    EngineConfig {
+        commit_linger: Duration::from_millis(10),
+        ..config()
+    }
+}
+
 pub fn harness(config: EngineConfig) -> Harness {
     let store = Arc::new(MemoryStore::new());
     let gateway = Arc::new(RecordingGateway::default());
