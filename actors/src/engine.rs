@@ -18,7 +18,7 @@ use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
     ActiveEntities, ClaimKey, NewInvoice, ReleaseKey, ToInvoice, ToNewPayment, ToPayment,
 };
-use crate::actors::{AuditRouter, Deps, Pending, Registry, WriterHandle};
+use crate::actors::{durably, AuditRouter, Deps, Registry, WriterHandle};
 use crate::config::EngineConfig;
 use crate::domain::card::parse_payment_method;
 use crate::domain::{
@@ -582,13 +582,6 @@ impl Engine {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
     }
-}
-
-/// The answer of a command sent to an actor, once its unit is durable.
-async fn durably<T>(
-    sent: Result<Result<Pending<T>, EngineError>, MailboxError>,
-) -> Result<T, EngineError> {
-    sent??.await
 }
 
 /// An explicit amount must be positive (absent means "whatever remains"), refused before any

@@ -180,6 +180,15 @@ pub struct Loaded<T> {
     pub trailing: Vec<Event>,
 }
 
+impl<T> Loaded<T> {
+    /// The entity now: its snapshot with the trailing events applied.
+    pub fn replay(self, apply: impl Fn(&mut T, &Event)) -> T {
+        let mut state = self.snapshot;
+        self.trailing.iter().for_each(|e| apply(&mut state, e));
+        state
+    }
+}
+
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
     /// Commits each unit atomically; one failing unit does not fail the others. The result has

@@ -12,7 +12,7 @@ use super::messages::{
 };
 use super::{
     done, done_then_stop, idempotency_record, lifecycle_handlers, load_on_start, on_fresh_state,
-    read_when_durable, resolved, when_durable, Deps, Durable, EventBuilder, Fence, Pending,
+    read_when_durable, when_durable, Deps, Durable, EventBuilder, Fence, Pending, Pipeline,
     Pipelined, Slot,
 };
 use crate::domain::{
@@ -32,10 +32,7 @@ pub struct InvoiceActor {
     state: Option<Invoice>,
     /// A brand-new invoice has nothing to load.
     fresh: bool,
-    load_error: Option<EngineError>,
-    fence: Fence,
-    /// The last unit queued: a read waits for it, so it never shows what is not yet durable.
-    tail: Durable,
+    pipeline: Pipeline,
 }
 
 impl InvoiceActor {
@@ -46,9 +43,7 @@ impl InvoiceActor {
             deps,
             state: None,
             fresh,
-            load_error: None,
-            fence: Fence::new(),
-            tail: resolved(Ok(())),
+            pipeline: Pipeline::new(),
         }
     }
 
@@ -64,16 +59,14 @@ impl InvoiceActor {
     }
 
     fn current(&self) -> Result<&Invoice, EngineError> {
-        if let Some(err) = &self.load_error {
-            return Err(err.clone());
-        }
+        self.pipeline.loaded()?;
         self.state.as_ref().ok_or(EngineError::NotFound("invoice"))
     }
 
     /// The fences of a unit: this actor's, and whatever else depends on the unit (the payment
     /// actor whose memory holds it too, or the tenant's invoice numbering).
     fn fences(&self, also: Option<Fence>) -> Vec<Fence> {
-        let mut fences = vec![self.fence.clone()];
+        let mut fences = vec![self.pipeline.fence.clone()];
         fences.extend(also);
         fences
     }
@@ -93,8 +86,12 @@ impl InvoiceActor {
 impl Pipelined for InvoiceActor {
     type Loaded = Option<Loaded<Invoice>>;
 
-    fn fence(&self) -> &Fence {
-        &self.fence
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
     }
 
     fn deps(&self) -> &Deps {
@@ -111,25 +108,8 @@ impl Pipelined for InvoiceActor {
         async move { store.load_invoice(tenant, id).await }.boxed()
     }
 
-    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>) {
-        self.fence = Fence::new();
-        self.tail = resolved(Ok(()));
-        self.load_error = None;
-        self.state = None;
-        match loaded {
-            Ok(Some(loaded)) => {
-                let mut state = loaded.snapshot;
-                for event in &loaded.trailing {
-                    state.apply(event);
-                }
-                self.state = Some(state);
-            }
-            Ok(None) => {}
-            Err(err) => {
-                self.load_error = Some(err.into());
-                self.fence.trip();
-            }
-        }
+    fn install(&mut self, loaded: Option<Self::Loaded>) {
+        self.state = loaded.flatten().map(|l| l.replay(Invoice::apply));
     }
 }
 
@@ -181,7 +161,7 @@ impl InvoiceActor {
         let durable = slot.submit(unit, fences);
         let answer = when_durable(durable.clone(), invoice.snapshot());
         self.state = Some(invoice);
-        self.tail = durable;
+        self.pipeline.tail = durable;
         Ok(answer)
     }
 
@@ -205,7 +185,7 @@ impl InvoiceActor {
             .push(Snapshot::Invoice(Box::new(state.snapshot())));
         let answer = state.clone();
         let durable = slot.submit(unit, fences);
-        self.tail = durable.clone();
+        self.pipeline.tail = durable.clone();
         Ok(when_durable(durable, answer))
     }
 
@@ -258,7 +238,7 @@ impl InvoiceActor {
         unit.snapshots
             .push(Snapshot::Payment(Box::new(payment.clone())));
         let durable = slot.submit(unit, fences);
-        self.tail = durable.clone();
+        self.pipeline.tail = durable.clone();
         Ok(Queued {
             value: payment,
             durable,
@@ -294,7 +274,7 @@ impl InvoiceActor {
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(state.snapshot())));
         let durable = slot.submit(unit, fences);
-        self.tail = durable.clone();
+        self.pipeline.tail = durable.clone();
         Ok(durable)
     }
 }
@@ -348,7 +328,10 @@ impl Handler<GetInvoice> for InvoiceActor {
     fn handle(&mut self, _: GetInvoice, ctx: &mut Self::Context) -> Self::Result {
         on_fresh_state(self, ctx, |act, _| -> Step<Invoice> {
             match act.current() {
-                Ok(state) => done(Ok(read_when_durable(act.tail.clone(), state.clone()))),
+                Ok(state) => done(Ok(read_when_durable(
+                    act.pipeline.tail.clone(),
+                    state.clone(),
+                ))),
                 Err(err) => done_then_stop(Err(err)),
             }
         })

@@ -2,6 +2,7 @@
 //! `AuditActor` writers every entity hands its units to.
 
 pub mod audit;
+mod gateway_calls;
 pub mod invoice;
 pub mod messages;
 pub mod payment;
@@ -107,6 +108,13 @@ impl EventBuilder {
 /// has already moved on to its next command by then.
 pub type Pending<T> = BoxFuture<'static, Result<T, EngineError>>;
 
+/// The answer of a command sent to an actor, once its unit is durable.
+pub(crate) async fn durably<T>(
+    sent: Result<Result<Pending<T>, EngineError>, MailboxError>,
+) -> Result<T, EngineError> {
+    sent??.await
+}
+
 /// Answers `value` once `durable` has resolved.
 pub(crate) fn when_durable<T: Send + 'static>(durable: Durable, value: T) -> Pending<T> {
     async move { durable.await.map(|()| value) }.boxed()
@@ -169,11 +177,38 @@ where
     AtomicResponse::new(done(result))
 }
 
+/// What a pipelined actor knows about the units it queued and its last load.
+pub(crate) struct Pipeline {
+    /// Shared by every unit this incarnation queued; tripped when one fails.
+    pub fence: Fence,
+    /// The last unit queued: a read waits for it, so it never shows what is not yet durable.
+    pub tail: Durable,
+    /// Why the last load failed, answered to the command that needed it.
+    pub load_error: Option<EngineError>,
+}
+
+impl Pipeline {
+    pub fn new() -> Self {
+        Self {
+            fence: Fence::new(),
+            tail: resolved(Ok(())),
+            load_error: None,
+        }
+    }
+
+    /// The load's error, if it failed.
+    pub fn loaded(&self) -> Result<(), EngineError> {
+        self.load_error.clone().map_or(Ok(()), Err)
+    }
+}
+
 /// An entity actor that queues units without waiting for their commit (see `Fence`).
 pub(crate) trait Pipelined: Actor<Context = Context<Self>> {
     type Loaded: 'static;
 
-    fn fence(&self) -> &Fence;
+    fn pipeline(&self) -> &Pipeline;
+
+    fn pipeline_mut(&mut self) -> &mut Pipeline;
 
     fn deps(&self) -> &Deps;
 
@@ -182,9 +217,24 @@ pub(crate) trait Pipelined: Actor<Context = Context<Self>> {
     /// Reads the entity from storage (lazily: nothing happens until the future is polled).
     fn read(&self) -> BoxFuture<'static, Result<Self::Loaded, StoreError>>;
 
-    /// Replaces memory with what storage holds, under a new fence (a tripped one if the load
-    /// failed, so the next command tries again).
-    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>);
+    /// Replaces memory with what storage holds (`None`: nothing, or a failed load).
+    fn install(&mut self, loaded: Option<Self::Loaded>);
+}
+
+/// Starts over from a load, under a new fence with nothing queued; a failed load leaves the
+/// fence tripped, so the next command loads again.
+fn reload<A: Pipelined>(act: &mut A, loaded: Result<A::Loaded, StoreError>) {
+    let mut pipeline = Pipeline::new();
+    let loaded = match loaded {
+        Ok(loaded) => Some(loaded),
+        Err(err) => {
+            pipeline.fence.trip();
+            pipeline.load_error = Some(err.into());
+            None
+        }
+    };
+    *act.pipeline_mut() = pipeline;
+    act.install(loaded);
 }
 
 /// A barrier that could not be queued (overload) is a load that could not run.
@@ -209,7 +259,7 @@ pub(crate) fn load_on_start<A: Pipelined>(act: &mut A, ctx: &mut Context<A>) {
     let load = load(act);
     ctx.wait(
         load.into_actor(act)
-            .map(|loaded, act, _| act.install(loaded)),
+            .map(|loaded, act, _| reload(act, loaded)),
     );
 }
 
@@ -224,13 +274,13 @@ where
     A: Pipelined,
     T: 'static,
 {
-    if !act.fence().is_tripped() {
+    if !act.pipeline().fence.is_tripped() {
         return AtomicResponse::new(run(act, ctx));
     }
     let load = load(act);
     AtomicResponse::new(Box::pin(load.into_actor(act).then(
         move |loaded, act, ctx| {
-            act.install(loaded);
+            reload(act, loaded);
             run(act, ctx)
         },
     )))

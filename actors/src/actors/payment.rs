@@ -9,15 +9,16 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt};
 
+use super::gateway_calls;
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
     GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, SettlePayment,
     WebhookDisposition,
 };
-use super::supervisor::{TenantSupervisor, ToInvoice, ToPayment};
+use super::supervisor::{TenantSupervisor, ToInvoice};
 use super::{
     done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
-    reply, resolved, settled, when_durable, Deps, Durable, EventBuilder, Fence, Pending, Pipelined,
+    reply, settled, when_durable, Deps, Durable, EventBuilder, Pending, Pipeline, Pipelined,
     GATEWAY_ACTOR, SYSTEM_ACTOR,
 };
 use crate::domain::{
@@ -26,8 +27,7 @@ use crate::domain::{
 };
 use crate::error::EngineError;
 use crate::ports::{
-    ChargeRequest, DedupKey, GatewayError, Loaded, RefundRequest, Snapshot, StoreError,
-    StreamAppend, Unit,
+    ChargeRequest, DedupKey, Loaded, RefundRequest, Snapshot, StoreError, StreamAppend, Unit,
 };
 
 type Reply<T> = super::Reply<PaymentActor, Pending<T>>;
@@ -43,13 +43,10 @@ pub struct PaymentActor {
     /// Gateway event ids already handled (applied or ignored): each is handled once.
     seen: HashSet<String>,
     fresh: bool,
-    load_error: Option<EngineError>,
     /// Card data, in memory only, for re-sending a charge this process started.
     source: Option<PaymentSource>,
     charge_in_flight: Arc<AtomicBool>,
-    fence: Fence,
-    /// The last unit queued: a read waits for it, so it never shows what is not yet durable.
-    tail: Durable,
+    pipeline: Pipeline,
 }
 
 /// A decided change, ready to queue.
@@ -89,18 +86,14 @@ impl PaymentActor {
             state: None,
             seen: HashSet::new(),
             fresh,
-            load_error: None,
             source: None,
             charge_in_flight: Arc::new(AtomicBool::new(false)),
-            fence: Fence::new(),
-            tail: resolved(Ok(())),
+            pipeline: Pipeline::new(),
         }
     }
 
     fn current(&self) -> Result<&Payment, EngineError> {
-        if let Some(err) = &self.load_error {
-            return Err(err.clone());
-        }
+        self.pipeline.loaded()?;
         self.state.as_ref().ok_or(EngineError::NotFound("payment"))
     }
 
@@ -142,7 +135,7 @@ impl PaymentActor {
             let settle = ToInvoice {
                 id: state.invoice_id,
                 msg: SettlePayment {
-                    payer: self.fence.clone(),
+                    payer: self.pipeline.fence.clone(),
                     payment: append,
                     snapshot: next.clone(),
                 },
@@ -153,7 +146,7 @@ impl PaymentActor {
                 let durable = result.inspect_err(|err| {
                     // The invoice may have queued the unit before its answer was lost.
                     if matches!(err, EngineError::Unavailable(_)) {
-                        act.fence.trip();
+                        act.pipeline.fence.trip();
                     }
                 })?;
                 Ok(act.queued(next, seen, durable))
@@ -173,7 +166,7 @@ impl PaymentActor {
         let queued = self
             .deps
             .audit
-            .submit(unit, vec![self.fence.clone()])
+            .submit(unit, vec![self.pipeline.fence.clone()])
             .map(|durable| self.queued(next, seen, durable));
         done(queued)
     }
@@ -187,7 +180,7 @@ impl PaymentActor {
     ) -> Queued<Payment> {
         self.seen.extend(gateway_event_id);
         self.state = Some(next.clone());
-        self.tail = durable.clone();
+        self.pipeline.tail = durable.clone();
         Queued {
             value: next,
             durable,
@@ -240,7 +233,7 @@ impl PaymentActor {
             .fetch_add(1, Ordering::Relaxed);
         actix::spawn(async move {
             if after.await.is_ok() {
-                charge(&deps, &supervisor, &request).await;
+                gateway_calls::charge(&deps, &supervisor, &request).await;
             }
             in_flight.store(false, Ordering::SeqCst);
             deps.metrics
@@ -260,25 +253,8 @@ impl PaymentActor {
         };
         let deps = self.deps.clone();
         actix::spawn(async move {
-            if after.await.is_err() {
-                return;
-            }
-            let mut delay = deps.config.charge_retry_base;
-            for attempt in 0..=deps.config.charge_retry_max {
-                deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
-                match deps.gateway.create_refund(&request).await {
-                    Ok(_) => return,
-                    Err(GatewayError::Unavailable(reason)) => {
-                        tracing::warn!(refund = %request.refund_id, attempt, %reason, "gateway unavailable for refund");
-                        deps.metrics.gateway_retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(delay).await;
-                        delay = delay.saturating_mul(2);
-                    }
-                    Err(err) => {
-                        tracing::warn!(refund = %request.refund_id, error = %err, "gateway refused refund");
-                        return;
-                    }
-                }
+            if after.await.is_ok() {
+                gateway_calls::refund(&deps, &request).await;
             }
         });
     }
@@ -299,75 +275,15 @@ impl PaymentActor {
     }
 }
 
-/// One charge with bounded retries; the outcome is reported back to the payment's actor.
-async fn charge(deps: &Deps, supervisor: &Addr<TenantSupervisor>, request: &ChargeRequest) {
-    let id = request.payment_id;
-    let mut delay = deps.config.charge_retry_base;
-    for attempt in 0..=deps.config.charge_retry_max {
-        if attempt > 0 {
-            deps.metrics.gateway_retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
-            delay = delay.saturating_mul(2);
-        }
-        deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
-        match deps.gateway.create_charge(request).await {
-            Ok(reference) => {
-                let recorded = record(supervisor, id, ChargeAccepted { reference }).await;
-                if let Err(err) = recorded {
-                    tracing::warn!(payment = %id, error = %err, "charge reference not recorded; sweep will retry");
-                }
-                return;
-            }
-            Err(GatewayError::UnknownCharge) => {
-                let reason =
-                    "the charge never reached the gateway and card data is not retained".into();
-                charge_impossible(supervisor, id, reason).await;
-                return;
-            }
-            Err(GatewayError::UnknownAccount) => {
-                // Not the payment's fault: it stays processing for the recovery sweep.
-                tracing::warn!(payment = %id, "gateway does not know the account; charge left for the sweep");
-                return;
-            }
-            Err(GatewayError::Rejected { status, message }) => {
-                tracing::warn!(payment = %id, status, %message, "gateway refused the charge");
-                let reason = format!("the gateway refused the charge (HTTP {status})");
-                charge_impossible(supervisor, id, reason).await;
-                return;
-            }
-            Err(GatewayError::Unavailable(reason)) => {
-                tracing::warn!(payment = %id, attempt, %reason, "gateway unavailable");
-            }
-        }
-    }
-}
-
-/// Fails a payment whose charge can never happen, releasing its reservation; if that cannot be
-/// recorded now, the recovery sweep asks the gateway again later.
-async fn charge_impossible(supervisor: &Addr<TenantSupervisor>, id: PaymentId, reason: String) {
-    if let Err(err) = record(supervisor, id, ChargeImpossible { reason }).await {
-        tracing::warn!(payment = %id, error = %err, "failed charge not recorded");
-    }
-}
-
-/// Tells the payment's actor what the gateway answered and waits until it is durable.
-async fn record<M>(
-    supervisor: &Addr<TenantSupervisor>,
-    id: PaymentId,
-    msg: M,
-) -> Result<(), EngineError>
-where
-    M: Message<Result = Result<Pending<()>, EngineError>> + Send + 'static,
-    PaymentActor: Handler<M>,
-{
-    supervisor.send(ToPayment { id, msg }).await??.await
-}
-
 impl Pipelined for PaymentActor {
     type Loaded = (Option<Loaded<Payment>>, Vec<String>);
 
-    fn fence(&self) -> &Fence {
-        &self.fence
+    fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    fn pipeline_mut(&mut self) -> &mut Pipeline {
+        &mut self.pipeline
     }
 
     fn deps(&self) -> &Deps {
@@ -389,28 +305,15 @@ impl Pipelined for PaymentActor {
         .boxed()
     }
 
-    fn install(&mut self, loaded: Result<Self::Loaded, StoreError>) {
-        self.fence = Fence::new();
-        self.tail = resolved(Ok(()));
-        self.load_error = None;
+    fn install(&mut self, loaded: Option<Self::Loaded>) {
         self.state = None;
         self.seen.clear();
-        match loaded {
-            Ok((Some(loaded), seen)) => {
-                let mut state = loaded.snapshot;
-                for event in &loaded.trailing {
-                    state.apply(event);
-                }
-                self.seen = seen.into_iter().collect();
-                self.seen
-                    .extend(state.applied_gateway_events.iter().cloned());
-                self.state = Some(state);
-            }
-            Ok((None, _)) => {}
-            Err(err) => {
-                self.load_error = Some(err.into());
-                self.fence.trip();
-            }
+        if let Some((Some(loaded), seen)) = loaded {
+            let state = loaded.replay(Payment::apply);
+            self.seen = seen.into_iter().collect();
+            self.seen
+                .extend(state.applied_gateway_events.iter().cloned());
+            self.state = Some(state);
         }
     }
 }
@@ -450,7 +353,7 @@ impl Handler<AttemptPayment> for PaymentActor {
             id: msg.invoice_id,
             msg: ReservePayment {
                 payment_id: self.id,
-                payer: self.fence.clone(),
+                payer: self.pipeline.fence.clone(),
                 amount: msg.amount,
                 card: msg.card,
                 token: match &msg.source {
@@ -471,7 +374,7 @@ impl Handler<AttemptPayment> for PaymentActor {
                 }) => {
                     act.state = Some(payment.clone());
                     act.source = Some(source);
-                    act.tail = durable.clone();
+                    act.pipeline.tail = durable.clone();
                     act.start_charge(durable.clone());
                     Ok(when_durable(durable, payment))
                 }
@@ -497,7 +400,7 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
             // An answer that changes nothing still rests on the state it was decided on: it is
             // given once every unit queued before it is durable (usually already), so a
             // duplicate is never acknowledged while its original could still fail.
-            let decided_on = act.tail.clone();
+            let decided_on = act.pipeline.tail.clone();
             if act.seen.contains(&msg.gateway_event_id) {
                 return done(Ok(read_when_durable(
                     decided_on,
@@ -624,7 +527,7 @@ impl Handler<ResubmitCharge> for PaymentActor {
             if act.deps.clock.now() - created_at < min_age {
                 return done(Ok(false));
             }
-            let after = act.tail.clone();
+            let after = act.pipeline.tail.clone();
             done(Ok(act.start_charge(after)))
         })
     }
@@ -635,7 +538,10 @@ impl Handler<GetPayment> for PaymentActor {
 
     fn handle(&mut self, _: GetPayment, ctx: &mut Self::Context) -> Self::Result {
         on_fresh_state(self, ctx, |act, _| match act.current() {
-            Ok(state) => done(Ok(read_when_durable(act.tail.clone(), state.clone()))),
+            Ok(state) => done(Ok(read_when_durable(
+                act.pipeline.tail.clone(),
+                state.clone(),
+            ))),
             Err(err) => done_then_stop(Err(err)),
         })
     }
