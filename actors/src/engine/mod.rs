@@ -11,8 +11,8 @@ use actix::prelude::*;
 use tokio::sync::Semaphore;
 
 use crate::actors::messages::{
-    ApplyGatewayEvent, AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic,
-    ResubmitCharge, RunInvoiceCommand, WebhookDisposition,
+    AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic, ResubmitCharge,
+    RunInvoiceCommand,
 };
 use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
@@ -22,14 +22,17 @@ use crate::actors::{durably, AuditRouter, Deps, Registry, WriterHandle};
 use crate::config::EngineConfig;
 use crate::domain::card::parse_payment_method;
 use crate::domain::{
-    GatewayOutcome, Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment, PaymentId,
-    PaymentMethodInput, Refund, RefundId, StreamId, TenantId,
+    Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment, PaymentId, PaymentMethodInput,
+    Refund, RefundId, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
 
 pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
+pub use webhooks::{GatewayEvent, WebhookSummary};
+
+mod webhooks;
 
 /// Who is asking, for which tenant, under which idempotency key.
 #[derive(Debug, Clone)]
@@ -77,24 +80,6 @@ pub struct PaymentAttempt {
     pub invoice_id: InvoiceId,
     pub amount: Option<i64>,
     pub method: PaymentMethodInput,
-}
-
-/// One verified gateway event, already matched to this tenant.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayEvent {
-    pub id: String,
-    pub payment_id: PaymentId,
-    pub outcome: GatewayOutcome,
-}
-
-/// Per-request webhook outcome counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct WebhookSummary {
-    pub received: usize,
-    pub applied: usize,
-    pub duplicates: usize,
-    pub ignored: usize,
-    pub rejected: usize,
 }
 
 /// Payments the recovery sweep reads per query.
@@ -364,82 +349,6 @@ impl Engine {
             self.idempotent(&handle, &ctx, run).await
         })
         .await
-    }
-
-    /// Applies verified gateway events of one tenant: each payment's events in arrival order,
-    /// different payments concurrently; every applied change is durable when this returns.
-    pub async fn apply_gateway_events(
-        &self,
-        tenant: TenantId,
-        events: Vec<GatewayEvent>,
-    ) -> Result<WebhookSummary, EngineError> {
-        let mut summary = WebhookSummary {
-            received: events.len(),
-            ..WebhookSummary::default()
-        };
-        // Each payment's events in arrival order; payments in order of first appearance.
-        let mut groups: Vec<(PaymentId, Vec<GatewayEvent>)> = Vec::new();
-        let mut index: std::collections::HashMap<PaymentId, usize> =
-            std::collections::HashMap::new();
-        for event in events {
-            match index.get(&event.payment_id) {
-                Some(&i) => groups[i].1.push(event),
-                None => {
-                    index.insert(event.payment_id, groups.len());
-                    groups.push((event.payment_id, vec![event]));
-                }
-            }
-        }
-        let weight = summary.received;
-        let outcomes = self
-            .admitted_weighted(tenant, weight, |handle| async move {
-                let runs = groups.into_iter().map(|(payment_id, group)| {
-                    let addr = handle.addr.clone();
-                    async move {
-                        // Each event is queued behind the previous one without waiting for
-                        // its commit; then all of them are awaited together.
-                        let mut pending = Vec::with_capacity(group.len());
-                        for event in group {
-                            let msg = ToPayment {
-                                id: payment_id,
-                                msg: ApplyGatewayEvent {
-                                    gateway_event_id: event.id,
-                                    outcome: event.outcome,
-                                },
-                            };
-                            pending.push(match addr.send(msg).await? {
-                                Err(EngineError::NotFound(_)) => {
-                                    crate::actors::settled(Ok(WebhookDisposition::Rejected))
-                                }
-                                other => other?,
-                            });
-                        }
-                        futures::future::try_join_all(pending).await
-                    }
-                });
-                futures::future::try_join_all(runs).await
-            })
-            .await?;
-        for disposition in outcomes.into_iter().flatten() {
-            let (slot, counter) = match disposition {
-                WebhookDisposition::Applied => {
-                    (&mut summary.applied, &self.deps.metrics.webhook_applied)
-                }
-                WebhookDisposition::Duplicate => (
-                    &mut summary.duplicates,
-                    &self.deps.metrics.webhook_duplicates,
-                ),
-                WebhookDisposition::Ignored => {
-                    (&mut summary.ignored, &self.deps.metrics.webhook_ignored)
-                }
-                WebhookDisposition::Rejected => {
-                    (&mut summary.rejected, &self.deps.metrics.webhook_rejected)
-                }
-            };
-            *slot += 1;
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(summary)
     }
 
     /// The invoice as its actor holds it (consistent with every acknowledged change).
