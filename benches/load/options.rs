@@ -1,0 +1,115 @@
+//! The load benchmark's command line: scenarios, backends, seed sizes, step length, rates.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::stub;
+
+#[derive(Clone)]
+pub struct Options {
+    pub scenarios: Vec<String>,
+    pub backends: Vec<String>,
+    pub step: Duration,
+    pub tenants: usize,
+    pub invoices: usize,
+    pub payments: usize,
+    pub actors: usize,
+    pub in_flight: usize,
+    pub baselines: bool,
+    /// Fixed target rates (requests/s) instead of the doubling ramp.
+    pub rates: Vec<f64>,
+    /// Only redraw the plot from a saved stdout (JSON lines) of an earlier run.
+    pub plot_from: Option<PathBuf>,
+    /// PostgreSQL settings (`name=value`) for the benchmark databases, e.g. to try
+    /// `plan_cache_mode=force_custom_plan` without rebuilding the engine.
+    pub pg_settings: Vec<String>,
+    /// `--gateway simulator`: the engine runs its built-in gateway simulator (charges answered
+    /// by real signed webhooks) instead of the silent stub.
+    pub simulator: bool,
+}
+
+fn parse_duration(s: &str) -> anyhow::Result<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Ok(Duration::from_millis(ms.parse()?));
+    }
+    Ok(Duration::from_secs_f64(s.trim_end_matches('s').parse()?))
+}
+
+fn list(s: &str, all: &[&str]) -> Vec<String> {
+    if s == "all" {
+        all.iter().map(|s| (*s).to_owned()).collect()
+    } else {
+        s.split(',').map(str::to_owned).collect()
+    }
+}
+
+const ALL_SCENARIOS: &[&str] = &[
+    "webhooks",
+    "webhooks-batch",
+    "payments",
+    "invoices",
+    "mixed",
+    "many-actors",
+];
+
+/// Options, or `None` when this process is the stub server (already run).
+pub fn options() -> anyhow::Result<Option<Options>> {
+    let mut o = Options {
+        scenarios: list("all", ALL_SCENARIOS),
+        backends: vec!["sqlite".into(), "postgres".into()],
+        step: Duration::from_secs(4),
+        tenants: 8,
+        invoices: 250,
+        payments: 12_000,
+        actors: 100_000,
+        in_flight: 1_024,
+        baselines: true,
+        rates: Vec::new(),
+        plot_from: None,
+        pg_settings: Vec::new(),
+        simulator: false,
+    };
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut role = None;
+    let mut port = 0u16;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().context(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--scenario" => o.scenarios = list(&value()?, ALL_SCENARIOS),
+            "--backend" => o.backends = list(&value()?, &["sqlite", "postgres"]),
+            "--duration" => o.step = parse_duration(&value()?)?,
+            "--tenants" => o.tenants = value()?.parse()?,
+            "--invoices" => o.invoices = value()?.parse()?,
+            "--payments" => o.payments = value()?.parse()?,
+            "--actors" => o.actors = value()?.parse()?,
+            "--in-flight" => o.in_flight = value()?.parse()?,
+            "--no-baselines" => o.baselines = false,
+            "--gateway" => o.simulator = value()? == "simulator",
+            "--rates" => {
+                o.rates = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--pg-set" => o.pg_settings.push(value()?),
+            "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
+            "--role" => role = Some(value()?),
+            "--port" => port = value()?.parse()?,
+            // `cargo bench` passes `--bench`; anything else unknown is ignored the same way.
+            _ => {}
+        }
+    }
+    for s in &o.scenarios {
+        if !ALL_SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s}; known: {ALL_SCENARIOS:?}");
+        }
+    }
+    if role.as_deref() == Some("stub") {
+        stub::serve(port)?;
+        return Ok(None);
+    }
+    Ok(Some(o))
+}
