@@ -4,26 +4,14 @@
 use std::time::Duration;
 
 use payrail_actors::domain::PaymentStatus;
-use payrail_actors::engine::PaymentAttempt;
 
-use crate::support::{card, config, harness};
+use crate::support::{config, harness};
 
 #[actix_rt::test]
 async fn charges_reach_the_gateway_once_and_record_the_reference() {
     let h = harness(config());
     let invoice = h.open_invoice(500).await;
-    let attempt = PaymentAttempt {
-        invoice_id: invoice.id,
-        amount: None,
-        method: card("4242424242424242"),
-    };
-    let payment = h
-        .engine
-        .attempt_payment(h.ctx(), attempt)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let payment = h.pay(invoice.id, None).await;
     for _ in 0..100 {
         let current = h.engine.payment(h.tenant, payment.id).await.unwrap();
         if current.gateway_reference.is_some() {
