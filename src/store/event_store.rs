@@ -92,7 +92,7 @@ impl EventStore for Db {
         if units.is_empty() {
             return Vec::new();
         }
-        self.append(units).await
+        self.append_and_announce(units).await
     }
 
     async fn load_invoice(

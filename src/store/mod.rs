@@ -9,6 +9,7 @@
 //! `trunc_subsecs(6)`). Errors are the port's `StoreError` (`Unavailable` → 503).
 
 mod event_store;
+pub mod feed;
 
 mod invoice_list;
 mod model;
@@ -55,6 +56,7 @@ enum Backend {
 #[derive(Clone)]
 pub struct Db {
     backend: Arc<Backend>,
+    feed: feed::Feed,
 }
 
 impl std::fmt::Debug for Db {
@@ -81,6 +83,7 @@ impl Db {
         };
         Ok(Db {
             backend: Arc::new(backend),
+            feed: feed::Feed::default(),
         })
     }
 

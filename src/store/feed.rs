@@ -1,0 +1,195 @@
+//! Commit notifications for live readers of the audit log. After every committed write that
+//! adds events, the store pokes the tenant's feed; a subscriber wakes and reads the log after
+//! the last position it has seen. A poke carries no data, so it never blocks or buffers: a
+//! commit costs one map lookup per tenant, however many or slow the subscribers are, and pokes
+//! that arrive while a subscriber is busy collapse into one wake-up (nothing is lost, since
+//! the subscriber reads everything after its position). Pokes are per process: events written
+//! by another process reach a subscriber through its own periodic re-read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use payrail_actors::domain::TenantId;
+use payrail_actors::ports::{StoreError, Unit};
+use tokio::sync::watch;
+
+use super::Db;
+
+/// Live subscribers one tenant may hold at once (each holds a connection and a buffer).
+pub const FEED_SUBSCRIBERS_PER_TENANT_MAX: usize = 32;
+/// Live subscribers across all tenants.
+pub const FEED_SUBSCRIBERS_MAX: usize = 1_024;
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FeedFull {
+    #[error("this tenant has {FEED_SUBSCRIBERS_PER_TENANT_MAX} live subscribers already")]
+    Tenant,
+    #[error("the server has {FEED_SUBSCRIBERS_MAX} live subscribers already")]
+    Server,
+}
+
+#[derive(Default)]
+struct Tenants {
+    senders: HashMap<TenantId, watch::Sender<()>>,
+    subscribers: usize,
+}
+
+/// Per-tenant commit notifiers; cheap to clone (one shared map).
+#[derive(Clone, Default)]
+pub struct Feed {
+    tenants: Arc<Mutex<Tenants>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("subscribers", &self.subscribers())
+            .finish()
+    }
+}
+
+impl Feed {
+    fn lock(&self) -> MutexGuard<'_, Tenants> {
+        // A panic while holding this lock leaves the map consistent (every update is one call).
+        self.tenants.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes the tenants' subscribers, if they have any.
+    pub fn poke(&self, tenants: impl IntoIterator<Item = TenantId>) {
+        let map = self.lock();
+        if map.senders.is_empty() {
+            return;
+        }
+        for tenant in tenants {
+            if let Some(sender) = map.senders.get(&tenant) {
+                sender.send_replace(());
+            }
+        }
+    }
+
+    /// A new subscription to the tenant's commits; it wakes for every commit from now on.
+    pub fn subscribe(&self, tenant: TenantId) -> Result<Subscription, FeedFull> {
+        let mut map = self.lock();
+        if map.subscribers >= FEED_SUBSCRIBERS_MAX {
+            return Err(FeedFull::Server);
+        }
+        let sender = map
+            .senders
+            .entry(tenant)
+            .or_insert_with(|| watch::Sender::new(()));
+        if sender.receiver_count() >= FEED_SUBSCRIBERS_PER_TENANT_MAX {
+            return Err(FeedFull::Tenant);
+        }
+        let receiver = sender.subscribe();
+        map.subscribers += 1;
+        Ok(Subscription {
+            feed: self.clone(),
+            tenant,
+            receiver: Some(receiver),
+        })
+    }
+
+    /// Live subscribers across all tenants.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers
+    }
+}
+
+/// One subscriber's wake-ups; unsubscribes when dropped.
+pub struct Subscription {
+    feed: Feed,
+    tenant: TenantId,
+    receiver: Option<watch::Receiver<()>>,
+}
+
+impl Subscription {
+    /// Resolves at the next commit of the tenant after the last call (at once if one happened
+    /// meanwhile). Pending forever if the feed's notifier is gone, which cannot happen while
+    /// the subscription holds the feed.
+    pub async fn committed(&mut self) {
+        let Some(receiver) = self.receiver.as_mut() else {
+            return std::future::pending().await;
+        };
+        if receiver.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        let mut map = self.feed.lock();
+        drop(self.receiver.take());
+        map.subscribers = map.subscribers.saturating_sub(1);
+        let idle = map
+            .senders
+            .get(&self.tenant)
+            .is_some_and(|s| s.receiver_count() == 0);
+        if idle {
+            map.senders.remove(&self.tenant);
+        }
+    }
+}
+
+impl Db {
+    /// The store's commit notifications.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Appends a batch, then wakes the subscribers of every tenant with a committed unit.
+    pub(crate) async fn append_and_announce(
+        &self,
+        units: Vec<Unit>,
+    ) -> Vec<Result<(), StoreError>> {
+        let tenants: Vec<Option<TenantId>> = units.iter().map(|u| u.tenant_id).collect();
+        let results = self.append(units).await;
+        let mut committed: Vec<TenantId> = tenants
+            .into_iter()
+            .zip(&results)
+            .filter_map(|(tenant, result)| tenant.filter(|_| result.is_ok()))
+            .collect();
+        committed.sort_unstable();
+        committed.dedup();
+        self.feed.poke(committed);
+        results
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_poke_wakes_only_its_tenant_and_pokes_collapse() {
+        let feed = Feed::default();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let mut sub_a = feed.subscribe(a).unwrap();
+        let mut sub_b = feed.subscribe(b).unwrap();
+        feed.poke([a, a, a]);
+        tokio::time::timeout(std::time::Duration::from_secs(1), sub_a.committed())
+            .await
+            .unwrap();
+        // Three pokes, one wake-up: the next wait blocks until another commit.
+        let again = tokio::time::timeout(std::time::Duration::from_millis(50), sub_a.committed());
+        assert!(again.await.is_err());
+        let other = tokio::time::timeout(std::time::Duration::from_millis(50), sub_b.committed());
+        assert!(other.await.is_err());
+    }
+
+    #[test]
+    fn subscribers_are_bounded_per_tenant_and_released_on_drop() {
+        let feed = Feed::default();
+        let tenant = TenantId::new();
+        let subs: Vec<_> = (0..FEED_SUBSCRIBERS_PER_TENANT_MAX)
+            .map(|_| feed.subscribe(tenant).unwrap())
+            .collect();
+        assert_eq!(feed.subscribe(tenant).err(), Some(FeedFull::Tenant));
+        assert!(feed.subscribe(TenantId::new()).is_ok());
+        drop(subs);
+        assert_eq!(feed.subscribers(), 0);
+        assert!(feed.lock().senders.is_empty());
+        assert!(feed.subscribe(tenant).is_ok());
+    }
+}
