@@ -11,8 +11,8 @@ use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{
-    event_row, idempotency_row, insert_rows, invoice_row, payment_row, refund_rows, Upserts, DEDUP,
-    EVENTS, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, insert_events, insert_rows, invoice_row, payment_row, refund_rows,
+    Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 /// The keys a batch must check against what is stored.
 #[derive(Default)]
@@ -303,7 +303,7 @@ impl Writes {
     }
 
     pub(crate) fn statements(self, d: Dialect) -> Result<Vec<Stmt>, StoreError> {
-        let mut stmts = insert_rows(d, &EVENTS, self.events)?;
+        let mut stmts = insert_events(d, self.events)?;
         stmts.extend(insert_rows(d, &INVOICES, self.invoices.rows)?);
         stmts.extend(insert_rows(d, &PAYMENTS, self.payments.rows)?);
         stmts.extend(insert_rows(d, &REFUNDS, self.refunds.rows)?);

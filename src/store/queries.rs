@@ -15,7 +15,7 @@ use super::rows::{
     CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
 };
 use super::stmt::{Bind, Stmt};
-use super::write::{event_row, idempotency_row, insert_rows, EVENTS, IDEMPOTENCY};
+use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
 use super::Db;
 
 pub(crate) fn page_bounds(page: u32, page_size: u32) -> (i64, i64) {
@@ -29,12 +29,9 @@ fn count(rows: Vec<CountRow>) -> u64 {
 }
 
 /// The insert of one event (outside a batch: API key lifecycle).
-fn insert_event(db: &Db, event: &Event) -> Result<Stmt, StoreError> {
+fn insert_event(db: &Db, event: &Event) -> Result<Vec<Stmt>, StoreError> {
     let tenant = event.tenant_id.to_string();
-    let mut stmts = insert_rows(db.dialect(), &EVENTS, vec![event_row(&tenant, event)?])?;
-    stmts
-        .pop()
-        .ok_or_else(|| StoreError::Corrupt("no insert for an event".into()))
+    insert_events(db.dialect(), vec![event_row(&tenant, event)?])
 }
 
 impl Db {
@@ -189,7 +186,7 @@ impl Db {
         self.transact(stmts).await.map(drop)
     }
 
-    fn insert_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<[Stmt; 2], StoreError> {
+    fn insert_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<Vec<Stmt>, StoreError> {
         let insert = Stmt::new(
             "INSERT INTO api_keys (tenant_id, id, name, role, secret_hash, created_at, revoked_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -203,7 +200,9 @@ impl Db {
                 Bind::opt_ts(key.revoked_at),
             ],
         );
-        Ok([insert, insert_event(self, event)?])
+        let mut stmts = vec![insert];
+        stmts.extend(insert_event(self, event)?);
+        Ok(stmts)
     }
 
     /// For authentication: the key whatever its tenant (the caller then scopes to its tenant).
@@ -260,8 +259,9 @@ impl Db {
                 Bind::Text(id.to_string()),
             ],
         );
-        self.transact(vec![update, insert_event(self, event)?])
-            .await?;
+        let mut stmts = vec![update];
+        stmts.extend(insert_event(self, event)?);
+        self.transact(stmts).await?;
         Ok(true)
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Table {
     /// Columns an upsert never rewrites (set once, at insert). Left out of `DO UPDATE SET`,
     /// SQLite leaves the indexes on them alone instead of rewriting their entries per change.
     pub(crate) fixed: &'static [&'static str],
+    /// Columns the database computes from the bound row (`u.<column>`): `(column, expression)`.
+    pub(crate) derived: &'static [(&'static str, &'static str)],
 }
 
 pub(crate) const EVENTS: Table = Table {
@@ -37,9 +39,16 @@ pub(crate) const EVENTS: Table = Table {
         "gateway_event_id",
         "data",
         "occurred_at",
+        "seq",
     ],
     upsert: false,
     fixed: &[],
+    // The row binds how many events of its tenant follow it in the batch; the tenant's counter
+    // has already been bumped past the whole batch (`insert_events`).
+    derived: &[(
+        "seq",
+        "(SELECT c.last_seq FROM event_counters c WHERE c.tenant_id = u.tenant_id) - u.seq",
+    )],
 };
 
 pub(crate) const INVOICES: Table = Table {
@@ -60,6 +69,7 @@ pub(crate) const INVOICES: Table = Table {
     ],
     upsert: true,
     fixed: &["number", "created_at"],
+    derived: &[],
 };
 
 pub(crate) const PAYMENTS: Table = Table {
@@ -78,6 +88,7 @@ pub(crate) const PAYMENTS: Table = Table {
     ],
     upsert: true,
     fixed: &["invoice_id", "amount", "currency", "created_at"],
+    derived: &[],
 };
 
 pub(crate) const REFUNDS: Table = Table {
@@ -93,6 +104,7 @@ pub(crate) const REFUNDS: Table = Table {
     ],
     upsert: true,
     fixed: &["payment_id", "amount", "created_at"],
+    derived: &[],
 };
 
 pub(crate) const DEDUP: Table = Table {
@@ -100,6 +112,7 @@ pub(crate) const DEDUP: Table = Table {
     columns: &["tenant_id", "gateway_event_id", "payment_id", "created_at"],
     upsert: false,
     fixed: &[],
+    derived: &[],
 };
 
 pub(crate) const IDEMPOTENCY: Table = Table {
@@ -114,6 +127,7 @@ pub(crate) const IDEMPOTENCY: Table = Table {
     ],
     upsert: false,
     fixed: &[],
+    derived: &[],
 };
 
 pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
@@ -270,7 +284,7 @@ fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError
     let mut binds = Vec::with_capacity(width);
     for (name, values) in table.columns.iter().zip(columns) {
         let (array, cast) = to_array(values)?;
-        select.push(format!("u.{name}{cast}"));
+        select.push(select_item(table, name, cast));
         binds.push(array);
     }
     let names = table.columns.join(", ");
@@ -283,6 +297,14 @@ fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError
         conflict_clause(table)
     );
     Ok(Stmt::new(sql, binds))
+}
+
+/// What an insert's `SELECT` takes for `column` from the bound row `u`.
+fn select_item(table: &Table, column: &str, cast: &str) -> String {
+    match table.derived.iter().find(|(name, _)| *name == column) {
+        Some((_, expression)) => expression.to_string(),
+        None => format!("u.{column}{cast}"),
+    }
 }
 
 /// One column's scalars as an array bind, plus the cast its select item needs.
@@ -357,15 +379,90 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
             .find(|&n| n <= remaining)
             .unwrap_or(1);
         let binds: Vec<Bind> = rest.by_ref().take(size).flatten().collect();
-        let sql = format!(
-            "INSERT INTO {} ({}) VALUES {}{}",
-            table.name,
-            table.columns.join(", "),
-            vec![tuple.as_str(); size].join(", "),
-            conflict_clause(table)
-        );
+        let names = table.columns.join(", ");
+        let values = vec![tuple.as_str(); size].join(", ");
+        let sql = if table.derived.is_empty() {
+            format!(
+                "INSERT INTO {} ({names}) VALUES {values}{}",
+                table.name,
+                conflict_clause(table)
+            )
+        } else {
+            let select: Vec<String> = table
+                .columns
+                .iter()
+                .map(|c| select_item(table, c, ""))
+                .collect();
+            format!(
+                "WITH u({names}) AS (VALUES {values}) INSERT INTO {} ({names}) SELECT {} FROM u",
+                table.name,
+                select.join(", ")
+            )
+        };
         stmts.push(Stmt::new(sql, binds));
         remaining -= size;
     }
     stmts
+}
+
+/// The inserts of `rows` (built by `event_row`) into the audit log, numbered per tenant: first
+/// each tenant's counter moves past its events in the batch (taking the counter row's lock until
+/// commit, so numbers follow commit order), then each row takes its number back from the counter.
+pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
+    let mut counts: Vec<(String, i64)> = Vec::new();
+    let mut tenants = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let Some(Bind::Text(tenant)) = row.first() else {
+            return Err(corrupt("event row without its tenant"));
+        };
+        match counts.iter_mut().find(|(t, _)| t == tenant) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((tenant.clone(), 1)),
+        }
+        tenants.push(tenant.clone());
+    }
+    let mut seen: HashMap<&str, i64> = HashMap::new();
+    for (row, tenant) in rows.iter_mut().zip(&tenants) {
+        let total = counts
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .map_or(0, |(_, n)| *n);
+        let ord = seen.entry(tenant.as_str()).or_default();
+        *ord += 1;
+        row.push(Bind::I64(total - *ord));
+    }
+    let mut stmts = bump_counters(d, counts);
+    stmts.extend(insert_rows(d, &EVENTS, rows)?);
+    Ok(stmts)
+}
+
+/// Moves each tenant's event counter on by its count, creating the counter at the first event.
+fn bump_counters(d: Dialect, counts: Vec<(String, i64)>) -> Vec<Stmt> {
+    const UPSERT: &str = "ON CONFLICT (tenant_id) DO UPDATE SET last_seq = event_counters.last_seq + excluded.last_seq";
+    if counts.is_empty() {
+        return Vec::new();
+    }
+    match d {
+        Dialect::Postgres => {
+            let (tenants, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
+            vec![Stmt::new(
+                format!(
+                    "INSERT INTO event_counters (tenant_id, last_seq) \
+                     SELECT * FROM unnest(?, ?) {UPSERT}"
+                ),
+                vec![Bind::TextArr(tenants), Bind::I64Arr(ns)],
+            )]
+        }
+        Dialect::Sqlite => counts
+            .into_iter()
+            .map(|(tenant, n)| {
+                Stmt::new(
+                    format!(
+                        "INSERT INTO event_counters (tenant_id, last_seq) VALUES (?, ?) {UPSERT}"
+                    ),
+                    vec![Bind::Text(tenant), Bind::I64(n)],
+                )
+            })
+            .collect(),
+    }
 }

@@ -5,7 +5,10 @@ use serde_json::Value;
 use crate::both_backends;
 use crate::helpers::{problem, TestApp};
 
-both_backends!(events_filter_and_page_by_cursor);
+both_backends!(
+    events_filter_and_page_by_cursor,
+    sequence_counts_each_tenants_own_events
+);
 
 async fn events(app: &TestApp, key: &str, query: &str) -> Value {
     let response = app
@@ -137,5 +140,34 @@ async fn events_filter_and_page_by_cursor(app: &TestApp) {
             "invalid_request",
         )
         .await;
+    }
+}
+
+/// `sequence` is a position in the tenant's own log: 1, 2, 3… whatever other tenants write in
+/// between, so it reveals nothing about their volume.
+async fn sequence_counts_each_tenants_own_events(app: &TestApp) {
+    let a = app.tenant("Acme").await;
+    let b = app.tenant("Globex").await;
+    for round in 0..3 {
+        app.invoice(&a.key, 100, true).await;
+        app.invoice(&a.key, 100, false).await;
+        if round < 2 {
+            app.invoice(&b.key, 100, false).await;
+        }
+    }
+    let create = app
+        .post("/api/api-keys", &b.key)
+        .json(&serde_json::json!({"name": "ci", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 201);
+    for (tenant, expected) in [(&a, 1 + 3 * 3), (&b, 1 + 2 + 1)] {
+        let log = events(app, &tenant.key, "limit=100").await;
+        let sequences: Vec<i64> = items(&log)
+            .iter()
+            .map(|e| e["sequence"].as_i64().unwrap())
+            .collect();
+        assert_eq!(sequences, (1..=expected).collect::<Vec<i64>>(), "{log}");
     }
 }

@@ -1,0 +1,28 @@
+CREATE TABLE events_global (
+    seq              integer PRIMARY KEY,
+    tenant_id        text    NOT NULL,
+    stream_id        text    NOT NULL,
+    version          integer NOT NULL,
+    event_id         text    NOT NULL,
+    event_type       text    NOT NULL,
+    invoice_id       text,
+    subject_id       text    NOT NULL,
+    actor            text    NOT NULL,
+    gateway_event_id text,
+    data             text    NOT NULL,
+    occurred_at      integer NOT NULL,
+    UNIQUE (tenant_id, stream_id, version)
+);
+INSERT INTO events_global (tenant_id, stream_id, version, event_id, event_type, invoice_id,
+                           subject_id, actor, gateway_event_id, data, occurred_at)
+SELECT tenant_id, stream_id, version, event_id, event_type, invoice_id, subject_id, actor,
+       gateway_event_id, data, occurred_at
+FROM events ORDER BY tenant_id, seq;
+DROP TABLE events;
+ALTER TABLE events_global RENAME TO events;
+CREATE INDEX events_invoice ON events (tenant_id, invoice_id, seq);
+CREATE INDEX events_type ON events (tenant_id, event_type, seq);
+CREATE INDEX events_subject ON events (tenant_id, subject_id, seq);
+CREATE UNIQUE INDEX events_gateway_event ON events (tenant_id, gateway_event_id)
+    WHERE gateway_event_id IS NOT NULL;
+DROP TABLE event_counters;
