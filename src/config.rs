@@ -32,6 +32,18 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub rate_limit_per_sec: u32,
     pub rate_limit_burst: u32,
+    /// Budget shared by all of one tenant's keys, on top of each key's own.
+    pub tenant_rate_limit_per_sec: u32,
+    pub tenant_rate_limit_burst: u32,
+    /// Failed authentications allowed per client address and per key id: a burst, then this
+    /// many per minute.
+    pub auth_failure_burst: u32,
+    pub auth_failure_per_min: u32,
+    /// Take the client address from the last `X-Forwarded-For` entry: only behind a proxy
+    /// that appends it (otherwise any client could pick its own address).
+    pub trust_forwarded_for: bool,
+    /// A PEM file of CA certificates trusted for an `https://` gateway, beside the public roots.
+    pub gateway_ca_file: Option<String>,
     pub shutdown_timeout_secs: u64,
     pub commit_batch_max_units: usize,
     pub commit_linger_us: u64,
@@ -67,6 +79,12 @@ impl Default for Settings {
             public_url: None,
             rate_limit_per_sec: 1_000,
             rate_limit_burst: 2_000,
+            tenant_rate_limit_per_sec: 2_000,
+            tenant_rate_limit_burst: 4_000,
+            auth_failure_burst: 20,
+            auth_failure_per_min: 60,
+            trust_forwarded_for: false,
+            gateway_ca_file: None,
             shutdown_timeout_secs: 30,
             commit_batch_max_units: engine.commit_batch_max_units,
             commit_linger_us: 0,
