@@ -304,6 +304,6 @@ pub fn json_error(err: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match err.classify() {
         Category::Syntax | Category::Eof | Category::Io => ApiError::InvalidJson(err.to_string()),
-        Category::Data => ApiError::InvalidRequest(err.to_string()),
+        Category::Data => ApiError::InvalidRequest(super::redact::without_values(&err.to_string())),
     }
 }

@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod payments;
+pub mod redact;
 pub mod schemas;
 pub mod tenants;
 pub mod views;

@@ -787,6 +787,7 @@ async fn standalone_gateway_process_completes_payments() {
 }
 
 mod admin_idempotency;
+mod card_data;
 mod events;
 mod invoices;
 mod isolation;
