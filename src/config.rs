@@ -62,6 +62,10 @@ pub struct Settings {
     pub recovery_interval_secs: u64,
     /// A payment younger than this is left to its own gateway submission by the recovery sweep.
     pub recovery_min_age_secs: u64,
+    /// Comment-line interval of live event streams (`PAYRAIL_STREAM_HEARTBEAT_MS`).
+    pub stream_heartbeat_ms: u64,
+    /// A live event stream whose client accepts nothing for this long is cut off.
+    pub stream_stall_timeout_ms: u64,
     /// Chaos knobs of the built-in simulator.
     pub simulator: SimulatorConfig,
 }
@@ -100,6 +104,8 @@ impl Default for Settings {
             signature_tolerance_secs: crate::gateway::signature::DEFAULT_TOLERANCE_SECS,
             recovery_interval_secs: engine.recovery_interval.as_secs(),
             recovery_min_age_secs: engine.recovery_min_age.as_secs(),
+            stream_heartbeat_ms: crate::http::stream::DEFAULT_HEARTBEAT_MS,
+            stream_stall_timeout_ms: crate::http::stream::DEFAULT_STALL_TIMEOUT_MS,
             simulator: SimulatorConfig::default(),
         }
     }

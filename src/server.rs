@@ -61,6 +61,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         signature_tolerance_secs: settings.signature_tolerance_secs,
         secret_overlap: Duration::from_secs(settings.secret_overlap_hours * 3_600),
         webhook_url: settings.webhook_url(&addr.to_string()),
+        stream: http::stream::StreamSettings {
+            heartbeat: Duration::from_millis(settings.stream_heartbeat_ms.max(1)),
+            stall_timeout: Duration::from_millis(settings.stream_stall_timeout_ms.max(1)),
+        },
     };
     if simulator.is_some() {
         register_all(&db, gateway.as_ref(), &http_settings.webhook_url).await?;
@@ -148,6 +152,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         wait_for_signal().await;
         tracing::info!("shutdown signal received; draining");
         state.draining.store(true, Ordering::SeqCst);
+        state.streams.shut_down();
         handle.stop(true).await;
         let drained = state.engine.drain(timeout).await;
         tracing::info!(drained, "engine drained");

@@ -14,6 +14,7 @@ pub mod ops;
 pub mod payments;
 pub mod redact;
 pub mod schemas;
+pub mod stream;
 pub mod tenants;
 pub mod views;
 pub mod webhooks;
@@ -46,6 +47,7 @@ pub struct HttpSettings {
     pub secret_overlap: Duration,
     /// Where the gateway should send webhooks for new tenants.
     pub webhook_url: String,
+    pub stream: stream::StreamSettings,
 }
 
 pub struct AppState {
@@ -60,6 +62,7 @@ pub struct AppState {
     pub in_flight: Arc<idempotency::InFlight>,
     pub metrics: metrics::HttpMetrics,
     pub draining: Arc<AtomicBool>,
+    pub streams: stream::Streams,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         Ok(Self {
             limiter: auth::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
+            streams: stream::Streams::new(settings.stream),
             engine,
             db,
             gateway,

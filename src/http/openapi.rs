@@ -13,7 +13,7 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::errors::{Problem, PROBLEM_JSON};
-use super::{api_keys, events, invoices, ops, payments, tenants, webhooks};
+use super::{api_keys, events, invoices, ops, payments, stream, tenants, webhooks};
 
 /// Where the document is served; Swagger UI loads it from here.
 pub const DOCUMENT_PATH: &str = "/api/openapi.json";
@@ -78,6 +78,7 @@ api!(
     payments::timeline,
     payments::refund,
     events::list,
+    stream::subscribe,
     ops::healthz,
     ops::readyz,
     ops::metrics,

@@ -49,9 +49,10 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let body = state
+    let mut body = state
         .metrics
         .render(&state.engine.metrics(), state.db.pool_status());
+    body.push_str(&state.streams.render_metrics(state.db.feed().subscribers()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

@@ -20,6 +20,7 @@ mod queries;
 mod rows;
 mod sqlite;
 mod stmt;
+mod summary;
 #[doc(hidden)]
 pub mod testing;
 mod tx;
@@ -39,6 +40,7 @@ pub use model::{
     ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, ScopedResponse, StoredEvent,
     TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX, PLATFORM_SCOPE,
 };
+pub use summary::TenantVolumes;
 
 use stmt::{Dialect, Stmt};
 

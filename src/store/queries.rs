@@ -183,7 +183,9 @@ impl Db {
     ) -> Result<(), StoreError> {
         let mut stmts = self.keep_response(response)?;
         stmts.extend(self.insert_api_key(key, event)?);
-        self.transact(stmts).await.map(drop)
+        self.transact(stmts).await?;
+        self.feed.poke([key.tenant_id]);
+        Ok(())
     }
 
     fn insert_api_key(&self, key: &ApiKeyRow, event: &Event) -> Result<Vec<Stmt>, StoreError> {
@@ -262,6 +264,7 @@ impl Db {
         let mut stmts = vec![update];
         stmts.extend(insert_event(self, event)?);
         self.transact(stmts).await?;
+        self.feed.poke([tenant]);
         Ok(true)
     }
 

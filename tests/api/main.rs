@@ -796,3 +796,5 @@ mod openapi;
 mod rate_limits;
 mod requests;
 mod tenants;
+mod sse;
+mod stream;

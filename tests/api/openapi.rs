@@ -74,6 +74,7 @@ const ROUTES: &[(&str, &str, u16, &[u16])] = &[
         &[400, 401, 403, 404, 409, 413, 422, 429, 503],
     ),
     ("get", "/api/events", 200, &[400, 401, 429]),
+    ("get", "/api/events/stream", 200, &[400, 401, 429, 503]),
     ("post", "/api/webhooks/payments", 200, &[400, 401, 413, 503]),
     ("get", "/api/openapi.json", 200, &[]),
     ("get", "/healthz", 200, &[]),
