@@ -4,10 +4,30 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use actix_web::http::Method;
 use payrail_actors::metrics::{EngineMetrics, BATCH_SIZE_BOUNDS};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
+
+/// The route label of a request that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method label: the standard methods by name, anything else as `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
+    match method.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        "TRACE" => "TRACE",
+        "CONNECT" => "CONNECT",
+        _ => "OTHER",
+    }
+}
 
 pub struct HttpMetrics {
     registry: Registry,

@@ -12,6 +12,7 @@ use actix_web::{web, Error};
 use tracing::Instrument;
 
 use super::errors::{problem_response, PROBLEM_JSON, REQUEST_ID};
+use super::metrics::{method_label, UNMATCHED_ROUTE};
 use super::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -37,10 +38,14 @@ pub async fn request_context(
         .and_then(|v| v.to_str().ok())
         .filter(|id| valid_request_id(id))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);
-    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    // Metrics labels come from fixed sets: a route pattern (or `unmatched`) and a known method
+    // (or `OTHER`), so made-up paths and methods cannot create series without bound.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| UNMATCHED_ROUTE.into());
+    let method = method_label(req.method());
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let span = tracing::info_span!("request", request_id = %request_id, %method, %route);
+    let span = tracing::info_span!("request", request_id = %request_id, method, %route);
     let started = Instant::now();
     let result = REQUEST_ID
         .scope(request_id.clone(), next.call(req).instrument(span.clone()))
@@ -75,7 +80,7 @@ pub async fn request_context(
     if let Some(state) = state {
         state
             .metrics
-            .observe(&method, &route, status, started.elapsed());
+            .observe(method, &route, status, started.elapsed());
     }
     // Errors and slow requests at info; the rest at debug, so a webhook flood doesn't spend its
     // CPU formatting access logs (`RUST_LOG=payrail=debug` shows every request).

@@ -792,6 +792,7 @@ mod events;
 mod invoices;
 mod isolation;
 mod malformed;
+mod metrics_labels;
 mod openapi;
 mod rate_limits;
 mod requests;
