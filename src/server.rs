@@ -56,8 +56,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     );
     let http_settings = HttpSettings {
         admin_token: settings.admin_token.clone(),
-        rate_limit_per_sec: settings.rate_limit_per_sec,
-        rate_limit_burst: settings.rate_limit_burst,
+        limits: http::auth::Limits::from(settings),
         signature_tolerance_secs: settings.signature_tolerance_secs,
         secret_overlap: Duration::from_secs(settings.secret_overlap_hours * 3_600),
         webhook_url: settings.webhook_url(&addr.to_string()),
@@ -83,6 +82,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     .shutdown_timeout(settings.shutdown_timeout_secs)
     .run();
     start_retention(state.clone(), settings);
+    http::auth::start_sweeper(state.clone());
     tracing::info!(%addr, backend = state.db.backend_name(), "payrail listening");
     Ok(Running {
         addr,

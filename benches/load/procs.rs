@@ -118,10 +118,12 @@ impl Engine {
             .env("PAYRAIL_BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", db_url)
             .env("PAYRAIL_ADMIN_TOKEN", ADMIN_TOKEN)
-            // The load generator is one client with a few keys: the per-key limit is not
-            // what is measured here.
+            // The load generator is one client with a few keys: the per-key and per-tenant
+            // limits are not what is measured here.
             .env("PAYRAIL_RATE_LIMIT_PER_SEC", "10000000")
             .env("PAYRAIL_RATE_LIMIT_BURST", "10000000")
+            .env("PAYRAIL_TENANT_RATE_LIMIT_PER_SEC", "10000000")
+            .env("PAYRAIL_TENANT_RATE_LIMIT_BURST", "10000000")
             .env("PAYRAIL_LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())

@@ -1,19 +1,25 @@
 //! Authentication and authorization: tenant API keys (`prk_<keyId>_<secret>`, only a hash
-//! stored), roles, the platform admin token, and the per-key token-bucket rate limit.
+//! stored), roles and the platform admin token. Every failed authentication spends a budget of
+//! its client address (and of the key id it named); a spent budget is answered 429 before the
+//! store is asked. An authenticated request then spends its key's and its tenant's budgets.
+
+mod failures;
+mod limits;
 
 use std::future::Future;
-use std::num::NonZeroU32;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::str::FromStr;
+use std::time::Instant;
 
 use actix_web::{web, FromRequest, HttpRequest};
-use governor::clock::{Clock as _, DefaultClock};
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter as Governor};
 use payrail_actors::domain::{ApiKeyId, TenantId};
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+pub use failures::{FailureScope, Throttled};
+pub use limits::{start_sweeper, BudgetScope, Limits, RateLimiter};
 
 use super::errors::ApiError;
 use super::{detached, AppState};
@@ -103,39 +109,135 @@ fn parse_key(token: &str) -> Option<(ApiKeyId, &str)> {
     Some((id.parse().ok()?, secret))
 }
 
+/// Why an authentication failed, as the metrics label it.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// No bearer token, or not shaped like a key.
+    Malformed,
+    /// The store has no key with that id.
+    UnknownKey,
+    /// The store was asked about that id moments ago.
+    UnknownKeyCached,
+    WrongSecret,
+    Revoked,
+    AdminToken,
+}
+
+impl Failure {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownKey => "unknown_key",
+            Self::UnknownKeyCached => "unknown_key_cached",
+            Self::WrongSecret => "wrong_secret",
+            Self::Revoked => "revoked",
+            Self::AdminToken => "admin_token",
+        }
+    }
+}
+
+/// The gate every credential passes first: refuses a client whose failures spent its budget.
+fn admit(
+    state: &AppState,
+    address: Option<IpAddr>,
+    key_id: Option<&ApiKeyId>,
+    now: Instant,
+) -> Result<(), ApiError> {
+    state
+        .limiter
+        .failures()
+        .admit(address, key_id, now)
+        .map_err(|throttled| {
+            state.metrics.rate_limited(throttled.scope.as_str());
+            ApiError::RateLimited {
+                retry_after_secs: throttled.retry_after_secs,
+            }
+        })
+}
+
+/// Counts a failure against the client's address and, for a real key id, against that id;
+/// answers 401.
+fn failed(
+    state: &AppState,
+    address: Option<IpAddr>,
+    key_id: Option<ApiKeyId>,
+    failure: Failure,
+    now: Instant,
+) -> ApiError {
+    state.metrics.auth_failure(failure.as_str());
+    if !state.limiter.failures().record(address, key_id, now) {
+        state.metrics.auth_failure("untracked");
+    }
+    ApiError::Unauthenticated
+}
+
 impl FromRequest for TenantKey {
     type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
         let state = req.app_data::<web::Data<AppState>>().cloned();
+        let address = state.as_ref().and_then(|s| s.limiter.client_address(req));
         let parsed = bearer(req)
             .and_then(parse_key)
             .map(|(id, s)| (id, s.to_owned()));
         Box::pin(async move {
             let state = state.ok_or_else(|| ApiError::Internal("no app state".into()))?;
-            let (key_id, secret) = parsed.ok_or(ApiError::Unauthenticated)?;
-            let db = state.db.clone();
-            let row = detached(async move { Ok(db.find_api_key(key_id).await?) })
-                .await?
-                .ok_or(ApiError::Unauthenticated)?;
-            let presented = hash_secret(&secret);
-            let matches: bool = presented
-                .as_bytes()
-                .ct_eq(row.secret_hash.as_bytes())
-                .into();
-            if !matches || row.revoked_at.is_some() {
-                return Err(ApiError::Unauthenticated.into());
-            }
-            let role = row.role.parse().map_err(|_| ApiError::Unauthenticated)?;
-            state.limiter.check(&key_id)?;
-            Ok(TenantKey {
-                tenant: row.tenant_id,
-                key_id,
-                role,
-            })
+            Ok(authenticate(&state, address, parsed).await?)
         })
     }
+}
+
+async fn authenticate(
+    state: &web::Data<AppState>,
+    address: Option<IpAddr>,
+    parsed: Option<(ApiKeyId, String)>,
+) -> Result<TenantKey, ApiError> {
+    let now = Instant::now();
+    admit(state, address, parsed.as_ref().map(|(id, _)| id), now)?;
+    let Some((key_id, secret)) = parsed else {
+        return Err(failed(state, address, None, Failure::Malformed, now));
+    };
+    // Unknown ids count against the address only: the memory of them already spares the
+    // store, and random ids must not crowd real ones out of the key-id table.
+    if state.limiter.failures().is_unknown(&key_id, now) {
+        return Err(failed(state, address, None, Failure::UnknownKeyCached, now));
+    }
+    let db = state.db.clone();
+    let Some(row) = detached(async move { Ok(db.find_api_key(key_id).await?) }).await? else {
+        state.limiter.failures().remember_unknown(key_id, now);
+        return Err(failed(state, address, None, Failure::UnknownKey, now));
+    };
+    let presented = hash_secret(&secret);
+    let matches: bool = presented
+        .as_bytes()
+        .ct_eq(row.secret_hash.as_bytes())
+        .into();
+    if !matches {
+        return Err(failed(
+            state,
+            address,
+            Some(key_id),
+            Failure::WrongSecret,
+            now,
+        ));
+    }
+    if row.revoked_at.is_some() {
+        return Err(failed(state, address, Some(key_id), Failure::Revoked, now));
+    }
+    let role = row.role.parse().map_err(|_| ApiError::Unauthenticated)?;
+    state
+        .limiter
+        .check(&key_id, &row.tenant_id)
+        .map_err(|(scope, error)| {
+            state.metrics.rate_limited(scope.as_str());
+            error
+        })?;
+    Ok(TenantKey {
+        tenant: row.tenant_id,
+        key_id,
+        role,
+    })
 }
 
 /// A request authenticated with the platform admin token.
@@ -146,49 +248,30 @@ impl FromRequest for PlatformAdmin {
     type Future = std::future::Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let configured = req
-            .app_data::<web::Data<AppState>>()
-            .and_then(|s| s.settings.admin_token.clone());
-        let result = match (configured, bearer(req)) {
-            (Some(token), Some(presented)) => {
-                let ok: bool = token
-                    .expose_secret()
-                    .as_bytes()
-                    .ct_eq(presented.as_bytes())
-                    .into();
-                if ok {
-                    Ok(PlatformAdmin)
-                } else {
-                    Err(ApiError::Unauthenticated.into())
-                }
-            }
-            _ => Err(ApiError::Unauthenticated.into()),
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => admin(state, req).map_err(Into::into),
+            None => Err(ApiError::Internal("no app state".into()).into()),
         };
         std::future::ready(result)
     }
 }
 
-/// A token bucket per API key.
-pub struct RateLimiter {
-    inner: Governor<ApiKeyId, DefaultKeyedStateStore<ApiKeyId>, DefaultClock>,
-}
-
-impl RateLimiter {
-    pub fn new(per_sec: u32, burst: u32) -> Self {
-        let rate = NonZeroU32::new(per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        Self {
-            inner: Governor::keyed(Quota::per_second(rate).allow_burst(burst)),
-        }
-    }
-
-    pub fn check(&self, key: &ApiKeyId) -> Result<(), ApiError> {
-        self.inner.check_key(key).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            ApiError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            }
-        })
+fn admin(state: &AppState, req: &HttpRequest) -> Result<PlatformAdmin, ApiError> {
+    let now = Instant::now();
+    let address = state.limiter.client_address(req);
+    admit(state, address, None, now)?;
+    let ok = match (&state.settings.admin_token, bearer(req)) {
+        (Some(token), Some(presented)) => token
+            .expose_secret()
+            .as_bytes()
+            .ct_eq(presented.as_bytes())
+            .into(),
+        _ => false,
+    };
+    if ok {
+        Ok(PlatformAdmin)
+    } else {
+        Err(failed(state, address, None, Failure::AdminToken, now))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use actix_web::http::Method;
 use payrail_actors::metrics::{EngineMetrics, BATCH_SIZE_BOUNDS};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The route label of a request that matched no route.
@@ -33,6 +33,9 @@ pub struct HttpMetrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    auth_failures: IntCounterVec,
+    rate_limited: IntCounterVec,
+    limiter_entries: IntGaugeVec,
 }
 
 impl HttpMetrics {
@@ -55,13 +58,58 @@ impl HttpMetrics {
             ]),
             &["method", "route"],
         )?;
+        // Labels of the three below come from fixed sets in `auth`.
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "payrail_auth_failures_total",
+                "Failed authentications by reason",
+            ),
+            &["reason"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "payrail_rate_limited_total",
+                "Requests answered 429 by the budget that refused them",
+            ),
+            &["scope"],
+        )?;
+        let limiter_entries = IntGaugeVec::new(
+            Opts::new(
+                "payrail_rate_limiter_entries",
+                "Entries held by each rate limiter table after its last sweep",
+            ),
+            &["table"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
+        registry.register(Box::new(limiter_entries.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
+            auth_failures,
+            rate_limited,
+            limiter_entries,
         })
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures.with_label_values(&[reason]).inc();
+    }
+
+    pub fn rate_limited(&self, scope: &'static str) {
+        self.rate_limited.with_label_values(&[scope]).inc();
+    }
+
+    pub fn limiter_entries(&self, sizes: &[(&'static str, usize)]) {
+        for (table, entries) in sizes {
+            let entries = i64::try_from(*entries).unwrap_or(i64::MAX);
+            self.limiter_entries
+                .with_label_values(&[table])
+                .set(entries);
+        }
     }
 
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {

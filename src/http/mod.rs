@@ -39,9 +39,8 @@ pub const BODY_LIMIT_BYTES: usize = 1024 * 1024;
 #[derive(Clone)]
 pub struct HttpSettings {
     pub admin_token: Option<SecretString>,
-    /// Token bucket per API key: sustained requests per second and burst.
-    pub rate_limit_per_sec: u32,
-    pub rate_limit_burst: u32,
+    /// Request budgets per key and per tenant, failed-authentication budgets.
+    pub limits: auth::Limits,
     pub signature_tolerance_secs: i64,
     /// How long a rotated-out webhook secret still verifies.
     pub secret_overlap: Duration,
@@ -74,7 +73,7 @@ impl AppState {
         settings: HttpSettings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            limiter: auth::RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
+            limiter: auth::RateLimiter::new(&settings.limits),
             streams: stream::Streams::new(settings.stream),
             engine,
             db,

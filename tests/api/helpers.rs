@@ -54,6 +54,9 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
         admin_token: Some(ADMIN.to_owned().into()),
         rate_limit_per_sec: 10_000,
         rate_limit_burst: 10_000,
+        tenant_rate_limit_per_sec: 10_000,
+        tenant_rate_limit_burst: 10_000,
+        auth_failure_burst: 10_000,
         ..Settings::default()
     };
     adjust(&mut settings);

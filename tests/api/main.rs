@@ -786,6 +786,7 @@ async fn standalone_gateway_process_completes_payments() {
     process::standalone_gateway().await;
 }
 
+mod abuse;
 mod admin_idempotency;
 mod card_data;
 mod events;
