@@ -140,10 +140,30 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/bench.db", dir.path().display());
         if std::env::var("PAYRAIL_BENCH_SKIP_SQLITE").is_err() {
-            bench("sqlite", Db::connect(&url, 4).await.unwrap()).await;
+            bench(
+                "sqlite",
+                Db::connect(
+                    &url,
+                    4,
+                    std::sync::Arc::new(payrail::keys::Keys::ephemeral()),
+                )
+                .await
+                .unwrap(),
+            )
+            .await;
         }
         if let Ok(url) = std::env::var("PAYRAIL_BENCH_PG_URL") {
-            bench("postgres", Db::connect(&url, 8).await.unwrap()).await;
+            bench(
+                "postgres",
+                Db::connect(
+                    &url,
+                    8,
+                    std::sync::Arc::new(payrail::keys::Keys::ephemeral()),
+                )
+                .await
+                .unwrap(),
+            )
+            .await;
         }
     });
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use payrail_actors::EngineConfig;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::gateway::SimulatorConfig;
-use crate::store::{DEFAULT_DATABASE_URL, DEFAULT_POOL_SIZE};
+use crate::store::DEFAULT_POOL_SIZE;
 
 pub const CONFIG_FILE: &str = "payrail.toml";
 
@@ -19,8 +19,21 @@ pub const CONFIG_FILE: &str = "payrail.toml";
 pub struct Settings {
     /// Where the API listens (`PAYRAIL_BIND`).
     pub bind: String,
-    /// `postgres://…` or `sqlite://path` (`DATABASE_URL`); default: embedded SQLite.
-    pub database_url: Option<String>,
+    /// `postgres://…` or `sqlite://path` (`DATABASE_URL`); default: embedded SQLite. Secret:
+    /// it may carry a password.
+    pub database_url: Option<SecretString>,
+    /// Where the embedded default keeps its files: the SQLite database and, unless configured,
+    /// the key files (`PAYRAIL_DATA_DIR`).
+    pub data_dir: String,
+    /// Seals secrets at rest: base64 of 32 bytes (`PAYRAIL_MASTER_KEY`); default: the data
+    /// directory's `master.key`, created on first start.
+    pub master_key: Option<SecretString>,
+    /// Earlier master keys, comma-separated, kept to open what they sealed until
+    /// `payrail rotate-master-key` has re-sealed it (`PAYRAIL_PREVIOUS_MASTER_KEYS`).
+    pub previous_master_keys: Option<SecretString>,
+    /// Keys card and request fingerprints: base64 of 32 bytes (`PAYRAIL_HASHING_KEY`); default:
+    /// the data directory's `hashing.key`. Never rotated: fingerprints would change.
+    pub hashing_key: Option<SecretString>,
     pub db_pool_size: usize,
     /// Platform admin token for tenant management (`PAYRAIL_ADMIN_TOKEN`).
     pub admin_token: Option<SecretString>,
@@ -76,6 +89,10 @@ impl Default for Settings {
         Self {
             bind: "127.0.0.1:8080".into(),
             database_url: None,
+            data_dir: "./data".into(),
+            master_key: None,
+            previous_master_keys: None,
+            hashing_key: None,
             db_pool_size: DEFAULT_POOL_SIZE,
             admin_token: None,
             log_format: "pretty".into(),
@@ -140,8 +157,25 @@ impl Settings {
         Ok(settings)
     }
 
-    pub fn database_url(&self) -> &str {
-        self.database_url.as_deref().unwrap_or(DEFAULT_DATABASE_URL)
+    /// The configured database, else the embedded SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose_secret().to_owned(),
+            None => format!(
+                "sqlite://{}/payrail.db",
+                self.data_dir.trim_end_matches('/')
+            ),
+        }
+    }
+
+    /// The keys: configured, or the data directory's key files.
+    pub fn keys(&self) -> anyhow::Result<crate::keys::Keys> {
+        crate::keys::Keys::load(&crate::keys::KeySettings {
+            master_key: self.master_key.as_ref(),
+            previous_master_keys: self.previous_master_keys.as_ref(),
+            hashing_key: self.hashing_key.as_ref(),
+            data_dir: std::path::Path::new(&self.data_dir),
+        })
     }
 
     pub fn engine(&self) -> EngineConfig {

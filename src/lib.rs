@@ -4,6 +4,7 @@
 pub mod config;
 pub mod gateway;
 pub mod http;
+pub mod keys;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,8 @@
 //! The `payrail` command: serve the API, migrate, manage tenants and keys, rebuild
 //! projections, or run the gateway simulator on its own.
 
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
 use payrail::config::Settings;
 use payrail::gateway::HttpGateway;
@@ -9,6 +11,7 @@ use payrail::http::auth::{random_secret, Role};
 use payrail::store::{Db, TenantRow};
 use payrail_actors::domain::{ApiKeyId, TenantId};
 use payrail_actors::ports::{AccountRegistration, Gateway};
+use secrecy::ExposeSecret as _;
 
 /// glibc's allocator took about half of the engine's CPU under a webhook flood (`_int_malloc`,
 /// `malloc_consolidate`, `_int_free` led the profile); mimalloc's thread-local free lists don't.
@@ -100,19 +103,19 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => payrail::server::serve(settings).await,
         Command::Migrate => {
-            Db::connect(settings.database_url(), 1).await?;
+            Db::connect(&settings.database_url(), 1, Arc::new(settings.keys()?)).await?;
             println!("migrations applied");
             Ok(())
         }
         Command::Tenants {
             command: TenantCommand::Create { name },
         } => {
-            let db = Db::connect(settings.database_url(), 1).await?;
+            let db = Db::connect(&settings.database_url(), 1, Arc::new(settings.keys()?)).await?;
             let now = chrono::Utc::now();
             let tenant = TenantRow {
                 id: TenantId::new(),
                 name,
-                webhook_secret: random_secret("whsec_"),
+                webhook_secret: random_secret("whsec_").into(),
                 previous_webhook_secret: None,
                 previous_valid_until: None,
                 created_at: now,
@@ -133,21 +136,21 @@ async fn main() -> anyhow::Result<()> {
                     .register_account(&AccountRegistration {
                         account: tenant.id,
                         webhook_url,
-                        webhook_secret: tenant.webhook_secret.clone(),
+                        webhook_secret: tenant.webhook_secret.expose_secret().to_owned(),
                     })
                     .await?;
             }
             db.create_tenant(&tenant, &row, &event, None).await?;
             println!(
                 "{}",
-                serde_json::json!({"id": tenant.id.to_string(), "apiKey": key.key, "webhookSecret": tenant.webhook_secret})
+                serde_json::json!({"id": tenant.id.to_string(), "apiKey": key.key, "webhookSecret": tenant.webhook_secret.expose_secret()})
             );
             Ok(())
         }
         Command::ApiKeys {
             command: KeyCommand::Create { tenant, role, name },
         } => {
-            let db = Db::connect(settings.database_url(), 1).await?;
+            let db = Db::connect(&settings.database_url(), 1, Arc::new(settings.keys()?)).await?;
             if db.get_tenant(tenant).await?.is_none() {
                 anyhow::bail!("no tenant {tenant}");
             }
@@ -165,7 +168,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RebuildProjections => {
-            let db = Db::connect(settings.database_url(), 1).await?;
+            let db = Db::connect(&settings.database_url(), 1, Arc::new(settings.keys()?)).await?;
             let rebuilt = db.rebuild_projections().await?;
             println!("rebuilt {rebuilt} projections");
             Ok(())

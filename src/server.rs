@@ -1,6 +1,7 @@
 //! Starting and stopping the service: storage, the gateway (external or the built-in simulator),
 //! the engine, the HTTP server, background retention, and graceful shutdown on SIGTERM/SIGINT.
 
+use secrecy::ExposeSecret as _;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -36,7 +37,21 @@ impl Running {
 
 /// Starts everything; the returned server must be awaited (or spawned). Call inside actix.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
-    let db = Db::connect(settings.database_url(), settings.db_pool_size).await?;
+    let keys = Arc::new(settings.keys()?);
+    let db = Db::connect(
+        &settings.database_url(),
+        settings.db_pool_size,
+        keys.clone(),
+    )
+    .await?;
+    let resealed = db.reseal_secrets().await?;
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            key = keys.current_id(),
+            "sealed webhook secrets under the current master key"
+        );
+    }
     let listener = TcpListener::bind(&settings.bind)?;
     let addr = listener.local_addr()?;
     let (gateway_url, simulator) = match &settings.gateway_url {
@@ -48,8 +63,10 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let gateway: Arc<dyn Gateway> = Arc::new(HttpGateway::new(gateway_url)?);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut engine_config = settings.engine();
+    engine_config.fingerprint_key = keys.card_fingerprint_key();
     let engine = Engine::start(
-        settings.engine(),
+        engine_config,
         Arc::new(db.clone()) as Arc<dyn EventStore>,
         gateway.clone(),
         clock.clone(),
@@ -68,7 +85,14 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     if simulator.is_some() {
         register_all(&db, gateway.as_ref(), &http_settings.webhook_url).await?;
     }
-    let state = web::Data::new(AppState::new(engine, db, gateway, clock, http_settings)?);
+    let state = web::Data::new(AppState::new(
+        engine,
+        db,
+        gateway,
+        clock,
+        keys,
+        http_settings,
+    )?);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
@@ -101,7 +125,7 @@ async fn register_all(db: &Db, gateway: &dyn Gateway, webhook_url: &str) -> anyh
             let registration = AccountRegistration {
                 account: tenant.id,
                 webhook_url: webhook_url.to_owned(),
-                webhook_secret: tenant.webhook_secret.clone(),
+                webhook_secret: tenant.webhook_secret.expose_secret().to_owned(),
             };
             gateway.register_account(&registration).await?;
         }

@@ -37,7 +37,8 @@ pub struct EngineConfig {
     pub recovery_interval: Duration,
     /// A payment this young is left to its own submission by the sweep.
     pub recovery_min_age: Duration,
-    /// Key for card fingerprints.
+    /// The deployment's key for card fingerprints (each tenant's is derived from it). The
+    /// default is random per process: a deployment configures a lasting one.
     pub fingerprint_key: Vec<u8>,
 }
 
@@ -60,7 +61,7 @@ impl Default for EngineConfig {
             charge_retry_base: Duration::from_millis(500),
             recovery_interval: Duration::from_secs(30),
             recovery_min_age: Duration::from_secs(10),
-            fingerprint_key: b"payrail-card-fingerprint".to_vec(),
+            fingerprint_key: rand::random::<[u8; 32]>().to_vec(),
         }
     }
 }

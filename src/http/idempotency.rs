@@ -7,20 +7,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use chacha20poly1305::aead::{Aead, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Nonce};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use hkdf::Hkdf;
 use payrail_actors::engine::{Context, IdempotencySpec, Outcome, Rendered, Renderer};
 use payrail_actors::ports::IdempotencyRecord;
-use sha2::{Digest, Sha256};
 
 use super::auth::TenantKey;
 use super::errors::ApiError;
-use super::views;
+use super::{views, AppState};
+use crate::keys::Keys;
 use crate::store::{Db, ScopedResponse};
 
 pub const HEADER: &str = "Idempotency-Key";
@@ -49,9 +44,10 @@ pub fn spec(
     let Some(key) = header_key(req)? else {
         return Ok(None);
     };
+    let keys = keys(req)?;
     Ok(Some(IdempotencySpec {
-        key: digest(key),
-        fingerprint: fingerprint(req, body),
+        key: digest(&keys, key),
+        fingerprint: fingerprint(&keys, req, body),
         status: status.as_u16(),
         render: renderer(),
     }))
@@ -78,15 +74,23 @@ fn header_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         })
 }
 
-/// Method, path and body: a different request under the same key is refused.
-fn fingerprint(req: &HttpRequest, body: &[u8]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(req.method().as_str().as_bytes());
-    hasher.update(b" ");
-    hasher.update(req.path().as_bytes());
-    hasher.update(b"\n");
-    hasher.update(body);
-    hex::encode(hasher.finalize())
+/// Method, path and body, as a keyed digest (the body may hold a card: see
+/// `payments::fingerprint_body`): a different request under the same key is refused.
+fn fingerprint(keys: &Keys, req: &HttpRequest, body: &[u8]) -> String {
+    let mut request = Vec::with_capacity(body.len() + 64);
+    request.extend_from_slice(req.method().as_str().as_bytes());
+    request.push(b' ');
+    request.extend_from_slice(req.path().as_bytes());
+    request.push(b'\n');
+    request.extend_from_slice(body);
+    keys.digest("request fingerprint", &request)
+}
+
+/// The deployment's keys, from the application state.
+pub fn keys(req: &HttpRequest) -> Result<Arc<Keys>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .map(|state| state.keys.clone())
+        .ok_or_else(|| ApiError::Internal("no application state".into()))
 }
 
 /// The engine context of a write: the caller, with the idempotency spec if the request
@@ -122,15 +126,17 @@ pub fn respond<T>(
     }
 }
 
-/// Parses a JSON body with the API's error mapping (400 `invalid_json` / `invalid_request`).
+/// Parses a JSON body with the API's error mapping (400 `invalid_json` / `invalid_request`);
+/// an integral number such as `1443.0` reads as an integer.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(super::errors::json_error)
+    super::json_body::parse(body)
 }
 
-/// The stored form of an `Idempotency-Key`: its SHA-256. Clients sometimes put meaning into
-/// keys, and the key is what opens a sealed response (see [`Once`]), so it is never stored.
-fn digest(raw: &str) -> String {
-    hex::encode(Sha256::digest(raw.as_bytes()))
+/// The stored form of an `Idempotency-Key`: a keyed digest. Clients sometimes put meaning into
+/// keys, and the key is part of what opens a sealed response (see [`Once`]), so it is never
+/// stored.
+fn digest(keys: &Keys, raw: &str) -> String {
+    keys.digest("idempotency key", raw.as_bytes())
 }
 
 /// Keys being run by this node's admin requests, as (scope, digest): a second request with a
@@ -176,6 +182,7 @@ pub struct Once {
     fingerprint: String,
     /// Holds the key's (scope, digest) on this node while the request runs.
     claim: Claim,
+    keys: Arc<Keys>,
 }
 
 /// A response stored by an earlier request with the same key, opened.
@@ -208,9 +215,6 @@ impl Answer {
     }
 }
 
-const SEALED_PREFIX: &str = "sealed:v1:";
-const NONCE_BYTES: usize = 12;
-
 impl Once {
     /// Claims the request's key on this node; `None` without a key. A malformed key is a 400,
     /// a key still running here a 409.
@@ -223,13 +227,15 @@ impl Once {
         let Some(raw) = header_key(req)? else {
             return Ok(None);
         };
+        let keys = keys(req)?;
         let claim = in_flight
-            .claim((scope.to_owned(), digest(raw)))
+            .claim((scope.to_owned(), digest(&keys, raw)))
             .ok_or(ApiError::IdempotencyInFlight)?;
         Ok(Some(Self {
             raw: raw.to_owned(),
-            fingerprint: fingerprint(req, body),
+            fingerprint: fingerprint(&keys, req, body),
             claim,
+            keys,
         }))
     }
 
@@ -295,38 +301,34 @@ impl Once {
         body: &str,
         at: DateTime<Utc>,
     ) -> Result<ScopedResponse, ApiError> {
-        let nonce: [u8; NONCE_BYTES] = rand::random();
         let sealed = self
-            .cipher()?
-            .encrypt(Nonce::from_slice(&nonce), body.as_bytes())
-            .map_err(|_| ApiError::Internal("sealing a response failed".into()))?;
-        let mut stored = nonce.to_vec();
-        stored.extend(sealed);
+            .keys
+            .seal(self.raw.as_bytes(), &self.seal_context(), body.as_bytes());
         Ok(ScopedResponse {
             scope: self.scope().to_owned(),
             record: IdempotencyRecord {
                 key: self.key().to_owned(),
                 fingerprint: self.fingerprint.clone(),
                 status: status.as_u16(),
-                body: format!("{SEALED_PREFIX}{}", BASE64.encode(stored)),
+                body: sealed,
                 created_at: at,
             },
         })
     }
 
     fn open(&self, stored: &str) -> Result<String, ApiError> {
-        let corrupt = || ApiError::Internal("a stored response cannot be opened".into());
-        let bytes = stored
-            .strip_prefix(SEALED_PREFIX)
-            .and_then(|b| BASE64.decode(b).ok())
-            .filter(|b| b.len() > NONCE_BYTES)
-            .ok_or_else(corrupt)?;
-        let (nonce, sealed) = bytes.split_at(NONCE_BYTES);
+        let corrupt =
+            |e: String| ApiError::Internal(format!("a stored response cannot be opened: {e}"));
         let plain = self
-            .cipher()?
-            .decrypt(Nonce::from_slice(nonce), sealed)
-            .map_err(|_| corrupt())?;
-        String::from_utf8(plain).map_err(|_| corrupt())
+            .keys
+            .open(self.raw.as_bytes(), &self.seal_context(), stored)
+            .map_err(|e| corrupt(e.to_string()))?;
+        String::from_utf8(plain).map_err(|_| corrupt("not UTF-8".into()))
+    }
+
+    /// What a stored response is sealed for: its scope and request.
+    fn seal_context(&self) -> String {
+        format!("replay\n{}\n{}", self.scope(), self.fingerprint)
     }
 
     fn scope(&self) -> &str {
@@ -336,16 +338,5 @@ impl Once {
     /// The key as stored: its digest.
     fn key(&self) -> &str {
         &self.claim.entry.1
-    }
-
-    fn cipher(&self) -> Result<ChaCha20Poly1305, ApiError> {
-        let kdf = Hkdf::<Sha256>::new(Some(b"payrail idempotency v1"), self.raw.as_bytes());
-        let mut key = [0u8; 32];
-        kdf.expand_multi_info(
-            &[self.scope().as_bytes(), b"\n", self.fingerprint.as_bytes()],
-            &mut key,
-        )
-        .map_err(|_| ApiError::Internal("deriving a sealing key failed".into()))?;
-        Ok(ChaCha20Poly1305::new(&key.into()))
     }
 }

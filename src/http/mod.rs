@@ -54,6 +54,7 @@ pub struct AppState {
     pub db: Db,
     pub gateway: Arc<dyn Gateway>,
     pub clock: Arc<dyn Clock>,
+    pub keys: Arc<crate::keys::Keys>,
     pub settings: HttpSettings,
     pub limiter: auth::RateLimiter,
     pub secrets: webhooks::SecretCache,
@@ -70,6 +71,7 @@ impl AppState {
         db: Db,
         gateway: Arc<dyn Gateway>,
         clock: Arc<dyn Clock>,
+        keys: Arc<crate::keys::Keys>,
         settings: HttpSettings,
     ) -> anyhow::Result<Self> {
         Ok(Self {
@@ -79,6 +81,7 @@ impl AppState {
             db,
             gateway,
             clock,
+            keys,
             settings,
             secrets: webhooks::SecretCache::default(),
             in_flight: Arc::default(),

@@ -2,12 +2,16 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
-use payrail_actors::domain::{InvoiceId, PaymentId, PaymentMethodInput, PaymentStatus};
+use payrail_actors::domain::{
+    card_fingerprint, tenant_fingerprint_key, InvoiceId, PaymentId, PaymentMethodInput,
+    PaymentStatus, TenantId,
+};
 use payrail_actors::engine::PaymentAttempt;
 use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
+use super::constraints;
 use super::errors::ApiError;
 use super::idempotency::{context, parse, respond};
 use super::openapi::{
@@ -18,15 +22,17 @@ use super::schemas::{Page, PaymentMethodInputSchema};
 use super::tenants::PageQuery;
 use super::views::{EventView, PaymentView, RefundView};
 use super::{detached, views, AppState};
+use crate::keys::Keys;
 
 /// A payment attempt on an `open` or `uncollectible` invoice.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreatePayment {
-    #[schema(example = "inv_01jd6x2c8ef9r4t7bq5n1k3h2m")]
+    /// An unknown or malformed id is a 404.
+    #[schema(schema_with = constraints::invoice_id)]
     invoice_id: String,
-    /// Default: the invoice's `amountRemaining`.
-    #[schema(minimum = 1)]
+    /// Default: the invoice's `amountRemaining`; more than that is a 422.
+    #[schema(schema_with = constraints::amount_optional)]
     amount: Option<i64>,
     #[schema(value_type = PaymentMethodInputSchema)]
     payment_method: PaymentMethodInput,
@@ -36,11 +42,33 @@ pub struct CreatePayment {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRefund {
-    /// Default: everything still refundable.
-    #[schema(minimum = 1)]
+    /// Default: everything still refundable; more than that is a 422.
+    #[schema(schema_with = constraints::amount_optional)]
     amount: Option<i64>,
-    #[schema(example = "requested_by_customer")]
+    #[schema(schema_with = constraints::refund_reason)]
     reason: Option<String>,
+}
+
+/// The body the idempotency fingerprint is computed over: the card number replaced by the
+/// card's fingerprint and the CVC by a keyed digest, so the stored fingerprint derives from no
+/// card data (it is keyed as well).
+fn fingerprint_body(keys: &Keys, tenant: TenantId, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut request: serde_json::Value = parse(body)?;
+    if let Some(method) = request
+        .get_mut("paymentMethod")
+        .and_then(|m| m.as_object_mut())
+    {
+        let card_key = tenant_fingerprint_key(&keys.card_fingerprint_key(), tenant);
+        for field in ["number", "cvc"] {
+            if let Some(value) = method.get_mut(field) {
+                let text = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                *value = serde_json::Value::String(card_fingerprint(&card_key, &text));
+            }
+        }
+    }
+    serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 fn parse_id(raw: &str) -> Result<PaymentId, ApiError> {
@@ -73,7 +101,8 @@ pub async fn create(
         .invoice_id
         .parse()
         .map_err(|_| ApiError::NotFound("invoice"))?;
-    let ctx = context(&auth, &req, &body, StatusCode::CREATED)?;
+    let fingerprinted = fingerprint_body(&state.keys, auth.tenant, &body)?;
+    let ctx = context(&auth, &req, &fingerprinted, StatusCode::CREATED)?;
     let attempt = PaymentAttempt {
         invoice_id,
         amount: input.amount,
@@ -115,13 +144,15 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this invoice's payments.
+    #[param(schema_with = constraints::invoice_id_param)]
     invoice_id: Option<String>,
     #[param(value_type = Option<views::PaymentStatus>)]
     status: Option<String>,
-    #[param(minimum = 1)]
+    /// 1-based, default 1.
+    #[param(schema_with = constraints::page)]
     page: Option<u32>,
     /// 1-100, default 10.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = constraints::page_size)]
     page_size: Option<u32>,
 }
 

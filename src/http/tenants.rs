@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use payrail_actors::domain::{ApiKeyId, TenantId};
 use payrail_actors::ports::{AccountRegistration, Gateway};
+use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -26,8 +27,7 @@ pub const NAME_MAX_CHARS: usize = 200;
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
-    /// 1-200 characters.
-    #[schema(example = "Acme")]
+    #[schema(schema_with = super::constraints::tenant_name, example = "Acme")]
     name: String,
 }
 
@@ -109,7 +109,7 @@ pub async fn create(
     let tenant = TenantRow {
         id: TenantId::new(),
         name,
-        webhook_secret: random_secret("whsec_"),
+        webhook_secret: random_secret("whsec_").into(),
         previous_webhook_secret: None,
         previous_valid_until: None,
         created_at: now,
@@ -125,14 +125,15 @@ pub async fn create(
     let created = to_json(&TenantCreated {
         tenant: view(&tenant),
         api_key: KeyCreated::new(&key),
-        webhook_secret: tenant.webhook_secret.clone(),
+        webhook_secret: tenant.webhook_secret.expose_secret().to_owned(),
     });
     let registration = AccountRegistration {
         account: tenant.id,
         webhook_url: state.settings.webhook_url.clone(),
-        webhook_secret: tenant.webhook_secret.clone(),
+        webhook_secret: tenant.webhook_secret.expose_secret().to_owned(),
     };
     let (db, gateway) = (state.db.clone(), state.gateway.clone());
+    let id = tenant.id;
     let answer = Once::run(
         once.as_ref(),
         &state.db,
@@ -149,6 +150,8 @@ pub async fn create(
         },
     )
     .await?;
+    // In case a forged webhook had the account cached as unknown.
+    state.secrets.forget(id);
     Ok(answer.respond())
 }
 
@@ -192,10 +195,10 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// 1-based, default 1.
-    #[param(minimum = 1)]
+    #[param(schema_with = super::constraints::page)]
     pub page: Option<u32>,
     /// 1-100, default 10.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = super::constraints::page_size)]
     pub page_size: Option<u32>,
 }
 
@@ -294,7 +297,7 @@ pub async fn rotate(
             if db
                 .rotate_webhook_secret(
                     id,
-                    &registration.webhook_secret,
+                    &registration.webhook_secret.clone().into(),
                     valid_until,
                     response.as_ref(),
                 )
@@ -333,7 +336,8 @@ async fn reassert_secret(state: &AppState, id: TenantId, replayed: &str) -> Resu
     let (db, gateway) = (state.db.clone(), state.gateway.clone());
     detached(async move {
         let current = db.webhook_secrets(id).await?.map(|(current, _)| current);
-        if current.as_deref() == Some(registration.webhook_secret.as_str()) {
+        let current = current.as_ref().map(|s| s.expose_secret());
+        if current == Some(registration.webhook_secret.as_str()) {
             register(gateway.as_ref(), &registration).await?;
         }
         Ok(())

@@ -10,6 +10,7 @@ use actix_web::{post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Currency, GatewayOutcome, PaymentId, RefundId, TenantId};
 use payrail_actors::engine::GatewayEvent;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -26,16 +27,28 @@ pub const BATCH_MAX_EVENTS: usize = 500;
 const SECRET_CACHE_TTL: Duration = Duration::from_secs(5);
 const SECRET_CACHE_MAX_ENTRIES: usize = 100_000;
 
-/// `(current, previous-until)` webhook secrets per tenant, briefly cached.
-#[derive(Default)]
+/// `(current, previous-until)` webhook secrets per tenant, briefly cached. An unknown account
+/// is cached too (as `None`), so a flood of forged requests naming it costs no database read.
 pub struct SecretCache {
-    entries: Mutex<HashMap<TenantId, (Instant, Secrets)>>,
+    entries: Mutex<HashMap<TenantId, (Instant, Option<Secrets>)>>,
+    /// What an unknown account's signatures are checked against: the refusal then costs the
+    /// same work as a known account's.
+    decoy: String,
 }
 
-type Secrets = (String, Option<(String, DateTime<Utc>)>);
+type Secrets = (SecretString, Option<(SecretString, DateTime<Utc>)>);
+
+impl Default for SecretCache {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            decoy: super::auth::random_secret("whsec_"),
+        }
+    }
+}
 
 impl SecretCache {
-    fn get(&self, tenant: TenantId) -> Option<Secrets> {
+    fn get(&self, tenant: TenantId) -> Option<Option<Secrets>> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries
             .get(&tenant)
@@ -43,7 +56,7 @@ impl SecretCache {
             .map(|(_, s)| s.clone())
     }
 
-    fn put(&self, tenant: TenantId, secrets: Secrets) {
+    fn put(&self, tenant: TenantId, secrets: Option<Secrets>) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= SECRET_CACHE_MAX_ENTRIES {
             entries.clear();
@@ -51,12 +64,19 @@ impl SecretCache {
         entries.insert(tenant, (Instant::now(), secrets));
     }
 
+    /// Drops what is cached for `tenant` (its secrets changed, or it was just created).
     pub fn forget(&self, tenant: TenantId) {
         self.entries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&tenant);
     }
+}
+
+/// All that is read of a body before its signature verifies: the account it names.
+#[derive(Deserialize)]
+struct Envelope {
+    account: Option<String>,
 }
 
 /// One gateway event. Types: `payment.processing`, `payment.succeeded`, `payment.failed`,
@@ -155,16 +175,65 @@ fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
     })
 }
 
-async fn secrets_for(state: &web::Data<AppState>, tenant: TenantId) -> Result<Secrets, ApiError> {
+/// The account's secrets, or `None` for an account that does not exist (or is no tenant id).
+async fn secrets_for(
+    state: &web::Data<AppState>,
+    account: &str,
+) -> Result<Option<Secrets>, ApiError> {
+    let Ok(tenant) = account.parse::<TenantId>() else {
+        return Ok(None);
+    };
     if let Some(secrets) = state.secrets.get(tenant) {
         return Ok(secrets);
     }
     let db = state.db.clone();
-    let secrets = detached(async move { Ok(db.webhook_secrets(tenant).await?) })
-        .await?
-        .ok_or_else(|| ApiError::InvalidSignature("unknown account".into()))?;
+    let secrets = detached(async move { Ok(db.webhook_secrets(tenant).await?) }).await?;
     state.secrets.put(tenant, secrets.clone());
     Ok(secrets)
+}
+
+/// Checks the signature against the account's secrets (a decoy for an unknown account). Every
+/// refusal that depends on the account reads the same, so a caller cannot tell whether a
+/// tenant exists.
+fn verify(
+    state: &AppState,
+    req: &HttpRequest,
+    body: &[u8],
+    secrets: Option<&Secrets>,
+) -> Result<(), ApiError> {
+    let header = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let now = state.clock.now();
+    let mut valid = Vec::with_capacity(2);
+    match secrets {
+        Some((current, previous)) => {
+            valid.push(current.expose_secret());
+            if let Some((old, until)) = previous {
+                if *until > now {
+                    valid.push(old.expose_secret());
+                }
+            }
+        }
+        None => valid.push(state.secrets.decoy.as_str()),
+    }
+    let checked = signature::verify(
+        header,
+        body,
+        &valid,
+        now.timestamp(),
+        state.settings.signature_tolerance_secs,
+    )
+    .and_then(|()| match secrets {
+        Some(_) => Ok(()),
+        None => Err(SignatureError::Invalid),
+    });
+    checked.map_err(|e| match e {
+        SignatureError::Stale => ApiError::StaleSignature,
+        other => ApiError::InvalidSignature(other.to_string()),
+    })
 }
 
 /// Gateway outcomes, signed with the tenant's webhook secret
@@ -187,43 +256,22 @@ pub async fn receive(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let parsed: Body = parse(&body)?;
-    let (account, events) = match parsed {
-        Body::Batch { account, events } => (account, events),
-        Body::Single(event) => (event.account.clone().unwrap_or_default(), vec![event]),
+    let envelope: Envelope = parse(&body)?;
+    let account = envelope.account.unwrap_or_default();
+    let secrets = secrets_for(&state, &account).await?;
+    verify(&state, &req, &body, secrets.as_ref())?;
+    let tenant: TenantId = account
+        .parse()
+        .map_err(|_| ApiError::InvalidSignature(SignatureError::Invalid.to_string()))?;
+    let events = match parse::<Body>(&body)? {
+        Body::Batch { events, .. } => events,
+        Body::Single(event) => vec![event],
     };
     if events.len() > BATCH_MAX_EVENTS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {BATCH_MAX_EVENTS} events per request"
         )));
     }
-    let tenant: TenantId = account
-        .parse()
-        .map_err(|_| ApiError::InvalidSignature("unknown account".into()))?;
-    let header = req
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let (current, previous) = secrets_for(&state, tenant).await?;
-    let now = state.clock.now();
-    let mut valid = vec![current.as_str()];
-    if let Some((old, until)) = &previous {
-        if *until > now {
-            valid.push(old.as_str());
-        }
-    }
-    signature::verify(
-        header,
-        &body,
-        &valid,
-        now.timestamp(),
-        state.settings.signature_tolerance_secs,
-    )
-    .map_err(|e| match e {
-        SignatureError::Stale => ApiError::StaleSignature,
-        other => ApiError::InvalidSignature(other.to_string()),
-    })?;
     let received = events.len();
     let converted: Vec<GatewayEvent> = events
         .into_iter()
@@ -233,5 +281,6 @@ pub async fn receive(
     let mut summary = state.engine.apply_gateway_events(tenant, converted).await?;
     summary.received = received;
     summary.rejected += rejected_early;
+    state.intake.record(tenant, &summary, state.clock.now());
     Ok(HttpResponse::Ok().json(summary))
 }

@@ -18,6 +18,7 @@ mod plan;
 mod postgres;
 mod queries;
 mod rows;
+mod secrets;
 mod sqlite;
 mod stmt;
 mod summary;
@@ -30,6 +31,8 @@ mod write;
 mod tests;
 
 use std::sync::Arc;
+
+use crate::keys::Keys;
 
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite as SqliteBackend;
@@ -59,6 +62,8 @@ enum Backend {
 pub struct Db {
     backend: Arc<Backend>,
     feed: feed::Feed,
+    /// Seals secrets on their way in, opens them on the way out.
+    keys: Arc<Keys>,
 }
 
 impl std::fmt::Debug for Db {
@@ -72,7 +77,7 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Connects and applies pending migrations: PostgreSQL for `postgres://`/`postgresql://`
     /// URLs (a pool of `pool_size`), SQLite for `sqlite://path` (the folder is created).
-    pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Db> {
+    pub async fn connect(url: &str, pool_size: usize, keys: Arc<Keys>) -> anyhow::Result<Db> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Backend::Postgres(postgres::Postgres::connect(url, pool_size).await?)
         } else if let Some(path) = url.strip_prefix("sqlite://") {
@@ -86,6 +91,7 @@ impl Db {
         Ok(Db {
             backend: Arc::new(backend),
             feed: feed::Feed::default(),
+            keys,
         })
     }
 

@@ -5,18 +5,21 @@ use payrail_actors::domain::{
     ApiKeyId, Currency, Event, Invoice, InvoiceId, InvoiceStatus, TenantId,
 };
 use payrail_actors::ports::IdempotencyRecord;
+use secrecy::SecretString;
 
 /// The largest page any list answers, whatever is asked.
 pub const PAGE_SIZE_MAX: u32 = 100;
 /// The largest `limit` of the audit-log and cursor-mode lists.
 pub const LIST_LIMIT_MAX: u32 = 100;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A tenant, with its webhook secrets in the clear: they are sealed under the master key on
+/// their way into the database and opened on the way out.
+#[derive(Debug, Clone)]
 pub struct TenantRow {
     pub id: TenantId,
     pub name: String,
-    pub webhook_secret: String,
-    pub previous_webhook_secret: Option<String>,
+    pub webhook_secret: SecretString,
+    pub previous_webhook_secret: Option<SecretString>,
     pub previous_valid_until: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }

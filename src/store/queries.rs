@@ -6,13 +6,14 @@ use payrail_actors::domain::{
     ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, TenantId,
 };
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use secrecy::SecretString;
 
 use super::model::{
     ApiKeyRow, ScopedResponse, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX,
 };
 use super::rows::{
-    api_key_columns, event_columns, idempotency_columns, into_stored, tenant_columns, ApiKeySqlRow,
-    CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
+    api_key_columns, event_columns, idempotency_columns, into_stored, seal_webhook_secret,
+    tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
 };
 use super::stmt::{Bind, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
@@ -52,8 +53,17 @@ impl Db {
             vec![
                 Bind::Text(tenant.id.to_string()),
                 Bind::Text(tenant.name.clone()),
-                Bind::Text(tenant.webhook_secret.clone()),
-                Bind::OptText(tenant.previous_webhook_secret.clone()),
+                Bind::Text(seal_webhook_secret(
+                    &self.keys,
+                    tenant.id,
+                    &tenant.webhook_secret,
+                )),
+                Bind::OptText(
+                    tenant
+                        .previous_webhook_secret
+                        .as_ref()
+                        .map(|s| seal_webhook_secret(&self.keys, tenant.id, s)),
+                ),
                 Bind::opt_ts(tenant.previous_valid_until),
                 Bind::ts(tenant.created_at),
             ],
@@ -103,7 +113,7 @@ impl Db {
                 vec![Bind::Text(id.to_string())],
             ))
             .await?;
-        row.map(TenantSqlRow::into_row).transpose()
+        row.map(|r| r.into_row(&self.keys)).transpose()
     }
 
     /// Oldest first; `page` from 1.
@@ -128,7 +138,7 @@ impl Db {
         );
         let rows = rows
             .into_iter()
-            .map(TenantSqlRow::into_row)
+            .map(|r| r.into_row(&self.keys))
             .collect::<Result<_, _>>()?;
         Ok((rows, total))
     }
@@ -138,7 +148,7 @@ impl Db {
     pub async fn rotate_webhook_secret(
         &self,
         id: TenantId,
-        new_secret: &str,
+        new_secret: &SecretString,
         previous_valid_until: DateTime<Utc>,
         response: Option<&ScopedResponse>,
     ) -> Result<bool, StoreError> {
@@ -151,7 +161,7 @@ impl Db {
              previous_valid_until = ?, webhook_secret = ? WHERE id = ?",
             vec![
                 Bind::ts(previous_valid_until),
-                Bind::text(new_secret),
+                Bind::Text(seal_webhook_secret(&self.keys, id, new_secret)),
                 Bind::Text(id.to_string()),
             ],
         ));
@@ -164,7 +174,7 @@ impl Db {
     pub async fn webhook_secrets(
         &self,
         id: TenantId,
-    ) -> Result<Option<(String, Option<(String, DateTime<Utc>)>)>, StoreError> {
+    ) -> Result<Option<(SecretString, Option<(SecretString, DateTime<Utc>)>)>, StoreError> {
         Ok(self.get_tenant(id).await?.map(|t| {
             let previous = t.previous_webhook_secret.zip(t.previous_valid_until);
             (t.webhook_secret, previous)

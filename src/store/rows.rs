@@ -3,9 +3,12 @@
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
-use payrail_actors::domain::{Event, EventData, Invoice, Payment};
+use payrail_actors::domain::{Event, EventData, Invoice, Payment, TenantId};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
+
+use crate::keys::{KeyError, Keys};
 
 use super::model::{ApiKeyRow, StoredEvent, TenantRow};
 use super::stmt::{from_micros, Dialect};
@@ -154,6 +157,36 @@ pub(crate) struct KeyRow {
     pub(crate) n: Option<i64>,
 }
 
+/// What a tenant's webhook secret is sealed for: its own row, so a sealed value copied into
+/// another tenant's row does not open.
+fn webhook_secret_context(tenant: TenantId) -> String {
+    format!("webhook secret of {tenant}")
+}
+
+pub(crate) fn seal_webhook_secret(keys: &Keys, tenant: TenantId, secret: &SecretString) -> String {
+    keys.seal(
+        b"",
+        &webhook_secret_context(tenant),
+        secret.expose_secret().as_bytes(),
+    )
+}
+
+/// Opens a stored webhook secret. A value stored in the clear by an older version is taken as
+/// it is; the next start seals it (`Db::reseal_secrets`).
+pub(crate) fn open_webhook_secret(
+    keys: &Keys,
+    tenant: TenantId,
+    stored: &str,
+) -> Result<SecretString, StoreError> {
+    match keys.open(b"", &webhook_secret_context(tenant), stored) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(SecretString::from)
+            .map_err(|_| corrupt("a webhook secret is not UTF-8")),
+        Err(KeyError::NotSealed) => Ok(SecretString::from(stored.to_owned())),
+        Err(e) => Err(StoreError::Unavailable(format!("tenant {tenant}: {e}"))),
+    }
+}
+
 pub(crate) fn tenant_columns(d: Dialect) -> String {
     format!(
         "id, name, webhook_secret, previous_webhook_secret, {} AS previous_valid_until, {} AS created_at",
@@ -179,12 +212,27 @@ pub(crate) struct TenantSqlRow {
 }
 
 impl TenantSqlRow {
-    pub(crate) fn into_row(self) -> Result<TenantRow, StoreError> {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current webhook secret as stored (sealed).
+    pub(crate) fn stored_secret(&self) -> &str {
+        &self.webhook_secret
+    }
+
+    /// The row with its secrets opened.
+    pub(crate) fn into_row(self, keys: &Keys) -> Result<TenantRow, StoreError> {
+        let id: TenantId = parse_id(&self.id)?;
+        let previous = self
+            .previous_webhook_secret
+            .map(|s| open_webhook_secret(keys, id, &s))
+            .transpose()?;
         Ok(TenantRow {
-            id: parse_id(&self.id)?,
+            webhook_secret: open_webhook_secret(keys, id, &self.webhook_secret)?,
+            id,
             name: self.name,
-            webhook_secret: self.webhook_secret,
-            previous_webhook_secret: self.previous_webhook_secret,
+            previous_webhook_secret: previous,
             previous_valid_until: self.previous_valid_until.map(from_micros),
             created_at: from_micros(self.created_at),
         })

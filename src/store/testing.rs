@@ -2,12 +2,14 @@
 //! (`PAYRAIL_TEST_PG_URL`, set by `scripts/test`), or a new SQLite file.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection};
 
 use super::Db;
+use crate::keys::Keys;
 
 /// The pool size of test databases: small, tests run many at once.
 const TEST_POOL_SIZE: usize = 4;
@@ -33,7 +35,7 @@ pub async fn fresh_postgres() -> anyhow::Result<(Db, String)> {
     let mut url = url::Url::parse(&base).context("parsing PAYRAIL_TEST_PG_URL")?;
     url.set_path(&format!("/{name}"));
     let url = url.to_string();
-    let db = Db::connect(&url, TEST_POOL_SIZE).await?;
+    let db = Db::connect(&url, TEST_POOL_SIZE, Arc::new(Keys::ephemeral())).await?;
     Ok((db, url))
 }
 
@@ -41,6 +43,6 @@ pub async fn fresh_postgres() -> anyhow::Result<(Db, String)> {
 pub async fn fresh_sqlite(dir: &Path) -> anyhow::Result<(Db, String)> {
     let file = dir.join(format!("payrail-{}.db", uuid::Uuid::now_v7().simple()));
     let url = format!("sqlite://{}", file.display());
-    let db = Db::connect(&url, TEST_POOL_SIZE).await?;
+    let db = Db::connect(&url, TEST_POOL_SIZE, Arc::new(Keys::ephemeral())).await?;
     Ok((db, url))
 }

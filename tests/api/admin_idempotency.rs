@@ -45,16 +45,23 @@ async fn total(app: &TestApp, path: &str, key: &str) -> usize {
     }
 }
 
-fn digest(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
+/// The stored form of an `Idempotency-Key`: keyed with the deployment's hashing key, so a
+/// plain SHA-256 of a guessed key finds nothing.
+fn digest(app: &TestApp, key: &str) -> String {
+    app._state.keys.digest("idempotency key", key.as_bytes())
 }
 
 /// The stored response holds no secret in the clear, and is found only under the key's digest.
 async fn assert_sealed(app: &TestApp, scope: &str, key: &str, secrets: &[&str]) {
     let db = &app._state.db;
     assert_eq!(db.stored_response(scope, key).await.unwrap(), None);
+    let plain_digest = hex::encode(Sha256::digest(key.as_bytes()));
+    assert_eq!(
+        db.stored_response(scope, &plain_digest).await.unwrap(),
+        None
+    );
     let stored = db
-        .stored_response(scope, &digest(key))
+        .stored_response(scope, &digest(app, key))
         .await
         .unwrap()
         .expect("the response is stored under the key's digest");
@@ -65,6 +72,14 @@ async fn assert_sealed(app: &TestApp, scope: &str, key: &str, secrets: &[&str]) 
         );
     }
     assert!(!stored.body.contains("prk_") && !stored.body.contains("whsec_"));
+    // Sealed under the master key (with the client's key mixed in): reading the database and
+    // guessing the `Idempotency-Key` is not enough to open it.
+    let master = app._state.keys.current_id();
+    assert!(
+        stored.body.starts_with(&format!("pr1.{master}.")),
+        "{}",
+        stored.body
+    );
 }
 
 async fn tenant_creation_replays_its_secrets(app: &TestApp) {

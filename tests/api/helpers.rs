@@ -49,7 +49,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
     };
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
-        database_url: Some(url),
+        database_url: Some(url.into()),
         db_pool_size: 4,
         admin_token: Some(ADMIN.to_owned().into()),
         rate_limit_per_sec: 10_000,

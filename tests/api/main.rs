@@ -798,5 +798,6 @@ mod openapi;
 mod rate_limits;
 mod requests;
 mod tenants;
+mod webhook_auth;
 mod sse;
 mod stream;

@@ -13,7 +13,7 @@ use crate::helpers::ADMIN;
 async fn instance(url: &str) -> (String, actix_web::web::Data<payrail::http::AppState>) {
     let settings = Settings {
         bind: "127.0.0.1:0".into(),
-        database_url: Some(url.to_owned()),
+        database_url: Some(url.to_owned().into()),
         db_pool_size: 4,
         admin_token: Some(ADMIN.to_owned().into()),
         ..Settings::default()

@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use super::{DomainError, FieldError};
+use super::{DomainError, FieldError, TenantId};
 
 /// What is kept about a card: never the full number.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,8 +186,19 @@ fn brand_of(number: &str) -> &'static str {
     }
 }
 
+/// The fingerprint key of one tenant, derived from the deployment's: a card's fingerprint is
+/// stable within a tenant and says nothing about the same card at another tenant.
+pub fn tenant_fingerprint_key(deployment_key: &[u8], tenant: TenantId) -> Vec<u8> {
+    let Ok(mut mac) = <Hmac<Sha256> as Mac>::new_from_slice(deployment_key) else {
+        return Vec::new();
+    };
+    mac.update(b"tenant card fingerprint\0");
+    mac.update(tenant.to_string().as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
 /// A keyed fingerprint: the same card gives the same value per key, and it cannot be reversed.
-fn fingerprint(key: &[u8], number: &str) -> String {
+pub fn fingerprint(key: &[u8], number: &str) -> String {
     let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
         return String::new();
     };

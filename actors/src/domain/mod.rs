@@ -9,7 +9,10 @@ pub mod invoice;
 pub mod money;
 pub mod payment;
 
-pub use card::{CardSummary, PaymentMethodInput, PaymentSource};
+pub use card::{
+    fingerprint as card_fingerprint, tenant_fingerprint_key, CardSummary, PaymentMethodInput,
+    PaymentSource,
+};
 pub use events::{Event, EventData, StreamId};
 pub use ids::{ApiKeyId, EventId, IdParseError, InvoiceId, PaymentId, RefundId, TenantId};
 pub use invoice::{Invoice, InvoiceCommand, InvoiceDetails, InvoiceInput, InvoiceStatus, LineItem};

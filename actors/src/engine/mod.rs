@@ -20,7 +20,7 @@ use crate::actors::supervisor::{
 };
 use crate::actors::{durably, AuditRouter, Deps, Registry, WriterHandle};
 use crate::config::EngineConfig;
-use crate::domain::card::parse_payment_method;
+use crate::domain::card::{parse_payment_method, tenant_fingerprint_key};
 use crate::domain::{
     Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment, PaymentId, PaymentMethodInput,
     Refund, RefundId, StreamId, TenantId,
@@ -307,8 +307,8 @@ impl Engine {
             u32::try_from(chrono::Datelike::year(&now)).unwrap_or(0),
             chrono::Datelike::month(&now),
         );
-        let (card, source) =
-            parse_payment_method(&attempt.method, &self.deps.config.fingerprint_key, today)?;
+        let key = tenant_fingerprint_key(&self.deps.config.fingerprint_key, ctx.tenant);
+        let (card, source) = parse_payment_method(&attempt.method, &key, today)?;
         require_positive(attempt.amount)?;
         self.admitted(ctx.tenant, |handle| async move {
             let msg = ToNewPayment {

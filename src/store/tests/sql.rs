@@ -1,11 +1,12 @@
 //! SQL-only behaviour, on SQLite and PostgreSQL alike: list filters, sorts and paging,
 //! timelines and the audit log, trailing events, purge, projection rebuild, tenants and keys.
 
-use chrono::{Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use payrail_actors::domain::{
     ApiKeyId, Event, EventData, Invoice, PaymentStatus, RefundId, StreamId, TenantId,
 };
 use payrail_actors::ports::{EventStore, IdempotencyRecord, StoreError, Unit};
+use secrecy::{ExposeSecret, SecretString};
 
 use super::fixtures::*;
 use super::lists::seed_invoices;
@@ -347,11 +348,34 @@ fn tenant_row(i: i64) -> TenantRow {
     TenantRow {
         id: TenantId::new(),
         name: format!("T{i}"),
-        webhook_secret: format!("whsec_{i}"),
+        webhook_secret: format!("whsec_{i}").into(),
         previous_webhook_secret: None,
         previous_valid_until: None,
         created_at: at(i),
     }
+}
+
+/// A tenant row with its secrets exposed, to compare.
+fn plain(t: &TenantRow) -> (TenantId, String, String, Option<String>) {
+    (
+        t.id,
+        t.name.clone(),
+        t.webhook_secret.expose_secret().to_owned(),
+        t.previous_webhook_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned()),
+    )
+}
+
+type Secrets = Option<(SecretString, Option<(SecretString, DateTime<Utc>)>)>;
+
+fn secrets(found: Secrets) -> Option<(String, Option<(String, DateTime<Utc>)>)> {
+    found.map(|(current, previous)| {
+        (
+            current.expose_secret().to_owned(),
+            previous.map(|(s, until)| (s.expose_secret().to_owned(), until)),
+        )
+    })
 }
 
 async fn tenants_and_api_keys(db: Db) {
@@ -373,30 +397,34 @@ async fn tenants_and_api_keys(db: Db) {
         "the refused tenant's key went with it"
     );
     assert_eq!(
-        db.get_tenant(tenants[1].id).await.unwrap(),
-        Some(tenants[1].clone())
+        db.get_tenant(tenants[1].id)
+            .await
+            .unwrap()
+            .map(|t| plain(&t)),
+        Some(plain(&tenants[1]))
     );
-    assert_eq!(db.get_tenant(TenantId::new()).await.unwrap(), None);
+    assert!(db.get_tenant(TenantId::new()).await.unwrap().is_none());
+    let (page, total) = db.list_tenants(2, 2).await.unwrap();
     assert_eq!(
-        db.list_tenants(2, 2).await.unwrap(),
-        (vec![tenants[2].clone()], 3)
+        (page.iter().map(plain).collect::<Vec<_>>(), total),
+        (vec![plain(&tenants[2])], 3)
     );
 
     let t = tenants[0].id;
     assert!(db
-        .rotate_webhook_secret(t, "whsec_new", at(60), None)
+        .rotate_webhook_secret(t, &"whsec_new".into(), at(60), None)
         .await
         .unwrap());
     assert!(!db
-        .rotate_webhook_secret(TenantId::new(), "x", at(60), None)
+        .rotate_webhook_secret(TenantId::new(), &"x".into(), at(60), None)
         .await
         .unwrap());
     assert_eq!(
-        db.webhook_secrets(t).await.unwrap(),
+        secrets(db.webhook_secrets(t).await.unwrap()),
         Some(("whsec_new".into(), Some(("whsec_0".into(), at(60)))))
     );
     assert_eq!(
-        db.webhook_secrets(tenants[1].id).await.unwrap(),
+        secrets(db.webhook_secrets(tenants[1].id).await.unwrap()),
         Some(("whsec_1".into(), None))
     );
 
@@ -483,20 +511,30 @@ async fn admin_responses_are_kept_with_their_effect(db: Db) {
         .await,
         Err(StoreError::IdempotencyKeyTaken)
     );
-    assert_eq!(db.get_tenant(second.id).await.unwrap(), None);
+    assert!(db.get_tenant(second.id).await.unwrap().is_none());
     assert_eq!(db.find_api_key(key2.id).await.unwrap(), None);
 
     assert!(db
-        .rotate_webhook_secret(first.id, "whsec_r", at(9), Some(&kept(platform, "k2", "r")))
+        .rotate_webhook_secret(
+            first.id,
+            &"whsec_r".into(),
+            at(9),
+            Some(&kept(platform, "k2", "r"))
+        )
         .await
         .unwrap());
     assert_eq!(
-        db.rotate_webhook_secret(first.id, "whsec_x", at(9), Some(&kept(platform, "k2", "x")))
-            .await,
+        db.rotate_webhook_secret(
+            first.id,
+            &"whsec_x".into(),
+            at(9),
+            Some(&kept(platform, "k2", "x"))
+        )
+        .await,
         Err(StoreError::IdempotencyKeyTaken)
     );
     assert_eq!(
-        db.webhook_secrets(first.id).await.unwrap().map(|(s, _)| s),
+        secrets(db.webhook_secrets(first.id).await.unwrap()).map(|(s, _)| s),
         Some("whsec_r".into())
     );
 
