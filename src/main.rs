@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use payrail::config::Settings;
-use payrail::gateway::HttpGateway;
+use payrail::gateway::{HttpGateway, HttpGatewayConfig};
 use payrail::http::api_keys::new_key;
 use payrail::http::auth::{random_secret, Role};
 use payrail::store::{Db, TenantRow};
@@ -132,7 +132,9 @@ async fn main() -> anyhow::Result<()> {
             // built-in simulator learns every tenant when `serve` starts.
             if let Some(url) = &settings.gateway_url {
                 let webhook_url = settings.webhook_url(&settings.bind);
-                HttpGateway::new(url.clone())?
+                let config =
+                    HttpGatewayConfig::new(url.clone()).trusting(settings.gateway_ca_file.as_ref());
+                HttpGateway::with_config(config)?
                     .register_account(&AccountRegistration {
                         account: tenant.id,
                         webhook_url,

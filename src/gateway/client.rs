@@ -2,7 +2,12 @@
 //! bounded number of retries with exponential backoff and jitter on transport errors, 5xx and 429;
 //! other 4xx answers are final. Charges and refunds carry an `Idempotency-Key`, so a retry (or a
 //! re-send from durable state) never creates a second charge. Card numbers are never logged.
+//! `https://` gateways are reached over TLS (rustls) with the public roots plus, optionally, a
+//! private CA from a PEM file; a plain `http://` gateway that is not on loopback is warned about,
+//! since card numbers would cross the network in the clear.
 
+use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +38,8 @@ pub struct HttpGatewayConfig {
     pub max_retries: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// A PEM file of CA certificates trusted beside the public roots (a private gateway's CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl HttpGatewayConfig {
@@ -43,8 +50,30 @@ impl HttpGatewayConfig {
             max_retries: DEFAULT_MAX_RETRIES,
             backoff_base: Duration::from_millis(DEFAULT_BACKOFF_BASE_MS),
             backoff_max: Duration::from_millis(DEFAULT_BACKOFF_MAX_MS),
+            ca_file: None,
         }
     }
+
+    /// Also trusts the CA certificates in `ca_file`, if given.
+    pub fn trusting(mut self, ca_file: Option<impl Into<PathBuf>>) -> Self {
+        self.ca_file = ca_file.map(Into::into);
+        self
+    }
+}
+
+/// Whether `url` would send requests unencrypted to another machine: `http://` to a host that
+/// is not a loopback name or address.
+fn plaintext_to_remote(url: &str) -> bool {
+    let Ok(url) = url::Url::parse(url) else {
+        return false;
+    };
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    };
+    url.scheme() == "http" && !loopback
 }
 
 /// The gateway port over HTTP.
@@ -123,8 +152,28 @@ impl HttpGateway {
         while config.base_url.ends_with('/') {
             config.base_url.pop();
         }
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
+        if plaintext_to_remote(&config.base_url) {
+            tracing::warn!(
+                url = %config.base_url,
+                "the gateway is reached over plain HTTP: card numbers cross the network unencrypted; use https://"
+            );
+        }
+        let mut builder = reqwest::Client::builder().timeout(config.request_timeout);
+        if let Some(path) = &config.ca_file {
+            let unreadable = |e: &dyn std::fmt::Display| {
+                GatewayError::Unavailable(format!("gateway CA file {}: {e}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| unreadable(&e))?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| unreadable(&e))?;
+            if certificates.is_empty() {
+                return Err(unreadable(&"no certificate in it"));
+            }
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        let client = builder
             .build()
             .map_err(|e| GatewayError::Unavailable(format!("building HTTP client: {e}")))?;
         Ok(Self { client, config })
@@ -441,6 +490,38 @@ mod tests {
             3,
             "one attempt plus two retries"
         );
+    }
+
+    #[test]
+    fn plain_http_is_flagged_only_off_loopback() {
+        for url in [
+            "http://gateway.example.com",
+            "http://10.1.2.3:8081",
+            "HTTP://[2001:db8::1]:80",
+        ] {
+            assert!(plaintext_to_remote(url), "{url}");
+        }
+        for url in [
+            "https://gateway.example.com",
+            "http://127.0.0.1:8081",
+            "http://127.9.9.9",
+            "http://localhost:9000/",
+            "http://[::1]:8081",
+        ] {
+            assert!(!plaintext_to_remote(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_ca_file_without_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let config = HttpGatewayConfig::new("https://127.0.0.1:1").trusting(Some(&path));
+        assert!(HttpGateway::with_config(config).is_err());
+        let missing = HttpGatewayConfig::new("https://127.0.0.1:1")
+            .trusting(Some(dir.path().join("absent.pem")));
+        assert!(HttpGateway::with_config(missing).is_err());
     }
 
     #[test]

@@ -728,6 +728,7 @@ async fn postgres_hot_invoice_survives_kill_9() {
 }
 
 mod gateway;
+mod gateway_tls;
 
 #[actix_web::test]
 async fn sqlite_delivery_chaos_over_1000_payments() {
