@@ -2,6 +2,7 @@
 //! actor core in `payrail-actors`.
 
 pub mod config;
+pub mod console;
 pub mod gateway;
 pub mod http;
 pub mod keys;

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod errors;
 pub mod events;
 pub mod idempotency;
+pub mod intake;
 pub mod invoices;
 pub mod metrics;
 pub mod middleware;
@@ -17,6 +18,7 @@ pub mod schemas;
 pub mod stream;
 pub mod tenants;
 pub mod views;
+pub mod volumes;
 pub mod webhooks;
 
 use std::future::Future;
@@ -63,6 +65,7 @@ pub struct AppState {
     pub metrics: metrics::HttpMetrics,
     pub draining: Arc<AtomicBool>,
     pub streams: stream::Streams,
+    pub intake: intake::Intake,
 }
 
 impl AppState {
@@ -77,6 +80,7 @@ impl AppState {
         Ok(Self {
             limiter: auth::RateLimiter::new(&settings.limits),
             streams: stream::Streams::new(settings.stream),
+            intake: intake::Intake::default(),
             engine,
             db,
             gateway,
@@ -114,5 +118,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("resource").into()),
         )
         .configure(openapi::services)
-        .service(openapi::swagger_ui());
+        .service(openapi::swagger_ui())
+        .configure(crate::console::routes);
 }

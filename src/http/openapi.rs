@@ -13,7 +13,9 @@ use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use super::errors::{Problem, PROBLEM_JSON};
-use super::{api_keys, events, invoices, ops, payments, stream, tenants, webhooks};
+use super::{
+    api_keys, events, intake, invoices, ops, payments, stream, tenants, volumes, webhooks,
+};
 
 /// Where the document is served; Swagger UI loads it from here.
 pub const DOCUMENT_PATH: &str = "/api/openapi.json";
@@ -61,6 +63,7 @@ api!(
     tenants::list,
     tenants::get,
     tenants::rotate,
+    volumes::get,
     api_keys::create,
     api_keys::list,
     api_keys::revoke,
@@ -79,6 +82,7 @@ api!(
     payments::refund,
     events::list,
     stream::subscribe,
+    intake::get,
     ops::healthz,
     ops::readyz,
     ops::metrics,

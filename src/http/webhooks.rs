@@ -281,6 +281,7 @@ pub async fn receive(
     let mut summary = state.engine.apply_gateway_events(tenant, converted).await?;
     summary.received = received;
     summary.rejected += rejected_early;
+    state.intake.record(tenant, &summary, now);
     state.intake.record(tenant, &summary, state.clock.now());
     Ok(HttpResponse::Ok().json(summary))
 }

@@ -800,5 +800,6 @@ mod rate_limits;
 mod requests;
 mod tenants;
 mod webhook_auth;
+mod console;
 mod sse;
 mod stream;

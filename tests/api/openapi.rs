@@ -11,6 +11,7 @@ const ROUTES: &[(&str, &str, u16, &[u16])] = &[
     ("post", "/api/tenants", 201, &[400, 401, 409, 413, 422, 503]),
     ("get", "/api/tenants", 200, &[400, 401]),
     ("get", "/api/tenants/{id}", 200, &[401, 404]),
+    ("get", "/api/tenants/{id}/volumes", 200, &[401, 404]),
     (
         "post",
         "/api/tenants/{id}/webhook-secret/rotate",
@@ -76,6 +77,7 @@ const ROUTES: &[(&str, &str, u16, &[u16])] = &[
     ("get", "/api/events", 200, &[400, 401, 429]),
     ("get", "/api/events/stream", 200, &[400, 401, 429, 503]),
     ("post", "/api/webhooks/payments", 200, &[400, 401, 413, 503]),
+    ("get", "/api/webhooks/intake", 200, &[401, 429]),
     ("get", "/api/openapi.json", 200, &[]),
     ("get", "/healthz", 200, &[]),
     ("get", "/readyz", 200, &[503]),
