@@ -245,6 +245,21 @@ pub fn new_encoded_key() -> String {
     BASE64.encode(rand::random::<[u8; KEY_BYTES]>())
 }
 
+impl Keys {
+    /// The encoded keys of a key file, as they are written (for rotation).
+    pub fn load_lines(path: &Path) -> anyhow::Result<Vec<String>> {
+        read_or_create(path)?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
 fn read_ring(path: &Path) -> anyhow::Result<Vec<MasterKey>> {
     Ok(read_or_create(path)?
         .into_iter()
@@ -256,7 +271,7 @@ fn read_ring(path: &Path) -> anyhow::Result<Vec<MasterKey>> {
 /// if it does not exist.
 fn read_or_create(path: &Path) -> anyhow::Result<Vec<[u8; KEY_BYTES]>> {
     if !path.exists() {
-        write_key_file(path, &[new_encoded_key()], false)?;
+        create_key_file(path)?;
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -270,6 +285,20 @@ fn read_or_create(path: &Path) -> anyhow::Result<Vec<[u8; KEY_BYTES]>> {
         bail!("{} holds no key", path.display());
     }
     Ok(keys)
+}
+
+/// Creates a key file holding one new key, atomically: a process starting at the same moment
+/// either finds the whole file or creates it, never reads half of one.
+fn create_key_file(path: &Path) -> anyhow::Result<()> {
+    let draft = path.with_extension(format!("draft-{}", std::process::id()));
+    write_key_file(&draft, &[new_encoded_key()], true)?;
+    let linked = std::fs::hard_link(&draft, path);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("creating {}", path.display())),
+    }
 }
 
 /// Writes a key file readable by its owner only; `replace` swaps it in atomically.

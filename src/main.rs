@@ -61,6 +61,8 @@ enum Command {
     },
     /// Rebuild every read table from the events alone.
     RebuildProjections,
+    /// Re-seal every stored secret under a new master key (see the README's security section).
+    RotateMasterKey,
     /// Run the gateway simulator standalone.
     Gateway {
         /// Address to listen on.
@@ -167,6 +169,21 @@ async fn main() -> anyhow::Result<()> {
             );
             db.create_api_key(&row, &event, None).await?;
             println!("{}", key.key);
+            Ok(())
+        }
+        Command::RotateMasterKey => {
+            let rotated = payrail::rotation::rotate_master_key(&settings).await?;
+            println!(
+                "master key {}: {} tenants re-sealed; {} stored replays still under older keys{}",
+                rotated.key_id,
+                rotated.resealed_tenants,
+                rotated.replays_under_older_keys,
+                if rotated.retired_older_keys {
+                    "; older keys retired"
+                } else {
+                    "; keep the older keys until they expire"
+                }
+            );
             Ok(())
         }
         Command::RebuildProjections => {

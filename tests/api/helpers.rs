@@ -22,6 +22,8 @@ pub struct TestApp {
     pub client: Client,
     pub _state: actix_web::web::Data<payrail::http::AppState>,
     pub simulator: Option<payrail::gateway::SimulatorHandle>,
+    /// The database the app runs on, to inspect it as an attacker with a copy would.
+    pub db_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -47,9 +49,11 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
                 .1
         }
     };
+    let db_url = url.clone();
     let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: Some(url.into()),
+        data_dir: dir.path().display().to_string(),
         db_pool_size: 4,
         admin_token: Some(ADMIN.to_owned().into()),
         rate_limit_per_sec: 10_000,
@@ -77,6 +81,7 @@ pub async fn spawn_app_with(backend: Backend, adjust: impl FnOnce(&mut Settings)
             .unwrap(),
         _state: state,
         simulator,
+        db_url,
         _dir: dir,
     }
 }

@@ -39,7 +39,7 @@ impl Engine {
         extra_env: &[(&str, &str)],
     ) -> Engine {
         let port = free_port();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_payrail"));
+        let mut command = payrail_command();
         command
             .arg("serve")
             .env("PAYRAIL_BIND", format!("127.0.0.1:{port}"))
@@ -132,6 +132,20 @@ fn invoice_body(marker: &str) -> Value {
     json!({"customerName": marker, "currency": "USD", "finalize": true,
            "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": 500}]})
 }
+
+/// The `payrail` binary with this suite's keys: every process of a test opens what the others
+/// sealed, and nothing is written to the working directory's `data/`.
+pub(crate) fn payrail_command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_payrail"));
+    command
+        .env("PAYRAIL_MASTER_KEY", TEST_MASTER_KEY)
+        .env("PAYRAIL_HASHING_KEY", TEST_HASHING_KEY);
+    command
+}
+
+/// Keys for the processes the tests start (base64 of 32 bytes; test values only).
+pub(crate) const TEST_MASTER_KEY: &str = "dGVzdCBtYXN0ZXIga2V5IGZvciBwYXlyYWlsIHRlc3Q=";
+pub(crate) const TEST_HASHING_KEY: &str = "dGVzdCBoYXNoaW5nIGtleSBmb3IgcGF5cmFpbCB0ZXM=";
 
 /// Creates invoices under idempotency keys (and pays each) until the client is cut off;
 /// answers the markers the engine acknowledged.
@@ -251,7 +265,7 @@ pub(crate) async fn run_until_killed<T>(
 
 /// `payrail rebuild-projections` on the database, which must succeed.
 pub(crate) fn rebuild_projections(url: &str) {
-    let status = Command::new(env!("CARGO_BIN_EXE_payrail"))
+    let status = payrail_command()
         .arg("rebuild-projections")
         .env("DATABASE_URL", url)
         .stdout(Stdio::null())
@@ -587,7 +601,7 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
 /// `payrail gateway` on its own, with `payrail serve` pointed at it: a payment completes.
 pub async fn standalone_gateway() {
     let port = free_port();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_payrail"))
+    let mut gateway = payrail_command()
         .args(["gateway", "--bind", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -621,7 +635,7 @@ pub async fn standalone_gateway() {
         .to_owned();
     let paid = pays_an_invoice(&client, &engine.url, &key).await;
     // A tenant made by the CLI is registered with the external gateway too, so it can be paid.
-    let output = Command::new(env!("CARGO_BIN_EXE_payrail"))
+    let output = payrail_command()
         .args(["tenants", "create", "--name", "Globex"])
         .env("DATABASE_URL", &url)
         .env("PAYRAIL_GATEWAY_URL", &gateway_url)

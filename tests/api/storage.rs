@@ -16,6 +16,9 @@ async fn instance(url: &str) -> (String, actix_web::web::Data<payrail::http::App
         database_url: Some(url.to_owned().into()),
         db_pool_size: 4,
         admin_token: Some(ADMIN.to_owned().into()),
+        // Two instances on one database share its keys.
+        master_key: Some(crate::process::TEST_MASTER_KEY.to_owned().into()),
+        hashing_key: Some(crate::process::TEST_HASHING_KEY.to_owned().into()),
         ..Settings::default()
     };
     let running = server::start(&settings).await.unwrap();
