@@ -110,8 +110,9 @@ impl<C: Clock + Clone> RateLimiter<C> {
         let refused = |scope, not_until: governor::NotUntil<C::Instant>| {
             let wait = not_until.wait_time_from(self.clock.now());
             let error = ApiError::RateLimited {
-                // Whole seconds, rounded up: a client that waits that long gets through.
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                // Whole seconds, rounded up (and at least one): a client that waits that long
+                // gets through.
+                retry_after_secs: (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1),
             };
             (scope, error)
         };
@@ -234,6 +235,31 @@ mod tests {
             BudgetScope::Key
         );
         assert!(limiter.check(&ApiKeyId::new(), &tenant).is_ok());
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_forwarded_for_is_trusted() {
+        let request = || {
+            actix_web::test::TestRequest::default()
+                .peer_addr("192.0.2.1:5000".parse().unwrap())
+                .insert_header(("x-forwarded-for", "203.0.113.7, 198.51.100.2"))
+                .to_http_request()
+        };
+        let mut settings = limits(1, 1);
+        let peer = RateLimiter::new(&settings).client_address(&request());
+        assert_eq!(peer, "192.0.2.1".parse().ok());
+        settings.trust_forwarded_for = true;
+        let limiter = RateLimiter::new(&settings);
+        // The last entry is the one our proxy appended; earlier ones are the client's say.
+        assert_eq!(
+            limiter.client_address(&request()),
+            "198.51.100.2".parse().ok()
+        );
+        let garbage = actix_web::test::TestRequest::default()
+            .peer_addr("192.0.2.1:5000".parse().unwrap())
+            .insert_header(("x-forwarded-for", "not-an-address"))
+            .to_http_request();
+        assert_eq!(limiter.client_address(&garbage), "192.0.2.1".parse().ok());
     }
 
     #[test]
