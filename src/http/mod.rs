@@ -3,11 +3,13 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod constraints;
 pub mod errors;
 pub mod events;
 pub mod idempotency;
 pub mod intake;
 pub mod invoices;
+pub mod json_body;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
