@@ -9,7 +9,10 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::helpers::{TestApp, ADMIN};
 
-both_backends!(a_database_dump_holds_no_secret_and_no_card);
+both_backends!(
+    a_database_dump_holds_no_secret_and_no_card,
+    card_fingerprints_are_keyed_and_per_tenant
+);
 
 const CARD: &str = "4242424242424242";
 
@@ -120,4 +123,96 @@ async fn a_database_dump_holds_no_secret_and_no_card(app: &TestApp) {
     for card in [CARD, "424242424242"] {
         assert!(!contains(&bytes, card), "card digits {card} stored");
     }
+}
+
+async fn card_fingerprint(app: &TestApp, key: &str) -> String {
+    let invoice = app.invoice(key, 1_000, true).await;
+    let payment: Value = app
+        .pay(key, invoice["id"].as_str().unwrap(), CARD, Some(100))
+        .await
+        .json()
+        .await
+        .unwrap();
+    payment["paymentMethod"]["fingerprint"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Stable within a tenant, unlinkable across tenants, and not the digest under a key anyone
+/// could read out of the binary.
+async fn card_fingerprints_are_keyed_and_per_tenant(app: &TestApp) {
+    use hmac::{Hmac, Mac};
+    let (a, b) = (app.tenant("Acme").await, app.tenant("Globex").await);
+    let first = card_fingerprint(app, &a.key).await;
+    assert_eq!(card_fingerprint(app, &a.key).await, first);
+    assert_ne!(card_fingerprint(app, &b.key).await, first);
+    let mut constant = Hmac::<sha2::Sha256>::new_from_slice(b"payrail-card-fingerprint").unwrap();
+    constant.update(CARD.as_bytes());
+    let unkeyed = hex::encode(&constant.finalize().into_bytes()[..8]);
+    assert_ne!(first, unkeyed);
+}
+
+/// `payrail rotate-master-key` on the embedded default: the key file gains a new key, every
+/// secret is re-sealed under it, the old key is retired, and a restarted server still verifies
+/// the tenant's webhooks.
+#[actix_web::test]
+async fn rotating_the_master_key_reseals_every_secret() {
+    use payrail::config::Settings;
+    use payrail::server::{self, Running};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        bind: "127.0.0.1:0".into(),
+        data_dir: dir.path().display().to_string(),
+        admin_token: Some(ADMIN.to_owned().into()),
+        ..Settings::default()
+    };
+    let start = |settings: &Settings| {
+        let settings = settings.clone();
+        async move {
+            let running = server::start(&settings).await.unwrap();
+            let url = running.url();
+            let Running { server, state, .. } = running;
+            actix_web::rt::spawn(server);
+            (url, state)
+        }
+    };
+    let (url, state) = start(&settings).await;
+    let client = reqwest::Client::new();
+    let tenant: Value = client
+        .post(format!("{url}/api/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let old_id = state.keys.current_id().to_owned();
+    let rotated = payrail::rotation::rotate_master_key(&settings)
+        .await
+        .unwrap();
+    assert_ne!(rotated.key_id, old_id);
+    assert_eq!(rotated.resealed_tenants, 1);
+    assert!(rotated.retired_older_keys);
+    let file = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
+    assert_eq!(file.lines().count(), 1);
+    // A restarted server, which has only the new key, opens the re-sealed secret: a webhook
+    // signed with it verifies.
+    let (url, _state) = start(&settings).await;
+    let secret = tenant["webhookSecret"].as_str().unwrap();
+    let body = json!({"id": "evt_gw_1", "type": "payment.succeeded", "account": tenant["id"],
+                      "data": {"paymentId": "pay_01jd6x2c8ef9r4t7bq5n1k3h2m"}})
+    .to_string();
+    let signature = crate::helpers::sign_all(&[secret], chrono::Utc::now().timestamp(), &body);
+    let answer = client
+        .post(format!("{url}/api/webhooks/payments"))
+        .header("content-type", "application/json")
+        .header("Payrail-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
 }
