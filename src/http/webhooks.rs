@@ -281,7 +281,6 @@ pub async fn receive(
     let mut summary = state.engine.apply_gateway_events(tenant, converted).await?;
     summary.received = received;
     summary.rejected += rejected_early;
-    state.intake.record(tenant, &summary, now);
     state.intake.record(tenant, &summary, state.clock.now());
     Ok(HttpResponse::Ok().json(summary))
 }
