@@ -22,7 +22,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CONFIG_HELP: &str = "\
 Configuration: compiled defaults < ./payrail.toml < environment.
   PAYRAIL_BIND            listen address (127.0.0.1:8080)
-  DATABASE_URL            postgres://… or sqlite://path (default sqlite://./data/payrail.db)
+  DATABASE_URL            postgres://… or sqlite://path (default sqlite://<data dir>/payrail.db)
+  PAYRAIL_DATA_DIR        embedded database and key files (./data)
+  PAYRAIL_MASTER_KEY, PAYRAIL_PREVIOUS_MASTER_KEYS, PAYRAIL_HASHING_KEY  keys (base64, 32 bytes)
   PAYRAIL_ADMIN_TOKEN     platform admin token for /api/tenants
   PAYRAIL_GATEWAY_URL     external gateway (default: the built-in simulator, in-process)
   PAYRAIL_PUBLIC_URL      URL the gateway sends webhooks to (default http://<bind>)
