@@ -369,7 +369,9 @@ fn plain(t: &TenantRow) -> (TenantId, String, String, Option<String>) {
 
 type Secrets = Option<(SecretString, Option<(SecretString, DateTime<Utc>)>)>;
 
-fn secrets(found: Secrets) -> Option<(String, Option<(String, DateTime<Utc>)>)> {
+type PlainSecrets = Option<(String, Option<(String, DateTime<Utc>)>)>;
+
+fn secrets(found: Secrets) -> PlainSecrets {
     found.map(|(current, previous)| {
         (
             current.expose_secret().to_owned(),
