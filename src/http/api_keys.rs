@@ -142,8 +142,7 @@ fn key_event(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// 1-100 characters.
-    #[schema(example = "ci")]
+    #[schema(schema_with = super::constraints::key_name, example = "ci")]
     name: String,
     #[schema(value_type = RoleName)]
     role: String,

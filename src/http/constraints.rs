@@ -225,6 +225,16 @@ pub fn invoice_id_param() -> Object {
     typeid("inv", false)
 }
 
+pub fn tenant_id() -> Object {
+    typeid("ten", false)
+}
+
+/// An optional amount as a gateway reports it: any `i64` (one that differs from the payment's
+/// is counted as rejected).
+pub fn signed_amount() -> Object {
+    integer(true, i64::MIN, i64::MAX).build()
+}
+
 /// An audit event type, as `GET /api/events?type=` takes it.
 pub fn event_type() -> Object {
     text(false).enum_values(Some(EVENT_TYPES)).build()

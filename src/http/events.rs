@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::TenantKey;
+use super::constraints;
 use super::errors::ApiError;
 use super::openapi::{Internal, InvalidParameter, RateLimited, Unauthenticated, Unavailable};
 use super::views::EventView;
@@ -17,13 +18,15 @@ use super::{detached, views, AppState};
 pub struct EventQuery {
     /// One event type, e.g. `invoice.paid`.
     #[serde(rename = "type")]
+    #[param(schema_with = constraints::event_type)]
     event_type: Option<String>,
-    /// The subject's id (`inv_…`, `pay_…`, `re_…`, `key_…`).
+    /// The subject's id (`inv_…`, `pay_…`, `re_…`, `key_…`); any other value matches nothing.
     subject_id: Option<String>,
     /// 1-100, default 50.
-    #[param(minimum = 1, maximum = 100)]
+    #[param(schema_with = constraints::page_size)]
     limit: Option<u32>,
     /// The `sequence` of the last event seen (a page's `nextCursor`).
+    #[param(schema_with = constraints::sequence)]
     starting_after: Option<i64>,
 }
 
@@ -49,7 +52,6 @@ pub struct EventPage {
     )
 )]
 #[get("/api/events")]
-
 pub async fn list(
     auth: TenantKey,
     state: web::Data<AppState>,

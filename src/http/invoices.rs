@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Role, TenantKey};
+use super::constraints;
 use super::errors::ApiError;
 use super::idempotency::{context, parse, respond, FingerprintOnly};
 use super::openapi::{
@@ -23,39 +24,42 @@ use super::views::InvoiceView;
 use super::{detached, views, AppState};
 use crate::store::{InvoiceQuery, InvoiceSort, Paging};
 
-/// A new invoice: a draft, or open at once with `finalize: true`.
+/// A new invoice: a draft, or open at once with `finalize: true`. Totals that overflow an `i64`
+/// are refused (422 `validation_failed`).
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateInvoice {
-    #[schema(example = "Jane Doe")]
+    #[schema(schema_with = constraints::customer_name, example = "Jane Doe")]
     customer_name: String,
-    #[schema(example = "jane@example.com")]
+    #[schema(schema_with = constraints::customer_email)]
     customer_email: Option<String>,
-    /// ISO 4217, upper case.
-    #[schema(value_type = String, example = "USD")]
+    #[schema(schema_with = constraints::currency)]
     currency: Currency,
     due_date: Option<NaiveDate>,
     /// 1 to 100 lines.
     #[schema(value_type = Vec<LineItemInputSchema>, min_items = 1, max_items = 100)]
     line_items: Vec<payrail_actors::domain::invoice::LineItemInput>,
-    /// Basis points (1000 = 10 %); default 0.
+    #[schema(schema_with = constraints::tax_rate_bps)]
     tax_rate_bps: Option<i64>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = constraints::metadata)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Open the invoice at once; default `false` (a draft).
     #[serde(default)]
     finalize: bool,
 }
 
-/// PATCH: every field optional; absent fields keep their value.
+/// PATCH: every field optional; absent (or `null`) fields keep their value, except
+/// `customerEmail` and `dueDate`, which `null` clears.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PatchInvoice {
+    #[schema(schema_with = constraints::customer_name_patch)]
     customer_name: Option<String>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = constraints::customer_email)]
     customer_email: Option<Option<String>>,
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = constraints::currency_optional)]
     currency: Option<Currency>,
     /// `null` clears it.
     #[serde(default, deserialize_with = "present")]
@@ -63,8 +67,9 @@ pub struct PatchInvoice {
     due_date: Option<Option<NaiveDate>>,
     #[schema(value_type = Option<Vec<LineItemInputSchema>>, min_items = 1, max_items = 100)]
     line_items: Option<Vec<payrail_actors::domain::invoice::LineItemInput>>,
+    #[schema(schema_with = constraints::tax_rate_bps)]
     tax_rate_bps: Option<i64>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = constraints::metadata)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -311,36 +316,61 @@ pub async fn mark_uncollectible(
     .await
 }
 
+/// Offset mode (`page`, `pageSize`) or cursor mode (`limit`, `startingAfter`): giving
+/// parameters of both is a 400.
 #[derive(Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// 1-based page (offset mode).
-    #[param(minimum = 1)]
+    /// 1-based page, default 1 (offset mode; not with `limit` or `startingAfter`).
+    #[param(schema_with = constraints::page)]
     page: Option<u32>,
-    /// 1-100, default 10 (offset mode).
-    #[param(minimum = 1, maximum = 100)]
+    /// 1-100, default 10 (offset mode; not with `limit` or `startingAfter`).
+    #[param(schema_with = constraints::page_size)]
     page_size: Option<u32>,
-    /// 1-100, default 10: switches to cursor mode.
-    #[param(minimum = 1, maximum = 100)]
+    /// 1-100, default 10: switches to cursor mode (not with `page` or `pageSize`).
+    #[param(schema_with = constraints::page_size)]
     limit: Option<u32>,
-    /// An invoice id: the page starts after it (cursor mode).
+    /// An invoice id: the page starts after it (cursor mode; not with `page` or `pageSize`).
+    #[param(schema_with = constraints::invoice_id_param)]
     starting_after: Option<String>,
     #[param(value_type = Option<views::InvoiceStatus>)]
     status: Option<String>,
-    /// Case-insensitive substring of the customer's name or email.
+    /// Case-insensitive substring of the customer's name or email, up to 200 characters.
+    #[param(max_length = 200)]
     customer: Option<String>,
     created_from: Option<DateTime<Utc>>,
     created_to: Option<DateTime<Utc>>,
     due_before: Option<NaiveDate>,
     /// Open and past due.
     overdue: Option<bool>,
+    #[param(schema_with = constraints::total_filter)]
     min_total: Option<i64>,
+    #[param(schema_with = constraints::total_filter)]
     max_total: Option<i64>,
-    #[param(value_type = Option<String>)]
+    #[param(schema_with = constraints::currency_filter)]
     currency: Option<Currency>,
-    /// `createdAt|-createdAt|total|-total|dueDate|-dueDate`, default `-createdAt`.
+    /// Default `-createdAt`; ties by id.
+    #[param(value_type = Option<InvoiceSortKey>, inline)]
     sort: Option<String>,
+}
+
+/// Sort keys of `GET /api/invoices`; `-` means descending. No due date sorts after any date.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+pub enum InvoiceSortKey {
+    #[schema(rename = "createdAt")]
+    CreatedAt,
+    #[schema(rename = "-createdAt")]
+    CreatedAtDesc,
+    #[schema(rename = "total")]
+    Total,
+    #[schema(rename = "-total")]
+    TotalDesc,
+    #[schema(rename = "dueDate")]
+    DueDate,
+    #[schema(rename = "-dueDate")]
+    DueDateDesc,
 }
 
 fn bad(message: &str) -> ApiError {
@@ -384,7 +414,11 @@ impl ListQuery {
             }
             Paging::Offset { page, page_size }
         };
-        if self.customer.as_ref().is_some_and(|c| c.len() > 200) {
+        if self
+            .customer
+            .as_ref()
+            .is_some_and(|c| c.chars().count() > 200)
+        {
             return Err(bad("customer filter too long"));
         }
         Ok(InvoiceQuery {

@@ -21,8 +21,12 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if !err.is_data() {
         return Err(json_error(err));
     }
-    let Ok(Normalized { value, changed }) = serde_json::from_slice::<Normalized>(body) else {
-        return Err(json_error(err));
+    let Normalized { value, changed } = match serde_json::from_slice::<Normalized>(body) {
+        Ok(normalized) => normalized,
+        // The typed parse can stop at a wrong value before reaching a syntax error further on;
+        // the whole-document read is the one that knows the body is not JSON.
+        Err(syntax) if !syntax.is_data() => return Err(json_error(syntax)),
+        Err(_) => return Err(json_error(err)),
     };
     if !changed {
         return Err(json_error(err));

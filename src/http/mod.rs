@@ -20,6 +20,7 @@ pub mod schemas;
 pub mod stream;
 pub mod tenants;
 pub mod views;
+pub mod webhook_schemas;
 pub mod volumes;
 pub mod webhooks;
 

@@ -6,13 +6,20 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use actix_web::web;
+use payrail_actors::domain::{ApiKeyId, InvoiceId, PaymentId, TenantId};
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::AllOfBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Type};
+use utoipa::openapi::{
+    ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Schema, Type,
+};
 use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
+use super::constraints::{typeid_pattern, IDEMPOTENCY_KEY_PATTERN};
 use super::errors::{Problem, PROBLEM_JSON};
+use super::idempotency::{HEADER as IDEMPOTENCY_HEADER, KEY_MAX_CHARS};
 use super::{
     api_keys, events, intake, invoices, ops, payments, stream, tenants, volumes, webhooks,
 };
@@ -35,7 +42,7 @@ macro_rules! api {
             ),
             paths(webhooks::receive, $($module::$handler),*),
             components(schemas(Problem)),
-            modifiers(&SecuritySchemes),
+            modifiers(&SecuritySchemes, &SharedParameters),
             tags(
                 (name = "tenants", description = "Tenant management (platform admin token)"),
                 (name = "api-keys", description = "Tenant API keys (tenant admin)"),
@@ -127,16 +134,95 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// One problem response: the `Problem` schema, the codes it may carry, and `Retry-After` where
-/// the server sends it.
+/// Which TypeID a path's `{id}` is, by the path it is under, and its parser.
+type PathId = (&'static str, &'static str, fn(&str) -> bool);
+const PATH_IDS: [PathId; 4] = [
+    ("/api/tenants/{id}", TenantId::PREFIX, parses::<TenantId>),
+    ("/api/api-keys/{id}", ApiKeyId::PREFIX, parses::<ApiKeyId>),
+    ("/api/invoices/{id}", InvoiceId::PREFIX, parses::<InvoiceId>),
+    ("/api/payments/{id}", PaymentId::PREFIX, parses::<PaymentId>),
+];
+
+fn parses<T: std::str::FromStr>(raw: &str) -> bool {
+    raw.parse::<T>().is_ok()
+}
+
+fn path_id(template: &str) -> Option<&'static PathId> {
+    PATH_IDS
+        .iter()
+        .find(|(under, _, _)| template.starts_with(under))
+}
+
+/// Whether `segment` can be the `{id}` of a documented path `template`: a well-formed id of its
+/// type (a malformed one is an unknown resource), or any segment where no TypeID is named.
+pub fn path_id_fits(template: &str, segment: &str) -> bool {
+    match path_id(template) {
+        Some((_, _, valid)) => valid(segment),
+        None => !segment.is_empty(),
+    }
+}
+
+/// Parameters many handlers declare, given the exact shape the server checks: the
+/// `Idempotency-Key` header and the TypeID in a path.
+struct SharedParameters;
+
+impl Modify for SharedParameters {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let id_prefix = path_id(path).map(|(_, prefix, _)| *prefix);
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                constrain_parameters(operation, id_prefix);
+            }
+        }
+    }
+}
+
+fn constrain_parameters(operation: &mut Operation, id_prefix: Option<&str>) {
+    for parameter in operation.parameters.iter_mut().flatten() {
+        let schema = match (&parameter.parameter_in, parameter.name.as_str()) {
+            (ParameterIn::Header, IDEMPOTENCY_HEADER) => ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(KEY_MAX_CHARS))
+                .pattern(Some(IDEMPOTENCY_KEY_PATTERN)),
+            (ParameterIn::Path, "id") => match id_prefix {
+                Some(prefix) => ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(typeid_pattern(prefix))),
+                None => continue,
+            },
+            _ => continue,
+        };
+        parameter.schema = Some(schema.build().into());
+    }
+}
+
+/// One problem response: the `Problem` schema with `code` narrowed to the codes it may carry,
+/// and `Retry-After` where the server sends it.
 fn problem(status: u16, codes: &[&str]) -> BTreeMap<String, RefOr<Response>> {
     let list: Vec<String> = codes.iter().map(|c| format!("`{c}`")).collect();
+    let narrowed = ObjectBuilder::new().property(
+        "code",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(codes.iter().copied())),
+    );
+    let schema = AllOfBuilder::new()
+        .item(Ref::from_schema_name("Problem"))
+        .item(narrowed);
     let mut response = ResponseBuilder::new()
         .description(format!("Problem details; code: {}", list.join(", ")))
         .content(
             PROBLEM_JSON,
             ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
+                .schema(Some(Schema::AllOf(schema.build())))
                 .build(),
         );
     if status == 429 || status == 503 {

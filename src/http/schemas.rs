@@ -5,18 +5,19 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::constraints;
+
 /// A line item as the client gives it.
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = LineItemInput)]
 pub struct LineItemInputSchema {
-    #[schema(example = "Seat")]
+    #[schema(schema_with = constraints::line_description, example = "Seat")]
     description: String,
-    #[schema(minimum = 1, example = 3)]
+    #[schema(schema_with = constraints::quantity)]
     quantity: i64,
-    /// In the currency's minor unit.
-    #[schema(minimum = 0, example = 1000)]
+    #[schema(schema_with = constraints::amount, example = 1000)]
     unit_amount: i64,
 }
 
@@ -51,23 +52,96 @@ pub struct CardSummarySchema {
     fingerprint: String,
 }
 
-/// `paymentMethod` as a client sends it: a raw card (`number`, `expMonth`, `expYear`, `cvc`) or a
-/// gateway token (`token`).
+/// `paymentMethod` as a client sends it: a raw card, or a gateway test token. Beyond these
+/// shapes the server checks the card number's Luhn digit and that the card has not expired
+/// (422 `validation_failed`).
 #[allow(dead_code)]
 #[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(untagged)]
 #[schema(as = PaymentMethodInput)]
-pub struct PaymentMethodInputSchema {
+pub enum PaymentMethodInputSchema {
+    Card(CardInputSchema),
+    Token(TokenInputSchema),
+}
+
+/// The only payment method type.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub enum PaymentMethodType {
+    #[serde(rename = "card")]
+    Card,
+}
+
+/// The test tokens the gateway knows (see the test cards in the API guide).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub enum CardToken {
+    #[serde(rename = "tok_visa")]
+    Visa,
+    #[serde(rename = "tok_chargeDeclined")]
+    ChargeDeclined,
+    #[serde(rename = "tok_insufficientFunds")]
+    InsufficientFunds,
+    #[serde(rename = "tok_lateFailure")]
+    LateFailure,
+}
+
+/// A raw card. The number is sent to the gateway and never stored.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CardInput)]
+pub struct CardInputSchema {
     #[serde(rename = "type")]
-    #[schema(example = "card")]
-    kind: String,
-    #[schema(example = "4242424242424242")]
-    number: Option<String>,
-    exp_month: Option<u32>,
-    exp_year: Option<u32>,
+    kind: PaymentMethodType,
+    /// 12-19 digits, passing the Luhn check.
+    #[schema(pattern = "^[0-9]{12,19}$", example = "4242424242424242")]
+    number: String,
+    #[schema(minimum = 1, maximum = 12, example = 12)]
+    exp_month: i64,
+    /// Four digits; with `expMonth`, not in the past.
+    #[schema(minimum = 2000, maximum = 2100, example = 2030)]
+    exp_year: i64,
+    #[schema(pattern = "^[0-9]{3,4}$", example = "123")]
+    cvc: String,
+    /// Absent (or `null`) when paying with a card number.
+    #[schema(schema_with = constraints::null_only)]
+    token: Option<()>,
+}
+
+/// A gateway test token instead of a card.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = TokenInput)]
+pub struct TokenInputSchema {
+    #[serde(rename = "type")]
+    kind: PaymentMethodType,
+    token: CardToken,
+    /// Absent (or `null`) when paying with a token.
+    #[schema(schema_with = constraints::null_only)]
+    number: Option<()>,
+    /// Ignored with a token.
+    #[schema(minimum = 0, maximum = 4294967295_i64, format = Int64)]
+    exp_month: Option<i64>,
+    /// Ignored with a token.
+    #[schema(minimum = 0, maximum = 4294967295_i64, format = Int64)]
+    exp_year: Option<i64>,
+    /// Ignored with a token.
     cvc: Option<String>,
-    #[schema(example = "tok_visa")]
-    token: Option<String>,
+}
+
+/// One message of the `GET /api/events/stream` event stream.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = StreamEvent)]
+pub struct StreamEventSchema {
+    /// The audit event's `sequence`; absent on `close`.
+    id: Option<String>,
+    /// The audit event's `eventType`, or `close` when the server ends the stream.
+    event: String,
+    /// The audit event as `GET /api/events` shows it, or `{"reason":…}` on `close` (JSON).
+    data: String,
 }
 
 /// One field-level validation message of a problem response.

@@ -118,6 +118,7 @@ impl Streams {
 pub struct StreamQuery {
     /// Only events of this type, e.g. `invoice.paid`.
     #[serde(rename = "type")]
+    #[param(schema_with = super::constraints::event_type)]
     event_type: Option<String>,
     /// Only events of this subject (`inv_…`, `pay_…`, `re_…`, `key_…`).
     subject_id: Option<String>,
@@ -160,10 +161,10 @@ fn resume_position(req: &HttpRequest, after: Option<i64>) -> Result<Option<i64>,
     security(("apiKey" = [])),
     params(
         StreamQuery,
-        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this sequence"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "Resume after this sequence"),
     ),
     responses(
-        (status = 200, description = "An endless `text/event-stream`", body = String,
+        (status = 200, description = "An endless `text/event-stream`", body = super::schemas::StreamEventSchema,
          content_type = "text/event-stream"),
         InvalidParameter, Unauthenticated, RateLimited, Unavailable,
     )

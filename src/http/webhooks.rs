@@ -244,7 +244,7 @@ fn verify(
     tag = "webhooks",
     security(()),
     params(("Payrail-Signature" = String, Header, description = "`t=<unix seconds>,v1=<hex>`; several `v1=` allowed")),
-    request_body = Body,
+    request_body = super::webhook_schemas::GatewayWebhookSchema,
     responses(
         (status = 200, description = "Outcome counts", body = WebhookSummarySchema),
         BadRequest, SignatureRefused, PayloadTooLarge, Internal, Unavailable,

@@ -110,6 +110,24 @@ fn operations(doc: &Value) -> Vec<(String, String, Value)> {
     found
 }
 
+/// The `code` values a problem response declares: its schema is `Problem` with `code`
+/// narrowed to an enum.
+fn problem_codes(response: &Value) -> Option<Vec<String>> {
+    let schema = &response["content"]["application/problem+json"]["schema"];
+    let parts = schema["allOf"].as_array()?;
+    if parts.first()?["$ref"] != "#/components/schemas/Problem" {
+        return None;
+    }
+    let codes: Vec<String> = parts
+        .get(1)?
+        .pointer("/properties/code/enum")?
+        .as_array()?
+        .iter()
+        .map(|c| c.as_str().map(str::to_owned))
+        .collect::<Option<_>>()?;
+    (!codes.is_empty()).then_some(codes)
+}
+
 fn collect_refs(value: &Value, refs: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
@@ -167,11 +185,15 @@ async fn openapi_lists_every_route_with_its_errors() {
         assert!(op["summary"].is_string(), "{method} {path}: no summary");
         for status in *errors {
             let response = &op["responses"][status.to_string()];
-            assert_eq!(
-                response["content"]["application/problem+json"]["schema"]["$ref"],
-                "#/components/schemas/Problem",
-                "{method} {path}: {status} is not a problem response"
-            );
+            let codes = problem_codes(response)
+                .unwrap_or_else(|| panic!("{method} {path}: {status} is not a problem response"));
+            let description = response["description"].as_str().unwrap_or_default();
+            for code in &codes {
+                assert!(
+                    description.contains(&format!("`{code}`")),
+                    "{method} {path}: {status} lists {code} but does not describe it"
+                );
+            }
             assert!(
                 response["description"]
                     .as_str()

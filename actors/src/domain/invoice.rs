@@ -123,7 +123,7 @@ impl InvoiceInput {
             push("customerName", "must be 1-200 characters");
         }
         if let Some(email) = &self.customer_email {
-            let valid = email.len() <= 254
+            let valid = email.chars().count() <= 254
                 && email
                     .split_once('@')
                     .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
@@ -157,7 +157,7 @@ impl InvoiceInput {
         let metadata_ok = metadata.len() <= METADATA_MAX_KEYS
             && metadata.iter().all(|(k, v)| {
                 !k.is_empty()
-                    && k.len() <= 40
+                    && k.chars().count() <= 40
                     && v.as_str()
                         .is_some_and(|s| s.chars().count() <= METADATA_VALUE_MAX_CHARS)
             });
