@@ -10,6 +10,7 @@ pub mod idempotency;
 pub mod intake;
 pub mod invoices;
 pub mod json_body;
+pub mod methods;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
@@ -20,8 +21,8 @@ pub mod schemas;
 pub mod stream;
 pub mod tenants;
 pub mod views;
-pub mod webhook_schemas;
 pub mod volumes;
+pub mod webhook_schemas;
 pub mod webhooks;
 
 use std::future::Future;
@@ -122,5 +123,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .configure(openapi::services)
         .service(openapi::swagger_ui())
-        .configure(crate::console::routes);
+        .configure(crate::console::routes)
+        .default_service(web::to(methods::unrouted));
 }

@@ -797,6 +797,7 @@ mod isolation;
 mod malformed;
 mod metrics_labels;
 mod openapi;
+mod openapi_server;
 mod rate_limits;
 mod requests;
 mod secrets_at_rest;
