@@ -19,7 +19,7 @@ use super::tx::{
     batch_error, is_database_error, is_unique_violation, outcome_error, unit_rejected, TxError,
 };
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// A batch that lost a race on a unique key (another node wrote the same stream, dedup or
 /// idempotency key between our pre-check and insert) is re-planned this many times at most:

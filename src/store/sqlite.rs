@@ -26,7 +26,7 @@ use super::rows::KeyRow;
 use super::stmt::{Dialect, Stmt};
 use super::tx::{batch_error, is_database_error, outcome_error, unit_rejected, TxError};
 
-const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Reader connections at most, whatever pool size is asked (2 cores here; WAL readers are cheap).
 const SQLITE_READERS_MAX: usize = 4;

@@ -17,6 +17,13 @@ const TEST_POOL_SIZE: usize = 4;
 /// Creates a uniquely named database in the cluster at `PAYRAIL_TEST_PG_URL` and connects to
 /// it (migrations applied). Answers the store and its URL.
 pub async fn fresh_postgres() -> anyhow::Result<(Db, String)> {
+    let url = empty_postgres().await?;
+    let db = Db::connect(&url, TEST_POOL_SIZE, Arc::new(Keys::ephemeral())).await?;
+    Ok((db, url))
+}
+
+/// A new, empty database (no migrations) in the test cluster; answers its URL.
+pub async fn empty_postgres() -> anyhow::Result<String> {
     let base = std::env::var("PAYRAIL_TEST_PG_URL").context(
         "PAYRAIL_TEST_PG_URL is not set: run the tests through scripts/test, which starts a \
          throwaway PostgreSQL cluster",
@@ -34,9 +41,7 @@ pub async fn fresh_postgres() -> anyhow::Result<(Db, String)> {
     .await??;
     let mut url = url::Url::parse(&base).context("parsing PAYRAIL_TEST_PG_URL")?;
     url.set_path(&format!("/{name}"));
-    let url = url.to_string();
-    let db = Db::connect(&url, TEST_POOL_SIZE, Arc::new(Keys::ephemeral())).await?;
-    Ok((db, url))
+    Ok(url.to_string())
 }
 
 /// A new SQLite database file in `dir`. Answers the store and its URL.

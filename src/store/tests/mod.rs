@@ -29,4 +29,5 @@ macro_rules! on_both {
 mod contract;
 mod fixtures;
 mod lists;
+mod migrations;
 mod sql;
