@@ -235,6 +235,14 @@ pub fn signed_amount() -> Object {
     integer(true, i64::MIN, i64::MAX).build()
 }
 
+/// An audit event's type, as events show it.
+pub fn event_type_name() -> Object {
+    text(false)
+        .enum_values(Some(EVENT_TYPES))
+        .examples(["invoice.created"])
+        .build()
+}
+
 /// An audit event type, as `GET /api/events?type=` takes it.
 pub fn event_type() -> Object {
     text(false).enum_values(Some(EVENT_TYPES)).build()

@@ -89,6 +89,16 @@ pub enum PaymentStatus {
     Refunded,
 }
 
+/// Refund states: `pending → succeeded | failed`.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
 pub fn invoice(i: &Invoice) -> InvoiceView<'_> {
     InvoiceView {
         id: i.id.to_string(),
@@ -173,8 +183,7 @@ pub struct RefundView<'a> {
     invoice_id: String,
     amount: i64,
     currency: &'a str,
-    /// `pending`, `succeeded` or `failed`.
-    #[schema(example = "pending")]
+    #[schema(value_type = RefundStatus)]
     status: &'static str,
     #[schema(value_type = Option<String>)]
     reason: &'a Option<String>,
@@ -209,7 +218,7 @@ pub struct EventView {
     #[schema(example = "evt_01jd6x2c8ef9r4t7bq5n1k3h2m")]
     id: String,
     sequence: i64,
-    #[schema(example = "invoice.created")]
+    #[schema(schema_with = super::constraints::event_type_name)]
     event_type: &'static str,
     #[schema(format = DateTime)]
     occurred_at: String,

@@ -798,6 +798,7 @@ mod malformed;
 mod metrics_labels;
 mod openapi;
 mod openapi_server;
+mod openapi_tools;
 mod rate_limits;
 mod requests;
 mod secrets_at_rest;
