@@ -81,6 +81,8 @@ pub struct Settings {
     pub stream_stall_timeout_ms: u64,
     /// Chaos knobs of the built-in simulator.
     pub simulator: SimulatorConfig,
+    /// Outbound webhooks to tenants (`PAYRAIL_OUTBOUND__*`).
+    pub outbound: crate::outbound::OutboundSettings,
 }
 
 impl Default for Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             stream_heartbeat_ms: crate::http::stream::DEFAULT_HEARTBEAT_MS,
             stream_stall_timeout_ms: crate::http::stream::DEFAULT_STALL_TIMEOUT_MS,
             simulator: SimulatorConfig::default(),
+            outbound: crate::outbound::OutboundSettings::default(),
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod console;
 pub mod gateway;
 pub mod http;
 pub mod keys;
+pub mod outbound;
 pub mod rotation;
 pub mod server;
 pub mod store;

@@ -87,6 +87,9 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     if simulator.is_some() {
         register_all(&db, gateway.as_ref(), &http_settings.webhook_url).await?;
     }
+    let outbound =
+        crate::outbound::Outbound::new(settings.outbound.clone(), db.clone(), clock.clone())?;
+    outbound.start();
     let state = web::Data::new(AppState::new(
         engine,
         db,
@@ -94,6 +97,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         clock,
         keys,
         http_settings,
+        outbound,
     )?);
     let app_state = state.clone();
     let server = HttpServer::new(move || {

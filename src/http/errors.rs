@@ -41,6 +41,8 @@ pub enum ApiError {
     IdempotencyInFlight,
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    #[error("{0}")]
+    InvalidUrl(String),
     #[error("{detail}")]
     AmountExceedsRemaining { detail: String, max: i64 },
     #[error("{detail}")]
@@ -97,6 +99,7 @@ impl ApiError {
             Self::VersionConflict,
             Self::IdempotencyInFlight,
             Self::Validation(Vec::new()),
+            Self::InvalidUrl(s()),
             Self::AmountExceedsRemaining {
                 detail: s(),
                 max: 0,
@@ -140,6 +143,7 @@ impl ApiError {
                 "validation_failed",
                 "Validation failed",
             ),
+            Self::InvalidUrl(_) => (S::UNPROCESSABLE_ENTITY, "invalid_url", "URL not allowed"),
             Self::AmountExceedsRemaining { .. } => (
                 S::UNPROCESSABLE_ENTITY,
                 "amount_exceeds_remaining",
@@ -186,6 +190,10 @@ impl ApiError {
     fn field_errors(&self) -> Vec<FieldError> {
         match self {
             Self::Validation(errors) => errors.clone(),
+            Self::InvalidUrl(message) => vec![FieldError {
+                field: "url".into(),
+                message: message.clone(),
+            }],
             Self::AmountExceedsRemaining { max, .. } | Self::RefundExceedsCaptured { max, .. } => {
                 vec![FieldError {
                     field: "amount".into(),

@@ -53,6 +53,11 @@ pub fn spec(
     }))
 }
 
+/// Refuses a malformed `Idempotency-Key` (400) on a request that needs no replay.
+pub fn check_header(req: &HttpRequest) -> Result<(), ApiError> {
+    header_key(req).map(drop)
+}
+
 /// The `Idempotency-Key` header: absent, or 1-255 printable ASCII characters (else 400).
 fn header_key(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
     let Some(value) = req.headers().get(HEADER) else {

@@ -22,6 +22,8 @@ pub mod stream;
 pub mod tenants;
 pub mod views;
 pub mod volumes;
+pub mod webhook_deliveries;
+pub mod webhook_endpoints;
 pub mod webhook_schemas;
 pub mod webhooks;
 
@@ -70,6 +72,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     pub streams: stream::Streams,
     pub intake: intake::Intake,
+    /// Outbound webhooks: settings, and the dispatcher's wake-up when endpoints change.
+    pub outbound: crate::outbound::Outbound,
 }
 
 impl AppState {
@@ -80,11 +84,13 @@ impl AppState {
         clock: Arc<dyn Clock>,
         keys: Arc<crate::keys::Keys>,
         settings: HttpSettings,
+        outbound: crate::outbound::Outbound,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             limiter: auth::RateLimiter::new(&settings.limits),
             streams: stream::Streams::new(settings.stream),
             intake: intake::Intake::default(),
+            outbound,
             engine,
             db,
             gateway,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use actix_web::web;
-use payrail_actors::domain::{ApiKeyId, InvoiceId, PaymentId, TenantId};
+use payrail_actors::domain::{ApiKeyId, EndpointId, EventId, InvoiceId, PaymentId, TenantId};
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::schema::AllOfBuilder;
@@ -21,7 +21,8 @@ use super::constraints::{typeid_pattern, IDEMPOTENCY_KEY_PATTERN};
 use super::errors::{Problem, PROBLEM_JSON};
 use super::idempotency::{HEADER as IDEMPOTENCY_HEADER, KEY_MAX_CHARS};
 use super::{
-    api_keys, events, intake, invoices, ops, payments, stream, tenants, volumes, webhooks,
+    api_keys, events, intake, invoices, ops, payments, stream, tenants, volumes,
+    webhook_deliveries, webhook_endpoints, webhooks,
 };
 
 /// Where the document is served; Swagger UI loads it from here.
@@ -50,6 +51,7 @@ macro_rules! api {
                 (name = "payments", description = "Payments and refunds"),
                 (name = "events", description = "The tenant's audit log"),
                 (name = "webhooks", description = "Outcomes reported by the payment gateway"),
+                (name = "webhook-endpoints", description = "Events to tenants: outbound webhooks (Standard Webhooks)"),
                 (name = "operations", description = "Health, readiness, metrics, this document"),
             )
         )]
@@ -89,6 +91,15 @@ api!(
     payments::refund,
     events::list,
     stream::subscribe,
+    webhook_endpoints::create,
+    webhook_endpoints::list,
+    webhook_endpoints::get,
+    webhook_endpoints::update,
+    webhook_endpoints::remove,
+    webhook_endpoints::rotate,
+    webhook_deliveries::attempts,
+    webhook_deliveries::replay,
+    webhook_deliveries::redeliver,
     intake::get,
     ops::healthz,
     ops::readyz,
@@ -136,11 +147,17 @@ impl Modify for SecuritySchemes {
 
 /// Which TypeID a path's `{id}` is, by the path it is under, and its parser.
 type PathId = (&'static str, &'static str, fn(&str) -> bool);
-const PATH_IDS: [PathId; 4] = [
+const PATH_IDS: [PathId; 6] = [
     ("/api/tenants/{id}", TenantId::PREFIX, parses::<TenantId>),
     ("/api/api-keys/{id}", ApiKeyId::PREFIX, parses::<ApiKeyId>),
     ("/api/invoices/{id}", InvoiceId::PREFIX, parses::<InvoiceId>),
     ("/api/payments/{id}", PaymentId::PREFIX, parses::<PaymentId>),
+    (
+        "/api/webhook-endpoints/{id}",
+        EndpointId::PREFIX,
+        parses::<EndpointId>,
+    ),
+    ("/api/events/{id}", EventId::PREFIX, parses::<EventId>),
 ];
 
 fn parses<T: std::str::FromStr>(raw: &str) -> bool {
@@ -279,6 +296,8 @@ problems! {
     Unprocessable = 422 ["validation_failed", "idempotency_key_reused"];
     /// Field rules only.
     Invalid = 422 ["validation_failed"];
+    /// Field rules, a refused webhook target, or an idempotency key reused.
+    UrlRefused = 422 ["validation_failed", "invalid_url", "idempotency_key_reused"];
     /// An idempotency key reused with a different request.
     KeyReused = 422 ["idempotency_key_reused"];
     /// Field rules, or more than the invoice's remaining balance.
@@ -333,6 +352,7 @@ mod tests {
             | E::VersionConflict
             | E::IdempotencyInFlight
             | E::Validation(_)
+            | E::InvalidUrl(_)
             | E::AmountExceedsRemaining { .. }
             | E::RefundExceedsCaptured { .. }
             | E::IdempotencyKeyReused

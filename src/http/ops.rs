@@ -53,6 +53,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .metrics
         .render(&state.engine.metrics(), state.db.pool_status());
     body.push_str(&state.streams.render_metrics(state.db.feed().subscribers()));
+    body.push_str(&state.outbound.render_metrics());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(body)

@@ -6,12 +6,12 @@
 //! the subscriber reads everything after its position). Pokes are per process: events written
 //! by another process reach a subscriber through its own periodic re-read.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use payrail_actors::domain::TenantId;
 use payrail_actors::ports::{StoreError, Unit};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::Db;
 
@@ -33,6 +33,9 @@ pub enum FeedFull {
 struct Tenants {
     senders: HashMap<TenantId, watch::Sender<()>>,
     subscribers: usize,
+    /// The outbound dispatcher's view: tenants with commits it has not looked at yet (at most
+    /// one entry per tenant, however many commits).
+    listener: Option<(HashSet<TenantId>, Arc<Notify>)>,
 }
 
 /// Per-tenant commit notifiers; cheap to clone (one shared map).
@@ -57,14 +60,35 @@ impl Feed {
 
     /// Wakes the tenants' subscribers, if they have any.
     pub fn poke(&self, tenants: impl IntoIterator<Item = TenantId>) {
-        let map = self.lock();
-        if map.senders.is_empty() {
+        let mut map = self.lock();
+        if map.senders.is_empty() && map.listener.is_none() {
             return;
         }
+        let Tenants {
+            senders, listener, ..
+        } = &mut *map;
+        let mut noted = false;
         for tenant in tenants {
-            if let Some(sender) = map.senders.get(&tenant) {
+            if let Some(sender) = senders.get(&tenant) {
                 sender.send_replace(());
             }
+            if let Some((dirty, _)) = listener.as_mut() {
+                noted |= dirty.insert(tenant);
+            }
+        }
+        if let (true, Some((_, notify))) = (noted, listener.as_ref()) {
+            notify.notify_one();
+        }
+    }
+
+    /// The one whole-store listener (the outbound dispatcher): it learns which tenants
+    /// committed since it last looked. A new listener replaces the previous one.
+    pub fn listen(&self) -> CommitListener {
+        let notify = Arc::new(Notify::new());
+        self.lock().listener = Some((HashSet::new(), notify.clone()));
+        CommitListener {
+            feed: self.clone(),
+            notify,
         }
     }
 
@@ -132,6 +156,41 @@ impl Drop for Subscription {
     }
 }
 
+/// Which tenants committed; stops listening when dropped.
+pub struct CommitListener {
+    feed: Feed,
+    notify: Arc<Notify>,
+}
+
+impl CommitListener {
+    /// The tenants that committed since the last call, waiting for at least one.
+    pub async fn committed(&mut self) -> Vec<TenantId> {
+        loop {
+            let taken: Vec<TenantId> = match self.feed.lock().listener.as_mut() {
+                Some((dirty, _)) => dirty.drain().collect(),
+                None => Vec::new(),
+            };
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+impl Drop for CommitListener {
+    fn drop(&mut self) {
+        let mut map = self.feed.lock();
+        if map
+            .listener
+            .as_ref()
+            .is_some_and(|(_, n)| Arc::ptr_eq(n, &self.notify))
+        {
+            map.listener = None;
+        }
+    }
+}
+
 impl Db {
     /// The store's commit notifications.
     pub fn feed(&self) -> &Feed {
@@ -176,6 +235,25 @@ mod tests {
         assert!(again.await.is_err());
         let other = tokio::time::timeout(std::time::Duration::from_millis(50), sub_b.committed());
         assert!(other.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_listener_learns_each_committed_tenant_once() {
+        let feed = Feed::default();
+        let (a, b) = (TenantId::new(), TenantId::new());
+        feed.poke([a]);
+        let mut listener = feed.listen();
+        feed.poke([a, b, a]);
+        let mut got = listener.committed().await;
+        got.sort_unstable();
+        let mut want = vec![a, b];
+        want.sort_unstable();
+        assert_eq!(got, want);
+        let again =
+            tokio::time::timeout(std::time::Duration::from_millis(50), listener.committed());
+        assert!(again.await.is_err());
+        drop(listener);
+        assert!(feed.lock().listener.is_none());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! nanoseconds gets events back that differ from what it appended (truncate with
 //! `trunc_subsecs(6)`). Errors are the port's `StoreError` (`Unavailable` → 503).
 
+mod deliveries;
+mod endpoints;
 mod event_store;
 pub mod feed;
 
@@ -39,6 +41,11 @@ use diesel::sqlite::Sqlite as SqliteBackend;
 use diesel::QueryableByName;
 use payrail_actors::ports::{StoreError, Unit};
 
+pub use deliveries::{
+    AttemptRow, AttemptStatus, DueDelivery, RoundEffects, REPLAY_EVENTS_MAX,
+    RESPONSE_BODY_KEPT_BYTES,
+};
+pub use endpoints::{EndpointPatch, EndpointRow, ENDPOINTS_PER_TENANT_MAX};
 pub use model::{
     ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, ScopedResponse, StoredEvent,
     TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX, PLATFORM_SCOPE,

@@ -95,7 +95,10 @@ impl Db {
     /// The insert keeping `response`, placed first in its transaction so that a key another
     /// request already stored fails the whole transaction (`IdempotencyKeyTaken`) before any
     /// effect is written.
-    fn keep_response(&self, response: Option<&ScopedResponse>) -> Result<Vec<Stmt>, StoreError> {
+    pub(crate) fn keep_response(
+        &self,
+        response: Option<&ScopedResponse>,
+    ) -> Result<Vec<Stmt>, StoreError> {
         let rows = response
             .map(|r| idempotency_row(&r.scope, &r.record))
             .into_iter()

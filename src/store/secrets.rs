@@ -12,11 +12,11 @@ use super::Db;
 const RESEAL_PAGE_TENANTS: i64 = 500;
 
 impl Db {
-    /// Re-seals every webhook secret not sealed under the current master key; answers how many
-    /// tenants changed. A row another node changed meanwhile is left to that node's value.
+    /// Re-seals every webhook secret (tenants' and outbound endpoints') not sealed under the
+    /// current master key; answers how many rows changed. A row another node changed meanwhile is left to that node's value.
     pub async fn reseal_secrets(&self) -> Result<u64, StoreError> {
         let current = format!("pr1.{}.%", self.keys.current_id());
-        let mut resealed = 0;
+        let mut resealed = self.reseal_endpoint_secrets().await?;
         let mut after = String::new();
         loop {
             let rows: Vec<TenantSqlRow> = self

@@ -799,6 +799,8 @@ mod metrics_labels;
 mod openapi;
 mod openapi_server;
 mod openapi_tools;
+mod outbound;
+mod outbound_receiver;
 mod rate_limits;
 mod requests;
 mod secrets_at_rest;

@@ -21,6 +21,10 @@ fn concrete(path: &str) -> String {
         "key_01jd6x2c8ef9r4t7bq5n1k3h2m"
     } else if path.starts_with("/api/payments/") {
         "pay_01jd6x2c8ef9r4t7bq5n1k3h2m"
+    } else if path.starts_with("/api/webhook-endpoints/") {
+        "we_01jd6x2c8ef9r4t7bq5n1k3h2m"
+    } else if path.starts_with("/api/events/") {
+        "evt_01jd6x2c8ef9r4t7bq5n1k3h2m"
     } else {
         "inv_01jd6x2c8ef9r4t7bq5n1k3h2m"
     };

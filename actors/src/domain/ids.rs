@@ -141,6 +141,16 @@ typed_id!(
     EventId,
     "evt"
 );
+typed_id!(
+    /// A tenant's outbound webhook endpoint.
+    EndpointId,
+    "we"
+);
+typed_id!(
+    /// One delivery attempt of an event to an outbound webhook endpoint.
+    AttemptId,
+    "wa"
+);
 
 #[cfg(test)]
 mod tests {

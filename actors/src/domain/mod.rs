@@ -14,7 +14,10 @@ pub use card::{
     PaymentSource,
 };
 pub use events::{Event, EventData, StreamId};
-pub use ids::{ApiKeyId, EventId, IdParseError, InvoiceId, PaymentId, RefundId, TenantId};
+pub use ids::{
+    ApiKeyId, AttemptId, EndpointId, EventId, IdParseError, InvoiceId, PaymentId, RefundId,
+    TenantId,
+};
 pub use invoice::{Invoice, InvoiceCommand, InvoiceDetails, InvoiceInput, InvoiceStatus, LineItem};
 pub use money::Currency;
 pub use payment::{Disposition, GatewayOutcome, Payment, PaymentStatus, Refund, RefundStatus};

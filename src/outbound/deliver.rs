@@ -1,0 +1,144 @@
+//! One delivery attempt: `POST <url>` with the event as `GET /api/events` shows it, the
+//! Standard Webhooks headers, a total time limit, no redirects, and the first 1 KiB of the
+//! answer kept for the attempts log.
+
+use std::time::{Duration, Instant};
+
+use reqwest::redirect::Policy;
+use reqwest::{Client, StatusCode};
+use secrecy::SecretString;
+
+use super::signing::signature_header;
+use super::ssrf::{self, forbidden_class};
+use super::OutboundSettings;
+use crate::store::RESPONSE_BODY_KEPT_BYTES;
+
+/// Idle keep-alive connections kept per host.
+const IDLE_CONNECTIONS_PER_HOST: usize = 32;
+
+/// The delivery client: the guarded resolver, no redirects, keep-alive pooling, HTTP/1.1 and
+/// HTTP/2 (negotiated by ALPN over TLS).
+pub fn client(settings: &OutboundSettings) -> anyhow::Result<Client> {
+    Ok(Client::builder()
+        .redirect(Policy::none())
+        .dns_resolver(ssrf::resolver(settings.policy()))
+        .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("Payrail-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// An HTTP answer: its status and the start of its body.
+    Status(u16, String),
+    /// No answer: timeout, refused connection, refused target.
+    NoAnswer(String),
+}
+
+impl Answer {
+    pub fn succeeded(&self) -> bool {
+        matches!(self, Self::Status(s, _) if (200..300).contains(s))
+    }
+
+    pub fn gone(&self) -> bool {
+        matches!(self, Self::Status(410, _))
+    }
+
+    /// The attempts-log label of a transport failure, or the status class.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Status(s, _) if (200..300).contains(s) => "2xx",
+            Self::Status(s, _) if *s < 400 => "3xx",
+            Self::Status(s, _) if *s < 500 => "4xx",
+            Self::Status(..) => "5xx",
+            Self::NoAnswer(e) if e == "timeout" => "timeout",
+            Self::NoAnswer(_) => "error",
+        }
+    }
+}
+
+/// One signed request to the endpoint.
+pub struct Request<'a> {
+    pub url: &'a str,
+    pub webhook_id: &'a str,
+    pub timestamp: i64,
+    pub body: &'a [u8],
+    pub secrets: Vec<&'a SecretString>,
+}
+
+/// Sends one attempt; answers what came back and how long it took.
+pub async fn send(
+    client: &Client,
+    settings: &OutboundSettings,
+    req: Request<'_>,
+) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = attempt(client, settings, &req).await;
+    (answer, started.elapsed())
+}
+
+async fn attempt(client: &Client, settings: &OutboundSettings, req: &Request<'_>) -> Answer {
+    // A literal address never reaches the resolver: check it here, at send time.
+    if let Ok(url) = url::Url::parse(req.url) {
+        let literal: Option<std::net::IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.into()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.into()),
+            _ => None,
+        };
+        if let Some(class) = literal.and_then(forbidden_class) {
+            if !settings.allow_private_targets {
+                return Answer::NoAnswer(format!("refused target: {class} address"));
+            }
+        }
+    }
+    let signature = signature_header(&req.secrets, req.webhook_id, req.timestamp, req.body);
+    let sent = client
+        .post(req.url)
+        .header("content-type", "application/json")
+        .header("webhook-id", req.webhook_id)
+        .header("webhook-timestamp", req.timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(req.body.to_vec())
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(r) => r,
+        Err(e) => return Answer::NoAnswer(describe(&e)),
+    };
+    let status = response.status();
+    let mut kept = Vec::new();
+    // Only the start of the body is kept; the rest is not waited for.
+    while kept.len() < RESPONSE_BODY_KEPT_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk),
+            Ok(None) => break,
+            // A body cut off or too slow: a success still needs its whole status line only,
+            // but a slow body past the time limit is a timeout.
+            Err(e) if e.is_timeout() => return Answer::NoAnswer("timeout".into()),
+            Err(_) => break,
+        }
+    }
+    kept.truncate(RESPONSE_BODY_KEPT_BYTES);
+    Answer::Status(
+        status_code(status),
+        String::from_utf8_lossy(&kept).into_owned(),
+    )
+}
+
+fn status_code(status: StatusCode) -> u16 {
+    status.as_u16()
+}
+
+/// A transport failure in a few words, without the URL (it may carry a token).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timeout".into()
+    } else if e.is_connect() {
+        "connection failed".into()
+    } else {
+        "request failed".into()
+    }
+}

@@ -1,0 +1,126 @@
+//! The dispatcher: one worker task per enabled endpoint, started and stopped as endpoints
+//! change, woken by its tenant's commits (the store's commit listener) and, for retries and
+//! other nodes' commits, by a periodic sweep. Also the purge of old attempts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use payrail_actors::domain::{EndpointId, TenantId};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use super::worker::Worker;
+use super::Shared;
+use crate::store::EndpointRow;
+
+/// Attempts purged per transaction.
+const PURGE_BATCH_ROWS: usize = 1_000;
+/// How often old attempts are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+struct Running {
+    endpoint: watch::Sender<EndpointRow>,
+    wake: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+type Workers = HashMap<(TenantId, EndpointId), Running>;
+
+pub(crate) fn spawn(shared: Arc<Shared>) {
+    tokio::spawn(async move {
+        let mut listener = shared.db.feed().listen();
+        let sweep = Duration::from_millis(shared.settings.sweep_ms.max(1));
+        let mut workers = Workers::new();
+        let mut reload = true;
+        let mut next_sweep = tokio::time::Instant::now();
+        loop {
+            if reload {
+                reconcile(&shared, &mut workers).await;
+                reload = false;
+                next_sweep = tokio::time::Instant::now() + sweep;
+            }
+            // Commits only wake the workers of their tenants; endpoints are re-read when the
+            // API changes one, and at each sweep.
+            tokio::select! {
+                tenants = listener.committed() => {
+                    for ((tenant, _), running) in &workers {
+                        if tenants.contains(tenant) {
+                            running.wake.notify_one();
+                        }
+                    }
+                }
+                _ = shared.changed.notified() => reload = true,
+                _ = tokio::time::sleep_until(next_sweep) => reload = true,
+            }
+        }
+    });
+}
+
+/// Starts workers for new endpoints, hands changed rows to running ones, stops the workers of
+/// endpoints that are gone or disabled (their queues stay in storage), and wakes them all.
+async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
+    let endpoints = match shared.db.enabled_endpoints().await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "outbound dispatcher cannot list endpoints");
+            return;
+        }
+    };
+    let mut seen = HashMap::with_capacity(endpoints.len());
+    for row in endpoints {
+        let key = (row.tenant_id, row.id);
+        seen.insert(key, ());
+        match workers.get(&key) {
+            Some(running) if !running.task.is_finished() => {
+                running.endpoint.send_replace(row);
+                running.wake.notify_one();
+            }
+            _ => {
+                let (endpoint, receiver) = watch::channel(row);
+                let wake = Arc::new(Notify::new());
+                let worker = Worker {
+                    shared: shared.clone(),
+                    endpoint: receiver,
+                    wake: wake.clone(),
+                };
+                let task = tokio::spawn(worker.run());
+                workers.insert(
+                    key,
+                    Running {
+                        endpoint,
+                        wake,
+                        task,
+                    },
+                );
+            }
+        }
+    }
+    workers.retain(|key, _| {
+        let keep = seen.contains_key(key);
+        if !keep {
+            shared.metrics.forget(key.1);
+        }
+        // Dropping the sender lets the worker finish its round and stop.
+        keep
+    });
+}
+
+/// Purges attempts older than the retention setting, every minute.
+pub(crate) fn spawn_purge(shared: Arc<Shared>) {
+    let keep = chrono::Duration::hours(
+        i64::try_from(shared.settings.attempt_retention_hours).unwrap_or(i64::MAX / 3_600),
+    );
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(PURGE_EVERY);
+        loop {
+            ticker.tick().await;
+            let before = shared.clock.now() - keep;
+            match shared.db.purge_attempts(before, PURGE_BATCH_ROWS).await {
+                Ok(n) if n > 0 => tracing::info!(purged = n, "purged old outbound attempts"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbound attempts purge failed"),
+            }
+        }
+    });
+}

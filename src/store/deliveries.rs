@@ -1,0 +1,519 @@
+//! The outbound dispatcher's storage: pending retries, the attempts log and the endpoint's
+//! cursor, recorded together after each round of attempts; replays; the attempts purge.
+//! Nothing here runs on the ingestion path: the dispatcher reads the log after commit.
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::QueryableByName;
+use payrail_actors::domain::{AttemptId, EndpointId, EventId, TenantId};
+use payrail_actors::ports::StoreError;
+
+use super::model::StoredEvent;
+use super::rows::{event_columns, parse_id, CountRow, EventRow};
+use super::stmt::{from_micros, Bind, Stmt};
+use super::Db;
+
+/// Events one replay may schedule.
+pub const REPLAY_EVENTS_MAX: usize = 10_000;
+/// Characters of a receiver's answer kept in the attempts log.
+pub const RESPONSE_BODY_KEPT_BYTES: usize = 1_024;
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStatus {
+    Succeeded,
+    /// Failed; another attempt is scheduled.
+    Pending,
+    /// Failed; no attempt follows (schedule exhausted, endpoint gone or disabled by a 410).
+    Failed,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Succeeded => "succeeded",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Succeeded, Self::Pending, Self::Failed]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// One attempt of one event to one endpoint, as logged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRow {
+    pub id: AttemptId,
+    pub event_seq: i64,
+    pub event_id: EventId,
+    /// 1 for the first attempt of a delivery.
+    pub attempt: i64,
+    pub status: AttemptStatus,
+    pub response_status: Option<u16>,
+    pub response_body: Option<String>,
+    pub duration_ms: i64,
+    pub attempted_at: DateTime<Utc>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// A delivery due for another attempt, with its event.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// Attempts made so far in this delivery.
+    pub attempts: i64,
+    pub event: StoredEvent,
+}
+
+/// What a round of attempts changes on its endpoint, written with the attempts.
+#[derive(Debug, Clone, Default)]
+pub struct RoundEffects {
+    /// The cursor moves on to here (first attempts of every event up to it are recorded).
+    pub cursor_seq: Option<i64>,
+    /// `Some(None)`: a success ended the run of failures; `Some(Some(t))`: a run began at `t`.
+    pub failing_since: Option<Option<DateTime<Utc>>>,
+    pub disable: bool,
+}
+
+#[derive(QueryableByName)]
+struct DueRow {
+    #[diesel(sql_type = BigInt)]
+    attempts: i64,
+    #[diesel(embed)]
+    event: EventRow,
+}
+
+#[derive(QueryableByName)]
+struct AttemptSqlRow {
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = BigInt)]
+    event_seq: i64,
+    #[diesel(sql_type = Text)]
+    event_id: String,
+    #[diesel(sql_type = BigInt)]
+    attempt: i64,
+    #[diesel(sql_type = Text)]
+    status: String,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    response_status: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response_body: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    duration_ms: i64,
+    #[diesel(sql_type = BigInt)]
+    attempted_at: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    next_attempt_at: Option<i64>,
+}
+
+impl AttemptSqlRow {
+    fn into_row(self) -> Result<AttemptRow, StoreError> {
+        Ok(AttemptRow {
+            id: parse_id(&self.id)?,
+            event_seq: self.event_seq,
+            event_id: parse_id(&self.event_id)?,
+            attempt: self.attempt,
+            status: AttemptStatus::parse(&self.status)
+                .ok_or_else(|| super::rows::corrupt(format!("attempt status {}", self.status)))?,
+            response_status: self.response_status.and_then(|s| u16::try_from(s).ok()),
+            response_body: self.response_body,
+            duration_ms: self.duration_ms,
+            attempted_at: from_micros(self.attempted_at),
+            next_attempt_at: self.next_attempt_at.map(from_micros),
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct BacklogRow {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    oldest: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct SeqTypeRow {
+    #[diesel(sql_type = BigInt)]
+    seq: i64,
+    #[diesel(sql_type = Text)]
+    event_type: String,
+}
+
+/// Binds `(tenant, endpoint)`.
+fn scope(tenant: TenantId, endpoint: EndpointId) -> Vec<Bind> {
+    vec![
+        Bind::Text(tenant.to_string()),
+        Bind::Text(endpoint.to_string()),
+    ]
+}
+
+/// `INSERT … SELECT <values> WHERE <the endpoint exists>`: a round finishing after its
+/// endpoint was deleted leaves nothing behind.
+const IF_ENDPOINT: &str =
+    "WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = ? AND w.id = ?)";
+
+impl Db {
+    /// The endpoint's deliveries due at `now`, oldest due first.
+    pub async fn due_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let mut binds = scope(tenant, endpoint);
+        binds.extend([Bind::ts(now), Bind::I64(limit as i64)]);
+        let rows: Vec<DueRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT d.attempts, {} FROM webhook_deliveries d \
+                     JOIN events e ON e.tenant_id = d.tenant_id AND e.seq = d.event_seq \
+                     WHERE d.tenant_id = ? AND d.endpoint_id = ? AND d.next_attempt_at <= ? \
+                     ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
+                    event_columns(self.dialect())
+                ),
+                binds,
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(DueDelivery {
+                    attempts: r.attempts,
+                    event: r.event.into_stored()?,
+                })
+            })
+            .collect()
+    }
+
+    /// When the endpoint's next pending retry is due, if it has one.
+    pub async fn next_retry_at(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+    ) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let rows: Vec<CountRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT {} AS n FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ? \
+                     ORDER BY next_attempt_at LIMIT 1",
+                    self.dialect().ts_out("next_attempt_at")
+                ),
+                scope(tenant, endpoint),
+            ))
+            .await?;
+        Ok(rows.first().map(|r| from_micros(r.n)))
+    }
+
+    /// The tenant's events after `after_seq`, in commit order (the dispatcher's tail).
+    pub async fn events_after(
+        &self,
+        tenant: TenantId,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.events_where(
+            "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
+            vec![
+                Bind::Text(tenant.to_string()),
+                Bind::I64(after_seq),
+                Bind::I64(limit as i64),
+            ],
+        )
+        .await
+    }
+
+    /// Records a round of attempts in one transaction: the attempts log, each delivery's
+    /// pending retry (kept, moved on, or dropped), and the endpoint's cursor and failure state.
+    pub async fn record_round(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        attempts: &[AttemptRow],
+        effects: &RoundEffects,
+    ) -> Result<(), StoreError> {
+        let mut stmts = Vec::with_capacity(attempts.len() * 3 + 1);
+        for a in attempts {
+            stmts.push(self.insert_attempt(tenant, endpoint, a));
+            let mut binds = scope(tenant, endpoint);
+            binds.extend([Bind::I64(a.event_seq), Bind::Text(a.id.to_string())]);
+            // Earlier attempts of this delivery no longer wait for a retry.
+            stmts.push(Stmt::new(
+                "UPDATE webhook_attempts SET status = 'failed' WHERE tenant_id = ? \
+                 AND endpoint_id = ? AND event_seq = ? AND status = 'pending' AND id <> ?",
+                binds,
+            ));
+            stmts.push(match (a.status, a.next_attempt_at) {
+                (AttemptStatus::Pending, Some(next)) => {
+                    let mut binds = scope(tenant, endpoint);
+                    binds.extend([Bind::I64(a.event_seq), Bind::I64(a.attempt), Bind::ts(next)]);
+                    binds.extend(scope(tenant, endpoint));
+                    Stmt::new(
+                        format!(
+                            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_seq, \
+                             attempts, next_attempt_at) SELECT ?, ?, ?, ?, ? {IF_ENDPOINT} \
+                             ON CONFLICT (tenant_id, endpoint_id, event_seq) DO UPDATE SET \
+                             attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at"
+                        ),
+                        binds,
+                    )
+                }
+                _ => {
+                    let mut binds = scope(tenant, endpoint);
+                    binds.push(Bind::I64(a.event_seq));
+                    Stmt::new(
+                        "DELETE FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ? \
+                         AND event_seq = ?",
+                        binds,
+                    )
+                }
+            });
+        }
+        stmts.push(self.endpoint_effects(tenant, endpoint, effects));
+        self.transact(stmts).await.map(drop)
+    }
+
+    fn insert_attempt(&self, tenant: TenantId, endpoint: EndpointId, a: &AttemptRow) -> Stmt {
+        let mut binds = scope(tenant, endpoint);
+        binds.extend([
+            Bind::Text(a.id.to_string()),
+            Bind::I64(a.event_seq),
+            Bind::Text(a.event_id.to_string()),
+            Bind::I64(a.attempt),
+            Bind::text(a.status.as_str()),
+            match a.response_status {
+                Some(s) => Bind::I64(i64::from(s)),
+                None => Bind::OptText(None),
+            },
+            Bind::OptText(a.response_body.clone()),
+            Bind::I64(a.duration_ms),
+            Bind::ts(a.attempted_at),
+            Bind::opt_ts(a.next_attempt_at),
+        ]);
+        binds.extend(scope(tenant, endpoint));
+        let status = match a.response_status {
+            Some(_) => "?",
+            None => "CAST(? AS BIGINT)",
+        };
+        Stmt::new(
+            format!(
+                "INSERT INTO webhook_attempts (tenant_id, endpoint_id, id, event_seq, event_id, \
+                 attempt, status, response_status, response_body, duration_ms, attempted_at, \
+                 next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, {status}, ?, ?, ?, ? {IF_ENDPOINT}"
+            ),
+            binds,
+        )
+    }
+
+    fn endpoint_effects(&self, tenant: TenantId, endpoint: EndpointId, e: &RoundEffects) -> Stmt {
+        let mut sets = vec!["cursor_seq = CASE WHEN cursor_seq < ? THEN ? ELSE cursor_seq END"];
+        let cursor = e.cursor_seq.unwrap_or(i64::MIN);
+        let mut binds = vec![Bind::I64(cursor), Bind::I64(cursor)];
+        match e.failing_since {
+            Some(None) => sets.push("failing_since = NULL"),
+            // A run already under way keeps its start.
+            Some(Some(at)) => {
+                sets.push("failing_since = COALESCE(failing_since, ?)");
+                binds.push(Bind::ts(at));
+            }
+            None => {}
+        }
+        if e.disable {
+            sets.push("status = 'disabled'");
+        }
+        binds.extend(scope(tenant, endpoint));
+        Stmt::new(
+            format!(
+                "UPDATE webhook_endpoints SET {} WHERE tenant_id = ? AND id = ?",
+                sets.join(", ")
+            ),
+            binds,
+        )
+    }
+
+    /// The endpoint's attempts, newest first, after the attempt `starting_after` (cursor
+    /// paging), optionally of one status. Answers one more than `limit` if there are more.
+    pub async fn list_attempts(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        status: Option<AttemptStatus>,
+        limit: usize,
+        starting_after: Option<AttemptId>,
+    ) -> Result<Vec<AttemptRow>, StoreError> {
+        let d = self.dialect();
+        let mut filter = String::from("tenant_id = ? AND endpoint_id = ?");
+        let mut binds = scope(tenant, endpoint);
+        if let Some(status) = status {
+            filter.push_str(" AND status = ?");
+            binds.push(Bind::text(status.as_str()));
+        }
+        if let Some(after) = starting_after {
+            // TypeIDs of UUIDv7s sort by creation time as text.
+            filter.push_str(" AND id < ?");
+            binds.push(Bind::Text(after.to_string()));
+        }
+        binds.push(Bind::I64(limit as i64 + 1));
+        let rows: Vec<AttemptSqlRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT id, event_seq, event_id, attempt, status, response_status, \
+                     response_body, duration_ms, {} AS attempted_at, {} AS next_attempt_at \
+                     FROM webhook_attempts WHERE {filter} ORDER BY id DESC LIMIT ?",
+                    d.ts_out("attempted_at"),
+                    d.ts_out("next_attempt_at")
+                ),
+                binds,
+            ))
+            .await?;
+        rows.into_iter().map(AttemptSqlRow::into_row).collect()
+    }
+
+    /// Schedules the events that occurred in `[since, until)` (and that `wanted` keeps) for
+    /// another delivery to the endpoint, due at `now`; events past the endpoint's cursor go
+    /// out anyway and are left alone. Answers how many were scheduled, or `None` if the range
+    /// holds more than [`REPLAY_EVENTS_MAX`].
+    pub async fn schedule_replay(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Option<usize>, StoreError> {
+        let mut binds = vec![
+            Bind::Text(tenant.to_string()),
+            Bind::ts(since),
+            Bind::ts(until),
+        ];
+        binds.extend(scope(tenant, endpoint));
+        binds.push(Bind::I64(REPLAY_EVENTS_MAX as i64 + 1));
+        let rows: Vec<SeqTypeRow> = self
+            .load(Stmt::new(
+                "SELECT e.seq, e.event_type FROM events e WHERE e.tenant_id = ? \
+                 AND e.occurred_at >= ? AND e.occurred_at < ? AND e.seq <= \
+                 (SELECT w.cursor_seq FROM webhook_endpoints w WHERE w.tenant_id = ? AND w.id = ?) \
+                 ORDER BY e.seq LIMIT ?",
+                binds,
+            ))
+            .await?;
+        if rows.len() > REPLAY_EVENTS_MAX {
+            return Ok(None);
+        }
+        let seqs: Vec<i64> = rows
+            .into_iter()
+            .filter(|r| wanted(&r.event_type))
+            .map(|r| r.seq)
+            .collect();
+        self.schedule(tenant, endpoint, &seqs, now).await?;
+        Ok(Some(seqs.len()))
+    }
+
+    /// Schedules the events at `seqs` for a new delivery (attempt 1) to the endpoint at `now`.
+    pub async fn schedule(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        seqs: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let stmts: Vec<Stmt> = seqs
+            .iter()
+            .map(|&seq| {
+                let mut binds = scope(tenant, endpoint);
+                binds.extend([Bind::I64(seq), Bind::ts(now)]);
+                binds.extend(scope(tenant, endpoint));
+                Stmt::new(
+                    format!(
+                        "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_seq, \
+                         attempts, next_attempt_at) SELECT ?, ?, ?, 0, ? {IF_ENDPOINT} \
+                         ON CONFLICT (tenant_id, endpoint_id, event_seq) DO UPDATE SET \
+                         attempts = 0, next_attempt_at = excluded.next_attempt_at"
+                    ),
+                    binds,
+                )
+            })
+            .collect();
+        for chunk in stmts.chunks(500) {
+            self.transact(chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's event with this id (a scan of the tenant's log: there is no index on
+    /// event ids, which would cost every commit a write).
+    pub async fn find_event(
+        &self,
+        tenant: TenantId,
+        id: EventId,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        Ok(self
+            .events_where(
+                "e.tenant_id = ? AND e.event_id = ?",
+                vec![Bind::Text(tenant.to_string()), Bind::Text(id.to_string())],
+            )
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// Undelivered work of an endpoint: how many events (past its cursor, or waiting for a
+    /// retry) and when the oldest of them occurred.
+    pub async fn endpoint_backlog(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        cursor_seq: i64,
+    ) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let mut binds = vec![Bind::Text(tenant.to_string()), Bind::I64(cursor_seq)];
+        binds.extend(scope(tenant, endpoint));
+        binds.extend([Bind::Text(tenant.to_string()), Bind::I64(cursor_seq + 1)]);
+        binds.extend(scope(tenant, endpoint));
+        let rows: Vec<BacklogRow> = self
+            .load(Stmt::new(
+                format!(
+                    "SELECT COALESCE((SELECT c.last_seq FROM event_counters c \
+                     WHERE c.tenant_id = ?), 0) - ? + (SELECT count(*) FROM webhook_deliveries d \
+                     WHERE d.tenant_id = ? AND d.endpoint_id = ?) AS n, \
+                     (SELECT {} FROM events e WHERE e.tenant_id = ? AND (e.seq = ? OR e.seq IN \
+                     (SELECT d.event_seq FROM webhook_deliveries d WHERE d.tenant_id = ? \
+                     AND d.endpoint_id = ?))) AS oldest",
+                    self.dialect().ts_out("min(e.occurred_at)")
+                ),
+                binds,
+            ))
+            .await?;
+        Ok(rows
+            .first()
+            .map_or((0, None), |r| (r.n.max(0), r.oldest.map(from_micros))))
+    }
+
+    /// Deletes attempts logged before `before`, `batch` rows per transaction; answers how many.
+    pub async fn purge_attempts(
+        &self,
+        before: DateTime<Utc>,
+        batch: usize,
+    ) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let counts = self
+                .transact(vec![Stmt::new(
+                    "DELETE FROM webhook_attempts WHERE (tenant_id, endpoint_id, id) IN \
+                     (SELECT tenant_id, endpoint_id, id FROM webhook_attempts \
+                     WHERE attempted_at < ? LIMIT ?)",
+                    vec![Bind::ts(before), Bind::I64(batch.max(1) as i64)],
+                )])
+                .await?;
+            let n = counts.first().copied().unwrap_or(0);
+            total += n;
+            if n < batch.max(1) {
+                return Ok(total);
+            }
+        }
+    }
+}
