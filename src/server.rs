@@ -13,6 +13,7 @@ use payrail_actors::ports::{AccountRegistration, Clock, EventStore, Gateway, Sys
 use payrail_actors::Engine;
 
 use crate::config::Settings;
+use crate::gateway::reregister::ReRegistering;
 use crate::gateway::{start_simulator, HttpGateway, HttpGatewayConfig, SimulatorHandle};
 use crate::http::{self, AppState, HttpSettings};
 use crate::store::Db;
@@ -63,7 +64,11 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     };
     let gateway_config =
         HttpGatewayConfig::new(gateway_url).trusting(settings.gateway_ca_file.as_ref());
-    let gateway: Arc<dyn Gateway> = Arc::new(HttpGateway::with_config(gateway_config)?);
+    let gateway: Arc<dyn Gateway> = Arc::new(ReRegistering::new(
+        Arc::new(HttpGateway::with_config(gateway_config)?),
+        db.clone(),
+        settings.webhook_url(&addr.to_string()),
+    ));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut engine_config = settings.engine();
     engine_config.fingerprint_key = keys.card_fingerprint_key();

@@ -2,6 +2,7 @@
 //! signature scheme both sides share, and the built-in simulator that plays the gateway.
 
 pub mod client;
+pub mod reregister;
 pub mod signature;
 
 pub use client::{HttpGateway, HttpGatewayConfig};

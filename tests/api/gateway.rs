@@ -6,9 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use payrail::gateway::{start_simulator, HttpGateway, SimulatorConfig};
+use payrail::gateway::{start_simulator, SimulatorConfig};
 use payrail_actors::domain::TenantId;
-use payrail_actors::ports::{AccountRegistration, Gateway};
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_app, spawn_app_with, Backend, TestApp};
@@ -215,18 +214,11 @@ pub async fn gateway_down_then_back(backend: Backend) {
             "never failed without the gateway saying so"
         );
     }
-    // The gateway comes back (knowing nothing): the account is registered again, and the
-    // engine's background retries complete every payment.
+    // The gateway comes back knowing nothing: the engine's retries meet `unknown_account`,
+    // register the account again by themselves, and complete every payment.
     let simulator = start_simulator(&bind, SimulatorConfig::default())
         .await
         .unwrap();
-    let gateway = HttpGateway::new(simulator.url()).unwrap();
-    let registration = AccountRegistration {
-        account: t.id.parse().unwrap(),
-        webhook_url: format!("{}/api/webhooks/payments", app.url),
-        webhook_secret: t.secret.clone(),
-    };
-    gateway.register_account(&registration).await.unwrap();
     for p in &payments {
         app.eventually(&format!("/api/payments/{p}"), &t.key, |v| {
             v["status"] == "succeeded"
