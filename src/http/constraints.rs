@@ -19,7 +19,9 @@ pub const CURRENCY_PATTERN: &str = "^[A-Z]{3}$";
 /// `Idempotency-Key`: printable ASCII; a header value cannot begin or end with a space.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~](?:[ -~]*[!-~])?$";
 /// A customer email: something before the first `@`, and a dot somewhere after it.
-const EMAIL_PATTERN: &str = r"^[^@]+@[\s\S]*\.";
+const EMAIL_PATTERN: &str = r"^[^@\u0000]+@[^\u0000]*\.[^\u0000]*$";
+/// Text without U+0000, which the server refuses in any request text (no database stores it).
+pub const NUL_FREE_PATTERN: &str = r"^[^\u0000]*$";
 pub const EMAIL_MAX_CHARS: usize = 254;
 /// An API key's name, 1-100 characters once trimmed.
 pub const KEY_NAME_MAX_CHARS: usize = 100;
@@ -36,11 +38,11 @@ pub fn typeid_pattern(prefix: &str) -> String {
 }
 
 /// A string that is 1 to `max` characters once leading and trailing whitespace is trimmed:
-/// blanks around it are allowed and not counted.
+/// blanks around it are allowed and not counted. Like all request text, it holds no U+0000.
 pub fn trimmed_pattern(max: usize) -> String {
-    let (ws, text) = (format!("[{WHITESPACE}]"), format!("[^{WHITESPACE}]"));
+    let (ws, text) = (format!("[{WHITESPACE}]"), format!("[^{WHITESPACE}\\u0000]"));
     format!(
-        "^{ws}*{text}(?:[\\s\\S]{{0,{}}}{text})?{ws}*$",
+        "^{ws}*{text}(?:[^\\u0000]{{0,{}}}{text})?{ws}*$",
         max.saturating_sub(2)
     )
 }
@@ -218,6 +220,19 @@ pub fn null_only() -> Object {
 
 pub fn invoice_id() -> Object {
     typeid("inv", false)
+}
+
+/// `customer` of `GET /api/invoices`: free text, up to 200 characters.
+pub fn customer_filter() -> Object {
+    text(false)
+        .max_length(Some(CUSTOMER_NAME_MAX_CHARS))
+        .pattern(Some(NUL_FREE_PATTERN))
+        .build()
+}
+
+/// A subject id to filter events by (any id; another value matches nothing).
+pub fn subject_filter() -> Object {
+    text(false).pattern(Some(NUL_FREE_PATTERN)).build()
 }
 
 /// As a query parameter: absent means none.

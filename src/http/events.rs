@@ -21,6 +21,7 @@ pub struct EventQuery {
     #[param(schema_with = constraints::event_type)]
     event_type: Option<String>,
     /// The subject's id (`inv_…`, `pay_…`, `re_…`, `key_…`); any other value matches nothing.
+    #[param(schema_with = constraints::subject_filter)]
     subject_id: Option<String>,
     /// 1-100, default 50.
     #[param(schema_with = constraints::page_size)]
@@ -66,6 +67,11 @@ pub async fn list(
         .is_some_and(|t| !EVENT_TYPES.contains(&t))
     {
         return Err(ApiError::InvalidRequest("unknown event type".into()));
+    }
+    if q.subject_id.as_deref().is_some_and(|s| s.contains('\0')) {
+        return Err(ApiError::InvalidRequest(
+            "subjectId may not contain U+0000".into(),
+        ));
     }
     let (db, tenant) = (state.db.clone(), auth.tenant);
     let (event_type, subject, after) =

@@ -337,7 +337,7 @@ pub struct ListQuery {
     #[param(value_type = Option<views::InvoiceStatus>)]
     status: Option<String>,
     /// Case-insensitive substring of the customer's name or email, up to 200 characters.
-    #[param(max_length = 200)]
+    #[param(schema_with = constraints::customer_filter)]
     customer: Option<String>,
     created_from: Option<DateTime<Utc>>,
     created_to: Option<DateTime<Utc>>,
@@ -420,6 +420,9 @@ impl ListQuery {
             .is_some_and(|c| c.chars().count() > 200)
         {
             return Err(bad("customer filter too long"));
+        }
+        if self.customer.as_ref().is_some_and(|c| c.contains('\0')) {
+            return Err(bad("customer may not contain U+0000"));
         }
         Ok(InvoiceQuery {
             status,

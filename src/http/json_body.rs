@@ -14,6 +14,11 @@ use super::errors::{json_error, ApiError};
 /// is read again with integral numbers made integers, and if that changes nothing the first
 /// error stands.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if holds_nul(body) {
+        return Err(ApiError::InvalidRequest(
+            "text may not contain the character U+0000".into(),
+        ));
+    }
     let err = match serde_json::from_slice(body) {
         Ok(value) => return Ok(value),
         Err(err) => err,
@@ -32,6 +37,26 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         return Err(json_error(err));
     }
     T::deserialize(value).map_err(json_error)
+}
+
+/// Whether a string or key of the JSON body holds U+0000, which no text column can store
+/// (PostgreSQL refuses it): refused up front, the same on every backend. A raw NUL is not valid
+/// JSON text, so only the escape `\u0000` can carry one; a body without that sequence costs one
+/// scan, and one with it (perhaps an escaped backslash before `u0000`) is read to be sure.
+fn holds_nul(body: &[u8]) -> bool {
+    const ESCAPE: &[u8] = b"\\u0000";
+    if !body.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+        return false;
+    }
+    fn walk(value: &Value) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(items) => items.iter().any(walk),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || walk(v)),
+            _ => false,
+        }
+    }
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| walk(&v))
 }
 
 /// The integer an integral float stands for, if it has one in `i64` or `u64`.
@@ -207,6 +232,23 @@ mod tests {
             let err = parse::<Line>(body.as_bytes()).unwrap_err();
             assert_eq!(err.parts().1, code, "{body}");
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Named {
+        #[allow(dead_code)]
+        name: String,
+    }
+
+    #[test]
+    fn text_with_nul_is_refused() {
+        for body in [r#"{"name": "a\u0000b"}"#, r#"{"name": "x", "\u0000": 1}"#] {
+            let err = parse::<Named>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.parts().1, "invalid_request", "{body}");
+        }
+        // An escaped backslash before `u0000` is no NUL.
+        assert!(parse::<Named>(br#"{"name": "a\\u0000b"}"#).is_ok());
+        assert!(parse::<Named>(br#"{"name": "a\u0001b"}"#).is_ok());
     }
 
     #[test]

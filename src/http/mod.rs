@@ -14,6 +14,7 @@ pub mod methods;
 pub mod metrics;
 pub mod middleware;
 pub mod openapi;
+pub mod openapi_text;
 pub mod ops;
 pub mod payments;
 pub mod redact;

@@ -20,6 +20,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 use super::constraints::{typeid_pattern, IDEMPOTENCY_KEY_PATTERN};
 use super::errors::{Problem, PROBLEM_JSON};
 use super::idempotency::{HEADER as IDEMPOTENCY_HEADER, KEY_MAX_CHARS};
+use super::openapi_text::NulFreeRequestText;
 use super::{
     api_keys, events, intake, invoices, ops, payments, stream, tenants, volumes,
     webhook_deliveries, webhook_endpoints, webhooks,
@@ -43,7 +44,7 @@ macro_rules! api {
             ),
             paths(webhooks::receive, $($module::$handler),*),
             components(schemas(Problem)),
-            modifiers(&SecuritySchemes, &SharedParameters),
+            modifiers(&SecuritySchemes, &SharedParameters, &NulFreeRequestText),
             tags(
                 (name = "tenants", description = "Tenant management (platform admin token)"),
                 (name = "api-keys", description = "Tenant API keys (tenant admin)"),

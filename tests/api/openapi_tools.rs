@@ -155,7 +155,9 @@ async fn schemathesis(
             "--phases",
             "examples,coverage,fuzzing,stateful",
         ])
-        .args(["--workers", "2", "--no-color"])
+        // One worker: Hypothesis parses lambdas' source with `ast`, which CPython 3.11 does
+        // not allow from two threads at once ("AST constructor recursion depth mismatch").
+        .args(["--workers", "1", "--no-color"])
         .arg(format!(
             "--max-examples={}",
             env_or(
