@@ -783,6 +783,11 @@ async fn postgres_one_idempotency_key_across_two_nodes() {
 }
 
 #[actix_web::test]
+async fn postgres_stale_node_applies_a_webhook_after_reloading() {
+    storage::a_stale_node_applies_a_webhook_after_reloading().await;
+}
+
+#[actix_web::test]
 async fn standalone_gateway_process_completes_payments() {
     process::standalone_gateway().await;
 }

@@ -11,7 +11,14 @@ use serde_json::{json, Value};
 use crate::helpers::ADMIN;
 
 async fn instance(url: &str) -> (String, actix_web::web::Data<payrail::http::AppState>) {
-    let settings = Settings {
+    instance_with(url, |_| {}).await
+}
+
+async fn instance_with(
+    url: &str,
+    adjust: impl FnOnce(&mut Settings),
+) -> (String, actix_web::web::Data<payrail::http::AppState>) {
+    let mut settings = Settings {
         bind: "127.0.0.1:0".into(),
         database_url: Some(url.to_owned().into()),
         db_pool_size: 4,
@@ -21,6 +28,7 @@ async fn instance(url: &str) -> (String, actix_web::web::Data<payrail::http::App
         hashing_key: Some(crate::process::TEST_HASHING_KEY.to_owned().into()),
         ..Settings::default()
     };
+    adjust(&mut settings);
     let running = server::start(&settings).await.unwrap();
     let base = running.url();
     let Running { state, server, .. } = running;
@@ -156,4 +164,115 @@ pub async fn one_idempotency_key_across_two_nodes() {
             .unwrap();
         assert_eq!(listed.status(), 200);
     }
+}
+
+/// A webhook reaching a node whose payment actor is stale (the other node applied an outcome)
+/// is decided again on the reloaded payment: the gateway gets 200, never a conflict.
+pub async fn a_stale_node_applies_a_webhook_after_reloading() {
+    let (_db, url) = testing::fresh_postgres().await.unwrap();
+    // The simulators never deliver during the test: the test sends every webhook itself.
+    let quiet = |s: &mut Settings| {
+        s.simulator.webhook_delay_min_ms = 600_000;
+        s.simulator.webhook_delay_max_ms = 600_000;
+    };
+    let (a, _) = instance_with(&url, quiet).await;
+    let (b, _) = instance_with(&url, quiet).await;
+    let client = Client::new();
+    let t: Value = client
+        .post(format!("{a}/api/tenants"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let (key, account) = (
+        t["apiKey"]["key"].as_str().unwrap(),
+        t["id"].as_str().unwrap(),
+    );
+    let secret = t["webhookSecret"].as_str().unwrap();
+    let invoice: Value = client
+        .post(format!("{a}/api/invoices"))
+        .bearer_auth(key)
+        .json(
+            &json!({"customerName": "Jane", "currency": "USD", "finalize": true,
+                      "lineItems": [{"description": "x", "quantity": 1, "unitAmount": 1000}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let payment: Value = client
+        .post(format!("{a}/api/payments"))
+        .bearer_auth(key)
+        .json(
+            &json!({"invoiceId": invoice["id"], "paymentMethod": {"type": "card",
+               "number": "4242424242424242", "expMonth": 12, "expYear": 2040, "cvc": "123"}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pid = payment["id"].as_str().unwrap();
+    // A's actor holds the payment once the gateway's charge reference is recorded.
+    let mut reference = Value::Null;
+    for _ in 0..200 {
+        let p: Value = client
+            .get(format!("{a}/api/payments/{pid}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !p["gatewayReference"].is_null() {
+            reference = p["gatewayReference"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(!reference.is_null(), "the charge was recorded");
+    let hook = |base: String, id: &str, kind: &str| {
+        let body = json!({"id": id, "type": kind, "account": account,
+                          "data": {"paymentId": pid, "gatewayReference": reference,
+                                   "amount": 1000, "currency": "USD"}})
+        .to_string();
+        let signature = crate::helpers::sign_all(&[secret], chrono::Utc::now().timestamp(), &body);
+        client
+            .post(format!("{base}/api/webhooks/payments"))
+            .header("content-type", "application/json")
+            .header("Payrail-Signature", signature)
+            .body(body)
+            .send()
+    };
+    // B applies `succeeded`; A's actor, still at `processing`, does not know.
+    let first = hook(b.clone(), "evt_gw_1", "payment.succeeded")
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["applied"], 1, "{first}");
+    // A would apply a late `failed` to its stale payment; its write meets B's, it reloads, and
+    // on the durable truth (`succeeded`) the failure is stale: ignored, answered 200.
+    let second = hook(a.clone(), "evt_gw_2", "payment.failed").await.unwrap();
+    assert_eq!(second.status(), 200, "{:?}", second.text().await);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["ignored"], 1, "{second}");
+    let settled: Value = client
+        .get(format!("{b}/api/payments/{pid}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settled["status"], "succeeded");
 }

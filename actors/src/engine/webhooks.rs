@@ -8,9 +8,15 @@ use std::sync::atomic::Ordering;
 use super::Engine;
 use crate::actors::messages::{ApplyGatewayEvent, WebhookDisposition};
 use crate::actors::settled;
-use crate::actors::supervisor::ToPayment;
+use crate::actors::supervisor::{TenantSupervisor, ToPayment};
 use crate::domain::{GatewayOutcome, PaymentId, TenantId};
 use crate::error::EngineError;
+use crate::ports::StoreError;
+
+/// Times a payment's events are decided, at most, when their units meet another node's write
+/// (a version conflict) or the failure of an earlier unit (fenced): the actor has reloaded by
+/// then, so the next decision is on the durable truth. The gateway never sees a conflict.
+const DECIDE_ATTEMPTS_MAX: usize = 3;
 
 /// One verified gateway event, already matched to this tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,27 +65,7 @@ impl Engine {
             .admitted_weighted(tenant, weight, |handle| async move {
                 let runs = groups.into_iter().map(|(payment_id, group)| {
                     let addr = handle.addr.clone();
-                    async move {
-                        // Each event is queued behind the previous one without waiting for
-                        // its commit; then all of them are awaited together.
-                        let mut pending = Vec::with_capacity(group.len());
-                        for event in group {
-                            let msg = ToPayment {
-                                id: payment_id,
-                                msg: ApplyGatewayEvent {
-                                    gateway_event_id: event.id,
-                                    outcome: event.outcome,
-                                },
-                            };
-                            pending.push(match addr.send(msg).await? {
-                                Err(EngineError::NotFound(_)) => {
-                                    settled(Ok(WebhookDisposition::Rejected))
-                                }
-                                other => other?,
-                            });
-                        }
-                        futures::future::try_join_all(pending).await
-                    }
+                    async move { decide_in_order(&addr, payment_id, group).await }
                 });
                 futures::future::try_join_all(runs).await
             })
@@ -105,4 +91,61 @@ impl Engine {
         }
         Ok(summary)
     }
+}
+
+/// Queues one payment's events in arrival order, each behind the previous one without waiting
+/// for its commit, then awaits them all. Events whose unit met a conflict are decided again
+/// (they are deduplicated by gateway event id, so one that did apply is never applied twice).
+async fn decide_in_order(
+    addr: &actix::Addr<TenantSupervisor>,
+    payment_id: PaymentId,
+    group: Vec<GatewayEvent>,
+) -> Result<Vec<WebhookDisposition>, EngineError> {
+    let mut decided: Vec<Option<WebhookDisposition>> = vec![None; group.len()];
+    for attempt in 1..=DECIDE_ATTEMPTS_MAX {
+        let mut pending = Vec::new();
+        for (i, event) in group.iter().enumerate() {
+            if decided[i].is_some() {
+                continue;
+            }
+            let msg = ToPayment {
+                id: payment_id,
+                msg: ApplyGatewayEvent {
+                    gateway_event_id: event.id.clone(),
+                    outcome: event.outcome.clone(),
+                },
+            };
+            let answer = match addr.send(msg).await? {
+                Ok(answer) => answer,
+                Err(EngineError::NotFound(_)) => settled(Ok(WebhookDisposition::Rejected)),
+                Err(e) => settled(Err(e)),
+            };
+            pending.push((i, answer));
+        }
+        let (indexes, answers): (Vec<usize>, Vec<_>) = pending.into_iter().unzip();
+        let mut again = false;
+        for (i, answer) in indexes
+            .into_iter()
+            .zip(futures::future::join_all(answers).await)
+        {
+            match answer {
+                Ok(disposition) => decided[i] = Some(disposition),
+                Err(e) if attempt < DECIDE_ATTEMPTS_MAX && decided_again(&e) => again = true,
+                Err(e) => return Err(e),
+            }
+        }
+        if !again {
+            break;
+        }
+        tracing::debug!(payment = %payment_id, attempt, "gateway events decided again after a conflict");
+    }
+    Ok(decided.into_iter().flatten().collect())
+}
+
+/// Errors after which the payment's actor has reloaded from storage.
+fn decided_again(err: &EngineError) -> bool {
+    matches!(
+        err,
+        EngineError::VersionConflict | EngineError::Storage(StoreError::Fenced(_))
+    )
 }
