@@ -156,3 +156,46 @@ async fn openapi_integral_numbers_are_integers() {
     let page: Value = app.get_json("/api/invoices", &t.key).await;
     assert_eq!(page["totalItems"], 1);
 }
+
+/// U+0000 in request text is refused alike on both backends (PostgreSQL cannot store it), and
+/// nothing is written.
+async fn text_with_nul_is_refused(app: &TestApp) {
+    let t = app.tenant("Acme").await;
+    let line = json!([{"description": "Seat", "quantity": 1, "unitAmount": 100}]);
+    for body in [
+        json!({"customerName": "Jane\u{0}", "currency": "USD", "lineItems": line}),
+        json!({"customerName": "Jane", "currency": "USD", "lineItems": line,
+               "metadata": {"order\u{0}": "42"}}),
+    ] {
+        let refused = app
+            .post("/api/invoices", &t.key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        problem(refused, 400, "invalid_request").await;
+    }
+    let tenant = app
+        .post("/api/tenants", ADMIN)
+        .json(&json!({"name": "A\u{0}cme"}))
+        .send()
+        .await
+        .unwrap();
+    problem(tenant, 400, "invalid_request").await;
+    for query in [
+        "/api/invoices?customer=a%00b",
+        "/api/events?subjectId=a%00b",
+    ] {
+        let refused = app.get(query, &t.key).send().await.unwrap();
+        problem(refused, 400, "invalid_request").await;
+    }
+    let page: Value = app.get_json("/api/invoices", &t.key).await;
+    assert_eq!(page["totalItems"], 0);
+    let tenants: Value = app.get_json("/api/tenants", ADMIN).await;
+    assert_eq!(tenants["totalItems"], 1);
+}
+
+mod nul {
+    crate::both_backends!(text_with_nul_is_refused);
+    use super::text_with_nul_is_refused;
+}
