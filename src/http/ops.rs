@@ -1,6 +1,7 @@
 //! Liveness, readiness, metrics and the OpenAPI document.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix_web::{get, web, HttpResponse};
 
@@ -20,6 +21,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
+/// How long readiness waits for storage before it reports storage unreachable.
+const READY_PING_TIMEOUT_MS: u64 = 2_000;
+
 /// Readiness: storage answers, migrations are applied, and the server is not draining.
 #[utoipa::path(
     operation_id = "readyz",
@@ -36,7 +40,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         return Err(ApiError::ShuttingDown);
     }
     let db = state.db.clone();
-    detached(async move { Ok(db.ping().await?) }).await?;
+    let ping = detached(async move { Ok(db.ping().await?) });
+    match tokio::time::timeout(Duration::from_millis(READY_PING_TIMEOUT_MS), ping).await {
+        Ok(answer) => answer?,
+        Err(_) => {
+            return Err(ApiError::Unavailable(
+                "storage did not answer in time".into(),
+            ))
+        }
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"})))
 }
 

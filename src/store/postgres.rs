@@ -1,6 +1,8 @@
 //! PostgreSQL: a deadpool of `AsyncPgConnection`s (fast recycling: no check query per checkout),
 //! migrations through a short-lived sync connection, and the batch transaction.
 
+use std::time::Duration;
+
 use anyhow::Context;
 use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, QueryableByName};
@@ -8,7 +10,7 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
@@ -25,6 +27,13 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// idempotency key between our pre-check and insert) is re-planned this many times at most:
 /// the pre-check then sees the committed winner and fails only the affected unit.
 const APPEND_ATTEMPTS_MAX: usize = 3;
+
+/// A checkout waits this long for a free connection, a new connection this long to open: a
+/// frozen database turns into `Unavailable` (503) instead of requests that hang.
+const POOL_WAIT_MS: u64 = 5_000;
+const CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// The server cancels any statement running longer (set on every pooled connection).
+const STATEMENT_TIMEOUT_MS: u64 = 10_000;
 
 pub(crate) struct Postgres {
     pool: Pool<AsyncPgConnection>,
@@ -44,10 +53,14 @@ impl Postgres {
         .context("migration task")??;
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
+        config.custom_setup = Box::new(|url| Box::pin(establish(url)));
         let manager =
             AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(1))
+            .runtime(deadpool::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_millis(POOL_WAIT_MS)))
+            .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
             .build()
             .context("building the PostgreSQL pool")?;
         Ok(Self { pool })
@@ -131,6 +144,15 @@ impl Postgres {
             .await;
         result.map_err(|e| (e, body_done))
     }
+}
+
+/// A pooled connection, with the statement timeout every session of ours runs under.
+async fn establish(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
+    let mut conn = AsyncPgConnection::establish(url).await?;
+    conn.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))
+        .await
+        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+    Ok(conn)
 }
 
 fn fail_all(units: &[Unit], err: StoreError) -> Vec<Result<(), StoreError>> {

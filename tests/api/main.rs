@@ -797,6 +797,7 @@ mod admin_idempotency;
 mod card_data;
 mod console;
 mod events;
+mod frozen_storage;
 mod invoices;
 mod isolation;
 mod malformed;
