@@ -119,6 +119,14 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
     DOCUMENT.get_or_init(ApiDoc::openapi)
 }
 
+/// The document as served, built once: [`document`] with what utoipa's types cannot state.
+pub fn served_document() -> &'static serde_json::Value {
+    static SERVED: OnceLock<serde_json::Value> = OnceLock::new();
+    SERVED.get_or_init(|| {
+        super::openapi_text::with_items(serde_json::to_value(document()).unwrap_or_default())
+    })
+}
+
 /// Swagger UI at `/swagger-ui/`, reading the document from [`DOCUMENT_PATH`]. Its assets are
 /// vendored into the binary at build time.
 pub fn swagger_ui() -> SwaggerUi {

@@ -7,9 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use utoipa::openapi::schema::{
-    AdditionalProperties, AnyOfBuilder, ArrayBuilder, ArrayItems, SchemaType,
-};
+use serde_json::{json, Value};
+
+use utoipa::openapi::schema::{AdditionalProperties, ArrayItems, SchemaType};
 use utoipa::openapi::{ObjectBuilder, OpenApi, Ref, RefOr, Schema, Type};
 use utoipa::Modify;
 
@@ -67,27 +67,33 @@ fn nul_free_text() -> ObjectBuilder {
         .pattern(Some(NUL_FREE_PATTERN))
 }
 
-/// Any JSON value whose text (strings and keys, at any depth) holds no U+0000.
+/// Any JSON value whose text (strings and keys, at any depth) holds no U+0000. Typeless, each
+/// keyword constraining only its own type: client generators read it as "any value", where a
+/// union with an array branch defeats some of them. Its `items` is added by [`with_items`]: a
+/// typeless schema with `items` has no utoipa type.
 fn any_json() -> Schema {
-    let scalars = ObjectBuilder::new().schema_type(SchemaType::from_iter([
-        Type::Null,
-        Type::Boolean,
-        Type::Number,
-    ]));
-    let array = ArrayBuilder::new().items(Ref::from_schema_name(ANY_JSON));
-    let object = ObjectBuilder::new()
-        .schema_type(Type::Object)
+    ObjectBuilder::new()
+        .schema_type(SchemaType::AnyValue)
+        .pattern(Some(NUL_FREE_PATTERN))
         .property_names(Some(nul_free_text()))
         .additional_properties(Some(AdditionalProperties::RefOr(
             Ref::from_schema_name(ANY_JSON).into(),
-        )));
-    AnyOfBuilder::new()
-        .item(scalars)
-        .item(nul_free_text())
-        .item(array)
-        .item(object)
+        )))
         .description(Some("Any JSON value whose strings and keys hold no U+0000"))
         .into()
+}
+
+/// The served document: `JsonValue` gets the `items` keyword utoipa cannot state on it.
+pub fn with_items(mut document: Value) -> Value {
+    if let Some(any) = document.pointer_mut(&format!("/components/schemas/{ANY_JSON}")) {
+        if let Some(any) = any.as_object_mut() {
+            any.insert(
+                "items".into(),
+                json!({ "$ref": format!("{COMPONENT_PREFIX}{ANY_JSON}") }),
+            );
+        }
+    }
+    document
 }
 
 fn visit(schema: &mut RefOr<Schema>, refs: &mut Vec<String>) {

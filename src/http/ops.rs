@@ -80,5 +80,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 )]
 #[get("/api/openapi.json")]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(super::openapi::document())
+    HttpResponse::Ok().json(super::openapi::served_document())
 }
