@@ -283,7 +283,7 @@ impl Once {
 
     /// The response an earlier request stored under this key, if any (422 if that request
     /// was a different one).
-    async fn earlier(&self, db: &Db) -> Result<Option<Replay>, ApiError> {
+    pub async fn earlier(&self, db: &Db) -> Result<Option<Replay>, ApiError> {
         let (db, scope, key) = (db.clone(), self.scope().to_owned(), self.key().to_owned());
         let Some(record) =
             super::detached(async move { Ok(db.stored_response(&scope, &key).await?) }).await?
@@ -300,7 +300,7 @@ impl Once {
     }
 
     /// The sealed response, ready to be written with the effect.
-    fn keep(
+    pub fn keep(
         &self,
         status: StatusCode,
         body: &str,

@@ -2,6 +2,7 @@
 //! a time range to one endpoint, and the redelivery of one event. Reads take any role, the
 //! rest the admin role; another tenant's endpoint or event is a 404.
 
+use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{AttemptId, EndpointId, EventId, FieldError};
@@ -11,12 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::{Role, TenantKey};
 use super::constraints;
 use super::errors::ApiError;
-use super::idempotency::parse;
+use super::idempotency::{parse, Once, Replay};
 use super::openapi::{
-    BadRequest, Forbidden, Internal, Invalid, InvalidParameter, NotFound, RateLimited,
-    Unauthenticated, Unavailable,
+    BadRequest, Forbidden, InFlight, Internal, InvalidParameter, KeyReused, NotFound, RateLimited,
+    Unauthenticated, Unavailable, Unprocessable,
 };
-use super::views::ts;
+use super::views::{to_json, ts};
 use super::webhook_endpoints::find;
 use super::{detached, AppState};
 use crate::store::{AttemptRow, AttemptStatus, REPLAY_EVENTS_MAX};
@@ -26,11 +27,13 @@ use crate::store::{AttemptRow, AttemptStatus, REPLAY_EVENTS_MAX};
 #[into_params(parameter_in = Query)]
 pub struct AttemptQuery {
     /// `succeeded`, `failed` (no attempt follows) or `pending` (failed, a retry is scheduled).
+    #[param(schema_with = constraints::attempt_status)]
     status: Option<String>,
     /// 1-100, default 50.
     #[param(schema_with = constraints::page_size)]
     limit: Option<u32>,
     /// The id of the last attempt seen (a page's `nextCursor`).
+    #[param(schema_with = constraints::attempt_id_param)]
     starting_after: Option<String>,
 }
 
@@ -142,8 +145,8 @@ pub async fn attempts(
 
 /// How replay and redelivery treat `Idempotency-Key`: checked, and never needed, since
 /// scheduling the same events again only re-sends them (delivery is at least once anyway).
-const RESCHEDULE_KEY: &str = "Optional, 1-255 printable ASCII chars (else 400). Not replayed: a \
-    retry schedules the same events again, which only re-sends them (deliveries are at least once).";
+const RESCHEDULE_KEY: &str = "Optional, 1-255 printable ASCII chars (else 400). A retry with the \
+    same key and body gets the first answer back and schedules nothing again.";
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -185,8 +188,8 @@ fn timestamp(name: &str, raw: &str) -> Result<DateTime<Utc>, ApiError> {
     ),
     responses(
         (status = 202, description = "The events are scheduled", body = Scheduled),
-        BadRequest, Unauthenticated, Forbidden, NotFound, Invalid, RateLimited, Internal,
-        Unavailable,
+        BadRequest, Unauthenticated, Forbidden, NotFound, InFlight, Unprocessable, RateLimited,
+        Internal, Unavailable,
     )
 )]
 #[post("/api/webhook-endpoints/{id}/replay")]
@@ -198,8 +201,11 @@ pub async fn replay(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
-    super::idempotency::check_header(&req)?;
     let input: ReplayRange = parse(&body)?;
+    let once = Once::begin(&req, &body, &auth.tenant.to_string(), &state.in_flight)?;
+    if let Some(stored) = earlier(once.as_ref(), &state).await? {
+        return Ok(stored.respond());
+    }
     let now = state.clock.now();
     let since = timestamp("since", &input.since)?;
     let until = match &input.until {
@@ -207,11 +213,12 @@ pub async fn replay(
         None => now,
     };
     let endpoint = find(&state, &auth, &id).await?;
+    let endpoint_id = endpoint.id;
     let db = state.db.clone();
-    let scheduled = detached(async move {
+    let seqs = detached(async move {
         let wanted = |t: &str| endpoint.wants(t);
         Ok(db
-            .schedule_replay(endpoint.tenant_id, endpoint.id, since, until, now, wanted)
+            .replay_range(endpoint.tenant_id, endpoint.id, since, until, wanted)
             .await?)
     })
     .await?
@@ -221,8 +228,49 @@ pub async fn replay(
             message: format!("the range holds more than {REPLAY_EVENTS_MAX} events; narrow it"),
         }])
     })?;
+    let answer = to_json(&Scheduled {
+        scheduled: seqs.len(),
+    });
+    let response = once
+        .as_ref()
+        .map(|o| o.keep(StatusCode::ACCEPTED, &answer, now))
+        .transpose()?;
+    let (db, tenant) = (state.db.clone(), auth.tenant);
+    let scheduled = detached(async move {
+        Ok(db
+            .schedule(tenant, endpoint_id, &seqs, now, response.as_ref())
+            .await?)
+    })
+    .await;
+    answer_scheduled(&state, once.as_ref(), scheduled, answer).await
+}
+
+/// The stored answer of an earlier request with the same `Idempotency-Key`, if any.
+async fn earlier(once: Option<&Once>, state: &AppState) -> Result<Option<Replay>, ApiError> {
+    match once {
+        Some(once) => once.earlier(&state.db).await,
+        None => Ok(None),
+    }
+}
+
+/// 202 with `answer` once the deliveries (and the answer, under the request's key) are stored;
+/// if another node stored an answer under the same key first, that one.
+async fn answer_scheduled(
+    state: &AppState,
+    once: Option<&Once>,
+    scheduled: Result<(), ApiError>,
+    answer: String,
+) -> Result<HttpResponse, ApiError> {
+    if let Err(e) = scheduled {
+        return match earlier(once, state).await? {
+            Some(stored) => Ok(stored.respond()),
+            None => Err(e),
+        };
+    }
     state.outbound.endpoints_changed();
-    Ok(HttpResponse::Accepted().json(Scheduled { scheduled }))
+    Ok(HttpResponse::Accepted()
+        .content_type("application/json")
+        .body(answer))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -244,7 +292,8 @@ pub struct Redeliver {
     ),
     responses(
         (status = 202, description = "Scheduled", body = Scheduled),
-        BadRequest, Unauthenticated, Forbidden, NotFound, RateLimited, Internal, Unavailable,
+        BadRequest, Unauthenticated, Forbidden, NotFound, InFlight, KeyReused, RateLimited,
+        Internal, Unavailable,
     )
 )]
 #[post("/api/events/{id}/redeliver")]
@@ -256,38 +305,62 @@ pub async fn redeliver(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     auth.require(Role::Admin)?;
-    super::idempotency::check_header(&req)?;
     let input: Redeliver = if body.is_empty() {
         Redeliver::default()
     } else {
         parse(&body)?
     };
+    let once = Once::begin(&req, &body, &auth.tenant.to_string(), &state.in_flight)?;
+    if let Some(stored) = earlier(once.as_ref(), &state).await? {
+        return Ok(stored.respond());
+    }
     let event_id: EventId = id.parse().map_err(|_| ApiError::NotFound("event"))?;
     let only: Option<EndpointId> = match &input.endpoint_id {
         Some(raw) => Some(find(&state, &auth, raw).await?.id),
         None => None,
     };
     let (db, tenant, now) = (state.db.clone(), auth.tenant, state.clock.now());
-    let scheduled = detached(async move {
+    let (sequence, chosen) = detached(async move {
         let Some(event) = db.find_event(tenant, event_id).await? else {
             return Ok(None);
         };
-        let mut n = 0;
-        for endpoint in db.list_endpoints(tenant).await? {
-            let chosen = match only {
+        let chosen: Vec<EndpointId> = db
+            .list_endpoints(tenant)
+            .await?
+            .into_iter()
+            .filter(|endpoint| match only {
                 Some(id) => id == endpoint.id,
                 None => endpoint.wants(event.event.event_type()),
-            };
-            if chosen {
-                db.schedule(tenant, endpoint.id, &[event.sequence], now)
-                    .await?;
-                n += 1;
-            }
-        }
-        Ok(Some(n))
+            })
+            .map(|endpoint| endpoint.id)
+            .collect();
+        Ok(Some((event.sequence, chosen)))
     })
     .await?
     .ok_or(ApiError::NotFound("event"))?;
-    state.outbound.endpoints_changed();
-    Ok(HttpResponse::Accepted().json(Scheduled { scheduled }))
+    let answer = to_json(&Scheduled {
+        scheduled: chosen.len(),
+    });
+    let response = once
+        .as_ref()
+        .map(|o| o.keep(StatusCode::ACCEPTED, &answer, now))
+        .transpose()?;
+    let db = state.db.clone();
+    let scheduled = detached(async move {
+        // The answer is stored with the last endpoint's schedule (alone if there is none).
+        let last = chosen.len().saturating_sub(1);
+        if chosen.is_empty() {
+            return Ok(db
+                .schedule(tenant, EndpointId::new(), &[], now, response.as_ref())
+                .await?);
+        }
+        for (i, endpoint) in chosen.into_iter().enumerate() {
+            let kept = if i == last { response.as_ref() } else { None };
+            db.schedule(tenant, endpoint, &[sequence], now, kept)
+                .await?;
+        }
+        Ok(())
+    })
+    .await;
+    answer_scheduled(&state, once.as_ref(), scheduled, answer).await
 }

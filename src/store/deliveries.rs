@@ -8,7 +8,7 @@ use diesel::QueryableByName;
 use payrail_actors::domain::{AttemptId, EndpointId, EventId, TenantId};
 use payrail_actors::ports::StoreError;
 
-use super::model::StoredEvent;
+use super::model::{ScopedResponse, StoredEvent};
 use super::rows::{event_columns, parse_id, CountRow, EventRow};
 use super::stmt::{from_micros, Bind, Stmt};
 use super::Db;
@@ -373,19 +373,17 @@ impl Db {
         rows.into_iter().map(AttemptSqlRow::into_row).collect()
     }
 
-    /// Schedules the events that occurred in `[since, until)` (and that `wanted` keeps) for
-    /// another delivery to the endpoint, due at `now`; events past the endpoint's cursor go
-    /// out anyway and are left alone. Answers how many were scheduled, or `None` if the range
-    /// holds more than [`REPLAY_EVENTS_MAX`].
-    pub async fn schedule_replay(
+    /// The events that occurred in `[since, until)` (and that `wanted` keeps) that a replay
+    /// sends the endpoint again: those up to its cursor (later ones go out anyway). `None` if
+    /// the range holds more than [`REPLAY_EVENTS_MAX`].
+    pub async fn replay_range(
         &self,
         tenant: TenantId,
         endpoint: EndpointId,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-        now: DateTime<Utc>,
         wanted: impl Fn(&str) -> bool,
-    ) -> Result<Option<usize>, StoreError> {
+    ) -> Result<Option<Vec<i64>>, StoreError> {
         let mut binds = vec![
             Bind::Text(tenant.to_string()),
             Bind::ts(since),
@@ -410,17 +408,19 @@ impl Db {
             .filter(|r| wanted(&r.event_type))
             .map(|r| r.seq)
             .collect();
-        self.schedule(tenant, endpoint, &seqs, now).await?;
-        Ok(Some(seqs.len()))
+        Ok(Some(seqs))
     }
 
-    /// Schedules the events at `seqs` for a new delivery (attempt 1) to the endpoint at `now`.
+    /// Schedules the events at `seqs` for a new delivery (attempt 1) to the endpoint at `now`,
+    /// storing `response` (the request's answer, for its `Idempotency-Key`) with the last of
+    /// them. Scheduling is an upsert: a retry after a failure schedules the same deliveries.
     pub async fn schedule(
         &self,
         tenant: TenantId,
         endpoint: EndpointId,
         seqs: &[i64],
         now: DateTime<Utc>,
+        response: Option<&ScopedResponse>,
     ) -> Result<(), StoreError> {
         let stmts: Vec<Stmt> = seqs
             .iter()
@@ -439,8 +439,14 @@ impl Db {
                 )
             })
             .collect();
-        for chunk in stmts.chunks(500) {
-            self.transact(chunk.to_vec()).await?;
+        let mut chunks: Vec<Vec<Stmt>> = stmts.chunks(500).map(<[Stmt]>::to_vec).collect();
+        let kept = self.keep_response(response)?;
+        match chunks.last_mut() {
+            Some(last) => last.extend(kept),
+            None => chunks.push(kept),
+        }
+        for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
+            self.transact(chunk).await?;
         }
         Ok(())
     }

@@ -190,6 +190,34 @@ async fn outbound_deliveries_verify_with_standardwebhooks(backend: Backend) {
     assert_eq!(rest["items"].as_array().unwrap().len(), 11);
     assert_eq!(rest["items"][0]["responseStatus"], 204);
 
+    // Under one Idempotency-Key a redelivery runs once: a retry gets the first answer back and
+    // sends nothing more; the key with another body is refused.
+    let keyed = |body: Value| {
+        app.post(&format!("/api/events/{one}/redeliver"), &t.key)
+            .header("Idempotency-Key", "redeliver-once")
+            .json(&body)
+            .send()
+    };
+    let first = keyed(json!({"endpointId": id})).await.unwrap();
+    assert_eq!(first.status(), 202);
+    assert!(first.headers().get("Idempotent-Replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    let retried = keyed(json!({"endpointId": id})).await.unwrap();
+    assert_eq!(retried.status(), 202);
+    assert_eq!(retried.headers()["Idempotent-Replayed"], "true");
+    assert_eq!(retried.json::<Value>().await.unwrap(), first);
+    assert_eq!(keyed(json!({})).await.unwrap().status(), 422);
+    let got = receiver
+        .wait_for("the keyed redelivery", |d| d.len() >= 17)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        receiver.wait_for("no more", |d| d.len() >= 17).await.len(),
+        17,
+        "{}",
+        got.len()
+    );
+
     isolation(&app, &t, &id, &one).await;
 }
 
