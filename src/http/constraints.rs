@@ -9,6 +9,7 @@ use payrail_actors::domain::invoice::{
     TAX_RATE_MAX_BPS,
 };
 use utoipa::openapi::schema::{AdditionalProperties, SchemaType};
+use utoipa::openapi::schema::{Array, ArrayBuilder};
 use utoipa::openapi::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 
 /// What `str::trim` removes: Unicode `White_Space`, as a regex character-class body.
@@ -255,6 +256,42 @@ pub fn event_type_name() -> Object {
     text(false)
         .enum_values(Some(EVENT_TYPES))
         .examples(["invoice.created"])
+        .build()
+}
+
+/// `eventTypes` of a webhook endpoint: absent, `null` or empty means every type.
+pub fn event_types_optional() -> Array {
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .items(event_type_name())
+        .build()
+}
+
+/// One of a closed set of words.
+pub fn one_of(words: &[&str], null: bool) -> Object {
+    text(null).enum_values(Some(words.iter().copied())).build()
+}
+
+/// `status` of a webhook endpoint, as a PATCH sets it.
+pub fn endpoint_status_optional() -> Object {
+    one_of(&["enabled", "disabled"], true)
+}
+
+/// `status` filter of a webhook endpoint's attempts.
+pub fn attempt_status() -> Object {
+    one_of(&["succeeded", "failed", "pending"], false)
+}
+
+/// `startingAfter` of a webhook endpoint's attempts: an attempt id.
+pub fn attempt_id_param() -> Object {
+    typeid("wa", false)
+}
+
+/// A webhook endpoint's description, up to 500 characters.
+pub fn endpoint_description() -> Object {
+    text(true)
+        .max_length(Some(DESCRIPTION_MAX_CHARS))
+        .pattern(Some(NUL_FREE_PATTERN))
         .build()
 }
 

@@ -139,8 +139,9 @@ fn resume_position(req: &HttpRequest, after: Option<i64>) -> Result<Option<i64>,
             })?)
         }
     };
+    // Both are checked, so an invalid `after` is refused even where the header wins.
     let position = header.or(after);
-    if position.is_some_and(|p| p < 0) {
+    if header.is_some_and(|p| p < 0) || after.is_some_and(|p| p < 0) {
         return Err(ApiError::InvalidRequest(
             "a position is never negative".into(),
         ));

@@ -64,6 +64,7 @@ pub struct EndpointList {
 /// `previousValidUntil`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = EndpointSecretRotated)]
 pub struct SecretRotated {
     secret: String,
     #[schema(format = DateTime)]
@@ -75,8 +76,10 @@ pub struct SecretRotated {
 pub struct CreateEndpoint {
     /// `https://…` (`http://` only where configuration allows it).
     url: String,
+    #[schema(schema_with = super::constraints::endpoint_description)]
     description: Option<String>,
     /// Omitted or empty: every event type.
+    #[schema(schema_with = super::constraints::event_types_optional)]
     event_types: Option<Vec<String>>,
 }
 
@@ -84,9 +87,12 @@ pub struct CreateEndpoint {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdateEndpoint {
     url: Option<String>,
+    #[schema(schema_with = super::constraints::endpoint_description)]
     description: Option<String>,
+    #[schema(schema_with = super::constraints::event_types_optional)]
     event_types: Option<Vec<String>>,
     /// `enabled` or `disabled`; enabling resumes the queue where it stopped.
+    #[schema(schema_with = super::constraints::endpoint_status_optional)]
     status: Option<String>,
 }
 
