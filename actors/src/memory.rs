@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::{
-    Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, StreamId, TenantId,
+    Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, RefundId, RefundStatus, StreamId,
+    TenantId,
 };
 use crate::ports::{BatchFence, EventStore, IdempotencyRecord, Loaded, Snapshot, StoreError, Unit};
 
@@ -62,6 +63,11 @@ impl MemoryStore {
     /// In the next batch holding more than `index` units, the unit at `index` fails alone.
     pub fn fail_unit_of_next_batch(&self, index: usize) {
         self.faults.fail_unit.store(index + 1, Ordering::SeqCst);
+    }
+
+    /// Whether the fault armed by `fail_unit_of_next_batch` has yet to fire.
+    pub fn unit_fault_armed(&self) -> bool {
+        self.faults.fail_unit.load(Ordering::SeqCst) > 0
     }
 
     /// Clears every armed fault.
@@ -390,6 +396,27 @@ impl EventStore for MemoryStore {
             .into_iter()
             .take(limit)
             .map(|(p, t)| (t, p))
+            .collect())
+    }
+
+    async fn refunds_awaiting_outcome(
+        &self,
+        after: Option<RefundId>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId, RefundId)>, StoreError> {
+        let inner = self.lock();
+        let ordered: BTreeMap<_, _> = inner
+            .payments
+            .values()
+            .flat_map(|p| p.refunds.iter().map(move |r| (p.tenant_id, r)))
+            .filter(|(_, r)| r.status == RefundStatus::Pending)
+            .filter(|(_, r)| after.is_none_or(|after| r.id > after))
+            .map(|(tenant, r)| (r.id, (tenant, r.payment_id)))
+            .collect();
+        Ok(ordered
+            .into_iter()
+            .take(limit)
+            .map(|(refund, (tenant, payment))| (tenant, payment, refund))
             .collect())
     }
 }

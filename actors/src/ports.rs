@@ -245,6 +245,15 @@ pub trait EventStore: Send + Sync + 'static {
         after: Option<PaymentId>,
         limit: usize,
     ) -> Result<Vec<(TenantId, PaymentId)>, StoreError>;
+
+    /// Refunds still `pending`: the gateway may never have seen them (a crash or an outage
+    /// between commit and call), so they are asked for again (idempotent on the refund id).
+    /// Oldest first (ids are time-ordered), `limit` at a time, after the refund `after`.
+    async fn refunds_awaiting_outcome(
+        &self,
+        after: Option<RefundId>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId, RefundId)>, StoreError>;
 }
 
 /// A charge request. `source` is `None` when re-sent from durable state (the card number is

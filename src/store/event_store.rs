@@ -4,11 +4,14 @@ use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use payrail_actors::domain::invoice::parse_number;
-use payrail_actors::domain::{Event, Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
+use payrail_actors::domain::{
+    Event, Invoice, InvoiceId, Payment, PaymentId, RefundId, StreamId, TenantId,
+};
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
 use super::rows::{
     event_columns, into_events, parse_id, DataRow, EventRow, PairRow, ReservationRow, TextRow,
+    TripleRow,
 };
 use super::stmt::{Bind, Stmt};
 use super::Db;
@@ -221,6 +224,27 @@ impl EventStore for Db {
             .await?;
         rows.into_iter()
             .map(|r| Ok((parse_id(&r.a)?, parse_id(&r.b)?)))
+            .collect()
+    }
+
+    async fn refunds_awaiting_outcome(
+        &self,
+        after: Option<RefundId>,
+        limit: usize,
+    ) -> Result<Vec<(TenantId, PaymentId, RefundId)>, StoreError> {
+        let after = after.map_or_else(String::new, |id| id.to_string());
+        let rows: Vec<TripleRow> = self
+            .load(Stmt::new(
+                "SELECT tenant_id AS a, payment_id AS b, id AS c FROM refunds \
+                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+                vec![
+                    Bind::Text(after),
+                    Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((parse_id(&r.a)?, parse_id(&r.b)?, parse_id(&r.c)?)))
             .collect()
     }
 }

@@ -143,6 +143,16 @@ pub(crate) struct PairRow {
     pub(crate) b: String,
 }
 
+#[derive(Debug, QueryableByName)]
+pub(crate) struct TripleRow {
+    #[diesel(sql_type = Text)]
+    pub(crate) a: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) b: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) c: String,
+}
+
 /// What the pre-check of a batch found: `kind` is `v` (stream version), `d` (dedup key) or
 /// `i` (idempotency key).
 #[derive(Debug, QueryableByName)]

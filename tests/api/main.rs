@@ -808,6 +808,7 @@ mod openapi_tools;
 mod outbound;
 mod outbound_receiver;
 mod rate_limits;
+mod refund_recovery;
 mod requests;
 mod secrets_at_rest;
 mod sse;

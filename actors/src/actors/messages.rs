@@ -162,6 +162,14 @@ pub struct ChargeImpossible {
 #[rtype(result = "Result<bool, EngineError>")]
 pub struct ResubmitCharge;
 
+/// Asks the gateway again for a refund still pending once it is old enough (recovery sweep).
+/// Answers whether the refund was asked for.
+#[derive(Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub struct ResubmitRefund {
+    pub refund_id: RefundId,
+}
+
 #[derive(Message)]
 #[rtype(result = "Result<Pending<Payment>, EngineError>")]
 pub struct GetPayment;

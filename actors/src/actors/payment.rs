@@ -12,7 +12,7 @@ use futures::future::{BoxFuture, FutureExt};
 use super::gateway_calls;
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
-    GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, SettlePayment,
+    GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, ResubmitRefund, SettlePayment,
     WebhookDisposition,
 };
 use super::supervisor::{TenantSupervisor, ToInvoice};
@@ -23,7 +23,7 @@ use super::{
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
-    Refund, RefundId, StreamId, TenantId,
+    Refund, RefundId, RefundStatus, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::ports::{
@@ -529,6 +529,34 @@ impl Handler<ResubmitCharge> for PaymentActor {
             }
             let after = act.pipeline.tail.clone();
             done(Ok(act.start_charge(after)))
+        })
+    }
+}
+
+impl Handler<ResubmitRefund> for PaymentActor {
+    type Result = super::Reply<Self, bool>;
+
+    fn handle(&mut self, msg: ResubmitRefund, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let payment = match act.current() {
+                Ok(payment) => payment,
+                Err(err) => return done_then_stop(Err(err)),
+            };
+            let min_age = chrono::Duration::from_std(act.deps.config.recovery_min_age)
+                .unwrap_or(chrono::Duration::zero());
+            let now = act.deps.clock.now();
+            let refund = payment.refunds.iter().find(|r| {
+                r.id == msg.refund_id
+                    && r.status == RefundStatus::Pending
+                    && now - r.created_at >= min_age
+            });
+            match refund.cloned() {
+                Some(refund) => {
+                    act.start_refund(&refund, act.pipeline.tail.clone());
+                    done(Ok(true))
+                }
+                None => done(Ok(false)),
+            }
         })
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 
 use crate::actors::messages::{
     AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic, ResubmitCharge,
-    RunInvoiceCommand,
+    ResubmitRefund, RunInvoiceCommand,
 };
 use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
@@ -417,6 +417,42 @@ impl Engine {
         }
     }
 
+    /// Asks the gateway again for refunds still pending (a crash or an outage between commit
+    /// and call, or an outcome that never came): oldest first, a page at a time. The gateway
+    /// is idempotent on the refund id, so a refund it already has is not made twice. Returns
+    /// how many were asked for.
+    pub async fn resubmit_pending_refunds(&self) -> Result<usize, EngineError> {
+        let mut sent = 0;
+        let mut after = None;
+        loop {
+            let store = Arc::clone(&self.deps.store);
+            let page = detached(async move {
+                store
+                    .refunds_awaiting_outcome(after, RECOVERY_PAGE_PAYMENTS)
+                    .await
+                    .map_err(EngineError::from)
+            })
+            .await?;
+            let Some(&(_, _, last)) = page.last() else {
+                return Ok(sent);
+            };
+            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
+            for (tenant, payment, refund_id) in page {
+                let resubmit = ToPayment {
+                    id: payment,
+                    msg: ResubmitRefund { refund_id },
+                };
+                if let Ok(true) = self.registry.tenant(tenant).addr.send(resubmit).await? {
+                    sent += 1;
+                }
+            }
+            if !full {
+                return Ok(sent);
+            }
+            after = Some(last);
+        }
+    }
+
     fn start_recovery_sweep(&self) {
         let every = self.deps.config.recovery_interval;
         if every.is_zero() {
@@ -432,6 +468,9 @@ impl Engine {
                 }
                 if let Err(err) = engine.resubmit_pending_charges().await {
                     tracing::warn!(error = %err, "charge recovery sweep failed");
+                }
+                if let Err(err) = engine.resubmit_pending_refunds().await {
+                    tracing::warn!(error = %err, "refund recovery sweep failed");
                 }
             }
         });

@@ -4,6 +4,7 @@
 mod charges;
 mod pipeline;
 mod properties;
+mod refunds;
 mod support;
 
 use std::sync::Arc;

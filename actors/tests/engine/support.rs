@@ -48,6 +48,9 @@ impl Gateway for RecordingGateway {
     }
 
     async fn create_refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(GatewayError::Unavailable("down".into()));
+        }
         self.refunds.lock().unwrap().push(request.clone());
         Ok(format!("rf_{}", request.refund_id))
     }

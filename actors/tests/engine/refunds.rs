@@ -1,0 +1,72 @@
+//! Refunds after their commit: one the gateway never heard of (it was down through every
+//! retry) is asked for again by the recovery sweep, from durable state, until its outcome
+//! arrives.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use payrail_actors::domain::{GatewayOutcome, RefundStatus};
+use payrail_actors::engine::GatewayEvent;
+use payrail_actors::EngineConfig;
+
+use crate::support::{config, harness};
+
+#[actix_rt::test]
+async fn a_refund_the_gateway_missed_is_asked_for_again() {
+    let h = harness(EngineConfig {
+        recovery_min_age: Duration::ZERO,
+        ..config()
+    });
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, None).await;
+    h.engine
+        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
+        .await
+        .unwrap();
+    h.gateway.down.store(true, Ordering::SeqCst);
+    let refund = h
+        .engine
+        .refund(h.ctx(), payment.id, Some(400), None)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap();
+    // The refund's own call gives up while the gateway is down (1 retry, 1 ms apart).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(h.gateway.refunds.lock().unwrap().is_empty());
+
+    h.gateway.down.store(false, Ordering::SeqCst);
+    assert_eq!(h.engine.resubmit_pending_refunds().await.unwrap(), 1);
+    for _ in 0..200 {
+        if !h.gateway.refunds.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked: Vec<_> = h
+        .gateway
+        .refunds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.refund_id, r.amount))
+        .collect();
+    assert_eq!(asked, [(refund.id, 400)]);
+
+    // Once its outcome is in, the refund is no longer pending and nothing is asked again.
+    let done = GatewayEvent {
+        id: "evt_gw_refunded".into(),
+        payment_id: payment.id,
+        outcome: GatewayOutcome::RefundSucceeded {
+            refund_id: refund.id,
+        },
+    };
+    h.engine
+        .apply_gateway_events(h.tenant, vec![done])
+        .await
+        .unwrap();
+    let settled = h.engine.payment(h.tenant, payment.id).await.unwrap();
+    assert_eq!(settled.refunds[0].status, RefundStatus::Succeeded);
+    assert_eq!(h.engine.resubmit_pending_refunds().await.unwrap(), 0);
+    h.check_log();
+}
