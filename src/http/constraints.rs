@@ -183,6 +183,15 @@ pub fn amount_optional() -> Object {
         .build()
 }
 
+/// The version a client last read, for an edit that must not overwrite a newer one.
+pub fn expected_version() -> Object {
+    integer(true, 1, i64::MAX)
+        .description(Some(
+            "The `version` you last read; if the invoice has moved on, 409 `version_conflict`",
+        ))
+        .build()
+}
+
 /// A line item's quantity.
 pub fn quantity() -> Object {
     integer(false, 1, i64::MAX).examples([3]).build()

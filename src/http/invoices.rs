@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{get, patch, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, NaiveDate, Utc};
 use payrail_actors::domain::{
-    Currency, InvoiceCommand, InvoiceId, InvoiceInput, InvoiceStatus, LineItem,
+    Currency, InvoiceCommand, InvoiceId, InvoiceInput, InvoicePatch, InvoiceStatus,
 };
 use payrail_actors::engine::Context;
 use serde::{Deserialize, Serialize};
@@ -71,6 +71,8 @@ pub struct PatchInvoice {
     tax_rate_bps: Option<i64>,
     #[schema(schema_with = constraints::metadata)]
     metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    #[schema(schema_with = constraints::expected_version)]
+    version: Option<i64>,
 }
 
 /// A field that is present, `null` included: serde alone reads `null` as absent, which would
@@ -159,14 +161,6 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(views::invoice(&invoice)))
 }
 
-fn to_input(line: &LineItem) -> payrail_actors::domain::invoice::LineItemInput {
-    payrail_actors::domain::invoice::LineItemInput {
-        description: line.description.clone(),
-        quantity: line.quantity,
-        unit_amount: line.unit_amount,
-    }
-}
-
 /// Edit a draft invoice; absent fields keep their value and totals are recomputed.
 #[utoipa::path(
     operation_id = "updateInvoice",
@@ -190,29 +184,23 @@ pub async fn update(
     auth.require(Role::Operator)?;
     let id = parse_id(&id)?;
     let patch: PatchInvoice = parse(&body)?;
-    let current = state.engine.invoice(auth.tenant, id).await?;
-    let d = &current.details;
-    let input = InvoiceInput {
-        customer_name: patch
-            .customer_name
-            .unwrap_or_else(|| d.customer_name.clone()),
-        customer_email: patch
-            .customer_email
-            .unwrap_or_else(|| d.customer_email.clone()),
-        currency: patch.currency.unwrap_or(d.currency),
-        due_date: patch.due_date.unwrap_or(d.due_date),
-        line_items: patch
-            .line_items
-            .unwrap_or_else(|| d.line_items.iter().map(to_input).collect()),
-        tax_rate_bps: Some(patch.tax_rate_bps.unwrap_or(d.tax_rate_bps)),
-        metadata: Some(patch.metadata.unwrap_or_else(|| d.metadata.clone())),
+    // Merged inside the invoice's actor: two concurrent edits of different fields both land.
+    let patch = InvoicePatch {
+        customer_name: patch.customer_name,
+        customer_email: patch.customer_email,
+        currency: patch.currency,
+        due_date: patch.due_date,
+        line_items: patch.line_items,
+        tax_rate_bps: patch.tax_rate_bps,
+        metadata: patch.metadata,
+        expected_version: patch.version.map(|v| v.max(0) as u64),
     };
     let outcome = state
         .engine
         .invoice_command(
             Context::new(auth.tenant, auth.actor()),
             id,
-            InvoiceCommand::Update(input),
+            InvoiceCommand::Patch(patch),
         )
         .await?;
     Ok(respond(outcome, StatusCode::OK, |i| {

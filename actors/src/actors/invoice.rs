@@ -166,7 +166,13 @@ impl InvoiceActor {
     }
 
     fn run_command(&mut self, msg: RunInvoiceCommand) -> Result<Pending<Invoice>, EngineError> {
-        let data = self.current()?.decide(&msg.command)?;
+        let current = self.current()?;
+        if let InvoiceCommand::Patch(patch) = &msg.command {
+            if patch.expected_version.is_some_and(|v| v != current.version) {
+                return Err(EngineError::VersionConflict);
+            }
+        }
+        let data = current.decide(&msg.command)?;
         let builder = self.builder(&msg.caller.actor);
         let fences = self.fences(None);
         let tenant = self.tenant;

@@ -225,10 +225,63 @@ pub struct Invoice {
     pub reservations: BTreeMap<PaymentId, i64>,
 }
 
+/// A partial edit of a draft: absent fields keep their value, `Some(None)` clears a clearable
+/// one. It is merged with the invoice inside its actor, so concurrent edits of different
+/// fields both land, and `expected_version` (if given) refuses an edit made on a stale read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct InvoicePatch {
+    pub customer_name: Option<String>,
+    pub customer_email: Option<Option<String>>,
+    pub currency: Option<Currency>,
+    pub due_date: Option<Option<NaiveDate>>,
+    pub line_items: Option<Vec<LineItemInput>>,
+    pub tax_rate_bps: Option<i64>,
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    pub expected_version: Option<u64>,
+}
+
+impl InvoicePatch {
+    /// The full input this patch makes of `current`.
+    pub fn merged(&self, current: &InvoiceDetails) -> InvoiceInput {
+        let line_items = self.line_items.clone().unwrap_or_else(|| {
+            current
+                .line_items
+                .iter()
+                .map(|l| LineItemInput {
+                    description: l.description.clone(),
+                    quantity: l.quantity,
+                    unit_amount: l.unit_amount,
+                })
+                .collect()
+        });
+        InvoiceInput {
+            customer_name: self
+                .customer_name
+                .clone()
+                .unwrap_or_else(|| current.customer_name.clone()),
+            customer_email: self
+                .customer_email
+                .clone()
+                .unwrap_or_else(|| current.customer_email.clone()),
+            currency: self.currency.unwrap_or(current.currency),
+            due_date: self.due_date.unwrap_or(current.due_date),
+            line_items,
+            tax_rate_bps: Some(self.tax_rate_bps.unwrap_or(current.tax_rate_bps)),
+            metadata: Some(
+                self.metadata
+                    .clone()
+                    .unwrap_or_else(|| current.metadata.clone()),
+            ),
+        }
+    }
+}
+
 /// What may be asked of an invoice.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InvoiceCommand {
     Update(InvoiceInput),
+    /// A partial edit, merged with the current draft.
+    Patch(InvoicePatch),
     Finalize,
     Void,
     MarkUncollectible,
@@ -334,6 +387,15 @@ impl Invoice {
                 )?;
                 Ok(vec![EventData::InvoiceUpdated {
                     details: input.validate()?,
+                }])
+            }
+            InvoiceCommand::Patch(patch) => {
+                self.require(
+                    self.status == InvoiceStatus::Draft,
+                    "only a draft can be edited",
+                )?;
+                Ok(vec![EventData::InvoiceUpdated {
+                    details: patch.merged(&self.details).validate()?,
                 }])
             }
             InvoiceCommand::Finalize => {

@@ -18,7 +18,9 @@ pub use ids::{
     ApiKeyId, AttemptId, EndpointId, EventId, IdParseError, InvoiceId, PaymentId, RefundId,
     TenantId,
 };
-pub use invoice::{Invoice, InvoiceCommand, InvoiceDetails, InvoiceInput, InvoiceStatus, LineItem};
+pub use invoice::{
+    Invoice, InvoiceCommand, InvoiceDetails, InvoiceInput, InvoicePatch, InvoiceStatus, LineItem,
+};
 pub use money::Currency;
 pub use payment::{Disposition, GatewayOutcome, Payment, PaymentStatus, Refund, RefundStatus};
 
