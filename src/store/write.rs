@@ -44,7 +44,8 @@ pub(crate) const EVENTS: Table = Table {
     upsert: false,
     fixed: &[],
     // The row binds how many events of its tenant follow it in the batch; the tenant's counter
-    // has already been bumped past the whole batch (`insert_events`).
+    // has already been bumped past the whole batch (`insert_events`). This is SQLite's form;
+    // PostgreSQL joins the counters its upsert returns instead.
     derived: &[(
         "seq",
         "(SELECT c.last_seq FROM event_counters c WHERE c.tenant_id = u.tenant_id) - u.seq",
@@ -267,6 +268,27 @@ pub(crate) fn insert_rows(
 /// `INSERT … SELECT … FROM unnest(arrays) WITH ORDINALITY ORDER BY ord`: one statement shape
 /// whatever the row count, rows (and so the event sequence) in the given order.
 fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError> {
+    let (select, binds) =
+        unnest_columns(table, rows, |column, cast| select_item(table, column, cast))?;
+    let names = table.columns.join(", ");
+    let sql = format!(
+        "INSERT INTO {} ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
+         ORDER BY u.ord{}",
+        table.name,
+        select.join(", "),
+        vec!["?"; binds.len()].join(", "),
+        conflict_clause(table)
+    );
+    Ok(Stmt::new(sql, binds))
+}
+
+/// The select items (from the bound row `u`, as `item` writes them) and the array binds of
+/// `rows`, one array per column of `table`.
+fn unnest_columns(
+    table: &Table,
+    rows: Vec<Vec<Bind>>,
+    item: impl Fn(&str, &str) -> String,
+) -> Result<(Vec<String>, Vec<Bind>), StoreError> {
     let width = table.columns.len();
     let mut columns: Vec<Vec<Bind>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
     for row in rows {
@@ -284,19 +306,10 @@ fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError
     let mut binds = Vec::with_capacity(width);
     for (name, values) in table.columns.iter().zip(columns) {
         let (array, cast) = to_array(values)?;
-        select.push(select_item(table, name, cast));
+        select.push(item(name, cast));
         binds.push(array);
     }
-    let names = table.columns.join(", ");
-    let sql = format!(
-        "INSERT INTO {} ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
-         ORDER BY u.ord{}",
-        table.name,
-        select.join(", "),
-        vec!["?"; width].join(", "),
-        conflict_clause(table)
-    );
-    Ok(Stmt::new(sql, binds))
+    Ok((select, binds))
 }
 
 /// What an insert's `SELECT` takes for `column` from the bound row `u`.
@@ -431,38 +444,58 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
         *ord += 1;
         row.push(Bind::I64(total - *ord));
     }
-    let mut stmts = bump_counters(d, counts);
-    stmts.extend(insert_rows(d, &EVENTS, rows)?);
-    Ok(stmts)
-}
-
-/// Moves each tenant's event counter on by its count, creating the counter at the first event.
-fn bump_counters(d: Dialect, counts: Vec<(String, i64)>) -> Vec<Stmt> {
-    const UPSERT: &str = "ON CONFLICT (tenant_id) DO UPDATE SET last_seq = event_counters.last_seq + excluded.last_seq";
-    if counts.is_empty() {
-        return Vec::new();
+    if rows.is_empty() {
+        return Ok(Vec::new());
     }
     match d {
-        Dialect::Postgres => {
-            let (tenants, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
-            vec![Stmt::new(
-                format!(
-                    "INSERT INTO event_counters (tenant_id, last_seq) \
-                     SELECT * FROM unnest(?, ?) {UPSERT}"
-                ),
-                vec![Bind::TextArr(tenants), Bind::I64Arr(ns)],
-            )]
+        Dialect::Postgres => Ok(vec![insert_events_numbered(counts, rows)?]),
+        Dialect::Sqlite => {
+            let mut stmts = bump_counters(counts);
+            stmts.extend(insert_rows(d, &EVENTS, rows)?);
+            Ok(stmts)
         }
-        Dialect::Sqlite => counts
-            .into_iter()
-            .map(|(tenant, n)| {
-                Stmt::new(
-                    format!(
-                        "INSERT INTO event_counters (tenant_id, last_seq) VALUES (?, ?) {UPSERT}"
-                    ),
-                    vec![Bind::Text(tenant), Bind::I64(n)],
-                )
-            })
-            .collect(),
     }
+}
+
+/// PostgreSQL: the counters' upsert and the events' insert as one statement. The upsert
+/// returns each tenant's new last number and the events join it (a hash join of a few rows),
+/// instead of looking the counter up again per event row.
+fn insert_events_numbered(
+    counts: Vec<(String, i64)>,
+    rows: Vec<Vec<Bind>>,
+) -> Result<Stmt, StoreError> {
+    let (tenants, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
+    let (select, event_binds) = unnest_columns(&EVENTS, rows, |column, cast| match column {
+        "seq" => "b.last_seq - u.seq".to_owned(),
+        _ => format!("u.{column}{cast}"),
+    })?;
+    let names = EVENTS.columns.join(", ");
+    let sql = format!(
+        "WITH b AS (INSERT INTO event_counters (tenant_id, last_seq) SELECT * FROM unnest(?, ?) \
+         {COUNTER_UPSERT} RETURNING tenant_id, last_seq) \
+         INSERT INTO events ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
+         JOIN b ON b.tenant_id = u.tenant_id ORDER BY u.ord",
+        select.join(", "),
+        vec!["?"; event_binds.len()].join(", "),
+    );
+    let mut binds = vec![Bind::TextArr(tenants), Bind::I64Arr(ns)];
+    binds.extend(event_binds);
+    Ok(Stmt::new(sql, binds))
+}
+
+const COUNTER_UPSERT: &str =
+    "ON CONFLICT (tenant_id) DO UPDATE SET last_seq = event_counters.last_seq + excluded.last_seq";
+
+/// SQLite: moves each tenant's event counter on by its count, creating the counter at the
+/// first event (one cached statement per tenant of the batch).
+fn bump_counters(counts: Vec<(String, i64)>) -> Vec<Stmt> {
+    counts
+        .into_iter()
+        .map(|(tenant, n)| {
+            Stmt::new(
+                format!("INSERT INTO event_counters (tenant_id, last_seq) VALUES (?, ?) {COUNTER_UPSERT}"),
+                vec![Bind::Text(tenant), Bind::I64(n)],
+            )
+        })
+        .collect()
 }
