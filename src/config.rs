@@ -195,3 +195,46 @@ impl Settings {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Settings;
+
+    /// A settings dump (a log line, a panic message) shows no secret: the database password,
+    /// the admin token and the keys are redacted.
+    #[test]
+    fn debug_output_hides_every_secret() {
+        let settings = Settings {
+            database_url: Some(
+                "postgres://payrail:hunter2-db@db.internal/payrail"
+                    .to_owned()
+                    .into(),
+            ),
+            admin_token: Some("admin-token-s3cret".to_owned().into()),
+            master_key: Some(crate::keys::new_encoded_key().into()),
+            previous_master_keys: Some(crate::keys::new_encoded_key().into()),
+            hashing_key: Some(crate::keys::new_encoded_key().into()),
+            ..Settings::default()
+        };
+        let shown = format!("{settings:?} {settings:#?}");
+        for secret in ["hunter2-db", "admin-token-s3cret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        use secrecy::ExposeSecret as _;
+        for key in [
+            &settings.master_key,
+            &settings.previous_master_keys,
+            &settings.hashing_key,
+        ] {
+            let key = key
+                .as_ref()
+                .map(|k| k.expose_secret().to_owned())
+                .unwrap_or_default();
+            assert!(!shown.contains(&key));
+        }
+        assert_eq!(
+            settings.database_url(),
+            "postgres://payrail:hunter2-db@db.internal/payrail"
+        );
+    }
+}

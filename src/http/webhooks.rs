@@ -284,3 +284,23 @@ pub async fn receive(
     state.intake.record(tenant, &summary, state.clock.now());
     Ok(HttpResponse::Ok().json(summary))
 }
+
+#[cfg(test)]
+mod tests {
+    use payrail_actors::domain::TenantId;
+
+    use super::SecretCache;
+
+    /// An account found unknown is remembered as unknown: a flood of requests naming it is
+    /// answered from memory, not with a database read each.
+    #[test]
+    fn unknown_accounts_are_cached_and_forgotten_on_demand() {
+        let cache = SecretCache::default();
+        let tenant = TenantId::new();
+        assert!(cache.get(tenant).is_none(), "nothing known yet");
+        cache.put(tenant, None);
+        assert!(matches!(cache.get(tenant), Some(None)), "cached as unknown");
+        cache.forget(tenant);
+        assert!(cache.get(tenant).is_none());
+    }
+}
