@@ -44,6 +44,7 @@ static ASSETS: &[Asset] = assets![
     "js/invoices.js" => "text/javascript; charset=utf-8",
     "js/invoice.js" => "text/javascript; charset=utf-8",
     "js/payments.js" => "text/javascript; charset=utf-8",
+    "js/endpoints.js" => "text/javascript; charset=utf-8",
     "js/intake.js" => "text/javascript; charset=utf-8",
     "js/system.js" => "text/javascript; charset=utf-8",
     "vendor/uplot/uPlot.esm.js" => "text/javascript; charset=utf-8",

@@ -1,5 +1,6 @@
-// The console's shell: sign-in, navigation by URL fragment (#/invoices, #/invoices/inv_…, …),
-// and one view at a time. Each view reads the public API with the signed-in credential.
+// The console's shell: sign-in, navigation by URL fragment (#/invoices, #/invoices/inv_…,
+// #/endpoints/we_…, …) and one view at a time. Each view reads the public API with the
+// signed-in credential.
 
 import { credential, signIn, signOut } from './api.js';
 import { h, show, alertBox, announce } from './dom.js';
@@ -7,11 +8,12 @@ import { platformView } from './platform.js';
 import { invoicesView } from './invoices.js';
 import { invoiceView } from './invoice.js';
 import { paymentsView, paymentView } from './payments.js';
+import { endpointsView, endpointView } from './endpoints.js';
 import { intakeView } from './intake.js';
 import { systemView } from './system.js';
 
 const SECTIONS = {
-  tenant: [['#/invoices', 'Invoices'], ['#/payments', 'Payments'], ['#/intake', 'Webhook intake'], ['#/system', 'System']],
+  tenant: [['#/invoices', 'Invoices'], ['#/payments', 'Payments'], ['#/endpoints', 'Endpoints'], ['#/intake', 'Webhook intake'], ['#/system', 'System']],
   admin: [['#/platform', 'Tenants'], ['#/system', 'System']],
 };
 
@@ -88,6 +90,8 @@ async function route() {
     else if (parts[0] === 'invoices') await invoicesView(params, go);
     else if (parts[0] === 'payments' && parts[1]) await paymentView(parts[1]);
     else if (parts[0] === 'payments') await paymentsView(params, go);
+    else if (parts[0] === 'endpoints' && parts[1]) await endpointView(parts[1], params, go);
+    else if (parts[0] === 'endpoints') await endpointsView();
     else if (parts[0] === 'intake') await intakeView(onLeave);
     else if (parts[0] === 'system') await systemView(onLeave);
     else go('#/invoices');
