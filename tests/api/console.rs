@@ -195,8 +195,9 @@ fn repo_path(relative: &str) -> PathBuf {
 
 /// The console in headless Chromium: sign-in (a wrong key first), the platform view, invoices
 /// created through the API, filters and paging, an invoice whose payment's webhooks reach its
-/// timeline live, payments, webhook intake, system charts, keyboard-only navigation, an axe
-/// accessibility check and sign-out. Screenshots go to `target/console-artefacts/`.
+/// timeline live, payments, an outbound webhook endpoint with its attempts log (filtered and
+/// paged), webhook intake, system charts, keyboard-only navigation, an axe accessibility check
+/// and sign-out. Screenshots go to `target/console-artefacts/`.
 #[actix_web::test]
 async fn console_in_a_real_browser() {
     let python = std::env::var("PAYRAIL_TEST_PYTHON").unwrap_or_else(|_| {
@@ -213,7 +214,13 @@ async fn console_in_a_real_browser() {
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: install Debian's chromium package (scripts/test does, as root)"
     );
-    let app = spawn_app_with(Backend::Sqlite, |s| s.stream_heartbeat_ms = 2_000).await;
+    let app = spawn_app_with(Backend::Sqlite, |s| {
+        s.stream_heartbeat_ms = 2_000;
+        // The endpoints scenario subscribes a plain-HTTP receiver on 127.0.0.1.
+        s.outbound.allow_http = true;
+        s.outbound.allow_private_targets = true;
+    })
+    .await;
     let artefacts = repo_path("target/console-artefacts");
     std::fs::create_dir_all(&artefacts).unwrap();
     let mut child = tokio::process::Command::new(&python)

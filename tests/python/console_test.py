@@ -6,10 +6,12 @@ Data is created through the public API; every check reads what the page shows. E
 on the first failed check.
 """
 
+import http.server
 import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,6 +30,8 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 10_000
 INVOICES = 12
+# Invoices created (and finalized: two events each) for the endpoints scenario.
+ENDPOINT_INVOICES = 6
 
 
 def call(method, path, token, body=None):
@@ -56,6 +60,31 @@ def seed():
             "finalize": i != 1,
             "lineItems": [{"description": "Seat", "quantity": 1 + i, "unitAmount": 1000}]}))
     return tenant, key, invoices
+
+
+class Receiver:
+    """A plain-HTTP webhook receiver on 127.0.0.1 that answers every delivery 204."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                received.append((self.headers.get("webhook-id"), self.rfile.read(length)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/payrail"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def screenshot(page, name):
@@ -209,8 +238,69 @@ def keyboard_only(page, key, invoices):
     screenshot(page, "07-keyboard")
 
 
+def endpoint_attempts(page, key, receiver):
+    """An endpoint subscribed through the API: listed, opened, its attempts filtered and paged."""
+    endpoint = call("POST", "/api/webhook-endpoints", key,
+                    {"url": receiver.url, "description": "Ledger sync"})
+    secret = endpoint["secret"]
+    for i in range(ENDPOINT_INVOICES):
+        call("POST", "/api/invoices", key, {
+            "customerName": f"Subscriber {i}", "currency": "EUR", "finalize": True,
+            "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": 500}]})
+    expected = 2 * ENDPOINT_INVOICES
+    path = f"/api/webhook-endpoints/{endpoint['id']}/attempts?status=succeeded&limit=100"
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while len(call("GET", path, key)["items"]) < expected:
+        assert time.monotonic() < deadline, f"fewer than {expected} deliveries succeeded in time"
+        time.sleep(0.1)
+    assert len({webhook_id for webhook_id, _ in receiver.received}) == expected
+
+    page.get_by_role("link", name="Endpoints").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Webhook endpoints", timeout=WAIT_MS)
+    expect(page.get_by_text("1 endpoint.")).to_be_visible()
+    row = page.get_by_role("row").filter(has_text=receiver.url)
+    expect(row).to_contain_text("Ledger sync")
+    expect(row.get_by_role("cell").nth(2)).to_have_text("all")
+    expect(row).to_contain_text("enabled")
+    assert secret not in page.content(), "the secret is on the page"
+    check_accessibility(page, "endpoints")
+    screenshot(page, "08-endpoints")
+
+    row.get_by_role("link", name=receiver.url).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(endpoint["id"], timeout=WAIT_MS)
+    expect(page.locator("dl.facts")).to_contain_text(receiver.url)
+    attempts = page.get_by_role("table", name="Delivery attempts, newest first")
+    expect(attempts.locator("tbody tr")).to_have_count(expected)
+    expect(page.get_by_text(f"{expected} attempts shown.")).to_be_visible()
+    first = attempts.locator("tbody tr").first.get_by_role("cell")
+    expect(first.nth(1)).to_have_text("1")
+    expect(first.nth(2)).to_have_text("succeeded")
+    expect(first.nth(3)).to_have_text("204")
+    # A smaller page: the rest comes with "More attempts", operated from the keyboard.
+    page.get_by_label("Per page").select_option("10")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(attempts.locator("tbody tr")).to_have_count(10, timeout=WAIT_MS)
+    expect(page.get_by_text("10 attempts shown; more are older.")).to_be_visible()
+    page.get_by_role("button", name="More attempts").focus()
+    page.keyboard.press("Enter")
+    expect(attempts.locator("tbody tr")).to_have_count(expected, timeout=WAIT_MS)
+    expect(page.get_by_text(f"{expected} attempts shown.")).to_be_visible()
+    expect(page.get_by_text("All attempts shown.")).to_be_focused()
+    shown = page.eval_on_selector_all(
+        "table tbody tr td:first-child", "cells => cells.map(c => c.textContent)")
+    assert sorted(shown) == sorted(webhook_id for webhook_id, _ in receiver.received), shown
+    check_accessibility(page, "endpoint")
+    screenshot(page, "09-endpoint-attempts")
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Apply filters").click()
+    expect(page.get_by_text("0 attempts shown.", exact=True)).to_be_visible(timeout=WAIT_MS)
+    expect(attempts).to_contain_text("Nothing to show.")
+    expect(page.get_by_role("button", name="More attempts")).to_have_count(0)
+
+
 def main():
     tenant, key, invoices = seed()
+    receiver = Receiver()
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             tempfile.mkdtemp(prefix="payrail-chromium-"), executable_path=CHROMIUM,
@@ -227,11 +317,13 @@ def main():
             live_timeline(page, key, invoices[0])
             payments_intake_system(page)
             keyboard_only(page, key, invoices)
+            endpoint_attempts(page, key, receiver)
         except Exception:
             screenshot(page, "failure")
             raise
         finally:
             context.close()
+            receiver.close()
         # The wrong key's 401 is the one error the browser may log.
         unexpected = [e for e in errors if "401" not in e]
         assert not unexpected, f"errors in the page: {unexpected}"
