@@ -183,7 +183,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let handle = running.server.handle();
     let state = running.state.clone();
     let timeout = Duration::from_secs(settings.shutdown_timeout_secs);
-    actix_web::rt::spawn(async move {
+    let shutdown = actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received; draining");
         state.draining.store(true, Ordering::SeqCst);
@@ -193,6 +193,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::info!(drained, "engine drained");
     });
     running.server.await?;
+    // The server stops once its requests are answered, but a request whose client went away
+    // left its unit in the writer: exit only after the engine has drained.
+    if running.state.draining.load(Ordering::SeqCst) {
+        if let Err(e) = shutdown.await {
+            tracing::warn!(error = %e, "shutdown task failed");
+        }
+    } else {
+        shutdown.abort();
+    }
     if let Some(sim) = running.simulator {
         sim.stop().await;
     }

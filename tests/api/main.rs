@@ -711,6 +711,16 @@ async fn postgres_sigterm_drains_and_exits_zero() {
 }
 
 #[actix_web::test]
+async fn sqlite_sigterm_commits_what_departed_callers_left() {
+    process::sigterm_commits_what_departed_callers_left(helpers::Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn postgres_sigterm_commits_what_departed_callers_left() {
+    process::sigterm_commits_what_departed_callers_left(helpers::Backend::Postgres).await;
+}
+
+#[actix_web::test]
 async fn secrets_never_reach_the_logs() {
     process::secrets_stay_out_of_logs().await;
 }

@@ -421,6 +421,52 @@ pub async fn sigterm_drains(backend: Backend) {
     assert_eq!(names.len(), invoices.len());
 }
 
+/// Requests whose clients gave up while their units waited in the writer: the units were
+/// admitted, so SIGTERM commits them before the process exits.
+pub async fn sigterm_commits_what_departed_callers_left(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, url) = database(backend, dir.path()).await;
+    let client = Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Each batch waits 800 ms in the writer before it commits.
+    let engine = Engine::start_with(&url, None, &[("PAYRAIL_COMMIT_LINGER_US", "800000")]).await;
+    let t = tenant(&client, &engine.url).await;
+    let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
+    let impatient = Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let markers: Vec<String> = (0..5).map(|i| format!("departed-{i}")).collect();
+    let sends = markers.iter().map(|marker| {
+        impatient
+            .post(format!("{}/api/invoices", engine.url))
+            .bearer_auth(&key)
+            .json(&invoice_body(marker))
+            .send()
+    });
+    for answer in futures::future::join_all(sends).await {
+        assert!(answer.is_err(), "the client gave up before the commit");
+    }
+    let status = tokio::task::spawn_blocking(move || engine.sigterm())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status after SIGTERM: {status:?}");
+    let engine = Engine::start(&url, None).await;
+    let invoices = all_invoices(&client, &engine.url, &key).await;
+    let names: HashSet<String> = invoices
+        .iter()
+        .map(|i| i["customerName"].as_str().unwrap().to_owned())
+        .collect();
+    for marker in &markers {
+        assert!(
+            names.contains(marker),
+            "{marker} was admitted but lost at SIGTERM"
+        );
+    }
+}
+
 pub async fn secrets_stay_out_of_logs() {
     let dir = tempfile::tempdir().unwrap();
     let (_db, url) = database(Backend::Sqlite, dir.path()).await;

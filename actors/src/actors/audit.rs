@@ -126,6 +126,11 @@ impl WriterHandle {
     /// Takes room for one unit, or refuses at once with `Overloaded` when the writer already
     /// holds its capacity. Taken before a change is applied to memory, so an actor never has to
     /// undo one it could not queue.
+    /// Units reserved or queued on this writer and not yet resolved.
+    pub fn pending(&self) -> usize {
+        self.queued.load(Ordering::SeqCst)
+    }
+
     pub fn reserve(&self) -> Result<Slot<'_>, EngineError> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::Relaxed);

@@ -66,6 +66,11 @@ impl AuditRouter {
         Ok(self.reserve(tenant)?.submit(unit, fences))
     }
 
+    /// Units queued on any writer and not yet resolved (committed or failed).
+    pub fn pending(&self) -> usize {
+        self.writers.iter().map(WriterHandle::pending).sum()
+    }
+
     /// Resolves once every unit the tenant queued before this call has resolved: an actor
     /// loads after it, so a new incarnation sees what its predecessor left in flight.
     pub fn barrier(&self, tenant: TenantId) -> Durable {

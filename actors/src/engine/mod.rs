@@ -513,12 +513,16 @@ impl Engine {
         };
     }
 
-    /// Stops admitting commands and waits (bounded) for those in flight to finish; their
-    /// commits are durable and answered when this returns.
+    /// Stops admitting commands and waits (bounded) for those in flight to finish and for
+    /// every unit already queued to resolve, including units whose caller went away (its
+    /// command no longer counts as in flight, but its unit was admitted): when this returns
+    /// `true`, everything admitted is committed (or failed) and answered.
     pub async fn drain(&self, timeout: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + timeout;
-        while self.deps.metrics.commands_in_flight.load(Ordering::SeqCst) > 0 {
+        while self.deps.metrics.commands_in_flight.load(Ordering::SeqCst) > 0
+            || self.deps.audit.pending() > 0
+        {
             if tokio::time::Instant::now() >= deadline {
                 return false;
             }
