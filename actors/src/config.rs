@@ -12,6 +12,8 @@ pub const TENANT_IN_FLIGHT_MAX: usize = 2_048;
 pub const ENGINE_IN_FLIGHT_MAX: usize = 8_192;
 pub const MAX_ACTIVE_ENTITIES_PER_TENANT: usize = 100_000;
 pub const PASSIVATION_IDLE_SECS: u64 = 300;
+/// Gateway calls (charges and refunds after their commit) running at once, at most.
+pub const GATEWAY_TASKS_MAX: usize = 256;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -37,6 +39,10 @@ pub struct EngineConfig {
     pub recovery_interval: Duration,
     /// A payment this young is left to its own submission by the sweep.
     pub recovery_min_age: Duration,
+    /// Post-commit gateway calls running at once, at most. Beyond it the work is left in
+    /// durable state (a payment `processing` without a reference, a refund `pending`) for the
+    /// recovery sweep, so a gateway outage cannot pile up tasks without bound.
+    pub gateway_tasks_max: usize,
     /// The deployment's key for card fingerprints (each tenant's is derived from it). The
     /// default is random per process: a deployment configures a lasting one.
     pub fingerprint_key: Vec<u8>,
@@ -58,6 +64,7 @@ impl Default for EngineConfig {
             passivation_idle: Duration::from_secs(PASSIVATION_IDLE_SECS),
             passivation_check_interval: Duration::from_secs(5),
             charge_retry_max: 5,
+            gateway_tasks_max: GATEWAY_TASKS_MAX,
             charge_retry_base: Duration::from_millis(500),
             recovery_interval: Duration::from_secs(30),
             recovery_min_age: Duration::from_secs(10),

@@ -21,6 +21,13 @@ pub struct EngineMetrics {
     pub gateway_calls: AtomicU64,
     pub gateway_retries: AtomicU64,
     pub charges_awaiting_gateway: AtomicI64,
+    /// Charge and refund calls running now (bounded by `gateway_tasks_max`).
+    pub gateway_tasks: AtomicI64,
+    /// Post-commit calls left to the recovery sweep because `gateway_tasks_max` were running.
+    pub gateway_calls_deferred: AtomicU64,
+    /// Payments awaiting a charge and refunds awaiting an outcome, in durable state, as the
+    /// last recovery sweep found them.
+    pub recovery_backlog: AtomicI64,
     pub webhook_applied: AtomicU64,
     pub webhook_duplicates: AtomicU64,
     pub webhook_ignored: AtomicU64,

@@ -177,6 +177,11 @@ impl HttpMetrics {
                 "Gateway calls retried in the background",
                 &engine.gateway_retries,
             ),
+            (
+                "payrail_gateway_calls_deferred_total",
+                "Charges and refunds left to the recovery sweep because every gateway task was busy",
+                &engine.gateway_calls_deferred,
+            ),
         ];
         for (name, help, counter) in counters {
             out.push_str(&format!(
@@ -222,6 +227,16 @@ impl HttpMetrics {
                 "payrail_charges_awaiting_gateway",
                 "Charges being sent to the gateway",
                 &engine.charges_awaiting_gateway,
+            ),
+            (
+                "payrail_gateway_tasks",
+                "Charge and refund calls to the gateway running now",
+                &engine.gateway_tasks,
+            ),
+            (
+                "payrail_recovery_backlog",
+                "Payments awaiting a charge and refunds awaiting an outcome, as the last recovery sweep found them",
+                &engine.recovery_backlog,
             ),
         ];
         for (name, help, gauge) in gauges {

@@ -2,6 +2,7 @@
 //! bounded retries, and the charge's outcome reported back to the payment's actor.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::prelude::*;
 
@@ -11,6 +12,7 @@ use super::supervisor::{TenantSupervisor, ToPayment};
 use super::{durably, Deps, Pending};
 use crate::domain::PaymentId;
 use crate::error::EngineError;
+use crate::metrics::EngineMetrics;
 use crate::ports::{ChargeRequest, GatewayError, RefundRequest};
 
 /// One charge with bounded retries; the outcome is reported back to the payment's actor.
@@ -79,6 +81,31 @@ where
     PaymentActor: Handler<M>,
 {
     durably(supervisor.send(ToPayment { id, msg }).await).await
+}
+
+/// One running post-commit gateway call, counted against `gateway_tasks_max` until dropped.
+pub(super) struct GatewayTask(Arc<EngineMetrics>);
+
+impl GatewayTask {
+    /// A place for one more call, or `None` (counted as deferred) when all are taken.
+    pub(super) fn start(deps: &Deps) -> Option<Self> {
+        let max = deps.config.gateway_tasks_max.max(1) as i64;
+        let metrics = &deps.metrics;
+        if metrics.gateway_tasks.fetch_add(1, Ordering::SeqCst) >= max {
+            metrics.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
+            metrics
+                .gateway_calls_deferred
+                .fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Self(Arc::clone(metrics)))
+    }
+}
+
+impl Drop for GatewayTask {
+    fn drop(&mut self) {
+        self.0.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One refund with bounded retries on a gateway outage.

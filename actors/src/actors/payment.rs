@@ -9,7 +9,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt};
 
-use super::gateway_calls;
+use super::gateway_calls::{self, GatewayTask};
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
     GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, ResubmitRefund, SettlePayment,
@@ -215,6 +215,10 @@ impl PaymentActor {
         if self.charge_in_flight.swap(true, Ordering::SeqCst) {
             return false;
         }
+        let Some(task) = GatewayTask::start(&self.deps) else {
+            self.charge_in_flight.store(false, Ordering::SeqCst);
+            return false;
+        };
         let request = ChargeRequest {
             account: self.tenant,
             payment_id: self.id,
@@ -239,12 +243,17 @@ impl PaymentActor {
             deps.metrics
                 .charges_awaiting_gateway
                 .fetch_sub(1, Ordering::Relaxed);
+            drop(task);
         });
         true
     }
 
-    /// Asks the gateway for the refund once `after` (the unit requesting it) is durable.
+    /// Asks the gateway for the refund once `after` (the unit requesting it) is durable, unless
+    /// too many gateway calls are running: the recovery sweep then asks later.
     fn start_refund(&self, refund: &Refund, after: Durable) {
+        let Some(task) = GatewayTask::start(&self.deps) else {
+            return;
+        };
         let request = RefundRequest {
             account: self.tenant,
             payment_id: self.id,
@@ -256,6 +265,7 @@ impl PaymentActor {
             if after.await.is_ok() {
                 gateway_calls::refund(&deps, &request).await;
             }
+            drop(task);
         });
     }
 

@@ -11,8 +11,7 @@ use actix::prelude::*;
 use tokio::sync::Semaphore;
 
 use crate::actors::messages::{
-    AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic, ResubmitCharge,
-    ResubmitRefund, RunInvoiceCommand,
+    AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic, RunInvoiceCommand,
 };
 use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
@@ -32,6 +31,7 @@ use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
 pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
 pub use webhooks::{GatewayEvent, WebhookSummary};
 
+mod recovery;
 mod webhooks;
 
 /// Who is asking, for which tenant, under which idempotency key.
@@ -378,102 +378,6 @@ impl Engine {
             retry_read(read).await
         })
         .await
-    }
-
-    /// Re-sends charges that may never have reached the gateway (crash or outage between
-    /// commit and call), from durable state: every such payment, oldest first, a page at a
-    /// time, so none starves behind older ones the gateway keeps failing. Returns how many
-    /// were re-sent.
-    pub async fn resubmit_pending_charges(&self) -> Result<usize, EngineError> {
-        let mut sent = 0;
-        let mut after = None;
-        loop {
-            let store = Arc::clone(&self.deps.store);
-            let page = detached(async move {
-                store
-                    .payments_awaiting_charge(after, RECOVERY_PAGE_PAYMENTS)
-                    .await
-                    .map_err(EngineError::from)
-            })
-            .await?;
-            let Some(&(_, last)) = page.last() else {
-                return Ok(sent);
-            };
-            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
-            for (tenant, payment) in page {
-                let handle = self.registry.tenant(tenant);
-                let resubmit = ToPayment {
-                    id: payment,
-                    msg: ResubmitCharge,
-                };
-                if let Ok(true) = handle.addr.send(resubmit).await? {
-                    sent += 1;
-                }
-            }
-            if !full {
-                return Ok(sent);
-            }
-            after = Some(last);
-        }
-    }
-
-    /// Asks the gateway again for refunds still pending (a crash or an outage between commit
-    /// and call, or an outcome that never came): oldest first, a page at a time. The gateway
-    /// is idempotent on the refund id, so a refund it already has is not made twice. Returns
-    /// how many were asked for.
-    pub async fn resubmit_pending_refunds(&self) -> Result<usize, EngineError> {
-        let mut sent = 0;
-        let mut after = None;
-        loop {
-            let store = Arc::clone(&self.deps.store);
-            let page = detached(async move {
-                store
-                    .refunds_awaiting_outcome(after, RECOVERY_PAGE_PAYMENTS)
-                    .await
-                    .map_err(EngineError::from)
-            })
-            .await?;
-            let Some(&(_, _, last)) = page.last() else {
-                return Ok(sent);
-            };
-            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
-            for (tenant, payment, refund_id) in page {
-                let resubmit = ToPayment {
-                    id: payment,
-                    msg: ResubmitRefund { refund_id },
-                };
-                if let Ok(true) = self.registry.tenant(tenant).addr.send(resubmit).await? {
-                    sent += 1;
-                }
-            }
-            if !full {
-                return Ok(sent);
-            }
-            after = Some(last);
-        }
-    }
-
-    fn start_recovery_sweep(&self) {
-        let every = self.deps.config.recovery_interval;
-        if every.is_zero() {
-            return;
-        }
-        let engine = self.clone();
-        actix::spawn(async move {
-            let mut ticker = tokio::time::interval(every);
-            loop {
-                ticker.tick().await;
-                if engine.draining.load(Ordering::SeqCst) {
-                    break;
-                }
-                if let Err(err) = engine.resubmit_pending_charges().await {
-                    tracing::warn!(error = %err, "charge recovery sweep failed");
-                }
-                if let Err(err) = engine.resubmit_pending_refunds().await {
-                    tracing::warn!(error = %err, "refund recovery sweep failed");
-                }
-            }
-        });
     }
 
     /// Live entity actors of a tenant (for tests and metrics).

@@ -24,6 +24,8 @@ pub struct RecordingGateway {
     pub down: std::sync::atomic::AtomicBool,
     /// Refuse every charge for good (HTTP 402), with a message that echoes the request.
     pub refuse: std::sync::atomic::AtomicBool,
+    /// Hold every charge this long before answering (a slow gateway).
+    pub stall_ms: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait]
@@ -33,6 +35,10 @@ impl Gateway for RecordingGateway {
     }
 
     async fn create_charge(&self, request: &ChargeRequest) -> Result<String, GatewayError> {
+        let stall = self.stall_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if stall > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(stall)).await;
+        }
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::Unavailable("down".into()));
         }
