@@ -70,25 +70,31 @@ async fn gateway_calls_are_bounded_and_the_rest_wait_in_durable_state() {
         recovery_min_age: Duration::ZERO,
         ..config()
     });
-    h.gateway.stall_ms.store(300, SeqCst);
+    // Long enough that no call finishes while the five payments are being made.
+    h.gateway.stall_ms.store(1_500, SeqCst);
     let invoice = h.open_invoice(10_000).await;
     let payments = futures::future::join_all((0..5).map(|_| h.pay(invoice.id, Some(1_000)))).await;
     let metrics = h.engine.metrics();
     assert!(metrics.gateway_tasks.load(SeqCst) <= 2);
     assert_eq!(metrics.gateway_calls_deferred.load(SeqCst), 3);
     h.gateway.stall_ms.store(0, SeqCst);
-    for _ in 0..200 {
+    for _ in 0..500 {
         if metrics.gateway_tasks.load(SeqCst) == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(h.gateway.charges.lock().unwrap().len(), 2);
-    assert_eq!(h.engine.resubmit_pending_charges().await.unwrap(), 3);
+    // Each sweep sends what there is room for; the deferred three go out within a few sweeps.
+    let sent = h.engine.resubmit_pending_charges().await.unwrap();
+    assert!((1..=3).contains(&sent), "{sent}");
     assert_eq!(metrics.recovery_backlog.load(SeqCst), 3);
     for _ in 0..200 {
         if h.gateway.charges.lock().unwrap().len() == 5 {
             break;
+        }
+        if metrics.gateway_tasks.load(SeqCst) == 0 {
+            h.engine.resubmit_pending_charges().await.unwrap();
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
