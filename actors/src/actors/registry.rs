@@ -2,12 +2,13 @@
 //! engine's arbiters (one thread per core), so tenants run in parallel.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 
-use super::supervisor::TenantSupervisor;
+use super::supervisor::{Retire, TenantSupervisor};
 use super::Deps;
 use crate::domain::TenantId;
 
@@ -16,6 +17,8 @@ use crate::domain::TenantId;
 pub struct TenantHandle {
     pub addr: Addr<TenantSupervisor>,
     pub permits: Arc<Semaphore>,
+    /// Set by the supervisor once it has idled past the passivation timeout.
+    idle: Arc<AtomicBool>,
 }
 
 pub struct Registry {
@@ -47,18 +50,38 @@ impl Registry {
         }
         let index = (tenant.uuid().as_u128() % self.arbiters.len() as u128) as usize;
         let deps = self.deps.clone();
+        let idle = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&idle);
         let addr = match self.arbiters.get(index) {
             Some(arbiter) => TenantSupervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-                TenantSupervisor::new(tenant, deps)
+                TenantSupervisor::new(tenant, deps, flag)
             }),
-            None => TenantSupervisor::new(tenant, deps).start(),
+            None => TenantSupervisor::new(tenant, deps, flag).start(),
         };
         let handle = TenantHandle {
             addr,
             permits: Arc::new(Semaphore::new(self.deps.config.tenant_in_flight_max)),
+            idle,
         };
         tenants.insert(tenant, handle.clone());
         handle
+    }
+
+    /// Forgets and stops the supervisors that have idled past the passivation timeout and whose
+    /// handle nobody holds (a command in progress holds one), so no message can reach a stopped
+    /// supervisor; the tenant's next command starts a fresh one. Returns how many.
+    pub fn retire_idle(&self) -> usize {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        let before = tenants.len();
+        tenants.retain(|_, handle| {
+            let unused = Arc::strong_count(&handle.permits) == 1;
+            if unused && handle.idle.load(Ordering::SeqCst) {
+                handle.addr.do_send(Retire);
+                return false;
+            }
+            handle.addr.connected()
+        });
+        before - tenants.len()
     }
 
     pub fn tenants(&self) -> Vec<TenantHandle> {

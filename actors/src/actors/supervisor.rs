@@ -3,7 +3,7 @@
 //! from storage, assigns gap-free invoice numbers and tracks idempotency keys in flight.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -94,7 +94,18 @@ pub struct TenantSupervisor {
     payments: HashMap<PaymentId, Entry<PaymentActor>>,
     in_flight_keys: HashSet<String>,
     numbering: Numbering,
+    /// Since when the supervisor has held no live actor and nothing in flight, as the periodic
+    /// check saw it.
+    idle_since: Option<Instant>,
+    /// Set once idle past the passivation timeout: the registry may then stop the supervisor
+    /// (when nobody holds its handle), and start a fresh one on the tenant's next command.
+    idle: Arc<AtomicBool>,
 }
+
+/// Stops an idle supervisor the registry has already forgotten.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Retire;
 
 /// Gap-free invoice numbers without a commit per creation. Creations are numbered as they are
 /// queued; their units share `fence`, and a store accepts a number only right after its
@@ -114,7 +125,7 @@ impl Numbering {
 }
 
 impl TenantSupervisor {
-    pub fn new(tenant: TenantId, deps: Deps) -> Self {
+    pub fn new(tenant: TenantId, deps: Deps, idle: Arc<AtomicBool>) -> Self {
         Self {
             tenant,
             deps,
@@ -122,7 +133,24 @@ impl TenantSupervisor {
             payments: HashMap::new(),
             in_flight_keys: HashSet::new(),
             numbering: Numbering::default(),
+            idle_since: None,
+            idle,
         }
+    }
+
+    /// Notes whether the supervisor has idled past the passivation timeout: no live actor and
+    /// nothing in flight for that long.
+    fn note_idleness(&mut self, now: Instant) {
+        let empty =
+            self.invoices.is_empty() && self.payments.is_empty() && self.in_flight_keys.is_empty();
+        let idle = if empty {
+            let since = *self.idle_since.get_or_insert(now);
+            now.duration_since(since) >= self.deps.config.passivation_idle
+        } else {
+            self.idle_since = None;
+            false
+        };
+        self.idle.store(idle, Ordering::SeqCst);
     }
 
     fn invoice(&mut self, id: InvoiceId, fresh: bool) -> Addr<InvoiceActor> {
@@ -323,6 +351,7 @@ impl Actor for TenantSupervisor {
         if !every.is_zero() {
             ctx.run_interval(every, |act, _| {
                 act.passivate_idle();
+                act.note_idleness(Instant::now());
             });
         }
     }
@@ -332,6 +361,20 @@ impl Actor for TenantSupervisor {
             .metrics
             .active_supervisors
             .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Handler<Retire> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: Retire, ctx: &mut Self::Context) {
+        for entry in self.invoices.values() {
+            entry.addr.do_send(Passivate);
+        }
+        for entry in self.payments.values() {
+            entry.addr.do_send(Passivate);
+        }
+        ctx.stop();
     }
 }
 

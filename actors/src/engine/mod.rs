@@ -142,6 +142,7 @@ impl Engine {
             deps,
         };
         engine.start_recovery_sweep();
+        engine.start_supervisor_retirement();
         engine
     }
 

@@ -1,5 +1,6 @@
-//! Recovery from durable state: charges that may never have reached the gateway and refunds
-//! still pending are sent again, oldest first, a page at a time, by a periodic sweep.
+//! Background upkeep: recovery from durable state (charges that may never have reached the
+//! gateway and refunds still pending are sent again, oldest first, a page at a time) and the
+//! retirement of idle tenant supervisors.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -99,6 +100,26 @@ impl Engine {
             }
             after = Some(last);
         }
+    }
+
+    /// Retires idle supervisors now and then (see `Registry::retire_idle`), for as long as the
+    /// engine's registry lives.
+    pub(super) fn start_supervisor_retirement(&self) {
+        let every = self.deps.config.passivation_check_interval;
+        if every.is_zero() {
+            return;
+        }
+        let registry = Arc::downgrade(&self.registry);
+        actix::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                let Some(registry) = registry.upgrade() else {
+                    return;
+                };
+                registry.retire_idle();
+            }
+        });
     }
 
     pub(super) fn start_recovery_sweep(&self) {
