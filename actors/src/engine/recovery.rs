@@ -16,51 +16,32 @@ impl Engine {
     /// time, so none starves behind older ones the gateway keeps failing. Returns how many
     /// were re-sent.
     pub async fn resubmit_pending_charges(&self) -> Result<usize, EngineError> {
-        let (mut sent, mut found) = (0, 0);
-        let mut after = None;
-        loop {
-            let store = Arc::clone(&self.deps.store);
-            let page = detached(async move {
-                store
-                    .payments_awaiting_charge(after, RECOVERY_PAGE_PAYMENTS)
-                    .await
-                    .map_err(EngineError::from)
-            })
-            .await?;
-            found += page.len();
-            let Some(&(_, last)) = page.last() else {
-                self.record_backlog(found, true);
-                return Ok(sent);
-            };
-            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
-            for (tenant, payment) in page {
-                let handle = self.registry.tenant(tenant);
-                let resubmit = ToPayment {
+        let store = Arc::clone(&self.deps.store);
+        let (sent, found) = sweep(
+            |after| {
+                let store = Arc::clone(&store);
+                async move {
+                    let page = store
+                        .payments_awaiting_charge(after, RECOVERY_PAGE_PAYMENTS)
+                        .await;
+                    page.map_err(EngineError::from)
+                }
+            },
+            |&(_, payment)| payment,
+            |(tenant, payment)| {
+                let msg = ToPayment {
                     id: payment,
                     msg: ResubmitCharge,
                 };
-                if let Ok(true) = handle.addr.send(resubmit).await? {
-                    sent += 1;
-                }
-            }
-            if !full {
-                self.record_backlog(found, true);
-                return Ok(sent);
-            }
-            after = Some(last);
-        }
-    }
-
-    /// The recovery backlog gauge: the charges' sweep (which runs first) sets it, the refunds'
-    /// adds to it.
-    fn record_backlog(&self, found: usize, first: bool) {
-        let found = i64::try_from(found).unwrap_or(i64::MAX);
-        let gauge = &self.deps.metrics.recovery_backlog;
-        if first {
-            gauge.store(found, Ordering::Relaxed);
-        } else {
-            gauge.fetch_add(found, Ordering::Relaxed);
-        }
+                self.registry.tenant(tenant).addr.send(msg)
+            },
+        )
+        .await?;
+        self.deps
+            .metrics
+            .recovery_backlog
+            .store(gauge(found), Ordering::Relaxed);
+        Ok(sent)
     }
 
     /// Asks the gateway again for refunds still pending (a crash or an outage between commit
@@ -68,38 +49,33 @@ impl Engine {
     /// is idempotent on the refund id, so a refund it already has is not made twice. Returns
     /// how many were asked for.
     pub async fn resubmit_pending_refunds(&self) -> Result<usize, EngineError> {
-        let (mut sent, mut found) = (0, 0);
-        let mut after = None;
-        loop {
-            let store = Arc::clone(&self.deps.store);
-            let page = detached(async move {
-                store
-                    .refunds_awaiting_outcome(after, RECOVERY_PAGE_PAYMENTS)
-                    .await
-                    .map_err(EngineError::from)
-            })
-            .await?;
-            found += page.len();
-            let Some(&(_, _, last)) = page.last() else {
-                self.record_backlog(found, false);
-                return Ok(sent);
-            };
-            let full = page.len() == RECOVERY_PAGE_PAYMENTS;
-            for (tenant, payment, refund_id) in page {
-                let resubmit = ToPayment {
+        let store = Arc::clone(&self.deps.store);
+        let (sent, found) = sweep(
+            |after| {
+                let store = Arc::clone(&store);
+                async move {
+                    let page = store
+                        .refunds_awaiting_outcome(after, RECOVERY_PAGE_PAYMENTS)
+                        .await;
+                    page.map_err(EngineError::from)
+                }
+            },
+            |&(_, _, refund)| refund,
+            |(tenant, payment, refund_id)| {
+                let msg = ToPayment {
                     id: payment,
                     msg: ResubmitRefund { refund_id },
                 };
-                if let Ok(true) = self.registry.tenant(tenant).addr.send(resubmit).await? {
-                    sent += 1;
-                }
-            }
-            if !full {
-                self.record_backlog(found, false);
-                return Ok(sent);
-            }
-            after = Some(last);
-        }
+                self.registry.tenant(tenant).addr.send(msg)
+            },
+        )
+        .await?;
+        // The charges' sweep runs first and sets the gauge; the refunds' adds to it.
+        self.deps
+            .metrics
+            .recovery_backlog
+            .fetch_add(gauge(found), Ordering::Relaxed);
+        Ok(sent)
     }
 
     /// Retires idle supervisors now and then (see `Registry::retire_idle`), for as long as the
@@ -144,4 +120,46 @@ impl Engine {
             }
         });
     }
+}
+
+/// Pages through `fetch` (rows after a cursor, oldest first; `cursor` reads a row's), hands
+/// each row to `resend` and counts how many it re-sent. Answers `(sent, found)`.
+async fn sweep<R, K, F, FFut, S, SFut>(
+    fetch: F,
+    cursor: impl Fn(&R) -> K,
+    resend: S,
+) -> Result<(usize, usize), EngineError>
+where
+    K: Copy + Send + 'static,
+    R: Send + 'static,
+    F: Fn(Option<K>) -> FFut,
+    FFut: std::future::Future<Output = Result<Vec<R>, EngineError>> + Send + 'static,
+    S: Fn(R) -> SFut,
+    SFut: std::future::Future<Output = Result<Result<bool, EngineError>, actix::MailboxError>>,
+{
+    let (mut sent, mut found) = (0, 0);
+    let mut after = None;
+    loop {
+        let page = detached(fetch(after)).await?;
+        found += page.len();
+        let (Some(last), full) = (
+            page.last().map(&cursor),
+            page.len() == RECOVERY_PAGE_PAYMENTS,
+        ) else {
+            return Ok((sent, found));
+        };
+        for row in page {
+            if let Ok(true) = resend(row).await? {
+                sent += 1;
+            }
+        }
+        if !full {
+            return Ok((sent, found));
+        }
+        after = Some(last);
+    }
+}
+
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
