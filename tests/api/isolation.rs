@@ -1,5 +1,6 @@
-//! Tenant isolation: another tenant's id answers 404 `not_found` on every endpoint that takes
-//! one, changes nothing, and lists never show another tenant's rows.
+//! Authentication, roles and tenant isolation: keys and roles are enforced, another tenant's id
+//! answers 404 `not_found` on every endpoint that takes one, changes nothing, and lists never
+//! show another tenant's rows.
 
 use serde_json::{json, Value};
 
@@ -7,6 +8,7 @@ use crate::both_backends;
 use crate::helpers::{problem, TestApp};
 
 both_backends!(
+    authentication_roles_and_tenant_isolation,
     every_id_endpoint_hides_other_tenants,
     lists_show_only_own_rows
 );
@@ -192,4 +194,152 @@ async fn lists_show_only_own_rows(app: &TestApp) {
     assert_eq!(payments["totalItems"], 1);
     let keys = json_of(app.get("/api/api-keys", &b.key).send().await.unwrap()).await;
     assert_eq!(keys["items"].as_array().unwrap().len(), 1);
+}
+
+async fn authentication_roles_and_tenant_isolation(app: &TestApp) {
+    let a = app.tenant("A").await;
+    let b = app.tenant("B").await;
+    let invoice = app.invoice(&a.key, 100, true).await;
+    let id = invoice["id"].as_str().unwrap();
+    problem(
+        app.client
+            .get(format!("{}/api/invoices", app.url))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    problem(
+        app.get("/api/invoices", "prk_key_bogus_secret")
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    problem(
+        app.post("/api/tenants", &a.key)
+            .json(&json!({"name": "x"}))
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    for path in [
+        format!("/api/invoices/{id}"),
+        format!("/api/invoices/{id}/timeline"),
+    ] {
+        problem(
+            app.get(&path, &b.key).send().await.unwrap(),
+            404,
+            "not_found",
+        )
+        .await;
+    }
+    problem(
+        app.post(&format!("/api/invoices/{id}/void"), &b.key)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    problem(
+        app.pay(&b.key, id, "4242424242424242", None).await,
+        404,
+        "not_found",
+    )
+    .await;
+    let listed: Value = app.get_json("/api/invoices", &b.key).await;
+    assert_eq!(listed["totalItems"], 0);
+    problem(
+        app.get("/api/invoices/inv_notanid", &a.key)
+            .send()
+            .await
+            .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    // Roles: a viewer reads but cannot write; an operator cannot void or manage keys.
+    let viewer: Value = app
+        .post("/api/api-keys", &a.key)
+        .json(&json!({"name": "v", "role": "viewer"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let viewer_key = viewer["key"].as_str().unwrap();
+    assert_eq!(
+        app.get(&format!("/api/invoices/{id}"), viewer_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    problem(
+        app.post("/api/invoices", viewer_key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    let operator: Value = app
+        .post("/api/api-keys", &a.key)
+        .json(&json!({"name": "o", "role": "operator"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operator_key = operator["key"].as_str().unwrap();
+    problem(
+        app.post(&format!("/api/invoices/{id}/void"), operator_key)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    problem(
+        app.get("/api/api-keys", operator_key).send().await.unwrap(),
+        403,
+        "forbidden",
+    )
+    .await;
+    // Revocation is effective at once.
+    let revoke = app
+        .client
+        .delete(format!(
+            "{}/api/api-keys/{}",
+            app.url,
+            viewer["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&a.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.status(), 204);
+    problem(
+        app.get("/api/invoices", viewer_key).send().await.unwrap(),
+        401,
+        "unauthenticated",
+    )
+    .await;
+    let listed: Value = app.get_json("/api/api-keys", &a.key).await;
+    assert!(!serde_json::to_string(&listed).unwrap().contains(viewer_key));
 }
