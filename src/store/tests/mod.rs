@@ -31,3 +31,4 @@ mod fixtures;
 mod lists;
 mod migrations;
 mod sql;
+mod tenants;
