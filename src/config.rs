@@ -67,6 +67,10 @@ pub struct Settings {
     pub http_workers: usize,
     pub passivation_idle_secs: u64,
     pub max_active_entities_per_tenant: usize,
+    /// Live invoice and payment actors on this node, all tenants together.
+    pub max_active_entities: usize,
+    /// Live tenant supervisors on this node.
+    pub max_live_supervisors: usize,
     pub dedup_retention_hours: u64,
     pub idempotency_retention_hours: u64,
     pub retention_sweep_secs: u64,
@@ -116,6 +120,8 @@ impl Default for Settings {
             http_workers: engine.arbiters,
             passivation_idle_secs: engine.passivation_idle.as_secs(),
             max_active_entities_per_tenant: engine.max_active_entities_per_tenant,
+            max_active_entities: engine.max_active_entities,
+            max_live_supervisors: engine.max_live_supervisors,
             dedup_retention_hours: 72,
             idempotency_retention_hours: 24,
             retention_sweep_secs: 60,
@@ -189,6 +195,8 @@ impl Settings {
             arbiters: self.arbiters.max(1),
             passivation_idle: Duration::from_secs(self.passivation_idle_secs),
             max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
+            max_active_entities: self.max_active_entities.max(1),
+            max_live_supervisors: self.max_live_supervisors.max(1),
             recovery_interval: Duration::from_secs(self.recovery_interval_secs),
             recovery_min_age: Duration::from_secs(self.recovery_min_age_secs),
             ..EngineConfig::default()

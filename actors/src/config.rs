@@ -11,6 +11,10 @@ pub const SUPERVISOR_MAILBOX_CAPACITY: usize = 4_096;
 pub const TENANT_IN_FLIGHT_MAX: usize = 2_048;
 pub const ENGINE_IN_FLIGHT_MAX: usize = 8_192;
 pub const MAX_ACTIVE_ENTITIES_PER_TENANT: usize = 100_000;
+/// Live entity actors on one node, every tenant's together (~2 KiB each).
+pub const MAX_ACTIVE_ENTITIES: usize = 1_000_000;
+/// Live tenant supervisors on one node.
+pub const MAX_LIVE_SUPERVISORS: usize = 100_000;
 pub const PASSIVATION_IDLE_SECS: u64 = 300;
 /// Gateway calls (charges and refunds after their commit) running at once, at most.
 pub const GATEWAY_TASKS_MAX: usize = 256;
@@ -30,6 +34,12 @@ pub struct EngineConfig {
     pub tenant_in_flight_max: usize,
     pub engine_in_flight_max: usize,
     pub max_active_entities_per_tenant: usize,
+    /// Live entity actors on the node; past it the least recently used idle ones passivate.
+    pub max_active_entities: usize,
+    /// Live tenant supervisors on the node; past it the least recently used ones with nothing
+    /// in flight are retired. Never below `engine_in_flight_max`: every command in flight holds
+    /// one supervisor, so a full node always has one to retire.
+    pub max_live_supervisors: usize,
     pub passivation_idle: Duration,
     pub passivation_check_interval: Duration,
     /// Background charge re-sends after the gateway client's own retries gave up.
@@ -61,6 +71,8 @@ impl Default for EngineConfig {
             tenant_in_flight_max: TENANT_IN_FLIGHT_MAX,
             engine_in_flight_max: ENGINE_IN_FLIGHT_MAX,
             max_active_entities_per_tenant: MAX_ACTIVE_ENTITIES_PER_TENANT,
+            max_active_entities: MAX_ACTIVE_ENTITIES,
+            max_live_supervisors: MAX_LIVE_SUPERVISORS,
             passivation_idle: Duration::from_secs(PASSIVATION_IDLE_SECS),
             passivation_check_interval: Duration::from_secs(5),
             charge_retry_max: 5,

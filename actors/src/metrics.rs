@@ -56,6 +56,12 @@ impl EngineMetrics {
         self.batch_size_buckets[bucket].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Live invoice and payment actors on the node.
+    pub fn active_entities(&self) -> i64 {
+        self.active_invoice_actors.load(Ordering::Relaxed)
+            + self.active_payment_actors.load(Ordering::Relaxed)
+    }
+
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }

@@ -4,11 +4,12 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::Semaphore;
 
-use super::supervisor::{Retire, TenantSupervisor};
+use super::supervisor::{Retire, TenantSupervisor, Trim};
 use super::Deps;
 use crate::domain::TenantId;
 
@@ -23,8 +24,21 @@ pub struct TenantHandle {
 
 pub struct Registry {
     arbiters: Vec<Arbiter>,
-    tenants: Mutex<HashMap<TenantId, TenantHandle>>,
+    tenants: Mutex<HashMap<TenantId, Live>>,
     deps: Deps,
+}
+
+/// A live supervisor's handle and when a command last asked for it.
+struct Live {
+    handle: TenantHandle,
+    last_used: Instant,
+}
+
+impl Live {
+    /// Nobody holds the handle: no command of the tenant is in progress.
+    fn unused(&self) -> bool {
+        Arc::strong_count(&self.handle.permits) == 1
+    }
 }
 
 impl Registry {
@@ -43,10 +57,20 @@ impl Registry {
     /// The tenant's supervisor, started (or restarted, if it died) on demand.
     pub fn tenant(&self, tenant: TenantId) -> TenantHandle {
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(handle) = tenants.get(&tenant) {
-            if handle.addr.connected() {
-                return handle.clone();
+        let now = Instant::now();
+        if let Some(live) = tenants.get_mut(&tenant) {
+            if live.handle.addr.connected() {
+                live.last_used = now;
+                return live.handle.clone();
             }
+        }
+        let cap = self
+            .deps
+            .config
+            .max_live_supervisors
+            .max(self.deps.config.engine_in_flight_max + 1);
+        if tenants.len() >= cap {
+            retire_least_recent(&mut tenants, cap);
         }
         let index = (tenant.uuid().as_u128() % self.arbiters.len() as u128) as usize;
         let deps = self.deps.clone();
@@ -63,7 +87,13 @@ impl Registry {
             permits: Arc::new(Semaphore::new(self.deps.config.tenant_in_flight_max)),
             idle,
         };
-        tenants.insert(tenant, handle.clone());
+        tenants.insert(
+            tenant,
+            Live {
+                handle: handle.clone(),
+                last_used: now,
+            },
+        );
         handle
     }
 
@@ -73,20 +103,51 @@ impl Registry {
     pub fn retire_idle(&self) -> usize {
         let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
         let before = tenants.len();
-        tenants.retain(|_, handle| {
-            let unused = Arc::strong_count(&handle.permits) == 1;
-            if unused && handle.idle.load(Ordering::SeqCst) {
-                handle.addr.do_send(Retire);
+        tenants.retain(|_, live| {
+            if live.unused() && live.handle.idle.load(Ordering::SeqCst) {
+                live.handle.addr.do_send(Retire);
                 return false;
             }
-            handle.addr.connected()
+            live.handle.addr.connected()
         });
         before - tenants.len()
     }
 
+    /// Past the node's cap on live entity actors, asks every supervisor to passivate its share
+    /// of the excess (least recently used first). Returns whether the node was over its cap.
+    pub fn trim_entities(&self) -> bool {
+        let node_active = usize::try_from(self.deps.metrics.active_entities()).unwrap_or(0);
+        if node_active <= self.deps.config.max_active_entities {
+            return false;
+        }
+        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        for live in tenants.values() {
+            live.handle.addr.do_send(Trim { node_active });
+        }
+        true
+    }
+
     pub fn tenants(&self) -> Vec<TenantHandle> {
         let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
-        tenants.values().cloned().collect()
+        tenants.values().map(|live| live.handle.clone()).collect()
+    }
+}
+
+/// Retires the least recently used supervisors with nothing in flight, leaving room for one
+/// more below 90% of `cap` (their actors passivate; the tenant's next command starts a fresh
+/// supervisor from storage).
+fn retire_least_recent(tenants: &mut HashMap<TenantId, Live>, cap: usize) {
+    let excess = (tenants.len() + 1).saturating_sub(cap - cap / 10);
+    let mut unused: Vec<(Instant, TenantId)> = tenants
+        .iter()
+        .filter(|(_, live)| live.unused())
+        .map(|(id, live)| (live.last_used, *id))
+        .collect();
+    unused.sort_by_key(|(at, _)| *at);
+    for (_, id) in unused.into_iter().take(excess) {
+        if let Some(live) = tenants.remove(&id) {
+            live.handle.addr.do_send(Retire);
+        }
     }
 }
 

@@ -107,6 +107,13 @@ pub struct TenantSupervisor {
 #[rtype(result = "()")]
 pub struct Retire;
 
+/// The node holds more live actors than its cap: give up this tenant's share of the excess.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Trim {
+    pub node_active: usize,
+}
+
 /// Gap-free invoice numbers without a commit per creation. Creations are numbered as they are
 /// queued; their units share `fence`, and a store accepts a number only right after its
 /// predecessor. When a creation fails, the ones numbered after it fail with it and the last
@@ -280,17 +287,32 @@ impl TenantSupervisor {
         stopped
     }
 
-    /// Keeps the number of live actors under the cap by passivating the least recently used
-    /// idle ones.
+    /// Keeps the number of live actors under both caps, the tenant's and the node's, by
+    /// passivating the least recently used idle ones. Past the node's cap the tenant starting
+    /// an actor gives up its share of the excess (in proportion to its live actors); the
+    /// periodic node-wide trim (`Trim`) takes care of tenants that start nothing.
     fn enforce_cap(&mut self) {
-        let cap = self.deps.config.max_active_entities_per_tenant;
         let active = self.invoices.len() + self.payments.len();
-        if active <= cap {
+        let tenant_cap = self.deps.config.max_active_entities_per_tenant;
+        // Evict down to 90% of a cap at once: the scan below is O(n log n), so doing it for
+        // every new actor past the cap would make each start cost a full sort.
+        let mut target = active;
+        if active > tenant_cap {
+            target = tenant_cap - tenant_cap / 10;
+        }
+        let node_cap = self.deps.config.max_active_entities;
+        let node_active = usize::try_from(self.deps.metrics.active_entities()).unwrap_or(0);
+        if node_active > node_cap {
+            target = target.min(proportional_share(active, node_active, node_cap));
+        }
+        self.passivate_least_recent(active.saturating_sub(target));
+    }
+
+    /// Passivates up to `count` idle actors (nothing in flight), least recently used first.
+    fn passivate_least_recent(&mut self, count: usize) {
+        if count == 0 {
             return;
         }
-        // Evict down to 90% of the cap at once: the scan below is O(n log n), so doing it for
-        // every new actor past the cap would make each start cost a full sort.
-        let target = cap - cap / 10;
         let mut idle: Vec<(Instant, EntityKey)> = self
             .invoices
             .iter()
@@ -304,7 +326,7 @@ impl TenantSupervisor {
             )
             .collect();
         idle.sort_by_key(|(at, _)| *at);
-        for (_, key) in idle.into_iter().take(active - target) {
+        for (_, key) in idle.into_iter().take(count) {
             match key {
                 EntityKey::Invoice(id) => {
                     if let Some(e) = self.invoices.remove(&id) {
@@ -323,6 +345,13 @@ impl TenantSupervisor {
                 .fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// How many of a tenant's `active` actors it keeps when the node holds `node_active` against
+/// `node_cap`: its proportion of 90% of the cap.
+pub(crate) fn proportional_share(active: usize, node_active: usize, node_cap: usize) -> usize {
+    let target = node_cap - node_cap / 10;
+    ((active as u128 * target as u128) / node_active.max(1) as u128) as usize
 }
 
 /// `retain` predicate that also tells a passivated actor to stop.
@@ -375,6 +404,20 @@ impl Handler<Retire> for TenantSupervisor {
             entry.addr.do_send(Passivate);
         }
         ctx.stop();
+    }
+}
+
+impl Handler<Trim> for TenantSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Trim, _: &mut Self::Context) {
+        let active = self.invoices.len() + self.payments.len();
+        let keep = proportional_share(
+            active,
+            msg.node_active,
+            self.deps.config.max_active_entities,
+        );
+        self.passivate_least_recent(active.saturating_sub(keep));
     }
 }
 

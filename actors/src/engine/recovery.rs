@@ -78,8 +78,9 @@ impl Engine {
         Ok(sent)
     }
 
-    /// Retires idle supervisors now and then (see `Registry::retire_idle`), for as long as the
-    /// engine's registry lives.
+    /// Retires idle supervisors and trims live actors past the node's cap now and then (see
+    /// `Registry::retire_idle` and `Registry::trim_entities`), for as long as the engine's
+    /// registry lives.
     pub(super) fn start_supervisor_retirement(&self) {
         let every = self.deps.config.passivation_check_interval;
         if every.is_zero() {
@@ -94,6 +95,7 @@ impl Engine {
                     return;
                 };
                 registry.retire_idle();
+                registry.trim_entities();
             }
         });
     }

@@ -1,9 +1,13 @@
 //! Live actors are bounded: idle entity actors and idle tenant supervisors stop, the least
 //! recently used go first past the per-tenant cap, and every one comes back from storage.
 
+use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use crate::support::{config, harness};
+use payrail_actors::domain::{Invoice, TenantId};
+use payrail_actors::engine::{Context, Outcome};
+
+use crate::support::{config, harness, invoice_input};
 
 #[actix_rt::test]
 async fn idle_actors_are_passivated_and_come_back() {
@@ -23,7 +27,6 @@ async fn idle_actors_are_passivated_and_come_back() {
 /// new one that numbers invoices on from where the last left off.
 #[actix_rt::test]
 async fn idle_supervisors_are_retired_and_come_back() {
-    use std::sync::atomic::Ordering::SeqCst;
     let mut cfg = config();
     cfg.passivation_idle = Duration::from_millis(20);
     cfg.passivation_check_interval = Duration::from_millis(10);
@@ -59,5 +62,88 @@ async fn active_actor_cap_evicts_least_recently_used() {
     assert!(h.engine.active_entities(h.tenant).await.unwrap() <= 5);
     for id in ids {
         assert_eq!(h.engine.invoice(h.tenant, id).await.unwrap().id, id);
+    }
+}
+
+/// Waits (bounded) until `done` holds.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}");
+}
+
+async fn open_invoice_of(h: &crate::support::Harness, tenant: TenantId) -> Invoice {
+    match h
+        .engine
+        .create_invoice(Context::new(tenant, "key_test"), invoice_input(100), true)
+        .await
+        .unwrap()
+    {
+        Outcome::Fresh(invoice) => invoice,
+        Outcome::Replayed(_) => panic!("unexpected replay"),
+    }
+}
+
+/// The node-wide cap holds across tenants: the tenants starting actors give up their share of
+/// the excess, the periodic trim takes the rest, and every passivated invoice comes back.
+#[actix_rt::test]
+async fn node_actor_cap_holds_across_tenants() {
+    let mut cfg = config();
+    cfg.max_active_entities = 10;
+    cfg.passivation_check_interval = Duration::from_millis(10);
+    let h = harness(cfg);
+    let metrics = h.engine.metrics();
+    let tenants: Vec<TenantId> = (0..4).map(|_| TenantId::new()).collect();
+    let mut opened = Vec::new();
+    for round in 0..10 {
+        for &tenant in &tenants {
+            opened.push((tenant, open_invoice_of(&h, tenant).await));
+        }
+        assert!(
+            metrics.active_entities() <= 10 + 4,
+            "round {round}: {} live actors against a cap of 10",
+            metrics.active_entities()
+        );
+    }
+    eventually("the node stayed over its actor cap", || {
+        metrics.active_entities() <= 10
+    })
+    .await;
+    assert!(metrics.passivations.load(SeqCst) >= 30);
+    for (tenant, invoice) in opened {
+        assert_eq!(h.engine.invoice(tenant, invoice.id).await.unwrap(), invoice);
+    }
+}
+
+/// Past the cap on live supervisors the least recently used ones are retired even before
+/// they idle out, and a retired tenant numbers on from where it left off.
+#[actix_rt::test]
+async fn supervisor_cap_retires_the_least_recently_used() {
+    let mut cfg = config();
+    cfg.engine_in_flight_max = 2;
+    cfg.max_live_supervisors = 4;
+    let h = harness(cfg);
+    let metrics = h.engine.metrics();
+    let tenants: Vec<TenantId> = (0..12).map(|_| TenantId::new()).collect();
+    let mut first = Vec::new();
+    for &tenant in &tenants {
+        first.push(open_invoice_of(&h, tenant).await);
+        eventually("live supervisors passed their cap", || {
+            metrics.active_supervisors.load(SeqCst) <= 4
+        })
+        .await;
+    }
+    let again = open_invoice_of(&h, tenants[0]).await;
+    assert_eq!(first[0].number, "INV-000001");
+    assert_eq!(again.number, "INV-000002");
+    for (&tenant, invoice) in tenants.iter().zip(&first) {
+        assert_eq!(
+            h.engine.invoice(tenant, invoice.id).await.unwrap(),
+            *invoice
+        );
     }
 }
