@@ -543,6 +543,7 @@ mod openapi;
 mod openapi_server;
 mod openapi_tools;
 mod outbound;
+mod outbound_crash;
 mod outbound_policy;
 mod outbound_receiver;
 mod rate_limits;
