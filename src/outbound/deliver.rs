@@ -9,7 +9,7 @@ use reqwest::{Client, StatusCode};
 use secrecy::SecretString;
 
 use super::signing::signature_header;
-use super::ssrf::{self, forbidden_class};
+use super::ssrf::{self, forbidden_class, NoAllowedAddress};
 use super::OutboundSettings;
 use crate::store::RESPONSE_BODY_KEPT_BYTES;
 
@@ -132,8 +132,16 @@ fn status_code(status: StatusCode) -> u16 {
     status.as_u16()
 }
 
-/// A transport failure in a few words, without the URL (it may carry a token).
+/// A transport failure in a few words, without the URL (it may carry a token). A host the
+/// guarded resolver refused says so: it is the same refusal as a literal address's.
 fn describe(e: &reqwest::Error) -> String {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<NoAllowedAddress>() {
+            return format!("refused target: {NoAllowedAddress}");
+        }
+        cause = c.source();
+    }
     if e.is_timeout() {
         "timeout".into()
     } else if e.is_connect() {

@@ -33,14 +33,40 @@ pub enum UrlRefused {
     Address(&'static str),
 }
 
+/// The guarded resolver found no address the policy allows for a host: the connection is
+/// refused before it is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the host resolves to no allowed address")]
+pub struct NoAllowedAddress;
+
 /// The class of an address that may not be a target, if it is one.
 pub fn forbidden_class(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => v4_class(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+        IpAddr::V6(v6) => match embedded_v4(v6) {
             Some(v4) => v4_class(v4),
             None => v6_class(v6),
         },
+    }
+}
+
+/// The IPv4 address an IPv6 address stands for, where the network may take it there: mapped
+/// (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`) and NAT64 (`64:ff9b::a.b.c.d`, which a
+/// NAT64 gateway translates into a connection to `a.b.c.d`).
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    if let Some(v4) = ip.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    let s = ip.segments();
+    let [a, b, c, d] = ip.octets()[12..] else {
+        return None;
+    };
+    let v4 = Ipv4Addr::new(a, b, c, d);
+    match s[..6] {
+        // `::` and `::1` are themselves, not 0.0.0.0 and 0.0.0.1.
+        [0, 0, 0, 0, 0, 0] if !ip.is_unspecified() && !ip.is_loopback() => Some(v4),
+        [0x64, 0xff9b, 0, 0, 0, 0] => Some(v4),
+        _ => None,
     }
 }
 
@@ -79,7 +105,11 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         "link-local"
     } else if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
         "metadata"
-    } else if first & 0xfe00 == 0xfc00 {
+    } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
+        // Unique local, and the site-local range it replaced.
+        "private"
+    } else if ip.segments()[..3] == [0x64, 0xff9b, 1] {
+        // Local-use NAT64 (RFC 8215): translated into the operator's own IPv4 network.
         "private"
     } else {
         return None;
@@ -146,8 +176,7 @@ impl Resolve for GuardedResolver {
                 .filter(|a| policy.allow_private || forbidden_class(a.ip()).is_none())
                 .collect();
             if found.is_empty() {
-                let refused: Box<dyn std::error::Error + Send + Sync> =
-                    format!("{host} resolves to no allowed address").into();
+                let refused: Box<dyn std::error::Error + Send + Sync> = Box::new(NoAllowedAddress);
                 return Err(refused);
             }
             let addrs: Addrs = Box::new(found.into_iter());
@@ -188,11 +217,21 @@ mod tests {
             ("ff02::1", "multicast"),
             ("0.0.0.0", "reserved"),
             ("::ffff:127.0.0.1", "loopback"),
+            ("::127.0.0.1", "loopback"),
+            ("::10.0.0.8", "private"),
+            ("64:ff9b::127.0.0.1", "loopback"),
+            ("64:ff9b::169.254.169.254", "metadata"),
+            ("64:ff9b::10.1.2.3", "private"),
+            ("64:ff9b:1::a01:203", "private"),
+            ("fec0::1", "private"),
+            ("::", "reserved"),
         ] {
             assert_eq!(forbidden_class(ip.parse().unwrap()), Some(class), "{ip}");
         }
         assert_eq!(forbidden_class("93.184.216.34".parse().unwrap()), None);
         assert_eq!(forbidden_class("2606:4700::1".parse().unwrap()), None);
+        // Public IPv4 behind NAT64 is public.
+        assert_eq!(forbidden_class("64:ff9b::5db8:d822".parse().unwrap()), None);
     }
 
     #[test]

@@ -546,6 +546,7 @@ mod outbound;
 mod outbound_crash;
 mod outbound_policy;
 mod outbound_receiver;
+mod outbound_ssrf;
 mod rate_limits;
 mod refund_recovery;
 mod requests;
