@@ -7,11 +7,17 @@
 //! creation on one tenant: `--scenario invoices --tenants 1`.
 //! Baselines in the same run: a no-op actix-web handler (HTTP ceiling), the engine with group
 //! commit disabled (`PAYRAIL_COMMIT_BATCH_MAX_UNITS=1`) and one SQL transaction per event.
+//! The generator builds and signs every request of a step before the step starts and sends the
+//! bytes on kept-alive HTTP/1.1 connections (`load/conn.rs`); `--backend none` measures only its
+//! ceiling against the no-op handler. `--wal-detail` breaks each PostgreSQL step's WAL down by
+//! relation with `pg_waldump`.
 //! Prints one JSON line per scenario on stdout and writes `<target>/bench/load.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "load/baseline.rs"]
 mod baseline;
+#[path = "load/conn.rs"]
+mod conn;
 #[path = "load/driver.rs"]
 mod driver;
 #[path = "load/options.rs"]
@@ -24,6 +30,8 @@ mod report;
 mod scenarios;
 #[path = "load/stub.rs"]
 mod stub;
+#[path = "load/waldump.rs"]
+mod waldump;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,18 +201,19 @@ async fn measured_step(
         Some(url) => driver::counters(client, url).await,
         None => Default::default(),
     };
-    let mut step = driver::run_step(
-        client,
-        workload.clone(),
-        first,
-        rate,
-        o.step,
-        o.in_flight,
-        watch,
-    )
-    .await;
+    let mut step =
+        driver::run_step(workload.clone(), first, rate, o.step, o.in_flight, watch).await;
     if let Some(url) = engine_url {
         step.commit = driver::commit_stats(&before, &driver::counters(client, url).await);
+    }
+    if let (true, Some(port), Some((start, end))) = (o.wal_detail, watch.pg_port, step.wal_range) {
+        match waldump::breakdown(port, start, end) {
+            Some(shares) => {
+                waldump::print(&format!("@{rate:.0}/s"), &shares, step.wal_events());
+                step.wal_detail = Some(waldump::to_json(&shares, step.wal_events()));
+            }
+            None => eprintln!("@{rate:.0}/s: pg_waldump could not read the step's WAL"),
+        }
     }
     step
 }
@@ -575,16 +584,7 @@ async fn many_actors(
         pg_port: db.pg_port,
     };
     let before = driver::counters(client, &engine.url).await;
-    let mut step = driver::run_step(
-        client,
-        work,
-        0,
-        ACTOR_TOUCH_RATE,
-        duration,
-        o.in_flight,
-        watch,
-    )
-    .await;
+    let mut step = driver::run_step(work, 0, ACTOR_TOUCH_RATE, duration, o.in_flight, watch).await;
     step.commit = driver::commit_stats(&before, &driver::counters(client, &engine.url).await);
     sampler.abort();
     let samples = samples.lock().unwrap().clone();

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
-use crate::procs;
+use crate::{conn, procs};
 
 /// Latencies are recorded in microseconds, up to a minute.
 const HIST_MAX_US: u64 = 60_000_000;
@@ -93,6 +93,10 @@ pub struct StepResult {
     pub server_rss_mib: f64,
     /// Bytes of WAL PostgreSQL wrote during the step.
     pub wal_bytes: Option<u64>,
+    /// The step's WAL positions (start, end).
+    pub wal_range: Option<(u64, u64)>,
+    /// Where the WAL went, per applied event (`--wal-detail`).
+    pub wal_detail: Option<serde_json::Value>,
     /// Webhook outcomes: applied, duplicates, ignored, rejected.
     pub outcomes: [u64; 4],
     /// Group-commit figures from the engine's `/metrics` over the step (when scraped).
@@ -165,14 +169,18 @@ impl StepResult {
     }
 
     /// CPU seconds per 1,000 successful operations.
-    /// WAL bytes per applied webhook event (per op when nothing applied).
-    pub fn wal_per_event(&self) -> Option<f64> {
-        let events = if self.outcomes[0] > 0 {
+    /// Applied webhook events (operations when nothing applied): what WAL is counted per.
+    pub fn wal_events(&self) -> u64 {
+        if self.outcomes[0] > 0 {
             self.outcomes[0]
         } else {
             self.ok_ops
-        };
-        Some(self.wal_bytes? as f64 / events.max(1) as f64)
+        }
+    }
+
+    /// WAL bytes per applied webhook event (per op when nothing applied).
+    pub fn wal_per_event(&self) -> Option<f64> {
+        Some(self.wal_bytes? as f64 / self.wal_events().max(1) as f64)
     }
 
     pub fn per_kop(&self, cpu_s: f64) -> f64 {
@@ -207,9 +215,12 @@ fn cpu_now(watch: Watch) -> (f64, f64, f64) {
     )
 }
 
-/// Runs one step: `rate` requests/s for `duration`, request numbers from `first`.
+/// Connections opened before a step starts (more open during it when needed).
+const WARM_CONNECTIONS: usize = 128;
+
+/// Runs one step: `rate` requests/s for `duration`, request numbers from `first`. Every request
+/// is built (and signed) before the clock starts.
 pub async fn run_step(
-    client: &reqwest::Client,
     workload: Arc<dyn Workload>,
     first: u64,
     rate: f64,
@@ -217,6 +228,23 @@ pub async fn run_step(
     max_in_flight: usize,
     watch: Watch,
 ) -> StepResult {
+    let total = (rate * duration.as_secs_f64()).round() as u64;
+    let mut addr = None;
+    let mut prepared = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        match conn::prepare(&workload.request(first + i)) {
+            Ok((a, p)) => {
+                addr.get_or_insert(a);
+                prepared.push(p);
+            }
+            Err(e) => panic!("load: a workload request cannot be encoded: {e:#}"),
+        }
+    }
+    let prepared = Arc::new(prepared);
+    let pool = match addr {
+        Some(addr) => Arc::new(conn::Pool::new(addr, WARM_CONNECTIONS.min(max_in_flight)).await),
+        None => panic!("load: an empty step"),
+    };
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let hist = Arc::new(Mutex::new(
         Histogram::<u64>::new_with_bounds(1, HIST_MAX_US, 3)
@@ -224,7 +252,6 @@ pub async fn run_step(
     ));
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let tally = Arc::new(Tally::default());
-    let total = (rate * duration.as_secs_f64()).round() as u64;
     let interval_ns = 1e9 / rate;
     let (server0, db0, client0) = cpu_now(watch);
     let wal0 = watch.pg_port.and_then(procs::wal_position);
@@ -242,12 +269,12 @@ pub async fn run_step(
             i += 1;
             continue;
         };
-        let (client, workload) = (client.clone(), workload.clone());
+        let (pool, prepared) = (pool.clone(), prepared.clone());
         let (hist, errors, tally) = (hist.clone(), errors.clone(), tally.clone());
-        let n = first + i;
+        let n = i as usize;
         tokio::spawn(async move {
-            let req = workload.request(n);
-            let outcome = send(&client, &req).await;
+            let req = &prepared[n];
+            let outcome = send(&pool, &req.bytes).await;
             let latency = due.elapsed().as_micros() as u64;
             match outcome {
                 Ok(body) => {
@@ -298,6 +325,8 @@ pub async fn run_step(
         client_cpu_s: client1 - client0,
         server_rss_mib: watch.server.map_or(0.0, procs::rss_mib),
         wal_bytes: wal0.zip(wal1).map(|(a, b)| b.saturating_sub(a)),
+        wal_range: wal0.zip(wal1),
+        wal_detail: None,
         outcomes: [
             tally.applied.load(Ordering::Relaxed),
             tally.duplicates.load(Ordering::Relaxed),
@@ -317,32 +346,14 @@ fn count_outcomes(tally: &Tally, body: &[u8]) {
     }
 }
 
-/// Sends one request; a 2xx answers its body, anything else the error's name (status or kind).
-pub async fn send(client: &reqwest::Client, req: &Req) -> Result<Vec<u8>, String> {
-    let mut builder = match req.method {
-        Method::Get => client.get(&req.url),
-        Method::Post => client.post(&req.url),
-    };
-    for (name, value) in &req.headers {
-        builder = builder.header(*name, value);
-    }
-    if let Some(body) = &req.body {
-        builder = builder
-            .header("Content-Type", "application/json")
-            .body(body.clone());
-    }
-    match builder.send().await {
-        Ok(response) => {
-            let status = response.status();
-            let body = response.bytes().await.map_err(|_| "body".to_owned())?;
-            if status.is_success() {
-                Ok(body.to_vec())
-            } else {
-                Err(status.as_u16().to_string())
-            }
-        }
-        Err(e) if e.is_timeout() => Err("timeout".into()),
-        Err(e) if e.is_connect() => Err("connect".into()),
-        Err(_) => Err("transport".into()),
+/// Sends one prepared request; a 2xx answers its body, anything else the error's name (status
+/// or kind).
+async fn send(pool: &conn::Pool, request: &[u8]) -> Result<Vec<u8>, String> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, pool.send(request)).await {
+        Err(_) => Err("timeout".into()),
+        Ok(Err(conn::Failure::Connect)) => Err("connect".into()),
+        Ok(Err(conn::Failure::Transport)) => Err("transport".into()),
+        Ok(Ok(answer)) if (200..300).contains(&answer.status) => Ok(answer.body),
+        Ok(Ok(answer)) => Err(answer.status.to_string()),
     }
 }

@@ -28,6 +28,8 @@ pub struct Options {
     /// `--gateway simulator`: the engine runs its built-in gateway simulator (charges answered
     /// by real signed webhooks) instead of the silent stub.
     pub simulator: bool,
+    /// After each PostgreSQL step, break its WAL down by relation with `pg_waldump`.
+    pub wal_detail: bool,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -70,6 +72,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
         plot_from: None,
         pg_settings: Vec::new(),
         simulator: false,
+        wal_detail: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -79,7 +82,14 @@ pub fn options() -> anyhow::Result<Option<Options>> {
         let mut value = || it.next().cloned().context(format!("{arg} needs a value"));
         match arg.as_str() {
             "--scenario" => o.scenarios = list(&value()?, ALL_SCENARIOS),
-            "--backend" => o.backends = list(&value()?, &["sqlite", "postgres"]),
+            // `none`: only the no-op handler (the generator's ceiling).
+            "--backend" => {
+                let v = value()?;
+                o.backends = match v.as_str() {
+                    "none" => Vec::new(),
+                    _ => list(&v, &["sqlite", "postgres"]),
+                };
+            }
             "--duration" => o.step = parse_duration(&value()?)?,
             "--tenants" => o.tenants = value()?.parse()?,
             "--invoices" => o.invoices = value()?.parse()?,
@@ -87,6 +97,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--actors" => o.actors = value()?.parse()?,
             "--in-flight" => o.in_flight = value()?.parse()?,
             "--no-baselines" => o.baselines = false,
+            "--wal-detail" => o.wal_detail = true,
             "--gateway" => o.simulator = value()? == "simulator",
             "--rates" => {
                 o.rates = value()?

@@ -24,6 +24,7 @@ pub fn step_json(s: &StepResult) -> Value {
                            "loadGenerator": round3(s.per_kop(s.client_cpu_s))},
         "engineRssMib": round1(s.server_rss_mib),
         "walBytesPerAppliedEvent": s.wal_per_event().map(|b| b.round()),
+        "walByRelation": s.wal_detail,
         "webhookOutcomes": {"applied": s.outcomes[0], "duplicates": s.outcomes[1],
                             "ignored": s.outcomes[2], "rejected": s.outcomes[3]},
         "sustained": s.sustained(),
