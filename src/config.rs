@@ -35,6 +35,9 @@ pub struct Settings {
     /// the data directory's `hashing.key`. Never rotated: fingerprints would change.
     pub hashing_key: Option<SecretString>,
     pub db_pool_size: usize,
+    /// How long a PostgreSQL query may go unanswered before the engine closes its connection
+    /// and answers 503 (`PAYRAIL_DB_QUERY_DEADLINE_MS`).
+    pub db_query_deadline_ms: u64,
     /// Platform admin token for tenant management (`PAYRAIL_ADMIN_TOKEN`).
     pub admin_token: Option<SecretString>,
     /// `pretty` or `json` (`PAYRAIL_LOG_FORMAT`).
@@ -100,6 +103,7 @@ impl Default for Settings {
             previous_master_keys: None,
             hashing_key: None,
             db_pool_size: DEFAULT_POOL_SIZE,
+            db_query_deadline_ms: crate::store::QUERY_DEADLINE.as_millis() as u64,
             admin_token: None,
             log_format: "pretty".into(),
             gateway_url: None,

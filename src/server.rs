@@ -39,10 +39,11 @@ impl Running {
 /// Starts everything; the returned server must be awaited (or spawned). Call inside actix.
 pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     let keys = Arc::new(settings.keys()?);
-    let db = Db::connect(
+    let db = Db::connect_with_deadline(
         &settings.database_url(),
         settings.db_pool_size,
         keys.clone(),
+        std::time::Duration::from_millis(settings.db_query_deadline_ms.max(1)),
     )
     .await?;
     let resealed = db.reseal_secrets().await?;

@@ -50,6 +50,7 @@ pub use model::{
     ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, ScopedResponse, StoredEvent,
     TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX, PLATFORM_SCOPE,
 };
+pub use postgres::QUERY_DEADLINE;
 pub use summary::TenantVolumes;
 
 use stmt::{Dialect, Stmt};
@@ -85,8 +86,18 @@ impl Db {
     /// Connects and applies pending migrations: PostgreSQL for `postgres://`/`postgresql://`
     /// URLs (a pool of `pool_size`), SQLite for `sqlite://path` (the folder is created).
     pub async fn connect(url: &str, pool_size: usize, keys: Arc<Keys>) -> anyhow::Result<Db> {
+        Self::connect_with_deadline(url, pool_size, keys, postgres::QUERY_DEADLINE).await
+    }
+
+    /// `connect`, giving up on a PostgreSQL query that gets no answer within `deadline`.
+    pub async fn connect_with_deadline(
+        url: &str,
+        pool_size: usize,
+        keys: Arc<Keys>,
+        deadline: std::time::Duration,
+    ) -> anyhow::Result<Db> {
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres(postgres::Postgres::connect(url, pool_size).await?)
+            Backend::Postgres(postgres::Postgres::connect(url, pool_size, deadline).await?)
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
                 anyhow::bail!("sqlite URL without a path: {url}");

@@ -34,13 +34,22 @@ const POOL_WAIT_MS: u64 = 5_000;
 const CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// The server cancels any statement running longer (set on every pooled connection).
 const STATEMENT_TIMEOUT_MS: u64 = 10_000;
+/// How long a query or transaction may go without an answer before the engine gives up on
+/// it: past the statement timeout, so it only bites when the server itself stopped answering
+/// (frozen, or the network to it). The connection is then closed, never handed out again.
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(15);
 
 pub(crate) struct Postgres {
     pool: Pool<AsyncPgConnection>,
+    deadline: Duration,
 }
 
 impl Postgres {
-    pub(crate) async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(
+        url: &str,
+        pool_size: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Self> {
         let migration_url = url.to_owned();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut conn = PgConnection::establish(&migration_url)
@@ -63,7 +72,7 @@ impl Postgres {
             .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
             .build()
             .context("building the PostgreSQL pool")?;
-        Ok(Self { pool })
+        Ok(Self { pool, deadline })
     }
 
     pub(crate) fn pool_status(&self) -> (usize, usize) {
@@ -83,22 +92,44 @@ impl Postgres {
         R: QueryableByName<Pg> + Send + 'static,
     {
         let mut conn = self.conn().await?;
-        stmt.load::<R>(&mut *conn)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        match tokio::time::timeout(self.deadline, stmt.load::<R>(&mut *conn)).await {
+            Ok(rows) => rows.map_err(|e| StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(self.abandon(conn, false)),
+        }
+    }
+
+    /// Closes a connection whose query got no answer within the deadline (it is mid-protocol,
+    /// so never back to the pool). Ambiguous once a commit may have been sent.
+    fn abandon(&self, conn: Object<AsyncPgConnection>, commit_sent: bool) -> StoreError {
+        drop(Object::take(conn));
+        let what = format!(
+            "PostgreSQL gave no answer within {} ms",
+            self.deadline.as_millis()
+        );
+        tracing::warn!(commit_sent, "{what}; connection closed");
+        if commit_sent {
+            StoreError::Ambiguous(what)
+        } else {
+            StoreError::Unavailable(what)
+        }
     }
 
     pub(crate) async fn transact(&self, stmts: Vec<Stmt>) -> Result<Vec<usize>, StoreError> {
         let mut conn = self.conn().await?;
         let mut body_done = false;
-        let result = conn
-            .transaction(async |c| {
+        let result = tokio::time::timeout(
+            self.deadline,
+            conn.transaction(async |c| {
                 let counts = execute_pipelined(c, stmts).await?;
                 body_done = true;
                 Ok::<_, TxError>(counts)
-            })
-            .await;
-        result.map_err(|e| outcome_error(e, body_done))
+            }),
+        )
+        .await;
+        match result {
+            Ok(result) => result.map_err(|e| outcome_error(e, body_done)),
+            Err(_) => Err(self.abandon(conn, body_done)),
+        }
     }
 
     /// Group commit with two fallbacks: a batch that lost a unique-key race is re-planned (its
@@ -131,8 +162,9 @@ impl Postgres {
     ) -> Result<Vec<Result<(), StoreError>>, (TxError, bool)> {
         let mut conn = self.conn().await.map_err(|e| (TxError::Store(e), false))?;
         let mut body_done = false;
-        let result = conn
-            .transaction(async |c| {
+        let result = tokio::time::timeout(
+            self.deadline,
+            conn.transaction(async |c| {
                 let results = if isolated {
                     write_isolated(c, units).await?
                 } else {
@@ -140,9 +172,13 @@ impl Postgres {
                 };
                 body_done = true;
                 Ok::<_, TxError>(results)
-            })
-            .await;
-        result.map_err(|e| (e, body_done))
+            }),
+        )
+        .await;
+        match result {
+            Ok(result) => result.map_err(|e| (e, body_done)),
+            Err(_) => Err((TxError::Store(self.abandon(conn, body_done)), body_done)),
+        }
     }
 }
 
