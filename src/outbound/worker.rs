@@ -73,7 +73,9 @@ impl Worker {
                 }
             }
             match self.round(&mut row).await {
-                Ok(Progress::More) => continue,
+                // Measured after every round, so an endpoint far behind shows its backlog
+                // while it catches up, not only once it has.
+                Ok(Progress::More) => self.observe_backlog(&row).await,
                 Ok(Progress::Disabled) => {
                     self.shared.metrics.forget(id);
                     return;

@@ -25,7 +25,13 @@ macro_rules! per_backend {
     };
 }
 
-per_backend!(outbound_disables_after_five_days_purges_and_measures);
+per_backend!(
+    outbound_disables_after_five_days_purges_and_measures,
+    outbound_backlog_is_measured_while_catching_up,
+);
+
+/// First attempts a worker takes per round.
+const ROUND: usize = 64;
 
 /// A clock that only moves when the test moves it.
 pub struct ManualClock(Mutex<DateTime<Utc>>);
@@ -337,4 +343,61 @@ async fn outbound_disables_after_five_days_purges_and_measures(backend: Backend)
     want.sort();
     assert_eq!(want.len(), 5);
     assert_eq!(kept, want);
+}
+
+/// The backlog gauges follow a worker that is catching up, round by round, not only once it
+/// has caught up: an endpoint far behind is exactly when they matter.
+async fn outbound_backlog_is_measured_while_catching_up(backend: Backend) {
+    let app = app_without_dispatcher(backend).await;
+    // The first request after a full round of first attempts hangs; the others are answered
+    // at once.
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let receiver = Receiver::start(Arc::new(move |_, _| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let hang = if n == ROUND { 10 } else { 0 };
+        (200, std::time::Duration::from_secs(hang))
+    }))
+    .await;
+    let t = app.tenant("Acme").await;
+    let id = endpoint(&app, &t, json!({"url": receiver.url})).await;
+    let mut events = Vec::new();
+    while events.len() < ROUND + 6 {
+        events.extend(invoice(&app, &t, true).await);
+    }
+    let t0 = (Utc::now() + Duration::hours(1)).trunc_subsecs(0);
+    let outbound = dispatcher(
+        &app,
+        OutboundSettings {
+            allow_http: true,
+            allow_private_targets: true,
+            concurrency_per_endpoint: 1,
+            timeout_ms: 30_000,
+            sweep_ms: 50,
+            ..OutboundSettings::default()
+        },
+        ManualClock::at(t0),
+    );
+    // One full round delivered and recorded, the next one under way.
+    receiver
+        .wait_for("the first request of the second round", |d| d.len() > ROUND)
+        .await;
+    let backlog = format!(
+        "payrail_outbound_backlog{{tenant=\"{}\",endpoint=\"{id}\"}}",
+        t.id
+    );
+    let oldest = format!(
+        "payrail_outbound_oldest_undelivered_seconds{{tenant=\"{}\",endpoint=\"{id}\"}}",
+        t.id
+    );
+    let left = (events.len() - ROUND) as f64;
+    let text = metric_becomes(&outbound, &backlog, Some(left)).await;
+    assert_age(&text, &oldest, t0, &events[ROUND]);
+    assert_eq!(
+        sample(
+            &text,
+            "payrail_outbound_deliveries_total{outcome=\"succeeded\"}"
+        ),
+        Some(ROUND as f64)
+    );
 }
