@@ -310,6 +310,21 @@ async fn outbound_disables_after_five_days_purges_and_measures(backend: Backend)
             "{result}: {text}"
         );
     }
+    // Enabled again, the endpoint starts afresh: one more failure does not disable it at once.
+    let enable = app
+        .client
+        .patch(format!("{}/api/webhook-endpoints/{id}", app.url))
+        .bearer_auth(&t.key)
+        .json(&json!({"status": "enabled"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enable.status(), 200);
+    let f = invoice(&app, &t, false).await;
+    let log = attempts_at_least(&app, &t, &id, 11).await;
+    assert_eq!(log.len(), 11, "{log:#?}");
+    check_round(&log[10..], &[&f[0]], 1, "pending", day8);
+    assert_eq!(status_of(&app, &t, &id).await, "enabled");
     let attempts_by_day = log.clone();
 
     // Day 6 of the clock, retention one day: attempts made before day 5 go, the rest stay (an
@@ -326,7 +341,9 @@ async fn outbound_disables_after_five_days_purges_and_measures(backend: Backend)
     );
     let path = format!("/api/webhook-endpoints/{id}/attempts?limit=100");
     let kept = app
-        .eventually(&path, &t.key, |v| v["items"].as_array().unwrap().len() < 10)
+        .eventually(&path, &t.key, |v| {
+            v["items"].as_array().unwrap().len() < attempts_by_day.len()
+        })
         .await;
     let mut kept: Vec<String> = kept["items"]
         .as_array()
@@ -341,7 +358,7 @@ async fn outbound_disables_after_five_days_purges_and_measures(backend: Backend)
         .collect();
     kept.sort();
     want.sort();
-    assert_eq!(want.len(), 5);
+    assert_eq!(want.len(), 6);
     assert_eq!(kept, want);
 }
 
