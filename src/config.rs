@@ -38,6 +38,9 @@ pub struct Settings {
     /// How long a PostgreSQL query may go unanswered before the engine closes its connection
     /// and answers 503 (`PAYRAIL_DB_QUERY_DEADLINE_MS`).
     pub db_query_deadline_ms: u64,
+    /// How long a command may take end to end before it is answered 503
+    /// (`PAYRAIL_COMMAND_DEADLINE_MS`).
+    pub command_deadline_ms: u64,
     /// Platform admin token for tenant management (`PAYRAIL_ADMIN_TOKEN`).
     pub admin_token: Option<SecretString>,
     /// `pretty` or `json` (`PAYRAIL_LOG_FORMAT`).
@@ -104,6 +107,7 @@ impl Default for Settings {
             hashing_key: None,
             db_pool_size: DEFAULT_POOL_SIZE,
             db_query_deadline_ms: crate::store::QUERY_DEADLINE.as_millis() as u64,
+            command_deadline_ms: engine.command_deadline.as_millis() as u64,
             admin_token: None,
             log_format: "pretty".into(),
             gateway_url: None,
@@ -201,6 +205,7 @@ impl Settings {
             max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
             max_active_entities: self.max_active_entities.max(1),
             max_live_supervisors: self.max_live_supervisors.max(1),
+            command_deadline: Duration::from_millis(self.command_deadline_ms.max(1)),
             recovery_interval: Duration::from_secs(self.recovery_interval_secs),
             recovery_min_age: Duration::from_secs(self.recovery_min_age_secs),
             ..EngineConfig::default()

@@ -16,6 +16,10 @@ pub const MAX_ACTIVE_ENTITIES: usize = 1_000_000;
 /// Live tenant supervisors on one node.
 pub const MAX_LIVE_SUPERVISORS: usize = 100_000;
 pub const PASSIVATION_IDLE_SECS: u64 = 300;
+/// How long a command may take end to end before its caller is answered `Unavailable`. Past
+/// the storage deadlines (a pool checkout, a query), so it bites only when an actor or the
+/// audit writer stops answering.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
 /// Gateway calls (charges and refunds after their commit) running at once, at most.
 pub const GATEWAY_TASKS_MAX: usize = 256;
 
@@ -33,6 +37,10 @@ pub struct EngineConfig {
     pub supervisor_mailbox_capacity: usize,
     pub tenant_in_flight_max: usize,
     pub engine_in_flight_max: usize,
+    /// A command not answered within this is answered `Unavailable` (503): its outcome is then
+    /// unknown to the caller, as after a disconnect, and a retry under the same Idempotency-Key
+    /// is safe.
+    pub command_deadline: Duration,
     pub max_active_entities_per_tenant: usize,
     /// Live entity actors on the node; past it the least recently used idle ones passivate.
     pub max_active_entities: usize,
@@ -70,6 +78,7 @@ impl Default for EngineConfig {
             supervisor_mailbox_capacity: SUPERVISOR_MAILBOX_CAPACITY,
             tenant_in_flight_max: TENANT_IN_FLIGHT_MAX,
             engine_in_flight_max: ENGINE_IN_FLIGHT_MAX,
+            command_deadline: COMMAND_DEADLINE,
             max_active_entities_per_tenant: MAX_ACTIVE_ENTITIES_PER_TENANT,
             max_active_entities: MAX_ACTIVE_ENTITIES,
             max_live_supervisors: MAX_LIVE_SUPERVISORS,

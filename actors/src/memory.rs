@@ -36,6 +36,8 @@ struct Faults {
     lose_replies: AtomicUsize,
     /// In the next batch, fail the unit at this index + 1 (0 = off).
     fail_unit: AtomicUsize,
+    /// While set, batches wait before committing (a store that stopped answering).
+    hold: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -68,6 +70,12 @@ impl MemoryStore {
     /// Whether the fault armed by `fail_unit_of_next_batch` has yet to fire.
     pub fn unit_fault_armed(&self) -> bool {
         self.faults.fail_unit.load(Ordering::SeqCst) > 0
+    }
+
+    /// While `held`, every batch waits before it commits, as on a database that stopped
+    /// answering; released, the waiting batches commit.
+    pub fn hold_batches(&self, held: bool) {
+        self.faults.hold.store(held, Ordering::SeqCst);
     }
 
     /// Clears every armed fault.
@@ -233,6 +241,9 @@ impl Inner {
 #[async_trait]
 impl EventStore for MemoryStore {
     async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
+        while self.faults.hold.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if Self::take(&self.faults.fail_batches) {
             let err = StoreError::Unavailable("injected batch failure".into());
             return units.iter().map(|_| Err(err.clone())).collect();

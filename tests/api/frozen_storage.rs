@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use payrail::config::Settings;
 use secrecy::ExposeSecret as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -69,7 +70,7 @@ async fn readyz(client: &reqwest::Client, base: &str) -> (u16, Duration) {
 }
 
 /// The app on the test cluster behind a proxy frozen while `frozen` is set.
-async fn app_behind_proxy(frozen: Arc<AtomicBool>, query_deadline_ms: Option<u64>) -> TestApp {
+async fn app_behind_proxy(frozen: Arc<AtomicBool>, adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let base = std::env::var("PAYRAIL_TEST_PG_URL").expect("PAYRAIL_TEST_PG_URL");
     let cluster = url::Url::parse(&base).unwrap();
     let target = format!(
@@ -82,9 +83,7 @@ async fn app_behind_proxy(frozen: Arc<AtomicBool>, query_deadline_ms: Option<u64
         let mut url = url::Url::parse(s.database_url.as_ref().unwrap().expose_secret()).unwrap();
         url.set_port(Some(port)).unwrap();
         s.database_url = Some(url.to_string().into());
-        if let Some(ms) = query_deadline_ms {
-            s.db_query_deadline_ms = ms;
-        }
+        adjust(s);
     })
     .await
 }
@@ -103,7 +102,7 @@ async fn ready_again(client: &reqwest::Client, base: &str) {
 #[actix_web::test]
 async fn readiness_follows_a_frozen_database_and_recovers() {
     let frozen = Arc::new(AtomicBool::new(false));
-    let app = app_behind_proxy(frozen.clone(), None).await;
+    let app = app_behind_proxy(frozen.clone(), |_| {}).await;
     let client = reqwest::Client::new();
     assert_eq!(readyz(&client, &app.url).await.0, 200);
 
@@ -126,7 +125,7 @@ async fn readiness_follows_a_frozen_database_and_recovers() {
 async fn a_write_to_a_frozen_database_answers_503_and_leaves_nothing() {
     const DEADLINE_MS: u64 = 1_500;
     let frozen = Arc::new(AtomicBool::new(false));
-    let app = app_behind_proxy(frozen.clone(), Some(DEADLINE_MS)).await;
+    let app = app_behind_proxy(frozen.clone(), |s| s.db_query_deadline_ms = DEADLINE_MS).await;
     let tenant = app.tenant("Frozen").await;
     let warm = app.invoice(&tenant.key, 1_000, true).await;
     assert_eq!(warm["number"], "INV-000001");

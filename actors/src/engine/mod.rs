@@ -201,7 +201,14 @@ impl Engine {
             .try_acquire_many_owned(weight)
             .map_err(overloaded)?;
         let _in_flight = InFlight::enter(&self.deps.metrics);
-        run(handle).await
+        let deadline = config.command_deadline;
+        match tokio::time::timeout(deadline, run(handle)).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "no answer within {} ms",
+                deadline.as_millis()
+            ))),
+        }
     }
 
     /// Runs `run` at most once per idempotency key: replays a stored response, refuses a key

@@ -546,3 +546,49 @@ async fn webhook_batches_are_admitted_by_weight() {
         .await
         .is_ok());
 }
+
+/// A command whose commit does not come back within the command deadline is answered
+/// `Unavailable` at the deadline, not held for as long as storage stays silent. The write goes
+/// on and commits once storage answers; a retry under the same key replays it, and numbering
+/// stays gap-free.
+#[actix_rt::test]
+async fn a_command_past_its_deadline_is_unavailable_and_a_retry_replays_it() {
+    let mut cfg = config();
+    cfg.command_deadline = Duration::from_millis(200);
+    let h = harness(cfg);
+    h.open_invoice(100).await;
+    let ctx = h.ctx().with_idempotency(spec("held", "body"));
+    h.store.hold_batches(true);
+    let started = std::time::Instant::now();
+    let held = h
+        .engine
+        .create_invoice(ctx.clone(), support::invoice_input(100), true)
+        .await;
+    let took = started.elapsed();
+    assert!(matches!(held, Err(EngineError::Unavailable(_))), "{held:?}");
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    h.store.hold_batches(false);
+    let mut replayed = None;
+    for _ in 0..200 {
+        match h
+            .engine
+            .create_invoice(ctx.clone(), support::invoice_input(100), true)
+            .await
+        {
+            Ok(Outcome::Replayed(record)) => {
+                replayed = Some(record);
+                break;
+            }
+            Ok(Outcome::Fresh(invoice)) => panic!("the retry wrote again: {invoice:?}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    let record = replayed.expect("the held write never committed");
+    assert!(record.body.contains("INV-000002"), "{}", record.body);
+    let next = h.open_invoice(100).await;
+    assert_eq!(next.number, "INV-000003");
+    h.check_log();
+}
