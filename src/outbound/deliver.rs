@@ -17,9 +17,11 @@ use crate::store::RESPONSE_BODY_KEPT_BYTES;
 const IDLE_CONNECTIONS_PER_HOST: usize = 32;
 
 /// The delivery client: the guarded resolver, no redirects, keep-alive pooling, HTTP/1.1 and
-/// HTTP/2 (negotiated by ALPN over TLS).
+/// HTTP/2 (negotiated by ALPN over TLS). No proxy, whatever the environment says: a proxy
+/// would resolve the target's name itself, past the guarded resolver.
 pub fn client(settings: &OutboundSettings) -> anyhow::Result<Client> {
     Ok(Client::builder()
+        .no_proxy()
         .redirect(Policy::none())
         .dns_resolver(ssrf::resolver(settings.policy()))
         .timeout(Duration::from_millis(settings.timeout_ms.max(1)))

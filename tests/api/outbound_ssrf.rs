@@ -1,7 +1,8 @@
 //! Where outbound deliveries may not go, checked when they are sent: URLs stored while private
 //! targets were allowed (as a name that later resolves elsewhere would be) are refused by a
-//! strict dispatcher, every address class and a name resolving to loopback; redirects are never
-//! followed; and one tenant's events never reach another tenant's endpoint.
+//! strict dispatcher, every address class and a name resolving to loopback; no proxy from the
+//! environment carries a delivery past that check; redirects are never followed; and one
+//! tenant's events never reach another tenant's endpoint.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::outbound_policy::{
     app_without_dispatcher, attempts_at_least, dispatcher, endpoint, sample,
 };
 use crate::outbound_receiver::Receiver;
+use crate::process::{database, tenant, Engine};
 
 macro_rules! per_backend {
     ($($name:ident),* $(,)?) => {
@@ -291,4 +293,96 @@ async fn outbound_events_never_cross_tenants(backend: Backend) {
     assert!(a_log
         .iter()
         .all(|x| a_events.contains(&x["eventId"].as_str().unwrap().to_owned())));
+}
+
+/// A proxy in the engine's environment (`HTTP_PROXY`) would take the target's name to the
+/// proxy unresolved, past the connect-time check: deliveries never go through one. The engine
+/// runs as a child process, so the variables stay out of the test's own process.
+#[actix_web::test]
+async fn outbound_deliveries_ignore_proxy_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, url) = database(Backend::Sqlite, dir.path()).await;
+    let proxy = Receiver::start(Receiver::always(200)).await;
+    let target = Receiver::start(Receiver::always(200)).await;
+    let proxy_url = proxy.url.trim_end_matches("/hook").to_owned();
+    let port = target
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/hook");
+    let client = reqwest::Client::new();
+    // Stored while private targets were allowed, as a name that later resolves to loopback
+    // would be.
+    let permissive = [
+        ("PAYRAIL_OUTBOUND__ALLOW_HTTP", "true"),
+        ("PAYRAIL_OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
+    ];
+    let engine = Engine::start_with(&url, None, &permissive).await;
+    let t = tenant(&client, &engine.url).await;
+    let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
+    let created: Value = client
+        .post(format!("{}/api/webhook-endpoints", engine.url))
+        .bearer_auth(&key)
+        .json(&json!({"url": format!("http://localhost:{port}/hook")}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    engine.kill9();
+    let strict = [
+        ("PAYRAIL_OUTBOUND__ALLOW_HTTP", "true"),
+        ("PAYRAIL_OUTBOUND__RETRY_SCHEDULE_MS", "[]"),
+        ("HTTP_PROXY", proxy_url.as_str()),
+        ("http_proxy", proxy_url.as_str()),
+        ("ALL_PROXY", proxy_url.as_str()),
+        // The engine's own calls to its gateway simulator stay direct.
+        ("NO_PROXY", "127.0.0.1"),
+    ];
+    let engine = Engine::start_with(&url, None, &strict).await;
+    let invoice = json!({"customerName": "Jane", "currency": "USD",
+                         "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": 500}]});
+    let response = client
+        .post(format!("{}/api/invoices", engine.url))
+        .bearer_auth(&key)
+        .json(&invoice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let path = format!("{}/api/webhook-endpoints/{id}/attempts", engine.url);
+    let mut log = Value::Null;
+    for _ in 0..400 {
+        log = client
+            .get(&path)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if !log["items"].as_array().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let a = &log["items"][0];
+    assert_eq!(
+        (&a["status"], &a["responseBody"]),
+        (
+            &json!("failed"),
+            &json!("refused target: the host resolves to no allowed address")
+        ),
+        "{log}"
+    );
+    assert!(
+        proxy.deliveries().is_empty(),
+        "a delivery went through the proxy"
+    );
+    assert!(target.deliveries().is_empty());
+    drop(engine);
 }
