@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod checker;
+#[cfg(test)]
+mod checker_tests;
 mod config;
 mod engine;
 mod faults;
