@@ -51,22 +51,6 @@ async fn refused(response: Response) -> u64 {
     retry_after
 }
 
-/// The value of one sample line of `/metrics`, 0 when absent.
-async fn metric(app: &TestApp, series: &str) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 async fn strict_app() -> TestApp {
     spawn_app_with(Backend::Sqlite, |settings| {
         settings.auth_failure_burst = FAILURE_BURST;
@@ -85,13 +69,16 @@ async fn failed_authentications_are_limited_per_client_address() {
     for key in ["garbage".to_owned(), unknown_key(), unknown_key()] {
         problem(get_as(&app, &a, &key).await, 401, "unauthenticated").await;
     }
-    let lookups = metric(&app, "payrail_auth_failures_total{reason=\"unknown_key\"}").await;
+    let lookups = app
+        .metric("payrail_auth_failures_total{reason=\"unknown_key\"}")
+        .await;
     // Spent: even the right key is refused from that address, before the store is asked.
     refused(get_as(&app, &a, &t.key).await).await;
     refused(get_as(&app, &a, &unknown_key()).await).await;
     assert_eq!(lookups, 2);
     assert_eq!(
-        metric(&app, "payrail_auth_failures_total{reason=\"unknown_key\"}").await,
+        app.metric("payrail_auth_failures_total{reason=\"unknown_key\"}")
+            .await,
         lookups
     );
     // A made-up X-Forwarded-For does not buy a new address unless configuration trusts it.
@@ -111,7 +98,11 @@ async fn failed_authentications_are_limited_per_client_address() {
         "unauthenticated",
     )
     .await;
-    assert!(metric(&app, "payrail_rate_limited_total{scope=\"address\"}").await >= 3);
+    assert!(
+        app.metric("payrail_rate_limited_total{scope=\"address\"}")
+            .await
+            >= 3
+    );
 }
 
 #[actix_web::test]
@@ -180,7 +171,11 @@ async fn failed_authentications_are_limited_per_key_id() {
         "unauthenticated",
     )
     .await;
-    assert!(metric(&app, "payrail_rate_limited_total{scope=\"key_id\"}").await >= 2);
+    assert!(
+        app.metric("payrail_rate_limited_total{scope=\"key_id\"}")
+            .await
+            >= 2
+    );
 }
 
 #[actix_web::test]
@@ -192,15 +187,13 @@ async fn unknown_key_ids_are_remembered_without_asking_the_store_again() {
         problem(get_as(&app, &from, &key).await, 401, "unauthenticated").await;
     }
     assert_eq!(
-        metric(&app, "payrail_auth_failures_total{reason=\"unknown_key\"}").await,
+        app.metric("payrail_auth_failures_total{reason=\"unknown_key\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(
-            &app,
-            "payrail_auth_failures_total{reason=\"unknown_key_cached\"}"
-        )
-        .await,
+        app.metric("payrail_auth_failures_total{reason=\"unknown_key_cached\"}")
+            .await,
         2
     );
 }
@@ -264,5 +257,9 @@ async fn a_tenants_keys_share_one_budget() {
             .status(),
         200
     );
-    assert!(metric(&app, "payrail_rate_limited_total{scope=\"tenant\"}").await >= 1);
+    assert!(
+        app.metric("payrail_rate_limited_total{scope=\"tenant\"}")
+            .await
+            >= 1
+    );
 }

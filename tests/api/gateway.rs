@@ -105,6 +105,13 @@ pub async fn chaos(backend: Backend) {
     assert_eq!(payments.len(), PAYMENTS);
     let mut paid_per_invoice: HashMap<String, i64> = HashMap::new();
     for p in &payments {
+        // Every charge the gateway created for the payment, under whatever key.
+        assert_eq!(
+            simulator.charges_for_payment(p["id"].as_str().unwrap()),
+            1,
+            "payment {} charged more or less than once",
+            p["id"]
+        );
         let i = card_of[p["id"].as_str().unwrap()];
         let expected = if i.is_multiple_of(4) {
             "failed"
@@ -206,7 +213,15 @@ pub async fn gateway_down_then_back(backend: Backend) {
                 .to_owned(),
         );
     }
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Not a fixed wait: the engine has tried each charge and retried it before we judge.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.metric("payrail_gateway_retries_total").await < payments.len() as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine never retried the charges"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for p in &payments {
         let payment: Value = app.get_json(&format!("/api/payments/{p}"), &t.key).await;
         assert_eq!(
@@ -224,7 +239,7 @@ pub async fn gateway_down_then_back(backend: Backend) {
             v["status"] == "succeeded"
         })
         .await;
-        assert_eq!(simulator.creations_for(p), 1);
+        assert_eq!(simulator.charges_for_payment(p), 1);
     }
     let inv: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(
@@ -279,11 +294,15 @@ pub async fn disconnects_strand_nothing(backend: Backend) {
     for p in &payments {
         assert_eq!(p["status"], "succeeded");
         assert_eq!(
-            simulator.creations_for(p["id"].as_str().unwrap()),
+            simulator.charges_for_payment(p["id"].as_str().unwrap()),
             1,
             "every committed payment reaches the gateway exactly once"
         );
     }
     let inv: Value = app.get_json(&format!("/api/invoices/{id}"), &t.key).await;
     assert_eq!(inv["amountPaid"], 10 * payments.len() as i64);
+    assert_eq!(
+        inv["amountPending"], 0,
+        "a departed caller stranded a reservation"
+    );
 }

@@ -154,6 +154,22 @@ impl TestApp {
             .unwrap()
     }
 
+    /// The value of one sample line of `/metrics` (`name` or `name{labels}`), 0 when absent.
+    pub async fn metric(&self, series: &str) -> u64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Polls until `check` holds on the resource (webhooks arrive asynchronously).
     pub async fn eventually(&self, path: &str, key: &str, check: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..200 {

@@ -391,34 +391,71 @@ pub async fn sigterm_drains(backend: Backend) {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let engine = Engine::start(&url, None).await;
+    // Each batch waits 300 ms in the writer: SIGTERM lands while requests are in flight.
+    let engine = Engine::start_with(&url, None, &[("PAYRAIL_COMMIT_LINGER_US", "300000")]).await;
     let t = tenant(&client, &engine.url).await;
     let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
-    let engine_url = engine.url.clone();
-    let writes = write_until_killed(&client, &engine_url, &key, 0);
-    tokio::pin!(writes);
-    let acked = tokio::select! {
-        acked = &mut writes => acked,
-        _ = tokio::time::sleep(Duration::from_millis(30)) => {
-            let pid = engine.child.id();
-            let status = tokio::task::spawn_blocking(move || engine.sigterm()).await.unwrap();
-            assert!(status.success(), "exit status after SIGTERM: {status:?} (pid {pid})");
-            writes.await
+    let markers: Vec<String> = (0..5).map(|i| format!("in-flight-{i}")).collect();
+    let sends = futures::future::join_all(markers.iter().map(|marker| {
+        client
+            .post(format!("{}/api/invoices", engine.url))
+            .bearer_auth(&key)
+            .json(&invoice_body(marker))
+            .send()
+    }));
+    tokio::pin!(sends);
+    // SIGTERM once the engine holds all five (a condition, not a sleep).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            _ = &mut sends => panic!("answered before SIGTERM: the linger did not hold them"),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
-    };
+        let in_flight = metric(&client, &engine.url, "payrail_commands_in_flight").await;
+        if in_flight >= markers.len() as u64 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the requests never arrived"
+        );
+    }
+    let pid = engine.child.id();
+    let status = tokio::task::spawn_blocking(move || engine.sigterm());
+    let answers = sends.await;
+    let status = status.await.unwrap();
+    assert!(
+        status.success(),
+        "exit status after SIGTERM: {status:?} (pid {pid})"
+    );
+    for (marker, answer) in markers.iter().zip(answers) {
+        let answer = answer.unwrap_or_else(|e| panic!("{marker} got no answer: {e}"));
+        assert_eq!(answer.status(), 201, "{marker} in flight at SIGTERM");
+    }
     let engine = Engine::start(&url, None).await;
     let invoices = all_invoices(&client, &engine.url, &key).await;
     let names: HashSet<String> = invoices
         .iter()
         .map(|i| i["customerName"].as_str().unwrap().to_owned())
         .collect();
-    for marker in &acked {
+    for marker in &markers {
         assert!(
             names.contains(marker),
             "acknowledged {marker} lost across SIGTERM"
         );
     }
     assert_eq!(names.len(), invoices.len());
+}
+
+/// One unlabelled sample of the engine's `/metrics`, 0 when absent.
+async fn metric(client: &Client, url: &str, name: &str) -> u64 {
+    let Ok(response) = client.get(format!("{url}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Requests whose clients gave up while their units waited in the writer: the units were
@@ -631,7 +668,7 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
     assert!(!committed.is_empty());
     for payment in &committed {
         assert_eq!(
-            simulator.creations_for(&payment.id.to_string()),
+            simulator.charges_for_payment(&payment.id.to_string()),
             1,
             "{} must reach the gateway exactly once",
             payment.id

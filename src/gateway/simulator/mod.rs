@@ -89,6 +89,15 @@ impl SimulatorState {
             .unwrap_or(0)
     }
 
+    /// Charges created for `payment_id`, under whatever idempotency keys they came with.
+    pub fn charges_for_payment(&self, payment_id: &str) -> u32 {
+        lock(&self.shared.ledger)
+            .charges_by_payment
+            .get(payment_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Events scheduled but not yet delivered or given up (pending stale follow-ups included).
     pub fn pending_events(&self) -> usize {
         self.shared.outstanding.load(Ordering::Acquire)
@@ -153,6 +162,10 @@ impl SimulatorHandle {
 
     pub fn creations_for(&self, key: &str) -> u32 {
         self.state.creations_for(key)
+    }
+
+    pub fn charges_for_payment(&self, payment_id: &str) -> u32 {
+        self.state.charges_for_payment(payment_id)
     }
 
     pub async fn wait_idle(&self, timeout: Duration) -> bool {

@@ -37,6 +37,9 @@ pub struct Ledger {
     pub refunds: HashMap<(String, String), RefundRecord>,
     /// Charge idempotency key → charges created under it (stays 1 if idempotency holds).
     pub creations_by_key: HashMap<String, u32>,
+    /// Payment id → charges created for it under any key: a second charge under another key
+    /// is invisible per key, not here.
+    pub charges_by_payment: HashMap<String, u32>,
     /// (account, payment id) → the charge's idempotency key, for refunds.
     keys_by_payment: HashMap<(String, String), String>,
     order: VecDeque<Record>,
@@ -54,6 +57,10 @@ impl Ledger {
             (account.to_owned(), record.payment_id.clone()),
             key.to_owned(),
         );
+        *self
+            .charges_by_payment
+            .entry(record.payment_id.clone())
+            .or_insert(0) += 1;
         self.charges.insert(id, record);
         *self.creations_by_key.entry(key.to_owned()).or_insert(0) += 1;
         self.order
@@ -74,6 +81,7 @@ impl Ledger {
             match self.order.pop_front() {
                 Some(Record::Charge(account, key)) => {
                     if let Some(charge) = self.charges.remove(&(account.clone(), key.clone())) {
+                        self.charges_by_payment.remove(&charge.payment_id);
                         self.keys_by_payment.remove(&(account, charge.payment_id));
                     }
                     self.creations_by_key.remove(&key);
