@@ -190,15 +190,21 @@ impl<'a> Checker<'a> {
                 self.fail(tenant, format!("invoice {marker} was never written"));
             }
         }
+        // Writes with no acknowledgement, per invoice (payments) and per payment (refunds):
+        // each may have been applied once, no more.
         let mut pay_keys: HashMap<String, usize> = HashMap::new();
         let mut refund_keys: HashMap<String, usize> = HashMap::new();
+        let acked_ids: HashSet<String> = entries
+            .iter()
+            .filter_map(|e| e.acked.as_ref().map(|b| s(&b["id"])))
+            .collect();
         for entry in entries {
-            if let Some(invoice) = &entry.op.invoice {
+            if let (Some(invoice), None) = (&entry.op.invoice, &entry.acked) {
                 if entry.op.kind == Kind::Pay {
                     *pay_keys.entry(invoice.clone()).or_default() += 1;
                 }
             }
-            if let Some(payment) = &entry.op.payment {
+            if let (Some(payment), None) = (&entry.op.payment, &entry.acked) {
                 *refund_keys.entry(payment.clone()).or_default() += 1;
             }
             for attempt in &entry.attempts {
@@ -273,14 +279,16 @@ impl<'a> Checker<'a> {
         }
         let mut per_invoice: HashMap<String, usize> = HashMap::new();
         for payment in &state.payments {
-            *per_invoice.entry(s(&payment["invoiceId"])).or_default() += 1;
+            if !acked_ids.contains(&s(&payment["id"])) {
+                *per_invoice.entry(s(&payment["invoiceId"])).or_default() += 1;
+            }
         }
         for (invoice, count) in per_invoice {
             let keys = pay_keys.get(&invoice).copied().unwrap_or(0);
             if count > keys {
                 self.fail(
                     tenant,
-                    format!("invoice {invoice} has {count} payments from {keys} payment writes"),
+                    format!("invoice {invoice} has {count} unacknowledged payments from {keys} unacknowledged writes"),
                 );
             }
         }
@@ -288,8 +296,10 @@ impl<'a> Checker<'a> {
         for e in state.timelines.values().flatten() {
             if e["eventType"] == "refund.created" {
                 let refund = s(&e["data"]["refundId"]);
-                let owner = state.refund_owners.get(&refund).cloned().unwrap_or(refund);
-                *per_payment.entry(owner).or_default() += 1;
+                if !acked_ids.contains(&refund) {
+                    let owner = state.refund_owners.get(&refund).cloned().unwrap_or(refund);
+                    *per_payment.entry(owner).or_default() += 1;
+                }
             }
         }
         for (payment, count) in per_payment {
@@ -297,7 +307,7 @@ impl<'a> Checker<'a> {
             if count > keys {
                 self.fail(
                     tenant,
-                    format!("payment {payment} has {count} refunds from {keys} refund writes"),
+                    format!("payment {payment} has {count} unacknowledged refunds from {keys} unacknowledged writes"),
                 );
             }
         }
@@ -456,6 +466,19 @@ impl<'a> Checker<'a> {
         let created: u32 = keys.keys().map(|k| (self.creations)(k)).sum();
         if created > 1 {
             self.fail(tenant, format!("{id} charged {created} times"));
+        }
+        if payment["status"] == "failed" && payment["failureCode"] != "card_declined" && created > 0
+        {
+            self.fail(
+                tenant,
+                format!(
+                    "{id} failed ({}) but the gateway created its charge",
+                    payment["failureCode"]
+                ),
+            );
+        }
+        if i(&payment["amountRefunded"]) > i(&payment["amount"]) {
+            self.fail(tenant, format!("{id} refunded more than its amount"));
         }
         let collected = COLLECTED.contains(&payment["status"].as_str().unwrap_or(""));
         if collected && created != 1 {

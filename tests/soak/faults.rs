@@ -60,8 +60,9 @@ pub struct Disk {
     mounted: bool,
 }
 
-/// Room for the engine's WAL at its largest (it checkpoints itself past 64 MiB) and the database.
-const TMPFS_SIZE: &str = "size=192m";
+/// Room for the engine's WAL at its largest (it checkpoints itself past 64 MiB) and a long
+/// run's database.
+const TMPFS_SIZE: &str = "size=512m";
 
 impl Disk {
     /// Mounts a tmpfs at `dir`; answers why not if `mount` fails (the fault is then skipped).

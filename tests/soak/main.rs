@@ -185,6 +185,7 @@ async fn soak(backend: Backend) {
     let violations = check(&rig).await;
     let mut all = rig.violations.clone();
     all.extend(violations);
+    all.extend(workload.unseen.lock().unwrap().iter().cloned());
     if let Some(path) = db_url.strip_prefix("sqlite://") {
         let path = path.to_owned();
         let verdict = tokio::task::spawn_blocking(move || integrity(&path))

@@ -30,6 +30,8 @@ pub struct Workload {
     known: Vec<Mutex<Known>>,
     pub history: History,
     pub stop: AtomicBool,
+    /// Acknowledged writes a read right after did not see.
+    pub unseen: Mutex<Vec<String>>,
     client: reqwest::Client,
 }
 
@@ -83,6 +85,7 @@ impl Workload {
             known,
             history: History::default(),
             stop: AtomicBool::new(false),
+            unseen: Mutex::new(Vec::new()),
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(4)
                 .build()
@@ -145,6 +148,32 @@ impl Workload {
         op(Kind::Void, path, None, Some(invoice), None)
     }
 
+    /// Reads an acknowledged invoice or payment back at once: a read after an acknowledgement
+    /// sees it (unless the engine is gone by then).
+    async fn read_back(&self, base: &str, api_key: &str, kind: Kind, body: &Value) {
+        let id = body["id"].as_str().unwrap_or_default();
+        let path = match kind {
+            Kind::CreateInvoice => format!("/api/invoices/{id}"),
+            Kind::Pay => format!("/api/payments/{id}"),
+            Kind::Refund | Kind::Void => return,
+        };
+        let answer = self
+            .client
+            .get(format!("{base}{path}"))
+            .bearer_auth(api_key)
+            .timeout(Duration::from_secs(20))
+            .send()
+            .await;
+        if let Ok(answer) = answer {
+            if answer.status() == 404 {
+                self.unseen
+                    .lock()
+                    .unwrap()
+                    .push(format!("acknowledged {id} not found by a read right after"));
+            }
+        }
+    }
+
     /// One client: writes until `stop`, against whatever engine listens at `base`.
     pub async fn client(self: Arc<Self>, base: String, tenant: usize, worker: usize, seed: u64) {
         let mut rng = StdRng::seed_from_u64(seed ^ ((tenant as u64) << 32) ^ worker as u64);
@@ -157,6 +186,7 @@ impl Workload {
             let kind = op.kind;
             let entry = self.history.run(&self.client, &base, &api_key, op).await;
             let Some(body) = entry.acked else { continue };
+            self.read_back(&base, &api_key, kind, &body).await;
             let mut known = self.known[tenant].lock().unwrap();
             match kind {
                 Kind::CreateInvoice => {
