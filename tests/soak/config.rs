@@ -21,6 +21,9 @@ pub struct SoakConfig {
     pub report: Option<String>,
     /// How long the engine may take to settle once the faults stop.
     pub settle_timeout: Duration,
+    /// Keep the run's folder (engine log, SQLite files) even when it passes
+    /// (`PAYRAIL_SOAK_KEEP=1`); a failing run always keeps it.
+    pub keep: bool,
 }
 
 /// Short run: ≥ 20 kills over both backends and every fault once, a few minutes at most.
@@ -58,6 +61,7 @@ impl SoakConfig {
                 .ok()
                 .filter(|v| !v.is_empty()),
             settle_timeout: Duration::from_secs(SETTLE_TIMEOUT_SECS),
+            keep: std::env::var("PAYRAIL_SOAK_KEEP").is_ok_and(|v| v == "1"),
         }
     }
 }

@@ -50,7 +50,7 @@ const FREEZE: Duration = Duration::from_secs(10);
 /// A request during a storage outage must be answered within this: the engine's deadline on
 /// a query nobody answers, and some slack for a loaded machine.
 const OUTAGE_ANSWER_BOUND: Duration =
-    Duration::from_secs(payrail::store::QUERY_DEADLINE.as_secs() + 3);
+    Duration::from_secs(payrail::store::QUERY_DEADLINE.as_secs() + 5);
 /// The engine must serve writes again within this once a fault is undone.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(60);
 

@@ -54,7 +54,7 @@ const ATTEMPTS_MAX: usize = 16;
 const RETRY_BASE: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(2);
 /// A client's patience with one attempt: longer than every bounded wait in the engine.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(25);
 
 /// Whether an answer is worth retrying under the same key: no answer, 5xx, 429, or the first
 /// attempt still running.

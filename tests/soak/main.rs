@@ -223,7 +223,13 @@ async fn soak(backend: Backend) {
             .unwrap();
         writeln!(file, "{figures}").unwrap();
     }
-    if !all.is_empty() {
+    if config.keep && all.is_empty() {
+        println!(
+            "soak {}: run kept in {}",
+            backend.name(),
+            dir.keep().display()
+        );
+    } else if !all.is_empty() {
         let kept = dir.keep();
         for v in &all {
             println!("soak {} VIOLATION: {v}", backend.name());
