@@ -96,10 +96,16 @@ pub async fn chaos(backend: Backend) {
         .collect()
         .await;
     wait_settled(&app, &t.key, Duration::from_secs(120)).await;
-    // Late stale failures follow the successes; give them time to arrive and be ignored.
+    // Late stale failures follow the successes. `wait_idle` returns once every scheduled
+    // delivery, late ones and copies included, has been answered by the engine, so what
+    // follows judges the state after them, not after a guess at how long they take.
     let simulator = app.simulator.as_ref().unwrap();
     assert!(simulator.wait_idle(Duration::from_secs(30)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        simulator.stats().webhooks_given_up,
+        0,
+        "a webhook was never answered"
+    );
 
     let payments = all_payments(&app, &t.key).await;
     assert_eq!(payments.len(), PAYMENTS);
@@ -168,10 +174,13 @@ pub async fn chaos(backend: Backend) {
         } else {
             "payment.failed"
         };
-        assert_eq!(
-            types,
-            &vec!["payment.attempted", "payment.processing", outcome],
-            "{}",
+        // A `payment.processing` reordered behind the outcome is stale and ignored: then the
+        // payment goes straight to its outcome. Never twice, never backwards.
+        let in_order = vec!["payment.attempted", "payment.processing", outcome];
+        let overtaken = vec!["payment.attempted", outcome];
+        assert!(
+            types == &in_order || types == &overtaken,
+            "{}: {types:?}",
             p["id"]
         );
     }
