@@ -6,6 +6,7 @@ mod passivation;
 mod pipeline;
 mod properties;
 mod refunds;
+mod shared;
 mod support;
 
 use std::sync::Arc;
