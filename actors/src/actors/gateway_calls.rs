@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::messages::{ChargeAccepted, ChargeImpossible};
+use super::messages::{ChargeAccepted, ChargeImpossible, RefundImpossible};
 use super::payment::PaymentActor;
 use super::supervisor::{TenantSupervisor, ToPayment};
 use super::{durably, Deps, Pending};
@@ -108,8 +108,14 @@ impl Drop for GatewayTask {
     }
 }
 
-/// One refund with bounded retries on a gateway outage.
-pub(super) async fn refund(deps: &Deps, request: &RefundRequest) {
+/// One refund with bounded retries on a gateway outage. A refund the gateway refuses for good
+/// fails (its amount is refundable again); one that stays unanswered is left `pending` for the
+/// recovery sweep.
+pub(super) async fn refund(
+    deps: &Deps,
+    supervisor: &Addr<TenantSupervisor>,
+    request: &RefundRequest,
+) {
     let mut delay = deps.config.charge_retry_base;
     for attempt in 0..=deps.config.charge_retry_max {
         deps.metrics.gateway_calls.fetch_add(1, Ordering::Relaxed);
@@ -121,8 +127,19 @@ pub(super) async fn refund(deps: &Deps, request: &RefundRequest) {
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
             }
+            Err(GatewayError::Rejected { status, .. }) => {
+                tracing::warn!(refund = %request.refund_id, status, "gateway refused the refund");
+                let msg = RefundImpossible {
+                    refund_id: request.refund_id,
+                };
+                if let Err(err) = record(supervisor, request.payment_id, msg).await {
+                    tracing::warn!(refund = %request.refund_id, error = %err, "failed refund not recorded");
+                }
+                return;
+            }
             Err(err) => {
-                tracing::warn!(refund = %request.refund_id, error = %err, "gateway refused refund");
+                // Unknown charge or account: nothing this refund can fix; the sweep asks again.
+                tracing::warn!(refund = %request.refund_id, error = %err, "refund not accepted; left for the sweep");
                 return;
             }
         }

@@ -156,6 +156,14 @@ pub struct ChargeImpossible {
     pub reason: String,
 }
 
+/// The refund can never happen: the gateway refused it for good (4xx). The refund fails with
+/// `processing_error`, and its amount is refundable again.
+#[derive(Message)]
+#[rtype(result = "Result<Pending<()>, EngineError>")]
+pub struct RefundImpossible {
+    pub refund_id: RefundId,
+}
+
 /// Re-send the charge if it is still waiting for the gateway and old enough that its own
 /// submission has had its chance (recovery sweep). Answers whether a charge was started.
 #[derive(Message)]

@@ -12,8 +12,8 @@ use futures::future::{BoxFuture, FutureExt};
 use super::gateway_calls::{self, GatewayTask};
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
-    GetPayment, Queued, Rendered, ReservePayment, ResubmitCharge, ResubmitRefund, SettlePayment,
-    WebhookDisposition,
+    GetPayment, Queued, RefundImpossible, Rendered, ReservePayment, ResubmitCharge, ResubmitRefund,
+    SettlePayment, WebhookDisposition,
 };
 use super::supervisor::{TenantSupervisor, ToInvoice};
 use super::{
@@ -260,10 +260,10 @@ impl PaymentActor {
             refund_id: refund.id,
             amount: refund.amount,
         };
-        let deps = self.deps.clone();
+        let (supervisor, deps) = (self.supervisor.clone(), self.deps.clone());
         actix::spawn(async move {
             if after.await.is_ok() {
-                gateway_calls::refund(&deps, &request).await;
+                gateway_calls::refund(&deps, &supervisor, &request).await;
             }
             drop(task);
         });
@@ -517,6 +517,20 @@ impl Handler<ChargeImpossible> for PaymentActor {
                 message: msg.reason,
                 amount: None,
                 currency: None,
+            };
+            act.apply_outcome(outcome, SYSTEM_ACTOR)
+        })
+    }
+}
+
+impl Handler<RefundImpossible> for PaymentActor {
+    type Result = Reply<()>;
+
+    fn handle(&mut self, msg: RefundImpossible, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let outcome = GatewayOutcome::RefundFailed {
+                refund_id: msg.refund_id,
+                code: "processing_error".into(),
             };
             act.apply_outcome(outcome, SYSTEM_ACTOR)
         })

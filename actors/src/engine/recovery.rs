@@ -125,7 +125,8 @@ impl Engine {
 }
 
 /// Pages through `fetch` (rows after a cursor, oldest first; `cursor` reads a row's), hands
-/// each row to `resend` and counts how many it re-sent. Answers `(sent, found)`.
+/// each row to `resend` and counts how many it re-sent. Answers `(sent, found)`. A row whose
+/// actor could not be reached is left for the next sweep without ending this one.
 async fn sweep<R, K, F, FFut, S, SFut>(
     fetch: F,
     cursor: impl Fn(&R) -> K,
@@ -151,8 +152,12 @@ where
             return Ok((sent, found));
         };
         for row in page {
-            if let Ok(true) = resend(row).await? {
-                sent += 1;
+            match resend(row).await {
+                Ok(Ok(true)) => sent += 1,
+                Ok(_) => {}
+                // A supervisor stopping as the sweep reached it (retired, or past the node's
+                // cap): this row waits for the next sweep, the rest go on now.
+                Err(err) => tracing::debug!(error = %err, "recovery skipped a row"),
             }
         }
         if !full {

@@ -1,6 +1,6 @@
 //! Refunds after their commit: one the gateway never heard of (it was down through every
 //! retry) is asked for again by the recovery sweep, from durable state, until its outcome
-//! arrives.
+//! arrives; one the gateway refuses for good fails, and its amount is refundable again.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -68,5 +68,55 @@ async fn a_refund_the_gateway_missed_is_asked_for_again() {
     let settled = h.engine.payment(h.tenant, payment.id).await.unwrap();
     assert_eq!(settled.refunds[0].status, RefundStatus::Succeeded);
     assert_eq!(h.engine.resubmit_pending_refunds().await.unwrap(), 0);
+    h.check_log();
+}
+
+#[actix_rt::test]
+async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
+    let h = harness(EngineConfig {
+        recovery_min_age: Duration::ZERO,
+        ..config()
+    });
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, None).await;
+    h.engine
+        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
+        .await
+        .unwrap();
+    h.gateway.refuse_refunds.store(true, Ordering::SeqCst);
+    let refused = h
+        .engine
+        .refund(h.ctx(), payment.id, Some(400), None)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap();
+    let mut failed = None;
+    for _ in 0..400 {
+        let now = h.engine.payment(h.tenant, payment.id).await.unwrap();
+        if now.refunds[0].status != RefundStatus::Pending {
+            failed = Some(now);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let failed = failed.expect("a refused refund stayed pending");
+    assert_eq!(failed.refunds[0].id, refused.id);
+    assert_eq!(failed.refunds[0].status, RefundStatus::Failed);
+    assert_eq!(
+        h.engine.resubmit_pending_refunds().await.unwrap(),
+        0,
+        "a refused refund is not asked for again"
+    );
+    // The whole amount is refundable again.
+    h.gateway.refuse_refunds.store(false, Ordering::SeqCst);
+    let full = h
+        .engine
+        .refund(h.ctx(), payment.id, None, None)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap();
+    assert_eq!(full.amount, payment.amount);
     h.check_log();
 }

@@ -24,6 +24,8 @@ pub struct RecordingGateway {
     pub down: std::sync::atomic::AtomicBool,
     /// Refuse every charge for good (HTTP 402), with a message that echoes the request.
     pub refuse: std::sync::atomic::AtomicBool,
+    /// Refuse every refund for good (HTTP 422).
+    pub refuse_refunds: std::sync::atomic::AtomicBool,
     /// Hold every charge this long before answering (a slow gateway).
     pub stall_ms: std::sync::atomic::AtomicU64,
 }
@@ -56,6 +58,15 @@ impl Gateway for RecordingGateway {
     async fn create_refund(&self, request: &RefundRequest) -> Result<String, GatewayError> {
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(GatewayError::Unavailable("down".into()));
+        }
+        if self
+            .refuse_refunds
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(GatewayError::Rejected {
+                status: 422,
+                message: format!("refund refused for {}", request.refund_id),
+            });
         }
         self.refunds.lock().unwrap().push(request.clone());
         Ok(format!("rf_{}", request.refund_id))
