@@ -182,7 +182,7 @@ async fn soak(backend: Backend) {
             config.settle_timeout
         ));
     }
-    let violations = check(&rig).await;
+    let (violations, outcomes) = check(&rig).await;
     let mut all = rig.violations.clone();
     all.extend(violations);
     all.extend(workload.unseen.lock().unwrap().iter().cloned());
@@ -209,6 +209,7 @@ async fn soak(backend: Backend) {
         "attempts": entries.iter().map(|e| e.attempts.len()).sum::<usize>(),
         "engine_starts": rig.engine.starts,
         "faults": faults_by_kind,
+        "payments": outcomes,
         "violations": all.len(),
         "notes": notes,
         "duration_secs": started.elapsed().as_secs_f64().round(),
@@ -295,7 +296,7 @@ async fn settle(rig: &Rig, config: &SoakConfig) -> Result<(), String> {
     }
 }
 
-async fn check(rig: &Rig) -> Vec<String> {
+async fn check(rig: &Rig) -> (Vec<String>, BTreeMap<String, u64>) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
@@ -314,8 +315,18 @@ async fn check(rig: &Rig) -> Vec<String> {
         checker.tenant(n, &own, state);
     }
     checker.phantoms(&states);
-    let payments: usize = states.iter().map(|s| s.payments.len()).sum();
     let invoices: usize = states.iter().map(|s| s.invoices.len()).sum();
-    println!("soak: checked {invoices} invoices, {payments} payments");
-    checker.violations
+    // How payments ended, e.g. `failed:processing_error` for card payments whose card data
+    // died with a killed engine before the gateway saw it.
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for payment in states.iter().flat_map(|s| &s.payments) {
+        let status = payment["status"].as_str().unwrap_or("?");
+        let outcome = match payment["failureCode"].as_str() {
+            Some(code) if status == "failed" => format!("failed:{code}"),
+            _ => status.to_owned(),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    println!("soak: checked {invoices} invoices; payments {outcomes:?}");
+    (checker.violations, outcomes)
 }
