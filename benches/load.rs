@@ -2,15 +2,18 @@
 //! 15, driven over loopback HTTP by an open-loop generator at rising target rates.
 //!
 //! `cargo bench --bench load -- --scenario webhooks --backend sqlite --duration 5s`
-//! Scenarios: webhooks, webhooks-batch, payments, invoices, mixed, many-actors (comma-separated,
-//! or all). A hot invoice: `--invoices 1` (every tenant's payments on one invoice); invoice
-//! creation on one tenant: `--scenario invoices --tenants 1`.
+//! Scenarios: webhooks, webhooks-batch, payments, invoices, mixed, many-actors, delivery
+//! (comma-separated, or all). A hot invoice: `--invoices 1` (every tenant's payments on one
+//! invoice); invoice creation on one tenant: `--scenario invoices --tenants 1`.
 //! Baselines in the same run: a no-op actix-web handler (HTTP ceiling), the engine with group
 //! commit disabled (`PAYRAIL_COMMIT_BATCH_MAX_UNITS=1`) and one SQL transaction per event.
 //! The generator builds and signs every request of a step before the step starts and sends the
 //! bytes on kept-alive HTTP/1.1 connections (`load/conn.rs`); `--backend none` measures only its
 //! ceiling against the no-op handler. `--wal-detail` breaks each PostgreSQL step's WAL down by
 //! relation with `pg_waldump`.
+//! Outbound webhooks: `cargo bench --bench load -- --scenario delivery --backend postgres`
+//! (`--endpoints 1,10 --delivery-rate 250`; details in `load/delivery.rs`): ingestion with
+//! delivery off and on, then deliveries/s and commit-to-receiver latency per endpoint count.
 //! Prints one JSON line per scenario on stdout and writes `<target>/bench/load.svg`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,12 +21,16 @@
 mod baseline;
 #[path = "load/conn.rs"]
 mod conn;
+#[path = "load/delivery.rs"]
+mod delivery;
 #[path = "load/driver.rs"]
 mod driver;
 #[path = "load/options.rs"]
 mod options;
 #[path = "load/procs.rs"]
 mod procs;
+#[path = "load/receiver.rs"]
+mod receiver;
 #[path = "load/report.rs"]
 mod report;
 #[path = "load/scenarios.rs"]
@@ -363,7 +370,7 @@ async fn run_backend(
     let http_scenarios: Vec<&String> = o
         .scenarios
         .iter()
-        .filter(|s| s.as_str() != "many-actors")
+        .filter(|s| !matches!(s.as_str(), "many-actors" | "delivery"))
         .collect();
     let mut webhook_max = None;
     if !http_scenarios.is_empty() {
@@ -456,6 +463,10 @@ async fn run_backend(
                        "walBytesPerOp": direct.wal_bytes_per_op.map(f64::round)})
             );
         }
+    }
+    if o.scenarios.iter().any(|s| s == "delivery") {
+        let dir = dir.path();
+        series.extend(delivery::run(backend, o, binary, client, stub, pg.as_ref(), dir).await?);
     }
     if o.scenarios.iter().any(|s| s == "many-actors") {
         many_actors(backend, o, binary, client, stub, pg.as_ref(), dir.path()).await?;

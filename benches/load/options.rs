@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::stub;
+use crate::{receiver, stub};
 
 #[derive(Clone)]
 pub struct Options {
@@ -30,6 +30,9 @@ pub struct Options {
     pub simulator: bool,
     /// After each PostgreSQL step, break its WAL down by relation with `pg_waldump`.
     pub wal_detail: bool,
+    /// `delivery`: endpoints per tenant of each delivery ramp, and its first (fixed) rate.
+    pub endpoints: Vec<usize>,
+    pub delivery_rate: f64,
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -54,9 +57,10 @@ const ALL_SCENARIOS: &[&str] = &[
     "invoices",
     "mixed",
     "many-actors",
+    "delivery",
 ];
 
-/// Options, or `None` when this process is the stub server (already run).
+/// Options, or `None` when this process is the stub server or the receiver (already run).
 pub fn options() -> anyhow::Result<Option<Options>> {
     let mut o = Options {
         scenarios: list("all", ALL_SCENARIOS),
@@ -73,6 +77,8 @@ pub fn options() -> anyhow::Result<Option<Options>> {
         pg_settings: Vec::new(),
         simulator: false,
         wal_detail: false,
+        endpoints: vec![1, 10],
+        delivery_rate: 250.0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
@@ -105,6 +111,13 @@ pub fn options() -> anyhow::Result<Option<Options>> {
                     .map(str::parse)
                     .collect::<Result<_, _>>()?
             }
+            "--endpoints" => {
+                o.endpoints = value()?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "--delivery-rate" => o.delivery_rate = value()?.parse()?,
             "--pg-set" => o.pg_settings.push(value()?),
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
             "--role" => role = Some(value()?),
@@ -118,9 +131,10 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             bail!("unknown scenario {s}; known: {ALL_SCENARIOS:?}");
         }
     }
-    if role.as_deref() == Some("stub") {
-        stub::serve(port)?;
-        return Ok(None);
+    match role.as_deref() {
+        Some("stub") => stub::serve(port)?,
+        Some("receiver") => receiver::serve(port)?,
+        _ => return Ok(Some(o)),
     }
-    Ok(Some(o))
+    Ok(None)
 }
