@@ -45,6 +45,8 @@ impl Fault {
     }
 }
 
+/// Share of the other faults during which the engine is killed too.
+const COMPOUND_KILL_RATE: f64 = 0.5;
 /// How long PostgreSQL stays frozen.
 const FREEZE: Duration = Duration::from_secs(10);
 /// A request during a storage outage must be answered within this: the engine's deadline on
@@ -228,6 +230,27 @@ impl Rig {
         seen
     }
 
+    /// Waits out a fault; half the time (seeded) the engine is also killed and restarted
+    /// somewhere inside it, so recovery from a crash meets the fault too.
+    async fn hold(&mut self, hold: Duration, fault: Fault, number: usize) {
+        if !self.rng.random_bool(COMPOUND_KILL_RATE) {
+            tokio::time::sleep(hold).await;
+            return;
+        }
+        let at = self.ms(0..hold.as_millis() as u64);
+        println!(
+            "soak: fault {number}: kill -9 {} ms into {}",
+            at.as_millis(),
+            fault.name()
+        );
+        let started = Instant::now();
+        tokio::time::sleep(at).await;
+        *self.injected.entry(Fault::Kill9.name()).or_default() += 1;
+        self.engine.kill9();
+        self.engine.start().await;
+        tokio::time::sleep(hold.saturating_sub(started.elapsed())).await;
+    }
+
     pub async fn inject(&mut self, fault: Fault, number: usize) {
         *self.injected.entry(fault.name()).or_default() += 1;
         match fault {
@@ -248,7 +271,7 @@ impl Rig {
                     hold.as_millis()
                 );
                 self.gateway.down().await;
-                tokio::time::sleep(hold).await;
+                self.hold(hold, fault, number).await;
                 self.gateway.up();
             }
             Fault::GatewaySlow | Fault::GatewayErrors => {
@@ -263,7 +286,7 @@ impl Rig {
                     hold.as_millis()
                 );
                 self.gateway.set_mode(mode);
-                tokio::time::sleep(hold).await;
+                self.hold(hold, fault, number).await;
                 self.gateway.set_mode(Mode::Normal);
             }
             Fault::PgRestart => {
@@ -305,7 +328,7 @@ impl Rig {
                 if let Some(cutter) = &self.cutter {
                     cutter.arm(true);
                 }
-                tokio::time::sleep(hold).await;
+                self.hold(hold, fault, number).await;
                 if let Some(cutter) = &self.cutter {
                     cutter.arm(false);
                 }

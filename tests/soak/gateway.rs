@@ -55,7 +55,10 @@ impl Gateway {
             duplicate_rate: 1.0,
             duplicate_copies: 2,
             reorder_window: 8,
+            // Some webhook requests carry several events; some first attempts are dropped.
+            batch_size: 4,
             batch_linger_ms: 5,
+            drop_first_attempt_rate: 0.1,
             webhook_delay_min_ms: 5,
             webhook_delay_max_ms: 60,
             late_failure_delay_ms: 100,
