@@ -183,6 +183,18 @@ impl TestApp {
     }
 }
 
+/// A random generator for a test's fault timings, seeded from `PAYRAIL_TEST_SEED` or at random;
+/// the seed is printed so a failing run can be repeated.
+pub fn seeded_rng(test: &str) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let seed: u64 = std::env::var("PAYRAIL_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    println!("{test}: seed {seed} (PAYRAIL_TEST_SEED={seed} repeats it)");
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
 pub async fn problem(response: Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(

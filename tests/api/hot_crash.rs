@@ -117,8 +117,10 @@ pub async fn hot_invoice_crash_safety(backend: Backend) {
     let mut engine = Engine::start_with(&url, None, &QUIET_SIMULATOR).await;
     let hot = seed(&client, &engine.url).await;
     let mut acknowledged = HashSet::new();
-    for _ in 0..KILLS {
-        let kill_after = Duration::from_millis(rand::rng().random_range(5..120));
+    let mut rng = crate::helpers::seeded_rng(&format!("hot invoice kill -9 {backend:?}"));
+    for round in 0..KILLS {
+        let kill_after = Duration::from_millis(rng.random_range(5..120));
+        println!("round {round}: kill -9 after {kill_after:?}");
         let engine_url = engine.url.clone();
         let sends = settle_all(&client, &engine_url, &hot);
         acknowledged.extend(run_until_killed(engine, kill_after, sends).await);

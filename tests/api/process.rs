@@ -312,9 +312,11 @@ pub async fn crash_safety(backend: Backend) {
     let mut acknowledged = HashSet::new();
     let mut attempted = Vec::new();
     let mut engine = Some(engine);
+    let mut rng = crate::helpers::seeded_rng(&format!("crash safety {backend:?}"));
     for round in 0..iterations {
         let running = engine.take().unwrap_or_else(|| unreachable!());
-        let kill_after = Duration::from_millis(rand::rng().random_range(20..250));
+        let kill_after = Duration::from_millis(rng.random_range(20..250));
+        println!("round {round}: kill -9 after {kill_after:?}");
         let engine_url = running.url.clone();
         let writes = write_until_killed(&client, &engine_url, &key, round);
         acknowledged.extend(run_until_killed(running, kill_after, writes).await);
@@ -612,7 +614,11 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
         .json()
         .await
         .unwrap();
-    for _ in 0..5 {
+    let mut rng =
+        crate::helpers::seeded_rng(&format!("crash between commit and charge {backend:?}"));
+    for round in 0..5 {
+        let kill_after = Duration::from_millis(rng.random_range(20..150));
+        println!("round {round}: kill -9 after {kill_after:?}");
         let engine_url = engine.url.clone();
         let runs = (0..40).map(|_| {
             let pay = json!({"invoiceId": invoice["id"], "amount": 10, "paymentMethod": {"type": "card", "token": "tok_visa"}});
@@ -622,7 +628,7 @@ pub async fn crash_between_commit_and_charge(backend: Backend) {
         tokio::pin!(writes);
         tokio::select! {
             _ = &mut writes => {}
-            _ = tokio::time::sleep(Duration::from_millis(rand::rng().random_range(20..150))) => {}
+            _ = tokio::time::sleep(kill_after) => {}
         }
         engine.kill9();
         engine = Engine::start_with(&url, None, &env).await;
