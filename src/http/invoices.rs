@@ -48,6 +48,22 @@ pub struct CreateInvoice {
     finalize: bool,
 }
 
+impl CreateInvoice {
+    /// The invoice's editable fields, and whether to open it at once.
+    pub fn into_input(self) -> (InvoiceInput, bool) {
+        let input = InvoiceInput {
+            customer_name: self.customer_name,
+            customer_email: self.customer_email,
+            currency: self.currency,
+            due_date: self.due_date,
+            line_items: self.line_items,
+            tax_rate_bps: self.tax_rate_bps,
+            metadata: self.metadata,
+        };
+        (input, self.finalize)
+    }
+}
+
 /// PATCH: every field optional; absent (or `null`) fields keep their value, except
 /// `customerEmail` and `dueDate`, which `null` clears.
 #[derive(Deserialize, ToSchema)]
@@ -120,16 +136,7 @@ pub async fn create(
     auth.require(Role::Operator)?;
     let input: CreateInvoice = parse(&body)?;
     let ctx = context(&auth, &req, &body, StatusCode::CREATED)?;
-    let open_now = input.finalize;
-    let input = InvoiceInput {
-        customer_name: input.customer_name,
-        customer_email: input.customer_email,
-        currency: input.currency,
-        due_date: input.due_date,
-        line_items: input.line_items,
-        tax_rate_bps: input.tax_rate_bps,
-        metadata: input.metadata,
-    };
+    let (input, open_now) = input.into_input();
     let outcome = state.engine.create_invoice(ctx, input, open_now).await?;
     Ok(respond(outcome, StatusCode::CREATED, |i| {
         views::to_json(&views::invoice(i))

@@ -124,7 +124,7 @@ pub enum Body {
 }
 
 /// Converts one event; `None` means rejected (another account, unknown shape or ids).
-fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
+pub fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
     if raw.account.as_deref().is_some_and(|a| a != account)
         || raw.id.is_empty()
         || raw.id.len() > 255
