@@ -483,13 +483,18 @@ impl Db {
         let rows: Vec<BacklogRow> = self
             .load(Stmt::new(
                 format!(
+                    // Two point lookups (the event after the cursor; the events of the
+                    // pending retries, by key) rather than one `seq = ? OR seq IN (…)` filter,
+                    // which no index serves and which read the tenant's whole log.
                     "SELECT COALESCE((SELECT c.last_seq FROM event_counters c \
                      WHERE c.tenant_id = ?), 0) - ? + (SELECT count(*) FROM webhook_deliveries d \
                      WHERE d.tenant_id = ? AND d.endpoint_id = ?) AS n, \
-                     (SELECT {} FROM events e WHERE e.tenant_id = ? AND (e.seq = ? OR e.seq IN \
-                     (SELECT d.event_seq FROM webhook_deliveries d WHERE d.tenant_id = ? \
-                     AND d.endpoint_id = ?))) AS oldest",
-                    self.dialect().ts_out("min(e.occurred_at)")
+                     (SELECT {} FROM (SELECT e.occurred_at AS at FROM events e \
+                     WHERE e.tenant_id = ? AND e.seq = ? \
+                     UNION ALL SELECT e.occurred_at AS at FROM webhook_deliveries d \
+                     JOIN events e ON e.tenant_id = d.tenant_id AND e.seq = d.event_seq \
+                     WHERE d.tenant_id = ? AND d.endpoint_id = ?) o) AS oldest",
+                    self.dialect().ts_out("min(o.at)")
                 ),
                 binds,
             ))
