@@ -177,18 +177,25 @@ fn start_retention(state: web::Data<AppState>, settings: &Settings) {
     });
 }
 
-/// Runs until SIGTERM/SIGINT, then drains: stop accepting, finish in-flight requests (their
-/// commits are durable and answered), stop the engine, exit.
+/// Runs until SIGTERM/SIGINT, then drains: stop outbound delivery (releasing its leases),
+/// stop accepting, finish in-flight requests (their commits are durable and answered), stop
+/// the engine, exit.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let running = start(&settings).await?;
     let handle = running.server.handle();
     let state = running.state.clone();
     let timeout = Duration::from_secs(settings.shutdown_timeout_secs);
+    let outbound_grace = timeout.min(Duration::from_millis(settings.outbound.timeout_ms));
     let shutdown = actix_web::rt::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown signal received; draining");
         state.draining.store(true, Ordering::SeqCst);
         state.streams.shut_down();
+        // Outbound delivery stops first, while every pooled connection is still open (those
+        // opened on the HTTP workers' runtimes close with them): its rounds under way are
+        // recorded and its leases released, so another node takes its endpoints over at once
+        // (and delivers what this node still commits: it is in the log).
+        state.outbound.shutdown(outbound_grace).await;
         handle.stop(true).await;
         let drained = state.engine.drain(timeout).await;
         tracing::info!(drained, "engine drained");

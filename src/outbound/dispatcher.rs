@@ -1,6 +1,8 @@
 //! The dispatcher: one worker task per enabled endpoint, started and stopped as endpoints
 //! change, woken by its tenant's commits (the store's commit listener) and, for retries and
-//! other nodes' commits, by a periodic sweep. Also the purge of old attempts.
+//! other nodes' commits, by a periodic sweep. Every node runs one; a worker delivers only
+//! while its node holds the endpoint's lease. On shutdown it stops its workers and releases
+//! its leases. Also the purge of old attempts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +31,17 @@ type Workers = HashMap<(TenantId, EndpointId), Running>;
 
 pub(crate) fn spawn(shared: Arc<Shared>) {
     tokio::spawn(async move {
+        tracing::info!(node = %shared.lease.owner, "outbound dispatcher started");
+        let mut stop = shared.stop.subscribe();
         let mut listener = shared.db.feed().listen();
         let sweep = Duration::from_millis(shared.settings.sweep_ms.max(1));
         let mut workers = Workers::new();
         let mut reload = true;
         let mut next_sweep = tokio::time::Instant::now();
-        loop {
+        let grace = loop {
+            if let Some(grace) = *stop.borrow_and_update() {
+                break grace;
+            }
             if reload {
                 reconcile(&shared, &mut workers).await;
                 reload = false;
@@ -52,9 +59,36 @@ pub(crate) fn spawn(shared: Arc<Shared>) {
                 }
                 _ = shared.changed.notified() => reload = true,
                 _ = tokio::time::sleep_until(next_sweep) => reload = true,
+                _ = stop.changed() => {}
             }
-        }
+        };
+        stop_workers(&shared, workers, grace).await;
+        shared.stopped.send_replace(true);
     });
+}
+
+/// Lets every worker finish its round (for `grace` at most), drops the rounds still under
+/// way, and releases this node's leases.
+async fn stop_workers(shared: &Shared, workers: Workers, grace: Duration) {
+    let tasks: Vec<JoinHandle<()>> = workers
+        .into_values()
+        .map(|running| {
+            // Dropping the sender tells the worker to stop after its round.
+            drop(running.endpoint);
+            running.task
+        })
+        .collect();
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    if tokio::time::timeout(grace, futures::future::join_all(tasks))
+        .await
+        .is_err()
+    {
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+    match shared.db.release_endpoint_leases(&shared.lease).await {
+        Ok(n) => tracing::info!(released = n, "outbound dispatcher stopped"),
+        Err(e) => tracing::warn!(error = %e, "outbound leases not released; they will expire"),
+    }
 }
 
 /// Starts workers for new endpoints, hands changed rows to running ones, stops the workers of

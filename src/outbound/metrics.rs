@@ -1,7 +1,7 @@
 //! The dispatcher's metrics: deliveries by outcome, attempts by answer, and per endpoint the
 //! backlog and the age of its oldest undelivered event. Rendered as Prometheus text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -20,6 +20,8 @@ pub struct OutboundMetrics {
     failed: AtomicU64,
     attempts: [AtomicU64; RESULTS.len()],
     endpoints: Mutex<HashMap<EndpointId, Gauges>>,
+    /// Endpoints whose delivery lease this node holds.
+    leased: Mutex<HashSet<EndpointId>>,
 }
 
 #[derive(Clone, Copy)]
@@ -71,10 +73,19 @@ impl OutboundMetrics {
         );
     }
 
-    /// Drops an endpoint's gauges (deleted or disabled).
+    /// Drops an endpoint's gauges (deleted, disabled, or its lease held by another node).
     pub fn forget(&self, endpoint: EndpointId) {
         let mut map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&endpoint);
+        drop(map);
+        let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
+        leased.remove(&endpoint);
+    }
+
+    /// This node took the endpoint's delivery lease.
+    pub fn leased(&self, endpoint: EndpointId) {
+        let mut leased = self.leased.lock().unwrap_or_else(|e| e.into_inner());
+        leased.insert(endpoint);
     }
 
     pub fn render(&self, now: DateTime<Utc>) -> String {
@@ -98,6 +109,8 @@ impl OutboundMetrics {
                 counter.load(Ordering::Relaxed)
             ));
         }
+        let leased = self.leased.lock().unwrap_or_else(|e| e.into_inner()).len();
+        out.push_str(&format!("# HELP payrail_outbound_leases_held Endpoints whose delivery this node holds the lease of\n# TYPE payrail_outbound_leases_held gauge\npayrail_outbound_leases_held {leased}\n"));
         let map = self.endpoints.lock().unwrap_or_else(|e| e.into_inner());
         let sorted: BTreeMap<String, Gauges> =
             map.iter().map(|(id, g)| (id.to_string(), *g)).collect();

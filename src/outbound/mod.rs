@@ -15,16 +15,20 @@ pub mod signing;
 pub mod ssrf;
 mod worker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use payrail_actors::ports::Clock;
 use serde::Deserialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
-use crate::store::Db;
+use crate::store::{Db, Lease};
 pub use schedule::RetrySchedule;
 pub use ssrf::TargetPolicy;
+
+/// The shortest lease taken, whatever the setting.
+const LEASE_MIN: Duration = Duration::from_millis(300);
 
 /// Outbound webhook settings (`PAYRAIL_OUTBOUND__*`).
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +52,10 @@ pub struct OutboundSettings {
     pub concurrency_total: usize,
     /// How often each endpoint looks for due retries and other nodes' commits.
     pub sweep_ms: u64,
+    /// How long a node's delivery lease on an endpoint lasts unless renewed (it is renewed
+    /// every third of this while the node works); after a node dies, another takes its
+    /// endpoints over within this long.
+    pub lease_ms: u64,
     /// Attempts older than this are purged from the attempts log.
     pub attempt_retention_hours: u64,
     /// How long a rotated-out endpoint secret keeps signing.
@@ -69,6 +77,7 @@ impl Default for OutboundSettings {
             concurrency_per_endpoint: 8,
             concurrency_total: 256,
             sweep_ms: 1_000,
+            lease_ms: 30_000,
             attempt_retention_hours: 30 * 24,
             secret_overlap_hours: 24,
         }
@@ -95,6 +104,11 @@ impl OutboundSettings {
     pub fn secret_overlap(&self) -> Duration {
         Duration::from_secs(self.secret_overlap_hours * 3_600)
     }
+
+    /// How long a lease lasts (at least the floor a renewal needs).
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms).max(LEASE_MIN)
+    }
 }
 
 /// What the HTTP layer and the dispatcher share; cheap to clone.
@@ -114,6 +128,13 @@ pub(crate) struct Shared {
     /// Endpoints were created, changed or given work by the API.
     pub(crate) changed: Notify,
     pub(crate) metrics: metrics::OutboundMetrics,
+    /// This node's claim on the endpoints it delivers to (its id is unique per dispatcher).
+    pub(crate) lease: Lease,
+    /// Set (to the grace its rounds under way get) to stop the dispatcher; it answers on
+    /// `stopped` once its leases are released.
+    pub(crate) stop: watch::Sender<Option<Duration>>,
+    pub(crate) stopped: watch::Sender<bool>,
+    pub(crate) started: AtomicBool,
 }
 
 impl Outbound {
@@ -125,12 +146,19 @@ impl Outbound {
             shared: Arc::new(Shared {
                 schedule: settings.schedule(),
                 in_flight: Arc::new(Semaphore::new(settings.concurrency_total.max(1))),
-                settings,
                 db,
                 clock,
                 client,
                 changed: Notify::new(),
                 metrics: metrics::OutboundMetrics::default(),
+                lease: Lease {
+                    owner: format!("{}@{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+                    duration: settings.lease(),
+                },
+                stop: watch::Sender::new(None),
+                stopped: watch::Sender::new(false),
+                started: AtomicBool::new(false),
+                settings,
             }),
         })
     }
@@ -146,10 +174,34 @@ impl Outbound {
 
     /// Starts the dispatcher (if enabled on this node) and the attempts purge.
     pub fn start(&self) {
-        if self.shared.settings.enabled {
+        if self.shared.settings.enabled && !self.shared.started.swap(true, Ordering::SeqCst) {
             dispatcher::spawn(self.shared.clone());
         }
         dispatcher::spawn_purge(self.shared.clone());
+    }
+
+    /// Stops the dispatcher: no new rounds, the rounds under way get `grace` to be recorded
+    /// (then they are dropped, to be sent again by whichever node takes over), and this node's
+    /// leases are released so that another node takes its endpoints over at once.
+    pub async fn shutdown(&self, grace: Duration) {
+        if !self.shared.started.load(Ordering::SeqCst) {
+            return;
+        }
+        self.shared.stop.send_replace(Some(grace));
+        let mut stopped = self.shared.stopped.subscribe();
+        // The release itself is bounded by the store's query deadline.
+        let bound = grace + crate::store::QUERY_DEADLINE;
+        if tokio::time::timeout(bound, stopped.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            tracing::warn!("outbound dispatcher did not stop in time; its leases will expire");
+        }
+    }
+
+    /// This node's id as a lease owner.
+    pub fn node_id(&self) -> &str {
+        &self.shared.lease.owner
     }
 
     /// The dispatcher's metrics in Prometheus text format.

@@ -3,14 +3,21 @@
 //! number at a time), and records the round in one transaction: the attempts, the retries
 //! still owed, the cursor moved past the events tried. A crash before that commit only means
 //! the round is sent again (at least once); nothing after the cursor is ever skipped.
+//!
+//! A worker delivers only while its node holds the endpoint's lease: it takes or renews it
+//! before a round (renewing at most every third of its duration), keeps renewing it while a
+//! long round is under way, and the round's record is written only if the lease is still its
+//! own. A worker without the lease looks again at every sweep, and releases it when it stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use payrail_actors::domain::AttemptId;
+use payrail_actors::domain::{AttemptId, EndpointId, TenantId};
+use payrail_actors::ports::StoreError;
 use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 use super::deliver::{self, Answer, Request};
 use super::Shared;
@@ -34,6 +41,8 @@ enum Progress {
     Idle,
     /// The endpoint was disabled (410, or failing for too long): stop.
     Disabled,
+    /// Another node took the lease during the round; nothing of it was recorded here.
+    LeaseLost,
 }
 
 pub(crate) struct Worker {
@@ -46,11 +55,26 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let mut row = self.endpoint.borrow_and_update().clone();
         let (tenant, id) = (row.tenant_id, row.id);
+        // When this node last made sure it holds the lease (the moment it asked); `None`
+        // while it does not hold it.
+        let mut held: Option<Instant> = None;
         loop {
             if self.endpoint.has_changed().is_err() {
-                return; // the dispatcher let the endpoint go (deleted or disabled)
+                break; // the dispatcher let the endpoint go (deleted, disabled, shutting down)
             }
             self.endpoint.borrow_and_update();
+            match self.lease(tenant, id, &mut held).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.await_lease().await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(endpoint = %id, error = %e, "outbound lease unavailable");
+                    self.idle(&row).await;
+                    continue;
+                }
+            }
             // Every round reads the row afresh: a rotated secret or a new URL applies to the
             // next delivery, not only once the dispatcher has noticed the change.
             match self.shared.db.get_endpoint(tenant, id).await {
@@ -64,7 +88,7 @@ impl Worker {
                 }
                 Ok(_) => {
                     self.shared.metrics.forget(id);
-                    return;
+                    break;
                 }
                 Err(e) => {
                     tracing::warn!(endpoint = %id, error = %e, "outbound endpoint unreadable");
@@ -72,14 +96,15 @@ impl Worker {
                     continue;
                 }
             }
-            match self.round(&mut row).await {
+            match self.round(&mut row, &mut held).await {
                 // Measured after every round, so an endpoint far behind shows its backlog
                 // while it catches up, not only once it has.
                 Ok(Progress::More) => self.observe_backlog(&row).await,
                 Ok(Progress::Disabled) => {
                     self.shared.metrics.forget(id);
-                    return;
+                    break;
                 }
+                Ok(Progress::LeaseLost) => self.note_lease(tenant, id, &mut held, None),
                 Ok(Progress::Idle) => {
                     self.observe_backlog(&row).await;
                     self.idle(&row).await;
@@ -89,6 +114,75 @@ impl Worker {
                     self.idle(&row).await;
                 }
             }
+        }
+        if held.is_some() {
+            self.shared.metrics.forget(id);
+            if let Err(e) = self
+                .shared
+                .db
+                .release_endpoint_lease(tenant, id, &self.shared.lease)
+                .await
+            {
+                tracing::warn!(endpoint = %id, error = %e, "outbound lease not released");
+            }
+        }
+    }
+
+    /// How often a held lease is renewed.
+    fn renew_every(&self) -> Duration {
+        self.shared.lease.duration / 3
+    }
+
+    /// Makes sure this node holds the endpoint's lease: taken or renewed unless it was made
+    /// sure of less than a third of its duration ago.
+    async fn lease(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        held: &mut Option<Instant>,
+    ) -> Result<bool, StoreError> {
+        if held.is_some_and(|at| at.elapsed() < self.renew_every()) {
+            return Ok(true);
+        }
+        let asked = Instant::now();
+        let taken = self
+            .shared
+            .db
+            .take_endpoint_lease(tenant, id, &self.shared.lease)
+            .await?;
+        self.note_lease(tenant, id, held, taken.then_some(asked));
+        Ok(taken)
+    }
+
+    /// Records whether this node holds the lease now (`Some`: made sure of at that moment).
+    fn note_lease(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        held: &mut Option<Instant>,
+        now: Option<Instant>,
+    ) {
+        match (held.is_some(), now.is_some()) {
+            (false, true) => {
+                tracing::debug!(endpoint = %id, tenant = %tenant, "outbound lease taken");
+                self.shared.metrics.leased(id);
+            }
+            (true, false) => {
+                tracing::info!(endpoint = %id, tenant = %tenant, "outbound lease lost to another node");
+                self.shared.metrics.forget(id);
+            }
+            _ => {}
+        }
+        *held = now;
+    }
+
+    /// Without the lease: waits for the next sweep (or a change), then asks again. Commits
+    /// on this node do not wake it; the holder delivers them.
+    async fn await_lease(&mut self) {
+        let sweep = Duration::from_millis(self.shared.settings.sweep_ms.max(1));
+        tokio::select! {
+            _ = self.endpoint.changed() => {}
+            _ = tokio::time::sleep(sweep) => {}
         }
     }
 
@@ -101,17 +195,20 @@ impl Worker {
                 .unwrap_or(Duration::ZERO),
             _ => sweep,
         };
+        // A held lease is renewed in time even if the sweep is slower.
+        let wait = until_retry.min(sweep).min(self.renew_every());
         tokio::select! {
             _ = self.wake.notified() => {}
             _ = self.endpoint.changed() => {}
-            _ = tokio::time::sleep(until_retry.min(sweep)) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 
     async fn round(
         &self,
         row: &mut EndpointRow,
-    ) -> Result<Progress, payrail_actors::ports::StoreError> {
+        held: &mut Option<Instant>,
+    ) -> Result<Progress, StoreError> {
         let db = &self.shared.db;
         let now = self.shared.clock.now();
         let due = db
@@ -139,10 +236,19 @@ impl Worker {
         if jobs.is_empty() && cursor.is_none() {
             return Ok(Progress::Idle);
         }
-        let attempts = self.send_all(row, jobs).await;
+        let Some(attempts) = self.send_keeping_lease(row, jobs, *held).await else {
+            return Ok(Progress::LeaseLost);
+        };
         let effects = self.effects(row, &attempts, cursor);
-        db.record_round(row.tenant_id, row.id, &attempts, &effects)
-            .await?;
+        let asked = Instant::now();
+        let lease = &self.shared.lease;
+        if !db
+            .record_round(row.tenant_id, row.id, lease, &attempts, &effects)
+            .await?
+        {
+            return Ok(Progress::LeaseLost);
+        }
+        *held = Some(asked); // recording renewed it
         if let Some(cursor) = cursor {
             row.cursor_seq = row.cursor_seq.max(cursor);
         }
@@ -161,6 +267,45 @@ impl Worker {
         } else {
             Progress::Idle
         })
+    }
+
+    /// Sends the jobs while renewing the lease every third of its duration. `None` if the
+    /// lease was lost on the way, or could not be confirmed for a whole lease: the sends
+    /// still under way are dropped, and the node holding the lease sends them.
+    async fn send_keeping_lease(
+        &self,
+        row: &EndpointRow,
+        jobs: Vec<Job>,
+        held: Option<Instant>,
+    ) -> Option<Vec<AttemptRow>> {
+        let (db, lease) = (&self.shared.db, &self.shared.lease);
+        let every = self.renew_every();
+        let keep = async {
+            let mut confirmed = held.unwrap_or_else(Instant::now);
+            let mut next = confirmed + every;
+            loop {
+                tokio::time::sleep_until(next).await;
+                let asked = Instant::now();
+                match db.renew_endpoint_lease(row.tenant_id, row.id, lease).await {
+                    Ok(true) => {
+                        confirmed = asked;
+                        next = asked + every;
+                    }
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(endpoint = %row.id, error = %e, "outbound lease not renewed");
+                        if confirmed.elapsed() >= lease.duration {
+                            return;
+                        }
+                        next = Instant::now() + every / 4;
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            attempts = self.send_all(row, jobs) => Some(attempts),
+            () = keep => None,
+        }
     }
 
     /// Sends the jobs, at most `concurrency_per_endpoint` at a time and each under the global

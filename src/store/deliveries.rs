@@ -8,6 +8,7 @@ use diesel::QueryableByName;
 use payrail_actors::domain::{AttemptId, EndpointId, EventId, TenantId};
 use payrail_actors::ports::StoreError;
 
+use super::leases::{extend_lease, leased_binds, Lease, LEASED};
 use super::model::{ScopedResponse, StoredEvent};
 use super::rows::{event_columns, parse_id, CountRow, EventRow};
 use super::stmt::{from_micros, Bind, Stmt};
@@ -152,8 +153,8 @@ fn scope(tenant: TenantId, endpoint: EndpointId) -> Vec<Bind> {
     ]
 }
 
-/// `INSERT … SELECT <values> WHERE <the endpoint exists>`: a round finishing after its
-/// endpoint was deleted leaves nothing behind.
+/// `INSERT … SELECT <values> WHERE <the endpoint exists>`: scheduling for an endpoint deleted
+/// meanwhile leaves nothing behind (a round's writes check the endpoint's lease instead).
 const IF_ENDPOINT: &str =
     "WHERE EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.tenant_id = ? AND w.id = ?)";
 
@@ -227,35 +228,45 @@ impl Db {
         .await
     }
 
-    /// Records a round of attempts in one transaction: the attempts log, each delivery's
-    /// pending retry (kept, moved on, or dropped), and the endpoint's cursor and failure state.
+    /// Records a round of attempts in one transaction, fenced by the endpoint's lease: the
+    /// endpoint's cursor, failure state and lease first (which finds the lease this node holds
+    /// and locks the row), then the attempts log and each delivery's pending retry (kept,
+    /// moved on, or dropped), each written only while the lease is `lease`'s. Answers `false`
+    /// (and writes nothing) if another node has taken the lease.
     pub async fn record_round(
         &self,
         tenant: TenantId,
         endpoint: EndpointId,
+        lease: &Lease,
         attempts: &[AttemptRow],
         effects: &RoundEffects,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut stmts = Vec::with_capacity(attempts.len() * 3 + 1);
+        stmts.push(self.endpoint_effects(tenant, endpoint, lease, effects));
+        let fence = leased_binds(tenant, endpoint, lease);
         for a in attempts {
-            stmts.push(self.insert_attempt(tenant, endpoint, a));
+            stmts.push(self.insert_attempt(tenant, endpoint, lease, a));
             let mut binds = scope(tenant, endpoint);
             binds.extend([Bind::I64(a.event_seq), Bind::Text(a.id.to_string())]);
+            binds.extend(fence.clone());
             // Earlier attempts of this delivery no longer wait for a retry.
             stmts.push(Stmt::new(
-                "UPDATE webhook_attempts SET status = 'failed' WHERE tenant_id = ? \
-                 AND endpoint_id = ? AND event_seq = ? AND status = 'pending' AND id <> ?",
+                format!(
+                    "UPDATE webhook_attempts SET status = 'failed' WHERE tenant_id = ? \
+                     AND endpoint_id = ? AND event_seq = ? AND status = 'pending' AND id <> ? \
+                     AND {LEASED}"
+                ),
                 binds,
             ));
             stmts.push(match (a.status, a.next_attempt_at) {
                 (AttemptStatus::Pending, Some(next)) => {
                     let mut binds = scope(tenant, endpoint);
                     binds.extend([Bind::I64(a.event_seq), Bind::I64(a.attempt), Bind::ts(next)]);
-                    binds.extend(scope(tenant, endpoint));
+                    binds.extend(fence.clone());
                     Stmt::new(
                         format!(
                             "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_seq, \
-                             attempts, next_attempt_at) SELECT ?, ?, ?, ?, ? {IF_ENDPOINT} \
+                             attempts, next_attempt_at) SELECT ?, ?, ?, ?, ? WHERE {LEASED} \
                              ON CONFLICT (tenant_id, endpoint_id, event_seq) DO UPDATE SET \
                              attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at"
                         ),
@@ -265,19 +276,28 @@ impl Db {
                 _ => {
                     let mut binds = scope(tenant, endpoint);
                     binds.push(Bind::I64(a.event_seq));
+                    binds.extend(fence.clone());
                     Stmt::new(
-                        "DELETE FROM webhook_deliveries WHERE tenant_id = ? AND endpoint_id = ? \
-                         AND event_seq = ?",
+                        format!(
+                            "DELETE FROM webhook_deliveries WHERE tenant_id = ? \
+                             AND endpoint_id = ? AND event_seq = ? AND {LEASED}"
+                        ),
                         binds,
                     )
                 }
             });
         }
-        stmts.push(self.endpoint_effects(tenant, endpoint, effects));
-        self.transact(stmts).await.map(drop)
+        let counts = self.transact(stmts).await?;
+        Ok(counts.first().copied().unwrap_or(0) > 0)
     }
 
-    fn insert_attempt(&self, tenant: TenantId, endpoint: EndpointId, a: &AttemptRow) -> Stmt {
+    fn insert_attempt(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        lease: &Lease,
+        a: &AttemptRow,
+    ) -> Stmt {
         let mut binds = scope(tenant, endpoint);
         binds.extend([
             Bind::Text(a.id.to_string()),
@@ -294,7 +314,7 @@ impl Db {
             Bind::ts(a.attempted_at),
             Bind::opt_ts(a.next_attempt_at),
         ]);
-        binds.extend(scope(tenant, endpoint));
+        binds.extend(leased_binds(tenant, endpoint, lease));
         let status = match a.response_status {
             Some(_) => "?",
             None => "CAST(? AS BIGINT)",
@@ -303,32 +323,45 @@ impl Db {
             format!(
                 "INSERT INTO webhook_attempts (tenant_id, endpoint_id, id, event_seq, event_id, \
                  attempt, status, response_status, response_body, duration_ms, attempted_at, \
-                 next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, {status}, ?, ?, ?, ? {IF_ENDPOINT}"
+                 next_attempt_at) SELECT ?, ?, ?, ?, ?, ?, ?, {status}, ?, ?, ?, ? WHERE {LEASED}"
             ),
             binds,
         )
     }
 
-    fn endpoint_effects(&self, tenant: TenantId, endpoint: EndpointId, e: &RoundEffects) -> Stmt {
-        let mut sets = vec!["cursor_seq = CASE WHEN cursor_seq < ? THEN ? ELSE cursor_seq END"];
+    /// The round's effects on its endpoint row, and the lease extended: only while `lease`
+    /// holds it (the cursor never moves for a node that lost it, nor ever backwards).
+    fn endpoint_effects(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        lease: &Lease,
+        e: &RoundEffects,
+    ) -> Stmt {
+        let (extend, extend_bind) = extend_lease(self.dialect(), lease);
+        let mut sets = vec![
+            "cursor_seq = CASE WHEN cursor_seq < ? THEN ? ELSE cursor_seq END".to_owned(),
+            extend,
+        ];
         let cursor = e.cursor_seq.unwrap_or(i64::MIN);
-        let mut binds = vec![Bind::I64(cursor), Bind::I64(cursor)];
+        let mut binds = vec![Bind::I64(cursor), Bind::I64(cursor), extend_bind];
         match e.failing_since {
-            Some(None) => sets.push("failing_since = NULL"),
+            Some(None) => sets.push("failing_since = NULL".into()),
             // A run already under way keeps its start.
             Some(Some(at)) => {
-                sets.push("failing_since = COALESCE(failing_since, ?)");
+                sets.push("failing_since = COALESCE(failing_since, ?)".into());
                 binds.push(Bind::ts(at));
             }
             None => {}
         }
         if e.disable {
-            sets.push("status = 'disabled'");
+            sets.push("status = 'disabled'".into());
         }
-        binds.extend(scope(tenant, endpoint));
+        binds.extend(leased_binds(tenant, endpoint, lease));
         Stmt::new(
             format!(
-                "UPDATE webhook_endpoints SET {} WHERE tenant_id = ? AND id = ?",
+                "UPDATE webhook_endpoints SET {} WHERE tenant_id = ? AND id = ? \
+                 AND lease_owner = ?",
                 sets.join(", ")
             ),
             binds,

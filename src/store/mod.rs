@@ -14,6 +14,7 @@ mod event_store;
 pub mod feed;
 
 mod invoice_list;
+mod leases;
 mod model;
 mod ops;
 mod plan;
@@ -46,6 +47,7 @@ pub use deliveries::{
     RESPONSE_BODY_KEPT_BYTES,
 };
 pub use endpoints::{EndpointPatch, EndpointRow, ENDPOINTS_PER_TENANT_MAX};
+pub use leases::Lease;
 pub use model::{
     ApiKeyRow, InvoicePage, InvoiceQuery, InvoiceSort, Paging, ScopedResponse, StoredEvent,
     TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX, PLATFORM_SCOPE,

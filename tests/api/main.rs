@@ -544,6 +544,7 @@ mod openapi_server;
 mod openapi_tools;
 mod outbound;
 mod outbound_crash;
+mod outbound_lease;
 mod outbound_policy;
 mod outbound_receiver;
 mod outbound_ssrf;

@@ -37,8 +37,11 @@ const KILL_WAIT: Duration = Duration::from_secs(20);
 const SETTLE: Duration = Duration::from_secs(90);
 
 /// Private loopback receivers, plain HTTP, short retries, and one attempt in flight per
-/// endpoint so that a receiver sees first attempts in the order they were started.
-const OUTBOUND_ENV: [(&str, &str); 6] = [
+/// endpoint so that a receiver sees first attempts in the order they were started. A short
+/// lease: each restart is a new node, which takes the endpoints over once the killed one's
+/// leases expire.
+const OUTBOUND_ENV: [(&str, &str); 7] = [
+    ("PAYRAIL_OUTBOUND__LEASE_MS", "1000"),
     ("PAYRAIL_OUTBOUND__ALLOW_HTTP", "true"),
     ("PAYRAIL_OUTBOUND__ALLOW_PRIVATE_TARGETS", "true"),
     ("PAYRAIL_OUTBOUND__CONCURRENCY_PER_ENDPOINT", "1"),
