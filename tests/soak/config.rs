@@ -14,7 +14,7 @@ pub struct SoakConfig {
     pub kills: usize,
     /// How many times each other fault is injected per backend (`PAYRAIL_SOAK_FAULT_REPEATS`).
     pub fault_repeats: usize,
-    /// Tenants, and concurrent clients per tenant.
+    /// Tenants, and concurrent clients per tenant (`PAYRAIL_SOAK_WORKERS`, default 2).
     pub tenants: usize,
     pub workers_per_tenant: usize,
     /// Where each backend's JSON line of figures is appended (`PAYRAIL_SOAK_REPORT`), if set.
@@ -56,7 +56,7 @@ impl SoakConfig {
             kills: env_number("PAYRAIL_SOAK_KILLS").map_or(kills, |n| n as usize),
             fault_repeats: env_number("PAYRAIL_SOAK_FAULT_REPEATS").map_or(repeats, |n| n as usize),
             tenants: 3,
-            workers_per_tenant: 2,
+            workers_per_tenant: env_number("PAYRAIL_SOAK_WORKERS").map_or(2, |n| n.max(1) as usize),
             report: std::env::var("PAYRAIL_SOAK_REPORT")
                 .ok()
                 .filter(|v| !v.is_empty()),

@@ -17,7 +17,7 @@ mod pg;
 mod state;
 mod workload;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -328,5 +328,32 @@ async fn check(rig: &Rig) -> (Vec<String>, BTreeMap<String, u64>) {
         *outcomes.entry(outcome).or_default() += 1;
     }
     println!("soak: checked {invoices} invoices; payments {outcomes:?}");
+    // How the writes of payments that ended `processing_error` were answered.
+    let answers: HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| {
+            let id = e.acked.as_ref()?["id"].as_str()?.to_owned();
+            let statuses: Vec<String> = e
+                .attempts
+                .iter()
+                .map(|a| a.status.map_or("none".into(), |s| s.to_string()))
+                .collect();
+            Some((id, statuses.join(",")))
+        })
+        .collect();
+    let mut lost_cards: BTreeMap<String, u64> = BTreeMap::new();
+    for payment in states.iter().flat_map(|s| &s.payments) {
+        if payment["failureCode"] == "processing_error" {
+            let id = payment["id"].as_str().unwrap_or_default();
+            let answered = answers
+                .get(id)
+                .cloned()
+                .unwrap_or_else(|| "unacknowledged".into());
+            *lost_cards.entry(answered).or_default() += 1;
+        }
+    }
+    if !lost_cards.is_empty() {
+        println!("soak: processing_error payments by the answers to their writes: {lost_cards:?}");
+    }
     (checker.violations, outcomes)
 }
