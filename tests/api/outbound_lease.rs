@@ -41,7 +41,10 @@ const ENDPOINTS: usize = 4;
 const INVOICES_PER_NODE: usize = 15;
 /// How long every committed event has to reach every endpoint once a phase's commits are in.
 const SETTLE: Duration = Duration::from_secs(60);
+/// The sweep of the node that stays (it looks for free leases this often) and of the one
+/// that stops (the default: it rarely looks just as the other node makes an endpoint).
 const SWEEP_MS: u64 = 100;
+const SLOW_SWEEP_MS: u64 = 1_000;
 
 #[derive(Clone, Copy)]
 enum Stop {
@@ -51,11 +54,11 @@ enum Stop {
 
 /// Private loopback receivers over plain HTTP, a quick sweep, and a timeout no answer comes
 /// near (the receivers answer at once), so that no request is ever a retry.
-fn outbound_env(lease_ms: u64) -> Vec<(&'static str, String)> {
+fn outbound_env(lease_ms: u64, sweep_ms: u64) -> Vec<(&'static str, String)> {
     vec![
         ("PAYRAIL_OUTBOUND__ALLOW_HTTP", "true".into()),
         ("PAYRAIL_OUTBOUND__ALLOW_PRIVATE_TARGETS", "true".into()),
-        ("PAYRAIL_OUTBOUND__SWEEP_MS", SWEEP_MS.to_string()),
+        ("PAYRAIL_OUTBOUND__SWEEP_MS", sweep_ms.to_string()),
         ("PAYRAIL_OUTBOUND__TIMEOUT_MS", "15000".into()),
         ("PAYRAIL_OUTBOUND__LEASE_MS", lease_ms.to_string()),
     ]
@@ -181,28 +184,44 @@ async fn outbound_leases_share_endpoints_and_hand_over_on_sigterm(backend: Backe
 }
 
 async fn outbound_leases_hand_over_after_kill_9(backend: Backend) {
-    two_nodes(backend, Stop::Kill9, 3_000).await;
+    two_nodes(backend, Stop::Kill9, 5_000).await;
 }
 
 async fn two_nodes(backend: Backend, stop: Stop, lease_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let (db, url) = database(backend, dir.path()).await;
-    let env = outbound_env(lease_ms);
     let client = Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap();
-    let a = start(&url, &env).await;
-    let b = start(&url, &env).await;
+    let a = start(&url, &outbound_env(lease_ms, SLOW_SWEEP_MS)).await;
     let t = tenant(&client, &a.url).await;
     let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
     let tenant_id: TenantId = t["id"].as_str().unwrap().parse().unwrap();
 
-    // Half the endpoints are made through each node, whose dispatcher hears of them first.
+    // Half the endpoints are made through a before b runs, the other half through b, whose
+    // dispatcher hears of them first: each node holds some.
     let mut receivers = Vec::new();
+    let mut b = None;
     for i in 0..ENDPOINTS {
+        let node = if i < ENDPOINTS / 2 { "a" } else { "b" };
+        if node == "b" && b.is_none() {
+            let made = (ENDPOINTS / 2) as u64;
+            holds(
+                &client,
+                &a.url,
+                made,
+                Instant::now() + SETTLE,
+                "a's endpoints",
+            )
+            .await;
+            b = Some(start(&url, &outbound_env(lease_ms, SWEEP_MS)).await);
+        }
+        let node = match &b {
+            Some(b) if node == "b" => &b.url,
+            _ => &a.url,
+        };
         let receiver = Receiver::start(Receiver::always(200)).await;
-        let node = if i % 2 == 0 { &a.url } else { &b.url };
         let response = client
             .post(format!("{node}/api/webhook-endpoints"))
             .bearer_auth(&key)
@@ -210,9 +229,10 @@ async fn two_nodes(backend: Backend, stop: Stop, lease_ms: u64) {
             .send()
             .await
             .unwrap();
-        assert_eq!(response.status(), 201);
+        assert_eq!(response.status(), 201, "endpoint {i}");
         receivers.push(receiver);
     }
+    let b = b.unwrap();
     let start_seq = db
         .list_events(tenant_id, None, None, 1_000, None)
         .await
