@@ -14,6 +14,15 @@ use super::errors::{json_error, ApiError};
 /// is read again with integral numbers made integers, and if that changes nothing the first
 /// error stands.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object. serde would also fill a struct from an array of its fields in
+    // order (`["Jane", null, "USD", …]`), a form no schema of the API allows.
+    let first = body.iter().find(|b| !b" \t\n\r".contains(b));
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<de::IgnoredAny>(body) {
+            Err(syntax) => json_error(syntax),
+            Ok(_) => ApiError::InvalidRequest("the body must be a JSON object".into()),
+        });
+    }
     if holds_nul(body) {
         return Err(ApiError::InvalidRequest(
             "text may not contain the character U+0000".into(),
@@ -249,6 +258,25 @@ mod tests {
         // An escaped backslash before `u0000` is no NUL.
         assert!(parse::<Named>(br#"{"name": "a\\u0000b"}"#).is_ok());
         assert!(parse::<Named>(br#"{"name": "a\u0001b"}"#).is_ok());
+    }
+
+    /// Found by fuzzing: a struct also deserializes from an array of its fields in order, so
+    /// `[1, null, []]` was read as `{"quantity": 1, "month": null, "items": []}`.
+    #[test]
+    fn bodies_must_be_objects() {
+        for (body, code) in [
+            ("[1, null, []]", "invalid_request"),
+            (" \r\n[1, null, []]", "invalid_request"),
+            ("null", "invalid_request"),
+            ("\"x\"", "invalid_request"),
+            ("", "invalid_json"),
+            ("[1, ", "invalid_json"),
+        ] {
+            let err = parse::<Line>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.parts().1, code, "{body:?}");
+        }
+        let line: Line = parse(b" \n{\"quantity\": 1, \"items\": []}").unwrap();
+        assert_eq!(line.quantity, 1);
     }
 
     #[test]
