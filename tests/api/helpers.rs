@@ -11,6 +11,20 @@ use serde_json::{json, Value};
 
 pub const ADMIN: &str = "test-admin-token";
 
+/// One test per backend for each named `async fn(Backend)`: `mod sqlite { … }` and
+/// `mod postgres { … }` in the calling module.
+macro_rules! per_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
+        }
+        mod postgres {
+            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
+        }
+    };
+}
+pub(crate) use per_backend;
+
 #[derive(Clone, Copy, Debug)]
 pub enum Backend {
     Sqlite,

@@ -13,18 +13,7 @@ use serde_json::{json, Value};
 use crate::helpers::{problem, spawn_app_with, Backend, Tenant, TestApp};
 use crate::outbound_receiver::{verify_with_python, Receiver};
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
-        }
-    };
-}
-
-per_backend!(
+crate::helpers::per_backend!(
     outbound_deliveries_verify_with_standardwebhooks,
     outbound_chaos_retries_disable_and_resume,
     outbound_refuses_private_targets,

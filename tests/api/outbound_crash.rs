@@ -16,18 +16,7 @@ use serde_json::json;
 use crate::outbound_receiver::{Delivery, Receiver, Script};
 use crate::process::{database, tenant, Engine};
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
-        }
-    };
-}
-
-per_backend!(outbound_deliveries_survive_kill_9);
+crate::helpers::per_backend!(outbound_deliveries_survive_kill_9);
 
 const KILLS: usize = 5;
 const INVOICES_PER_ROUND: usize = 30;

@@ -20,18 +20,7 @@ use crate::helpers::Backend;
 use crate::outbound_receiver::Receiver;
 use crate::process::{database, tenant, Engine};
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
-        }
-    };
-}
-
-per_backend!(
+crate::helpers::per_backend!(
     outbound_leases_share_endpoints_and_hand_over_on_sigterm,
     outbound_leases_hand_over_after_kill_9,
     outbound_lease_fences_the_record_of_a_round,

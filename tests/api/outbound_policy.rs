@@ -14,18 +14,7 @@ use serde_json::{json, Value};
 use crate::helpers::{spawn_app_with, Backend, Tenant, TestApp};
 use crate::outbound_receiver::Receiver;
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
-        }
-    };
-}
-
-per_backend!(
+crate::helpers::per_backend!(
     outbound_disables_after_five_days_purges_and_measures,
     outbound_backlog_is_measured_while_catching_up,
 );

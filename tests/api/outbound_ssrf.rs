@@ -19,18 +19,7 @@ use crate::outbound_policy::{
 use crate::outbound_receiver::Receiver;
 use crate::process::{database, tenant, Engine};
 
-macro_rules! per_backend {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Sqlite).await; })*
-        }
-        mod postgres {
-            $(#[actix_web::test] async fn $name() { super::$name(crate::helpers::Backend::Postgres).await; })*
-        }
-    };
-}
-
-per_backend!(
+crate::helpers::per_backend!(
     outbound_refuses_every_private_class_at_send_time,
     outbound_never_follows_redirects,
     outbound_events_never_cross_tenants,

@@ -5,14 +5,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use payrail_actors::domain::{GatewayOutcome, RefundStatus};
+use payrail_actors::domain::{GatewayOutcome, Payment, RefundStatus};
 use payrail_actors::engine::GatewayEvent;
 use payrail_actors::EngineConfig;
 
-use crate::support::{config, harness};
+use crate::support::{config, harness, Harness};
 
-#[actix_rt::test]
-async fn a_refund_the_gateway_missed_is_asked_for_again() {
+/// An engine whose recovery sweep takes refunds of any age, and a payment of 1,000 that
+/// succeeded.
+async fn paid_payment() -> (Harness, Payment) {
     let h = harness(EngineConfig {
         recovery_min_age: Duration::ZERO,
         ..config()
@@ -23,6 +24,12 @@ async fn a_refund_the_gateway_missed_is_asked_for_again() {
         .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
         .await
         .unwrap();
+    (h, payment)
+}
+
+#[actix_rt::test]
+async fn a_refund_the_gateway_missed_is_asked_for_again() {
+    let (h, payment) = paid_payment().await;
     h.gateway.down.store(true, Ordering::SeqCst);
     let refund = h
         .engine
@@ -73,16 +80,7 @@ async fn a_refund_the_gateway_missed_is_asked_for_again() {
 
 #[actix_rt::test]
 async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
-    let h = harness(EngineConfig {
-        recovery_min_age: Duration::ZERO,
-        ..config()
-    });
-    let invoice = h.open_invoice(1_000).await;
-    let payment = h.pay(invoice.id, None).await;
-    h.engine
-        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
-        .await
-        .unwrap();
+    let (h, payment) = paid_payment().await;
     h.gateway.refuse_refunds.store(true, Ordering::SeqCst);
     let refused = h
         .engine
