@@ -1,7 +1,7 @@
 //! Durable operations per second through the real engine (entity actors, tenant supervisors,
 //! the audit actor's group commit) over the in-memory store, at 1, 64 and 1,024 concurrent
 //! callers. The store costs almost nothing here, so this is the engine's own ceiling: the actor
-//! hops and batching, not PostgreSQL or SQLite (FIELD-NOTES has those).
+//! hops and batching, not PostgreSQL or SQLite (benches/store_commit.rs has those).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,5 +1,5 @@
 //! The webhook endpoint's CPU work before the engine: verifying `Payrail-Signature` over the raw
-//! body and parsing the body (API.md's event shape), for one event and a 100-event batch.
+//! body and parsing the body (docs/api.md's event shape), for one event and a 100-event batch.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/summary.rs"]
@@ -16,7 +16,7 @@ const BATCH_EVENTS: usize = 100;
 const SECRET: &str = "whsec_bench_0123456789abcdef0123456789abcdef";
 const NOW: i64 = 1_795_000_000;
 
-/// One gateway event as API.md documents it (what the webhook handler would deserialize into).
+/// One gateway event as docs/api.md documents it (what the webhook handler would deserialize into).
 #[allow(dead_code)] // fields are read by the handler, here only parsed
 #[derive(Debug, Deserialize)]
 struct WebhookEvent {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// Units per group commit: FIELD-NOTES measured 256–512 as the sweet spot on PostgreSQL.
+/// Units per group commit: 256–512 measured as the sweet spot on PostgreSQL (BENCHMARKS.md).
 pub const COMMIT_BATCH_MAX_UNITS: usize = 256;
 /// Units an audit writer holds (queued + in flight) before answering `Overloaded`.
 pub const AUDIT_QUEUE_CAPACITY: usize = 8_192;

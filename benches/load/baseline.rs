@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 
 use crate::procs;
 
-/// Concurrent callers; FIELD-NOTES measured the same path at K = 64.
+/// Concurrent callers; the same path was measured on this machine at K = 64.
 pub const CALLERS: usize = 64;
 
 const PG_SCHEMA: &str = "

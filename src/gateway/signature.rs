@@ -9,7 +9,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Payrail-Signature";
-/// How far a signature's timestamp may be from now, either way (API.md: ±300 s).
+/// How far a signature's timestamp may be from now, either way (docs/api.md: ±300 s).
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 /// A header longer than this is refused before any parsing (bounds the work per request).
 const MAX_HEADER_LEN_BYTES: usize = 4096;
@@ -30,7 +30,7 @@ pub enum SignatureError {
 }
 
 impl SignatureError {
-    /// The stable API error code (API.md): `stale_signature` or `invalid_signature`.
+    /// The stable API error code (docs/api.md): `stale_signature` or `invalid_signature`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Stale => "stale_signature",

@@ -1,4 +1,4 @@
-//! The JSON shapes of API.md, rendered from domain state. Field names are the contract.
+//! The JSON shapes of docs/api.md, rendered from domain state. Field names are the contract.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use payrail_actors::domain::{Event, Invoice, LineItem, Payment, Refund};

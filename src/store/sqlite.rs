@@ -5,8 +5,7 @@
 //! Jobs run through `tokio::task::spawn_blocking` on connections behind a mutex rather than
 //! through diesel-async's `SyncConnectionWrapper`: dropping an in-flight wrapper future, even
 //! one from its `spawn_blocking`, panics on a single-threaded runtime (its cancel guard calls
-//! `block_in_place`; FIELD-NOTES.md, and `sqlite_survives_dropped_in_flight_futures` reproduced
-//! it). Dropping a tokio `JoinHandle` only detaches the job, which runs to completion.
+//! `block_in_place`; `sqlite_survives_dropped_in_flight_futures` reproduced it). Dropping a tokio `JoinHandle` only detaches the job, which runs to completion.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -102,7 +102,7 @@ pub async fn stale_writer_gets_a_conflict() {
         })
         .collect();
     assert_eq!(names, ["v1", "v2 from a", "v3 from b", "v4 from a"]);
-    // Every series API.md lists, including the PostgreSQL pool.
+    // Every series docs/api.md lists, including the PostgreSQL pool.
     let metrics = client
         .get(format!("{a}/metrics"))
         .send()

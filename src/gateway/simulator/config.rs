@@ -48,7 +48,7 @@ pub struct SimulatorConfig {
 /// Extra copies of one duplicated event, at most.
 pub const MAX_DUPLICATE_COPIES: usize = 10;
 
-/// The engine accepts at most this many events per webhook request (API.md).
+/// The engine accepts at most this many events per webhook request (docs/api.md).
 pub const MAX_BATCH_EVENTS: usize = 500;
 
 impl Default for SimulatorConfig {

@@ -15,7 +15,7 @@ use super::model::{
 use super::state::{bump, lock, Account, Scheduled, Shared};
 use super::SimulatorState;
 
-/// Longest idempotency key accepted (API.md: 1–255 printable ASCII).
+/// Longest idempotency key accepted (docs/api.md: 1–255 printable ASCII).
 const IDEMPOTENCY_KEY_MAX_CHARS: usize = 255;
 /// Accounts (tenants) the simulator keeps; registrations beyond it are refused.
 const MAX_ACCOUNTS: usize = 100_000;

@@ -1,4 +1,4 @@
-//! The built-in gateway simulator: an actix-web app speaking the gateway API of API.md
+//! The built-in gateway simulator: an actix-web app speaking the gateway API of docs/api.md
 //! (`/v1/accounts`, `/v1/charges`, `/v1/refunds`) that answers with scripted outcomes per test
 //! card and reports them through signed webhooks, with optional chaos (delays, duplicates,
 //! reordering, batching, dropped attempts). Mount it with `configure` or run it with

@@ -1,4 +1,4 @@
-//! What the simulator sends and keeps: webhook events (API.md's JSON shape), the test cards and
+//! What the simulator sends and keeps: webhook events (docs/api.md's JSON shape), the test cards and
 //! tokens with their scripted outcomes, and the charge/refund records behind idempotency.
 
 use serde::Serialize;
@@ -9,7 +9,7 @@ pub const PAYMENT_FAILED: &str = "payment.failed";
 pub const REFUND_SUCCEEDED: &str = "refund.succeeded";
 pub const REFUND_FAILED: &str = "refund.failed";
 
-/// One webhook event, serialized exactly as API.md documents it.
+/// One webhook event, serialized exactly as docs/api.md documents it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GatewayEvent {
     pub id: String,

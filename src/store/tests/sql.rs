@@ -357,7 +357,7 @@ async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
     }
 }
 
-/// FIELD-NOTES' crash hazard: dropping an in-flight SQLite future on a single-threaded runtime
+/// The known crash hazard: dropping an in-flight SQLite future on a single-threaded runtime
 /// (as actix-web does on client disconnect) must not panic, and the store must stay usable.
 /// A dropped append still runs to completion on its blocking thread (like a lost reply).
 #[tokio::test(flavor = "current_thread")]
