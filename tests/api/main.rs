@@ -416,6 +416,7 @@ async fn racing_payments_collect_once(app: &TestApp) {
 }
 
 mod process;
+mod shutdown;
 
 #[actix_web::test]
 async fn sqlite_crash_safety_under_kill_9() {
@@ -429,22 +430,22 @@ async fn postgres_crash_safety_under_kill_9() {
 
 #[actix_web::test]
 async fn sqlite_sigterm_drains_and_exits_zero() {
-    process::sigterm_drains(helpers::Backend::Sqlite).await;
+    shutdown::sigterm_drains(helpers::Backend::Sqlite).await;
 }
 
 #[actix_web::test]
 async fn postgres_sigterm_drains_and_exits_zero() {
-    process::sigterm_drains(helpers::Backend::Postgres).await;
+    shutdown::sigterm_drains(helpers::Backend::Postgres).await;
 }
 
 #[actix_web::test]
 async fn sqlite_sigterm_commits_what_departed_callers_left() {
-    process::sigterm_commits_what_departed_callers_left(helpers::Backend::Sqlite).await;
+    shutdown::sigterm_commits_what_departed_callers_left(helpers::Backend::Sqlite).await;
 }
 
 #[actix_web::test]
 async fn postgres_sigterm_commits_what_departed_callers_left() {
-    process::sigterm_commits_what_departed_callers_left(helpers::Backend::Postgres).await;
+    shutdown::sigterm_commits_what_departed_callers_left(helpers::Backend::Postgres).await;
 }
 
 #[actix_web::test]

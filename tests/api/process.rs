@@ -29,6 +29,10 @@ fn free_port() -> u16 {
 }
 
 impl Engine {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn start(db_url: &str, log: Option<&Path>) -> Engine {
         Self::start_with(db_url, log, &[]).await
     }
@@ -128,7 +132,7 @@ pub(crate) async fn tenant(client: &Client, url: &str) -> Value {
         .unwrap()
 }
 
-fn invoice_body(marker: &str) -> Value {
+pub(crate) fn invoice_body(marker: &str) -> Value {
     json!({"customerName": marker, "currency": "USD", "finalize": true,
            "lineItems": [{"description": "Seat", "quantity": 1, "unitAmount": 500}]})
 }
@@ -183,7 +187,7 @@ async fn write_until_killed(
         .collect()
 }
 
-async fn all_invoices(client: &Client, url: &str, key: &str) -> Vec<Value> {
+pub(crate) async fn all_invoices(client: &Client, url: &str, key: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut page = 1;
     loop {
@@ -384,126 +388,6 @@ pub async fn crash_safety(backend: Backend) {
         acknowledged.len(),
         invoices.len()
     );
-}
-
-pub async fn sigterm_drains(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, url) = database(backend, dir.path()).await;
-    let client = Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    // Each batch waits 300 ms in the writer: SIGTERM lands while requests are in flight.
-    let engine = Engine::start_with(&url, None, &[("PAYRAIL_COMMIT_LINGER_US", "300000")]).await;
-    let t = tenant(&client, &engine.url).await;
-    let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
-    let markers: Vec<String> = (0..5).map(|i| format!("in-flight-{i}")).collect();
-    let sends = futures::future::join_all(markers.iter().map(|marker| {
-        client
-            .post(format!("{}/api/invoices", engine.url))
-            .bearer_auth(&key)
-            .json(&invoice_body(marker))
-            .send()
-    }));
-    tokio::pin!(sends);
-    // SIGTERM once the engine holds all five (a condition, not a sleep).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        tokio::select! {
-            _ = &mut sends => panic!("answered before SIGTERM: the linger did not hold them"),
-            _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-        }
-        let in_flight = metric(&client, &engine.url, "payrail_commands_in_flight").await;
-        if in_flight >= markers.len() as u64 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the requests never arrived"
-        );
-    }
-    let pid = engine.child.id();
-    let status = tokio::task::spawn_blocking(move || engine.sigterm());
-    let answers = sends.await;
-    let status = status.await.unwrap();
-    assert!(
-        status.success(),
-        "exit status after SIGTERM: {status:?} (pid {pid})"
-    );
-    for (marker, answer) in markers.iter().zip(answers) {
-        let answer = answer.unwrap_or_else(|e| panic!("{marker} got no answer: {e}"));
-        assert_eq!(answer.status(), 201, "{marker} in flight at SIGTERM");
-    }
-    let engine = Engine::start(&url, None).await;
-    let invoices = all_invoices(&client, &engine.url, &key).await;
-    let names: HashSet<String> = invoices
-        .iter()
-        .map(|i| i["customerName"].as_str().unwrap().to_owned())
-        .collect();
-    for marker in &markers {
-        assert!(
-            names.contains(marker),
-            "acknowledged {marker} lost across SIGTERM"
-        );
-    }
-    assert_eq!(names.len(), invoices.len());
-}
-
-/// One unlabelled sample of the engine's `/metrics`, 0 when absent.
-async fn metric(client: &Client, url: &str, name: &str) -> u64 {
-    let Ok(response) = client.get(format!("{url}/metrics")).send().await else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Requests whose clients gave up while their units waited in the writer: the units were
-/// admitted, so SIGTERM commits them before the process exits.
-pub async fn sigterm_commits_what_departed_callers_left(backend: Backend) {
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, url) = database(backend, dir.path()).await;
-    let client = Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap();
-    // Each batch waits 800 ms in the writer before it commits.
-    let engine = Engine::start_with(&url, None, &[("PAYRAIL_COMMIT_LINGER_US", "800000")]).await;
-    let t = tenant(&client, &engine.url).await;
-    let key = t["apiKey"]["key"].as_str().unwrap().to_owned();
-    let impatient = Client::builder()
-        .timeout(Duration::from_millis(200))
-        .build()
-        .unwrap();
-    let markers: Vec<String> = (0..5).map(|i| format!("departed-{i}")).collect();
-    let sends = markers.iter().map(|marker| {
-        impatient
-            .post(format!("{}/api/invoices", engine.url))
-            .bearer_auth(&key)
-            .json(&invoice_body(marker))
-            .send()
-    });
-    for answer in futures::future::join_all(sends).await {
-        assert!(answer.is_err(), "the client gave up before the commit");
-    }
-    let status = tokio::task::spawn_blocking(move || engine.sigterm())
-        .await
-        .unwrap();
-    assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    let engine = Engine::start(&url, None).await;
-    let invoices = all_invoices(&client, &engine.url, &key).await;
-    let names: HashSet<String> = invoices
-        .iter()
-        .map(|i| i["customerName"].as_str().unwrap().to_owned())
-        .collect();
-    for marker in &markers {
-        assert!(
-            names.contains(marker),
-            "{marker} was admitted but lost at SIGTERM"
-        );
-    }
 }
 
 pub async fn secrets_stay_out_of_logs() {
