@@ -170,18 +170,9 @@ impl TestApp {
 
     /// The value of one sample line of `/metrics` (`name` or `name{labels}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> u64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.url))
-            .send()
+        metric_at(&self.client, &self.url, series)
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-            .unwrap_or(0)
+            .expect("/metrics unreachable")
     }
 
     /// Polls until `check` holds on the resource (webhooks arrive asynchronously).
@@ -195,6 +186,21 @@ impl TestApp {
         }
         panic!("{path} never reached the expected state");
     }
+}
+
+/// One sample line of the `/metrics` of the server at `url` (`name` or `name{labels}`), 0 when
+/// absent; `None` when `/metrics` could not be read (a server that is shutting down).
+pub async fn metric_at(client: &Client, url: &str, series: &str) -> Option<u64> {
+    let response = client.get(format!("{url}/metrics")).send().await.ok()?;
+    let text = response.text().await.ok()?;
+    let value = text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    });
+    Some(value.unwrap_or(0))
 }
 
 /// A random generator for a test's fault timings, seeded from `PAYRAIL_TEST_SEED` or at random;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::Client;
 
-use crate::helpers::Backend;
+use crate::helpers::{metric_at, Backend};
 use crate::process::{all_invoices, database, invoice_body, tenant, Engine};
 
 /// An engine whose writer holds each batch for `linger_us` before committing, a tenant's key,
@@ -61,17 +61,6 @@ async fn restarted_names(
     (names, invoices.len())
 }
 
-/// One unlabelled sample of the engine's `/metrics`, 0 when absent.
-async fn metric(client: &Client, url: &str, name: &str) -> u64 {
-    let Ok(response) = client.get(format!("{url}/metrics")).send().await else {
-        return 0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Requests in flight when SIGTERM arrives are all answered 201 and durable; the process exits 0.
 pub async fn sigterm_drains(backend: Backend) {
     // Each batch waits 300 ms in the writer: SIGTERM lands while requests are in flight.
@@ -98,7 +87,9 @@ pub async fn sigterm_drains(backend: Backend) {
             _ = &mut sends => panic!("answered before SIGTERM: the linger did not hold them"),
             _ = tokio::time::sleep(Duration::from_millis(5)) => {}
         }
-        let in_flight = metric(&client, &engine.url, "payrail_commands_in_flight").await;
+        let in_flight = metric_at(&client, &engine.url, "payrail_commands_in_flight")
+            .await
+            .unwrap_or(0);
         if in_flight >= markers.len() as u64 {
             break;
         }
