@@ -11,24 +11,25 @@ use futures::future::{BoxFuture, FutureExt};
 
 use super::gateway_calls::{self, GatewayTask};
 use super::messages::{
-    ApplyGatewayEvent, AttemptPayment, Caller, ChargeAccepted, ChargeImpossible, CreateRefund,
-    GetPayment, Queued, RefundImpossible, Rendered, ReservePayment, ResubmitCharge, ResubmitRefund,
-    SettlePayment, WebhookDisposition,
+    ApplyGatewayEvent, AttemptPayment, Caller, CreateRefund, GetPayment, Queued, Rendered,
+    ReservePayment, SettlePayment, WebhookDisposition,
 };
 use super::supervisor::{TenantSupervisor, ToInvoice};
 use super::{
     done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
     reply, settled, when_durable, Deps, Durable, EventBuilder, Pending, Pipeline, Pipelined,
-    GATEWAY_ACTOR, SYSTEM_ACTOR,
+    GATEWAY_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
-    Refund, RefundId, RefundStatus, StreamId, TenantId,
+    Refund, RefundId, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::ports::{
     ChargeRequest, DedupKey, Loaded, RefundRequest, Snapshot, StoreError, StreamAppend, Unit,
 };
+
+mod gateway_answers;
 
 type Reply<T> = super::Reply<PaymentActor, Pending<T>>;
 type Step<T> = super::Step<PaymentActor, T>;
@@ -490,97 +491,6 @@ impl Handler<CreateRefund> for PaymentActor {
                 act.start_refund(&refund, durable.clone());
                 Ok(when_durable(durable, refund))
             }))
-        })
-    }
-}
-
-impl Handler<ChargeAccepted> for PaymentActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, msg: ChargeAccepted, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, move |act, _| {
-            let outcome = GatewayOutcome::Processing {
-                reference: msg.reference,
-            };
-            act.apply_outcome(outcome, GATEWAY_ACTOR)
-        })
-    }
-}
-
-impl Handler<ChargeImpossible> for PaymentActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, msg: ChargeImpossible, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, move |act, _| {
-            let outcome = GatewayOutcome::Failed {
-                code: "processing_error".into(),
-                message: msg.reason,
-                amount: None,
-                currency: None,
-            };
-            act.apply_outcome(outcome, SYSTEM_ACTOR)
-        })
-    }
-}
-
-impl Handler<RefundImpossible> for PaymentActor {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, msg: RefundImpossible, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, move |act, _| {
-            let outcome = GatewayOutcome::RefundFailed {
-                refund_id: msg.refund_id,
-                code: "processing_error".into(),
-            };
-            act.apply_outcome(outcome, SYSTEM_ACTOR)
-        })
-    }
-}
-
-impl Handler<ResubmitCharge> for PaymentActor {
-    type Result = super::Reply<Self, bool>;
-
-    fn handle(&mut self, _: ResubmitCharge, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, |act, _| {
-            let created_at = match act.current() {
-                Ok(payment) => payment.created_at,
-                Err(err) => return done_then_stop(Err(err)),
-            };
-            let min_age = chrono::Duration::from_std(act.deps.config.recovery_min_age)
-                .unwrap_or(chrono::Duration::zero());
-            if act.deps.clock.now() - created_at < min_age {
-                return done(Ok(false));
-            }
-            let after = act.pipeline.tail.clone();
-            done(Ok(act.start_charge(after)))
-        })
-    }
-}
-
-impl Handler<ResubmitRefund> for PaymentActor {
-    type Result = super::Reply<Self, bool>;
-
-    fn handle(&mut self, msg: ResubmitRefund, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, move |act, _| {
-            let payment = match act.current() {
-                Ok(payment) => payment,
-                Err(err) => return done_then_stop(Err(err)),
-            };
-            let min_age = chrono::Duration::from_std(act.deps.config.recovery_min_age)
-                .unwrap_or(chrono::Duration::zero());
-            let now = act.deps.clock.now();
-            let refund = payment.refunds.iter().find(|r| {
-                r.id == msg.refund_id
-                    && r.status == RefundStatus::Pending
-                    && now - r.created_at >= min_age
-            });
-            match refund.cloned() {
-                Some(refund) => {
-                    act.start_refund(&refund, act.pipeline.tail.clone());
-                    done(Ok(true))
-                }
-                None => done(Ok(false)),
-            }
         })
     }
 }
