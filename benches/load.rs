@@ -25,6 +25,8 @@ mod conn;
 mod delivery;
 #[path = "load/driver.rs"]
 mod driver;
+#[path = "load/many_actors.rs"]
+mod many_actors;
 #[path = "load/options.rs"]
 mod options;
 #[path = "load/procs.rs"]
@@ -54,11 +56,6 @@ use scenarios::Seed;
 
 /// Steps per ramp, at most (doubling, one bisection, then the 70% point).
 const MAX_STEPS: usize = 8;
-/// Tenants and invoices of the many-actors seed (payments spread round robin over them).
-const ACTOR_TENANTS: usize = 16;
-const ACTOR_INVOICES_PER_TENANT: usize = 100;
-/// Target rate while touching every payment once in many-actors.
-const ACTOR_TOUCH_RATE: f64 = 1_500.0;
 
 fn main() -> anyhow::Result<()> {
     let Some(options) = options()? else {
@@ -225,7 +222,7 @@ async fn measured_step(
     step
 }
 
-struct Database {
+pub(crate) struct Database {
     url: String,
     postmaster: Option<u32>,
     /// PostgreSQL's port, to read its WAL position around each step.
@@ -233,7 +230,7 @@ struct Database {
 }
 
 /// A fresh database on the backend: a new SQLite file, or a new database in the cluster.
-fn fresh_database(
+pub(crate) fn fresh_database(
     pg: Option<&PgCluster>,
     dir: &Path,
     name: &str,
@@ -469,7 +466,7 @@ async fn run_backend(
         series.extend(delivery::run(backend, o, binary, client, stub, pg.as_ref(), dir).await?);
     }
     if o.scenarios.iter().any(|s| s == "many-actors") {
-        many_actors(backend, o, binary, client, stub, pg.as_ref(), dir.path()).await?;
+        many_actors::run(backend, o, binary, client, stub, pg.as_ref(), dir.path()).await?;
     }
     drop(pg);
     Ok(series)
@@ -529,102 +526,4 @@ async fn baselines(
             .map_or_else(String::new, |b| format!("  wal {b:.0} B/op"))
     );
     Ok((ablation, direct))
-}
-
-/// Seeds `actors` payments, restarts the engine so none is live, then sends one webhook to each
-/// and follows the engine's RSS.
-async fn many_actors(
-    backend: &str,
-    o: &Options,
-    binary: &Path,
-    client: &reqwest::Client,
-    stub: &Stub,
-    pg: Option<&PgCluster>,
-    dir: &Path,
-) -> anyhow::Result<()> {
-    let db = fresh_database(pg, dir, "payrail_load_actors", o)?;
-    let log = dir.join("engine-actors.log");
-    let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
-    let t0 = Instant::now();
-    let per_tenant = o.actors.div_ceil(ACTOR_TENANTS);
-    let seed = scenarios::seed(
-        client,
-        &engine.url,
-        ACTOR_TENANTS,
-        ACTOR_INVOICES_PER_TENANT,
-        per_tenant,
-    )
-    .await?;
-    let seed_s = t0.elapsed().as_secs_f64();
-    let rss_seeded = procs::rss_mib(engine.pid());
-    eprintln!(
-        "load[{backend}] many-actors: seeded {} payments in {seed_s:.1}s (RSS {rss_seeded:.0} MiB); restarting",
-        seed.payment_count()
-    );
-    engine.stop();
-    let engine = Engine::start(binary, &db.url, &stub.url, &[], &log).await?;
-    let pid = engine.pid();
-    let rss_before = procs::rss_mib(pid);
-    // The restarted engine listens on a new port.
-    let seed = Arc::new(Seed {
-        url: engine.url.clone(),
-        ..seed
-    });
-    let count = seed.payment_count();
-    let run = format!("actors{}", uuid::Uuid::now_v7().simple());
-    let work = Arc::new(scenarios::EveryPayment::new(seed.clone(), run));
-    let samples: Arc<std::sync::Mutex<Vec<(f64, f64)>>> = Arc::default();
-    let sampler = {
-        let samples = samples.clone();
-        tokio::spawn(async move {
-            let start = Instant::now();
-            loop {
-                let sample = (
-                    start.elapsed().as_secs_f64().round(),
-                    procs::rss_mib(pid).round(),
-                );
-                samples.lock().unwrap().push(sample);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    };
-    let duration = Duration::from_secs_f64(count as f64 / ACTOR_TOUCH_RATE);
-    let watch = Watch {
-        server: Some(pid),
-        postmaster: db.postmaster,
-        pg_port: db.pg_port,
-    };
-    let before = driver::counters(client, &engine.url).await;
-    let mut step = driver::run_step(work, 0, ACTOR_TOUCH_RATE, duration, o.in_flight, watch).await;
-    step.commit = driver::commit_stats(&before, &driver::counters(client, &engine.url).await);
-    sampler.abort();
-    let samples = samples.lock().unwrap().clone();
-    let rss_after = procs::rss_mib(pid);
-    let active: Vec<String> = match client.get(format!("{}/metrics", engine.url)).send().await {
-        Ok(r) => r
-            .text()
-            .await
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.starts_with("payrail_active_actors"))
-            .map(str::to_owned)
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    report::print_step(
-        &format!("{backend} many-actors @{ACTOR_TOUCH_RATE:.0}/s"),
-        &step,
-    );
-    eprintln!(
-        "load[{backend}] many-actors: RSS {rss_before:.0} MiB before, {rss_after:.0} MiB after; {active:?}"
-    );
-    println!(
-        "{}",
-        json!({"bench": "load", "scenario": "many-actors", "backend": backend,
-               "payments": count, "seedSeconds": seed_s, "rssMibAfterSeeding": rss_seeded,
-               "rssMibBefore": rss_before, "rssMibAfter": rss_after, "activeActors": active,
-               "step": report::step_json(&step), "rssOverTime": samples})
-    );
-    engine.stop();
-    Ok(())
 }
