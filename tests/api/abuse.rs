@@ -142,16 +142,7 @@ async fn wrong_admin_tokens_spend_the_same_budget() {
 async fn failed_authentications_are_limited_per_key_id() {
     let app = strict_app().await;
     let t = app.tenant("Acme").await;
-    let spare: Value = app
-        .post("/api/api-keys", &t.key)
-        .json(&json!({"name": "spare", "role": "viewer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let spare = spare["key"].as_str().unwrap().to_owned();
+    let spare = app.api_key(&t.key, "spare", "viewer").await;
     // Guesses at one key's secret from many addresses, each under its own budget.
     let (id_part, _) = t.key.rsplit_once('_').unwrap();
     let guess = format!("{id_part}_{}", "f".repeat(48));

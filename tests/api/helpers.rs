@@ -168,6 +168,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// A new API key of the tenant whose admin key is `admin_key`: its secret (shown once).
+    pub async fn api_key(&self, admin_key: &str, name: &str, role: &str) -> String {
+        let response = self
+            .post("/api/api-keys", admin_key)
+            .json(&json!({"name": name, "role": role}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.unwrap();
+        created["key"].as_str().unwrap().to_owned()
+    }
+
     /// The value of one sample line of `/metrics` (`name` or `name{labels}`), 0 when absent.
     pub async fn metric(&self, series: &str) -> u64 {
         metric_at(&self.client, &self.url, series)

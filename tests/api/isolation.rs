@@ -296,16 +296,7 @@ async fn authentication_roles_and_tenant_isolation(app: &TestApp) {
         "forbidden",
     )
     .await;
-    let operator: Value = app
-        .post("/api/api-keys", &a.key)
-        .json(&json!({"name": "o", "role": "operator"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let operator_key = operator["key"].as_str().unwrap();
+    let operator_key = &app.api_key(&a.key, "o", "operator").await;
     problem(
         app.post(&format!("/api/invoices/{id}/void"), operator_key)
             .send()

@@ -271,16 +271,7 @@ async fn isolation(app: &TestApp, owner: &Tenant, endpoint: &str, event: &str) {
     problem(delete, 404, "not_found").await;
     let listed: Value = app.get_json("/api/webhook-endpoints", &other.key).await;
     assert_eq!(listed["items"], json!([]));
-    let viewer: Value = app
-        .post("/api/api-keys", &owner.key)
-        .json(&json!({"name": "v", "role": "viewer"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let viewer = viewer["key"].as_str().unwrap();
+    let viewer = &app.api_key(&owner.key, "v", "viewer").await;
     assert_eq!(app.get(&base, viewer).send().await.unwrap().status(), 200);
     let write = app
         .post(&format!("{base}/secret/rotate"), viewer)
