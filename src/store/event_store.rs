@@ -214,8 +214,7 @@ impl EventStore for Db {
         let rows: Vec<PairRow> = self
             .load(Stmt::new(
                 "SELECT tenant_id AS a, id AS b FROM payments \
-                 WHERE status = 'processing' AND gateway_reference IS NULL AND id > ? \
-                 ORDER BY id LIMIT ?",
+                 WHERE awaiting_charge AND id > ? ORDER BY id LIMIT ?",
                 vec![
                     Bind::Text(after),
                     Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{
-    ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, TenantId,
+    ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, RefundId, TenantId,
 };
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use secrecy::SecretString;
@@ -419,8 +419,7 @@ impl Db {
             binds.push(Bind::text(t));
         }
         if let Some(s) = subject_id {
-            filter.push_str(" AND e.subject_id = ?");
-            binds.push(Bind::text(s));
+            filter.push_str(&subject_filter(s, tenant, &mut binds));
         }
         filter.push_str(" ORDER BY e.seq LIMIT ?");
         // One row past the largest page, so a caller can tell whether another page exists.
@@ -444,4 +443,27 @@ impl Db {
             .await?;
         into_stored(rows)
     }
+}
+
+/// The filter on an event's subject, through an index: a subject is its event's stream, except
+/// that a refund's events are in its payment's stream (no index reads `subject_id`). An
+/// invoice's own events are found through the invoice index, which is in `seq` order.
+fn subject_filter(subject: &str, tenant: TenantId, binds: &mut Vec<Bind>) -> String {
+    let prefix = subject.split_once('_').map(|(prefix, _)| prefix);
+    if prefix == Some(InvoiceId::PREFIX) {
+        binds.extend([Bind::text(subject), Bind::text(subject)]);
+        return " AND e.invoice_id = ? AND e.stream_id = ?".into();
+    }
+    if prefix == Some(RefundId::PREFIX) {
+        binds.extend([
+            Bind::Text(tenant.to_string()),
+            Bind::text(subject),
+            Bind::text(subject),
+        ]);
+        return " AND e.stream_id = (SELECT r.payment_id FROM refunds r \
+                WHERE r.tenant_id = ? AND r.id = ?) AND e.subject_id = ?"
+            .into();
+    }
+    binds.extend([Bind::text(subject), Bind::text(subject)]);
+    " AND e.stream_id = ? AND e.subject_id = ?".into()
 }

@@ -32,3 +32,4 @@ mod lists;
 mod migrations;
 mod sql;
 mod tenants;
+mod write_shape;

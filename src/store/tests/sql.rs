@@ -2,12 +2,14 @@
 //! timelines and the audit log, trailing events, purge, projection rebuild, batches.
 
 use chrono::{Duration, Utc};
-use payrail_actors::domain::{EventData, Invoice, PaymentStatus, RefundId, StreamId, TenantId};
+use payrail_actors::domain::{
+    EventData, Invoice, InvoiceId, PaymentStatus, RefundId, StreamId, TenantId,
+};
 use payrail_actors::ports::{EventStore, StoreError, Unit};
 
 use super::fixtures::*;
 use super::lists::seed_invoices;
-use crate::store::Db;
+use crate::store::{Db, StoredEvent};
 
 on_both!(timelines_and_audit_log);
 on_both!(trailing_events_follow_the_snapshot);
@@ -15,8 +17,9 @@ on_both!(purge_deletes_only_expired_rows_in_batches);
 on_both!(rebuild_projections_equals_live_tables);
 on_both!(concurrent_batches_on_one_stream_conflict_cleanly);
 
-/// An invoice paid by a payment that is then partly refunded; answers (invoice, payment, refund).
-async fn paid_and_refunded(
+/// An invoice paid by a payment that is then partly refunded, in four batches; answers
+/// (invoice, payment, refund).
+pub(super) async fn paid_and_refunded(
     db: &Db,
     tenant: TenantId,
 ) -> (Invoice, payrail_actors::domain::Payment, RefundId) {
@@ -156,6 +159,56 @@ async fn timelines_and_audit_log(db: Db) {
             .map(|e| e.event.event_type())
             .collect::<Vec<_>>(),
         ["refund.created", "refund.succeeded"]
+    );
+    let types_of = |events: Vec<StoredEvent>| -> Vec<&'static str> {
+        events.iter().map(|e| e.event.event_type()).collect()
+    };
+    let subject = |id: String, after: Option<i64>| {
+        let db = db.clone();
+        async move {
+            db.list_events(tenant, None, Some(&id), 10, after)
+                .await
+                .unwrap()
+        }
+    };
+    let invoice_events = subject(invoice.id.to_string(), None).await;
+    assert_eq!(
+        types_of(invoice_events.clone()),
+        [
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.payment_pending",
+            "invoice.paid"
+        ]
+    );
+    // Paging within a subject resumes after the cursor.
+    assert_eq!(
+        subject(invoice.id.to_string(), Some(invoice_events[1].sequence)).await,
+        invoice_events[2..]
+    );
+    assert_eq!(
+        types_of(subject(payment.id.to_string(), None).await),
+        [
+            "payment.attempted",
+            "payment.processing",
+            "payment.succeeded"
+        ],
+        "a payment's subject leaves out its refunds' events"
+    );
+    for nobody in [
+        InvoiceId::new().to_string(),
+        RefundId::new().to_string(),
+        "not-an-id".to_owned(),
+        String::new(),
+    ] {
+        assert!(subject(nobody, None).await.is_empty());
+    }
+    assert!(
+        db.list_events(other, None, Some(&refund_id.to_string()), 10, None)
+            .await
+            .unwrap()
+            .is_empty(),
+        "another tenant's refund is no subject here"
     );
 
     assert_eq!(

@@ -1,0 +1,50 @@
+//! The physical shape of the write path on PostgreSQL: what a batch makes the server do to its
+//! tables and indexes, read back from the server's own statistics.
+
+use std::time::{Duration, Instant};
+
+use payrail_actors::domain::TenantId;
+
+use super::sql::paid_and_refunded;
+use crate::store::rows::CountRow;
+use crate::store::stmt::{Bind, Stmt};
+use crate::store::Db;
+
+/// A table's `(updates, HOT updates)` once the writers' statistics have reached the shared
+/// counters (each backend flushes its own within about a second of going idle).
+async fn updates(db: &Db, table: &str, at_least: i64) -> (i64, i64) {
+    let read = |column: &str| {
+        Stmt::new(
+            format!("SELECT {column} AS n FROM pg_stat_user_tables WHERE relname = ?"),
+            vec![Bind::text(table)],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all: Vec<CountRow> = db.load(read("n_tup_upd")).await.unwrap();
+        let hot: Vec<CountRow> = db.load(read("n_tup_hot_upd")).await.unwrap();
+        let (all, hot) = (all[0].n, hot[0].n);
+        if all >= at_least || Instant::now() > deadline {
+            return (all, hot);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// No index reads a payment's status: settling it and refunding it rewrite the row in place
+/// (HOT) without a new entry in any index. Only the charge's acceptance, which takes the
+/// payment out of the awaiting-charge index, may not.
+#[tokio::test]
+async fn a_payment_settles_and_refunds_without_touching_its_indexes() {
+    let (db, _) = crate::store::testing::fresh_postgres().await.unwrap();
+    paid_and_refunded(&db, TenantId::new()).await;
+    // The payment's row is written by three of the four batches: created, then charged and
+    // settled together, then refunded.
+    let (all, hot) = updates(&db, "payments", 2).await;
+    assert_eq!(all, 2, "two updates of the payment's row");
+    assert_eq!(
+        hot, 1,
+        "the refund (a status change) is a HOT update; only leaving the awaiting-charge \
+         index is not"
+    );
+}
