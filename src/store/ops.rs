@@ -10,7 +10,7 @@ use payrail_actors::ports::StoreError;
 use super::rows::{parse_id, CountRow, TextRow};
 use super::stmt::{Bind, Stmt};
 use super::write::{
-    insert_rows, invoice_row, payment_row, refund_rows, Upserts, INVOICES, PAYMENTS, REFUNDS,
+    insert_rows, invoice_row, payment_row, refund_rows, INVOICES, PAYMENTS, REFUNDS,
 };
 use super::Db;
 
@@ -94,9 +94,8 @@ impl Db {
                 vec![],
             ))
             .await?;
-        let mut invoices = Upserts::default();
-        let mut payments = Upserts::default();
-        let mut refunds = Upserts::default();
+        // One row per entity: the replay is keyed by id.
+        let (mut invoices, mut payments, mut refunds) = (Vec::new(), Vec::new(), Vec::new());
         let mut rebuilt = 0;
         for row in tenants {
             let tenant: TenantId = parse_id(&row.value)?;
@@ -104,13 +103,11 @@ impl Db {
             rebuilt += replay.invoices.len() + replay.payments.len();
             let t = tenant.to_string();
             for invoice in replay.invoices.values() {
-                invoices.put(&t, invoice.id.to_string(), invoice_row(&t, invoice)?);
+                invoices.push(invoice_row(&t, invoice)?);
             }
             for payment in replay.payments.values() {
-                payments.put(&t, payment.id.to_string(), payment_row(&t, payment)?);
-                for (id, r) in refund_rows(&t, payment)? {
-                    refunds.put(&t, id, r);
-                }
+                payments.push(payment_row(&t, payment)?);
+                refunds.extend(refund_rows(&t, payment)?.into_iter().map(|(_, r)| r));
             }
         }
         let d = self.dialect();
@@ -120,9 +117,9 @@ impl Db {
             Stmt::new("DELETE FROM invoices", vec![]),
         ];
         for (table, rows) in [
-            (&INVOICES, invoices.rows),
-            (&PAYMENTS, payments.rows),
-            (&REFUNDS, refunds.rows),
+            (&INVOICES, invoices),
+            (&PAYMENTS, payments),
+            (&REFUNDS, refunds),
         ] {
             let mut rows = rows.into_iter().peekable();
             while rows.peek().is_some() {

@@ -217,6 +217,16 @@ impl Existing {
         Ok(())
     }
 
+    /// The streams with events stored before the batch: their entities' projection rows
+    /// exist (each was written in the transaction of its stream's first event).
+    fn stored_streams(&self) -> HashSet<(String, String)> {
+        self.versions
+            .iter()
+            .filter(|(_, &version)| version > 0)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     fn record(&mut self, tenant: &str, unit: &Unit) {
         for append in &unit.streams {
             let version = append.expected_version + append.events.len() as u64;
@@ -249,7 +259,13 @@ pub(crate) struct Writes {
 
 impl Writes {
     /// Adds a unit's rows; on error nothing of the unit is added.
-    fn add(&mut self, tenant: &str, unit: &Unit, now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn add(
+        &mut self,
+        tenant: &str,
+        unit: &Unit,
+        now: DateTime<Utc>,
+        stored: &HashSet<(String, String)>,
+    ) -> Result<(), StoreError> {
         let mut invoices = Vec::new();
         let mut payments = Vec::new();
         let mut refunds = Vec::new();
@@ -279,14 +295,18 @@ impl Writes {
             }
         }
         self.events.extend(events);
+        let is_stored = |id: &String| stored.contains(&(tenant.to_owned(), id.clone()));
         for (id, row) in invoices {
-            self.invoices.put(tenant, id, row);
+            let known = is_stored(&id);
+            self.invoices.put(tenant, id, row, known);
         }
         for (id, row) in payments {
-            self.payments.put(tenant, id, row);
+            let known = is_stored(&id);
+            self.payments.put(tenant, id, row, known);
         }
+        // A refund is no stream of its own: whether its row exists is not known here.
         for (id, row) in refunds {
-            self.refunds.put(tenant, id, row);
+            self.refunds.put(tenant, id, row, false);
         }
         for key in &unit.dedup_keys {
             self.dedup.push(vec![
@@ -304,9 +324,9 @@ impl Writes {
 
     pub(crate) fn statements(self, d: Dialect) -> Result<Vec<Stmt>, StoreError> {
         let mut stmts = insert_events(d, self.events)?;
-        stmts.extend(insert_rows(d, &INVOICES, self.invoices.rows)?);
-        stmts.extend(insert_rows(d, &PAYMENTS, self.payments.rows)?);
-        stmts.extend(insert_rows(d, &REFUNDS, self.refunds.rows)?);
+        stmts.extend(self.invoices.statements(d, &INVOICES)?);
+        stmts.extend(self.payments.statements(d, &PAYMENTS)?);
+        stmts.extend(self.refunds.statements(d, &REFUNDS)?);
         stmts.extend(insert_rows(d, &DEDUP, self.dedup)?);
         stmts.extend(insert_rows(d, &IDEMPOTENCY, self.idempotency)?);
         Ok(stmts)
@@ -327,6 +347,7 @@ pub(crate) fn plan(
     now: DateTime<Utc>,
 ) -> Result<Planned, StoreError> {
     let mut writes = Writes::default();
+    let stored = existing.stored_streams();
     let mut results = Vec::with_capacity(units.len());
     let mut fence = BatchFence::default();
     for unit in units {
@@ -336,7 +357,7 @@ pub(crate) fn plan(
         };
         let result = fence.guard(unit, || {
             existing.check(&tenant, unit)?;
-            writes.add(&tenant, unit, now)
+            writes.add(&tenant, unit, now, &stored)
         });
         if result.is_ok() {
             existing.record(&tenant, unit);

@@ -16,7 +16,7 @@ use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
 use super::plan;
 use super::rows::KeyRow;
-use super::stmt::{Dialect, Stmt};
+use super::stmt::{check_rows, Dialect, Stmt};
 use super::tx::{
     batch_error, is_database_error, is_unique_violation, outcome_error, unit_rejected, TxError,
 };
@@ -207,7 +207,11 @@ async fn write_units(
     }
     let existing = plan::Existing::from_rows(found);
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
-    execute_pipelined(c, planned.statements).await?;
+    let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
+    let affected = execute_pipelined(c, planned.statements).await?;
+    for (expected, affected) in expected.into_iter().zip(affected) {
+        check_rows(expected, affected)?;
+    }
     Ok(planned.results)
 }
 

@@ -22,7 +22,7 @@ use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
 use super::plan;
 use super::rows::KeyRow;
-use super::stmt::{Dialect, Stmt};
+use super::stmt::{check_rows, Dialect, Stmt};
 use super::tx::{batch_error, is_database_error, outcome_error, unit_rejected, TxError};
 
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -262,7 +262,8 @@ fn write_units(
     let existing = plan::Existing::from_rows(found);
     let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
     for stmt in planned.statements {
-        stmt.execute(c)?;
+        let expected = stmt.expected_rows();
+        check_rows(expected, stmt.execute(c)?)?;
     }
     Ok(planned.results)
 }

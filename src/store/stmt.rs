@@ -8,6 +8,7 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{Error as DieselError, QueryResult};
 use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped};
 use diesel::sqlite::Sqlite;
+use payrail_actors::ports::StoreError;
 
 /// The SQL differences between the backends, kept to a handful of expressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +93,17 @@ impl Bind {
     }
 }
 
+/// Refuses a count of affected rows other than the expected one: a row the batch took for
+/// stored was not, and the transaction must not commit without it.
+pub(crate) fn check_rows(expected: Option<usize>, affected: usize) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != affected => Err(StoreError::Corrupt(format!(
+            "a batch's update expected {expected} stored rows and found {affected}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Microseconds since the epoch back to a timestamp.
 pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(micros).unwrap_or_default()
@@ -102,6 +114,8 @@ pub(crate) fn from_micros(micros: i64) -> DateTime<Utc> {
 pub(crate) struct Stmt {
     pub(crate) sql: String,
     pub(crate) binds: Vec<Bind>,
+    /// The rows a write must affect, when the batch knows it (`check_rows`).
+    expected_rows: Option<usize>,
 }
 
 impl Stmt {
@@ -109,9 +123,20 @@ impl Stmt {
         Self {
             sql: sql.into(),
             binds,
+            expected_rows: None,
         }
     }
 
+    /// A write that must affect exactly `rows` rows (an update of rows known to exist).
+    pub(crate) fn expecting_rows(mut self, rows: usize) -> Self {
+        self.expected_rows = Some(rows);
+        self
+    }
+
+    /// The rows this write must affect, if the batch knows it.
+    pub(crate) fn expected_rows(&self) -> Option<usize> {
+        self.expected_rows
+    }
     fn pieces(&self) -> QueryResult<Vec<&str>> {
         let pieces: Vec<&str> = self.sql.split('?').collect();
         if pieces.len() != self.binds.len() + 1 {

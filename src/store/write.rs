@@ -216,21 +216,101 @@ pub(crate) fn refund_rows(
 }
 
 /// Rows keyed by `(tenant, id)`: a later snapshot of the same entity replaces the earlier one
-/// (an upsert may not touch a row twice in one statement).
+/// (a statement may not touch a row twice). Each row is written by an insert (with an upsert's
+/// conflict clause) unless it was known to be stored when the batch began: those get a plain
+/// `UPDATE`, which neither probes for a conflict nor locks the row before changing it.
 #[derive(Default)]
 pub(crate) struct Upserts {
     index: HashMap<(String, String), usize>,
-    pub(crate) rows: Vec<Vec<Bind>>,
+    rows: Vec<(Vec<Bind>, bool)>,
 }
 
 impl Upserts {
-    pub(crate) fn put(&mut self, tenant: &str, id: String, row: Vec<Bind>) {
+    pub(crate) fn put(&mut self, tenant: &str, id: String, row: Vec<Bind>, stored: bool) {
         match self.index.get(&(tenant.to_owned(), id.clone())) {
-            Some(&i) => self.rows[i] = row,
+            Some(&i) => self.rows[i].0 = row,
             None => {
                 self.index.insert((tenant.to_owned(), id), self.rows.len());
-                self.rows.push(row);
+                self.rows.push((row, stored));
             }
+        }
+    }
+
+    /// The statements writing these rows into `table`: the inserts, then the updates.
+    pub(crate) fn statements(self, d: Dialect, table: &Table) -> Result<Vec<Stmt>, StoreError> {
+        let (updates, inserts): (Vec<_>, Vec<_>) =
+            self.rows.into_iter().partition(|(_, stored)| *stored);
+        let mut stmts = insert_rows(d, table, inserts.into_iter().map(|(r, _)| r).collect())?;
+        stmts.extend(update_rows(
+            d,
+            table,
+            updates.into_iter().map(|(r, _)| r).collect(),
+        )?);
+        Ok(stmts)
+    }
+}
+
+/// The columns an update of `table` binds, by position: the key `(tenant_id, id)` and every
+/// column that is not fixed at insert.
+fn updated_columns(table: &Table) -> Vec<usize> {
+    (0..table.columns.len())
+        .filter(|&i| i < 2 || !table.fixed.contains(&table.columns[i]))
+        .collect()
+}
+
+/// Updates of rows known to exist, each statement expecting every one of its rows.
+fn update_rows(d: Dialect, table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keep = updated_columns(table);
+    let names: Vec<&str> = keep.iter().map(|&i| table.columns[i]).collect();
+    let mut narrowed = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.len() != table.columns.len() {
+            return Err(corrupt(format!(
+                "row of {} has the wrong width",
+                table.name
+            )));
+        }
+        let mut row: Vec<Option<Bind>> = row.into_iter().map(Some).collect();
+        narrowed.push(
+            keep.iter()
+                .filter_map(|&i| row[i].take())
+                .collect::<Vec<_>>(),
+        );
+    }
+    let count = narrowed.len();
+    match d {
+        Dialect::Postgres => {
+            let (select, binds) = unnest_columns(table.name, &names, narrowed, |column, cast| {
+                format!("{column} = u.{column}{cast}")
+            })?;
+            let sql = format!(
+                "UPDATE {table} AS t SET {} FROM unnest({}) AS u({}) \
+                 WHERE t.tenant_id = u.tenant_id AND t.id = u.id",
+                select[2..].join(", "),
+                vec!["?"; binds.len()].join(", "),
+                names.join(", "),
+                table = table.name,
+            );
+            Ok(vec![Stmt::new(sql, binds).expecting_rows(count)])
+        }
+        Dialect::Sqlite => {
+            let sets: Vec<String> = names[2..].iter().map(|c| format!("{c} = ?")).collect();
+            let sql = format!(
+                "UPDATE {} SET {} WHERE tenant_id = ? AND id = ?",
+                table.name,
+                sets.join(", ")
+            );
+            Ok(narrowed
+                .into_iter()
+                .map(|mut row| {
+                    // The key goes last, after the values it sets.
+                    row.rotate_left(2);
+                    Stmt::new(sql.clone(), row).expecting_rows(1)
+                })
+                .collect())
         }
     }
 }
@@ -268,8 +348,9 @@ pub(crate) fn insert_rows(
 /// `INSERT … SELECT … FROM unnest(arrays) WITH ORDINALITY ORDER BY ord`: one statement shape
 /// whatever the row count, rows (and so the event sequence) in the given order.
 fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError> {
-    let (select, binds) =
-        unnest_columns(table, rows, |column, cast| select_item(table, column, cast))?;
+    let (select, binds) = unnest_columns(table.name, table.columns, rows, |column, cast| {
+        select_item(table, column, cast)
+    })?;
     let names = table.columns.join(", ");
     let sql = format!(
         "INSERT INTO {} ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
@@ -283,20 +364,18 @@ fn insert_unnest(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Stmt, StoreError
 }
 
 /// The select items (from the bound row `u`, as `item` writes them) and the array binds of
-/// `rows`, one array per column of `table`.
+/// `rows` (rows of `table` with the columns `names`), one array per column.
 fn unnest_columns(
-    table: &Table,
+    table: &str,
+    names: &[&str],
     rows: Vec<Vec<Bind>>,
     item: impl Fn(&str, &str) -> String,
 ) -> Result<(Vec<String>, Vec<Bind>), StoreError> {
-    let width = table.columns.len();
+    let width = names.len();
     let mut columns: Vec<Vec<Bind>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
     for row in rows {
         if row.len() != width {
-            return Err(corrupt(format!(
-                "row of {} has the wrong width",
-                table.name
-            )));
+            return Err(corrupt(format!("row of {table} has the wrong width")));
         }
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(value);
@@ -304,7 +383,7 @@ fn unnest_columns(
     }
     let mut select = Vec::with_capacity(width);
     let mut binds = Vec::with_capacity(width);
-    for (name, values) in table.columns.iter().zip(columns) {
+    for (name, values) in names.iter().zip(columns) {
         let (array, cast) = to_array(values)?;
         select.push(item(name, cast));
         binds.push(array);
@@ -465,10 +544,15 @@ fn insert_events_numbered(
     rows: Vec<Vec<Bind>>,
 ) -> Result<Stmt, StoreError> {
     let (tenants, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
-    let (select, event_binds) = unnest_columns(&EVENTS, rows, |column, cast| match column {
-        "seq" => "b.last_seq - u.seq".to_owned(),
-        _ => format!("u.{column}{cast}"),
-    })?;
+    let (select, event_binds) = unnest_columns(
+        EVENTS.name,
+        EVENTS.columns,
+        rows,
+        |column, cast| match column {
+            "seq" => "b.last_seq - u.seq".to_owned(),
+            _ => format!("u.{column}{cast}"),
+        },
+    )?;
     let names = EVENTS.columns.join(", ");
     let sql = format!(
         "WITH b AS (INSERT INTO event_counters (tenant_id, last_seq) SELECT * FROM unnest(?, ?) \

@@ -1,10 +1,12 @@
-//! The physical shape of the write path on PostgreSQL: what a batch makes the server do to its
-//! tables and indexes, read back from the server's own statistics.
+//! The physical shape of the write path: what a batch makes the database do to its tables and
+//! indexes (PostgreSQL's own statistics), and the plain updates of rows a batch knows exist.
 
 use std::time::{Duration, Instant};
 
-use payrail_actors::domain::TenantId;
+use payrail_actors::domain::{EventData, StreamId, TenantId};
+use payrail_actors::ports::{EventStore, StoreError};
 
+use super::fixtures::*;
 use super::sql::paid_and_refunded;
 use crate::store::rows::CountRow;
 use crate::store::stmt::{Bind, Stmt};
@@ -47,4 +49,45 @@ async fn a_payment_settles_and_refunds_without_touching_its_indexes() {
         "the refund (a status change) is a HOT update; only leaving the awaiting-charge \
          index is not"
     );
+}
+
+on_both!(an_update_of_a_missing_row_fails_the_batch_and_writes_nothing);
+
+/// A batch updates the rows of entities whose streams it found stored. If such a row is gone
+/// (a projection deleted by hand), the batch fails as a whole and writes none of its events:
+/// never an event whose projection silently stayed behind.
+async fn an_update_of_a_missing_row_fails_the_batch_and_writes_nothing(db: Db) {
+    let tenant = TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
+    commit(&db, vec![created, attempt]).await;
+    db.transact(vec![Stmt::new(
+        "DELETE FROM payments WHERE tenant_id = ? AND id = ?",
+        vec![
+            Bind::Text(tenant.to_string()),
+            Bind::Text(payment.id.to_string()),
+        ],
+    )])
+    .await
+    .unwrap();
+
+    let processing = payment_change(
+        &mut payment,
+        None,
+        vec![EventData::PaymentProcessing {
+            gateway_reference: "ch_1".into(),
+        }],
+        Some("gw_1"),
+        at(2),
+    );
+    let results = db.append(vec![processing]).await;
+    assert!(
+        matches!(results.as_slice(), [Err(StoreError::Unavailable(_))]),
+        "{results:?}"
+    );
+    let stream = db
+        .load_stream(tenant, StreamId::Payment(payment.id))
+        .await
+        .unwrap();
+    assert_eq!(stream.len(), 1, "only the attempt is stored");
 }
