@@ -2,17 +2,15 @@
 //! number type, and an integral value is an integer whatever its spelling), so a client or a
 //! generator that writes integers as floats is not refused. Anything else parses as serde reads it.
 
-use std::fmt;
-
-use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde::de::{self, DeserializeOwned};
+use serde_json::{Number, Value};
 
 use super::errors::{json_error, ApiError};
 
 /// Parses a JSON body with the API's error mapping (400 `invalid_json` / `invalid_request`).
 /// The direct parse is tried first, so a well-formed body costs one pass; only a body it refuses
-/// is read again with integral numbers made integers, and if that changes nothing the first
-/// error stands.
+/// is read again with integral numbers written as integers, and if that changes nothing the
+/// first error stands.
 pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // Every body is an object. serde would also fill a struct from an array of its fields in
     // order (`["Jane", null, "USD", …]`), a form no schema of the API allows.
@@ -35,17 +33,15 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if !err.is_data() {
         return Err(json_error(err));
     }
-    let Normalized { value, changed } = match serde_json::from_slice::<Normalized>(body) {
-        Ok(normalized) => normalized,
-        // The typed parse can stop at a wrong value before reaching a syntax error further on;
-        // the whole-document read is the one that knows the body is not JSON.
-        Err(syntax) if !syntax.is_data() => return Err(json_error(syntax)),
-        Err(_) => return Err(json_error(err)),
-    };
-    if !changed {
-        return Err(json_error(err));
+    // The typed parse can stop at a wrong value before reaching a syntax error further on;
+    // the whole-document read is the one that knows the body is not JSON.
+    if let Err(syntax) = serde_json::from_slice::<de::IgnoredAny>(body) {
+        return Err(json_error(syntax));
     }
-    T::deserialize(value).map_err(json_error)
+    match integral_literals(body) {
+        Some(body) => serde_json::from_slice(&body).map_err(json_error),
+        None => Err(json_error(err)),
+    }
 }
 
 /// Whether a string or key of the JSON body holds U+0000, which no text column can store
@@ -85,108 +81,55 @@ fn integral(float: f64) -> Option<Number> {
     }
 }
 
-/// A JSON value with integral floats turned into integers, and whether any was. Duplicate keys
-/// are refused, as the typed parse refuses them.
-struct Normalized {
-    value: Value,
-    changed: bool,
-}
-
-impl<'de> de::Deserialize<'de> for Normalized {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NormalizedVisitor)
-    }
-}
-
-struct NormalizedVisitor;
-
-impl NormalizedVisitor {
-    fn plain(value: Value) -> Normalized {
-        Normalized {
-            value,
-            changed: false,
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for NormalizedVisitor {
-    type Value = Normalized;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::Bool(v)))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::from(v)))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::from(v)))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Normalized, E> {
-        Ok(match integral(v) {
-            Some(n) => Normalized {
-                value: Value::Number(n),
-                changed: true,
-            },
-            None => Self::plain(Number::from_f64(v).map_or(Value::Null, Value::Number)),
-        })
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::String(v.to_owned())))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::String(v)))
-    }
-
-    fn visit_unit<E>(self) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::Null))
-    }
-
-    fn visit_none<E>(self) -> Result<Normalized, E> {
-        Ok(Self::plain(Value::Null))
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Normalized, D::Error> {
-        de::Deserialize::deserialize(d)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Normalized, A::Error> {
-        let mut items = Vec::new();
-        let mut changed = false;
-        while let Some(item) = seq.next_element::<Normalized>()? {
-            changed |= item.changed;
-            items.push(item.value);
-        }
-        Ok(Normalized {
-            value: Value::Array(items),
-            changed,
-        })
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Normalized, A::Error> {
-        let mut object = Map::new();
-        let mut changed = false;
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate field `{key}`")));
+/// A valid JSON document with each number written with a fraction or an exponent whose value is
+/// integral (`3.0`, `1.2e1`) written as that integer instead; None if it has no such number.
+/// Each one is read by the standard library, which rounds exactly: serde_json's own float
+/// parsing may be a unit in the last place off, and read `2251799813685247.0` as
+/// 2251799813685247.3, which no integer field takes.
+fn integral_literals(body: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < body.len() {
+        let start = i;
+        match body[i] {
+            // A string (a key or a value) is copied whole, escapes and all.
+            b'"' => {
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+                i = (i + 1).min(body.len());
+                out.extend_from_slice(&body[start..i]);
             }
-            let item: Normalized = map.next_value()?;
-            changed |= item.changed;
-            object.insert(key, item.value);
+            b'-' | b'0'..=b'9' => {
+                while i < body.len()
+                    && matches!(body[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let literal = &body[start..i];
+                let integer = literal
+                    .iter()
+                    .any(|b| matches!(b, b'.' | b'e' | b'E'))
+                    .then(|| std::str::from_utf8(literal).ok()?.parse::<f64>().ok())
+                    .flatten()
+                    .and_then(integral);
+                match integer {
+                    Some(integer) => {
+                        out.extend_from_slice(integer.to_string().as_bytes());
+                        changed = true;
+                    }
+                    None => out.extend_from_slice(literal),
+                }
+            }
+            other => {
+                out.push(other);
+                i += 1;
+            }
         }
-        Ok(Normalized {
-            value: Value::Object(object),
-            changed,
-        })
     }
+    changed.then_some(out)
 }
 
 #[cfg(test)]
@@ -219,6 +162,34 @@ mod tests {
         assert_eq!(
             (big.quantity, big.items),
             (i64::MIN, vec![18_000_000_000_000_000_000])
+        );
+    }
+
+    /// Found by Schemathesis: serde_json read `2251799813685247.0` (2^51 - 1, written as a
+    /// float) as 2251799813685247.3, so a schema-valid `version` was refused with a 400.
+    #[test]
+    fn integral_floats_are_read_exactly() {
+        let line: Line = parse(
+            br#"{"quantity": 2251799813685247.0, "items": [9007199254740991.0, 4.5035996273704970e15]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (line.quantity, line.items),
+            (
+                2_251_799_813_685_247,
+                vec![9_007_199_254_740_991, 4_503_599_627_370_497]
+            )
+        );
+        // Text is copied as it is, whatever it holds (escaped quotes and backslashes too).
+        #[derive(Debug, Deserialize)]
+        struct Labelled {
+            label: String,
+            count: u32,
+        }
+        let labelled: Labelled = parse(br#"{"label": "1.0 \" 2e3 \\", "count": 3.0}"#).unwrap();
+        assert_eq!(
+            (labelled.label.as_str(), labelled.count),
+            (r#"1.0 " 2e3 \"#, 3)
         );
     }
 
