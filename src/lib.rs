@@ -11,3 +11,4 @@ pub mod rotation;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod ttl_cache;

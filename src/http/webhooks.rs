@@ -2,9 +2,7 @@
 //! the engine (payments in parallel, one group commit for the lot) and answer with counts only
 //! after everything applied is durable.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -20,6 +18,7 @@ use super::openapi::{BadRequest, Internal, PayloadTooLarge, SignatureRefused, Un
 use super::schemas::WebhookSummarySchema;
 use super::{detached, AppState};
 use crate::gateway::signature::{self, SignatureError, SIGNATURE_HEADER};
+use crate::ttl_cache::TtlCache;
 
 /// Events per webhook request, at most.
 pub const BATCH_MAX_EVENTS: usize = 500;
@@ -30,7 +29,7 @@ const SECRET_CACHE_MAX_ENTRIES: usize = 100_000;
 /// `(current, previous-until)` webhook secrets per tenant, briefly cached. An unknown account
 /// is cached too (as `None`), so a flood of forged requests naming it costs no database read.
 pub struct SecretCache {
-    entries: Mutex<HashMap<TenantId, (Instant, Option<Secrets>)>>,
+    entries: TtlCache<TenantId, Option<Secrets>>,
     /// What an unknown account's signatures are checked against: the refusal then costs the
     /// same work as a known account's.
     decoy: String,
@@ -41,7 +40,7 @@ type Secrets = (SecretString, Option<(SecretString, DateTime<Utc>)>);
 impl Default for SecretCache {
     fn default() -> Self {
         Self {
-            entries: Mutex::default(),
+            entries: TtlCache::new(SECRET_CACHE_TTL, SECRET_CACHE_MAX_ENTRIES),
             decoy: super::auth::random_secret("whsec_"),
         }
     }
@@ -49,27 +48,16 @@ impl Default for SecretCache {
 
 impl SecretCache {
     fn get(&self, tenant: TenantId) -> Option<Option<Secrets>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(&tenant)
-            .filter(|(at, _)| at.elapsed() < SECRET_CACHE_TTL)
-            .map(|(_, s)| s.clone())
+        self.entries.get(&tenant)
     }
 
     fn put(&self, tenant: TenantId, secrets: Option<Secrets>) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= SECRET_CACHE_MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(tenant, (Instant::now(), secrets));
+        self.entries.put(tenant, secrets);
     }
 
     /// Drops what is cached for `tenant` (its secrets changed, or it was just created).
     pub fn forget(&self, tenant: TenantId) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&tenant);
+        self.entries.remove(&tenant);
     }
 }
 

@@ -14,6 +14,7 @@ mod event_store;
 pub mod feed;
 
 mod invoice_list;
+mod key_cache;
 mod leases;
 mod model;
 mod ops;
@@ -74,6 +75,10 @@ pub struct Db {
     feed: feed::Feed,
     /// Seals secrets on their way in, opens them on the way out.
     keys: Arc<Keys>,
+    /// API keys as authentication reads them (`find_api_key`).
+    key_cache: Arc<key_cache::KeyCache>,
+    /// PostgreSQL: the listener for other nodes' key revocations, once started.
+    key_listener: Arc<std::sync::OnceLock<key_cache::Listener>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -108,11 +113,32 @@ impl Db {
         } else {
             anyhow::bail!("unsupported database URL (expected postgres:// or sqlite://)");
         };
+        // SQLite: this process is the only writer, so it hears every revocation.
+        let sqlite = matches!(backend, Backend::Sqlite(_));
         Ok(Db {
             backend: Arc::new(backend),
             feed: feed::Feed::default(),
             keys,
+            key_cache: Arc::new(key_cache::KeyCache::new(sqlite)),
+            key_listener: Arc::default(),
         })
+    }
+
+    /// Serves API keys from memory from now on. On PostgreSQL that takes a connection of its
+    /// own listening for revocations made by other nodes, started here (on the caller's
+    /// runtime, which must outlive the store's use); until it is connected, and whenever it
+    /// is not, every lookup reads the database.
+    pub fn cache_api_keys(&self) {
+        if let Backend::Postgres(pg) = &*self.backend {
+            self.key_listener.get_or_init(|| {
+                key_cache::Listener::start(pg.url().to_owned(), self.key_cache.clone())
+            });
+        }
+    }
+
+    /// Whether API keys are being served from memory (see `cache_api_keys`).
+    pub fn api_keys_cached(&self) -> bool {
+        self.key_cache.is_complete()
     }
 
     /// `"postgres"` or `"sqlite"`.

@@ -42,6 +42,7 @@ pub const QUERY_DEADLINE: Duration = Duration::from_secs(15);
 pub(crate) struct Postgres {
     pool: Pool<AsyncPgConnection>,
     deadline: Duration,
+    url: String,
 }
 
 impl Postgres {
@@ -72,7 +73,15 @@ impl Postgres {
             .create_timeout(Some(Duration::from_millis(CONNECT_TIMEOUT_MS)))
             .build()
             .context("building the PostgreSQL pool")?;
-        Ok(Self { pool, deadline })
+        Ok(Self {
+            pool,
+            deadline,
+            url: url.to_owned(),
+        })
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
     }
 
     pub(crate) fn pool_status(&self) -> (usize, usize) {

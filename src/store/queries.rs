@@ -8,6 +8,7 @@ use payrail_actors::domain::{
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use secrecy::SecretString;
 
+use super::key_cache::REVOCATIONS_CHANNEL;
 use super::model::{
     ApiKeyRow, ScopedResponse, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX,
 };
@@ -15,7 +16,7 @@ use super::rows::{
     api_key_columns, event_columns, idempotency_columns, into_stored, seal_webhook_secret,
     tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
 };
-use super::stmt::{Bind, Stmt};
+use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
 use super::Db;
 
@@ -222,6 +223,10 @@ impl Db {
 
     /// For authentication: the key whatever its tenant (the caller then scopes to its tenant).
     pub async fn find_api_key(&self, key_id: ApiKeyId) -> Result<Option<ApiKeyRow>, StoreError> {
+        if let Some(row) = self.key_cache.get(&key_id) {
+            return Ok(Some(row));
+        }
+        let epoch = self.key_cache.epoch();
         let row: Option<ApiKeySqlRow> = self
             .load_one(Stmt::new(
                 format!(
@@ -231,7 +236,11 @@ impl Db {
                 vec![Bind::Text(key_id.to_string())],
             ))
             .await?;
-        row.map(ApiKeySqlRow::into_row).transpose()
+        let row = row.map(ApiKeySqlRow::into_row).transpose()?;
+        if let Some(row) = &row {
+            self.key_cache.put(row, epoch);
+        }
+        Ok(row)
     }
 
     pub async fn list_api_keys(&self, tenant: TenantId) -> Result<Vec<ApiKeyRow>, StoreError> {
@@ -276,7 +285,17 @@ impl Db {
         );
         let mut stmts = vec![update];
         stmts.extend(insert_event(self, event)?);
-        self.transact(stmts).await?;
+        if self.dialect() == Dialect::Postgres {
+            // Other nodes drop the key from their caches when this commits.
+            stmts.push(Stmt::new(
+                format!("SELECT pg_notify('{REVOCATIONS_CHANNEL}', ?)"),
+                vec![Bind::Text(id.to_string())],
+            ));
+        }
+        let committed = self.transact(stmts).await;
+        // Even if the outcome is unknown: the key must be read again.
+        self.key_cache.revoked(&id);
+        committed?;
         self.feed.poke([tenant]);
         Ok(true)
     }

@@ -28,6 +28,7 @@ macro_rules! on_both {
 
 mod contract;
 mod fixtures;
+mod key_cache;
 mod lists;
 mod migrations;
 mod sql;

@@ -13,7 +13,7 @@ use crate::store::{ApiKeyRow, Db, ScopedResponse, TenantRow, PLATFORM_SCOPE};
 on_both!(tenants_and_api_keys);
 on_both!(admin_responses_are_kept_with_their_effect);
 
-fn api_key(tenant: TenantId, name: &str, created_at: i64) -> (ApiKeyRow, Event) {
+pub(super) fn api_key(tenant: TenantId, name: &str, created_at: i64) -> (ApiKeyRow, Event) {
     let key = ApiKeyRow {
         tenant_id: tenant,
         id: ApiKeyId::new(),

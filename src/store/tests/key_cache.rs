@@ -1,0 +1,145 @@
+//! API keys served from memory: a revocation wins at once on the node that made it and, on
+//! PostgreSQL, within moments on every other node; a node that may have missed one reads the
+//! database until it listens again.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use payrail_actors::domain::{EventData, StreamId, TenantId};
+
+use super::fixtures::*;
+use super::tenants::api_key;
+use crate::keys::Keys;
+use crate::store::stmt::{Bind, Stmt};
+use crate::store::{ApiKeyRow, Db};
+
+/// Well under the cache's 5 s TTL: a change seen within it was not seen by expiry.
+const HEARD_WITHIN: Duration = Duration::from_secs(2);
+
+async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + HEARD_WITHIN;
+    while !done().await {
+        assert!(
+            Instant::now() < deadline,
+            "not within {HEARD_WITHIN:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Renames the key behind the caches' back: a lookup that answers the old name was served
+/// from memory.
+async fn rename(db: &Db, key: &ApiKeyRow, name: &str) {
+    db.transact(vec![Stmt::new(
+        "UPDATE api_keys SET name = ? WHERE id = ?",
+        vec![Bind::text(name), Bind::Text(key.id.to_string())],
+    )])
+    .await
+    .unwrap();
+}
+
+async fn name_of(db: &Db, key: &ApiKeyRow) -> String {
+    db.find_api_key(key.id).await.unwrap().unwrap().name
+}
+
+async fn revoke(db: &Db, key: &ApiKeyRow) {
+    let revoked = event(
+        key.tenant_id,
+        StreamId::ApiKey(key.id),
+        2,
+        None,
+        EventData::ApiKeyRevoked {},
+        at(2),
+    );
+    assert!(db
+        .revoke_api_key(key.tenant_id, key.id, &revoked)
+        .await
+        .unwrap());
+}
+
+async fn is_revoked(db: &Db, key: &ApiKeyRow) -> bool {
+    db.find_api_key(key.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .revoked_at
+        .is_some()
+}
+
+async fn new_key(db: &Db) -> ApiKeyRow {
+    let (key, created) = api_key(TenantId::new(), "ci", 1);
+    db.create_api_key(&key, &created, None).await.unwrap();
+    key
+}
+
+#[tokio::test]
+async fn sqlite_serves_keys_from_memory_and_revocation_wins_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    assert!(db.api_keys_cached(), "one process owns the file");
+    let key = new_key(&db).await;
+    assert_eq!(name_of(&db, &key).await, "ci");
+    rename(&db, &key, "renamed").await;
+    assert_eq!(name_of(&db, &key).await, "ci", "served from memory");
+    revoke(&db, &key).await;
+    assert!(is_revoked(&db, &key).await, "at once, no wait");
+}
+
+#[tokio::test]
+async fn postgres_revocation_reaches_every_node() {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    assert!(!b.api_keys_cached(), "no listener, no cache");
+    a.cache_api_keys();
+    b.cache_api_keys();
+    wait_for("both nodes listen", async || {
+        a.api_keys_cached() && b.api_keys_cached()
+    })
+    .await;
+
+    let key = new_key(&a).await;
+    assert_eq!(name_of(&a, &key).await, "ci");
+    assert_eq!(name_of(&b, &key).await, "ci");
+    rename(&a, &key, "renamed").await;
+    assert_eq!(name_of(&b, &key).await, "ci", "served from memory");
+
+    revoke(&a, &key).await;
+    assert!(is_revoked(&a, &key).await, "at once on the revoking node");
+    wait_for("node b hears of the revocation", async || {
+        is_revoked(&b, &key).await
+    })
+    .await;
+}
+
+/// A node whose listener is cut stops serving from memory (it could miss a revocation), and
+/// when it listens again it starts from an empty cache.
+#[tokio::test]
+async fn postgres_listener_loss_turns_the_cache_off_until_it_is_back() {
+    let (a, _) = crate::store::testing::fresh_postgres().await.unwrap();
+    a.cache_api_keys();
+    wait_for("the node listens", async || a.api_keys_cached()).await;
+    let key = new_key(&a).await;
+    assert_eq!(name_of(&a, &key).await, "ci");
+    rename(&a, &key, "renamed").await;
+    assert_eq!(name_of(&a, &key).await, "ci", "served from memory");
+
+    // Revocations may go unheard while the listener is gone.
+    let cut: Vec<crate::store::rows::CountRow> = a
+        .load(Stmt::new(
+            "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+             WHERE datname = current_database() AND query LIKE 'LISTEN %'",
+            vec![],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(cut[0].n, 1, "one listener");
+    wait_for("the cache turns off", async || !a.api_keys_cached()).await;
+    assert_eq!(name_of(&a, &key).await, "renamed", "read from the database");
+    wait_for("the listener is back", async || a.api_keys_cached()).await;
+    rename(&a, &key, "again").await;
+    assert_eq!(name_of(&a, &key).await, "again", "nothing stale survived");
+}
