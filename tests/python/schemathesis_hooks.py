@@ -8,10 +8,13 @@ They stand in for what a correct client does and the document cannot say, and no
   fuzzer reaches the webhook's logic instead of its signature check;
 - an invoice whose line items are schema-valid but would total more than an `i64` has its
   amounts scaled down (the document states each bound; it cannot state the product's);
-- in `GET /api/invoices`, offset and cursor parameters are not mixed (documented as a 400).
+- in `GET /api/invoices`, offset and cursor parameters are not mixed (documented as a 400);
+- `DELETE /api/api-keys/{id}` never revokes the key the run is authenticated with (it would
+  turn every later request into a 401): a spare key made for the purpose is revoked instead.
 A value generated invalid is never touched, so negative tests still test the server.
 
-Environment: PAYRAIL_ST_TENANT (tenant id), PAYRAIL_ST_WEBHOOK_SECRET (its webhook secret).
+Environment: PAYRAIL_ST_TENANT (tenant id), PAYRAIL_ST_WEBHOOK_SECRET (its webhook secret),
+PAYRAIL_ST_API_KEY (the tenant admin key the run uses).
 """
 
 import hashlib
@@ -22,6 +25,7 @@ import re
 import time
 import uuid
 
+import requests
 import schemathesis
 from schemathesis.core.parameters import ParameterLocation
 
@@ -31,6 +35,9 @@ I64_MAX = 2**63 - 1
 SUBTOTAL_MAX = I64_MAX // 2
 TENANT = os.environ["PAYRAIL_ST_TENANT"]
 SECRETS = {TENANT: os.environ["PAYRAIL_ST_WEBHOOK_SECRET"]}
+API_KEY = os.environ["PAYRAIL_ST_API_KEY"]
+# `prk_<keyId>_<secret>`, the key id being `key_<26 characters>`.
+API_KEY_ID = API_KEY.removeprefix("prk_").rsplit("_", 1)[0]
 
 
 def is_positive(case, location):
@@ -129,10 +136,30 @@ def sign_webhook(case, kwargs):
     case.headers[name] = f"t={timestamp},v1={mac.hexdigest()}"
 
 
+def spare_key(case):
+    """The id of a new key of the tenant, made to be revoked."""
+    response = requests.post(
+        case.operation.schema.get_base_url().rstrip("/") + "/api/api-keys",
+        json={"name": "spare, to be revoked", "role": "viewer"},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def keep_own_key(case):
+    parameters = case.path_parameters or {}
+    if parameters.get("id") == API_KEY_ID:
+        parameters["id"] = spare_key(case)
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     operation = case.operation
     fresh_idempotency_key(case)
+    if operation.method.upper() == "DELETE" and operation.path == "/api/api-keys/{id}":
+        keep_own_key(case)
     if operation.method.upper() == "POST" and operation.path == "/api/webhooks/payments":
         sign_webhook(case, kwargs)
     if operation.path == "/api/invoices" and operation.method.upper() == "GET":
