@@ -4,26 +4,39 @@
 //! The tools live in the virtualenv `scripts/test` builds from tests/python/requirements.txt;
 //! without it these tests fail, they never skip.
 
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::process::Command;
 
-use crate::helpers::{spawn_app_with, Backend, TestApp, ADMIN};
+use crate::helpers::{spawn_app_with, Backend, Tenant, TestApp, ADMIN};
 
-/// Schemathesis examples per operation and per phase, and a bound on each pass, sized for CI
-/// (a few minutes on 2 cores). `PAYRAIL_SCHEMATHESIS_MAX_EXAMPLES`, `_MAX_TIME_SECS` and `_SEED`
-/// make a bigger or different run (a soak) without a code change.
-const SCHEMATHESIS_MAX_EXAMPLES: u32 = 8;
-const SCHEMATHESIS_MAX_TIME_SECS: u32 = 120;
-/// The key-revoking pass covers three operations: a fraction of the main pass's budget.
-const SCHEMATHESIS_REVOKING_MAX_TIME_SECS: u32 = 30;
+/// Schemathesis examples per operation in the fuzzing phase, and scenarios in the stateful
+/// phase: 200 in CI (the longest of the tests takes about 2 minutes on 2 busy cores). The soak
+/// sets `PAYRAIL_SCHEMATHESIS_MAX_EXAMPLES=1000`; `_SEED` draws other inputs.
+const SCHEMATHESIS_MAX_EXAMPLES: u32 = 200;
 const SCHEMATHESIS_SEED: u64 = 20_261_201;
+/// No run is bounded by `--max-time`, which stops a phase (or, with time to spare, repeats it)
+/// by the clock whatever it has covered: each runs to its count, and a Schemathesis process that
+/// takes longer than this per 100 examples (`PAYRAIL_SCHEMATHESIS_TIMEOUT_SECS` for the whole)
+/// fails the test. The largest takes about 2 minutes for 200 examples.
+const SCHEMATHESIS_TIMEOUT_SECS_PER_100_EXAMPLES: u64 = 450;
 const SCHEMATHESIS_REQUEST_TIMEOUT_SECS: u32 = 10;
-/// Operations that may revoke the credential a pass runs with; they get a pass of their own.
+/// The phases run once over a set of operations; the stateful one runs apart (see `stateful`).
+const UNIT_PHASES: &str = "examples,coverage,fuzzing";
+/// Runs of a phase, with a new seed each, allowed to make up its count when Hypothesis ends
+/// one early (see `fuzz` and `stateful`).
+const MAX_RUNS: u64 = 25;
+/// Operations that may revoke the credential a pass runs with; they get a test of their own.
 const REVOKING_OPERATIONS: [&str; 1] = ["revokeApiKey"];
+const KEY_OPERATIONS: [&str; 3] = ["createApiKey", "listApiKeys", "revokeApiKey"];
+/// The live event stream: each of its requests waits out a request timeout (see
+/// schemathesis.toml), so it runs beside the other operations rather than after them.
+const STREAM_OPERATIONS: [&str; 1] = ["streamEvents"];
 
 fn python() -> PathBuf {
     match std::env::var_os("PAYRAIL_TEST_PYTHON") {
@@ -78,10 +91,12 @@ async fn run(mut command: Command, what: &str) -> String {
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    match std::env::var(name) {
+        Ok(value) => value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+        Err(_) => default,
+    }
 }
 
 async fn spawn() -> TestApp {
@@ -109,122 +124,298 @@ async fn openapi_document_passes_openapi_spec_validator() {
     assert!(out.contains("valid OpenAPI 3.1.0"), "{out}");
 }
 
-/// A tenant for a Schemathesis pass: `(id, admin key, webhook secret)`.
-async fn tenant(app: &TestApp, name: &str) -> (String, String, String) {
-    let body: Value = app
-        .post("/api/tenants", ADMIN)
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = |v: &Value| v.as_str().unwrap().to_owned();
-    (
-        text(&body["id"]),
-        text(&body["apiKey"]["key"]),
-        text(&body["webhookSecret"]),
-    )
+/// How big the Schemathesis runs are, from the environment (see the constants).
+struct Budget {
+    examples: u32,
+    seed: u64,
+    timeout: Duration,
 }
 
-/// One Schemathesis run with every check and every phase; `operations` selects by id.
+fn budget() -> Budget {
+    let examples = env_or(
+        "PAYRAIL_SCHEMATHESIS_MAX_EXAMPLES",
+        SCHEMATHESIS_MAX_EXAMPLES,
+    );
+    let timeout = env_or(
+        "PAYRAIL_SCHEMATHESIS_TIMEOUT_SECS",
+        u64::from(examples).div_ceil(100) * SCHEMATHESIS_TIMEOUT_SECS_PER_100_EXAMPLES,
+    );
+    Budget {
+        examples,
+        seed: env_or("PAYRAIL_SCHEMATHESIS_SEED", SCHEMATHESIS_SEED),
+        timeout: Duration::from_secs(timeout),
+    }
+}
+
+/// Which operations a run covers, by operation id.
+#[derive(Clone, Copy)]
+enum Operations<'a> {
+    Only(&'a [&'a str]),
+    AllBut(&'a [&'a str]),
+}
+
+/// What a run reports in its NDJSON event log: how many operations it selected, the examples it
+/// generated for each (by label, `GET /api/invoices`) in the fuzzing phase, and the scenarios it
+/// ran in the stateful phase.
+#[derive(Default)]
+struct Report {
+    selected: u32,
+    fuzzed: BTreeMap<String, u32>,
+    scenarios: u32,
+}
+
+#[derive(Deserialize)]
+enum Event {
+    LoadingFinished {
+        statistic: Statistic,
+    },
+    ScenarioFinished {
+        phase: String,
+        status: String,
+        recorder: Recorder,
+    },
+}
+
+#[derive(Deserialize)]
+struct Statistic {
+    operations: Selected,
+}
+
+#[derive(Deserialize)]
+struct Selected {
+    selected: u32,
+}
+
+#[derive(Deserialize)]
+struct Recorder {
+    label: Option<String>,
+    #[serde(default)]
+    cases: HashMap<String, RecordedCase>,
+}
+
+/// A request of a scenario: a generated example, or one a check derived from it (`parent_id`).
+#[derive(Deserialize)]
+struct RecordedCase {
+    parent_id: Option<String>,
+}
+
+fn read_report(dir: &Path) -> Report {
+    let mut report = Report::default();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "ndjson") {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            if !line.starts_with(r#"{"LoadingFinished""#)
+                && !line.starts_with(r#"{"ScenarioFinished""#)
+            {
+                continue;
+            }
+            match serde_json::from_str(line).unwrap() {
+                Event::LoadingFinished { statistic } => {
+                    report.selected = statistic.operations.selected;
+                }
+                Event::ScenarioFinished {
+                    phase,
+                    status,
+                    recorder,
+                } => match phase.as_str() {
+                    "fuzzing" => {
+                        let examples = recorder
+                            .cases
+                            .values()
+                            .filter(|c| c.parent_id.is_none())
+                            .count();
+                        *report
+                            .fuzzed
+                            .entry(recorder.label.unwrap_or_default())
+                            .or_default() += u32::try_from(examples).unwrap();
+                    }
+                    "stateful" if status != "skip" => report.scenarios += 1,
+                    _ => {}
+                },
+            }
+        }
+    }
+    report
+}
+
+/// One Schemathesis process over `operations`, every check, as `tenant`; it must pass, and
+/// finish within the budget's timeout. Each operation runs with a credential that may call it
+/// (schemathesis.toml). Returns what it reports.
 async fn schemathesis(
     app: &TestApp,
-    tenant_name: &str,
-    operations: &[&str],
-    include: bool,
-    max_time_secs: u32,
-) {
-    let (tenant_id, key, secret) = tenant(app, tenant_name).await;
+    tenant: &Tenant,
+    operations: Operations<'_>,
+    phases: &str,
+    seed: u64,
+) -> Report {
+    let budget = budget();
+    // Reports, and whatever else Schemathesis keeps in its working directory, go to a
+    // directory of the run's own.
+    let dir = tempfile::tempdir().unwrap();
     let mut command = venv_command("st");
     command
-        .current_dir(scripts())
+        .current_dir(dir.path())
         .env("PYTHONPATH", scripts())
         .env("PAYRAIL_ST_ADMIN_TOKEN", ADMIN)
-        .env("PAYRAIL_ST_API_KEY", key)
-        .env("PAYRAIL_ST_TENANT", tenant_id)
-        .env("PAYRAIL_ST_WEBHOOK_SECRET", secret)
+        .env("PAYRAIL_ST_API_KEY", &tenant.key)
+        .env("PAYRAIL_ST_TENANT", &tenant.id)
+        .env("PAYRAIL_ST_WEBHOOK_SECRET", &tenant.secret)
         .arg("--config-file")
         .arg(scripts().join("schemathesis.toml"))
         .arg("run")
         .arg(format!("{}/api/openapi.json", app.url))
-        .args([
-            "--checks",
-            "all",
-            "--phases",
-            "examples,coverage,fuzzing,stateful",
-        ])
+        .args(["--checks", "all", "--phases", phases])
         // One worker: Hypothesis parses lambdas' source with `ast`, which CPython 3.11 does
         // not allow from two threads at once ("AST constructor recursion depth mismatch").
         .args(["--workers", "1", "--no-color"])
-        .arg(format!(
-            "--max-examples={}",
-            env_or(
-                "PAYRAIL_SCHEMATHESIS_MAX_EXAMPLES",
-                SCHEMATHESIS_MAX_EXAMPLES
-            )
-        ))
-        .arg(format!(
-            "--max-time={}",
-            env_or("PAYRAIL_SCHEMATHESIS_MAX_TIME_SECS", max_time_secs)
-        ))
-        .arg(format!(
-            "--seed={}",
-            env_or("PAYRAIL_SCHEMATHESIS_SEED", SCHEMATHESIS_SEED)
-        ))
+        .arg(format!("--max-examples={}", budget.examples))
+        .arg(format!("--seed={seed}"))
         .arg(format!(
             "--request-timeout={SCHEMATHESIS_REQUEST_TIMEOUT_SECS}"
-        ));
-    let flag = if include {
-        "--include-operation-id"
-    } else {
-        "--exclude-operation-id"
+        ))
+        .args(["--report", "ndjson", "--report-dir"])
+        .arg(dir.path());
+    let (flag, ids) = match operations {
+        Operations::Only(ids) => ("--include-operation-id", ids),
+        Operations::AllBut(ids) => ("--exclude-operation-id", ids),
     };
-    for operation in operations {
-        command.args([flag, operation]);
+    for id in ids {
+        command.args([flag, id]);
     }
-    let out = run(command, "schemathesis").await;
-    // A pass that tested nothing proves nothing.
-    let generated = out
-        .lines()
-        .find_map(|l| l.trim().split_once(" generated, "))
-        .and_then(|(n, _)| n.parse::<u32>().ok());
-    assert!(
-        generated.is_some_and(|n| n > 0),
-        "no test cases ran:\n{out}"
+    let started = Instant::now();
+    let out = tokio::time::timeout(budget.timeout, run(command, "schemathesis"))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "schemathesis ({phases}, {} examples) did not finish in {:?} \
+                 (PAYRAIL_SCHEMATHESIS_TIMEOUT_SECS)",
+                budget.examples, budget.timeout
+            )
+        });
+    eprintln!(
+        "{out}\nschemathesis ({phases}, {} examples, seed {seed}) took {:?}",
+        budget.examples,
+        started.elapsed()
     );
-    eprintln!("{out}");
+    read_report(dir.path())
+}
+
+/// The operation a label (`GET /api/invoices/{id}`) names in the document.
+fn operation<'a>(document: &'a Value, label: &str) -> &'a Value {
+    let (method, path) = label.split_once(' ').unwrap();
+    &document["paths"][path][method.to_lowercase()]
+}
+
+/// Whether Hypothesis can make only one input for an operation: it takes no parameter, no body
+/// and no credential (whose header is generated too, valid or not).
+fn takes_no_input(operation: &Value) -> bool {
+    let none = |v: &Value| v.as_array().is_none_or(|a| a.is_empty());
+    none(&operation["parameters"])
+        && operation.get("requestBody").is_none()
+        && operation["security"]
+            .as_array()
+            .is_none_or(|alternatives| alternatives.iter().any(|a| a == &json!({})))
+}
+
+/// Runs the examples, coverage and fuzzing phases over `operations`, and checks the fuzzing
+/// phase generated the budget's examples for every operation selected (one for an operation
+/// that takes no input). Hypothesis ends an operation's fuzzing early when its inputs come out
+/// differently on replay, which happens when they are drawn from the resources the run has seen
+/// and that changes under it (a DELETE that succeeds takes its resource out): another fuzzing run
+/// with the next seed makes up the examples of each operation left short.
+async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
+    let budget = budget();
+    let document: Value = app.get_json("/api/openapi.json", ADMIN).await;
+    let report = schemathesis(app, tenant, operations, UNIT_PHASES, budget.seed).await;
+    assert!(
+        report.selected > 0 && report.fuzzed.len() == usize::try_from(report.selected).unwrap(),
+        "{} operations selected, but fuzzed: {:?}",
+        report.selected,
+        report.fuzzed
+    );
+    let mut examples = report.fuzzed;
+    for run in 1..MAX_RUNS {
+        let short: Vec<&str> = examples
+            .iter()
+            .filter(|(label, &n)| {
+                n < budget.examples && !takes_no_input(operation(&document, label))
+            })
+            .map(|(label, _)| operation(&document, label)["operationId"].as_str().unwrap())
+            .collect();
+        if short.is_empty() {
+            return;
+        }
+        let more = schemathesis(
+            app,
+            tenant,
+            Operations::Only(&short),
+            "fuzzing",
+            budget.seed + run,
+        )
+        .await;
+        for (label, n) in more.fuzzed {
+            *examples.entry(label).or_default() += n;
+        }
+    }
+    panic!(
+        "{MAX_RUNS} fuzzing runs made fewer than {} examples of some operations: {examples:?}",
+        budget.examples
+    );
+}
+
+/// Runs the stateful phase over `operations` until it has run the budget's scenarios. Hypothesis
+/// ends a run early when the API's answers make a scenario replay differently (the state it
+/// builds on changes under it), so a run may stop short; another, with the next seed, goes on.
+async fn stateful(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
+    let budget = budget();
+    let mut scenarios = 0;
+    for run in 0..MAX_RUNS {
+        let report = schemathesis(app, tenant, operations, "stateful", budget.seed + run).await;
+        scenarios += report.scenarios;
+        if scenarios >= budget.examples {
+            return;
+        }
+    }
+    panic!(
+        "{MAX_RUNS} stateful runs made only {scenarios} of {} scenarios",
+        budget.examples
+    );
 }
 
 #[actix_web::test]
 async fn openapi_schemathesis_finds_no_failures() {
     let app = spawn().await;
-    schemathesis(
-        &app,
-        "Schemathesis",
-        &REVOKING_OPERATIONS,
-        false,
-        SCHEMATHESIS_MAX_TIME_SECS,
-    )
-    .await;
+    let tenant = app.tenant("Schemathesis").await;
+    let mut rest = REVOKING_OPERATIONS.to_vec();
+    rest.extend(STREAM_OPERATIONS);
+    // The stream waits out most of its requests while the other process works; on the same
+    // tenant, its streams also carry the events the other's requests commit.
+    futures::join!(
+        fuzz(&app, &tenant, Operations::AllBut(&rest)),
+        fuzz(&app, &tenant, Operations::Only(&STREAM_OPERATIONS)),
+    );
 }
 
-/// Revoking keys is tested apart, with a tenant of its own: if it revokes its own key, nothing
-/// else is run with it.
+#[actix_web::test]
+async fn openapi_schemathesis_stateful_finds_no_failures() {
+    let app = spawn().await;
+    let tenant = app.tenant("Schemathesis").await;
+    stateful(&app, &tenant, Operations::AllBut(&REVOKING_OPERATIONS)).await;
+}
+
+/// Key management is tested apart, with a tenant of its own; the hooks keep its key from being
+/// revoked (and the test checks it was not: a run whose key is revoked only sees 401s).
 #[actix_web::test]
 async fn openapi_schemathesis_finds_no_failures_revoking_keys() {
     let app = spawn().await;
-    let mut operations = vec!["createApiKey", "listApiKeys"];
-    operations.extend(REVOKING_OPERATIONS);
-    schemathesis(
-        &app,
-        "Schemathesis keys",
-        &operations,
-        true,
-        SCHEMATHESIS_REVOKING_MAX_TIME_SECS,
-    )
-    .await;
+    let tenant = app.tenant("Schemathesis keys").await;
+    fuzz(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
+    stateful(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
+    let keys = app.get("/api/api-keys", &tenant.key).send().await.unwrap();
+    assert_eq!(keys.status(), 200, "the run's own key was revoked");
 }
 
 #[actix_web::test]
