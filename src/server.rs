@@ -46,7 +46,7 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
         std::time::Duration::from_millis(settings.db_query_deadline_ms.max(1)),
     )
     .await?;
-    db.cache_api_keys();
+    db.listen_to_other_nodes();
     let resealed = db.reseal_secrets().await?;
     if resealed > 0 {
         tracing::info!(

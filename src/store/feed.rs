@@ -3,8 +3,9 @@
 //! the last position it has seen. A poke carries no data, so it never blocks or buffers: a
 //! commit costs one map lookup per tenant, however many or slow the subscribers are, and pokes
 //! that arrive while a subscriber is busy collapse into one wake-up (nothing is lost, since
-//! the subscriber reads everything after its position). Pokes are per process: events written
-//! by another process reach a subscriber through its own periodic re-read.
+//! the subscriber reads everything after its position). Pokes are per process; on PostgreSQL,
+//! commits of other nodes poke this one's feed through `notify.rs` (and a subscriber's own
+//! periodic re-read covers any notice lost on the way).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -211,7 +212,7 @@ impl Db {
             .collect();
         committed.sort_unstable();
         committed.dedup();
-        self.feed.poke(committed);
+        self.announce(committed);
         results
     }
 }

@@ -1,8 +1,8 @@
 //! API keys as authentication reads them, cached so that a request does not read its key from
 //! the database every time, without ever letting a revoked key back in:
 //! - revoking a key on this node drops it from this node's cache as the revocation commits;
-//! - on PostgreSQL the revoking transaction also notifies every node (`NOTIFY`); each node's
-//!   listener drops the key when the notification arrives. While a node's listener is not
+//! - on PostgreSQL the revoking transaction also notifies every node (`notify.rs`); each
+//!   node's listener drops the key when the notification arrives. While a node's listener is not
 //!   connected (not started, reconnecting), it might miss one, so that node caches nothing;
 //! - a read that began before a revocation was heard is not cached (it may have read the key
 //!   before the revocation committed);
@@ -10,23 +10,15 @@
 //!   silently, so that no notification arrives and no error either.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
-use futures::StreamExt;
 use payrail_actors::domain::ApiKeyId;
 
 use super::model::ApiKeyRow;
 use crate::ttl_cache::TtlCache;
 
-/// The PostgreSQL channel revocations are announced on (payload: the key's id).
-pub(crate) const REVOCATIONS_CHANNEL: &str = "payrail_api_key_revoked";
 const KEY_CACHE_TTL: Duration = Duration::from_secs(5);
 const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
-/// Waits between attempts to (re)connect the listener: doubling up to the maximum.
-const LISTEN_RETRY_MIN: Duration = Duration::from_millis(100);
-const LISTEN_RETRY_MAX: Duration = Duration::from_secs(5);
 
 pub(crate) struct KeyCache {
     entries: TtlCache<ApiKeyId, ApiKeyRow>,
@@ -76,14 +68,14 @@ impl KeyCache {
     }
 
     /// Revocations may go unheard from now on: cache nothing.
-    fn incomplete(&self) {
+    pub(crate) fn incomplete(&self) {
         self.complete.store(false, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
     }
 
     /// Every revocation is heard from now on; what was cached before may be stale.
-    fn complete(&self) {
+    pub(crate) fn complete(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.entries.clear();
         self.complete.store(true, Ordering::Release);
@@ -92,54 +84,5 @@ impl KeyCache {
     /// Whether lookups are served from the cache now.
     pub(crate) fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
-    }
-}
-
-/// Listens for revocations on a connection of its own, reconnecting until aborted (when the
-/// last handle on the store goes).
-pub(crate) async fn listen(url: String, cache: Arc<KeyCache>) {
-    let mut retry = LISTEN_RETRY_MIN;
-    loop {
-        match AsyncPgConnection::establish(&url).await {
-            Ok(mut conn) => match conn
-                .batch_execute(&format!("LISTEN {REVOCATIONS_CHANNEL}"))
-                .await
-            {
-                Ok(()) => {
-                    cache.complete();
-                    retry = LISTEN_RETRY_MIN;
-                    let mut heard = std::pin::pin!(conn.notifications_stream());
-                    while let Some(Ok(notification)) = heard.next().await {
-                        match notification.payload.parse::<ApiKeyId>() {
-                            Ok(id) => cache.revoked(&id),
-                            Err(_) => cache.incomplete(),
-                        }
-                    }
-                    tracing::warn!("the API-key revocation listener lost its connection");
-                }
-                Err(e) => tracing::warn!(error = %e, "could not listen for API-key revocations"),
-            },
-            Err(e) => {
-                tracing::warn!(error = %e, "could not connect to listen for API-key revocations")
-            }
-        }
-        cache.incomplete();
-        tokio::time::sleep(retry).await;
-        retry = (retry * 2).min(LISTEN_RETRY_MAX);
-    }
-}
-
-/// The listener's task, stopped when the store's last handle goes.
-pub(crate) struct Listener(tokio::task::AbortHandle);
-
-impl Listener {
-    pub(crate) fn start(url: String, cache: Arc<KeyCache>) -> Self {
-        Self(tokio::spawn(listen(url, cache)).abort_handle())
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

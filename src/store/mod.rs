@@ -17,6 +17,7 @@ mod invoice_list;
 mod key_cache;
 mod leases;
 mod model;
+mod notify;
 mod ops;
 mod plan;
 mod postgres;
@@ -77,8 +78,8 @@ pub struct Db {
     keys: Arc<Keys>,
     /// API keys as authentication reads them (`find_api_key`).
     key_cache: Arc<key_cache::KeyCache>,
-    /// PostgreSQL: the listener for other nodes' key revocations, once started.
-    key_listener: Arc<std::sync::OnceLock<key_cache::Listener>>,
+    /// PostgreSQL: the listener for other nodes' notices (`notify.rs`), once started.
+    listener: Arc<std::sync::OnceLock<notify::Listener>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -120,23 +121,38 @@ impl Db {
             feed: feed::Feed::default(),
             keys,
             key_cache: Arc::new(key_cache::KeyCache::new(sqlite)),
-            key_listener: Arc::default(),
+            listener: Arc::default(),
         })
     }
 
-    /// Serves API keys from memory from now on. On PostgreSQL that takes a connection of its
-    /// own listening for revocations made by other nodes, started here (on the caller's
-    /// runtime, which must outlive the store's use); until it is connected, and whenever it
-    /// is not, every lookup reads the database.
-    pub fn cache_api_keys(&self) {
+    /// Hears what other nodes on the same PostgreSQL database change (`notify.rs`): key
+    /// revocations, and commits to tenants' logs. Serves API keys from memory from then on.
+    /// The listener takes a connection of its own, started here on the caller's runtime (which
+    /// must outlive the store's use); until it is connected, and whenever it is not, every key
+    /// lookup reads the database. SQLite has no other nodes: keys are always cached.
+    pub fn listen_to_other_nodes(&self) {
         if let Backend::Postgres(pg) = &*self.backend {
-            self.key_listener.get_or_init(|| {
-                key_cache::Listener::start(pg.url().to_owned(), self.key_cache.clone())
+            self.listener.get_or_init(|| {
+                let hearers = notify::Hearers {
+                    node: pg.node().to_owned(),
+                    keys: self.key_cache.clone(),
+                    feed: self.feed.clone(),
+                };
+                notify::Listener::start(pg.url().to_owned(), hearers, self.backend.clone())
             });
         }
     }
 
-    /// Whether API keys are being served from memory (see `cache_api_keys`).
+    /// Wakes this node's readers of the tenants' logs, and tells the other nodes (`notify.rs`)
+    /// once this one listens to them.
+    pub(crate) fn announce(&self, tenants: Vec<payrail_actors::domain::TenantId>) {
+        if let Some(listener) = self.listener.get() {
+            listener.announce(&tenants);
+        }
+        self.feed.poke(tenants);
+    }
+
+    /// Whether API keys are being served from memory (see `listen_to_other_nodes`).
     pub fn api_keys_cached(&self) -> bool {
         self.key_cache.is_complete()
     }

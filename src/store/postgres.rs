@@ -43,6 +43,8 @@ pub(crate) struct Postgres {
     pool: Pool<AsyncPgConnection>,
     deadline: Duration,
     url: String,
+    /// This process among the nodes sharing the database (its commit notices name it).
+    node: String,
 }
 
 impl Postgres {
@@ -77,11 +79,16 @@ impl Postgres {
             pool,
             deadline,
             url: url.to_owned(),
+            node: uuid::Uuid::now_v7().simple().to_string(),
         })
     }
 
     pub(crate) fn url(&self) -> &str {
         &self.url
+    }
+
+    pub(crate) fn node(&self) -> &str {
+        &self.node
     }
 
     pub(crate) fn pool_status(&self) -> (usize, usize) {

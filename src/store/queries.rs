@@ -8,10 +8,10 @@ use payrail_actors::domain::{
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use secrecy::SecretString;
 
-use super::key_cache::REVOCATIONS_CHANNEL;
 use super::model::{
     ApiKeyRow, ScopedResponse, StoredEvent, TenantRow, LIST_LIMIT_MAX, PAGE_SIZE_MAX,
 };
+use super::notify::revocation_notice;
 use super::rows::{
     api_key_columns, event_columns, idempotency_columns, into_stored, seal_webhook_secret,
     tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
@@ -198,7 +198,7 @@ impl Db {
         let mut stmts = self.keep_response(response)?;
         stmts.extend(self.insert_api_key(key, event)?);
         self.transact(stmts).await?;
-        self.feed.poke([key.tenant_id]);
+        self.announce(vec![key.tenant_id]);
         Ok(())
     }
 
@@ -287,16 +287,13 @@ impl Db {
         stmts.extend(insert_event(self, event)?);
         if self.dialect() == Dialect::Postgres {
             // Other nodes drop the key from their caches when this commits.
-            stmts.push(Stmt::new(
-                format!("SELECT pg_notify('{REVOCATIONS_CHANNEL}', ?)"),
-                vec![Bind::Text(id.to_string())],
-            ));
+            stmts.push(revocation_notice(id));
         }
         let committed = self.transact(stmts).await;
         // Even if the outcome is unknown: the key must be read again.
         self.key_cache.revoked(&id);
         committed?;
-        self.feed.poke([tenant]);
+        self.announce(vec![tenant]);
         Ok(true)
     }
 

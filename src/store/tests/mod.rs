@@ -28,9 +28,9 @@ macro_rules! on_both {
 
 mod contract;
 mod fixtures;
-mod key_cache;
 mod lists;
 mod migrations;
+mod other_nodes;
 mod sql;
 mod tenants;
 mod write_shape;

@@ -1,6 +1,7 @@
-//! API keys served from memory: a revocation wins at once on the node that made it and, on
-//! PostgreSQL, within moments on every other node; a node that may have missed one reads the
-//! database until it listens again.
+//! What nodes sharing a database hear of each other. API keys served from memory: a
+//! revocation wins at once on the node that made it and, on PostgreSQL, within moments on every
+//! other node; a node that may have missed one reads the database until it listens again.
+//! Commits on one node wake the readers of the same tenants' logs on the others.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,8 +95,8 @@ async fn postgres_revocation_reaches_every_node() {
         .await
         .unwrap();
     assert!(!b.api_keys_cached(), "no listener, no cache");
-    a.cache_api_keys();
-    b.cache_api_keys();
+    a.listen_to_other_nodes();
+    b.listen_to_other_nodes();
     wait_for("both nodes listen", async || {
         a.api_keys_cached() && b.api_keys_cached()
     })
@@ -120,7 +121,7 @@ async fn postgres_revocation_reaches_every_node() {
 #[tokio::test]
 async fn postgres_listener_loss_turns_the_cache_off_until_it_is_back() {
     let (a, _) = crate::store::testing::fresh_postgres().await.unwrap();
-    a.cache_api_keys();
+    a.listen_to_other_nodes();
     wait_for("the node listens", async || a.api_keys_cached()).await;
     let key = new_key(&a).await;
     assert_eq!(name_of(&a, &key).await, "ci");
@@ -142,4 +143,47 @@ async fn postgres_listener_loss_turns_the_cache_off_until_it_is_back() {
     wait_for("the listener is back", async || a.api_keys_cached()).await;
     rename(&a, &key, "again").await;
     assert_eq!(name_of(&a, &key).await, "again", "nothing stale survived");
+}
+
+/// A commit on node a wakes node b's readers of that tenant's log (b's feed is poked by no
+/// commit of its own here), and only of that tenant.
+#[tokio::test]
+async fn postgres_commits_on_one_node_wake_readers_on_another() {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    a.listen_to_other_nodes();
+    b.listen_to_other_nodes();
+    wait_for("both nodes listen", async || {
+        a.api_keys_cached() && b.api_keys_cached()
+    })
+    .await;
+
+    let tenant = TenantId::new();
+    let mut reader = b.feed().subscribe(tenant).unwrap();
+    let mut bystander = b.feed().subscribe(TenantId::new()).unwrap();
+    let mut own = a.feed().subscribe(tenant).unwrap();
+    let mut dispatcher = b.feed().listen();
+
+    let (_, created) = create_invoice(tenant, &InvoiceSpec::default());
+    assert!(a.append_and_announce(vec![created]).await[0].is_ok());
+    tokio::time::timeout(HEARD_WITHIN, reader.committed())
+        .await
+        .expect("node b's reader woke");
+    tokio::time::timeout(HEARD_WITHIN, own.committed())
+        .await
+        .expect("node a's own reader woke");
+    assert_eq!(
+        tokio::time::timeout(HEARD_WITHIN, dispatcher.committed())
+            .await
+            .expect("node b's dispatcher woke"),
+        [tenant]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), bystander.committed())
+            .await
+            .is_err(),
+        "another tenant's reader sleeps on"
+    );
 }
