@@ -266,3 +266,17 @@ pub async fn commit(db: &Db, units: Vec<Unit>) {
     let n = units.len();
     assert_eq!(db.append_batch(units).await, vec![Ok(()); n]);
 }
+
+/// The gateway accepting the payment's charge (`payment.processing`, reference `ch_1`),
+/// reported by gateway event `gw_1`.
+pub fn charge_accepted(payment: &mut Payment, at: DateTime<Utc>) -> Unit {
+    payment_change(
+        payment,
+        None,
+        vec![EventData::PaymentProcessing {
+            gateway_reference: "ch_1".into(),
+        }],
+        Some("gw_1"),
+        at,
+    )
+}

@@ -73,6 +73,22 @@ async fn new_key(db: &Db) -> ApiKeyRow {
     key
 }
 
+/// Two nodes on one fresh PostgreSQL database, both listening to each other.
+async fn two_nodes() -> (Db, Db) {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    assert!(!b.api_keys_cached(), "no listener, no cache");
+    a.listen_to_other_nodes();
+    b.listen_to_other_nodes();
+    wait_for("both nodes listen", async || {
+        a.api_keys_cached() && b.api_keys_cached()
+    })
+    .await;
+    (a, b)
+}
+
 #[tokio::test]
 async fn sqlite_serves_keys_from_memory_and_revocation_wins_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -90,17 +106,7 @@ async fn sqlite_serves_keys_from_memory_and_revocation_wins_at_once() {
 
 #[tokio::test]
 async fn postgres_revocation_reaches_every_node() {
-    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
-    assert!(!b.api_keys_cached(), "no listener, no cache");
-    a.listen_to_other_nodes();
-    b.listen_to_other_nodes();
-    wait_for("both nodes listen", async || {
-        a.api_keys_cached() && b.api_keys_cached()
-    })
-    .await;
+    let (a, b) = two_nodes().await;
 
     let key = new_key(&a).await;
     assert_eq!(name_of(&a, &key).await, "ci");
@@ -149,16 +155,7 @@ async fn postgres_listener_loss_turns_the_cache_off_until_it_is_back() {
 /// commit of its own here), and only of that tenant.
 #[tokio::test]
 async fn postgres_commits_on_one_node_wake_readers_on_another() {
-    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
-    a.listen_to_other_nodes();
-    b.listen_to_other_nodes();
-    wait_for("both nodes listen", async || {
-        a.api_keys_cached() && b.api_keys_cached()
-    })
-    .await;
+    let (a, b) = two_nodes().await;
 
     let tenant = TenantId::new();
     let mut reader = b.feed().subscribe(tenant).unwrap();

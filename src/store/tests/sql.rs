@@ -32,15 +32,7 @@ pub(super) async fn paid_and_refunded(
     );
     let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
     commit(db, vec![created, attempt]).await;
-    let processing = payment_change(
-        &mut payment,
-        None,
-        vec![EventData::PaymentProcessing {
-            gateway_reference: "ch_1".into(),
-        }],
-        Some("gw_1"),
-        at(2),
-    );
+    let processing = charge_accepted(&mut payment, at(2));
     let succeeded = payment_change(
         &mut payment,
         Some(&mut invoice),

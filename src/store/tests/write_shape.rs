@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use payrail_actors::domain::{EventData, StreamId, TenantId};
+use payrail_actors::domain::{StreamId, TenantId};
 use payrail_actors::ports::{EventStore, StoreError};
 
 use super::fixtures::*;
@@ -71,15 +71,7 @@ async fn an_update_of_a_missing_row_fails_the_batch_and_writes_nothing(db: Db) {
     .await
     .unwrap();
 
-    let processing = payment_change(
-        &mut payment,
-        None,
-        vec![EventData::PaymentProcessing {
-            gateway_reference: "ch_1".into(),
-        }],
-        Some("gw_1"),
-        at(2),
-    );
+    let processing = charge_accepted(&mut payment, at(2));
     let results = db.append(vec![processing]).await;
     assert!(
         matches!(results.as_slice(), [Err(StoreError::Unavailable(_))]),
