@@ -2,8 +2,6 @@
 //! `succeeded → partially_refunded → refunded`) and its refunds (`pending → succeeded | failed`).
 //! Forward only: a stale or out-of-order gateway outcome is ignored, never an error.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -114,8 +112,6 @@ pub struct Payment {
     pub updated_at: DateTime<Utc>,
     pub version: u64,
     pub refunds: Vec<Refund>,
-    /// Gateway events already applied to this payment: each is applied at most once.
-    pub applied_gateway_events: BTreeSet<String>,
 }
 
 /// An outcome the gateway reports about a payment or one of its refunds.
@@ -182,7 +178,6 @@ impl Payment {
             updated_at: at,
             version: 0,
             refunds: Vec::new(),
-            applied_gateway_events: BTreeSet::new(),
         }
     }
 
@@ -334,9 +329,6 @@ impl Payment {
         let before = self.status.rank();
         self.version = event.version;
         self.updated_at = event.occurred_at;
-        if let Some(id) = &event.gateway_event_id {
-            self.applied_gateway_events.insert(id.clone());
-        }
         self.apply_data(&event.data, event.occurred_at);
         debug_assert!(self.status.rank() >= before, "payment moved backwards");
         debug_assert!(

@@ -320,11 +320,10 @@ impl Pipelined for PaymentActor {
         self.state = None;
         self.seen.clear();
         if let Some((Some(loaded), seen)) = loaded {
-            let state = loaded.replay(Payment::apply);
+            // The gateway events this payment applied or ignored, as the store recorded them
+            // (kept out of the snapshot, where the set would grow with every one).
             self.seen = seen.into_iter().collect();
-            self.seen
-                .extend(state.applied_gateway_events.iter().cloned());
-            self.state = Some(state);
+            self.state = Some(loaded.replay(Payment::apply));
         }
     }
 }

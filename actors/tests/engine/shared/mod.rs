@@ -35,6 +35,9 @@ fn count_unexpected_panics() {
     UNEXPECTED_PANICS.store(0, Ordering::SeqCst);
 }
 
+/// Recovery sweeps after a plan, at most (the loop stops at the first that finds nothing).
+const RECOVERY_PASSES_MAX: usize = 20;
+
 /// Runs the plan against the backend, recovers (faults off, gateway healthy, recovery sweep),
 /// then checks every tenant's history.
 pub async fn run(backend: &dyn Backend, plan: Plan) {
@@ -50,9 +53,11 @@ pub async fn run(backend: &dyn Backend, plan: Plan) {
     backend.faults().disarm_faults();
     world.gateway.set_modes(Mode::Healthy, Mode::Healthy);
     scenario::quiesce(&world.engine, backend.faults()).await;
-    // A few passes of the recovery sweep, as its timer would run them: an answer that could
-    // not be recorded in one pass (its actor was passivating) is asked for again in the next.
-    for _ in 0..3 {
+    // Passes of the recovery sweep, as its timer would run them, until one finds nothing to do:
+    // an answer that could not be recorded in one pass (its actor was passivating) is asked for
+    // again in the next. With actors passivating every millisecond on a busy machine, three
+    // passes were once not enough for one payment.
+    for _ in 0..RECOVERY_PASSES_MAX {
         let charges = world.engine.resubmit_pending_charges().await;
         let refunds = world.engine.resubmit_pending_refunds().await;
         scenario::quiesce(&world.engine, backend.faults()).await;
