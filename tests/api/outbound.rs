@@ -170,6 +170,13 @@ async fn outbound_deliveries_verify_with_standardwebhooks(backend: Backend) {
     assert_eq!(redeliver.status(), 202);
     let got = receiver.wait_for("the redelivery", |d| d.len() >= 16).await;
     assert_eq!(got[15].webhook_id(), one);
+    // The receiver has it before the engine has recorded the attempt.
+    app.eventually(
+        &format!("/api/webhook-endpoints/{id}/attempts?limit=100"),
+        &t.key,
+        |page| page["items"].as_array().is_some_and(|a| a.len() >= 16),
+    )
+    .await;
 
     let attempts: Value = app
         .get_json(
