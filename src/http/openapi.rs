@@ -123,7 +123,8 @@ pub fn document() -> &'static utoipa::openapi::OpenApi {
 pub fn served_document() -> &'static serde_json::Value {
     static SERVED: OnceLock<serde_json::Value> = OnceLock::new();
     SERVED.get_or_init(|| {
-        super::openapi_text::with_items(serde_json::to_value(document()).unwrap_or_default())
+        let document = serde_json::to_value(document()).unwrap_or_default();
+        with_created_links(super::openapi_text::with_items(document))
     })
 }
 
@@ -186,6 +187,55 @@ pub fn path_id_fits(template: &str, segment: &str) -> bool {
         Some((_, _, valid)) => valid(segment),
         None => !segment.is_empty(),
     }
+}
+
+/// What a created resource's `id` is the path `{id}` of, stated as OpenAPI links on the
+/// creating operation's answer: the operation (path of a POST, status) and the operations
+/// taking the id. Tools follow them from a creation to what it enables (Schemathesis' stateful
+/// phase does; it infers no link from a `201` whose body is an `allOf`, as `EndpointCreated` is).
+type CreatedLink = (&'static str, &'static str, &'static [&'static str]);
+const CREATED_LINKS: [CreatedLink; 1] = [(
+    "/api/webhook-endpoints",
+    "201",
+    &[
+        "getWebhookEndpoint",
+        "updateWebhookEndpoint",
+        "deleteWebhookEndpoint",
+        "rotateWebhookEndpointSecret",
+        "listWebhookAttempts",
+        "replayWebhookEndpoint",
+    ],
+)];
+
+/// [`CREATED_LINKS`] added to the document's JSON: utoipa (5.5) writes a link's `operationId`
+/// as `operation_id`, which no tool reads.
+fn with_created_links(mut document: serde_json::Value) -> serde_json::Value {
+    for (path, status, targets) in CREATED_LINKS {
+        let response = document
+            .get_mut("paths")
+            .and_then(|paths| paths.get_mut(path))
+            .and_then(|item| item.get_mut("post"))
+            .and_then(|post| post.get_mut("responses"))
+            .and_then(|responses| responses.get_mut(status))
+            .and_then(|response| response.as_object_mut());
+        // A response that is gone fails `created_links_name_documented_operations`.
+        let Some(response) = response else {
+            continue;
+        };
+        let links: serde_json::Map<String, serde_json::Value> = targets
+            .iter()
+            .map(|target| {
+                let link = serde_json::json!({
+                    "operationId": target,
+                    "parameters": {"id": "$response.body#/id"},
+                    "description": "The created resource's `id`",
+                });
+                ((*target).to_owned(), link)
+            })
+            .collect();
+        response.insert("links".into(), links.into());
+    }
+    document
 }
 
 /// Parameters many handlers declare, given the exact shape the server checks: the
@@ -389,6 +439,28 @@ mod tests {
             (&"header".into(), &false.into())
         );
         assert_eq!(header["schema"]["type"], "string");
+    }
+
+    #[test]
+    fn created_links_name_documented_operations() {
+        let json = served_document();
+        let ids: Vec<&serde_json::Value> = json["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .map(|operation| &operation["operationId"])
+            .collect();
+        for (path, status, targets) in CREATED_LINKS {
+            let links = &json["paths"][path]["post"]["responses"][status]["links"];
+            for target in targets {
+                assert_eq!(links[target]["operationId"], *target, "{path} {status}");
+                assert!(
+                    ids.contains(&&(*target).into()),
+                    "{target} is not documented"
+                );
+            }
+        }
     }
 
     #[test]
