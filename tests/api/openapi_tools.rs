@@ -154,14 +154,61 @@ enum Operations<'a> {
     AllBut(&'a [&'a str]),
 }
 
+/// The answers runs got, by operation label (`GET /api/invoices`) and status code: every
+/// request sent, generated or derived by a check, in every phase.
+#[derive(Default)]
+struct Responses(BTreeMap<String, BTreeMap<u16, u32>>);
+
+impl Responses {
+    fn add(&mut self, other: Responses) {
+        for (label, statuses) in other.0 {
+            let mine = self.0.entry(label).or_default();
+            for (status, n) in statuses {
+                *mine.entry(status).or_default() += n;
+            }
+        }
+    }
+
+    /// One line per operation: its id, its 2xx answers, then how many of each status it got;
+    /// last, the answers to methods the document does not list (the coverage phase's 405s).
+    fn summary(&self, document: &Value) -> String {
+        let mut by_id = BTreeMap::<&str, BTreeMap<u16, u32>>::new();
+        for (label, statuses) in &self.0 {
+            let id = operation(document, label)["operationId"]
+                .as_str()
+                .unwrap_or("(undocumented methods)");
+            let line = by_id.entry(id).or_default();
+            for (status, n) in statuses {
+                *line.entry(*status).or_default() += n;
+            }
+        }
+        let undocumented = by_id.remove_entry("(undocumented methods)");
+        by_id
+            .into_iter()
+            .chain(undocumented)
+            .map(|(id, statuses)| {
+                let ok: u32 = statuses
+                    .iter()
+                    .filter(|(status, _)| (200..300).contains(*status))
+                    .map(|(_, n)| n)
+                    .sum();
+                let each: Vec<String> = statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+                format!("  {id:<30} 2xx {ok:>5}   {}", each.join(" "))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 /// What a run reports in its NDJSON event log: how many operations it selected, the examples it
-/// generated for each (by label, `GET /api/invoices`) in the fuzzing phase, and the scenarios it
-/// ran in the stateful phase.
+/// generated for each (by label, `GET /api/invoices`) in the fuzzing phase, the scenarios it
+/// ran in the stateful phase, and the answers it got.
 #[derive(Default)]
 struct Report {
     selected: u32,
     fuzzed: BTreeMap<String, u32>,
     scenarios: u32,
+    responses: Responses,
 }
 
 #[derive(Deserialize)]
@@ -191,12 +238,34 @@ struct Recorder {
     label: Option<String>,
     #[serde(default)]
     cases: HashMap<String, RecordedCase>,
+    /// Requests sent and their answers, by case id.
+    #[serde(default)]
+    interactions: HashMap<String, Interaction>,
 }
 
 /// A request of a scenario: a generated example, or one a check derived from it (`parent_id`).
 #[derive(Deserialize)]
 struct RecordedCase {
     parent_id: Option<String>,
+    value: Case,
+}
+
+/// The operation a case is of: its method and path template.
+#[derive(Deserialize)]
+struct Case {
+    method: String,
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct Interaction {
+    /// None when no answer came (a timeout, a refused connection).
+    response: Option<Answer>,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status_code: u16,
 }
 
 fn read_report(dir: &Path) -> Report {
@@ -220,21 +289,40 @@ fn read_report(dir: &Path) -> Report {
                     phase,
                     status,
                     recorder,
-                } => match phase.as_str() {
-                    "fuzzing" => {
-                        let examples = recorder
-                            .cases
-                            .values()
-                            .filter(|c| c.parent_id.is_none())
-                            .count();
+                } => {
+                    for (id, case) in &recorder.cases {
+                        let Some(answer) = recorder
+                            .interactions
+                            .get(id)
+                            .and_then(|i| i.response.as_ref())
+                        else {
+                            continue;
+                        };
+                        let label = format!("{} {}", case.value.method, case.value.path);
                         *report
-                            .fuzzed
-                            .entry(recorder.label.unwrap_or_default())
-                            .or_default() += u32::try_from(examples).unwrap();
+                            .responses
+                            .0
+                            .entry(label)
+                            .or_default()
+                            .entry(answer.status_code)
+                            .or_default() += 1;
                     }
-                    "stateful" if status != "skip" => report.scenarios += 1,
-                    _ => {}
-                },
+                    match phase.as_str() {
+                        "fuzzing" => {
+                            let examples = recorder
+                                .cases
+                                .values()
+                                .filter(|c| c.parent_id.is_none())
+                                .count();
+                            *report
+                                .fuzzed
+                                .entry(recorder.label.unwrap_or_default())
+                                .or_default() += u32::try_from(examples).unwrap();
+                        }
+                        "stateful" if status != "skip" => report.scenarios += 1,
+                        _ => {}
+                    }
+                }
             }
         }
     }
@@ -253,8 +341,19 @@ async fn schemathesis(
 ) -> Report {
     let budget = budget();
     // Reports, and whatever else Schemathesis keeps in its working directory, go to a
-    // directory of the run's own.
-    let dir = tempfile::tempdir().unwrap();
+    // directory of the run's own: a temporary one, or one kept under
+    // `PAYRAIL_SCHEMATHESIS_REPORT_DIR` to read afterwards.
+    let kept = std::env::var_os("PAYRAIL_SCHEMATHESIS_REPORT_DIR").filter(|d| !d.is_empty());
+    let dir = match &kept {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).unwrap();
+            tempfile::Builder::new()
+                .prefix(&format!("{}-{seed}-", phases.replace(',', "+")))
+                .tempdir_in(parent)
+                .unwrap()
+        }
+        None => tempfile::tempdir().unwrap(),
+    };
     let mut command = venv_command("st");
     command
         .current_dir(dir.path())
@@ -300,7 +399,11 @@ async fn schemathesis(
         budget.examples,
         started.elapsed()
     );
-    read_report(dir.path())
+    let report = read_report(dir.path());
+    if kept.is_some() {
+        eprintln!("schemathesis report kept in {}", dir.keep().display());
+    }
+    report
 }
 
 /// The operation a label (`GET /api/invoices/{id}`) names in the document.
@@ -325,8 +428,9 @@ fn takes_no_input(operation: &Value) -> bool {
 /// that takes no input). Hypothesis ends an operation's fuzzing early when its inputs come out
 /// differently on replay, which happens when they are drawn from the resources the run has seen
 /// and that changes under it (a DELETE that succeeds takes its resource out): another fuzzing run
-/// with the next seed makes up the examples of each operation left short.
-async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
+/// with the next seed makes up the examples of each operation left short. Returns the answers
+/// of every run.
+async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Responses {
     let budget = budget();
     let document: Value = app.get_json("/api/openapi.json", ADMIN).await;
     let report = schemathesis(app, tenant, operations, UNIT_PHASES, budget.seed).await;
@@ -337,6 +441,7 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
         report.fuzzed
     );
     let mut examples = report.fuzzed;
+    let mut responses = report.responses;
     for run in 1..MAX_RUNS {
         let short: Vec<&str> = examples
             .iter()
@@ -346,7 +451,7 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
             .map(|(label, _)| operation(&document, label)["operationId"].as_str().unwrap())
             .collect();
         if short.is_empty() {
-            return;
+            return responses;
         }
         let more = schemathesis(
             app,
@@ -359,6 +464,7 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
         for (label, n) in more.fuzzed {
             *examples.entry(label).or_default() += n;
         }
+        responses.add(more.responses);
     }
     panic!(
         "{MAX_RUNS} fuzzing runs made fewer than {} examples of some operations: {examples:?}",
@@ -369,19 +475,31 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
 /// Runs the stateful phase over `operations` until it has run the budget's scenarios. Hypothesis
 /// ends a run early when the API's answers make a scenario replay differently (the state it
 /// builds on changes under it), so a run may stop short; another, with the next seed, goes on.
-async fn stateful(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) {
+/// Returns the answers of every run.
+async fn stateful(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Responses {
     let budget = budget();
     let mut scenarios = 0;
+    let mut responses = Responses::default();
     for run in 0..MAX_RUNS {
         let report = schemathesis(app, tenant, operations, "stateful", budget.seed + run).await;
         scenarios += report.scenarios;
+        responses.add(report.responses);
         if scenarios >= budget.examples {
-            return;
+            return responses;
         }
     }
     panic!(
         "{MAX_RUNS} stateful runs made only {scenarios} of {} scenarios",
         budget.examples
+    );
+}
+
+/// Prints the answers each operation got: what the runs reached.
+async fn show(app: &TestApp, what: &str, responses: &Responses) {
+    let document: Value = app.get_json("/api/openapi.json", ADMIN).await;
+    eprintln!(
+        "schemathesis answers ({what}), by operation:\n{}",
+        responses.summary(&document)
     );
 }
 
@@ -393,17 +511,20 @@ async fn openapi_schemathesis_finds_no_failures() {
     rest.extend(STREAM_OPERATIONS);
     // The stream waits out most of its requests while the other process works; on the same
     // tenant, its streams also carry the events the other's requests commit.
-    futures::join!(
+    let (mut responses, stream) = futures::join!(
         fuzz(&app, &tenant, Operations::AllBut(&rest)),
         fuzz(&app, &tenant, Operations::Only(&STREAM_OPERATIONS)),
     );
+    responses.add(stream);
+    show(&app, "examples, coverage and fuzzing", &responses).await;
 }
 
 #[actix_web::test]
 async fn openapi_schemathesis_stateful_finds_no_failures() {
     let app = spawn().await;
     let tenant = app.tenant("Schemathesis").await;
-    stateful(&app, &tenant, Operations::AllBut(&REVOKING_OPERATIONS)).await;
+    let responses = stateful(&app, &tenant, Operations::AllBut(&REVOKING_OPERATIONS)).await;
+    show(&app, "stateful", &responses).await;
 }
 
 /// Key management is tested apart, with a tenant of its own; the hooks keep its key from being
@@ -412,8 +533,9 @@ async fn openapi_schemathesis_stateful_finds_no_failures() {
 async fn openapi_schemathesis_finds_no_failures_revoking_keys() {
     let app = spawn().await;
     let tenant = app.tenant("Schemathesis keys").await;
-    fuzz(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
-    stateful(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
+    let mut responses = fuzz(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
+    responses.add(stateful(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await);
+    show(&app, "key management", &responses).await;
     let keys = app.get("/api/api-keys", &tenant.key).send().await.unwrap();
     assert_eq!(keys.status(), 200, "the run's own key was revoked");
 }
