@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use tokio::process::Command;
 
 use crate::helpers::{spawn_app_with, Backend, Tenant, TestApp, ADMIN};
+use crate::outbound_receiver::Receiver;
 
 /// Schemathesis examples per operation in the fuzzing phase, and scenarios in the stateful
 /// phase: 200 in CI (the longest of the tests takes about 2 minutes on 2 busy cores). The soak
@@ -37,6 +39,22 @@ const KEY_OPERATIONS: [&str; 3] = ["createApiKey", "listApiKeys", "revokeApiKey"
 /// The live event stream: each of its requests waits out a request timeout (see
 /// schemathesis.toml), so it runs beside the other operations rather than after them.
 const STREAM_OPERATIONS: [&str; 1] = ["streamEvents"];
+/// Operations on outbound webhook endpoints, which reach their logic only once one exists: the
+/// hooks give most generated endpoints the receiver's URL, which the server allows (see
+/// `spawn`), and every test running them checks each got a 2xx.
+const ENDPOINT_OPERATIONS: [&str; 7] = [
+    "createWebhookEndpoint",
+    "getWebhookEndpoint",
+    "updateWebhookEndpoint",
+    "deleteWebhookEndpoint",
+    "rotateWebhookEndpointSecret",
+    "listWebhookAttempts",
+    "replayWebhookEndpoint",
+];
+/// Webhook deliveries in flight at once, and how long the receiver takes to answer each (see
+/// `spawn`).
+const DELIVERIES_IN_FLIGHT: usize = 2;
+const RECEIVER_DELAY: Duration = Duration::from_millis(500);
 
 fn python() -> PathBuf {
     match std::env::var_os("PAYRAIL_TEST_PYTHON") {
@@ -109,8 +127,36 @@ async fn spawn() -> TestApp {
         s.tenant_rate_limit_burst = 1_000_000;
         s.auth_failure_burst = 1_000_000;
         s.auth_failure_per_min = 1_000_000;
+        // Webhook endpoints may point at the test's receiver, on loopback over plain HTTP.
+        s.outbound.allow_http = true;
+        s.outbound.allow_private_targets = true;
+        // A delivery costs the server about 10 ms of CPU in a debug build, and one replay
+        // schedules every event of its range: unchecked, deliveries take a core for the whole
+        // run. Two attempts at a time, each waiting out the receiver's delay, make it about 4
+        // a second.
+        s.outbound.concurrency_total = DELIVERIES_IN_FLIGHT;
+        s.outbound.concurrency_per_endpoint = 1;
     })
     .await
+}
+
+/// What a test's Schemathesis runs work on: the server, the tenant they run as, and the
+/// receiver (answering 200) that the hooks point the webhook endpoints they create at.
+struct Subject {
+    app: TestApp,
+    tenant: Tenant,
+    receiver: Receiver,
+}
+
+async fn subject(tenant: &str) -> Subject {
+    let app = spawn().await;
+    let tenant = app.tenant(tenant).await;
+    let receiver = Receiver::start(Arc::new(|_, _| (200, RECEIVER_DELAY))).await;
+    Subject {
+        app,
+        tenant,
+        receiver,
+    }
 }
 
 #[actix_web::test]
@@ -167,6 +213,17 @@ impl Responses {
                 *mine.entry(status).or_default() += n;
             }
         }
+    }
+
+    /// 2xx answers to an operation.
+    fn successes(&self, document: &Value, operation_id: &str) -> u32 {
+        self.0
+            .iter()
+            .filter(|(label, _)| operation(document, label)["operationId"] == operation_id)
+            .flat_map(|(_, statuses)| statuses.iter())
+            .filter(|(status, _)| (200..300).contains(*status))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// One line per operation: its id, its 2xx answers, then how many of each status it got;
@@ -333,8 +390,7 @@ fn read_report(dir: &Path) -> Report {
 /// finish within the budget's timeout. Each operation runs with a credential that may call it
 /// (schemathesis.toml). Returns what it reports.
 async fn schemathesis(
-    app: &TestApp,
-    tenant: &Tenant,
+    subject: &Subject,
     operations: Operations<'_>,
     phases: &str,
     seed: u64,
@@ -359,13 +415,14 @@ async fn schemathesis(
         .current_dir(dir.path())
         .env("PYTHONPATH", scripts())
         .env("PAYRAIL_ST_ADMIN_TOKEN", ADMIN)
-        .env("PAYRAIL_ST_API_KEY", &tenant.key)
-        .env("PAYRAIL_ST_TENANT", &tenant.id)
-        .env("PAYRAIL_ST_WEBHOOK_SECRET", &tenant.secret)
+        .env("PAYRAIL_ST_API_KEY", &subject.tenant.key)
+        .env("PAYRAIL_ST_TENANT", &subject.tenant.id)
+        .env("PAYRAIL_ST_WEBHOOK_SECRET", &subject.tenant.secret)
+        .env("PAYRAIL_ST_RECEIVER_URL", &subject.receiver.url)
         .arg("--config-file")
         .arg(scripts().join("schemathesis.toml"))
         .arg("run")
-        .arg(format!("{}/api/openapi.json", app.url))
+        .arg(format!("{}/api/openapi.json", subject.app.url))
         .args(["--checks", "all", "--phases", phases])
         // One worker: Hypothesis parses lambdas' source with `ast`, which CPython 3.11 does
         // not allow from two threads at once ("AST constructor recursion depth mismatch").
@@ -430,10 +487,10 @@ fn takes_no_input(operation: &Value) -> bool {
 /// and that changes under it (a DELETE that succeeds takes its resource out): another fuzzing run
 /// with the next seed makes up the examples of each operation left short. Returns the answers
 /// of every run.
-async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Responses {
+async fn fuzz(subject: &Subject, operations: Operations<'_>) -> Responses {
     let budget = budget();
-    let document: Value = app.get_json("/api/openapi.json", ADMIN).await;
-    let report = schemathesis(app, tenant, operations, UNIT_PHASES, budget.seed).await;
+    let document: Value = subject.app.get_json("/api/openapi.json", ADMIN).await;
+    let report = schemathesis(subject, operations, UNIT_PHASES, budget.seed).await;
     assert!(
         report.selected > 0 && report.fuzzed.len() == usize::try_from(report.selected).unwrap(),
         "{} operations selected, but fuzzed: {:?}",
@@ -454,8 +511,7 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Res
             return responses;
         }
         let more = schemathesis(
-            app,
-            tenant,
+            subject,
             Operations::Only(&short),
             "fuzzing",
             budget.seed + run,
@@ -476,12 +532,12 @@ async fn fuzz(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Res
 /// ends a run early when the API's answers make a scenario replay differently (the state it
 /// builds on changes under it), so a run may stop short; another, with the next seed, goes on.
 /// Returns the answers of every run.
-async fn stateful(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) -> Responses {
+async fn stateful(subject: &Subject, operations: Operations<'_>) -> Responses {
     let budget = budget();
     let mut scenarios = 0;
     let mut responses = Responses::default();
     for run in 0..MAX_RUNS {
-        let report = schemathesis(app, tenant, operations, "stateful", budget.seed + run).await;
+        let report = schemathesis(subject, operations, "stateful", budget.seed + run).await;
         scenarios += report.scenarios;
         responses.add(report.responses);
         if scenarios >= budget.examples {
@@ -494,49 +550,69 @@ async fn stateful(app: &TestApp, tenant: &Tenant, operations: Operations<'_>) ->
     );
 }
 
-/// Prints the answers each operation got: what the runs reached.
-async fn show(app: &TestApp, what: &str, responses: &Responses) {
-    let document: Value = app.get_json("/api/openapi.json", ADMIN).await;
+/// Prints the answers each operation got (what the runs reached) and how many deliveries the
+/// receiver got, and returns the document.
+async fn show(subject: &Subject, what: &str, responses: &Responses) -> Value {
+    let document: Value = subject.app.get_json("/api/openapi.json", ADMIN).await;
     eprintln!(
-        "schemathesis answers ({what}), by operation:\n{}",
-        responses.summary(&document)
+        "schemathesis answers ({what}), by operation:\n{}\nwebhook deliveries received: {}",
+        responses.summary(&document),
+        subject.receiver.log.lock().unwrap().len()
+    );
+    document
+}
+
+/// Checks each of `operations` got a 2xx answer.
+fn assert_reached(document: &Value, responses: &Responses, operations: &[&str]) {
+    let missed: Vec<&str> = operations
+        .iter()
+        .copied()
+        .filter(|id| responses.successes(document, id) == 0)
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "no 2xx answer to {missed:?}: the runs never reached their logic"
     );
 }
 
 #[actix_web::test]
 async fn openapi_schemathesis_finds_no_failures() {
-    let app = spawn().await;
-    let tenant = app.tenant("Schemathesis").await;
+    let subject = subject("Schemathesis").await;
     let mut rest = REVOKING_OPERATIONS.to_vec();
     rest.extend(STREAM_OPERATIONS);
     // The stream waits out most of its requests while the other process works; on the same
     // tenant, its streams also carry the events the other's requests commit.
     let (mut responses, stream) = futures::join!(
-        fuzz(&app, &tenant, Operations::AllBut(&rest)),
-        fuzz(&app, &tenant, Operations::Only(&STREAM_OPERATIONS)),
+        fuzz(&subject, Operations::AllBut(&rest)),
+        fuzz(&subject, Operations::Only(&STREAM_OPERATIONS)),
     );
     responses.add(stream);
-    show(&app, "examples, coverage and fuzzing", &responses).await;
+    let document = show(&subject, "examples, coverage and fuzzing", &responses).await;
+    assert_reached(&document, &responses, &ENDPOINT_OPERATIONS);
 }
 
 #[actix_web::test]
 async fn openapi_schemathesis_stateful_finds_no_failures() {
-    let app = spawn().await;
-    let tenant = app.tenant("Schemathesis").await;
-    let responses = stateful(&app, &tenant, Operations::AllBut(&REVOKING_OPERATIONS)).await;
-    show(&app, "stateful", &responses).await;
+    let subject = subject("Schemathesis").await;
+    let responses = stateful(&subject, Operations::AllBut(&REVOKING_OPERATIONS)).await;
+    let document = show(&subject, "stateful", &responses).await;
+    assert_reached(&document, &responses, &ENDPOINT_OPERATIONS);
 }
 
 /// Key management is tested apart, with a tenant of its own; the hooks keep its key from being
 /// revoked (and the test checks it was not: a run whose key is revoked only sees 401s).
 #[actix_web::test]
 async fn openapi_schemathesis_finds_no_failures_revoking_keys() {
-    let app = spawn().await;
-    let tenant = app.tenant("Schemathesis keys").await;
-    let mut responses = fuzz(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await;
-    responses.add(stateful(&app, &tenant, Operations::Only(&KEY_OPERATIONS)).await);
-    show(&app, "key management", &responses).await;
-    let keys = app.get("/api/api-keys", &tenant.key).send().await.unwrap();
+    let subject = subject("Schemathesis keys").await;
+    let mut responses = fuzz(&subject, Operations::Only(&KEY_OPERATIONS)).await;
+    responses.add(stateful(&subject, Operations::Only(&KEY_OPERATIONS)).await);
+    show(&subject, "key management", &responses).await;
+    let keys = subject
+        .app
+        .get("/api/api-keys", &subject.tenant.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(keys.status(), 200, "the run's own key was revoked");
 }
 

@@ -10,11 +10,16 @@ They stand in for what a correct client does and the document cannot say, and no
   amounts scaled down (the document states each bound; it cannot state the product's);
 - in `GET /api/invoices`, offset and cursor parameters are not mixed (documented as a 400);
 - `DELETE /api/api-keys/{id}` never revokes the key the run is authenticated with (it would
-  turn every later request into a 401): a spare key made for the purpose is revoked instead.
+  turn every later request into a 401): a spare key made for the purpose is revoked instead;
+- a webhook endpoint's URL generated valid (any string, as far as the document can say) is,
+  three times in four, the URL of the receiver the test runs, which the server is configured
+  to accept: endpoints get created, and the operations on one reach it. The fourth keeps the
+  generated string, which the server refuses unless it happens to be a URL it may call.
 A value generated invalid is never touched, so negative tests still test the server.
 
 Environment: PAYRAIL_ST_TENANT (tenant id), PAYRAIL_ST_WEBHOOK_SECRET (its webhook secret),
-PAYRAIL_ST_API_KEY (the tenant admin key the run uses).
+PAYRAIL_ST_API_KEY (the tenant admin key the run uses), PAYRAIL_ST_RECEIVER_URL (the test's
+webhook receiver).
 """
 
 import hashlib
@@ -24,6 +29,7 @@ import os
 import re
 import time
 import uuid
+import zlib
 
 import requests
 import schemathesis
@@ -38,6 +44,7 @@ SECRETS = {TENANT: os.environ["PAYRAIL_ST_WEBHOOK_SECRET"]}
 API_KEY = os.environ["PAYRAIL_ST_API_KEY"]
 # `prk_<keyId>_<secret>`, the key id being `key_<26 characters>`.
 API_KEY_ID = API_KEY.removeprefix("prk_").rsplit("_", 1)[0]
+RECEIVER_URL = os.environ["PAYRAIL_ST_RECEIVER_URL"]
 
 
 def is_positive(case, location):
@@ -154,6 +161,18 @@ def keep_own_key(case):
         parameters["id"] = spare_key(case)
 
 
+def reachable_url(case):
+    """Three generated URLs in four become the receiver's, chosen by a hash of the generated
+    body: a run depends on its seed alone, and the same URL (Hypothesis makes `""` often) is
+    sent as generated in some bodies and replaced in others."""
+    body = case.body
+    if not isinstance(body, dict) or not isinstance(body.get("url"), str):
+        return
+    generated = json.dumps(body, sort_keys=True, default=repr).encode()
+    if zlib.crc32(generated) % 4 != 0:
+        body["url"] = RECEIVER_URL
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     operation = case.operation
@@ -165,6 +184,12 @@ def before_call(context, case, kwargs):
     if operation.path == "/api/invoices" and operation.method.upper() == "GET":
         if is_positive(case, "query"):
             one_paging_mode(case)
+    if (operation.method.upper(), operation.path) in (
+        ("POST", "/api/webhook-endpoints"),
+        ("PATCH", "/api/webhook-endpoints/{id}"),
+    ):
+        if is_positive(case, "body"):
+            reachable_url(case)
     if operation.path in ("/api/invoices", "/api/invoices/{id}") and operation.method.upper() in (
         "POST",
         "PATCH",
