@@ -404,16 +404,20 @@ impl Worker {
             cursor_seq: cursor,
             failing_since,
             disable: gone || failing_too_long,
+            fresh_only: false,
         }
     }
 
     /// Updates the endpoint's backlog gauges.
     async fn observe_backlog(&self, row: &EndpointRow) {
-        if let Ok((backlog, oldest)) = self
+        if let Some(&(backlog, oldest)) = self
             .shared
             .db
-            .endpoint_backlog(row.tenant_id, row.id, row.cursor_seq)
+            .endpoint_backlogs(&[(row.tenant_id, row.id, row.cursor_seq)])
             .await
+            .ok()
+            .as_ref()
+            .and_then(|b| b.first())
         {
             self.shared
                 .metrics

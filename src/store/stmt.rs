@@ -67,7 +67,9 @@ pub(crate) enum Bind {
     TextArr(Vec<String>),
     OptTextArr(Vec<Option<String>>),
     I64Arr(Vec<i64>),
+    OptI64Arr(Vec<Option<i64>>),
     TsArr(Vec<DateTime<Utc>>),
+    OptTsArr(Vec<Option<DateTime<Utc>>>),
     OptDateArr(Vec<Option<NaiveDate>>),
 }
 
@@ -182,7 +184,9 @@ impl QueryFragment<Pg> for Stmt {
                 Bind::TextArr(v) => out.push_bind_param::<Array<Text>, _>(v)?,
                 Bind::OptTextArr(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v)?,
                 Bind::I64Arr(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
+                Bind::OptI64Arr(v) => out.push_bind_param::<Array<Nullable<BigInt>>, _>(v)?,
                 Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v)?,
+                Bind::OptTsArr(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v)?,
                 Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v)?,
             }
             out.push_sql(piece);

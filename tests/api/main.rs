@@ -548,6 +548,7 @@ mod outbound_crash;
 mod outbound_lease;
 mod outbound_policy;
 mod outbound_receiver;
+mod outbound_rounds;
 mod outbound_ssrf;
 mod rate_limits;
 mod refund_recovery;
