@@ -6,26 +6,24 @@ use std::time::{Duration, Instant};
 
 use reqwest::redirect::Policy;
 use reqwest::{Client, StatusCode};
-use secrecy::SecretString;
 
-use super::signing::signature_header;
+use super::signing::Signer;
 use super::ssrf::{self, forbidden_class, NoAllowedAddress};
 use super::OutboundSettings;
 use crate::store::RESPONSE_BODY_KEPT_BYTES;
 
-/// Idle keep-alive connections kept per host.
-const IDLE_CONNECTIONS_PER_HOST: usize = 32;
-
 /// The delivery client: the guarded resolver, no redirects, keep-alive pooling, HTTP/1.1 and
 /// HTTP/2 (negotiated by ALPN over TLS). No proxy, whatever the environment says: a proxy
-/// would resolve the target's name itself, past the guarded resolver.
+/// would resolve the target's name itself, past the guarded resolver. As many idle
+/// connections are kept per host as attempts may be in flight: many endpoints on one host
+/// would otherwise open and close connections all the time.
 pub fn client(settings: &OutboundSettings) -> anyhow::Result<Client> {
     Ok(Client::builder()
         .no_proxy()
         .redirect(Policy::none())
         .dns_resolver(ssrf::resolver(settings.policy()))
         .timeout(Duration::from_millis(settings.timeout_ms.max(1)))
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_max_idle_per_host(settings.concurrency_total.max(1))
         .pool_idle_timeout(Duration::from_secs(90))
         .user_agent(concat!("Payrail-Webhooks/", env!("CARGO_PKG_VERSION")))
         .build()?)
@@ -62,46 +60,63 @@ impl Answer {
     }
 }
 
-/// One signed request to the endpoint.
-pub struct Request<'a> {
-    pub url: &'a str,
-    pub webhook_id: &'a str,
-    pub timestamp: i64,
-    pub body: &'a [u8],
-    pub secrets: Vec<&'a SecretString>,
+/// Where an endpoint's deliveries go: its URL, parsed once, and whether the policy refuses
+/// it outright (a literal address never reaches the guarded resolver, so it is checked here).
+#[derive(Debug, Clone)]
+pub struct Target {
+    url: Result<url::Url, String>,
+    refused: Option<String>,
 }
 
-/// Sends one attempt; answers what came back and how long it took.
-pub async fn send(
-    client: &Client,
-    settings: &OutboundSettings,
-    req: Request<'_>,
-) -> (Answer, Duration) {
-    let started = Instant::now();
-    let answer = attempt(client, settings, &req).await;
-    (answer, started.elapsed())
-}
-
-async fn attempt(client: &Client, settings: &OutboundSettings, req: &Request<'_>) -> Answer {
-    // A literal address never reaches the resolver: check it here, at send time.
-    if let Ok(url) = url::Url::parse(req.url) {
-        let literal: Option<std::net::IpAddr> = match url.host() {
+impl Target {
+    pub fn new(url: &str, settings: &OutboundSettings) -> Self {
+        let parsed = url::Url::parse(url);
+        let literal: Option<std::net::IpAddr> = match parsed.as_ref().ok().and_then(|u| u.host()) {
             Some(url::Host::Ipv4(ip)) => Some(ip.into()),
             Some(url::Host::Ipv6(ip)) => Some(ip.into()),
             _ => None,
         };
-        if let Some(class) = literal.and_then(forbidden_class) {
-            if !settings.allow_private_targets {
-                return Answer::NoAnswer(format!("refused target: {class} address"));
-            }
+        let refused = literal
+            .and_then(forbidden_class)
+            .filter(|_| !settings.allow_private_targets)
+            .map(|class| format!("refused target: {class} address"));
+        Self {
+            url: parsed.map_err(|_| "request failed".to_owned()),
+            refused,
         }
     }
-    let signature = signature_header(&req.secrets, req.webhook_id, req.timestamp, req.body);
+}
+
+/// One signed request to the endpoint.
+pub struct Request<'a> {
+    pub target: &'a Target,
+    pub webhook_id: &'a str,
+    pub timestamp: i64,
+    pub body: &'a [u8],
+    pub signer: &'a Signer,
+}
+
+/// Sends one attempt; answers what came back and how long it took.
+pub async fn send(client: &Client, req: Request<'_>) -> (Answer, Duration) {
+    let started = Instant::now();
+    let answer = attempt(client, &req).await;
+    (answer, started.elapsed())
+}
+
+async fn attempt(client: &Client, req: &Request<'_>) -> Answer {
+    if let Some(refused) = &req.target.refused {
+        return Answer::NoAnswer(refused.clone());
+    }
+    let url = match &req.target.url {
+        Ok(url) => url.clone(),
+        Err(e) => return Answer::NoAnswer(e.clone()),
+    };
+    let signature = req.signer.header(req.webhook_id, req.timestamp, req.body);
     let sent = client
-        .post(req.url)
+        .post(url)
         .header("content-type", "application/json")
         .header("webhook-id", req.webhook_id)
-        .header("webhook-timestamp", req.timestamp.to_string())
+        .header("webhook-timestamp", req.timestamp)
         .header("webhook-signature", signature)
         .body(req.body.to_vec())
         .send()

@@ -1,8 +1,9 @@
 //! The dispatcher: one worker task per enabled endpoint, started and stopped as endpoints
-//! change, woken by its tenant's commits (the store's commit listener) and, for retries and
-//! other nodes' commits, by a periodic sweep. Every node runs one; a worker delivers only
-//! while its node holds the endpoint's lease. On shutdown it stops its workers and releases
-//! its leases. Also the purge of old attempts.
+//! change, woken by its tenant's commits (the store's commit feed, which other nodes' commits
+//! reach through their commit notices) and, for retries and as a backstop, by a periodic
+//! sweep. The workers of one tenant share its tail of the log (`tail`). Every node runs one; a
+//! worker delivers only while its node holds the endpoint's lease. On shutdown it stops its
+//! workers and releases its leases. Also the purge of old attempts.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ use payrail_actors::domain::{EndpointId, TenantId};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+use super::grouped::{self, Backlog, Grouped, Round, State};
+use super::tail::Tail;
 use super::worker::Worker;
 use super::Shared;
 use crate::store::EndpointRow;
@@ -27,7 +30,15 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-type Workers = HashMap<(TenantId, EndpointId), Running>;
+struct Workers {
+    running: HashMap<(TenantId, EndpointId), Running>,
+    /// The tails of the tenants that have workers.
+    tails: HashMap<TenantId, Arc<Tail>>,
+    /// Where every worker reads its endpoint, records its rounds and measures its backlog.
+    reader: Grouped<(TenantId, EndpointId), State>,
+    recorder: Grouped<Round, bool>,
+    gauges: Grouped<(TenantId, EndpointId, i64), Backlog>,
+}
 
 pub(crate) fn spawn(shared: Arc<Shared>) {
     tokio::spawn(async move {
@@ -35,7 +46,13 @@ pub(crate) fn spawn(shared: Arc<Shared>) {
         let mut stop = shared.stop.subscribe();
         let mut listener = shared.db.feed().listen();
         let sweep = Duration::from_millis(shared.settings.sweep_ms.max(1));
-        let mut workers = Workers::new();
+        let mut workers = Workers {
+            running: HashMap::new(),
+            tails: HashMap::new(),
+            reader: grouped::reader(shared.db.clone()),
+            recorder: grouped::recorder(shared.db.clone(), shared.lease.clone()),
+            gauges: grouped::gauges(shared.db.clone()),
+        };
         let mut reload = true;
         let mut next_sweep = tokio::time::Instant::now();
         let grace = loop {
@@ -51,7 +68,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) {
             // API changes one, and at each sweep.
             tokio::select! {
                 tenants = listener.committed() => {
-                    for ((tenant, _), running) in &workers {
+                    for ((tenant, _), running) in &workers.running {
                         if tenants.contains(tenant) {
                             running.wake.notify_one();
                         }
@@ -71,6 +88,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) {
 /// way, and releases this node's leases.
 async fn stop_workers(shared: &Shared, workers: Workers, grace: Duration) {
     let tasks: Vec<JoinHandle<()>> = workers
+        .running
         .into_values()
         .map(|running| {
             // Dropping the sender tells the worker to stop after its round.
@@ -105,21 +123,30 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
     for row in endpoints {
         let key = (row.tenant_id, row.id);
         seen.insert(key, ());
-        match workers.get(&key) {
+        match workers.running.get(&key) {
             Some(running) if !running.task.is_finished() => {
                 running.endpoint.send_replace(row);
                 running.wake.notify_one();
             }
             _ => {
+                let tail = workers
+                    .tails
+                    .entry(row.tenant_id)
+                    .or_insert_with(|| Arc::new(Tail::new(row.tenant_id)))
+                    .clone();
                 let (endpoint, receiver) = watch::channel(row);
                 let wake = Arc::new(Notify::new());
                 let worker = Worker {
                     shared: shared.clone(),
                     endpoint: receiver,
                     wake: wake.clone(),
+                    tail,
+                    reader: workers.reader.clone(),
+                    recorder: workers.recorder.clone(),
+                    gauges: workers.gauges.clone(),
                 };
                 let task = tokio::spawn(worker.run());
-                workers.insert(
+                workers.running.insert(
                     key,
                     Running {
                         endpoint,
@@ -130,7 +157,7 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
             }
         }
     }
-    workers.retain(|key, _| {
+    workers.running.retain(|key, _| {
         let keep = seen.contains_key(key);
         if !keep {
             shared.metrics.forget(key.1);
@@ -138,6 +165,9 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
         // Dropping the sender lets the worker finish its round and stop.
         keep
     });
+    let tenants: std::collections::HashSet<TenantId> =
+        workers.running.keys().map(|(t, _)| *t).collect();
+    workers.tails.retain(|tenant, _| tenants.contains(tenant));
 }
 
 /// Purges attempts older than the retention setting, every minute.

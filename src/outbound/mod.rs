@@ -4,15 +4,18 @@
 //! durable record of every retry it owes.
 //!
 //! `signing` (secrets, signatures), `ssrf` (which targets are allowed), `schedule` (when to
-//! retry), `deliver` (one HTTP attempt), `worker` (one endpoint's loop), `dispatcher` (the
-//! workers, woken by commits), `metrics`.
+//! retry), `deliver` (one HTTP attempt), `tail` (a tenant's recent events, read once for all
+//! of its endpoints), `worker` (one endpoint's loop), `grouped` (the workers' reads and
+//! records, a statement per group), `dispatcher` (the workers, woken by commits), `metrics`.
 
 pub mod deliver;
 pub mod dispatcher;
+mod grouped;
 pub mod metrics;
 pub mod schedule;
 pub mod signing;
 pub mod ssrf;
+mod tail;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};

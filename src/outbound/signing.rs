@@ -28,14 +28,8 @@ fn key_bytes(secret: &SecretString) -> Option<Vec<u8>> {
 
 /// One `v1,<base64>` signature of `id.timestamp.body`; `None` if the secret is not base64.
 pub fn sign(secret: &SecretString, id: &str, timestamp: i64, body: &[u8]) -> Option<String> {
-    let key = key_bytes(secret)?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).ok()?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    Some(format!("v1,{}", BASE64.encode(mac.finalize().into_bytes())))
+    let signer = Signer::new(&[secret]);
+    (!signer.macs.is_empty()).then(|| signer.header(id, timestamp, body))
 }
 
 /// The `webhook-signature` header: one signature per secret, space-separated.
@@ -45,11 +39,46 @@ pub fn signature_header(
     timestamp: i64,
     body: &[u8],
 ) -> String {
-    secrets
-        .iter()
-        .filter_map(|s| sign(s, id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    Signer::new(secrets).header(id, timestamp, body)
+}
+
+/// An endpoint's secrets, each decoded and keyed into its HMAC once, for the signatures of
+/// many deliveries.
+#[derive(Clone)]
+pub struct Signer {
+    macs: Vec<Hmac<Sha256>>,
+}
+
+impl Signer {
+    /// Secrets that are not base64 sign nothing.
+    pub fn new(secrets: &[&SecretString]) -> Self {
+        Self {
+            macs: secrets
+                .iter()
+                .filter_map(|s| Hmac::<Sha256>::new_from_slice(&key_bytes(s)?).ok())
+                .collect(),
+        }
+    }
+
+    /// The `webhook-signature` header of one delivery.
+    pub fn header(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
+        let timestamp = timestamp.to_string();
+        let mut header = String::with_capacity(self.macs.len() * 48);
+        for mac in &self.macs {
+            let mut mac = mac.clone();
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(timestamp.as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            if !header.is_empty() {
+                header.push(' ');
+            }
+            header.push_str("v1,");
+            BASE64.encode_string(mac.finalize().into_bytes(), &mut header);
+        }
+        header
+    }
 }
 
 #[cfg(test)]

@@ -1,19 +1,26 @@
 //! Rounds recorded in groups and endpoints read in groups, at the store: each round of a group
 //! is fenced by its own endpoint's lease; an event attempted twice in one round, or again while
 //! an earlier attempt waits for a retry, leaves only its last attempt waiting; the grouped
-//! reads answer each endpoint in the order asked.
+//! reads answer each endpoint in the order asked. And end to end: endpoints of one tenant, each
+//! at its own place in the log (created later, disabled for a while), each receive every event
+//! committed since they were created, once.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use payrail::store::{AttemptRow, AttemptStatus, Db, Lease, RoundEffects, StoredEvent};
 use payrail_actors::domain::{AttemptId, EndpointId, TenantId};
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::helpers::Backend;
+use crate::helpers::{spawn_app_with, Backend, Tenant, TestApp};
 use crate::outbound_policy::{app_without_dispatcher, endpoint};
+use crate::outbound_receiver::Receiver;
 
-crate::helpers::per_backend!(outbound_rounds_recorded_together_are_each_fenced_by_their_lease,);
+crate::helpers::per_backend!(
+    outbound_rounds_recorded_together_are_each_fenced_by_their_lease,
+    outbound_endpoints_of_one_tenant_each_get_their_events_once,
+);
 
 /// An attempt of `event` as a round logs it; a pending one owes a retry in an hour.
 fn attempt(event: &StoredEvent, number: i64, status: AttemptStatus) -> AttemptRow {
@@ -200,4 +207,97 @@ async fn outbound_rounds_recorded_together_are_each_fenced_by_their_lease(backen
         .await
         .unwrap());
     assert_eq!(cursor(e2).await, ev[0].sequence);
+}
+
+/// The tenant's events after `after`, by id.
+async fn events_after(app: &TestApp, t: &Tenant, after: i64) -> HashMap<String, i64> {
+    let page: Value = app.get_json("/api/events?limit=100", &t.key).await;
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().to_owned(),
+                e["sequence"].as_i64().unwrap(),
+            )
+        })
+        .filter(|(_, seq)| *seq > after)
+        .collect()
+}
+
+async fn last_sequence(app: &TestApp, t: &Tenant) -> i64 {
+    events_after(app, t, 0)
+        .await
+        .into_values()
+        .max()
+        .unwrap_or(0)
+}
+
+async fn set_status(app: &TestApp, t: &Tenant, id: &str, status: &str) {
+    let response = app
+        .client
+        .patch(format!("{}/api/webhook-endpoints/{id}", app.url))
+        .bearer_auth(&t.key)
+        .json(&json!({ "status": status }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+async fn outbound_endpoints_of_one_tenant_each_get_their_events_once(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.outbound.allow_http = true;
+        s.outbound.allow_private_targets = true;
+        s.outbound.sweep_ms = 50;
+    })
+    .await;
+    let t = app.tenant("Acme").await;
+    let receivers = [
+        Receiver::start(Receiver::always(200)).await,
+        Receiver::start(Receiver::always(200)).await,
+        Receiver::start(Receiver::always(200)).await,
+    ];
+    let commit = |n: usize| {
+        let (app, key) = (&app, t.key.clone());
+        async move {
+            for _ in 0..n {
+                app.invoice(&key, 100, true).await;
+            }
+        }
+    };
+    // a from the start, b from later on, c from later still but disabled for a while: three
+    // places in the log, each catching up with the others' shared reads.
+    let from_a = last_sequence(&app, &t).await;
+    let a = endpoint(&app, &t, json!({"url": receivers[0].url})).await;
+    commit(3).await;
+    let from_b = last_sequence(&app, &t).await;
+    endpoint(&app, &t, json!({"url": receivers[1].url})).await;
+    commit(3).await;
+    let from_c = last_sequence(&app, &t).await;
+    let c = endpoint(&app, &t, json!({"url": receivers[2].url})).await;
+    set_status(&app, &t, &c, "disabled").await;
+    commit(3).await;
+    set_status(&app, &t, &a, "disabled").await;
+    set_status(&app, &t, &c, "enabled").await;
+    commit(3).await;
+    set_status(&app, &t, &a, "enabled").await;
+    commit(2).await;
+    for (receiver, from) in receivers.iter().zip([from_a, from_b, from_c]) {
+        let want = events_after(&app, &t, from).await;
+        receiver
+            .wait_for("every event since the endpoint's creation", |d| {
+                d.len() >= want.len()
+            })
+            .await;
+        // Time for anything sent twice to arrive too.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = receiver.deliveries();
+        let mut sent: Vec<&str> = got.iter().map(|d| d.webhook_id()).collect();
+        sent.sort_unstable();
+        let mut wanted: Vec<&str> = want.keys().map(String::as_str).collect();
+        wanted.sort_unstable();
+        assert_eq!(sent, wanted, "each event once, none missing, none extra");
+    }
 }
