@@ -28,7 +28,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::store::{Db, Lease};
 pub use schedule::RetrySchedule;
-pub use ssrf::TargetPolicy;
+pub use ssrf::{DnsServers, TargetPolicy};
 
 /// The shortest lease taken, whatever the setting.
 const LEASE_MIN: Duration = Duration::from_millis(300);
@@ -43,6 +43,9 @@ pub struct OutboundSettings {
     pub allow_http: bool,
     /// Allow loopback, private, link-local and other non-public targets.
     pub allow_private_targets: bool,
+    /// The nameservers endpoint names are looked up with, when they are checked and again
+    /// for each connection: `ip[:port]`, comma-separated. Unset: the system's resolver.
+    pub dns_servers: DnsServers,
     /// Delays before each retry, in milliseconds; jittered by ±10 %. Once they are used up the
     /// delivery has failed.
     pub retry_schedule_ms: Vec<u64>,
@@ -71,6 +74,7 @@ impl Default for OutboundSettings {
             enabled: true,
             allow_http: false,
             allow_private_targets: false,
+            dns_servers: DnsServers::SYSTEM,
             retry_schedule_ms: schedule::STANDARD_DELAYS_SECS
                 .iter()
                 .map(|s| s * 1_000)
@@ -92,6 +96,7 @@ impl OutboundSettings {
         TargetPolicy {
             allow_http: self.allow_http,
             allow_private: self.allow_private_targets,
+            dns_servers: self.dns_servers.clone(),
         }
     }
 

@@ -2,20 +2,37 @@
 //! call into its own network (SSRF). A URL is checked when it is set (scheme, then every
 //! address its host resolves to) and again at connect time by the client's resolver, so a name
 //! that later resolves elsewhere (DNS rebinding) is refused too. Redirects are never followed.
+//!
+//! Names are looked up by the system's resolver, or only by the nameservers configuration
+//! names ([`DnsServers`]). Either way each check and each connection is a lookup of its own:
+//! nothing here keeps an answer, whatever its TTL, so what is checked is what the name
+//! resolves to at that moment.
 
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
 use std::sync::Arc;
 
+use hickory_resolver::config::{
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::{Resolver, TokioResolver};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::Deserialize;
 use url::{Host, Url};
 
-/// What configuration allows beyond public `https://` targets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What configuration allows beyond public `https://` targets, and where target names are
+/// looked up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetPolicy {
     /// `http://` URLs.
     pub allow_http: bool,
     /// Loopback, private, link-local and other non-public addresses (tests, demos).
     pub allow_private: bool,
+    /// The nameservers that say what a target's name resolves to.
+    pub dns_servers: DnsServers,
 }
 
 /// Why a URL is refused.
@@ -117,7 +134,7 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
 }
 
 /// Checks a URL's form against the policy (no network); answers it parsed.
-pub fn check_form(raw: &str, policy: TargetPolicy) -> Result<Url, UrlRefused> {
+pub fn check_form(raw: &str, policy: &TargetPolicy) -> Result<Url, UrlRefused> {
     let url = Url::parse(raw).map_err(|_| UrlRefused::Malformed)?;
     match url.scheme() {
         "https" => {}
@@ -135,48 +152,173 @@ pub fn check_form(raw: &str, policy: TargetPolicy) -> Result<Url, UrlRefused> {
     }
 }
 
-fn check_ip(ip: IpAddr, policy: TargetPolicy) -> Result<(), UrlRefused> {
+fn check_ip(ip: IpAddr, policy: &TargetPolicy) -> Result<(), UrlRefused> {
     match forbidden_class(ip) {
         Some(class) if !policy.allow_private => Err(UrlRefused::Address(class)),
         _ => Ok(()),
     }
 }
 
+/// The nameservers target names are looked up with: none (the default) means the system's
+/// resolver; otherwise these alone, with no fallback to the system's resolver or its hosts
+/// file. Written as a comma-separated list of `ip[:port]` (port 53 when left out; IPv6 in
+/// brackets when a port follows: `[::1]:5353`), or in TOML as a list of such strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsServers(Vec<SocketAddr>);
+
+/// A nameserver entry that is not an address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a nameserver address: expected an IP address, optionally with a port (10.0.0.2, 10.0.0.2:5353, [fd00::2]:5353)")]
+pub struct BadDnsServer(String);
+
+impl DnsServers {
+    /// The system's resolver.
+    pub const SYSTEM: DnsServers = DnsServers(Vec::new());
+
+    fn entry(raw: &str) -> Result<SocketAddr, BadDnsServer> {
+        let raw = raw.trim();
+        let bad = || BadDnsServer(raw.to_owned());
+        let addr = match SocketAddr::from_str(raw) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let bare = raw
+                    .strip_prefix('[')
+                    .and_then(|r| r.strip_suffix(']'))
+                    .unwrap_or(raw);
+                SocketAddr::new(IpAddr::from_str(bare).map_err(|_| bad())?, 53)
+            }
+        };
+        if addr.port() == 0 {
+            return Err(bad());
+        }
+        Ok(addr)
+    }
+}
+
+impl FromStr for DnsServers {
+    type Err = BadDnsServer;
+
+    /// A comma-separated list; an empty (or blank) one is the system's resolver.
+    fn from_str(raw: &str) -> Result<Self, BadDnsServer> {
+        if raw.trim().is_empty() {
+            return Ok(Self::SYSTEM);
+        }
+        raw.split(',')
+            .map(Self::entry)
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DnsServers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Servers;
+
+        impl<'de> Visitor<'de> for Servers {
+            type Value = DnsServers;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("nameserver addresses, comma-separated or as a list")
+            }
+
+            fn visit_str<E: de::Error>(self, raw: &str) -> Result<DnsServers, E> {
+                raw.parse().map_err(E::custom)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<DnsServers, A::Error> {
+                let mut found = Vec::new();
+                while let Some(raw) = seq.next_element::<String>()? {
+                    found.push(DnsServers::entry(&raw).map_err(de::Error::custom)?);
+                }
+                Ok(DnsServers(found))
+            }
+        }
+
+        deserializer.deserialize_any(Servers)
+    }
+}
+
+/// A resolver that asks these nameservers only (`localhost` alone it answers itself, with
+/// loopback: RFC 6761), and keeps no answer: it is made for one lookup and dropped after it,
+/// and its cache is switched off as well, so a TTL, however long, keeps nothing. A and AAAA
+/// are asked for together, so that every address is seen.
+fn nameservers_only(
+    servers: &[SocketAddr],
+) -> Result<TokioResolver, hickory_resolver::net::NetError> {
+    let name_servers = servers
+        .iter()
+        .map(|addr| {
+            let connections = [ConnectionConfig::udp(), ConnectionConfig::tcp()]
+                .into_iter()
+                .map(|mut c| {
+                    c.port = addr.port();
+                    c
+                })
+                .collect();
+            NameServerConfig::new(addr.ip(), true, connections)
+        })
+        .collect();
+    let mut builder = Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(name_servers),
+        TokioRuntimeProvider::default(),
+    );
+    let options = builder.options_mut();
+    options.cache_size = 0;
+    options.use_hosts_file = ResolveHosts::Never;
+    options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+    builder.build()
+}
+
+type LookupError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every address `host` resolves to now, with `port`.
+async fn lookup(
+    host: &str,
+    port: u16,
+    servers: &DnsServers,
+) -> Result<Vec<SocketAddr>, LookupError> {
+    if servers.0.is_empty() {
+        return Ok(tokio::net::lookup_host((host, port)).await?.collect());
+    }
+    let found = nameservers_only(&servers.0)?.lookup_ip(host).await?;
+    Ok(found.iter().map(|ip| SocketAddr::new(ip, port)).collect())
+}
+
 /// Checks the URL's form, then every address its host resolves to now.
 pub async fn check(raw: &str, policy: TargetPolicy) -> Result<Url, UrlRefused> {
-    let url = check_form(raw, policy)?;
+    let url = check_form(raw, &policy)?;
     if let Some(Host::Domain(name)) = url.host() {
         let port = url.port_or_known_default().unwrap_or(443);
-        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((name, port))
+        let addrs = lookup(name, port, &policy.dns_servers)
             .await
-            .map_err(|_| UrlRefused::Unresolved)?
-            .collect();
+            .map_err(|_| UrlRefused::Unresolved)?;
         if addrs.is_empty() {
             return Err(UrlRefused::Unresolved);
         }
         for addr in addrs {
-            check_ip(addr.ip(), policy)?;
+            check_ip(addr.ip(), &policy)?;
         }
     }
     Ok(url)
 }
 
-/// The delivery client's resolver: the system's, minus every address the policy refuses, so
-/// a connection can only go where [`check`] would have allowed at that moment.
-#[derive(Debug, Clone, Copy)]
+/// The delivery client's resolver: the policy's (the system's or the configured nameservers),
+/// minus every address the policy refuses, so a connection can only go where [`check`] would
+/// have allowed at that moment. Each new connection looks its name up afresh.
+#[derive(Debug, Clone)]
 pub struct GuardedResolver(pub TargetPolicy);
 
 impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.0;
+        let policy = self.0.clone();
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+            let found: Vec<SocketAddr> = lookup(name.as_str(), 0, &policy.dns_servers)
                 .await?
+                .into_iter()
                 .filter(|a| policy.allow_private || forbidden_class(a.ip()).is_none())
                 .collect();
             if found.is_empty() {
-                let refused: Box<dyn std::error::Error + Send + Sync> = Box::new(NoAllowedAddress);
+                let refused: LookupError = Box::new(NoAllowedAddress);
                 return Err(refused);
             }
             let addrs: Addrs = Box::new(found.into_iter());
@@ -197,6 +339,7 @@ mod tests {
     const STRICT: TargetPolicy = TargetPolicy {
         allow_http: false,
         allow_private: false,
+        dns_servers: DnsServers::SYSTEM,
     };
 
     #[test]
@@ -236,26 +379,30 @@ mod tests {
 
     #[test]
     fn forms_are_checked_before_any_lookup() {
-        assert_eq!(check_form("ftp://x.test/", STRICT), Err(UrlRefused::Scheme));
         assert_eq!(
-            check_form("http://x.test/", STRICT),
+            check_form("ftp://x.test/", &STRICT),
             Err(UrlRefused::Scheme)
         );
-        assert_eq!(check_form("not a url", STRICT), Err(UrlRefused::Malformed));
         assert_eq!(
-            check_form("https://u:p@x.test/", STRICT),
+            check_form("http://x.test/", &STRICT),
+            Err(UrlRefused::Scheme)
+        );
+        assert_eq!(check_form("not a url", &STRICT), Err(UrlRefused::Malformed));
+        assert_eq!(
+            check_form("https://u:p@x.test/", &STRICT),
             Err(UrlRefused::Credentials)
         );
         assert_eq!(
-            check_form("https://[::1]/", STRICT),
+            check_form("https://[::1]/", &STRICT),
             Err(UrlRefused::Address("loopback"))
         );
-        assert!(check_form("https://x.test/hook", STRICT).is_ok());
+        assert!(check_form("https://x.test/hook", &STRICT).is_ok());
         let open = TargetPolicy {
             allow_http: true,
             allow_private: true,
+            ..STRICT
         };
-        assert!(check_form("http://127.0.0.1:9/", open).is_ok());
+        assert!(check_form("http://127.0.0.1:9/", &open).is_ok());
     }
 
     #[tokio::test]
@@ -264,5 +411,177 @@ mod tests {
             check("https://localhost/hook", STRICT).await,
             Err(UrlRefused::Address("loopback"))
         );
+    }
+
+    fn servers(list: &[&str]) -> DnsServers {
+        DnsServers(list.iter().map(|a| a.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn dns_servers_are_addresses_with_an_optional_port() {
+        for (raw, want) in [
+            ("", DnsServers::SYSTEM),
+            ("  ", DnsServers::SYSTEM),
+            ("127.0.0.1:5353", servers(&["127.0.0.1:5353"])),
+            ("10.0.0.2", servers(&["10.0.0.2:53"])),
+            ("[fd00::2]:5353", servers(&["[fd00::2]:5353"])),
+            ("fd00::2", servers(&["[fd00::2]:53"])),
+            ("[fd00::2]", servers(&["[fd00::2]:53"])),
+            (
+                " 10.0.0.2 , 10.0.0.3:5353,[::1]:53 ",
+                servers(&["10.0.0.2:53", "10.0.0.3:5353", "[::1]:53"]),
+            ),
+        ] {
+            assert_eq!(raw.parse::<DnsServers>(), Ok(want), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_dns_server_is_named_in_the_error() {
+        for (raw, bad) in [
+            ("dns.internal", "dns.internal"),
+            ("dns.internal:53", "dns.internal:53"),
+            ("10.0.0.2:0", "10.0.0.2:0"),
+            ("10.0.0.2:65536", "10.0.0.2:65536"),
+            ("10.0.0.300", "10.0.0.300"),
+            ("::1:5353x", "::1:5353x"),
+            ("10.0.0.2;10.0.0.3", "10.0.0.2;10.0.0.3"),
+            ("10.0.0.2,", ""),
+            ("10.0.0.2,,10.0.0.3", ""),
+            ("udp://10.0.0.2", "udp://10.0.0.2"),
+        ] {
+            let error = raw.parse::<DnsServers>().unwrap_err();
+            assert_eq!(error, BadDnsServer(bad.to_owned()), "{raw:?}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with(&format!("{bad:?} is not a nameserver address")),
+                "{error}"
+            );
+        }
+    }
+
+    /// The setting as configuration gives it: an environment variable (figment parses its
+    /// value first: `[::1]` alone becomes a list) or TOML, and a bad value stops the start-up
+    /// with the setting's name and the entry at fault.
+    #[test]
+    fn dns_servers_from_the_environment_and_toml() {
+        use crate::config::Settings;
+        use figment::providers::{Format, Serialized, Toml};
+        use figment::value::Value;
+        use figment::Figment;
+
+        let from_env = |raw: &str| {
+            let value: Value = raw.parse().unwrap();
+            Figment::from(Serialized::default("outbound.dns_servers", value))
+                .extract::<Settings>()
+                .map(|s| s.outbound.dns_servers)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            from_env("127.0.0.1:5353,[::1]:5353").unwrap(),
+            servers(&["127.0.0.1:5353", "[::1]:5353"])
+        );
+        assert_eq!(from_env("10.0.0.2").unwrap(), servers(&["10.0.0.2:53"]));
+        assert_eq!(from_env("[::1]").unwrap(), servers(&["[::1]:53"]));
+        assert_eq!(from_env("").unwrap(), DnsServers::SYSTEM);
+        let error = from_env("127.0.0.1:5353,dns.internal").unwrap_err();
+        assert!(
+            error.contains("\"dns.internal\" is not a nameserver address")
+                && error.contains("outbound.dns_servers"),
+            "{error}"
+        );
+        assert!(from_env("53").is_err());
+
+        let from_toml = |toml: &str| {
+            Figment::new()
+                .merge(Toml::string(toml))
+                .extract::<Settings>()
+                .map(|s| s.outbound.dns_servers)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            from_toml("[outbound]\ndns_servers = [\"10.0.0.2\", \"[fd00::2]:5353\"]").unwrap(),
+            servers(&["10.0.0.2:53", "[fd00::2]:5353"])
+        );
+        assert_eq!(
+            from_toml("[outbound]\ndns_servers = \"10.0.0.2:5353\"").unwrap(),
+            servers(&["10.0.0.2:5353"])
+        );
+        assert_eq!(from_toml("").unwrap(), DnsServers::SYSTEM);
+        let error = from_toml("[outbound]\ndns_servers = [\"10.0.0.2:0\"]").unwrap_err();
+        assert!(
+            error.contains("\"10.0.0.2:0\" is not a nameserver address"),
+            "{error}"
+        );
+    }
+
+    /// A nameserver on loopback answering A queries for every name with `answer`, with a
+    /// day-long TTL (no other record type has an answer); the address it listens on.
+    async fn nameserver(answer: Arc<std::sync::Mutex<Ipv4Addr>>) -> SocketAddr {
+        use hickory_resolver::proto::op::{Message, MessageType};
+        use hickory_resolver::proto::rr::{rdata::A, RData, Record, RecordType};
+
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let (n, from) = socket.recv_from(&mut buf).await.unwrap();
+                let Ok(query) = Message::from_vec(&buf[..n]) else {
+                    continue;
+                };
+                let mut reply = Message::new(
+                    query.metadata.id,
+                    MessageType::Response,
+                    query.metadata.op_code,
+                );
+                reply.metadata.recursion_desired = query.metadata.recursion_desired;
+                reply.metadata.recursion_available = true;
+                for q in &query.queries {
+                    reply.add_query(q.clone());
+                    if q.query_type() == RecordType::A {
+                        let ip = *answer.lock().unwrap();
+                        reply.add_answer(Record::from_rdata(
+                            q.name().clone(),
+                            86_400,
+                            RData::A(A(ip)),
+                        ));
+                    }
+                }
+                socket
+                    .send_to(&reply.to_vec().unwrap(), from)
+                    .await
+                    .unwrap();
+            }
+        });
+        addr
+    }
+
+    /// Every lookup asks the nameservers again, whatever TTL their last answer carried: a name
+    /// that first resolved to a public address and now resolves to loopback is refused, both
+    /// by the check and by the client's resolver.
+    #[tokio::test]
+    async fn each_lookup_asks_the_configured_nameservers_again() {
+        let answer = Arc::new(std::sync::Mutex::new(Ipv4Addr::new(192, 0, 2, 10)));
+        let server = nameserver(answer.clone()).await;
+        let policy = TargetPolicy {
+            dns_servers: DnsServers(vec![server]),
+            ..STRICT
+        };
+        let url = "https://rebind.payrail.test/hook";
+        assert!(check(url, policy.clone()).await.is_ok());
+        let guarded = GuardedResolver(policy.clone());
+        let name = || -> Name { "rebind.payrail.test".parse().unwrap() };
+        let first: Vec<SocketAddr> = guarded.resolve(name()).await.unwrap().collect();
+        assert_eq!(first, vec!["192.0.2.10:0".parse().unwrap()]);
+
+        *answer.lock().unwrap() = Ipv4Addr::LOCALHOST;
+        assert_eq!(
+            check(url, policy.clone()).await,
+            Err(UrlRefused::Address("loopback"))
+        );
+        let refused = guarded.resolve(name()).await.err().unwrap();
+        assert!(refused.is::<NoAllowedAddress>(), "{refused}");
     }
 }

@@ -547,6 +547,7 @@ mod outbound;
 mod outbound_crash;
 mod outbound_lease;
 mod outbound_policy;
+mod outbound_rebinding;
 mod outbound_receiver;
 mod outbound_rounds;
 mod outbound_ssrf;
