@@ -58,9 +58,12 @@ async fn start(url: &str, env: &[(&'static str, String)]) -> Engine {
     Engine::start_with(url, None, &env).await
 }
 
+/// How often an invoice refused for a number the other node took is asked for again.
+const STORM_TRIES: usize = 20;
+
 /// Commits invoices (each created and finalized: two events) on one node, a few at a time;
 /// answers how many were acknowledged (a node stopped meanwhile refuses the rest, and the
-/// other node's numbering of the same tenant's invoices makes some conflict).
+/// other node's numbering of the same tenant's invoices makes some conflict, retried).
 async fn storm(client: &Client, url: &str, key: &str, invoices: usize) -> usize {
     let mut acknowledged = 0;
     for _ in 0..invoices / 3 {
@@ -71,7 +74,22 @@ async fn storm(client: &Client, url: &str, key: &str, invoices: usize) -> usize 
                 .post(format!("{url}/api/invoices"))
                 .bearer_auth(key)
                 .json(&body);
-            async move { matches!(request.send().await, Ok(r) if r.status() == 201) }
+            // Two nodes numbering one tenant's invoices refuse each other's numbers (409) until
+            // each has read the other's: the node that keeps losing the race tries again, so
+            // that both nodes commit.
+            async move {
+                for _ in 0..STORM_TRIES {
+                    let Some(attempt) = request.try_clone() else {
+                        return false;
+                    };
+                    match attempt.send().await {
+                        Ok(r) if r.status() == 201 => return true,
+                        Ok(r) if r.status() == 409 => continue,
+                        _ => return false,
+                    }
+                }
+                false
+            }
         });
         acknowledged += futures::future::join_all(sends)
             .await
