@@ -10,8 +10,8 @@ use payrail_actors::domain::{
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
 use super::rows::{
-    event_columns, into_events, parse_id, DataRow, EventRow, PairRow, ReservationRow, TextRow,
-    TripleRow,
+    event_columns, into_events, parse_id, snapshot_columns, DataRow, EventRow, PairRow,
+    ReservationRow, TextRow, TripleRow,
 };
 use super::stmt::{Bind, Stmt};
 use super::Db;
@@ -31,8 +31,8 @@ impl Db {
         let row: Option<DataRow> = self
             .load_one(Stmt::new(
                 format!(
-                    "SELECT {} AS data, version FROM {table} WHERE tenant_id = ? AND id = ?",
-                    d.json_out("data")
+                    "SELECT {} FROM {table} WHERE tenant_id = ? AND id = ?",
+                    snapshot_columns(d, table, "")
                 ),
                 vec![Bind::Text(tenant.to_string()), Bind::Text(id.clone())],
             ))

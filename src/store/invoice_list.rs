@@ -5,7 +5,7 @@ use payrail_actors::ports::StoreError;
 
 use super::model::{InvoicePage, InvoiceQuery, InvoiceSort, Paging, LIST_LIMIT_MAX};
 use super::queries::page_bounds;
-use super::rows::{CountRow, DataRow};
+use super::rows::{snapshot_columns, CountRow, DataRow};
 use super::stmt::{Bind, Dialect, Stmt};
 use super::Db;
 
@@ -99,8 +99,8 @@ impl Db {
         let (mut filter, mut binds) = filters(d, tenant, q);
         let (order, key, cmp) = ordering(d, q.sort);
         let select = format!(
-            "SELECT {} AS data, i.version FROM invoices i WHERE ",
-            d.json_out("i.data")
+            "SELECT {} FROM invoices i WHERE ",
+            snapshot_columns(d, "invoices", "i.")
         );
         match &q.paging {
             Paging::Offset { page, page_size } => {

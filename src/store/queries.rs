@@ -14,7 +14,8 @@ use super::model::{
 use super::notify::revocation_notice;
 use super::rows::{
     api_key_columns, event_columns, idempotency_columns, into_stored, seal_webhook_secret,
-    tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow, TenantSqlRow,
+    snapshot_columns, tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow,
+    TenantSqlRow,
 };
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
@@ -329,8 +330,8 @@ impl Db {
     ) -> Result<Option<DataRow>, StoreError> {
         self.load_one(Stmt::new(
             format!(
-                "SELECT {} AS data, version FROM {table} WHERE tenant_id = ? AND id = ?",
-                self.dialect().json_out("data")
+                "SELECT {} FROM {table} WHERE tenant_id = ? AND id = ?",
+                snapshot_columns(self.dialect(), table, "")
             ),
             vec![Bind::Text(tenant.to_string()), Bind::Text(id)],
         ))
@@ -368,9 +369,9 @@ impl Db {
         let rows: Vec<DataRow> = self
             .load(Stmt::new(
                 format!(
-                    "SELECT {} AS data, version FROM payments WHERE {filter} \
+                    "SELECT {} FROM payments WHERE {filter} \
                      ORDER BY created_at, id LIMIT ? OFFSET ?",
-                    self.dialect().json_out("data")
+                    snapshot_columns(self.dialect(), "payments", "")
                 ),
                 binds,
             ))

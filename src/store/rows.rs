@@ -12,6 +12,7 @@ use crate::keys::{KeyError, Keys};
 
 use super::model::{ApiKeyRow, StoredEvent, TenantRow};
 use super::stmt::{from_micros, Dialect};
+use super::write::PAYMENTS;
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -95,13 +96,30 @@ pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, Store
     rows.into_iter().map(EventRow::into_stored).collect()
 }
 
-/// A projection row's `data` (the full snapshot) and its version.
+/// A projection row's snapshot and its version: an invoice's whole snapshot in `data`; a
+/// payment's in two parts, `details` (set once) and `data` (what changes).
 #[derive(Debug, QueryableByName)]
 pub(crate) struct DataRow {
     #[diesel(sql_type = Text)]
     pub(crate) data: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) details: Option<String>,
     #[diesel(sql_type = BigInt)]
     pub(crate) version: i64,
+}
+
+/// The select list matching `DataRow` for `table` (a projection table, optionally aliased as
+/// `alias.`).
+pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
+    let details = if table == PAYMENTS.name {
+        d.json_out(&format!("{alias}details"))
+    } else {
+        "CAST(NULL AS text)".to_owned()
+    };
+    format!(
+        "{} AS data, {details} AS details, {alias}version AS version",
+        d.json_out(&format!("{alias}data"))
+    )
 }
 
 impl DataRow {
@@ -110,7 +128,13 @@ impl DataRow {
     }
 
     pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
-        from_json(&self.data)
+        let Some(details) = &self.details else {
+            return Err(corrupt("a payment row without its details"));
+        };
+        let mut snapshot: serde_json::Map<String, serde_json::Value> = from_json(details)?;
+        let data: serde_json::Map<String, serde_json::Value> = from_json(&self.data)?;
+        snapshot.extend(data);
+        serde_json::from_value(serde_json::Value::Object(snapshot)).map_err(corrupt)
     }
 }
 

@@ -1,13 +1,21 @@
 //! Migrations over existing data: a database written by an earlier version keeps its events,
-//! renumbered per tenant in their old order, when `sequence` becomes per tenant.
+//! renumbered per tenant in their old order, when `sequence` becomes per tenant; and its
+//! payments, whole snapshots split into details and state (and joined again by the way back).
 
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::MigrationHarness;
 
+use payrail_actors::domain::Payment;
+
+use crate::store::rows::{snapshot_columns, DataRow};
+use crate::store::stmt::Dialect;
+
 /// The migration that numbers events per tenant.
 const PER_TENANT: &str = "sequence_per_tenant";
+/// The migration that stores a payment's details apart from its state.
+const DETAILS_APART: &str = "payment_details_apart";
 
 /// Events of two tenants interleaved, as the platform-wide counter numbered them.
 const EVENTS: [(i64, &str); 5] = [(7, "a"), (9, "b"), (10, "a"), (12, "b"), (20, "a")];
@@ -36,15 +44,14 @@ fn insert_sql(occurred_at: &str) -> String {
         .collect()
 }
 
-/// Runs the pending migrations before (`before`) or from (`!before`) the per-tenant one.
-fn migrate<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, before: bool)
+/// Runs the pending migrations before (`before`) or from (`!before`) the one named `name`.
+fn migrate<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, name: &str, before: bool)
 where
     DB: diesel::backend::Backend,
     C: MigrationHarness<DB>,
 {
     for migration in conn.pending_migrations(source).unwrap() {
-        let is_per_tenant = migration.name().to_string().contains(PER_TENANT);
-        if before && is_per_tenant {
+        if before && migration.name().to_string().contains(name) {
             return;
         }
         conn.run_migration(&migration).unwrap();
@@ -78,9 +85,19 @@ fn sqlite_events_are_renumbered_per_tenant() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    migrate(&mut conn, crate::store::sqlite::MIGRATIONS, true);
+    migrate(
+        &mut conn,
+        crate::store::sqlite::MIGRATIONS,
+        PER_TENANT,
+        true,
+    );
     conn.batch_execute(&insert_sql("0")).unwrap();
-    migrate(&mut conn, crate::store::sqlite::MIGRATIONS, false);
+    migrate(
+        &mut conn,
+        crate::store::sqlite::MIGRATIONS,
+        PER_TENANT,
+        false,
+    );
     let numbered = diesel::sql_query(NUMBERED).load(&mut conn).unwrap();
     let counters = diesel::sql_query(COUNTERS).load(&mut conn).unwrap();
     check(numbered, counters);
@@ -91,12 +108,153 @@ async fn postgres_events_are_renumbered_per_tenant() {
     let url = crate::store::testing::empty_postgres().await.unwrap();
     tokio::task::spawn_blocking(move || {
         let mut conn = PgConnection::establish(&url).unwrap();
-        migrate(&mut conn, crate::store::postgres::MIGRATIONS, true);
+        migrate(
+            &mut conn,
+            crate::store::postgres::MIGRATIONS,
+            PER_TENANT,
+            true,
+        );
         conn.batch_execute(&insert_sql("now()")).unwrap();
-        migrate(&mut conn, crate::store::postgres::MIGRATIONS, false);
+        migrate(
+            &mut conn,
+            crate::store::postgres::MIGRATIONS,
+            PER_TENANT,
+            false,
+        );
         let numbered = diesel::sql_query(NUMBERED).load(&mut conn).unwrap();
         let counters = diesel::sql_query(COUNTERS).load(&mut conn).unwrap();
         check(numbered, counters);
+    })
+    .await
+    .unwrap();
+}
+
+/// A payment whose charge was accepted, with text that needs quoting.
+fn payment() -> Payment {
+    use crate::store::tests::fixtures::{at, attempt_payment, charge_accepted, create_invoice};
+    let tenant = payrail_actors::domain::TenantId::new();
+    let (mut invoice, _) = create_invoice(tenant, &Default::default());
+    let (mut payment, _) = attempt_payment(&mut invoice, 600, at(1));
+    charge_accepted(&mut payment, at(2));
+    payment.failure_message = Some("a \"quoted\" message".to_owned());
+    payment
+}
+
+/// The payment as an earlier version stored it: its whole snapshot in `data`.
+fn whole_row_sql(p: &Payment, created_at: &str) -> String {
+    format!(
+        "INSERT INTO payments (tenant_id, id, invoice_id, status, amount, currency, \
+         gateway_reference, created_at, version, data) VALUES ('{}', '{}', '{}', '{}', {}, \
+         '{}', '{}', {created_at}, {}, '{}')",
+        p.tenant_id,
+        p.id,
+        p.invoice_id,
+        p.status.as_str(),
+        p.amount,
+        p.currency.as_str(),
+        p.gateway_reference.as_deref().unwrap_or_default(),
+        p.version,
+        serde_json::to_string(p).unwrap().replace('\'', "''"),
+    )
+}
+
+#[derive(QueryableByName, Debug)]
+struct Whole {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    data: String,
+}
+
+/// The split row read back as the store reads it: the state without the details, and the
+/// payment whole again.
+fn check_split(rows: Vec<DataRow>, original: &Payment) {
+    assert_eq!(rows.len(), 1);
+    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+    assert!(state.get("paymentMethod").is_none(), "{state}");
+    assert!(state.get("status").is_some(), "{state}");
+    assert_eq!(&rows[0].payment().unwrap(), original);
+}
+
+/// The snapshot after the split was reverted: whole again.
+fn check_whole(rows: Vec<Whole>, original: &Payment) {
+    let back: Payment = serde_json::from_str(&rows[0].data).unwrap();
+    assert_eq!(&back, original);
+}
+
+fn select_split(d: Dialect) -> String {
+    format!(
+        "SELECT {} FROM payments",
+        snapshot_columns(d, "payments", "")
+    )
+}
+
+fn select_whole(d: Dialect) -> String {
+    format!("SELECT {} AS data FROM payments", d.json_out("data"))
+}
+
+/// Reverts the split (the last migration applied).
+fn revert_split<DB, C>(conn: &mut C, source: impl MigrationSource<DB>)
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+{
+    let migrations = source.migrations().unwrap();
+    let split = migrations
+        .iter()
+        .find(|m| m.name().to_string().contains(DETAILS_APART))
+        .unwrap();
+    let last = conn
+        .applied_migrations()
+        .unwrap()
+        .into_iter()
+        .max()
+        .unwrap();
+    assert_eq!(last, split.name().version());
+    conn.revert_migration(&**split).unwrap();
+}
+
+#[test]
+fn sqlite_payments_are_split_into_details_and_state() {
+    use crate::store::sqlite::MIGRATIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
+    let original = payment();
+    migrate(&mut conn, MIGRATIONS, DETAILS_APART, true);
+    conn.batch_execute(&whole_row_sql(&original, "0")).unwrap();
+    migrate(&mut conn, MIGRATIONS, DETAILS_APART, false);
+    let d = Dialect::Sqlite;
+    check_split(
+        diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
+        &original,
+    );
+    revert_split(&mut conn, MIGRATIONS);
+    check_whole(
+        diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
+        &original,
+    );
+}
+
+#[tokio::test]
+async fn postgres_payments_are_split_into_details_and_state() {
+    use crate::store::postgres::MIGRATIONS;
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let original = payment();
+        migrate(&mut conn, MIGRATIONS, DETAILS_APART, true);
+        conn.batch_execute(&whole_row_sql(&original, "now()"))
+            .unwrap();
+        migrate(&mut conn, MIGRATIONS, DETAILS_APART, false);
+        let d = Dialect::Postgres;
+        check_split(
+            diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
+            &original,
+        );
+        revert_split(&mut conn, MIGRATIONS);
+        check_whole(
+            diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
+            &original,
+        );
     })
     .await
     .unwrap();
