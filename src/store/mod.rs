@@ -24,6 +24,7 @@ mod postgres;
 mod queries;
 mod rows;
 mod secrets;
+mod split_json;
 mod sqlite;
 mod stmt;
 mod summary;

@@ -6,6 +6,7 @@ use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use std::collections::HashMap;
 
 use super::rows::corrupt;
+use super::split_json;
 use super::stmt::{Bind, Dialect, Stmt};
 
 /// Row counts of the multi-row `VALUES` statements on SQLite: a few fixed shapes keep the
@@ -193,18 +194,7 @@ const PAYMENT_DETAILS: [&str; 7] = [
 /// A payment's snapshot as `(details, data)`; `DataRow::payment` joins them again. Any key not
 /// named in `PAYMENT_DETAILS` goes to `data`, so a new field is never lost, only rewritten.
 fn payment_parts(payment: &Payment) -> Result<(String, String), StoreError> {
-    let serde_json::Value::Object(mut data) = serde_json::to_value(payment).map_err(corrupt)?
-    else {
-        return Err(corrupt("a payment's snapshot is not a JSON object"));
-    };
-    let details: serde_json::Map<String, serde_json::Value> = PAYMENT_DETAILS
-        .iter()
-        .filter_map(|key| data.remove_entry(*key))
-        .collect();
-    Ok((
-        serde_json::Value::Object(details).to_string(),
-        serde_json::Value::Object(data).to_string(),
-    ))
+    split_json::split(payment, &PAYMENT_DETAILS).map_err(corrupt)
 }
 
 pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, StoreError> {

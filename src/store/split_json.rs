@@ -1,0 +1,258 @@
+//! A struct serialized as two JSON objects, its fields routed by name: the parts of a snapshot
+//! that never change (written once) and the rest (rewritten with every change). Written
+//! straight into both buffers as `serde_json` would write the whole, with no `Value` between.
+
+use serde::ser::{self, Impossible, Serialize, SerializeStruct, Serializer};
+
+/// `value` (a struct) as `(fields named in `first`, every other field)`, each a JSON object.
+pub(crate) fn split<T: Serialize>(
+    value: &T,
+    first: &[&str],
+) -> Result<(String, String), serde_json::Error> {
+    let mut parts = Parts {
+        first,
+        out: [Part::default(), Part::default()],
+    };
+    value.serialize(&mut parts)?;
+    let [a, b] = parts.out;
+    Ok((a.finish()?, b.finish()?))
+}
+
+#[derive(Default)]
+struct Part {
+    json: Vec<u8>,
+}
+
+impl Part {
+    fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
+        self.json
+            .push(if self.json.is_empty() { b'{' } else { b',' });
+        serde_json::to_writer(&mut self.json, key)?;
+        self.json.push(b':');
+        serde_json::to_writer(&mut self.json, value)
+    }
+
+    fn finish(mut self) -> serde_json::Result<String> {
+        if self.json.is_empty() {
+            self.json.push(b'{');
+        }
+        self.json.push(b'}');
+        String::from_utf8(self.json).map_err(ser::Error::custom)
+    }
+}
+
+struct Parts<'a> {
+    first: &'a [&'a str],
+    out: [Part; 2],
+}
+
+impl SerializeStruct for &mut Parts<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_field<V: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &V,
+    ) -> serde_json::Result<()> {
+        let part = usize::from(!self.first.contains(&key));
+        self.out[part].field(key, value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        Ok(())
+    }
+}
+
+fn not_a_struct() -> serde_json::Error {
+    ser::Error::custom("only a struct can be split into parts")
+}
+
+/// Only `serialize_struct` does anything: a value that is not a struct cannot be split.
+impl<'a, 'b> Serializer for &'a mut Parts<'b> {
+    type Ok = ();
+    type Error = serde_json::Error;
+    type SerializeSeq = Impossible<(), serde_json::Error>;
+    type SerializeTuple = Impossible<(), serde_json::Error>;
+    type SerializeTupleStruct = Impossible<(), serde_json::Error>;
+    type SerializeTupleVariant = Impossible<(), serde_json::Error>;
+    type SerializeMap = Impossible<(), serde_json::Error>;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<(), serde_json::Error>;
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> serde_json::Result<Self> {
+        Ok(self)
+    }
+
+    fn serialize_bool(self, _: bool) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_i8(self, _: i8) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_i16(self, _: i16) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_i32(self, _: i32) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_i64(self, _: i64) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_u8(self, _: u8) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_u16(self, _: u16) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_u32(self, _: u32) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_u64(self, _: u64) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_f32(self, _: f32) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_f64(self, _: f64) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_char(self, _: char) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_str(self, _: &str) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_none(self) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_some<V: Serialize + ?Sized>(self, _: &V) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit(self) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+    ) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_newtype_struct<V: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: &V,
+    ) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_newtype_variant<V: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &V,
+    ) -> serde_json::Result<()> {
+        Err(not_a_struct())
+    }
+    fn serialize_seq(self, _: Option<usize>) -> serde_json::Result<Self::SerializeSeq> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple(self, _: usize) -> serde_json::Result<Self::SerializeTuple> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> serde_json::Result<Self::SerializeTupleStruct> {
+        Err(not_a_struct())
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> serde_json::Result<Self::SerializeTupleVariant> {
+        Err(not_a_struct())
+    }
+    fn serialize_map(self, _: Option<usize>) -> serde_json::Result<Self::SerializeMap> {
+        Err(not_a_struct())
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> serde_json::Result<Self::SerializeStructVariant> {
+        Err(not_a_struct())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::split;
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sample {
+        id: &'static str,
+        status: &'static str,
+        card_summary: Option<Vec<u8>>,
+        note: Option<&'static str>,
+        count: u64,
+    }
+
+    const SAMPLE: Sample = Sample {
+        id: "pay_1",
+        status: "it said \"no\"",
+        card_summary: None,
+        note: Some("é\n"),
+        count: 3,
+    };
+
+    fn parsed(s: &str) -> serde_json::Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn fields_go_to_the_part_that_names_them_and_together_make_the_whole() {
+        let (first, rest) = split(&SAMPLE, &["id", "cardSummary"]).unwrap();
+        assert_eq!(parsed(&first), json!({"id": "pay_1", "cardSummary": null}));
+        assert_eq!(
+            parsed(&rest),
+            json!({"status": "it said \"no\"", "note": "é\n", "count": 3})
+        );
+        let mut whole = parsed(&first);
+        whole
+            .as_object_mut()
+            .unwrap()
+            .extend(parsed(&rest).as_object().unwrap().clone());
+        assert_eq!(whole, serde_json::to_value(&SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn a_part_without_fields_is_an_empty_object() {
+        let (first, rest) = split(&SAMPLE, &[]).unwrap();
+        assert_eq!(first, "{}");
+        assert_eq!(parsed(&rest), serde_json::to_value(&SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn only_a_struct_is_split() {
+        assert!(split(&vec![1, 2], &[]).is_err());
+        assert!(split(&"text", &[]).is_err());
+    }
+}
