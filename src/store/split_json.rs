@@ -1,6 +1,7 @@
-//! A struct serialized as two JSON objects, its fields routed by name: the parts of a snapshot
-//! that never change (written once) and the rest (rewritten with every change). Written
-//! straight into both buffers as `serde_json` would write the whole, with no `Value` between.
+//! A struct serialized in parts, its fields routed by name, written straight into buffers as
+//! `serde_json` would write the whole, with no `Value` between: a snapshot as the part that
+//! never changes (written once) and the rest (rewritten with every change); an adjacently
+//! tagged event as its content alone.
 
 use serde::ser::{self, Impossible, Serialize, SerializeStruct, Serializer};
 
@@ -10,12 +11,39 @@ pub(crate) fn split<T: Serialize>(
     first: &[&str],
 ) -> Result<(String, String), serde_json::Error> {
     let mut parts = Parts {
-        first,
+        route: Route::Split(first),
         out: [Part::default(), Part::default()],
     };
     value.serialize(&mut parts)?;
     let [a, b] = parts.out;
     Ok((a.finish()?, b.finish()?))
+}
+
+/// The JSON of the field `name` of `value` (a struct), if it has one.
+pub(crate) fn field<T: Serialize>(
+    value: &T,
+    name: &str,
+) -> Result<Option<String>, serde_json::Error> {
+    let mut parts = Parts {
+        route: Route::Pick(name),
+        out: [Part::default(), Part::default()],
+    };
+    value.serialize(&mut parts)?;
+    let [picked, _] = parts.out;
+    if picked.json.is_empty() {
+        return Ok(None);
+    }
+    String::from_utf8(picked.json)
+        .map(Some)
+        .map_err(ser::Error::custom)
+}
+
+/// Where a field goes.
+enum Route<'a> {
+    /// Named here: the first part; else the second.
+    Split(&'a [&'a str]),
+    /// This one's value alone, as is, into the first part; the others nowhere.
+    Pick(&'a str),
 }
 
 #[derive(Default)]
@@ -42,7 +70,7 @@ impl Part {
 }
 
 struct Parts<'a> {
-    first: &'a [&'a str],
+    route: Route<'a>,
     out: [Part; 2],
 }
 
@@ -55,8 +83,14 @@ impl SerializeStruct for &mut Parts<'_> {
         key: &'static str,
         value: &V,
     ) -> serde_json::Result<()> {
-        let part = usize::from(!self.first.contains(&key));
-        self.out[part].field(key, value)
+        match self.route {
+            Route::Split(first) => {
+                let part = usize::from(!first.contains(&key));
+                self.out[part].field(key, value)
+            }
+            Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
+            Route::Pick(_) => Ok(()),
+        }
     }
 
     fn end(self) -> serde_json::Result<()> {
@@ -248,6 +282,59 @@ mod tests {
         let (first, rest) = split(&SAMPLE, &[]).unwrap();
         assert_eq!(first, "{}");
         assert_eq!(parsed(&rest), serde_json::to_value(&SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn a_field_is_picked_as_is() {
+        assert_eq!(
+            super::field(&SAMPLE, "status").unwrap().as_deref(),
+            Some(r#""it said \"no\"""#)
+        );
+        assert_eq!(
+            super::field(&SAMPLE, "cardSummary").unwrap().as_deref(),
+            Some("null")
+        );
+        assert_eq!(super::field(&SAMPLE, "missing").unwrap(), None);
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Inner {
+        total: i64,
+        name: &'static str,
+    }
+
+    /// Shaped like the events: adjacently tagged, a flattened variant, an empty one.
+    #[derive(Serialize)]
+    #[serde(tag = "eventType", content = "data")]
+    enum Tagged {
+        #[serde(rename = "a.created", rename_all = "camelCase")]
+        Created {
+            #[serde(flatten)]
+            inner: Inner,
+            extra_note: Option<&'static str>,
+        },
+        #[serde(rename = "a.closed")]
+        Closed {},
+    }
+
+    #[test]
+    fn the_content_of_a_tagged_enum_is_its_data_field() {
+        let samples = [
+            Tagged::Created {
+                inner: Inner {
+                    total: -5,
+                    name: "x\u{1}",
+                },
+                extra_note: None,
+            },
+            Tagged::Closed {},
+        ];
+        for sample in samples {
+            let whole = serde_json::to_value(&sample).unwrap();
+            let data = super::field(&sample, "data").unwrap().unwrap();
+            assert_eq!(parsed(&data), whole["data"], "{whole}");
+        }
     }
 
     #[test]

@@ -145,7 +145,10 @@ pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
 }
 
 pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreError> {
-    let data = event.data.data_json().map_err(corrupt)?;
+    // The content of the adjacently tagged `EventData` (`{"eventType": …, "data": {…}}`).
+    let data = split_json::field(&event.data, "data")
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
     Ok(vec![
         Bind::text(tenant),
         Bind::Text(event.stream.to_string()),
@@ -156,7 +159,7 @@ pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreE
         Bind::Text(event.subject_id()),
         Bind::Text(event.actor.clone()),
         Bind::OptText(event.gateway_event_id.clone()),
-        Bind::Json(data.to_string()),
+        Bind::Json(data),
         Bind::ts(event.occurred_at),
     ])
 }
