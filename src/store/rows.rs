@@ -131,11 +131,27 @@ impl DataRow {
         let Some(details) = &self.details else {
             return Err(corrupt("a payment row without its details"));
         };
-        let mut snapshot: serde_json::Map<String, serde_json::Value> = from_json(details)?;
-        let data: serde_json::Map<String, serde_json::Value> = from_json(&self.data)?;
-        snapshot.extend(data);
-        serde_json::from_value(serde_json::Value::Object(snapshot)).map_err(corrupt)
+        from_json(&join_objects(details, &self.data)?)
     }
+}
+
+/// Two JSON objects with distinct keys as one, joined as text (no `Value` between): the members
+/// of `a`, then those of `b`.
+fn join_objects(a: &str, b: &str) -> Result<String, StoreError> {
+    let members = |o: &str| -> Result<String, StoreError> {
+        o.trim()
+            .strip_prefix('{')
+            .and_then(|o| o.strip_suffix('}'))
+            .map(|m| m.trim().to_owned())
+            .ok_or_else(|| corrupt("a payment part is not a JSON object"))
+    };
+    let (a, b) = (members(a)?, members(b)?);
+    let joined = match (a.is_empty(), b.is_empty()) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => format!("{a},{b}"),
+    };
+    Ok(format!("{{{joined}}}"))
 }
 
 /// A payment still holding its reservation on an invoice, and the amount.
@@ -343,5 +359,23 @@ impl IdempotencySqlRow {
             body: self.body,
             created_at: from_micros(self.created_at),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_objects;
+
+    #[test]
+    fn objects_join_as_text() {
+        assert_eq!(
+            join_objects(r#"{"a":1,"b":"}"}"#, r#" { "c" : [1, {}] } "#).unwrap(),
+            r#"{"a":1,"b":"}","c" : [1, {}]}"#
+        );
+        assert_eq!(join_objects("{}", r#"{"c":2}"#).unwrap(), r#"{"c":2}"#);
+        assert_eq!(join_objects(r#"{"a":1}"#, "{ }").unwrap(), r#"{"a":1}"#);
+        assert_eq!(join_objects("{}", "{}").unwrap(), "{}");
+        assert!(join_objects("[1]", "{}").is_err());
+        assert!(join_objects("{}", "null").is_err());
     }
 }
