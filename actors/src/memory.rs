@@ -20,7 +20,8 @@ struct Inner {
     versions: HashMap<(TenantId, StreamId), u64>,
     invoices: HashMap<(TenantId, InvoiceId), Invoice>,
     payments: HashMap<(TenantId, PaymentId), Payment>,
-    dedup: HashMap<(TenantId, String), PaymentId>,
+    /// Ignored gateway events, by tenant, payment stream and gateway event id.
+    dedup: HashSet<(TenantId, StreamId, String)>,
     idempotency: HashMap<(TenantId, String), IdempotencyRecord>,
     invoice_numbers: HashSet<(TenantId, u64)>,
     /// Gateway event ids on committed events (the SQL stores' unique index on the event row).
@@ -177,8 +178,8 @@ impl Inner {
                 }
             }
         }
-        for id in unit.gateway_event_ids() {
-            if self.dedup.contains_key(&(tenant, id.to_owned()))
+        for (id, stream) in unit.gateway_events() {
+            if self.dedup.contains(&(tenant, stream, id.to_owned()))
                 || self
                     .applied_gateway_events
                     .contains(&(tenant, id.to_owned()))
@@ -228,8 +229,11 @@ impl Inner {
             }
         }
         for key in unit.dedup_keys {
-            self.dedup
-                .insert((tenant, key.gateway_event_id), key.payment_id);
+            self.dedup.insert((
+                tenant,
+                StreamId::Payment(key.payment_id),
+                key.gateway_event_id,
+            ));
         }
         if let Some(record) = unit.idempotency {
             self.idempotency
@@ -329,33 +333,18 @@ impl EventStore for MemoryStore {
         Ok(events)
     }
 
-    async fn seen_gateway_events(
-        &self,
-        tenant: TenantId,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
-        let inner = self.lock();
-        Ok(ids
-            .iter()
-            .filter(|id| {
-                let key = (tenant, (*id).clone());
-                inner.dedup.contains_key(&key) || inner.applied_gateway_events.contains(&key)
-            })
-            .cloned()
-            .collect())
-    }
-
     async fn payment_gateway_events(
         &self,
         tenant: TenantId,
         payment: PaymentId,
     ) -> Result<Vec<String>, StoreError> {
         let inner = self.lock();
+        let stream = StreamId::Payment(payment);
         let ignored = inner
             .dedup
             .iter()
-            .filter(|((t, _), p)| *t == tenant && **p == payment)
-            .map(|((_, id), _)| id.clone());
+            .filter(|(t, s, _)| *t == tenant && *s == stream)
+            .map(|(_, _, id)| id.clone());
         let applied = inner
             .events
             .iter()

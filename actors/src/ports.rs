@@ -83,15 +83,19 @@ impl Unit {
             })
     }
 
-    /// Every gateway event id the unit records: on its events (applied) or as dedup keys
-    /// (ignored). A store refuses the unit if any of them is already recorded.
-    pub fn gateway_event_ids(&self) -> impl Iterator<Item = &str> {
-        let applied = self
-            .streams
+    /// Every gateway event id the unit records, with the stream of the payment it is about:
+    /// on its events (applied) or as dedup keys (ignored). A store refuses the unit if any of
+    /// them is already recorded: applied for the tenant, or ignored for that payment.
+    pub fn gateway_events(&self) -> impl Iterator<Item = (&str, StreamId)> {
+        let applied = self.streams.iter().flat_map(|s| {
+            s.events
+                .iter()
+                .filter_map(move |e| Some((e.gateway_event_id.as_deref()?, s.stream)))
+        });
+        let ignored = self
+            .dedup_keys
             .iter()
-            .flat_map(|s| &s.events)
-            .filter_map(|e| e.gateway_event_id.as_deref());
-        let ignored = self.dedup_keys.iter().map(|d| d.gateway_event_id.as_str());
+            .map(|d| (d.gateway_event_id.as_str(), StreamId::Payment(d.payment_id)));
         applied.chain(ignored)
     }
 
@@ -213,13 +217,6 @@ pub trait EventStore: Send + Sync + 'static {
         tenant: TenantId,
         stream: StreamId,
     ) -> Result<Vec<Event>, StoreError>;
-
-    /// Which of these gateway event ids were already recorded for the tenant.
-    async fn seen_gateway_events(
-        &self,
-        tenant: TenantId,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StoreError>;
 
     /// The gateway event ids recorded against one payment (to rebuild its dedup set).
     async fn payment_gateway_events(

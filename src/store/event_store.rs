@@ -1,6 +1,6 @@
 //! The `EventStore` port on SQL: same semantics as `payrail_actors::memory::MemoryStore`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use payrail_actors::domain::invoice::parse_number;
@@ -15,9 +15,6 @@ use super::rows::{
 };
 use super::stmt::{Bind, Stmt};
 use super::Db;
-
-/// Ids per `IN (…)` list when checking gateway events (well under SQLite's bind limit).
-const SEEN_IDS_PER_QUERY_MAX: usize = 500;
 
 impl Db {
     /// The projection row's snapshot plus the trailing events of its own stream.
@@ -133,32 +130,6 @@ impl EventStore for Db {
         stream: StreamId,
     ) -> Result<Vec<Event>, StoreError> {
         self.stream_events(tenant, stream.to_string(), 0).await
-    }
-
-    async fn seen_gateway_events(
-        &self,
-        tenant: TenantId,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
-        let mut seen = HashSet::new();
-        for chunk in ids.chunks(SEEN_IDS_PER_QUERY_MAX) {
-            let mut binds = vec![Bind::Text(tenant.to_string())];
-            binds.extend(chunk.iter().cloned().map(Bind::Text));
-            let rows: Vec<TextRow> = self
-                .load(Stmt::new(
-                    format!(
-                        "SELECT gateway_event_id AS value FROM webhook_dedup \
-                         WHERE tenant_id = ? AND gateway_event_id IN ({list}) \
-                         UNION SELECT gateway_event_id AS value FROM events \
-                         WHERE tenant_id = ? AND gateway_event_id IN ({list})",
-                        list = vec!["?"; chunk.len()].join(", ")
-                    ),
-                    binds.iter().chain(&binds).cloned().collect(),
-                ))
-                .await?;
-            seen.extend(rows.into_iter().map(|r| r.value));
-        }
-        Ok(seen)
     }
 
     async fn payment_gateway_events(

@@ -48,7 +48,12 @@ impl Db {
         batch: usize,
     ) -> Result<(usize, usize), StoreError> {
         let dedup = self
-            .purge_table("webhook_dedup", "gateway_event_id", dedup_before, batch)
+            .purge_table(
+                "webhook_dedup",
+                "payment_id, gateway_event_id",
+                dedup_before,
+                batch,
+            )
             .await?;
         let idempotency = self
             .purge_table("idempotency_keys", "key", idempotency_before, batch)

@@ -18,7 +18,9 @@ use super::write::{
 #[derive(Default)]
 pub(crate) struct Keys {
     pub(crate) streams: Vec<(String, String)>,
-    pub(crate) dedup: Vec<(String, String)>,
+    /// `(tenant, gateway event id, payment)`: recorded as applied for the tenant (on an event
+    /// row), or as ignored for the payment (a dedup row).
+    pub(crate) dedup: Vec<(String, String, String)>,
     pub(crate) idempotency: Vec<(String, String)>,
     /// Invoice numbers a creation takes, and the one before it, which must exist.
     pub(crate) numbers: Vec<(String, String)>,
@@ -37,10 +39,10 @@ pub(crate) fn keys(units: &[Unit]) -> Keys {
                 keys.streams.push(k);
             }
         }
-        for id in unit.gateway_event_ids() {
+        for (id, payment) in unit.gateway_events() {
             let k = (tenant.clone(), id.to_owned());
             if seen.insert(('d', k.clone())) {
-                keys.dedup.push(k);
+                keys.dedup.push((k.0, k.1, payment.to_string()));
             }
         }
         if let Some(r) = &unit.idempotency {
@@ -66,6 +68,17 @@ fn split(pairs: &[(String, String)]) -> (Bind, Bind) {
     (Bind::TextArr(a), Bind::TextArr(b))
 }
 
+fn split3(triples: &[(String, String, String)]) -> (Bind, Bind, Bind) {
+    let mut columns: [Vec<String>; 3] = Default::default();
+    for (a, b, c) in triples {
+        columns[0].push(a.clone());
+        columns[1].push(b.clone());
+        columns[2].push(c.clone());
+    }
+    let [a, b, c] = columns.map(Bind::TextArr);
+    (a, b, c)
+}
+
 /// The statements that read what a batch's keys already are (rows: `KeyRow`). PostgreSQL: one
 /// round trip with array binds, each key probed through its primary-key index by a correlated
 /// subquery (a join against `unnest` let the planner, blind to the array's length, hash-join a
@@ -75,16 +88,16 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
         Dialect::Postgres => {
             let (vt, vs) = split(&keys.streams);
-            let (dt, dg) = split(&keys.dedup);
+            let (dt, dg, dp) = split3(&keys.dedup);
             let (it, ik) = split(&keys.idempotency);
             let (nt, nn) = split(&keys.numbers);
             vec![Stmt::new(
                 "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
                    (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
                  FROM unnest(?, ?) AS k(t, s) \
-                 UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
-                 WHERE (SELECT 1 FROM webhook_dedup w \
-                        WHERE w.tenant_id = k.t AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+                 UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?) AS k(t, g, p) \
+                 WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
+                        AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
                     OR (SELECT 1 FROM events e \
                         WHERE e.tenant_id = k.t AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
                  UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
@@ -93,7 +106,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                  UNION ALL SELECT 'n'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
                  WHERE (SELECT 1 FROM invoices i \
                         WHERE i.tenant_id = k.t AND i.number = k.g LIMIT 1) IS NOT NULL",
-                vec![vt, vs, dt, dg, it, ik, nt, nn],
+                vec![vt, vs, dt, dg, dp, it, ik, nt, nn],
             )]
         }
         Dialect::Sqlite => {
@@ -107,14 +120,20 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                     k,
                 )
             });
-            let dedup = keys.dedup.iter().flat_map(|k| {
+            let dedup = keys.dedup.iter().flat_map(|(t, g, p)| {
                 [
-                    "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
-                     FROM webhook_dedup WHERE tenant_id = ? AND gateway_event_id = ?",
-                    "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
-                     FROM events WHERE tenant_id = ? AND gateway_event_id = ?",
+                    Stmt::new(
+                        "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
+                         FROM webhook_dedup \
+                         WHERE tenant_id = ? AND payment_id = ? AND gateway_event_id = ?",
+                        vec![Bind::text(t), Bind::text(p), Bind::text(g)],
+                    ),
+                    point(
+                        "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
+                         FROM events WHERE tenant_id = ? AND gateway_event_id = ?",
+                        &(t.clone(), g.clone()),
+                    ),
                 ]
-                .map(|sql| point(sql, k))
             });
             let idem = keys.idempotency.iter().map(|k| {
                 point(
@@ -192,7 +211,7 @@ impl Existing {
                 }
             }
         }
-        for id in unit.gateway_event_ids() {
+        for (id, _) in unit.gateway_events() {
             if self.dedup.contains(&(tenant.to_owned(), id.to_owned())) {
                 return Err(StoreError::DuplicateGatewayEvent(id.to_owned()));
             }
@@ -233,7 +252,7 @@ impl Existing {
             self.versions
                 .insert((tenant.to_owned(), append.stream.to_string()), version);
         }
-        for id in unit.gateway_event_ids() {
+        for (id, _) in unit.gateway_events() {
             self.dedup.insert((tenant.to_owned(), id.to_owned()));
         }
         if let Some(record) = &unit.idempotency {

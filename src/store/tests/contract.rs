@@ -251,22 +251,35 @@ async fn dedup_and_idempotency_keys_are_unique_per_unit<S: EventStore>(store: &S
         ]
     );
     payment = p1;
-    let seen = store
-        .seen_gateway_events(tenant, &["gw_1".into(), "gw_2".into()])
-        .await
-        .unwrap();
-    assert_eq!(seen, ["gw_1".to_string()].into_iter().collect());
-    assert!(store
-        .seen_gateway_events(TenantId::new(), &["gw_1".into()])
-        .await
-        .unwrap()
-        .is_empty());
+    // An ignored event is recorded against its payment: ignored again for it, in the same batch
+    // or a later one, it is a duplicate.
+    let ignored = |id: &str| {
+        let mut unit = Unit::new(tenant);
+        unit.dedup_keys = vec![payrail_actors::ports::DedupKey {
+            gateway_event_id: id.into(),
+            payment_id: payment.id,
+        }];
+        unit
+    };
+    assert_eq!(
+        store
+            .append_batch(vec![ignored("gw_2"), ignored("gw_2")])
+            .await,
+        vec![
+            Ok(()),
+            Err(StoreError::DuplicateGatewayEvent("gw_2".into()))
+        ]
+    );
+    assert_eq!(
+        store.append_batch(vec![ignored("gw_2")]).await,
+        vec![Err(StoreError::DuplicateGatewayEvent("gw_2".into()))]
+    );
     assert_eq!(
         store
             .payment_gateway_events(tenant, payment.id)
             .await
             .unwrap(),
-        vec!["gw_1".to_string()]
+        vec!["gw_1".to_string(), "gw_2".to_string()]
     );
     let loaded = store
         .load_payment(tenant, payment.id)

@@ -254,11 +254,14 @@ async fn purge_deletes_only_expired_rows_in_batches(db: Db) {
     let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
     commit(&db, vec![created]).await;
     let mut units = Vec::new();
-    for i in 0..5 {
+    let payments: Vec<_> = (0..5)
+        .map(|_| payrail_actors::domain::PaymentId::new())
+        .collect();
+    for (i, payment) in payments.iter().enumerate() {
         let mut unit = Unit::new(tenant);
         unit.dedup_keys.push(payrail_actors::ports::DedupKey {
             gateway_event_id: format!("gw_{i}"),
-            payment_id: payrail_actors::domain::PaymentId::new(),
+            payment_id: *payment,
         });
         // Three old idempotency records, two recent ones.
         unit.idempotency = Some(idempotency(
@@ -287,12 +290,13 @@ async fn purge_deletes_only_expired_rows_in_batches(db: Db) {
             .unwrap(),
         (5, 0)
     );
-    let ids: Vec<String> = (0..5).map(|i| format!("gw_{i}")).collect();
-    assert!(db
-        .seen_gateway_events(tenant, &ids)
-        .await
-        .unwrap()
-        .is_empty());
+    for payment in payments {
+        assert!(db
+            .payment_gateway_events(tenant, payment)
+            .await
+            .unwrap()
+            .is_empty());
+    }
     // Events and projections are untouched.
     assert!(db.get_invoice(tenant, invoice.id).await.unwrap().is_some());
 }

@@ -3,7 +3,6 @@
 //! committed for real), and a batch that commits but whose reply is lost (`Ambiguous`).
 //! Whatever passes through is a real commit of the store underneath.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -173,14 +172,6 @@ impl EventStore for FaultyStore {
         stream: StreamId,
     ) -> Result<Vec<Event>, StoreError> {
         self.inner.load_stream(tenant, stream).await
-    }
-
-    async fn seen_gateway_events(
-        &self,
-        tenant: TenantId,
-        ids: &[String],
-    ) -> Result<HashSet<String>, StoreError> {
-        self.inner.seen_gateway_events(tenant, ids).await
     }
 
     async fn payment_gateway_events(

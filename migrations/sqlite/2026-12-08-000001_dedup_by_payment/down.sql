@@ -1,0 +1,13 @@
+CREATE TABLE webhook_dedup_by_event (
+    tenant_id        text    NOT NULL,
+    gateway_event_id text    NOT NULL,
+    payment_id       text    NOT NULL,
+    created_at       integer NOT NULL,
+    PRIMARY KEY (tenant_id, gateway_event_id)
+) WITHOUT ROWID;
+INSERT INTO webhook_dedup_by_event (tenant_id, gateway_event_id, payment_id, created_at)
+SELECT tenant_id, gateway_event_id, payment_id, created_at FROM webhook_dedup;
+DROP TABLE webhook_dedup;
+ALTER TABLE webhook_dedup_by_event RENAME TO webhook_dedup;
+CREATE INDEX webhook_dedup_payment ON webhook_dedup (tenant_id, payment_id);
+CREATE INDEX webhook_dedup_created ON webhook_dedup (created_at);
