@@ -96,6 +96,18 @@ impl Conn {
         })
     }
 
+    /// Whether the server has neither closed the connection nor written anything on it since
+    /// its last answer. An idle connection can hold an answer nobody asked for: a server times
+    /// out a connection that never sent a request (actix-web answers 408 after 5 s) and closes
+    /// it. Sending on it would read that answer as the request's.
+    fn untouched(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.stream.try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
     /// Writes one request and reads its answer (sized bodies only: the engine sends no chunked
     /// answers to these requests).
     pub async fn exchange(&mut self, request: &[u8]) -> Result<Answer, Failure> {
@@ -185,7 +197,12 @@ impl Pool {
 
     /// Sends one prepared request on an idle connection or a new one.
     pub async fn send(&self, request: &[u8]) -> Result<Answer, Failure> {
-        let taken = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let taken = self
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .filter(Conn::untouched);
         let (conn, answer) = match taken {
             Some(mut conn) => match conn.exchange(request).await {
                 Ok(answer) => (conn, answer),
