@@ -7,6 +7,7 @@
 //! one from its `spawn_blocking`, panics on a single-threaded runtime (its cancel guard calls
 //! `block_in_place`; `sqlite_survives_dropped_in_flight_futures` reproduced it). Dropping a tokio `JoinHandle` only detaches the job, which runs to completion.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,8 @@ pub(crate) struct Sqlite {
     next_reader: AtomicUsize,
     /// Tells the checkpointer thread to stop when the store goes away.
     closed: Arc<AtomicBool>,
+    /// Stream versions the writer has committed (used only inside its blocking jobs).
+    committed: Arc<Mutex<Committed>>,
 }
 
 impl Drop for Sqlite {
@@ -141,6 +144,7 @@ impl Sqlite {
             readers: readers.into_iter().map(|c| shared(c, false)).collect(),
             next_reader: AtomicUsize::new(0),
             closed,
+            committed: Arc::default(),
         })
     }
 
@@ -203,7 +207,11 @@ impl Sqlite {
 
     pub(crate) async fn append(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
         let count = units.len();
-        let job = move |c: &mut SqliteConnection| Ok(append_job(c, &units));
+        let committed = self.committed.clone();
+        let job = move |c: &mut SqliteConnection| {
+            let mut committed = committed.lock().unwrap_or_else(|p| p.into_inner());
+            Ok(append_job(c, &units, &mut committed))
+        };
         let failed = |err: StoreError| (0..count).map(|_| Err(err.clone())).collect();
         match Self::run(&self.writer, job).await {
             Ok(Ok(results)) => results,
@@ -213,16 +221,90 @@ impl Sqlite {
     }
 }
 
-/// The whole batch transaction, on the writer's blocking thread. If SQLite rejects it (a
-/// constraint the pre-check doesn't know about), it is re-run with one savepoint per unit so
-/// only the offending unit fails.
+/// Stream versions this process's writer has committed. The store's only writer is this one
+/// connection, so a stream's stored version is what it last committed here, unless another
+/// process wrote to the same file meanwhile (then it can only be higher). A unit expecting
+/// exactly the version recorded here needs no query: were the stored one higher, the insert of
+/// its first event would break the unique `(tenant_id, stream_id, version)` and the batch
+/// would be re-run, checked in full. A stream recorded at another version, or not at all, is
+/// read as before.
+#[derive(Default)]
+struct Committed(HashMap<(String, String), u64>);
+
+/// Streams remembered at most; past this the record starts over (it is only a shortcut).
+const COMMITTED_STREAMS_MAX: usize = 200_000;
+
+impl Committed {
+    /// The batch's streams whose first unit expects the version recorded here, as pre-check
+    /// rows; those streams leave `keys`.
+    fn vouch(&self, units: &[Unit], keys: &mut plan::Keys) -> Vec<KeyRow> {
+        let mut first_seen = HashSet::new();
+        let mut rows = Vec::new();
+        for unit in units {
+            let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+                continue;
+            };
+            for append in &unit.streams {
+                let key = (tenant.clone(), append.stream.to_string());
+                if !first_seen.insert(key.clone()) {
+                    continue;
+                }
+                if self.0.get(&key) == Some(&append.expected_version) {
+                    rows.push(KeyRow {
+                        kind: "v".into(),
+                        tenant_id: key.0,
+                        key: key.1,
+                        n: i64::try_from(append.expected_version).ok(),
+                    });
+                }
+            }
+        }
+        let vouched: HashSet<(&str, &str)> = rows
+            .iter()
+            .map(|r| (r.tenant_id.as_str(), r.key.as_str()))
+            .collect();
+        keys.streams
+            .retain(|(t, s)| !vouched.contains(&(t.as_str(), s.as_str())));
+        rows
+    }
+
+    /// Records the versions the committed units left their streams at.
+    fn record(&mut self, units: &[Unit], results: &[Result<(), StoreError>]) {
+        if self.0.len() > COMMITTED_STREAMS_MAX {
+            self.0.clear();
+        }
+        for (unit, result) in units.iter().zip(results) {
+            let (Some(tenant), Ok(())) = (unit.tenant_id, result) else {
+                continue;
+            };
+            for append in &unit.streams {
+                let version = append.expected_version + append.events.len() as u64;
+                self.0
+                    .insert((tenant.to_string(), append.stream.to_string()), version);
+            }
+        }
+    }
+}
+
+/// The whole batch transaction, on the writer's blocking thread. It is first written trusting
+/// what the writer itself committed (`Committed`) and leaving gateway event and idempotency
+/// keys to the unique indexes; if SQLite rejects it (a constraint the shortcut or the pre-check
+/// doesn't know about), it is re-run fully checked with one savepoint per unit, so only the
+/// offending unit fails.
 fn append_job(
     c: &mut SqliteConnection,
     units: &[Unit],
+    committed: &mut Committed,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    match c.immediate_transaction(|c| write_units(c, units)) {
+    let first = c.immediate_transaction(|c| write_units(c, units, Some(committed)));
+    if let Ok(results) = &first {
+        committed.record(units, results);
+        return first;
+    }
+    committed.0.clear();
+    match first {
         Err(e) if is_database_error(&e) => {
-            tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
+            tracing::debug!(error = ?e, "batch rejected, retrying unit by unit");
             c.immediate_transaction(|c| {
                 let mut results = Vec::with_capacity(units.len());
                 let mut fence = BatchFence::default();
@@ -232,7 +314,7 @@ fn append_job(
                         continue;
                     }
                     let one = std::slice::from_ref(unit);
-                    let result = match c.transaction(|c| write_units(c, one)) {
+                    let result = match c.transaction(|c| write_units(c, one, None)) {
                         Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
                         Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
                         Err(e) => return Err(e),
@@ -249,13 +331,21 @@ fn append_job(
     }
 }
 
-/// Pre-check, plan and write `units` inside the caller's transaction.
+/// Pre-check, plan and write `units` inside the caller's transaction. With `committed`, the
+/// streams it vouches for are not read, nor are gateway event and idempotency keys (their
+/// unique indexes refuse a taken one, and the caller re-runs the batch checked in full).
 fn write_units(
     c: &mut SqliteConnection,
     units: &[Unit],
+    committed: Option<&Committed>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    let keys = plan::keys(units);
+    let mut keys = plan::keys(units);
     let mut found = Vec::new();
+    if let Some(committed) = committed {
+        found = committed.vouch(units, &mut keys);
+        keys.dedup.clear();
+        keys.idempotency.clear();
+    }
     for stmt in plan::precheck(Dialect::Sqlite, &keys) {
         found.extend(stmt.load::<KeyRow>(c)?);
     }

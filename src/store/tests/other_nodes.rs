@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payrail_actors::domain::{EventData, StreamId, TenantId};
+use payrail_actors::ports::{EventStore, StoreError};
 
 use super::fixtures::*;
 use super::tenants::api_key;
@@ -182,5 +183,63 @@ async fn postgres_commits_on_one_node_wake_readers_on_another() {
             .await
             .is_err(),
         "another tenant's reader sleeps on"
+    );
+}
+
+/// The SQLite writer trusts the stream versions it committed itself. A second process writing
+/// to the same file makes that shortcut wrong: the batch is then checked in full, so a change
+/// built on the version the first writer recorded fails as a conflict instead of writing a
+/// second event at the same version, and a change built on what is stored goes through.
+#[tokio::test]
+async fn sqlite_a_second_writer_on_the_file_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    let tenant = TenantId::new();
+    let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    assert_eq!(a.append_batch(vec![created]).await, vec![Ok(())]);
+    let mut on_b = invoice.clone();
+    let marked = invoice_change(
+        &mut on_b,
+        vec![EventData::InvoiceMarkedUncollectible {}],
+        at(1),
+    );
+    assert_eq!(b.append_batch(vec![marked]).await, vec![Ok(())]);
+
+    let mut on_a = invoice.clone();
+    let stale = invoice_change(&mut on_a, vec![EventData::InvoiceVoided {}], at(2));
+    let refused = a.append_batch(vec![stale]).await;
+    assert!(
+        matches!(refused[..], [Err(StoreError::VersionConflict(_))]),
+        "{refused:?}"
+    );
+    let stored = a.load_invoice(tenant, invoice.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.snapshot, on_b,
+        "b's change stands, a's wrote nothing"
+    );
+    assert!(stored.trailing.is_empty());
+
+    let mut current = stored.snapshot;
+    let voided = invoice_change(&mut current, vec![EventData::InvoiceVoided {}], at(3));
+    assert_eq!(a.append_batch(vec![voided]).await, vec![Ok(())]);
+    let events = a
+        .load_stream(tenant, StreamId::Invoice(invoice.id))
+        .await
+        .unwrap();
+    // Created and finalized (1, 2), b's change (3), a's (4): contiguous, none twice.
+    let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(
+        a.load_invoice(tenant, invoice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot,
+        current
     );
 }
