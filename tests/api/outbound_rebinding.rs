@@ -9,9 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use hickory_resolver::proto::op::{Message, MessageType, ResponseCode};
 use hickory_resolver::proto::rr::{rdata::A, Name, RData, Record, RecordType};
-use payrail::outbound::ssrf::forbidden_class;
+use payrail::outbound::ssrf::{
+    check, forbidden_class, GuardedResolver, NoAllowedAddress, TargetPolicy, UrlRefused,
+};
 use payrail::outbound::OutboundSettings;
 use payrail_actors::ports::SystemClock;
+use reqwest::dns::Resolve;
 use serde_json::json;
 
 use crate::helpers::{problem, spawn_app_with, Backend};
@@ -176,4 +179,34 @@ async fn outbound_refuses_a_name_rebound_to_loopback_at_connect_time() {
     let listed: serde_json::Value = app.get_json("/api/webhook-endpoints", &t.key).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1, "{listed}");
     outbound.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+/// Every lookup asks the nameservers again, whatever TTL their last answer carried: a name that
+/// first resolved to a public address and now resolves to loopback is refused, both by the check
+/// made when a URL is set and by the delivery client's resolver.
+#[actix_web::test]
+async fn each_lookup_asks_the_configured_nameservers_again() {
+    let dns = Nameserver::start(PUBLIC).await;
+    let policy = TargetPolicy {
+        dns_servers: dns.addr.to_string().parse().unwrap(),
+        ..TargetPolicy::default()
+    };
+    let url = format!("https://{HOST}/hook");
+    assert!(check(&url, policy.clone()).await.is_ok());
+    let guarded = GuardedResolver(policy.clone());
+    let name = || -> reqwest::dns::Name { HOST.parse().unwrap() };
+    let first: Vec<SocketAddr> = guarded.resolve(name()).await.unwrap().collect();
+    assert_eq!(first, vec![SocketAddr::from((PUBLIC, 0))]);
+
+    dns.answer(Ipv4Addr::LOCALHOST);
+    assert_eq!(
+        check(&url, policy.clone()).await,
+        Err(UrlRefused::Address("loopback"))
+    );
+    let refused = guarded.resolve(name()).await.err().unwrap();
+    assert!(refused.is::<NoAllowedAddress>(), "{refused}");
+    assert_eq!(
+        dns.given(),
+        [PUBLIC, PUBLIC, Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST]
+    );
 }
