@@ -138,20 +138,19 @@ impl DataRow {
 /// Two JSON objects with distinct keys as one, joined as text (no `Value` between): the members
 /// of `a`, then those of `b`.
 fn join_objects(a: &str, b: &str) -> Result<String, StoreError> {
-    let members = |o: &str| -> Result<String, StoreError> {
+    fn members(o: &str) -> Result<&str, StoreError> {
         o.trim()
             .strip_prefix('{')
             .and_then(|o| o.strip_suffix('}'))
-            .map(|m| m.trim().to_owned())
+            .map(str::trim)
             .ok_or_else(|| corrupt("a payment part is not a JSON object"))
-    };
+    }
     let (a, b) = (members(a)?, members(b)?);
-    let joined = match (a.is_empty(), b.is_empty()) {
-        (true, _) => b,
-        (_, true) => a,
-        _ => format!("{a},{b}"),
-    };
-    Ok(format!("{{{joined}}}"))
+    Ok(match (a.is_empty(), b.is_empty()) {
+        (true, _) => format!("{{{b}}}"),
+        (_, true) => format!("{{{a}}}"),
+        _ => format!("{{{a},{b}}}"),
+    })
 }
 
 /// A payment still holding its reservation on an invoice, and the amount.
