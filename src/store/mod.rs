@@ -22,6 +22,7 @@ mod ops;
 mod plan;
 mod postgres;
 mod queries;
+mod rounds;
 mod rows;
 mod secrets;
 mod split_json;
