@@ -1,7 +1,6 @@
 //! The workers' reads of their endpoints, records of their rounds and measures of their
-//! backlogs, in groups: each worker
-//! hands its request over and waits; one task takes every request waiting at that moment and
-//! answers them with one statement. While a group is under way the next requests queue up, so
+//! backlogs, in groups: each worker hands its request over and waits; one task takes every
+//! request waiting at that moment and answers them with one statement. While a group is under way the next requests queue up, so
 //! the busier the dispatcher, the more rounds share a statement (and a commit); a lone request
 //! goes at once, alone. Each round's record is still fenced by its own endpoint's lease. A
 //! failed record fails every round of its group: each is sent again, as after a crash (at
@@ -77,7 +76,8 @@ impl<Q: Send + 'static, A: Send + 'static> Grouped<Q, A> {
                 // One order for every node's statements: rows are locked in key order.
                 group.sort_by_key(|(q, _)| key(q));
                 let (requests, replies): (Vec<Q>, Vec<_>) = group.into_iter().unzip();
-                // A worker that stopped waiting (shut down) no longer needs its answer.
+                // A worker that stopped waiting (shut down) no longer needs its answer: a
+                // failed send is nothing to report.
                 match answer(requests).await {
                     Ok(answers) => {
                         let mut answers = answers.into_iter();
