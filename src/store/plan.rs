@@ -5,7 +5,8 @@
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use payrail_actors::domain::invoice::format_number;
+use payrail_actors::domain::invoice::{format_number, parse_number};
+use payrail_actors::domain::{StreamId, TenantId};
 use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
 
 use super::rows::KeyRow;
@@ -14,48 +15,52 @@ use super::write::{
     event_row, idempotency_row, insert_events, insert_rows, invoice_row, payment_row, refund_rows,
     Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
-/// The keys a batch must check against what is stored.
+
+/// A tenant's stream: what a version belongs to.
+pub(crate) type StreamKey = (TenantId, StreamId);
+
+/// The keys a batch must check against what is stored. Typed: they become text only in the
+/// pre-check's binds, and what the pre-check finds is parsed back once.
 #[derive(Default)]
 pub(crate) struct Keys {
-    pub(crate) streams: Vec<(String, String)>,
+    pub(crate) streams: Vec<StreamKey>,
     /// `(tenant, gateway event id, payment)`: recorded as applied for the tenant (on an event
     /// row), or as ignored for the payment (a dedup row).
-    pub(crate) dedup: Vec<(String, String, String)>,
-    pub(crate) idempotency: Vec<(String, String)>,
+    pub(crate) dedup: Vec<(TenantId, String, StreamId)>,
+    pub(crate) idempotency: Vec<(TenantId, String)>,
     /// Invoice numbers a creation takes, and the one before it, which must exist.
-    pub(crate) numbers: Vec<(String, String)>,
+    pub(crate) numbers: Vec<(TenantId, u64)>,
 }
 
 pub(crate) fn keys(units: &[Unit]) -> Keys {
-    let mut seen = HashSet::new();
+    let mut streams = HashSet::new();
+    let mut dedup = HashSet::new();
+    let mut idempotency = HashSet::new();
+    let mut numbers = HashSet::new();
     let mut keys = Keys::default();
     for unit in units {
-        let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+        let Some(tenant) = unit.tenant_id else {
             continue;
         };
         for s in &unit.streams {
-            let k = (tenant.clone(), s.stream.to_string());
-            if seen.insert(('v', k.clone())) {
-                keys.streams.push(k);
+            if streams.insert((tenant, s.stream)) {
+                keys.streams.push((tenant, s.stream));
             }
         }
         for (id, payment) in unit.gateway_events() {
-            let k = (tenant.clone(), id.to_owned());
-            if seen.insert(('d', k.clone())) {
-                keys.dedup.push((k.0, k.1, payment.to_string()));
+            if dedup.insert((tenant, id)) {
+                keys.dedup.push((tenant, id.to_owned(), payment));
             }
         }
         if let Some(r) = &unit.idempotency {
-            let k = (tenant.clone(), r.key.clone());
-            if seen.insert(('i', k.clone())) {
-                keys.idempotency.push(k);
+            if idempotency.insert((tenant, r.key.as_str())) {
+                keys.idempotency.push((tenant, r.key.clone()));
             }
         }
         if let Some(n) = unit.invoice_number() {
             for number in [n.saturating_sub(1), n].into_iter().filter(|&m| m > 0) {
-                let k = (tenant.clone(), format_number(number));
-                if seen.insert(('n', k.clone())) {
-                    keys.numbers.push(k);
+                if numbers.insert((tenant, number)) {
+                    keys.numbers.push((tenant, number));
                 }
             }
         }
@@ -63,20 +68,8 @@ pub(crate) fn keys(units: &[Unit]) -> Keys {
     keys
 }
 
-fn split(pairs: &[(String, String)]) -> (Bind, Bind) {
-    let (a, b): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
-    (Bind::TextArr(a), Bind::TextArr(b))
-}
-
-fn split3(triples: &[(String, String, String)]) -> (Bind, Bind, Bind) {
-    let mut columns: [Vec<String>; 3] = Default::default();
-    for (a, b, c) in triples {
-        columns[0].push(a.clone());
-        columns[1].push(b.clone());
-        columns[2].push(c.clone());
-    }
-    let [a, b, c] = columns.map(Bind::TextArr);
-    (a, b, c)
+fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
+    Bind::TextArr(items.iter().map(text).collect())
 }
 
 /// The statements that read what a batch's keys already are (rows: `KeyRow`). PostgreSQL: one
@@ -87,10 +80,24 @@ fn split3(triples: &[(String, String, String)]) -> (Bind, Bind, Bind) {
 pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
         Dialect::Postgres => {
-            let (vt, vs) = split(&keys.streams);
-            let (dt, dg, dp) = split3(&keys.dedup);
-            let (it, ik) = split(&keys.idempotency);
-            let (nt, nn) = split(&keys.numbers);
+            let tenant = |t: &TenantId| t.to_string();
+            let (vt, vs) = (
+                texts(&keys.streams, |(t, _)| tenant(t)),
+                texts(&keys.streams, |(_, s)| s.to_string()),
+            );
+            let (dt, dg, dp) = (
+                texts(&keys.dedup, |(t, _, _)| tenant(t)),
+                texts(&keys.dedup, |(_, g, _)| g.clone()),
+                texts(&keys.dedup, |(_, _, p)| p.to_string()),
+            );
+            let (it, ik) = (
+                texts(&keys.idempotency, |(t, _)| tenant(t)),
+                texts(&keys.idempotency, |(_, k)| k.clone()),
+            );
+            let (nt, nn) = (
+                texts(&keys.numbers, |(t, _)| tenant(t)),
+                texts(&keys.numbers, |&(_, n)| format_number(n)),
+            );
             vec![Stmt::new(
                 "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
                    (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
@@ -110,14 +117,15 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             )]
         }
         Dialect::Sqlite => {
-            let point = |sql: &str, (t, k): &(String, String)| {
-                Stmt::new(sql, vec![Bind::text(t), Bind::text(k)])
+            let point = |sql: &str, t: &TenantId, k: String| {
+                Stmt::new(sql, vec![Bind::Text(t.to_string()), Bind::Text(k)])
             };
-            let versions = keys.streams.iter().map(|k| {
+            let versions = keys.streams.iter().map(|(t, s)| {
                 point(
                     "SELECT 'v' AS kind, tenant_id, stream_id AS key, max(version) AS n FROM events \
                      WHERE tenant_id = ? AND stream_id = ? GROUP BY tenant_id, stream_id",
-                    k,
+                    t,
+                    s.to_string(),
                 )
             });
             let dedup = keys.dedup.iter().flat_map(|(t, g, p)| {
@@ -126,27 +134,34 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                         "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
                          FROM webhook_dedup \
                          WHERE tenant_id = ? AND payment_id = ? AND gateway_event_id = ?",
-                        vec![Bind::text(t), Bind::text(p), Bind::text(g)],
+                        vec![
+                            Bind::Text(t.to_string()),
+                            Bind::Text(p.to_string()),
+                            Bind::text(g),
+                        ],
                     ),
                     point(
                         "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
                          FROM events WHERE tenant_id = ? AND gateway_event_id = ?",
-                        &(t.clone(), g.clone()),
+                        t,
+                        g.clone(),
                     ),
                 ]
             });
-            let idem = keys.idempotency.iter().map(|k| {
+            let idem = keys.idempotency.iter().map(|(t, k)| {
                 point(
                     "SELECT 'i' AS kind, tenant_id, key, NULL AS n \
                      FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
-                    k,
+                    t,
+                    k.clone(),
                 )
             });
-            let numbers = keys.numbers.iter().map(|k| {
+            let numbers = keys.numbers.iter().map(|(t, n)| {
                 point(
                     "SELECT 'n' AS kind, tenant_id, number AS key, NULL AS n \
                      FROM invoices WHERE tenant_id = ? AND number = ?",
-                    k,
+                    t,
+                    format_number(*n),
                 )
             });
             versions.chain(dedup).chain(idem).chain(numbers).collect()
@@ -158,77 +173,88 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
 /// see the effects of earlier ones (as in `memory.rs`).
 #[derive(Default)]
 pub(crate) struct Existing {
-    versions: HashMap<(String, String), u64>,
-    dedup: HashSet<(String, String)>,
-    idempotency: HashSet<(String, String)>,
-    numbers: HashSet<(String, String)>,
+    versions: HashMap<StreamKey, u64>,
+    dedup: HashMap<TenantId, HashSet<String>>,
+    idempotency: HashMap<TenantId, HashSet<String>>,
+    numbers: HashSet<(TenantId, u64)>,
 }
 
 impl Existing {
-    pub(crate) fn from_rows(rows: Vec<KeyRow>) -> Self {
-        let mut existing = Self::default();
+    /// What the pre-check found, plus stream versions known without reading them.
+    pub(crate) fn new(
+        rows: Vec<KeyRow>,
+        known: impl IntoIterator<Item = (StreamKey, u64)>,
+    ) -> Result<Self, StoreError> {
+        let mut existing = Self {
+            versions: known.into_iter().collect(),
+            ..Self::default()
+        };
+        let corrupt =
+            |row: &KeyRow| StoreError::Corrupt(format!("unreadable stored key {}", row.key));
         for row in rows {
-            let key = (row.tenant_id, row.key);
+            let tenant: TenantId = row.tenant_id.parse().map_err(|_| corrupt(&row))?;
             match row.kind.as_str() {
                 "v" => {
+                    let stream: StreamId = row.key.parse().map_err(|_| corrupt(&row))?;
                     let version = row.n.unwrap_or(0).max(0) as u64;
-                    existing.versions.insert(key, version);
+                    existing.versions.insert((tenant, stream), version);
                 }
                 "d" => {
-                    existing.dedup.insert(key);
+                    existing.dedup.entry(tenant).or_default().insert(row.key);
                 }
                 "n" => {
-                    existing.numbers.insert(key);
+                    let number = parse_number(&row.key).ok_or_else(|| corrupt(&row))?;
+                    existing.numbers.insert((tenant, number));
                 }
                 _ => {
-                    existing.idempotency.insert(key);
+                    existing
+                        .idempotency
+                        .entry(tenant)
+                        .or_default()
+                        .insert(row.key);
                 }
             }
         }
-        existing
+        Ok(existing)
     }
 
-    fn check(&self, tenant: &str, unit: &Unit) -> Result<(), StoreError> {
+    fn check(&self, tenant: TenantId, unit: &Unit) -> Result<(), StoreError> {
         for append in &unit.streams {
-            let stream = append.stream.to_string();
             let current = self
                 .versions
-                .get(&(tenant.to_owned(), stream.clone()))
+                .get(&(tenant, append.stream))
                 .copied()
                 .unwrap_or(0);
             if current != append.expected_version {
-                return Err(StoreError::VersionConflict(stream));
+                return Err(StoreError::VersionConflict(append.stream.to_string()));
             }
             for (i, event) in append.events.iter().enumerate() {
                 if event.version != append.expected_version + 1 + i as u64
                     || event.stream != append.stream
-                    || event.tenant_id.to_string() != tenant
+                    || event.tenant_id != tenant
                 {
                     return Err(StoreError::Corrupt(format!(
-                        "event {} does not belong at its place in {stream}",
-                        event.id
+                        "event {} does not belong at its place in {}",
+                        event.id, append.stream
                     )));
                 }
             }
         }
+        let taken = |keys: &HashMap<TenantId, HashSet<String>>, key: &str| {
+            keys.get(&tenant).is_some_and(|k| k.contains(key))
+        };
         for (id, _) in unit.gateway_events() {
-            if self.dedup.contains(&(tenant.to_owned(), id.to_owned())) {
+            if taken(&self.dedup, id) {
                 return Err(StoreError::DuplicateGatewayEvent(id.to_owned()));
             }
         }
         if let Some(record) = &unit.idempotency {
-            if self
-                .idempotency
-                .contains(&(tenant.to_owned(), record.key.clone()))
-            {
+            if taken(&self.idempotency, &record.key) {
                 return Err(StoreError::IdempotencyKeyTaken);
             }
         }
         if let Some(n) = unit.invoice_number() {
-            let taken = |m: u64| {
-                self.numbers
-                    .contains(&(tenant.to_owned(), format_number(m)))
-            };
+            let taken = |m: u64| self.numbers.contains(&(tenant, m));
             if (n > 1 && !taken(n - 1)) || taken(n) {
                 return Err(StoreError::Fenced(format!("invoice number {n}")));
             }
@@ -238,29 +264,30 @@ impl Existing {
 
     /// The streams with events stored before the batch: their entities' projection rows
     /// exist (each was written in the transaction of its stream's first event).
-    fn stored_streams(&self) -> HashSet<(String, String)> {
+    fn stored_streams(&self) -> HashSet<StreamKey> {
         self.versions
             .iter()
             .filter(|(_, &version)| version > 0)
-            .map(|(key, _)| key.clone())
+            .map(|(&key, _)| key)
             .collect()
     }
 
-    fn record(&mut self, tenant: &str, unit: &Unit) {
+    fn record(&mut self, tenant: TenantId, unit: &Unit) {
         for append in &unit.streams {
             let version = append.expected_version + append.events.len() as u64;
-            self.versions
-                .insert((tenant.to_owned(), append.stream.to_string()), version);
+            self.versions.insert((tenant, append.stream), version);
         }
         for (id, _) in unit.gateway_events() {
-            self.dedup.insert((tenant.to_owned(), id.to_owned()));
+            self.dedup.entry(tenant).or_default().insert(id.to_owned());
         }
         if let Some(record) = &unit.idempotency {
             self.idempotency
-                .insert((tenant.to_owned(), record.key.clone()));
+                .entry(tenant)
+                .or_default()
+                .insert(record.key.clone());
         }
         if let Some(n) = unit.invoice_number() {
-            self.numbers.insert((tenant.to_owned(), format_number(n)));
+            self.numbers.insert((tenant, n));
         }
     }
 }
@@ -280,10 +307,10 @@ impl Writes {
     /// Adds a unit's rows; on error nothing of the unit is added.
     fn add(
         &mut self,
-        tenant: &str,
+        (tenant_id, tenant): (TenantId, &str),
         unit: &Unit,
         now: DateTime<Utc>,
-        stored: &HashSet<(String, String)>,
+        stored: &HashSet<StreamKey>,
     ) -> Result<(), StoreError> {
         let mut invoices = Vec::new();
         let mut payments = Vec::new();
@@ -294,15 +321,25 @@ impl Writes {
                 Snapshot::Payment(p) => p.tenant_id,
             };
             // Invariant 4: a unit never writes another tenant's rows.
-            if owner.to_string() != tenant {
+            if owner != tenant_id {
                 return Err(StoreError::Corrupt(format!(
                     "snapshot of tenant {owner} in a unit of tenant {tenant}"
                 )));
             }
             match snapshot {
-                Snapshot::Invoice(i) => invoices.push((i.id.to_string(), invoice_row(tenant, i)?)),
+                Snapshot::Invoice(i) => {
+                    invoices.push((
+                        i.id.uuid(),
+                        StreamId::Invoice(i.id),
+                        invoice_row(tenant, i)?,
+                    ));
+                }
                 Snapshot::Payment(p) => {
-                    payments.push((p.id.to_string(), payment_row(tenant, p)?));
+                    payments.push((
+                        p.id.uuid(),
+                        StreamId::Payment(p.id),
+                        payment_row(tenant, p)?,
+                    ));
                     refunds.extend(refund_rows(tenant, p)?);
                 }
             }
@@ -314,18 +351,16 @@ impl Writes {
             }
         }
         self.events.extend(events);
-        let is_stored = |id: &String| stored.contains(&(tenant.to_owned(), id.clone()));
-        for (id, row) in invoices {
-            let known = is_stored(&id);
-            self.invoices.put(tenant, id, row, known);
+        let is_stored = |stream: StreamId| stored.contains(&(tenant_id, stream));
+        for (id, stream, row) in invoices {
+            self.invoices.put(tenant_id, id, row, is_stored(stream));
         }
-        for (id, row) in payments {
-            let known = is_stored(&id);
-            self.payments.put(tenant, id, row, known);
+        for (id, stream, row) in payments {
+            self.payments.put(tenant_id, id, row, is_stored(stream));
         }
         // A refund is no stream of its own: whether its row exists is not known here.
         for (id, row) in refunds {
-            self.refunds.put(tenant, id, row, false);
+            self.refunds.put(tenant_id, id, row, false);
         }
         for key in &unit.dedup_keys {
             self.dedup.push(vec![
@@ -370,16 +405,16 @@ pub(crate) fn plan(
     let mut results = Vec::with_capacity(units.len());
     let mut fence = BatchFence::default();
     for unit in units {
-        let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+        let Some(tenant) = unit.tenant_id else {
             results.push(Err(StoreError::Corrupt("unit without tenant".into())));
             continue;
         };
         let result = fence.guard(unit, || {
-            existing.check(&tenant, unit)?;
-            writes.add(&tenant, unit, now, &stored)
+            existing.check(tenant, unit)?;
+            writes.add((tenant, &tenant.to_string()), unit, now, &stored)
         });
         if result.is_ok() {
-            existing.record(&tenant, unit);
+            existing.record(tenant, unit);
         }
         results.push(result);
     }

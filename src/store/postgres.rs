@@ -221,7 +221,7 @@ async fn write_units(
     for stmt in plan::precheck(Dialect::Postgres, &keys) {
         found.extend(stmt.load::<KeyRow>(c).await?);
     }
-    let existing = plan::Existing::from_rows(found);
+    let existing = plan::Existing::new(found, [])?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
     let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
     let affected = execute_pipelined(c, planned.statements).await?;

@@ -229,43 +229,30 @@ impl Sqlite {
 /// would be re-run, checked in full. A stream recorded at another version, or not at all, is
 /// read as before.
 #[derive(Default)]
-struct Committed(HashMap<(String, String), u64>);
+struct Committed(HashMap<plan::StreamKey, u64>);
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;
 
 impl Committed {
-    /// The batch's streams whose first unit expects the version recorded here, as pre-check
-    /// rows; those streams leave `keys`.
-    fn vouch(&self, units: &[Unit], keys: &mut plan::Keys) -> Vec<KeyRow> {
+    /// The versions of the batch's streams whose first unit expects the version recorded
+    /// here; those streams leave `keys`.
+    fn vouch(&self, units: &[Unit], keys: &mut plan::Keys) -> Vec<(plan::StreamKey, u64)> {
         let mut first_seen = HashSet::new();
-        let mut rows = Vec::new();
+        let mut vouched = HashMap::new();
         for unit in units {
-            let Some(tenant) = unit.tenant_id.map(|t| t.to_string()) else {
+            let Some(tenant) = unit.tenant_id else {
                 continue;
             };
             for append in &unit.streams {
-                let key = (tenant.clone(), append.stream.to_string());
-                if !first_seen.insert(key.clone()) {
-                    continue;
-                }
-                if self.0.get(&key) == Some(&append.expected_version) {
-                    rows.push(KeyRow {
-                        kind: "v".into(),
-                        tenant_id: key.0,
-                        key: key.1,
-                        n: i64::try_from(append.expected_version).ok(),
-                    });
+                let key = (tenant, append.stream);
+                if first_seen.insert(key) && self.0.get(&key) == Some(&append.expected_version) {
+                    vouched.insert(key, append.expected_version);
                 }
             }
         }
-        let vouched: HashSet<(&str, &str)> = rows
-            .iter()
-            .map(|r| (r.tenant_id.as_str(), r.key.as_str()))
-            .collect();
-        keys.streams
-            .retain(|(t, s)| !vouched.contains(&(t.as_str(), s.as_str())));
-        rows
+        keys.streams.retain(|key| !vouched.contains_key(key));
+        vouched.into_iter().collect()
     }
 
     /// Records the versions the committed units left their streams at.
@@ -279,8 +266,7 @@ impl Committed {
             };
             for append in &unit.streams {
                 let version = append.expected_version + append.events.len() as u64;
-                self.0
-                    .insert((tenant.to_string(), append.stream.to_string()), version);
+                self.0.insert((tenant, append.stream), version);
             }
         }
     }
@@ -340,16 +326,17 @@ fn write_units(
     committed: Option<&Committed>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut keys = plan::keys(units);
-    let mut found = Vec::new();
+    let mut vouched = Vec::new();
     if let Some(committed) = committed {
-        found = committed.vouch(units, &mut keys);
+        vouched = committed.vouch(units, &mut keys);
         keys.dedup.clear();
         keys.idempotency.clear();
     }
+    let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Sqlite, &keys) {
         found.extend(stmt.load::<KeyRow>(c)?);
     }
-    let existing = plan::Existing::from_rows(found);
+    let existing = plan::Existing::new(found, vouched)?;
     let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
     for stmt in planned.statements {
         let expected = stmt.expected_rows();

@@ -1,9 +1,11 @@
 //! The rows a batch writes and how: table shapes, row builders (shared with the projection
 //! rebuild) and multi-row inserts (`unnest` arrays on PostgreSQL, multi-row `VALUES` on SQLite).
 
-use payrail_actors::domain::{Event, Invoice, Payment};
+use payrail_actors::domain::{Event, Invoice, Payment, TenantId};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use uuid::Uuid;
 
 use super::rows::corrupt;
 use super::split_json;
@@ -221,42 +223,41 @@ pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, 
 pub(crate) fn refund_rows(
     tenant: &str,
     payment: &Payment,
-) -> Result<Vec<(String, Vec<Bind>)>, StoreError> {
+) -> Result<Vec<(Uuid, Vec<Bind>)>, StoreError> {
     payment
         .refunds
         .iter()
         .map(|r| {
-            let id = r.id.to_string();
             let row = vec![
                 Bind::text(tenant),
-                Bind::Text(id.clone()),
+                Bind::Text(r.id.to_string()),
                 Bind::Text(r.payment_id.to_string()),
                 Bind::text(r.status.as_str()),
                 Bind::I64(r.amount),
                 Bind::ts(r.created_at),
                 Bind::Json(serde_json::to_string(r).map_err(corrupt)?),
             ];
-            Ok((id, row))
+            Ok((r.id.uuid(), row))
         })
         .collect()
 }
 
-/// Rows keyed by `(tenant, id)`: a later snapshot of the same entity replaces the earlier one
+/// Rows keyed by `(tenant, id)` (the id's UUID: one table holds one kind of id): a later snapshot of the same entity replaces the earlier one
 /// (a statement may not touch a row twice). Each row is written by an insert (with an upsert's
 /// conflict clause) unless it was known to be stored when the batch began: those get a plain
 /// `UPDATE`, which neither probes for a conflict nor locks the row before changing it.
 #[derive(Default)]
 pub(crate) struct Upserts {
-    index: HashMap<(String, String), usize>,
+    index: HashMap<(TenantId, Uuid), usize>,
     rows: Vec<(Vec<Bind>, bool)>,
 }
 
 impl Upserts {
-    pub(crate) fn put(&mut self, tenant: &str, id: String, row: Vec<Bind>, stored: bool) {
-        match self.index.get(&(tenant.to_owned(), id.clone())) {
-            Some(&i) => self.rows[i].0 = row,
-            None => {
-                self.index.insert((tenant.to_owned(), id), self.rows.len());
+    pub(crate) fn put(&mut self, tenant: TenantId, id: Uuid, row: Vec<Bind>, stored: bool) {
+        match self.index.entry((tenant, id)) {
+            Entry::Occupied(i) => self.rows[*i.get()].0 = row,
+            Entry::Vacant(slot) => {
+                slot.insert(self.rows.len());
                 self.rows.push((row, stored));
             }
         }
