@@ -29,6 +29,7 @@ mod split_json;
 mod sqlite;
 mod stmt;
 mod summary;
+mod tables;
 #[doc(hidden)]
 pub mod testing;
 mod tx;

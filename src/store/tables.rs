@@ -1,0 +1,238 @@
+//! The tables a batch writes, with their columns in bind order, and the row builders that
+//! turn domain values into those rows (shared with the projection rebuild). `write.rs` turns
+//! the rows into statements.
+
+use payrail_actors::domain::{Event, Invoice, Payment};
+use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use uuid::Uuid;
+
+use super::rows::corrupt;
+use super::split_json;
+use super::stmt::Bind;
+
+/// A table the batch writes, with its columns in bind order.
+pub(crate) struct Table {
+    pub(crate) name: &'static str,
+    pub(crate) columns: &'static [&'static str],
+    /// Upserted on `(tenant_id, id)` (projections) rather than plainly inserted.
+    pub(crate) upsert: bool,
+    /// Columns an upsert never rewrites (set once, at insert). Left out of `DO UPDATE SET`,
+    /// SQLite leaves the indexes on them alone instead of rewriting their entries per change.
+    pub(crate) fixed: &'static [&'static str],
+    /// Columns the database computes from the bound row (`u.<column>`): `(column, expression)`.
+    pub(crate) derived: &'static [(&'static str, &'static str)],
+}
+
+pub(crate) const EVENTS: Table = Table {
+    name: "events",
+    columns: &[
+        "tenant_id",
+        "stream_id",
+        "version",
+        "event_id",
+        "event_type",
+        "invoice_id",
+        "subject_id",
+        "actor",
+        "gateway_event_id",
+        "data",
+        "occurred_at",
+        "seq",
+    ],
+    upsert: false,
+    fixed: &[],
+    // The row binds how many events of its tenant follow it in the batch; the tenant's counter
+    // has already been bumped past the whole batch (`insert_events`). This is SQLite's form;
+    // PostgreSQL joins the counters its upsert returns instead.
+    derived: &[(
+        "seq",
+        "(SELECT c.last_seq FROM event_counters c WHERE c.tenant_id = u.tenant_id) - u.seq",
+    )],
+};
+
+pub(crate) const INVOICES: Table = Table {
+    name: "invoices",
+    columns: &[
+        "tenant_id",
+        "id",
+        "number",
+        "status",
+        "customer_name",
+        "customer_email",
+        "currency",
+        "total",
+        "due_date",
+        "created_at",
+        "version",
+        "data",
+    ],
+    upsert: true,
+    fixed: &["number", "created_at"],
+    derived: &[],
+};
+
+pub(crate) const PAYMENTS: Table = Table {
+    name: "payments",
+    columns: &[
+        "tenant_id",
+        "id",
+        "invoice_id",
+        "status",
+        "amount",
+        "currency",
+        "gateway_reference",
+        "created_at",
+        "version",
+        "details",
+        "data",
+    ],
+    upsert: true,
+    fixed: &["invoice_id", "amount", "currency", "created_at", "details"],
+    derived: &[],
+};
+
+pub(crate) const REFUNDS: Table = Table {
+    name: "refunds",
+    columns: &[
+        "tenant_id",
+        "id",
+        "payment_id",
+        "status",
+        "amount",
+        "created_at",
+        "data",
+    ],
+    upsert: true,
+    fixed: &["payment_id", "amount", "created_at"],
+    derived: &[],
+};
+
+pub(crate) const DEDUP: Table = Table {
+    name: "webhook_dedup",
+    columns: &["tenant_id", "gateway_event_id", "payment_id", "created_at"],
+    upsert: false,
+    fixed: &[],
+    derived: &[],
+};
+
+pub(crate) const IDEMPOTENCY: Table = Table {
+    name: "idempotency_keys",
+    columns: &[
+        "tenant_id",
+        "key",
+        "fingerprint",
+        "status",
+        "body",
+        "created_at",
+    ],
+    upsert: false,
+    fixed: &[],
+    derived: &[],
+};
+
+pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
+    vec![
+        Bind::text(scope),
+        Bind::Text(r.key.clone()),
+        Bind::Text(r.fingerprint.clone()),
+        Bind::I64(i64::from(r.status)),
+        Bind::Text(r.body.clone()),
+        Bind::ts(r.created_at),
+    ]
+}
+
+pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreError> {
+    // The content of the adjacently tagged `EventData` (`{"eventType": …, "data": {…}}`).
+    let data = split_json::field(&event.data, "data")
+        .map_err(corrupt)?
+        .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
+    Ok(vec![
+        Bind::text(tenant),
+        Bind::Text(event.stream.to_string()),
+        Bind::I64(event.version as i64),
+        Bind::Text(event.id.to_string()),
+        Bind::text(event.event_type()),
+        Bind::OptText(event.invoice_id.map(|i| i.to_string())),
+        Bind::Text(event.subject_id()),
+        Bind::Text(event.actor.clone()),
+        Bind::OptText(event.gateway_event_id.clone()),
+        Bind::Json(data),
+        Bind::ts(event.occurred_at),
+    ])
+}
+
+pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, StoreError> {
+    Ok(vec![
+        Bind::text(tenant),
+        Bind::Text(invoice.id.to_string()),
+        Bind::Text(invoice.number.clone()),
+        Bind::text(invoice.status.as_str()),
+        Bind::Text(invoice.details.customer_name.clone()),
+        Bind::OptText(invoice.details.customer_email.clone()),
+        Bind::text(invoice.details.currency.as_str()),
+        Bind::I64(invoice.details.total),
+        Bind::opt_date(invoice.details.due_date),
+        Bind::ts(invoice.created_at),
+        Bind::I64(invoice.version as i64),
+        Bind::Json(serde_json::to_string(invoice).map_err(corrupt)?),
+    ])
+}
+
+/// The keys of a payment's snapshot that never change once it exists. They are stored apart
+/// (`details`, written at insert) from the rest (`data`), which every change rewrites: less to
+/// write and, on PostgreSQL, an update that logs only what follows the unchanged columns.
+const PAYMENT_DETAILS: [&str; 7] = [
+    "id",
+    "tenantId",
+    "invoiceId",
+    "amount",
+    "currency",
+    "paymentMethod",
+    "createdAt",
+];
+
+/// A payment's snapshot as `(details, data)`; `DataRow::payment` joins them again. Any key not
+/// named in `PAYMENT_DETAILS` goes to `data`, so a new field is never lost, only rewritten.
+fn payment_parts(payment: &Payment) -> Result<(String, String), StoreError> {
+    split_json::split(payment, &PAYMENT_DETAILS).map_err(corrupt)
+}
+
+pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, StoreError> {
+    let (details, data) = payment_parts(payment)?;
+    Ok(vec![
+        Bind::text(tenant),
+        Bind::Text(payment.id.to_string()),
+        Bind::Text(payment.invoice_id.to_string()),
+        Bind::text(payment.status.as_str()),
+        Bind::I64(payment.amount),
+        Bind::text(payment.currency.as_str()),
+        Bind::OptText(payment.gateway_reference.clone()),
+        Bind::ts(payment.created_at),
+        Bind::I64(payment.version as i64),
+        Bind::Json(details),
+        Bind::Json(data),
+    ])
+}
+
+/// A payment's refunds as `(refund id, row)`.
+pub(crate) fn refund_rows(
+    tenant: &str,
+    payment: &Payment,
+) -> Result<Vec<(Uuid, Vec<Bind>)>, StoreError> {
+    payment
+        .refunds
+        .iter()
+        .map(|r| {
+            let row = vec![
+                Bind::text(tenant),
+                Bind::Text(r.id.to_string()),
+                Bind::Text(r.payment_id.to_string()),
+                Bind::text(r.status.as_str()),
+                Bind::I64(r.amount),
+                Bind::ts(r.created_at),
+                Bind::Json(serde_json::to_string(r).map_err(corrupt)?),
+            ];
+            Ok((r.id.uuid(), row))
+        })
+        .collect()
+}
