@@ -32,5 +32,6 @@ mod lists;
 mod migrations;
 mod other_nodes;
 mod sql;
+mod sql_batches;
 mod tenants;
 mod write_shape;

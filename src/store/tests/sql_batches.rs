@@ -1,0 +1,269 @@
+//! SQL-only behaviour of batches, on SQLite and PostgreSQL alike: concurrent batches on one
+//! stream, a unit the database rejects, batches the audit actor's size, dropped in-flight
+//! futures (SQLite) and an outage the pool recovers from (PostgreSQL).
+
+use payrail_actors::domain::{EventData, StreamId, TenantId};
+use payrail_actors::ports::{EventStore, StoreError};
+
+use super::fixtures::*;
+use crate::store::Db;
+
+on_both!(concurrent_batches_on_one_stream_conflict_cleanly);
+
+async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
+    let tenant = TenantId::new();
+    let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![created]).await;
+    for round in 0..5 {
+        let current = db
+            .load_invoice(tenant, invoice.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .snapshot;
+        let (mut x, mut y) = (current.clone(), current.clone());
+        let ux = invoice_change(
+            &mut x,
+            vec![EventData::InvoiceMarkedUncollectible {}],
+            at(round),
+        );
+        let uy = invoice_change(&mut y, vec![EventData::InvoiceVoided {}], at(round));
+        let (_, bystander) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number: 2 + round as u64,
+                ..Default::default()
+            },
+        );
+        let (a, b) = tokio::join!(
+            db.append_batch(vec![ux]),
+            db.append_batch(vec![uy, bystander])
+        );
+        let oks = [&a[0], &b[0]].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(oks, 1, "{a:?} {b:?}");
+        assert!([&a[0], &b[0]]
+            .iter()
+            .any(|r| matches!(r, Err(StoreError::VersionConflict(_)))));
+        assert_eq!(b[1], Ok(()), "the other unit of the batch commits");
+        // Reset the stream's state machine for the next round: a fresh invoice.
+        if round == 4 {
+            break;
+        }
+    }
+}
+
+/// The known crash hazard: dropping an in-flight SQLite future on a single-threaded runtime
+/// (as actix-web does on client disconnect) must not panic, and the store must stay usable.
+/// A dropped append still runs to completion on its blocking thread (like a lost reply).
+#[tokio::test(flavor = "current_thread")]
+async fn sqlite_survives_dropped_in_flight_futures() {
+    use futures::FutureExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    // One tenant each: the jobs may land in any order, and a tenant's numbers must not.
+    let tenants: Vec<TenantId> = (0..20).map(|_| TenantId::new()).collect();
+    let mut ids = Vec::new();
+    for &tenant in &tenants {
+        let (invoice, unit) = create_invoice(tenant, &InvoiceSpec::default());
+        ids.push((tenant, invoice.id));
+        // Poll once (the job is handed to the blocking thread), then drop the future. A job
+        // that happens to finish within that one poll is fine too: nothing may crash either way.
+        let _ = db.append_batch(vec![unit]).now_or_never();
+        let _ = db.get_invoice(tenant, invoice.id).now_or_never();
+        let _ = db.list_events(tenant, None, None, 10, None).now_or_never();
+    }
+    // The detached jobs finish on their own (readers don't wait for the writer: bounded poll,
+    // generous because a loaded machine may queue the blocking jobs for a while).
+    // The jobs may land in any order, so wait for every invoice, not for the highest number.
+    let mut missing = ids.clone();
+    for _ in 0..3_000 {
+        let mut still = Vec::new();
+        for (tenant, id) in missing {
+            if db.get_invoice(tenant, id).await.unwrap().is_none() {
+                still.push((tenant, id));
+            }
+        }
+        missing = still;
+        if missing.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        missing.is_empty(),
+        "dropped writes never landed: {missing:?}"
+    );
+    for tenant in tenants {
+        assert_eq!(db.last_invoice_number(tenant).await.unwrap(), 1);
+    }
+    db.ping().await.unwrap();
+}
+
+on_both!(a_unit_the_database_rejects_fails_alone);
+on_both!(large_batches_commit_in_one_transaction);
+
+/// A constraint the pre-check doesn't cover (here: invoice numbers are unique per tenant, met
+/// by a projection row without its creation event) fails only its unit: the batch is re-run
+/// with one savepoint per unit.
+async fn a_unit_the_database_rejects_fails_alone(db: Db) {
+    let tenant = TenantId::new();
+    let (_, first) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 1,
+            ..Default::default()
+        },
+    );
+    commit(&db, vec![first]).await;
+    let (a, ua) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 2,
+            ..Default::default()
+        },
+    );
+    let (clash, mut uclash) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 1,
+            ..Default::default()
+        },
+    );
+    uclash.streams.clear();
+    let (c, uc) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 3,
+            ..Default::default()
+        },
+    );
+    let results = db.append_batch(vec![ua, uclash, uc]).await;
+    assert_eq!(results[0], Ok(()));
+    assert!(
+        matches!(results[1], Err(StoreError::Unavailable(_))),
+        "{results:?}"
+    );
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(db.get_invoice(tenant, a.id).await.unwrap(), Some(a));
+    assert_eq!(db.get_invoice(tenant, c.id).await.unwrap(), Some(c));
+    assert_eq!(db.get_invoice(tenant, clash.id).await.unwrap(), None);
+    assert!(db
+        .load_stream(tenant, StreamId::Invoice(clash.id))
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A batch the size the audit actor flushes (hundreds of units touching every table), with
+/// failing units spread through it.
+async fn large_batches_commit_in_one_transaction(db: Db) {
+    let tenant = TenantId::new();
+    let mut units = Vec::new();
+    let mut payments = Vec::new();
+    for number in 1..=300u64 {
+        let (mut invoice, mut unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        );
+        let (payment, attempt) = attempt_payment(&mut invoice, 500, at(1));
+        // One append per stream: the invoice's three events, then the payment's.
+        let mut streams = attempt.streams.into_iter();
+        unit.streams[0]
+            .events
+            .extend(streams.next().unwrap().events);
+        unit.streams.extend(streams);
+        unit.snapshots = attempt.snapshots;
+        unit.dedup_keys.push(payrail_actors::ports::DedupKey {
+            gateway_event_id: format!("gw_{}", number % 290),
+            payment_id: payment.id,
+        });
+        unit.idempotency = Some(idempotency(&format!("k-{number}"), at(1)));
+        payments.push(payment);
+        units.push(unit);
+    }
+    let results = db.append_batch(units).await;
+    // Units 291..300 reuse the dedup keys of units 1..10.
+    assert!(
+        results[..290].iter().all(Result::is_ok),
+        "{:?}",
+        &results[..5]
+    );
+    assert!(results[290..]
+        .iter()
+        .all(|r| matches!(r, Err(StoreError::DuplicateGatewayEvent(_)))));
+    assert_eq!(db.last_invoice_number(tenant).await.unwrap(), 290);
+    assert_eq!(
+        db.payments_awaiting_charge(None, 1000).await.unwrap().len(),
+        290
+    );
+    assert_eq!(
+        db.get_payment(tenant, payments[7].id).await.unwrap(),
+        Some(payments[7].clone())
+    );
+    assert_eq!(
+        db.get_payment(tenant, payments[297].id).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        db.list_events(tenant, None, None, 100, None)
+            .await
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+/// A storage outage fails the batch as a whole (never a false success), and the pool recovers
+/// on its own once the server is back: here every server connection of the database is killed.
+#[tokio::test]
+async fn postgres_recovers_after_its_connections_are_killed() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    let (db, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let tenant = TenantId::new();
+    let (_, unit) = create_invoice(tenant, &InvoiceSpec::default());
+    commit(&db, vec![unit]).await;
+
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    let admin = std::env::var("PAYRAIL_TEST_PG_URL").unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+        conn.batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    let mut committed = false;
+    for _ in 2..10 {
+        let (_, unit) = create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number: 2,
+                ..Default::default()
+            },
+        );
+        let results = db.append_batch(vec![unit]).await;
+        match &results[0] {
+            // Number 2 is taken: an attempt whose outcome was unknown did commit.
+            Ok(()) | Err(StoreError::Fenced(_)) => {
+                committed = true;
+                break;
+            }
+            Err(StoreError::Unavailable(_) | StoreError::Ambiguous(_)) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(committed, "the pool replaced its broken connections");
+    db.ping().await.unwrap();
+    assert!(db.last_invoice_number(tenant).await.unwrap() >= 2);
+}
