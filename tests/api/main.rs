@@ -554,6 +554,7 @@ mod outbound_ssrf;
 mod rate_limits;
 mod refund_recovery;
 mod requests;
+mod schemathesis_report;
 mod secrets_at_rest;
 mod sse;
 mod stream;
