@@ -46,9 +46,19 @@ enum Route<'a> {
     Pick(&'a str),
 }
 
-#[derive(Default)]
 struct Part {
     json: Vec<u8>,
+}
+
+/// Room for a typical part's JSON (a few hundred bytes), so writing one seldom reallocates.
+const PART_CAPACITY: usize = 512;
+
+impl Default for Part {
+    fn default() -> Self {
+        Part {
+            json: Vec::with_capacity(PART_CAPACITY),
+        }
+    }
 }
 
 impl Part {

@@ -174,8 +174,16 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
         Bind::opt_date(invoice.details.due_date),
         Bind::ts(invoice.created_at),
         Bind::I64(invoice.version as i64),
-        Bind::Json(serde_json::to_string(invoice).map_err(corrupt)?),
+        Bind::Json(snapshot_json(invoice)?),
     ])
+}
+
+/// An invoice's snapshot as JSON, written into a buffer sized for a typical one (its line
+/// items and in-flight reservations make it a few hundred bytes to a few KiB).
+fn snapshot_json(invoice: &Invoice) -> Result<String, StoreError> {
+    let mut json = Vec::with_capacity(1024);
+    serde_json::to_writer(&mut json, invoice).map_err(corrupt)?;
+    String::from_utf8(json).map_err(corrupt)
 }
 
 /// The keys of a payment's snapshot that never change once it exists. They are stored apart

@@ -30,6 +30,35 @@ fn encode(uuid: Uuid) -> [u8; ENCODED_LEN] {
     out
 }
 
+/// The longest prefix of any id kind.
+const PREFIX_MAX: usize = 3;
+
+/// An id's text, `<prefix>_<26 characters>`, built on the stack and handed to a formatter or
+/// a serializer in one piece.
+struct Text {
+    bytes: [u8; PREFIX_MAX + 1 + ENCODED_LEN],
+    len: usize,
+}
+
+impl Text {
+    fn new(prefix: &str, uuid: Uuid) -> Text {
+        let mut bytes = [0u8; PREFIX_MAX + 1 + ENCODED_LEN];
+        let p = prefix.len().min(PREFIX_MAX);
+        bytes[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+        bytes[p] = b'_';
+        bytes[p + 1..p + 1 + ENCODED_LEN].copy_from_slice(&encode(uuid));
+        Text {
+            bytes,
+            len: p + 1 + ENCODED_LEN,
+        }
+    }
+
+    /// Prefixes and `ALPHABET` are ASCII, so the bytes are always UTF-8.
+    fn as_str(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.bytes[..self.len])
+    }
+}
+
 /// Each byte's value in `ALPHABET`, or `INVALID`.
 const INVALID: u8 = 0xff;
 const DIGITS: [u8; 256] = {
@@ -81,6 +110,8 @@ macro_rules! typed_id {
             }
         }
 
+        const _: () = assert!($prefix.len() <= PREFIX_MAX, "an id prefix longer than PREFIX_MAX");
+
         impl Default for $name {
             fn default() -> Self {
                 Self::new()
@@ -89,12 +120,8 @@ macro_rules! typed_id {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                let encoded = encode(self.0);
-                // Every byte of `encoded` comes from `ALPHABET`, which is ASCII.
-                let text = std::str::from_utf8(&encoded).map_err(|_| fmt::Error)?;
-                f.write_str($prefix)?;
-                f.write_str("_")?;
-                f.write_str(text)
+                let text = Text::new($prefix, self.0);
+                f.write_str(text.as_str().map_err(|_| fmt::Error)?)
             }
         }
 
@@ -119,7 +146,8 @@ macro_rules! typed_id {
 
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.collect_str(self)
+                let text = Text::new($prefix, self.0);
+                serializer.serialize_str(text.as_str().map_err(serde::ser::Error::custom)?)
             }
         }
 
@@ -220,6 +248,9 @@ mod tests {
             let text = id.to_string();
             proptest::prop_assert_eq!(text.len(), "evt_".len() + ENCODED_LEN);
             proptest::prop_assert_eq!(text.parse::<EventId>().unwrap(), id);
+            let json = serde_json::to_string(&id).unwrap();
+            proptest::prop_assert_eq!(&json, &format!("\"{text}\""));
+            proptest::prop_assert_eq!(serde_json::from_str::<EventId>(&json).unwrap(), id);
         }
 
         #[test]
