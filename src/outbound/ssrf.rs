@@ -105,6 +105,18 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         "multicast"
     } else if ip.is_unspecified() || ip.is_broadcast() || a == 0 || a >= 240 {
         "reserved"
+    } else if matches!(
+        ip.octets(),
+        [192, 0, 2, _] | [198, 51, 100, _] | [203, 0, 113, _]
+    ) {
+        // TEST-NET-1, -2 and -3 (RFC 5737): examples, never a real receiver.
+        "documentation"
+    } else if a == 198 && (b & 0xfe) == 18 {
+        // 198.18.0.0/15 (RFC 2544): network benchmarking, often routed inside a lab or a VPC.
+        "benchmarking"
+    } else if matches!(ip.octets(), [192, 0, 0, _]) {
+        // IETF protocol assignments (RFC 6890).
+        "reserved"
     } else {
         return None;
     })
@@ -125,6 +137,9 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
     } else if first & 0xfe00 == 0xfc00 || first & 0xffc0 == 0xfec0 {
         // Unique local, and the site-local range it replaced.
         "private"
+    } else if ip.segments()[..2] == [0x2001, 0xdb8] {
+        // RFC 3849: examples, never a real receiver.
+        "documentation"
     } else if ip.segments()[..3] == [0x64, 0xff9b, 1] {
         // Local-use NAT64 (RFC 8215): translated into the operator's own IPv4 network.
         "private"
@@ -368,11 +383,29 @@ mod tests {
             ("64:ff9b:1::a01:203", "private"),
             ("fec0::1", "private"),
             ("::", "reserved"),
+            ("192.0.2.10", "documentation"),
+            ("198.51.100.7", "documentation"),
+            ("203.0.113.255", "documentation"),
+            ("2001:db8::1", "documentation"),
+            ("::ffff:203.0.113.9", "documentation"),
+            ("198.18.0.1", "benchmarking"),
+            ("198.19.255.254", "benchmarking"),
+            ("192.0.0.8", "reserved"),
         ] {
             assert_eq!(forbidden_class(ip.parse().unwrap()), Some(class), "{ip}");
         }
         assert_eq!(forbidden_class("93.184.216.34".parse().unwrap()), None);
         assert_eq!(forbidden_class("2606:4700::1".parse().unwrap()), None);
+        // The neighbours of the refused ranges are public.
+        for ip in [
+            "192.0.3.1",
+            "198.17.255.255",
+            "198.20.0.1",
+            "203.0.114.1",
+            "2001:db9::1",
+        ] {
+            assert_eq!(forbidden_class(ip.parse().unwrap()), None, "{ip}");
+        }
         // Public IPv4 behind NAT64 is public.
         assert_eq!(forbidden_class("64:ff9b::5db8:d822".parse().unwrap()), None);
     }

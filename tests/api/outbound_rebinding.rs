@@ -23,9 +23,9 @@ use crate::outbound_receiver::Receiver;
 
 /// The name the test nameserver answers for (`.test` is reserved for testing: RFC 6761).
 const HOST: &str = "rebind.payrail.test";
-/// What it resolves to first: a documentation address (TEST-NET-1), which the policy takes
-/// for a public one; nothing ever connects to it.
-const PUBLIC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// What it resolves to first: a public address (documentation ranges are refused); nothing
+/// ever connects to it.
+const PUBLIC: Ipv4Addr = Ipv4Addr::new(93, 184, 216, 34);
 
 /// A UDP nameserver on 127.0.0.1: an A query for [`HOST`] gets the current answer, any other
 /// type for it an empty answer, any other name NXDOMAIN.
