@@ -8,6 +8,7 @@
 //! nanoseconds gets events back that differ from what it appended (truncate with
 //! `trunc_subsecs(6)`). Errors are the port's `StoreError` (`Unavailable` → 503).
 
+mod committed;
 mod deliveries;
 mod endpoints;
 mod event_store;

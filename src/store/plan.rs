@@ -32,6 +32,16 @@ pub(crate) struct Keys {
     pub(crate) numbers: Vec<(TenantId, u64)>,
 }
 
+impl Keys {
+    /// Nothing to check.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+            && self.dedup.is_empty()
+            && self.idempotency.is_empty()
+            && self.numbers.is_empty()
+    }
+}
+
 pub(crate) fn keys(units: &[Unit]) -> Keys {
     let mut streams = HashSet::new();
     let mut dedup = HashSet::new();

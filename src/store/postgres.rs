@@ -1,6 +1,7 @@
 //! PostgreSQL: a deadpool of `AsyncPgConnection`s (fast recycling: no check query per checkout),
 //! migrations through a short-lived sync connection, and the batch transaction.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,6 +15,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
+use super::committed::Committed;
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{check_rows, Dialect, Stmt};
@@ -45,6 +47,9 @@ pub(crate) struct Postgres {
     url: String,
     /// This process among the nodes sharing the database (its commit notices name it).
     node: String,
+    /// Stream versions this process committed: a batch whose streams are all vouched for, and
+    /// that creates no invoice, is written without the pre-check's round trip.
+    committed: Mutex<Committed>,
 }
 
 impl Postgres {
@@ -80,6 +85,7 @@ impl Postgres {
             deadline,
             url: url.to_owned(),
             node: uuid::Uuid::now_v7().simple().to_string(),
+            committed: Mutex::default(),
         })
     }
 
@@ -148,14 +154,47 @@ impl Postgres {
         }
     }
 
+    fn committed(&self) -> std::sync::MutexGuard<'_, Committed> {
+        self.committed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Group commit with two fallbacks: a batch that lost a unique-key race is re-planned (its
     /// pre-check then sees the winner); a batch the server still rejects is re-run with one
-    /// savepoint per unit, so only the offending unit fails.
+    /// savepoint per unit, so only the offending unit fails. The first attempt trusts the
+    /// versions this process committed and leaves gateway event and idempotency keys to their
+    /// unique indexes (`Committed`); any later attempt checks everything.
     pub(crate) async fn append(&self, units: &[Unit]) -> Vec<Result<(), StoreError>> {
+        let results = self.append_attempts(units).await;
+        let mut committed = self.committed();
+        let unknown = |r: &Result<(), StoreError>| {
+            matches!(
+                r,
+                Err(StoreError::Ambiguous(_) | StoreError::Unavailable(_))
+            )
+        };
+        if results.iter().any(unknown) {
+            // The batch may or may not have been written: its streams' versions are not known.
+            committed.clear();
+        }
+        committed.record(units, &results);
+        results
+    }
+
+    async fn append_attempts(&self, units: &[Unit]) -> Vec<Result<(), StoreError>> {
         for attempt in 1..=APPEND_ATTEMPTS_MAX {
-            match self.append_once(units, false).await {
+            let mode = if attempt == 1 {
+                let mut keys = plan::keys(units);
+                let vouched = self.committed().vouch(units, &mut keys);
+                Check::Trusting(keys, vouched)
+            } else {
+                Check::Full
+            };
+            match self.append_once(units, mode).await {
                 Ok(results) => return results,
                 Err((e, _)) if attempt < APPEND_ATTEMPTS_MAX && is_unique_violation(&e) => {
+                    // Something trusted was taken after all (another node's write, or a key
+                    // already recorded): the next attempt checks everything.
+                    self.committed().clear();
                     tracing::debug!(attempt, error = ?e, "batch lost a unique-key race, re-planning");
                 }
                 Err((e, _)) if is_database_error(&e) => {
@@ -165,7 +204,7 @@ impl Postgres {
                 Err((e, body_done)) => return fail_all(units, batch_error(e, body_done)),
             }
         }
-        match self.append_once(units, true).await {
+        match self.append_once(units, Check::Isolated).await {
             Ok(results) => results,
             Err((e, body_done)) => fail_all(units, batch_error(e, body_done)),
         }
@@ -174,17 +213,21 @@ impl Postgres {
     async fn append_once(
         &self,
         units: &[Unit],
-        isolated: bool,
+        mode: Check,
     ) -> Result<Vec<Result<(), StoreError>>, (TxError, bool)> {
         let mut conn = self.conn().await.map_err(|e| (TxError::Store(e), false))?;
         let mut body_done = false;
         let result = tokio::time::timeout(
             self.deadline,
             conn.transaction(async |c| {
-                let results = if isolated {
-                    write_isolated(c, units).await?
-                } else {
-                    write_units(c, units).await?
+                let results = match mode {
+                    Check::Isolated => write_isolated(c, units).await?,
+                    Check::Full => write_units(c, units, plan::keys(units), Vec::new()).await?,
+                    Check::Trusting(mut keys, vouched) => {
+                        keys.dedup.clear();
+                        keys.idempotency.clear();
+                        write_units(c, units, keys, vouched).await?
+                    }
                 };
                 body_done = true;
                 Ok::<_, TxError>(results)
@@ -211,17 +254,32 @@ fn fail_all(units: &[Unit], err: StoreError) -> Vec<Result<(), StoreError>> {
     units.iter().map(|_| Err(err.clone())).collect()
 }
 
-/// Pre-check, plan and write `units` inside the caller's transaction: 2 round trips.
+/// How a batch attempt checks what is stored before writing.
+enum Check {
+    /// Pre-check only these keys (the streams not vouched for, invoice numbers); the vouched
+    /// versions are taken as stored, gateway event and idempotency keys left to their indexes.
+    Trusting(plan::Keys, Vec<(plan::StreamKey, u64)>),
+    /// Pre-check every key.
+    Full,
+    /// Pre-check every key, each unit in a savepoint of its own.
+    Isolated,
+}
+
+/// Pre-check `keys` (when there are any), plan and write `units` inside the caller's
+/// transaction: two round trips, or one without a pre-check.
 async fn write_units(
     c: &mut AsyncPgConnection,
     units: &[Unit],
+    keys: plan::Keys,
+    vouched: Vec<(plan::StreamKey, u64)>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    let keys = plan::keys(units);
     let mut found = Vec::new();
-    for stmt in plan::precheck(Dialect::Postgres, &keys) {
-        found.extend(stmt.load::<KeyRow>(c).await?);
+    if !keys.is_empty() {
+        for stmt in plan::precheck(Dialect::Postgres, &keys) {
+            found.extend(stmt.load::<KeyRow>(c).await?);
+        }
     }
-    let existing = plan::Existing::new(found, [])?;
+    let existing = plan::Existing::new(found, vouched)?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
     let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
     let affected = execute_pipelined(c, planned.statements).await?;
@@ -244,7 +302,10 @@ async fn write_isolated(
             continue;
         }
         let one = std::slice::from_ref(unit);
-        let result = match c.transaction(async |c| write_units(c, one).await).await {
+        let checked = async |c: &mut AsyncPgConnection| {
+            write_units(c, one, plan::keys(one), Vec::new()).await
+        };
+        let result = match c.transaction(checked).await {
             Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
             Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
             Err(e) => return Err(e),

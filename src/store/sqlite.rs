@@ -7,7 +7,6 @@
 //! one from its `spawn_blocking`, panics on a single-threaded runtime (its cancel guard calls
 //! `block_in_place`; `sqlite_survives_dropped_in_flight_futures` reproduced it). Dropping a tokio `JoinHandle` only detaches the job, which runs to completion.
 
-use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +20,7 @@ use diesel::{Connection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
+use super::committed::Committed;
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{check_rows, Dialect, Stmt};
@@ -221,57 +221,6 @@ impl Sqlite {
     }
 }
 
-/// Stream versions this process's writer has committed. The store's only writer is this one
-/// connection, so a stream's stored version is what it last committed here, unless another
-/// process wrote to the same file meanwhile (then it can only be higher). A unit expecting
-/// exactly the version recorded here needs no query: were the stored one higher, the insert of
-/// its first event would break the unique `(tenant_id, stream_id, version)` and the batch
-/// would be re-run, checked in full. A stream recorded at another version, or not at all, is
-/// read as before.
-#[derive(Default)]
-struct Committed(HashMap<plan::StreamKey, u64>);
-
-/// Streams remembered at most; past this the record starts over (it is only a shortcut).
-const COMMITTED_STREAMS_MAX: usize = 200_000;
-
-impl Committed {
-    /// The versions of the batch's streams whose first unit expects the version recorded
-    /// here; those streams leave `keys`.
-    fn vouch(&self, units: &[Unit], keys: &mut plan::Keys) -> Vec<(plan::StreamKey, u64)> {
-        let mut first_seen = HashSet::new();
-        let mut vouched = HashMap::new();
-        for unit in units {
-            let Some(tenant) = unit.tenant_id else {
-                continue;
-            };
-            for append in &unit.streams {
-                let key = (tenant, append.stream);
-                if first_seen.insert(key) && self.0.get(&key) == Some(&append.expected_version) {
-                    vouched.insert(key, append.expected_version);
-                }
-            }
-        }
-        keys.streams.retain(|key| !vouched.contains_key(key));
-        vouched.into_iter().collect()
-    }
-
-    /// Records the versions the committed units left their streams at.
-    fn record(&mut self, units: &[Unit], results: &[Result<(), StoreError>]) {
-        if self.0.len() > COMMITTED_STREAMS_MAX {
-            self.0.clear();
-        }
-        for (unit, result) in units.iter().zip(results) {
-            let (Some(tenant), Ok(())) = (unit.tenant_id, result) else {
-                continue;
-            };
-            for append in &unit.streams {
-                let version = append.expected_version + append.events.len() as u64;
-                self.0.insert((tenant, append.stream), version);
-            }
-        }
-    }
-}
-
 /// The whole batch transaction, on the writer's blocking thread. It is first written trusting
 /// what the writer itself committed (`Committed`) and leaving gateway event and idempotency
 /// keys to the unique indexes; if SQLite rejects it (a constraint the shortcut or the pre-check
@@ -287,7 +236,7 @@ fn append_job(
         committed.record(units, results);
         return first;
     }
-    committed.0.clear();
+    committed.clear();
     match first {
         Err(e) if is_database_error(&e) => {
             tracing::debug!(error = ?e, "batch rejected, retrying unit by unit");

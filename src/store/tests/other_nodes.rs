@@ -186,8 +186,8 @@ async fn postgres_commits_on_one_node_wake_readers_on_another() {
     );
 }
 
-/// The SQLite writer trusts the stream versions it committed itself. A second process writing
-/// to the same file makes that shortcut wrong: the batch is then checked in full, so a change
+/// A store's writer trusts the stream versions it committed itself. Another process writing
+/// the same streams makes that shortcut wrong: the batch is then checked in full, so a change
 /// built on the version the first writer recorded fails as a conflict instead of writing a
 /// second event at the same version, and a change built on what is stored goes through.
 #[tokio::test]
@@ -199,6 +199,19 @@ async fn sqlite_a_second_writer_on_the_file_is_caught() {
     let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
         .await
         .unwrap();
+    a_second_writer_is_caught(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_a_second_node_on_the_database_is_caught() {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    a_second_writer_is_caught(&a, &b).await;
+}
+
+async fn a_second_writer_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
     assert_eq!(a.append_batch(vec![created]).await, vec![Ok(())]);

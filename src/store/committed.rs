@@ -1,0 +1,64 @@
+//! Stream versions this process's batch writers have committed: a shortcut past the batch
+//! pre-check. Every stream has one writer in this process (its entity's actor feeds one audit
+//! writer), and that writer has one batch in flight, so a stream's stored version is what was
+//! last committed here, unless another process wrote to it meanwhile: then it can only be
+//! higher. A unit expecting exactly the version recorded here needs no query. Were the stored
+//! one higher, the insert of its first event would break the unique
+//! `(tenant_id, stream_id, version)` and the batch would be re-run, checked in full. A stream
+//! recorded at another version, or not at all, is read as before.
+
+use std::collections::{HashMap, HashSet};
+
+use payrail_actors::ports::{StoreError, Unit};
+
+use super::plan::{Keys, StreamKey};
+
+/// Streams remembered at most; past this the record starts over (it is only a shortcut).
+const COMMITTED_STREAMS_MAX: usize = 200_000;
+
+#[derive(Default)]
+pub(crate) struct Committed(HashMap<StreamKey, u64>);
+
+impl Committed {
+    /// The versions of the batch's streams whose first unit expects the version recorded
+    /// here; those streams leave `keys`.
+    pub(crate) fn vouch(&self, units: &[Unit], keys: &mut Keys) -> Vec<(StreamKey, u64)> {
+        let mut first_seen = HashSet::new();
+        let mut vouched = HashMap::new();
+        for unit in units {
+            let Some(tenant) = unit.tenant_id else {
+                continue;
+            };
+            for append in &unit.streams {
+                let key = (tenant, append.stream);
+                if first_seen.insert(key) && self.0.get(&key) == Some(&append.expected_version) {
+                    vouched.insert(key, append.expected_version);
+                }
+            }
+        }
+        keys.streams.retain(|key| !vouched.contains_key(key));
+        vouched.into_iter().collect()
+    }
+
+    /// Records the versions the committed units left their streams at.
+    pub(crate) fn record(&mut self, units: &[Unit], results: &[Result<(), StoreError>]) {
+        if self.0.len() > COMMITTED_STREAMS_MAX {
+            self.0.clear();
+        }
+        for (unit, result) in units.iter().zip(results) {
+            let (Some(tenant), Ok(())) = (unit.tenant_id, result) else {
+                continue;
+            };
+            for append in &unit.streams {
+                let version = append.expected_version + append.events.len() as u64;
+                self.0.insert((tenant, append.stream), version);
+            }
+        }
+    }
+
+    /// Forgets everything: after a batch whose outcome is not known, or that met another
+    /// process's write.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+}
