@@ -183,6 +183,7 @@ async fn soak(backend: Backend) {
         ));
     }
     let (violations, outcomes) = check(&rig).await;
+    notes.extend(rig.notes.iter().cloned());
     let mut all = rig.violations.clone();
     all.extend(violations);
     all.extend(workload.unseen.lock().unwrap().iter().cloned());
