@@ -8,7 +8,7 @@ use payrail_actors::ports::{EventStore, StoreError};
 
 use super::fixtures::*;
 use super::sql::paid_and_refunded;
-use crate::store::rows::CountRow;
+use crate::store::rows::{CountRow, TextRow};
 use crate::store::stmt::{Bind, Stmt};
 use crate::store::Db;
 
@@ -49,6 +49,52 @@ async fn a_payment_settles_and_refunds_without_touching_its_indexes() {
         "the refund (a status change) is a HOT update; only leaving the awaiting-charge \
          index is not"
     );
+}
+
+/// Every text column an index reads has collation "C": B-tree comparisons of ids are `memcmp`,
+/// whatever the database's locale (the test cluster's is the machine's, e.g. `C.UTF-8`). A
+/// key column added with the default collation would also break joins and `UNION`s with the
+/// columns already collated "C".
+#[tokio::test]
+async fn every_indexed_text_column_compares_bytewise() {
+    let (db, _) = crate::store::testing::fresh_postgres().await.unwrap();
+    let indexed = |collation: &str| {
+        Stmt::new(
+            format!(
+                "SELECT DISTINCT c.relname || '.' || a.attname AS value \
+                 FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indrelid \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE c.relnamespace = current_schema()::regnamespace \
+                   AND c.relname <> '__diesel_schema_migrations' \
+                   AND a.atttypid = 'text'::regtype \
+                   AND a.attcollation {collation} (SELECT oid FROM pg_collation \
+                                                    WHERE collname = 'C') \
+                 ORDER BY value"
+            ),
+            vec![],
+        )
+    };
+    let other: Vec<TextRow> = db.load(indexed("<>")).await.unwrap();
+    let other: Vec<String> = other.into_iter().map(|r| r.value).collect();
+    assert_eq!(
+        other,
+        Vec::<String>::new(),
+        "indexed text columns not collated \"C\""
+    );
+    let bytewise: Vec<TextRow> = db.load(indexed("=")).await.unwrap();
+    let bytewise: Vec<String> = bytewise.into_iter().map(|r| r.value).collect();
+    for column in [
+        "events.tenant_id",
+        "events.stream_id",
+        "invoices.number",
+        "payments.id",
+    ] {
+        assert!(
+            bytewise.iter().any(|c| c == column),
+            "{column} in {bytewise:?}"
+        );
+    }
 }
 
 on_both!(an_update_of_a_missing_row_fails_the_batch_and_writes_nothing);
