@@ -66,7 +66,10 @@ pub struct Settings {
     pub shutdown_timeout_secs: u64,
     pub commit_batch_max_units: usize,
     pub commit_linger_us: u64,
-    pub audit_writers: usize,
+    /// Audit writers, each with one batch in flight for its share of the tenants
+    /// (`PAYRAIL_AUDIT_WRITERS`); default: two on PostgreSQL, whose batches of different tenants
+    /// commit side by side on two connections, one on SQLite, which has one writer connection.
+    pub audit_writers: Option<usize>,
     /// Threads the tenant supervisors (and their entity actors) run on (`PAYRAIL_ARBITERS`).
     pub arbiters: usize,
     /// HTTP worker threads (`PAYRAIL_HTTP_WORKERS`).
@@ -123,7 +126,7 @@ impl Default for Settings {
             shutdown_timeout_secs: 30,
             commit_batch_max_units: engine.commit_batch_max_units,
             commit_linger_us: 0,
-            audit_writers: engine.audit_writers,
+            audit_writers: None,
             arbiters: engine.arbiters,
             http_workers: engine.arbiters,
             passivation_idle_secs: engine.passivation_idle.as_secs(),
@@ -185,6 +188,19 @@ impl Settings {
         }
     }
 
+    /// Audit writers: as configured, else two on PostgreSQL and one on SQLite. On PostgreSQL a
+    /// second batch in flight raised the batched ceiling by ~25% and did not slow single
+    /// webhooks; on SQLite the two batches wait for its one writer connection and it fell.
+    pub fn audit_writers(&self) -> usize {
+        self.audit_writers.unwrap_or_else(|| {
+            if self.database_url().starts_with("postgres") {
+                2
+            } else {
+                1
+            }
+        })
+    }
+
     /// The keys: configured, or the data directory's key files.
     pub fn keys(&self) -> anyhow::Result<crate::keys::Keys> {
         crate::keys::Keys::load(&crate::keys::KeySettings {
@@ -199,7 +215,7 @@ impl Settings {
         EngineConfig {
             commit_batch_max_units: self.commit_batch_max_units.max(1),
             commit_linger: Duration::from_micros(self.commit_linger_us),
-            audit_writers: self.audit_writers.max(1),
+            audit_writers: self.audit_writers().max(1),
             arbiters: self.arbiters.max(1),
             passivation_idle: Duration::from_secs(self.passivation_idle_secs),
             max_active_entities_per_tenant: self.max_active_entities_per_tenant.max(1),
@@ -253,5 +269,27 @@ mod tests {
             settings.database_url(),
             "postgres://payrail:hunter2-db@db.internal/payrail"
         );
+    }
+
+    /// Two audit writers on PostgreSQL, one on SQLite (the default database), unless set.
+    #[test]
+    fn audit_writers_default_by_backend() {
+        let sqlite = Settings::default();
+        assert_eq!(sqlite.engine().audit_writers, 1);
+        let postgres = Settings {
+            database_url: Some("postgres://payrail@db.internal/payrail".to_owned().into()),
+            ..Settings::default()
+        };
+        assert_eq!(postgres.engine().audit_writers, 2);
+        let set = Settings {
+            audit_writers: Some(3),
+            ..postgres.clone()
+        };
+        assert_eq!(set.engine().audit_writers, 3);
+        let zero = Settings {
+            audit_writers: Some(0),
+            ..sqlite
+        };
+        assert_eq!(zero.engine().audit_writers, 1);
     }
 }
