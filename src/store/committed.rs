@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use payrail_actors::ports::{StoreError, Unit};
 
-use super::plan::{Keys, StreamKey};
+use super::plan::{self, Keys, StreamKey};
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;
@@ -20,9 +20,20 @@ const COMMITTED_STREAMS_MAX: usize = 200_000;
 pub(crate) struct Committed(HashMap<StreamKey, u64>);
 
 impl Committed {
+    /// What a batch's first attempt pre-checks, trusting this record: its streams not vouched
+    /// for here and its invoice numbers. Gateway event and idempotency keys are left to their
+    /// unique indexes. Also the versions vouched for, to be taken as stored.
+    pub(crate) fn trusting_keys(&self, units: &[Unit]) -> (Keys, Vec<(StreamKey, u64)>) {
+        let mut keys = plan::keys(units);
+        let vouched = self.vouch(units, &mut keys);
+        keys.dedup.clear();
+        keys.idempotency.clear();
+        (keys, vouched)
+    }
+
     /// The versions of the batch's streams whose first unit expects the version recorded
     /// here; those streams leave `keys`.
-    pub(crate) fn vouch(&self, units: &[Unit], keys: &mut Keys) -> Vec<(StreamKey, u64)> {
+    fn vouch(&self, units: &[Unit], keys: &mut Keys) -> Vec<(StreamKey, u64)> {
         let mut first_seen = HashSet::new();
         let mut vouched = HashMap::new();
         for unit in units {

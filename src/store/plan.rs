@@ -86,8 +86,11 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
 /// round trip with array binds, each key probed through its primary-key index by a correlated
 /// subquery (a join against `unnest` let the planner, blind to the array's length, hash-join a
 /// sequential scan of the whole table once per batch). SQLite: one cached point query per key, all inside the one
-/// blocking job, where a statement costs microseconds.
+/// blocking job, where a statement costs microseconds. No keys, no statement.
 pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
     match d {
         Dialect::Postgres => {
             let tenant = |t: &TenantId| t.to_string();

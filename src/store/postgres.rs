@@ -182,13 +182,12 @@ impl Postgres {
 
     async fn append_attempts(&self, units: &[Unit]) -> Vec<Result<(), StoreError>> {
         for attempt in 1..=APPEND_ATTEMPTS_MAX {
-            let mode = if attempt == 1 {
-                let mut keys = plan::keys(units);
-                let vouched = self.committed().vouch(units, &mut keys);
-                Check::Trusting(keys, vouched)
+            let (keys, vouched) = if attempt == 1 {
+                self.committed().trusting_keys(units)
             } else {
-                Check::Full
+                (plan::keys(units), Vec::new())
             };
+            let mode = Check::Batch(keys, vouched);
             match self.append_once(units, mode).await {
                 Ok(results) => return results,
                 Err((e, _)) if attempt < APPEND_ATTEMPTS_MAX && is_unique_violation(&e) => {
@@ -221,13 +220,8 @@ impl Postgres {
             self.deadline,
             conn.transaction(async |c| {
                 let results = match mode {
+                    Check::Batch(keys, vouched) => write_units(c, units, keys, vouched).await?,
                     Check::Isolated => write_isolated(c, units).await?,
-                    Check::Full => write_units(c, units, plan::keys(units), Vec::new()).await?,
-                    Check::Trusting(mut keys, vouched) => {
-                        keys.dedup.clear();
-                        keys.idempotency.clear();
-                        write_units(c, units, keys, vouched).await?
-                    }
                 };
                 body_done = true;
                 Ok::<_, TxError>(results)
@@ -256,17 +250,15 @@ fn fail_all(units: &[Unit], err: StoreError) -> Vec<Result<(), StoreError>> {
 
 /// How a batch attempt checks what is stored before writing.
 enum Check {
-    /// Pre-check only these keys (the streams not vouched for, invoice numbers); the vouched
-    /// versions are taken as stored, gateway event and idempotency keys left to their indexes.
-    Trusting(plan::Keys, Vec<(plan::StreamKey, u64)>),
-    /// Pre-check every key.
-    Full,
-    /// Pre-check every key, each unit in a savepoint of its own.
+    /// The whole batch at once, pre-checking these keys and taking these versions as stored
+    /// (every key and no version, or `Committed::trusting_keys`).
+    Batch(plan::Keys, Vec<(plan::StreamKey, u64)>),
+    /// Every key of each unit, each unit in a savepoint of its own.
     Isolated,
 }
 
-/// Pre-check `keys` (when there are any), plan and write `units` inside the caller's
-/// transaction: two round trips, or one without a pre-check.
+/// Pre-check `keys`, plan and write `units` inside the caller's transaction: two round trips,
+/// or one when there is nothing to pre-check.
 async fn write_units(
     c: &mut AsyncPgConnection,
     units: &[Unit],
@@ -274,10 +266,8 @@ async fn write_units(
     vouched: Vec<(plan::StreamKey, u64)>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut found = Vec::new();
-    if !keys.is_empty() {
-        for stmt in plan::precheck(Dialect::Postgres, &keys) {
-            found.extend(stmt.load::<KeyRow>(c).await?);
-        }
+    for stmt in plan::precheck(Dialect::Postgres, &keys) {
+        found.extend(stmt.load::<KeyRow>(c).await?);
     }
     let existing = plan::Existing::new(found, vouched)?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;

@@ -274,13 +274,10 @@ fn write_units(
     units: &[Unit],
     committed: Option<&Committed>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
-    let mut keys = plan::keys(units);
-    let mut vouched = Vec::new();
-    if let Some(committed) = committed {
-        vouched = committed.vouch(units, &mut keys);
-        keys.dedup.clear();
-        keys.idempotency.clear();
-    }
+    let (keys, vouched) = match committed {
+        Some(committed) => committed.trusting_keys(units),
+        None => (plan::keys(units), Vec::new()),
+    };
     let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Sqlite, &keys) {
         found.extend(stmt.load::<KeyRow>(c)?);
