@@ -416,6 +416,7 @@ async fn racing_payments_collect_once(app: &TestApp) {
 }
 
 mod process;
+mod process_gateway;
 mod shutdown;
 
 #[actix_web::test]
@@ -500,12 +501,12 @@ async fn postgres_disconnects_strand_nothing() {
 
 #[actix_web::test]
 async fn sqlite_crash_between_commit_and_charge() {
-    process::crash_between_commit_and_charge(helpers::Backend::Sqlite).await;
+    process_gateway::crash_between_commit_and_charge(helpers::Backend::Sqlite).await;
 }
 
 #[actix_web::test]
 async fn postgres_crash_between_commit_and_charge() {
-    process::crash_between_commit_and_charge(helpers::Backend::Postgres).await;
+    process_gateway::crash_between_commit_and_charge(helpers::Backend::Postgres).await;
 }
 
 mod storage;
@@ -527,7 +528,7 @@ async fn postgres_stale_node_applies_a_webhook_after_reloading() {
 
 #[actix_web::test]
 async fn standalone_gateway_process_completes_payments() {
-    process::standalone_gateway().await;
+    process_gateway::standalone_gateway().await;
 }
 
 mod abuse;
