@@ -46,6 +46,21 @@ envelope!(
     ToPayment,
     PaymentId
 );
+/// Deliver each message to its payment, in the order given, in one message to the supervisor:
+/// a webhook request's events cross to the supervisor's thread once, not once each, and come
+/// back as one answer. Each answer is in the position of its message.
+pub struct ToPayments<M> {
+    pub msgs: Vec<(PaymentId, M)>,
+}
+
+impl<M, T> Message for ToPayments<M>
+where
+    M: Message<Result = Result<T, EngineError>>,
+    T: 'static,
+{
+    type Result = Vec<Result<T, EngineError>>;
+}
+
 envelope!(
     /// Deliver `msg` to a brand-new payment, whose actor has nothing to load.
     ToNewPayment,
@@ -255,17 +270,27 @@ impl TenantSupervisor {
         T: Send + 'static,
     {
         let fut = async move { addr.send(msg).await };
-        Box::pin(fut.into_actor(self).map(move |result, act, _| {
-            act.finished(key);
-            if let Err(MailboxError::Closed) = result {
-                // The actor died (panic) or stopped mid-request; the next message restarts it.
-                act.deps
-                    .metrics
-                    .actor_restarts
-                    .fetch_add(1, Ordering::Relaxed);
-            }
-            result?
-        }))
+        Box::pin(
+            fut.into_actor(self)
+                .map(move |result, act, _| act.delivered(key, result)),
+        )
+    }
+
+    /// Books the answer of a message forwarded to `key`'s actor.
+    fn delivered<T>(
+        &mut self,
+        key: EntityKey,
+        result: Result<Result<T, EngineError>, MailboxError>,
+    ) -> Result<T, EngineError> {
+        self.finished(key);
+        if let Err(MailboxError::Closed) = result {
+            // The actor died (panic) or stopped mid-request; the next message restarts it.
+            self.deps
+                .metrics
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result?
     }
 
     /// Stops actors idle past the timeout; returns how many.
@@ -447,6 +472,38 @@ where
         let fresh = false;
         let addr = self.payment(msg.id, fresh, ctx);
         self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+    }
+}
+
+impl<M, T> Handler<ToPayments<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Vec<Result<T, EngineError>>>;
+
+    /// Every message is in its actor's mailbox before this returns, so each payment's messages
+    /// are handled in the order given.
+    fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
+        let (keys, sent): (Vec<EntityKey>, Vec<_>) = batch
+            .msgs
+            .into_iter()
+            .map(|(id, msg)| {
+                let addr = self.payment(id, false, ctx);
+                (EntityKey::Payment(id), addr.send(msg))
+            })
+            .unzip();
+        Box::pin(
+            futures::future::join_all(sent)
+                .into_actor(self)
+                .map(move |results, act, _| {
+                    keys.into_iter()
+                        .zip(results)
+                        .map(|(key, result)| act.delivered(key, result))
+                        .collect()
+                }),
+        )
     }
 }
 

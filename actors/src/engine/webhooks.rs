@@ -1,14 +1,13 @@
-//! Gateway webhooks into the engine: a request's events are grouped by payment, each payment's
-//! queued in arrival order without waiting for commits, and the request answered once every
-//! change it caused is durable.
+//! Gateway webhooks into the engine: a request's events go to the tenant's supervisor in one
+//! message, each payment's queued in arrival order without waiting for commits, and the
+//! request is answered once every change it caused is durable.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::Engine;
 use crate::actors::messages::{ApplyGatewayEvent, WebhookDisposition};
 use crate::actors::settled;
-use crate::actors::supervisor::{TenantSupervisor, ToPayment};
+use crate::actors::supervisor::{TenantSupervisor, ToPayments};
 use crate::domain::{GatewayOutcome, PaymentId, TenantId};
 use crate::error::EngineError;
 use crate::ports::StoreError;
@@ -48,29 +47,12 @@ impl Engine {
             received: events.len(),
             ..WebhookSummary::default()
         };
-        // Each payment's events in arrival order; payments in order of first appearance.
-        let mut groups: Vec<(PaymentId, Vec<GatewayEvent>)> = Vec::new();
-        let mut index: HashMap<PaymentId, usize> = std::collections::HashMap::new();
-        for event in events {
-            match index.get(&event.payment_id) {
-                Some(&i) => groups[i].1.push(event),
-                None => {
-                    index.insert(event.payment_id, groups.len());
-                    groups.push((event.payment_id, vec![event]));
-                }
-            }
-        }
-        let weight = summary.received;
         let outcomes = self
-            .admitted_weighted(tenant, weight, |handle| async move {
-                let runs = groups.into_iter().map(|(payment_id, group)| {
-                    let addr = handle.addr.clone();
-                    async move { decide_in_order(&addr, payment_id, group).await }
-                });
-                futures::future::try_join_all(runs).await
+            .admitted_weighted(tenant, summary.received, |handle| async move {
+                decide_in_order(&handle.addr, events).await
             })
             .await?;
-        for disposition in outcomes.into_iter().flatten() {
+        for disposition in outcomes {
             let (slot, counter) = match disposition {
                 WebhookDisposition::Applied => {
                     (&mut summary.applied, &self.deps.metrics.webhook_applied)
@@ -93,36 +75,37 @@ impl Engine {
     }
 }
 
-/// Queues one payment's events in arrival order, each behind the previous one without waiting
-/// for its commit, then awaits them all. Events whose unit met a conflict are decided again
-/// (they are deduplicated by gateway event id, so one that did apply is never applied twice).
+/// Queues every event with its payment's actor in one message to the supervisor, each payment's
+/// in arrival order and each behind the previous one without waiting for its commit, then
+/// awaits them all. Events whose unit met a conflict are decided again (they are deduplicated
+/// by gateway event id, so one that did apply is never applied twice).
 async fn decide_in_order(
     addr: &actix::Addr<TenantSupervisor>,
-    payment_id: PaymentId,
-    group: Vec<GatewayEvent>,
+    events: Vec<GatewayEvent>,
 ) -> Result<Vec<WebhookDisposition>, EngineError> {
-    let mut decided: Vec<Option<WebhookDisposition>> = vec![None; group.len()];
+    let mut decided: Vec<Option<WebhookDisposition>> = vec![None; events.len()];
     for attempt in 1..=DECIDE_ATTEMPTS_MAX {
-        let mut pending = Vec::new();
-        for (i, event) in group.iter().enumerate() {
-            if decided[i].is_some() {
-                continue;
-            }
-            let msg = ToPayment {
-                id: payment_id,
-                msg: ApplyGatewayEvent {
+        let (indexes, msgs): (Vec<usize>, Vec<_>) = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| decided[*i].is_none())
+            .map(|(i, event)| {
+                let msg = ApplyGatewayEvent {
                     gateway_event_id: event.id.clone(),
                     outcome: event.outcome.clone(),
-                },
-            };
-            let answer = match addr.send(msg).await? {
+                };
+                (i, (event.payment_id, msg))
+            })
+            .unzip();
+        let answers = addr
+            .send(ToPayments { msgs })
+            .await?
+            .into_iter()
+            .map(|a| match a {
                 Ok(answer) => answer,
                 Err(EngineError::NotFound(_)) => settled(Ok(WebhookDisposition::Rejected)),
                 Err(e) => settled(Err(e)),
-            };
-            pending.push((i, answer));
-        }
-        let (indexes, answers): (Vec<usize>, Vec<_>) = pending.into_iter().unzip();
+            });
         let mut again = false;
         for (i, answer) in indexes
             .into_iter()
@@ -137,7 +120,7 @@ async fn decide_in_order(
         if !again {
             break;
         }
-        tracing::debug!(payment = %payment_id, attempt, "gateway events decided again after a conflict");
+        tracing::debug!(attempt, "gateway events decided again after a conflict");
     }
     Ok(decided.into_iter().flatten().collect())
 }

@@ -518,6 +518,69 @@ async fn unknown_payments_are_rejected_not_errors() {
     assert_eq!(summary.rejected, 1);
 }
 
+fn failure(id: &str, payment: payrail_actors::domain::PaymentId) -> GatewayEvent {
+    GatewayEvent {
+        id: id.into(),
+        payment_id: payment,
+        outcome: GatewayOutcome::Failed {
+            code: "card_declined".into(),
+            message: "declined".into(),
+            amount: None,
+            currency: None,
+        },
+    }
+}
+
+/// One request's events reach their payments in one message, and each payment still sees its
+/// own events in the order they came, however the request interleaves them: the first final
+/// outcome of each payment applies and the later one is stale.
+#[actix_rt::test]
+async fn a_batch_applies_each_payments_events_in_arrival_order() {
+    let h = harness(config());
+    let invoice = h.open_invoice(3_000).await;
+    let first = h.pay(invoice.id, Some(1_000)).await;
+    let second = h.pay(invoice.id, Some(1_000)).await;
+    let third = h.pay(invoice.id, Some(1_000)).await;
+    let summary = h
+        .engine
+        .apply_gateway_events(
+            h.tenant,
+            vec![
+                success("evt_gw_o1", first.id),
+                failure("evt_gw_o2", second.id),
+                failure("evt_gw_o3", first.id),
+                success("evt_gw_o1", first.id),
+                success("evt_gw_o4", payrail_actors::domain::PaymentId::new()),
+                success("evt_gw_o5", second.id),
+                failure("evt_gw_o6", third.id),
+                success("evt_gw_o7", third.id),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            summary.received,
+            summary.applied,
+            summary.ignored,
+            summary.duplicates,
+            summary.rejected
+        ),
+        (8, 3, 3, 1, 1)
+    );
+    for (payment, expected) in [
+        (first.id, PaymentStatus::Succeeded),
+        (second.id, PaymentStatus::Failed),
+        (third.id, PaymentStatus::Failed),
+    ] {
+        let stored = h.engine.payment(h.tenant, payment).await.unwrap();
+        assert_eq!(stored.status, expected);
+    }
+    let paid = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
+    assert_eq!((paid.amount_paid, paid.amount_pending), (1_000, 0));
+    h.check_log();
+}
+
 #[actix_rt::test]
 async fn webhook_batches_are_admitted_by_weight() {
     let mut cfg = config();
