@@ -46,9 +46,9 @@ envelope!(
     ToPayment,
     PaymentId
 );
-/// Deliver each message to its payment, in the order given, in one message to the supervisor:
-/// a webhook request's events cross to the supervisor's thread once, not once each, and come
-/// back as one answer. Each answer is in the position of its message.
+/// Deliver each message to its payment, each payment's in the order given, in one message to
+/// the supervisor: a webhook request's events cross to the supervisor's thread once, not once
+/// each, and come back as one answer. Each answer is in the position of its message.
 pub struct ToPayments<M> {
     pub msgs: Vec<(PaymentId, M)>,
 }
@@ -483,25 +483,55 @@ where
 {
     type Result = ResponseActFuture<Self, Vec<Result<T, EngineError>>>;
 
-    /// Every message is in its actor's mailbox before this returns, so each payment's messages
-    /// are handled in the order given.
+    /// Each payment's first message goes into its actor's mailbox at once, and each later one
+    /// once the one before it is answered, through this supervisor again: an actor that stops
+    /// after a message (its payment not found, or not loadable) drops what is queued behind it,
+    /// and the next message then starts a new one.
     fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
-        let (keys, sent): (Vec<EntityKey>, Vec<_>) = batch
-            .msgs
-            .into_iter()
-            .map(|(id, msg)| {
-                let addr = self.payment(id, false, ctx);
-                (EntityKey::Payment(id), addr.send(msg))
-            })
-            .unzip();
+        let mut groups: Vec<(PaymentId, Vec<(usize, M)>)> = Vec::new();
+        let mut index: HashMap<PaymentId, usize> = HashMap::new();
+        for (at, (id, msg)) in batch.msgs.into_iter().enumerate() {
+            match index.get(&id) {
+                Some(&group) => groups[group].1.push((at, msg)),
+                None => {
+                    index.insert(id, groups.len());
+                    groups.push((id, vec![(at, msg)]));
+                }
+            }
+        }
+        let me = ctx.address();
+        let mut runs = Vec::with_capacity(groups.len());
+        for (id, msgs) in groups {
+            let mut msgs = msgs.into_iter();
+            let Some((first_at, first)) = msgs.next() else {
+                continue;
+            };
+            let sent = self.payment(id, false, ctx).send(first);
+            let me = me.clone();
+            runs.push(async move {
+                let first = sent.await;
+                let mut later = Vec::new();
+                for (at, msg) in msgs {
+                    let answer = match me.send(ToPayment { id, msg }).await {
+                        Ok(answer) => answer,
+                        Err(e) => Err(e.into()),
+                    };
+                    later.push((at, answer));
+                }
+                (id, (first_at, first), later)
+            });
+        }
         Box::pin(
-            futures::future::join_all(sent)
+            futures::future::join_all(runs)
                 .into_actor(self)
-                .map(move |results, act, _| {
-                    keys.into_iter()
-                        .zip(results)
-                        .map(|(key, result)| act.delivered(key, result))
-                        .collect()
+                .map(move |runs, act, _| {
+                    let mut answers = Vec::new();
+                    for (id, (first_at, first), later) in runs {
+                        answers.push((first_at, act.delivered(EntityKey::Payment(id), first)));
+                        answers.extend(later);
+                    }
+                    answers.sort_by_key(|(at, _)| *at);
+                    answers.into_iter().map(|(_, answer)| answer).collect()
                 }),
         )
     }

@@ -501,21 +501,33 @@ async fn refunds_flow_through_to_the_invoice() {
     h.check_log();
 }
 
+/// Events about payments that do not exist are rejected, not errors: also several about one
+/// such payment in one request (its actor stops after the first, finding nothing to load).
 #[actix_rt::test]
 async fn unknown_payments_are_rejected_not_errors() {
     let h = harness(config());
+    let unknown = payrail_actors::domain::PaymentId::new();
+    let summary = h
+        .engine
+        .apply_gateway_events(h.tenant, vec![success("evt_gw_x", unknown)])
+        .await
+        .unwrap();
+    assert_eq!(summary.rejected, 1);
+    let other = payrail_actors::domain::PaymentId::new();
     let summary = h
         .engine
         .apply_gateway_events(
             h.tenant,
-            vec![success(
-                "evt_gw_x",
-                payrail_actors::domain::PaymentId::new(),
-            )],
+            vec![
+                success("evt_gw_y1", unknown),
+                success("evt_gw_y2", other),
+                success("evt_gw_y3", unknown),
+                success("evt_gw_y4", unknown),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!(summary.rejected, 1);
+    assert_eq!((summary.received, summary.rejected), (4, 4));
 }
 
 fn failure(id: &str, payment: payrail_actors::domain::PaymentId) -> GatewayEvent {
