@@ -46,6 +46,7 @@ envelope!(
     ToPayment,
     PaymentId
 );
+
 /// Deliver each message to its payment, each payment's in the order given, in one message to
 /// the supervisor: a webhook request's events cross to the supervisor's thread once, not once
 /// each, and come back as one answer. Each answer is in the position of its message.
