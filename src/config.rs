@@ -193,7 +193,7 @@ impl Settings {
     /// webhooks; on SQLite the two batches wait for its one writer connection and it fell.
     pub fn audit_writers(&self) -> usize {
         self.audit_writers.unwrap_or_else(|| {
-            if self.database_url().starts_with("postgres") {
+            if crate::store::is_postgres_url(&self.database_url()) {
                 2
             } else {
                 1

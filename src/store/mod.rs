@@ -86,6 +86,12 @@ pub struct Db {
     listener: Arc<std::sync::OnceLock<notify::Listener>>,
 }
 
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`); anything else
+/// that connects is SQLite.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Db")
@@ -108,7 +114,7 @@ impl Db {
         keys: Arc<Keys>,
         deadline: std::time::Duration,
     ) -> anyhow::Result<Db> {
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let backend = if is_postgres_url(url) {
             Backend::Postgres(postgres::Postgres::connect(url, pool_size, deadline).await?)
         } else if let Some(path) = url.strip_prefix("sqlite://") {
             if path.is_empty() {
