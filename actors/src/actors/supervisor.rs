@@ -489,39 +489,39 @@ where
     /// after a message (its payment not found, or not loadable) drops what is queued behind it,
     /// and the next message then starts a new one.
     fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
-        let mut groups: Vec<(PaymentId, Vec<(usize, M)>)> = Vec::new();
+        // Per payment: its first message (sent now) and the later ones, with their positions.
+        let mut runs = Vec::new();
+        let mut later: Vec<Vec<(usize, M)>> = Vec::new();
         let mut index: HashMap<PaymentId, usize> = HashMap::new();
         for (at, (id, msg)) in batch.msgs.into_iter().enumerate() {
             match index.get(&id) {
-                Some(&group) => groups[group].1.push((at, msg)),
+                Some(&run) => later[run].push((at, msg)),
                 None => {
-                    index.insert(id, groups.len());
-                    groups.push((id, vec![(at, msg)]));
+                    index.insert(id, runs.len());
+                    runs.push((id, at, self.payment(id, false, ctx).send(msg)));
+                    later.push(Vec::new());
                 }
             }
         }
         let me = ctx.address();
-        let mut runs = Vec::with_capacity(groups.len());
-        for (id, msgs) in groups {
-            let mut msgs = msgs.into_iter();
-            let Some((first_at, first)) = msgs.next() else {
-                continue;
-            };
-            let sent = self.payment(id, false, ctx).send(first);
-            let me = me.clone();
-            runs.push(async move {
-                let first = sent.await;
-                let mut later = Vec::new();
-                for (at, msg) in msgs {
-                    let answer = match me.send(ToPayment { id, msg }).await {
-                        Ok(answer) => answer,
-                        Err(e) => Err(e.into()),
-                    };
-                    later.push((at, answer));
+        let runs = runs
+            .into_iter()
+            .zip(later)
+            .map(|((id, first_at, sent), msgs)| {
+                let me = me.clone();
+                async move {
+                    let first = sent.await;
+                    let mut later = Vec::new();
+                    for (at, msg) in msgs {
+                        let answer = match me.send(ToPayment { id, msg }).await {
+                            Ok(answer) => answer,
+                            Err(e) => Err(e.into()),
+                        };
+                        later.push((at, answer));
+                    }
+                    (id, (first_at, first), later)
                 }
-                (id, (first_at, first), later)
             });
-        }
         Box::pin(
             futures::future::join_all(runs)
                 .into_actor(self)
