@@ -1,0 +1,208 @@
+//! Messages addressed to one entity (or to several payments at once), which the supervisor
+//! forwards to the entity's actor, starting it if needed, and the books it keeps on them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+
+use super::{EntityKey, TenantSupervisor};
+use crate::actors::invoice::InvoiceActor;
+use crate::actors::payment::PaymentActor;
+use crate::domain::{InvoiceId, PaymentId};
+use crate::error::EngineError;
+
+/// An envelope addressed to one entity: the supervisor starts its actor if needed and forwards.
+macro_rules! envelope {
+    ($(#[$doc:meta])* $name:ident, $id:ty) => {
+        $(#[$doc])*
+        pub struct $name<M> {
+            pub id: $id,
+            pub msg: M,
+        }
+
+        impl<M, T> Message for $name<M>
+        where
+            M: Message<Result = Result<T, EngineError>>,
+            T: 'static,
+        {
+            type Result = Result<T, EngineError>;
+        }
+    };
+}
+
+envelope!(
+    /// Deliver `msg` to invoice `id`, starting its actor if needed.
+    ToInvoice,
+    InvoiceId
+);
+envelope!(
+    /// Deliver `msg` to payment `id`, starting its actor (from storage) if needed.
+    ToPayment,
+    PaymentId
+);
+
+/// Deliver each message to its payment, each payment's in the order given, in one message to
+/// the supervisor: a webhook request's events cross to the supervisor's thread once, not once
+/// each, and come back as one answer. Each answer is in the position of its message.
+pub struct ToPayments<M> {
+    pub msgs: Vec<(PaymentId, M)>,
+}
+
+impl<M, T> Message for ToPayments<M>
+where
+    M: Message<Result = Result<T, EngineError>>,
+    T: 'static,
+{
+    type Result = Vec<Result<T, EngineError>>;
+}
+
+envelope!(
+    /// Deliver `msg` to a brand-new payment, whose actor has nothing to load.
+    ToNewPayment,
+    PaymentId
+);
+
+impl TenantSupervisor {
+    fn forward<A, M, T>(
+        &mut self,
+        key: EntityKey,
+        addr: Addr<A>,
+        msg: M,
+    ) -> ResponseActFuture<Self, Result<T, EngineError>>
+    where
+        A: Actor + Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message<Result = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let fut = async move { addr.send(msg).await };
+        Box::pin(
+            fut.into_actor(self)
+                .map(move |result, act, _| act.delivered(key, result)),
+        )
+    }
+
+    /// Books the answer of a message forwarded to `key`'s actor.
+    fn delivered<T>(
+        &mut self,
+        key: EntityKey,
+        result: Result<Result<T, EngineError>, MailboxError>,
+    ) -> Result<T, EngineError> {
+        self.finished(key);
+        if let Err(MailboxError::Closed) = result {
+            // The actor died (panic) or stopped mid-request; the next message restarts it.
+            self.deps
+                .metrics
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        result?
+    }
+}
+
+impl<M, T> Handler<ToInvoice<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    InvoiceActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToInvoice<M>, _: &mut Self::Context) -> Self::Result {
+        let addr = self.invoice(msg.id, false);
+        self.forward(EntityKey::Invoice(msg.id), addr, msg.msg)
+    }
+}
+
+impl<M, T> Handler<ToPayment<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToPayment<M>, ctx: &mut Self::Context) -> Self::Result {
+        let fresh = false;
+        let addr = self.payment(msg.id, fresh, ctx);
+        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+    }
+}
+
+impl<M, T> Handler<ToPayments<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Vec<Result<T, EngineError>>>;
+
+    /// Each payment's first message goes into its actor's mailbox at once, and each later one
+    /// once the one before it is answered, through this supervisor again: an actor that stops
+    /// after a message (its payment not found, or not loadable) drops what is queued behind it,
+    /// and the next message then starts a new one.
+    fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
+        // Per payment: its first message (sent now) and the later ones, with their positions.
+        let mut runs = Vec::new();
+        let mut later: Vec<Vec<(usize, M)>> = Vec::new();
+        let mut index: HashMap<PaymentId, usize> = HashMap::new();
+        for (at, (id, msg)) in batch.msgs.into_iter().enumerate() {
+            match index.get(&id) {
+                Some(&run) => later[run].push((at, msg)),
+                None => {
+                    index.insert(id, runs.len());
+                    runs.push((id, at, self.payment(id, false, ctx).send(msg)));
+                    later.push(Vec::new());
+                }
+            }
+        }
+        let me = ctx.address();
+        let runs = runs
+            .into_iter()
+            .zip(later)
+            .map(|((id, first_at, sent), msgs)| {
+                let me = me.clone();
+                async move {
+                    let first = sent.await;
+                    let mut later = Vec::new();
+                    for (at, msg) in msgs {
+                        let answer = match me.send(ToPayment { id, msg }).await {
+                            Ok(answer) => answer,
+                            Err(e) => Err(e.into()),
+                        };
+                        later.push((at, answer));
+                    }
+                    (id, (first_at, first), later)
+                }
+            });
+        Box::pin(
+            futures::future::join_all(runs)
+                .into_actor(self)
+                .map(move |runs, act, _| {
+                    let mut answers = Vec::new();
+                    for (id, (first_at, first), later) in runs {
+                        answers.push((first_at, act.delivered(EntityKey::Payment(id), first)));
+                        answers.extend(later);
+                    }
+                    answers.sort_by_key(|(at, _)| *at);
+                    answers.into_iter().map(|(_, answer)| answer).collect()
+                }),
+        )
+    }
+}
+
+impl<M, T> Handler<ToNewPayment<M>> for TenantSupervisor
+where
+    M: Message<Result = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+    PaymentActor: Handler<M>,
+{
+    type Result = ResponseActFuture<Self, Result<T, EngineError>>;
+
+    fn handle(&mut self, msg: ToNewPayment<M>, ctx: &mut Self::Context) -> Self::Result {
+        let addr = self.payment(msg.id, true, ctx);
+        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+    }
+}
