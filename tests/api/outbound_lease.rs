@@ -58,8 +58,11 @@ async fn start(url: &str, env: &[(&'static str, String)]) -> Engine {
     Engine::start_with(url, None, &env).await
 }
 
-/// How often an invoice refused for a number the other node took is asked for again.
-const STORM_TRIES: usize = 20;
+/// How long an invoice refused for a number the other node took is asked for again, and how
+/// long to wait between two asks. A count of tries alone can run out while the other node is
+/// still storming (seen: every one of a node's 15 invoices refused 20 times in a row).
+const STORM_RETRY_FOR: Duration = Duration::from_secs(10);
+const STORM_RETRY_PAUSE: Duration = Duration::from_millis(10);
 
 /// Commits invoices (each created and finalized: two events) on one node, a few at a time;
 /// answers how many were acknowledged (a node stopped meanwhile refuses the rest, and the
@@ -78,17 +81,19 @@ async fn storm(client: &Client, url: &str, key: &str, invoices: usize) -> usize 
             // each has read the other's: the node that keeps losing the race tries again, so
             // that both nodes commit.
             async move {
-                for _ in 0..STORM_TRIES {
+                let deadline = Instant::now() + STORM_RETRY_FOR;
+                loop {
                     let Some(attempt) = request.try_clone() else {
                         return false;
                     };
                     match attempt.send().await {
                         Ok(r) if r.status() == 201 => return true,
-                        Ok(r) if r.status() == 409 => continue,
+                        Ok(r) if r.status() == 409 && Instant::now() < deadline => {
+                            tokio::time::sleep(STORM_RETRY_PAUSE).await
+                        }
                         _ => return false,
                     }
                 }
-                false
             }
         });
         acknowledged += futures::future::join_all(sends)
