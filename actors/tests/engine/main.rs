@@ -45,6 +45,19 @@ pub(crate) fn success(id: &str, payment: payrail_actors::domain::PaymentId) -> G
     }
 }
 
+pub(crate) fn failure(id: &str, payment: payrail_actors::domain::PaymentId) -> GatewayEvent {
+    GatewayEvent {
+        id: id.into(),
+        payment_id: payment,
+        outcome: GatewayOutcome::Failed {
+            code: "card_declined".into(),
+            message: "declined".into(),
+            amount: None,
+            currency: None,
+        },
+    }
+}
+
 #[actix_rt::test]
 async fn pays_an_invoice_end_to_end() {
     let h = harness(config());
@@ -108,16 +121,7 @@ async fn pays_an_invoice_end_to_end() {
     assert_eq!((paid.amount_paid, paid.amount_pending), (3_300, 0));
 
     // A late failure is stale: ignored, and a re-delivery of it is a duplicate.
-    let late = GatewayEvent {
-        id: "evt_gw_3".into(),
-        payment_id: first.id,
-        outcome: GatewayOutcome::Failed {
-            code: "x".into(),
-            message: "x".into(),
-            amount: None,
-            currency: None,
-        },
-    };
+    let late = failure("evt_gw_3", first.id);
     let summary = h
         .engine
         .apply_gateway_events(h.tenant, vec![late.clone()])

@@ -1,12 +1,11 @@
 //! Gateway webhooks through the engine: unknown payments, each payment's order inside a
 //! batch, and admission by a batch's weight.
 
-use payrail_actors::domain::{GatewayOutcome, PaymentId, PaymentStatus};
-use payrail_actors::engine::GatewayEvent;
+use payrail_actors::domain::{PaymentId, PaymentStatus};
 use payrail_actors::EngineError;
 
-use crate::success;
 use crate::support::{config, harness};
+use crate::{failure, success};
 
 /// Events about payments that do not exist are rejected, not errors: also several about one
 /// such payment in one request (its actor stops after the first, finding nothing to load).
@@ -35,19 +34,6 @@ async fn unknown_payments_are_rejected_not_errors() {
         .await
         .unwrap();
     assert_eq!((summary.received, summary.rejected), (4, 4));
-}
-
-fn failure(id: &str, payment: PaymentId) -> GatewayEvent {
-    GatewayEvent {
-        id: id.into(),
-        payment_id: payment,
-        outcome: GatewayOutcome::Failed {
-            code: "card_declined".into(),
-            message: "declined".into(),
-            amount: None,
-            currency: None,
-        },
-    }
 }
 
 /// One request's events reach their payments in one message, and each payment still sees its
