@@ -530,21 +530,11 @@ impl Db {
         before: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
-        let mut total = 0;
-        loop {
-            let counts = self
-                .transact(vec![Stmt::new(
-                    "DELETE FROM webhook_attempts WHERE (tenant_id, endpoint_id, id) IN \
-                     (SELECT tenant_id, endpoint_id, id FROM webhook_attempts \
-                     WHERE attempted_at < ? LIMIT ?)",
-                    vec![Bind::ts(before), Bind::I64(batch.max(1) as i64)],
-                )])
-                .await?;
-            let n = counts.first().copied().unwrap_or(0);
-            total += n;
-            if n < batch.max(1) {
-                return Ok(total);
-            }
-        }
+        self.purge_older(
+            ("webhook_attempts", "endpoint_id, id", "attempted_at"),
+            before,
+            batch,
+        )
+        .await
     }
 }

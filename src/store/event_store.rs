@@ -16,6 +16,18 @@ use super::rows::{
 use super::stmt::{Bind, Stmt};
 use super::Db;
 
+/// A page of the payments awaiting a charge, every tenant's, oldest first (TypeIDs sort like
+/// their time-ordered UUIDs, so `id` order is age order). Read through the partial index on
+/// `id` of the payments awaiting a charge, which holds only those.
+pub(crate) const AWAITING_CHARGE_PAGE: &str = "SELECT tenant_id AS a, id AS b FROM payments \
+     WHERE awaiting_charge AND id > ? ORDER BY id LIMIT ?";
+
+/// A page of the refunds still pending, every tenant's, oldest first; through the partial index
+/// on `id` of the pending refunds.
+pub(crate) const PENDING_REFUNDS_PAGE: &str =
+    "SELECT tenant_id AS a, payment_id AS b, id AS c FROM refunds \
+     WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?";
+
 impl Db {
     /// The projection row's snapshot plus the trailing events of its own stream.
     async fn load_entity(
@@ -180,12 +192,10 @@ impl EventStore for Db {
         after: Option<PaymentId>,
         limit: usize,
     ) -> Result<Vec<(TenantId, PaymentId)>, StoreError> {
-        // TypeIDs sort like their time-ordered UUIDs, so `id` order is age order.
         let after = after.map_or_else(String::new, |id| id.to_string());
         let rows: Vec<PairRow> = self
-            .load(Stmt::new(
-                "SELECT tenant_id AS a, id AS b FROM payments \
-                 WHERE awaiting_charge AND id > ? ORDER BY id LIMIT ?",
+            .load_through_index(Stmt::new(
+                AWAITING_CHARGE_PAGE,
                 vec![
                     Bind::Text(after),
                     Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),
@@ -204,9 +214,8 @@ impl EventStore for Db {
     ) -> Result<Vec<(TenantId, PaymentId, RefundId)>, StoreError> {
         let after = after.map_or_else(String::new, |id| id.to_string());
         let rows: Vec<TripleRow> = self
-            .load(Stmt::new(
-                "SELECT tenant_id AS a, payment_id AS b, id AS c FROM refunds \
-                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+            .load_through_index(Stmt::new(
+                PENDING_REFUNDS_PAGE,
                 vec![
                     Bind::Text(after),
                     Bind::I64(i64::try_from(limit).unwrap_or(i64::MAX)),

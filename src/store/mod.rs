@@ -63,6 +63,17 @@ pub use summary::TenantVolumes;
 
 use stmt::{Dialect, Stmt};
 
+/// Run first in the transaction of a statement that runs on a timer over a whole table (a
+/// recovery sweep, a retention purge) on PostgreSQL. Each reads a page of the few rows it is
+/// after, with a `LIMIT`, through an index that holds just those in the page's order (a partial
+/// index) or finds them without reading the rest (a BRIN on the age column). When the
+/// statistics say many rows match (taken during a burst of creations, or none taken yet), the
+/// planner expects that page in the first blocks of a sequential scan, or collects and sorts
+/// every match to cut one page; while few rows match, that is the whole table read on every
+/// sweep. The right plan does not depend on the statistics, so the planner is told.
+pub(crate) const PREFER_INDEXES: &str =
+    "SELECT set_config('enable_seqscan', 'off', true), set_config('enable_sort', 'off', true)";
+
 /// Where data lives when no `DATABASE_URL` is configured.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://./data/payrail.db";
 /// PostgreSQL connections in the pool unless configured otherwise.
@@ -197,6 +208,18 @@ impl Db {
     {
         match &*self.backend {
             Backend::Postgres(pg) => pg.load(stmt).await,
+            Backend::Sqlite(lite) => lite.load(stmt).await,
+        }
+    }
+
+    /// `load` for the statements that run on a timer over whole tables (the recovery sweeps):
+    /// on PostgreSQL with sequential scans off for its transaction (see `PREFER_INDEXES`).
+    pub(crate) async fn load_through_index<R>(&self, stmt: Stmt) -> Result<Vec<R>, StoreError>
+    where
+        R: QueryableByName<Pg> + QueryableByName<SqliteBackend> + Send + 'static,
+    {
+        match &*self.backend {
+            Backend::Postgres(pg) => pg.load_after(PREFER_INDEXES, stmt).await,
             Backend::Sqlite(lite) => lite.load(stmt).await,
         }
     }

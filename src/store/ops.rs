@@ -8,13 +8,21 @@ use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, T
 use payrail_actors::ports::StoreError;
 
 use super::rows::{parse_id, CountRow, TextRow};
-use super::stmt::{Bind, Stmt};
+use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{
     insert_rows, invoice_row, payment_row, refund_rows, INVOICES, PAYMENTS, REFUNDS,
 };
-use super::Db;
+use super::{Db, PREFER_INDEXES};
 
 /// Events read per query while rebuilding.
+/// A purge's statement: `batch` rows of `table` older than a time (the binds, in that order).
+pub(crate) fn purge_sql(table: &str, key: &str, age: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE (tenant_id, {key}) IN \
+         (SELECT tenant_id, {key} FROM {table} WHERE {age} < ? LIMIT ?)"
+    )
+}
+
 const REBUILD_PAGE_EVENTS: i64 = 1_000;
 /// Rows per insert statement while rebuilding (bounds each statement's size).
 const REBUILD_INSERT_ROWS: usize = 1_000;
@@ -48,40 +56,48 @@ impl Db {
         batch: usize,
     ) -> Result<(usize, usize), StoreError> {
         let dedup = self
-            .purge_table(
-                "webhook_dedup",
-                "payment_id, gateway_event_id",
+            .purge_older(
+                (
+                    "webhook_dedup",
+                    "payment_id, gateway_event_id",
+                    "created_at",
+                ),
                 dedup_before,
                 batch,
             )
             .await?;
         let idempotency = self
-            .purge_table("idempotency_keys", "key", idempotency_before, batch)
+            .purge_older(
+                ("idempotency_keys", "key", "created_at"),
+                idempotency_before,
+                batch,
+            )
             .await?;
         Ok((dedup, idempotency))
     }
 
-    async fn purge_table(
+    /// Deletes the rows of `table` (keyed by `tenant_id, {key}`) whose `age` column is before
+    /// `before`, `batch` rows per transaction; answers how many.
+    pub(crate) async fn purge_older(
         &self,
-        table: &str,
-        key: &str,
+        (table, key, age): (&str, &str, &str),
         before: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
         let batch = batch.max(1);
-        let sql = format!(
-            "DELETE FROM {table} WHERE (tenant_id, {key}) IN \
-             (SELECT tenant_id, {key} FROM {table} WHERE created_at < ? LIMIT ?)"
-        );
+        let sql = purge_sql(table, key, age);
         let mut total = 0;
         loop {
-            let counts = self
-                .transact(vec![Stmt::new(
-                    sql.as_str(),
-                    vec![Bind::ts(before), Bind::I64(batch as i64)],
-                )])
-                .await?;
-            let deleted = counts.first().copied().unwrap_or(0);
+            let mut stmts = Vec::with_capacity(2);
+            if self.dialect() == Dialect::Postgres {
+                stmts.push(Stmt::new(PREFER_INDEXES, vec![]));
+            }
+            stmts.push(Stmt::new(
+                sql.as_str(),
+                vec![Bind::ts(before), Bind::I64(batch as i64)],
+            ));
+            let counts = self.transact(stmts).await?;
+            let deleted = counts.last().copied().unwrap_or(0);
             total += deleted;
             if deleted < batch {
                 return Ok(total);

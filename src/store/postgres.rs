@@ -120,6 +120,29 @@ impl Postgres {
         }
     }
 
+    /// `load` in a transaction that first runs `prelude` (settings local to the transaction).
+    pub(crate) async fn load_after<R>(
+        &self,
+        prelude: &'static str,
+        stmt: Stmt,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: QueryableByName<Pg> + Send + 'static,
+    {
+        let mut conn = self.conn().await?;
+        let read = conn.transaction(async |c| {
+            let mut shared: &AsyncPgConnection = c;
+            Stmt::new(prelude, vec![]).execute(&mut shared).await?;
+            stmt.load::<R>(c).await
+        });
+        match tokio::time::timeout(self.deadline, read).await {
+            Ok(rows) => {
+                rows.map_err(|e: diesel::result::Error| StoreError::Unavailable(e.to_string()))
+            }
+            Err(_) => Err(self.abandon(conn, false)),
+        }
+    }
+
     /// Closes a connection whose query got no answer within the deadline (it is mid-protocol,
     /// so never back to the pool). Ambiguous once a commit may have been sent.
     fn abandon(&self, conn: Object<AsyncPgConnection>, commit_sent: bool) -> StoreError {

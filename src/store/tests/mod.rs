@@ -31,6 +31,7 @@ mod fixtures;
 mod lists;
 mod migrations;
 mod other_nodes;
+mod plans;
 mod sql;
 mod sql_batches;
 mod tenants;

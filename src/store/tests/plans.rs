@@ -1,0 +1,165 @@
+//! The statements that run on a timer over whole tables (the recovery sweeps and the retention
+//! purges) read through their indexes, on both SQL backends, in the state that misled the
+//! planner before: thousands of rows and no statistics yet, as right after a bulk of writes.
+//! A sweep must not sort, and a purge must not read every row, to find a page of work.
+
+use diesel::connection::SimpleConnection;
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
+use diesel_migrations::MigrationHarness;
+
+use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE};
+use crate::store::ops::purge_sql;
+use crate::store::stmt::Dialect;
+use crate::store::PREFER_INDEXES;
+
+/// Rows per table: enough that a sequential scan and a sort cost more than an index scan.
+const ROWS: u32 = 20_000;
+
+#[derive(QueryableByName)]
+struct PgPlanLine {
+    #[diesel(sql_type = diesel::sql_types::Text, column_name = "QUERY PLAN")]
+    line: String,
+}
+
+#[derive(QueryableByName)]
+struct SqlitePlanLine {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    detail: String,
+}
+
+/// `ROWS` rows in each swept or purged table, all of them recent; one payment and one refund
+/// in a hundred awaiting a sweep.
+fn fill(d: Dialect) -> String {
+    let (series, now) = match d {
+        Dialect::Postgres => (format!("generate_series(1, {ROWS}) AS s(g)"), "now()"),
+        Dialect::Sqlite => (
+            format!(
+                "(WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n \
+                 WHERE g < {ROWS}) SELECT g FROM n) AS s"
+            ),
+            "1",
+        ),
+    };
+    format!(
+        "INSERT INTO payments (tenant_id, id, invoice_id, amount, currency, created_at, details, \
+           status, gateway_reference, version, data) \
+         SELECT 'ten_plans', 'pay_' || g, 'inv_plans', 100, 'USD', {now}, '{{}}', \
+           CASE WHEN g % 100 = 0 THEN 'processing' ELSE 'succeeded' END, \
+           CASE WHEN g % 100 = 0 THEN NULL ELSE 'ch_' || g END, 2, '{{}}' FROM {series}; \
+         INSERT INTO refunds (tenant_id, id, payment_id, status, amount, created_at, data) \
+         SELECT 'ten_plans', 're_' || g, 'pay_' || g, \
+           CASE WHEN g % 100 = 0 THEN 'pending' ELSE 'succeeded' END, 100, {now}, '{{}}' \
+         FROM {series}; \
+         INSERT INTO idempotency_keys (tenant_id, key, fingerprint, status, body, created_at) \
+         SELECT 'ten_plans', 'key_' || g, 'f', 201, '', {now} FROM {series}; \
+         INSERT INTO webhook_dedup (tenant_id, gateway_event_id, payment_id, created_at) \
+         SELECT 'ten_plans', 'evt_' || g, 'pay_' || g, {now} FROM {series}; \
+         INSERT INTO webhook_attempts (tenant_id, endpoint_id, id, event_seq, event_id, attempt, \
+           status, duration_ms, attempted_at) \
+         SELECT 'ten_plans', 'we_plans', 'wa_' || g, g, 'evt_' || g, 1, 'delivered', 1, {now} \
+         FROM {series};"
+    )
+}
+
+/// Each statement with its binds written in: a cursor before every id, a page of 1,000, a
+/// retention cutoff a day ago.
+fn statements(d: Dialect) -> Vec<(&'static str, String)> {
+    let cutoff = match d {
+        Dialect::Postgres => "now() - interval '1 day'",
+        Dialect::Sqlite => "0",
+    };
+    let sweep = |sql: &str| sql.replacen('?', "''", 1).replacen('?', "1000", 1);
+    let purge = |table, key, age| {
+        purge_sql(table, key, age)
+            .replacen('?', cutoff, 1)
+            .replacen('?', "1000", 1)
+    };
+    vec![
+        ("payments_awaiting_charge", sweep(AWAITING_CHARGE_PAGE)),
+        ("refunds_pending", sweep(PENDING_REFUNDS_PAGE)),
+        (
+            "idempotency_keys_created",
+            purge("idempotency_keys", "key", "created_at"),
+        ),
+        (
+            "webhook_dedup_created",
+            purge(
+                "webhook_dedup",
+                "payment_id, gateway_event_id",
+                "created_at",
+            ),
+        ),
+        (
+            "webhook_attempts_created",
+            purge("webhook_attempts", "endpoint_id, id", "attempted_at"),
+        ),
+    ]
+}
+
+fn check(index: &str, plan: &str) {
+    assert!(plan.contains(index), "{index} not read:\n{plan}");
+    for whole_table in [
+        "Seq Scan",
+        "SCAN payments",
+        "SCAN refunds",
+        "SCAN idempotency_keys",
+    ] {
+        assert!(!plan.contains(whole_table), "{whole_table}:\n{plan}");
+    }
+    for sort in ["Sort", "TEMP B-TREE"] {
+        assert!(!plan.contains(sort), "sorted to find a page:\n{plan}");
+    }
+}
+
+#[test]
+fn sqlite_sweeps_and_purges_read_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plans.db");
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
+    conn.run_pending_migrations(crate::store::sqlite::MIGRATIONS)
+        .unwrap();
+    conn.batch_execute(&fill(Dialect::Sqlite)).unwrap();
+    for (index, sql) in statements(Dialect::Sqlite) {
+        let plan: Vec<SqlitePlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load(&mut conn)
+            .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|l| l.detail).collect();
+        check(index, &plan.join("\n"));
+    }
+}
+
+#[tokio::test]
+async fn postgres_sweeps_and_purges_read_their_indexes() {
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.run_pending_migrations(crate::store::postgres::MIGRATIONS)
+            .unwrap();
+        // No statistics: autovacuum must not analyze the tables while the test reads plans.
+        for table in [
+            "payments",
+            "refunds",
+            "idempotency_keys",
+            "webhook_dedup",
+            "webhook_attempts",
+        ] {
+            conn.batch_execute(&format!(
+                "ALTER TABLE {table} SET (autovacuum_enabled = off)"
+            ))
+            .unwrap();
+        }
+        conn.batch_execute(&fill(Dialect::Postgres)).unwrap();
+        for (index, sql) in statements(Dialect::Postgres) {
+            let plan = conn
+                .transaction(|c| {
+                    c.batch_execute(PREFER_INDEXES)?;
+                    diesel::sql_query(format!("EXPLAIN {sql}")).load::<PgPlanLine>(c)
+                })
+                .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
+            check(index, &plan.join("\n"));
+        }
+    })
+    .await
+    .unwrap();
+}
