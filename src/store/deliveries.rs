@@ -530,11 +530,7 @@ impl Db {
         before: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
-        self.purge_older(
-            ("webhook_attempts", "endpoint_id, id", "attempted_at"),
-            before,
-            batch,
-        )
-        .await
+        self.purge_older(&super::ops::AGED_ATTEMPTS, before, batch)
+            .await
     }
 }

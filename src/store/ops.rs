@@ -15,8 +15,41 @@ use super::write::{
 use super::{Db, PREFER_INDEXES};
 
 /// Events read per query while rebuilding.
-/// A purge's statement: `batch` rows of `table` older than a time (the binds, in that order).
-pub(crate) fn purge_sql(table: &str, key: &str, age: &str) -> String {
+/// A table purged by age: its key (after `tenant_id`), the column holding its rows' age and
+/// that column's index (a BRIN on PostgreSQL).
+pub(crate) struct Aged {
+    pub(crate) table: &'static str,
+    pub(crate) key: &'static str,
+    pub(crate) age: &'static str,
+    pub(crate) index: &'static str,
+}
+
+pub(crate) const AGED_DEDUP: Aged = Aged {
+    table: "webhook_dedup",
+    key: "payment_id, gateway_event_id",
+    age: "created_at",
+    index: "webhook_dedup_created",
+};
+
+pub(crate) const AGED_IDEMPOTENCY: Aged = Aged {
+    table: "idempotency_keys",
+    key: "key",
+    age: "created_at",
+    index: "idempotency_keys_created",
+};
+
+pub(crate) const AGED_ATTEMPTS: Aged = Aged {
+    table: "webhook_attempts",
+    key: "endpoint_id, id",
+    age: "attempted_at",
+    index: "webhook_attempts_created",
+};
+
+/// A purge's statement: a batch of `aged` rows older than a time (the binds, in that order).
+pub(crate) fn purge_sql(aged: &Aged) -> String {
+    let Aged {
+        table, key, age, ..
+    } = aged;
     format!(
         "DELETE FROM {table} WHERE (tenant_id, {key}) IN \
          (SELECT tenant_id, {key} FROM {table} WHERE {age} < ? LIMIT ?)"
@@ -55,37 +88,32 @@ impl Db {
         idempotency_before: DateTime<Utc>,
         batch: usize,
     ) -> Result<(usize, usize), StoreError> {
-        let dedup = self
-            .purge_older(
-                (
-                    "webhook_dedup",
-                    "payment_id, gateway_event_id",
-                    "created_at",
-                ),
-                dedup_before,
-                batch,
-            )
-            .await?;
+        let dedup = self.purge_older(&AGED_DEDUP, dedup_before, batch).await?;
         let idempotency = self
-            .purge_older(
-                ("idempotency_keys", "key", "created_at"),
-                idempotency_before,
-                batch,
-            )
+            .purge_older(&AGED_IDEMPOTENCY, idempotency_before, batch)
             .await?;
         Ok((dedup, idempotency))
     }
 
-    /// Deletes the rows of `table` (keyed by `tenant_id, {key}`) whose `age` column is before
-    /// `before`, `batch` rows per transaction; answers how many.
+    /// Deletes the rows of `aged` older than `before`, `batch` rows per transaction; answers
+    /// how many. On PostgreSQL the age index first summarizes the page ranges filled since
+    /// the last purge: a range without a summary is read whole by every purge, and the
+    /// summaries that inserts request are left to autovacuum, which lags behind a busy table.
     pub(crate) async fn purge_older(
         &self,
-        (table, key, age): (&str, &str, &str),
+        aged: &Aged,
         before: DateTime<Utc>,
         batch: usize,
     ) -> Result<usize, StoreError> {
         let batch = batch.max(1);
-        let sql = purge_sql(table, key, age);
+        let sql = purge_sql(aged);
+        if self.dialect() == Dialect::Postgres {
+            self.transact(vec![Stmt::new(
+                "SELECT brin_summarize_new_values(CAST(? AS regclass))",
+                vec![Bind::text(aged.index)],
+            )])
+            .await?;
+        }
         let mut total = 0;
         loop {
             let mut stmts = Vec::with_capacity(2);
