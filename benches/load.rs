@@ -374,6 +374,7 @@ async fn run_backend(
         let db = fresh_database(pg.as_ref(), dir.path(), "payrail_load", o)?;
         // An empty gateway URL leaves the engine on its in-process simulator.
         let gateway = if o.simulator { "" } else { stub.url.as_str() };
+        let gateway_stub = (!o.simulator).then_some(stub.url.as_str());
         let engine = Engine::start(
             binary,
             &db.url,
@@ -384,7 +385,15 @@ async fn run_backend(
         .await?;
         let t0 = Instant::now();
         let seed = Arc::new(
-            scenarios::seed(client, &engine.url, o.tenants, o.invoices, o.payments).await?,
+            scenarios::seed(
+                client,
+                &engine.url,
+                gateway_stub,
+                o.tenants,
+                o.invoices,
+                o.payments,
+            )
+            .await?,
         );
         eprintln!(
             "load[{backend}]: seeded {} tenants, {} payments in {:.1}s",
@@ -492,7 +501,17 @@ async fn baselines(
         &dir.join("engine-nobatch.log"),
     )
     .await?;
-    let seed = Arc::new(scenarios::seed(client, &engine.url, o.tenants, 4, o.payments / 4).await?);
+    let seed = Arc::new(
+        scenarios::seed(
+            client,
+            &engine.url,
+            Some(&stub.url),
+            o.tenants,
+            4,
+            o.payments / 4,
+        )
+        .await?,
+    );
     let watch = Watch {
         server: Some(engine.pid()),
         postmaster: db.postmaster,

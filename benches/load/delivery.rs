@@ -444,9 +444,16 @@ pub async fn run(
     .await?;
     let t0 = Instant::now();
     let seed = Arc::new(
-        scenarios::seed(client, &engine.url, o.tenants, o.invoices, o.payments)
-            .await
-            .context("seeding the delivery scenario")?,
+        scenarios::seed(
+            client,
+            &engine.url,
+            Some(&stub.url),
+            o.tenants,
+            o.invoices,
+            o.payments,
+        )
+        .await
+        .context("seeding the delivery scenario")?,
     );
     eprintln!(
         "load[{backend}] delivery: seeded {} tenants, {} payments in {:.1}s; receiver at {}",

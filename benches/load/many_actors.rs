@@ -38,6 +38,7 @@ pub async fn run(
     let seed = scenarios::seed(
         client,
         &engine.url,
+        Some(&stub.url),
         ACTOR_TENANTS,
         ACTOR_INVOICES_PER_TENANT,
         per_tenant,

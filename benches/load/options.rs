@@ -122,8 +122,13 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
             "--role" => role = Some(value()?),
             "--port" => port = value()?.parse()?,
-            // `cargo bench` passes `--bench`; anything else unknown is ignored the same way.
-            _ => {}
+            // `cargo bench` passes `--bench`.
+            "--bench" => {}
+            other => bail!(
+                "unknown argument {other}; options: --scenario --backend --duration --tenants \
+                 --invoices --payments --actors --in-flight --no-baselines --wal-detail --gateway \
+                 --rates --endpoints --delivery-rate --pg-set --plot-from (see benches/load.rs)"
+            ),
         }
     }
     for s in &o.scenarios {

@@ -11,12 +11,14 @@ use futures::{stream, StreamExt};
 use payrail::gateway::signature::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
-use crate::driver::{Method, Req, Workload};
+use crate::driver::{counters, Method, Req, Workload};
 use crate::procs::ADMIN_TOKEN;
 use crate::stub::reference_for;
 
 /// Requests in flight while seeding.
 const SEED_CONCURRENCY: usize = 128;
+/// How long the seed waits for its payments' charges to reach the stub gateway.
+const CHARGES_SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Each seeded invoice is large enough never to be paid off by the load (amounts in cents).
 const INVOICE_TOTAL: i64 = 1_000_000_000_000;
 /// Amount of every seeded payment, and of the webhooks about it.
@@ -92,14 +94,21 @@ pub fn payment_body(invoice: &str, amount: i64) -> Value {
 }
 
 /// Creates `tenants` tenants, each with `invoices` open invoices and `payments` payments
-/// (round robin over its invoices), all through the HTTP API.
+/// (round robin over its invoices), all through the HTTP API, and waits for their charges to
+/// reach the gateway (`stub`, or the engine's simulator when `None`).
 pub async fn seed(
     client: &reqwest::Client,
     url: &str,
+    stub: Option<&str>,
     tenants: usize,
     invoices: usize,
     payments: usize,
 ) -> anyhow::Result<Seed> {
+    // The stub serves every engine of the run: count only this seed's charges.
+    let stub_before = match stub {
+        Some(stub) => Some((stub, charged_count(client, stub).await?)),
+        None => None,
+    };
     let mut seeded = Vec::with_capacity(tenants);
     for n in 0..tenants {
         let t = post_json(
@@ -173,10 +182,51 @@ pub async fn seed(
         let (t, id) = result?;
         seeded[t].payments.push(id);
     }
+    charges_settled(client, url, stub_before, tenants * payments).await?;
     Ok(Seed {
         url: url.to_owned(),
         tenants: seeded,
     })
+}
+
+/// Waits until every seeded payment's charge is accepted by the stub gateway (`stub`; with
+/// the in-process simulator, `None`, until none is in flight) and recorded. A payment is
+/// answered once it is durable and its charge goes to the gateway after that; a charge finding
+/// every gateway slot taken waits for the engine's recovery sweep (every 30 s). Without this,
+/// the first steps would measure the tail of the seed's charges along with the webhooks.
+async fn charges_settled(
+    client: &reqwest::Client,
+    url: &str,
+    stub: Option<(&str, usize)>,
+    payments: usize,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + CHARGES_SETTLE_TIMEOUT;
+    loop {
+        let charged = match stub {
+            Some((stub, before)) => charged_count(client, stub).await? >= before + payments,
+            None => true,
+        };
+        let counters = counters(client, url).await;
+        let in_flight = counters.get("payrail_charges_awaiting_gateway");
+        if charged && in_flight.is_some_and(|&n| n <= 0.0) {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("seeded payments' charges not settled after {CHARGES_SETTLE_TIMEOUT:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// How many payments the stub gateway has accepted a charge for, over all engines it served.
+async fn charged_count(client: &reqwest::Client, stub: &str) -> anyhow::Result<usize> {
+    let stats: Value = client
+        .get(format!("{stub}/stats/charged"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(stats["payments"].as_u64().unwrap_or(0) as usize)
 }
 
 fn now_secs() -> i64 {
