@@ -9,7 +9,9 @@
 //! commit disabled (`PAYRAIL_COMMIT_BATCH_MAX_UNITS=1`) and one SQL transaction per event.
 //! The generator builds and signs every request of a step before the step starts and sends the
 //! bytes on kept-alive HTTP/1.1 connections (`load/conn.rs`); `--backend none` measures only its
-//! ceiling against the no-op handler. `--wal-detail` breaks each PostgreSQL step's WAL down by
+//! ceiling against the no-op handler. `--pg-set name=value` sets a PostgreSQL setting on the
+//! benchmark databases, `--pg-server name=value` one the cluster starts with (`max_wal_size`).
+//! `--wal-detail` breaks each PostgreSQL step's WAL down by
 //! relation with `pg_waldump`.
 //! Outbound webhooks: `cargo bench --bench load -- --scenario delivery --backend postgres`
 //! (`--endpoints 1,10 --delivery-rate 250`; details in `load/delivery.rs`): ingestion with
@@ -359,7 +361,7 @@ async fn run_backend(
 ) -> anyhow::Result<Vec<report::Series>> {
     let dir = tempfile::Builder::new().prefix("payrail-load.").tempdir()?;
     let pg = match backend {
-        "postgres" => Some(PgCluster::start()?),
+        "postgres" => Some(PgCluster::start(&o.pg_server)?),
         "sqlite" => None,
         other => bail!("unknown backend {other}"),
     };
@@ -437,6 +439,9 @@ async fn run_backend(
             let mut extra = json!({});
             if pg.is_some() && !o.pg_settings.is_empty() {
                 extra["pgSettings"] = json!(o.pg_settings);
+            }
+            if pg.is_some() && !o.pg_server.is_empty() {
+                extra["pgServer"] = json!(o.pg_server);
             }
             if let (Some(noop), true) = (noop_max, scenario.as_str() != "webhooks-batch") {
                 extra["vsNoopHttpCeiling"] = json!(r.max_sustained_ops / noop.max(1.0));

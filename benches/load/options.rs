@@ -25,6 +25,9 @@ pub struct Options {
     /// PostgreSQL settings (`name=value`) for the benchmark databases, e.g. to try
     /// `plan_cache_mode=force_custom_plan` without rebuilding the engine.
     pub pg_settings: Vec<String>,
+    /// PostgreSQL server settings (`name=value`) the throwaway cluster starts with, for those
+    /// a database cannot set (e.g. `max_wal_size`, `checkpoint_timeout`).
+    pub pg_server: Vec<String>,
     /// `--gateway simulator`: the engine runs its built-in gateway simulator (charges answered
     /// by real signed webhooks) instead of the silent stub.
     pub simulator: bool,
@@ -75,6 +78,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
         rates: Vec::new(),
         plot_from: None,
         pg_settings: Vec::new(),
+        pg_server: Vec::new(),
         simulator: false,
         wal_detail: false,
         endpoints: vec![1, 10],
@@ -119,6 +123,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             }
             "--delivery-rate" => o.delivery_rate = value()?.parse()?,
             "--pg-set" => o.pg_settings.push(value()?),
+            "--pg-server" => o.pg_server.push(value()?),
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),
             "--role" => role = Some(value()?),
             "--port" => port = value()?.parse()?,
@@ -127,7 +132,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             other => bail!(
                 "unknown argument {other}; options: --scenario --backend --duration --tenants \
                  --invoices --payments --actors --in-flight --no-baselines --wal-detail --gateway \
-                 --rates --endpoints --delivery-rate --pg-set --plot-from (see benches/load.rs)"
+                 --rates --endpoints --delivery-rate --pg-set --pg-server --plot-from (see benches/load.rs)"
             ),
         }
     }

@@ -263,7 +263,8 @@ fn as_postgres(program: &str) -> Command {
 }
 
 impl PgCluster {
-    pub fn start() -> anyhow::Result<PgCluster> {
+    /// `server`: settings (`name=value`) the server starts with, after the defaults below.
+    pub fn start(server: &[String]) -> anyhow::Result<PgCluster> {
         let dir = tempfile::Builder::new()
             .prefix("payrail-load-pg.")
             .tempdir()?;
@@ -286,11 +287,17 @@ impl PgCluster {
             bail!("initdb failed");
         }
         let port = free_port()?;
-        let options = format!(
+        let mut options = format!(
             "-h 127.0.0.1 -p {port} -k {} -c max_connections=300 -c fsync=on \
              -c synchronous_commit=on -c shared_buffers=256MB",
             path.display()
         );
+        for setting in server {
+            if !setting.contains('=') || setting.contains(char::is_whitespace) {
+                bail!("--pg-server takes name=value without spaces: {setting}");
+            }
+            options.push_str(&format!(" -c {setting}"));
+        }
         let started = as_postgres(&format!("{PG_BIN}/pg_ctl"))
             .arg("-D")
             .arg(path.join("data"))
