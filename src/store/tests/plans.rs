@@ -100,6 +100,19 @@ fn check(index: &str, plan: &str) {
     }
 }
 
+/// `explain` (`EXPLAIN` and its options) of `sql` in a transaction set up as the engine sets
+/// up those statements' transactions.
+fn pg_plan(conn: &mut PgConnection, explain: &str, sql: &str) -> String {
+    let plan = conn
+        .transaction(|c| {
+            c.batch_execute(PREFER_INDEXES)?;
+            diesel::sql_query(format!("{explain} {sql}")).load::<PgPlanLine>(c)
+        })
+        .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
+    plan.join("\n")
+}
+
 #[test]
 fn sqlite_sweeps_and_purges_read_their_indexes() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,14 +152,7 @@ async fn postgres_sweeps_and_purges_read_their_indexes() {
         }
         conn.batch_execute(&fill(Dialect::Postgres)).unwrap();
         for (index, sql) in statements(Dialect::Postgres) {
-            let plan = conn
-                .transaction(|c| {
-                    c.batch_execute(PREFER_INDEXES)?;
-                    diesel::sql_query(format!("EXPLAIN {sql}")).load::<PgPlanLine>(c)
-                })
-                .unwrap();
-            let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
-            check(index, &plan.join("\n"));
+            check(index, &pg_plan(&mut conn, "EXPLAIN", &sql));
         }
     })
     .await
@@ -161,14 +167,7 @@ fn pages_read_by_purge(conn: &mut PgConnection, aged: &Aged) -> u64 {
     let sql = purge_sql(aged)
         .replacen('?', "now() - interval '1 day'", 1)
         .replacen('?', "1000", 1);
-    let plan = conn
-        .transaction(|c| {
-            c.batch_execute(PREFER_INDEXES)?;
-            diesel::sql_query(format!("EXPLAIN (ANALYZE, BUFFERS) {sql}")).load::<PgPlanLine>(c)
-        })
-        .unwrap();
-    let plan: Vec<String> = plan.into_iter().map(|l| l.line).collect();
-    let plan = plan.join("\n");
+    let plan = pg_plan(conn, "EXPLAIN (ANALYZE, BUFFERS)", &sql);
     // No bitmap heap scan line when the index rules out every page.
     let Some((_, after)) = plan.split_once("Heap Blocks: lossy=") else {
         return 0;
