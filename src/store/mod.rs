@@ -213,7 +213,7 @@ impl Db {
     }
 
     /// `load` for the statements that run on a timer over whole tables (the recovery sweeps):
-    /// on PostgreSQL with sequential scans off for its transaction (see `PREFER_INDEXES`).
+    /// on PostgreSQL with sequential scans and sorts off for its transaction (`PREFER_INDEXES`).
     pub(crate) async fn load_through_index<R>(&self, stmt: Stmt) -> Result<Vec<R>, StoreError>
     where
         R: QueryableByName<Pg> + QueryableByName<SqliteBackend> + Send + 'static,

@@ -14,7 +14,6 @@ use super::write::{
 };
 use super::{Db, PREFER_INDEXES};
 
-/// Events read per query while rebuilding.
 /// A table purged by age: its key (after `tenant_id`), the column holding its rows' age and
 /// that column's index (a BRIN on PostgreSQL).
 pub(crate) struct Aged {
@@ -56,6 +55,7 @@ pub(crate) fn purge_sql(aged: &Aged) -> String {
     )
 }
 
+/// Events read per query while rebuilding.
 const REBUILD_PAGE_EVENTS: i64 = 1_000;
 /// Rows per insert statement while rebuilding (bounds each statement's size).
 const REBUILD_INSERT_ROWS: usize = 1_000;
