@@ -50,7 +50,7 @@ pub fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 /// scan, and one with it (perhaps an escaped backslash before `u0000`) is read to be sure.
 fn holds_nul(body: &[u8]) -> bool {
     const ESCAPE: &[u8] = b"\\u0000";
-    if !body.windows(ESCAPE.len()).any(|w| w == ESCAPE) {
+    if memchr::memmem::find(body, ESCAPE).is_none() {
         return false;
     }
     fn walk(value: &Value) -> bool {

@@ -98,17 +98,13 @@ pub struct RawData {
     failure_message: Option<String>,
 }
 
-/// One event, or a batch of up to 500 events of one account.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-#[schema(as = GatewayWebhook)]
-pub enum Body {
-    Batch {
-        account: String,
-        #[schema(max_items = 500)]
-        events: Vec<RawEvent>,
-    },
-    Single(RawEvent),
+/// A webhook body as one typed pass reads it: a batch (`account` and `events`), or, when it is
+/// not one, a single event, read again as such (a few hundred bytes). Any other field is
+/// ignored, so a body that is both a batch and an event is read as the batch.
+#[derive(Deserialize)]
+struct Incoming {
+    account: Option<String>,
+    events: Option<Vec<RawEvent>>,
 }
 
 /// Converts one event; `None` means rejected (another account, unknown shape or ids).
@@ -244,16 +240,27 @@ pub async fn receive(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let envelope: Envelope = parse(&body)?;
-    let account = envelope.account.unwrap_or_default();
+    // The signature is checked before a body that does not parse is refused: only its account
+    // is read first, so an unsigned caller learns nothing from the error.
+    let incoming = parse::<Incoming>(&body);
+    let account = match &incoming {
+        Ok(incoming) => incoming.account.clone(),
+        Err(_) => parse::<Envelope>(&body)?.account,
+    }
+    .unwrap_or_default();
     let secrets = secrets_for(&state, &account).await?;
     verify(&state, &req, &body, secrets.as_ref())?;
     let tenant: TenantId = account
         .parse()
         .map_err(|_| ApiError::InvalidSignature(SignatureError::Invalid.to_string()))?;
-    let events = match parse::<Body>(&body)? {
-        Body::Batch { events, .. } => events,
-        Body::Single(event) => vec![event],
+    let events = match incoming {
+        Ok(Incoming {
+            events: Some(events),
+            ..
+        }) => events,
+        Ok(Incoming { events: None, .. }) => vec![parse::<RawEvent>(&body)?],
+        // Not a batch, though it has `events`: it may still be one event with an extra field.
+        Err(not_a_batch) => vec![parse::<RawEvent>(&body).map_err(|_| not_a_batch)?],
     };
     if events.len() > BATCH_MAX_EVENTS {
         return Err(ApiError::InvalidRequest(format!(

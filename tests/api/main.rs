@@ -561,3 +561,4 @@ mod sse;
 mod stream;
 mod tenants;
 mod webhook_auth;
+mod webhook_bodies;
