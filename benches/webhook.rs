@@ -1,5 +1,6 @@
 //! The webhook endpoint's CPU work before the engine: verifying `Payrail-Signature` over the raw
-//! body and parsing the body (docs/api.md's event shape), for one event and a 100-event batch.
+//! body and parsing the body (docs/api.md's event shape), for one event and a 100-event batch;
+//! `read_body` is the handler's own reading of it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/summary.rs"]
@@ -7,6 +8,7 @@ mod summary;
 
 use criterion::{Criterion, Throughput};
 use payrail::gateway::signature::{sign, verify, DEFAULT_TOLERANCE_SECS};
+use payrail::http::webhooks::read_body;
 use payrail_actors::domain::{PaymentId, TenantId};
 use serde::Deserialize;
 
@@ -132,6 +134,18 @@ fn main() {
         assert_eq!(parsed.events.len(), BATCH_EVENTS);
         parsed
     });
+    group.finish();
+
+    // What the handler does with a body before its engine call (signature apart): read it.
+    let mut group = criterion.benchmark_group("read_body");
+    for (name, body) in &bodies {
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        summary::bench(&mut group, "read_body", name, || {
+            let read = read_body(body).unwrap();
+            assert_eq!(read.account, account);
+            read.events.unwrap().len()
+        });
+    }
     group.finish();
 
     criterion.final_summary();

@@ -107,6 +107,40 @@ struct Incoming {
     events: Option<Vec<RawEvent>>,
 }
 
+/// A webhook body as read before its signature is checked: the account it names, and its
+/// events or why they cannot be read, which is told only to a caller whose signature holds.
+pub struct ReadBody {
+    pub account: String,
+    pub events: Result<Vec<RawEvent>, ApiError>,
+}
+
+/// Reads a webhook body: a batch in one typed pass, else one event. Only a body that is not
+/// JSON, or whose `account` is not text, is refused before the signature is checked.
+pub fn read_body(body: &[u8]) -> Result<ReadBody, ApiError> {
+    let one_event = || parse::<RawEvent>(body).map(|event| vec![event]);
+    Ok(match parse::<Incoming>(body) {
+        Ok(Incoming {
+            account,
+            events: Some(events),
+        }) => ReadBody {
+            account: account.unwrap_or_default(),
+            events: Ok(events),
+        },
+        Ok(Incoming {
+            account,
+            events: None,
+        }) => ReadBody {
+            account: account.unwrap_or_default(),
+            events: one_event(),
+        },
+        // Not a batch, though it has `events`: it may still be one event with an extra field.
+        Err(not_a_batch) => ReadBody {
+            account: parse::<Envelope>(body)?.account.unwrap_or_default(),
+            events: one_event().map_err(|_| not_a_batch),
+        },
+    })
+}
+
 /// Converts one event; `None` means rejected (another account, unknown shape or ids).
 pub fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
     if raw.account.as_deref().is_some_and(|a| a != account)
@@ -240,28 +274,13 @@ pub async fn receive(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    // The signature is checked before a body that does not parse is refused: only its account
-    // is read first, so an unsigned caller learns nothing from the error.
-    let incoming = parse::<Incoming>(&body);
-    let account = match &incoming {
-        Ok(incoming) => incoming.account.clone(),
-        Err(_) => parse::<Envelope>(&body)?.account,
-    }
-    .unwrap_or_default();
+    let ReadBody { account, events } = read_body(&body)?;
     let secrets = secrets_for(&state, &account).await?;
     verify(&state, &req, &body, secrets.as_ref())?;
     let tenant: TenantId = account
         .parse()
         .map_err(|_| ApiError::InvalidSignature(SignatureError::Invalid.to_string()))?;
-    let events = match incoming {
-        Ok(Incoming {
-            events: Some(events),
-            ..
-        }) => events,
-        Ok(Incoming { events: None, .. }) => vec![parse::<RawEvent>(&body)?],
-        // Not a batch, though it has `events`: it may still be one event with an extra field.
-        Err(not_a_batch) => vec![parse::<RawEvent>(&body).map_err(|_| not_a_batch)?],
-    };
+    let events = events?;
     if events.len() > BATCH_MAX_EVENTS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {BATCH_MAX_EVENTS} events per request"
