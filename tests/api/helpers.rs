@@ -157,6 +157,16 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Pays the whole of `invoice` with a card the gateway accepts; the payment as answered.
+    pub async fn card_payment(&self, key: &str, invoice: &Value) -> Value {
+        let id = invoice["id"].as_str().unwrap();
+        self.pay(key, id, "4242424242424242", None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// A GET's JSON body, whatever its status.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
         self.get(path, key)

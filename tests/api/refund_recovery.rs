@@ -45,17 +45,7 @@ async fn pending_refunds_are_asked_for_again(backend: Backend) {
     .await;
     let t = app.tenant("Acme").await;
     let invoice = app.invoice(&t.key, 1_000, true).await;
-    let payment: Value = app
-        .pay(
-            &t.key,
-            invoice["id"].as_str().unwrap(),
-            "4242424242424242",
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payment = app.card_payment(&t.key, &invoice).await;
     let pid = payment["id"].as_str().unwrap();
     outcome(
         &app,

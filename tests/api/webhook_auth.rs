@@ -84,17 +84,7 @@ async fn webhook_signatures_are_enforced(app: &TestApp) {
     let a = app.tenant("A").await;
     let b = app.tenant("B").await;
     let invoice = app.invoice(&a.key, 100, true).await;
-    let payment: Value = app
-        .pay(
-            &a.key,
-            invoice["id"].as_str().unwrap(),
-            "4242424242424242",
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payment = app.card_payment(&a.key, &invoice).await;
     let pid = payment["id"].as_str().unwrap();
     let now = chrono::Utc::now().timestamp();
     let event = |account: &str, id: &str| {

@@ -35,17 +35,7 @@ fn counts(answer: &Value) -> [i64; 5] {
 async fn a_body_is_a_batch_or_one_event(app: &TestApp) {
     let t = app.tenant("Acme").await;
     let invoice = app.invoice(&t.key, 100, true).await;
-    let payment: Value = app
-        .pay(
-            &t.key,
-            invoice["id"].as_str().unwrap(),
-            "4242424242424242",
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let payment = app.card_payment(&t.key, &invoice).await;
     let pid = payment["id"].as_str().unwrap();
     app.eventually(&format!("/api/payments/{pid}"), &t.key, |v| {
         v["status"] == "succeeded"
