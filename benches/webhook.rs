@@ -143,7 +143,7 @@ fn main() {
         summary::bench(&mut group, "read_body", name, || {
             let read = read_body(body).unwrap();
             assert_eq!(read.account, account);
-            read.events.unwrap().len()
+            read.events.unwrap().into_vec().len()
         });
     }
     group.finish();

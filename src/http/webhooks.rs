@@ -111,20 +111,35 @@ struct Incoming {
 /// events or why they cannot be read, which is told only to a caller whose signature holds.
 pub struct ReadBody {
     pub account: String,
-    pub events: Result<Vec<RawEvent>, ApiError>,
+    pub events: Result<Events, ApiError>,
+}
+
+/// What a readable webhook body holds.
+pub enum Events {
+    Batch(Vec<RawEvent>),
+    Single(Box<RawEvent>),
+}
+
+impl Events {
+    pub fn into_vec(self) -> Vec<RawEvent> {
+        match self {
+            Self::Batch(events) => events,
+            Self::Single(event) => vec![*event],
+        }
+    }
 }
 
 /// Reads a webhook body: a batch in one typed pass, else one event. Only a body that is not
 /// JSON, or whose `account` is not text, is refused before the signature is checked.
 pub fn read_body(body: &[u8]) -> Result<ReadBody, ApiError> {
-    let one_event = || parse::<RawEvent>(body).map(|event| vec![event]);
+    let one_event = || parse::<RawEvent>(body).map(|event| Events::Single(Box::new(event)));
     Ok(match parse::<Incoming>(body) {
         Ok(Incoming {
             account,
             events: Some(events),
         }) => ReadBody {
             account: account.unwrap_or_default(),
-            events: Ok(events),
+            events: Ok(Events::Batch(events)),
         },
         Ok(Incoming {
             account,
@@ -280,7 +295,7 @@ pub async fn receive(
     let tenant: TenantId = account
         .parse()
         .map_err(|_| ApiError::InvalidSignature(SignatureError::Invalid.to_string()))?;
-    let events = events?;
+    let events = events?.into_vec();
     if events.len() > BATCH_MAX_EVENTS {
         return Err(ApiError::InvalidRequest(format!(
             "at most {BATCH_MAX_EVENTS} events per request"
