@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::both_backends;
-use crate::helpers::{problem, sign_all, TestApp, ADMIN};
+use crate::helpers::{problem, TestApp, ADMIN};
 use payrail::store::PLATFORM_SCOPE;
 
 both_backends!(
@@ -216,15 +216,7 @@ async fn rotation_replays_its_secret(app: &TestApp) {
             "created": now, "data": {"paymentId": "pay_01jd6x2c8ef9r4t7bq5n1k3h2m",
             "gatewayReference": "ch_1"}})
         .to_string();
-        let response = app
-            .client
-            .post(format!("{}/api/webhooks/payments", app.url))
-            .header("content-type", "application/json")
-            .header("Payrail-Signature", sign_all(&secrets, now, &body))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = app.signed_webhook(&secrets, &body).await;
         assert_eq!(response.status(), status, "{secrets:?}");
     }
     let unknown = app

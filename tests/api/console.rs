@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{problem, sign_all, spawn_app, spawn_app_with, Backend, ADMIN};
+use crate::helpers::{problem, spawn_app, spawn_app_with, Backend, ADMIN};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// The browser run's budget; it takes about 20 s.
@@ -135,16 +135,9 @@ async fn webhook_intake_counts_each_tenants_outcomes() {
         })
         .collect();
     let body = json!({"account": acme.id, "events": events}).to_string();
-    let now = chrono::Utc::now().timestamp();
     let answer: Value = app
-        .client
-        .post(format!("{}/api/webhooks/payments", app.url))
-        .header("Payrail-Signature", sign_all(&[&acme.secret], now, &body))
-        .header("Content-Type", "application/json")
-        .body(body)
-        .send()
+        .signed_webhook(&[&acme.secret], &body)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -167,6 +167,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Posts `body` to the gateway webhook endpoint as the gateway would: signed now with each
+    /// of `secrets`.
+    pub async fn signed_webhook(&self, secrets: &[&str], body: &str) -> Response {
+        let now = chrono::Utc::now().timestamp();
+        self.client
+            .post(format!("{}/api/webhooks/payments", self.url))
+            .header("content-type", "application/json")
+            .header("Payrail-Signature", sign_all(secrets, now, body))
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// A GET's JSON body, whatever its status.
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str, key: &str) -> T {
         self.get(path, key)

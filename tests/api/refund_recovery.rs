@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{sign_all, spawn_app_with, Backend, TestApp};
+use crate::helpers::{spawn_app_with, Backend, TestApp};
 
 #[actix_web::test]
 async fn sqlite_pending_refunds_are_asked_for_again() {
@@ -17,19 +17,7 @@ async fn postgres_pending_refunds_are_asked_for_again() {
 
 /// Sends one gateway outcome, signed, as the gateway would.
 async fn outcome(app: &TestApp, secret: &str, event: Value) {
-    let body = event.to_string();
-    let response = app
-        .client
-        .post(format!("{}/api/webhooks/payments", app.url))
-        .header("content-type", "application/json")
-        .header(
-            "Payrail-Signature",
-            sign_all(&[secret], chrono::Utc::now().timestamp(), &body),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.signed_webhook(&[secret], &event.to_string()).await;
     assert_eq!(response.status(), 200);
 }
 

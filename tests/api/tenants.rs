@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{problem, sign_all as sign, spawn_app_with, Backend, TestApp, ADMIN};
+use crate::helpers::{problem, spawn_app_with, Backend, TestApp, ADMIN};
 
 both_backends!(tenants_read_and_list_with_pages, rotated_secrets_overlap);
 
@@ -105,14 +105,7 @@ async fn send_signed(app: &TestApp, account: &str, secrets: &[&str]) -> reqwest:
         "account": account, "created": now,
         "data": {"paymentId": "pay_01jd6x2c8ef9r4t7bq5n1k3h2m", "gatewayReference": "ch_1"}})
     .to_string();
-    app.client
-        .post(format!("{}/api/webhooks/payments", app.url))
-        .header("content-type", "application/json")
-        .header("Payrail-Signature", sign(secrets, now, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    app.signed_webhook(secrets, &body).await
 }
 
 async fn rotate(app: &TestApp, tenant: &str) -> Value {

@@ -6,22 +6,12 @@
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::{sign_all, TestApp};
+use crate::helpers::TestApp;
 
 both_backends!(a_body_is_a_batch_or_one_event);
 
 async fn post(app: &TestApp, secret: &str, body: &Value) -> (u16, Value) {
-    let body = body.to_string();
-    let now = chrono::Utc::now().timestamp();
-    let response = app
-        .client
-        .post(format!("{}/api/webhooks/payments", app.url))
-        .header("content-type", "application/json")
-        .header("Payrail-Signature", sign_all(&[secret], now, &body))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let response = app.signed_webhook(&[secret], &body.to_string()).await;
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
 }
