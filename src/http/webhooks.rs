@@ -134,19 +134,9 @@ impl Events {
 pub fn read_body(body: &[u8]) -> Result<ReadBody, ApiError> {
     let one_event = || parse::<RawEvent>(body).map(|event| Events::Single(Box::new(event)));
     Ok(match parse::<Incoming>(body) {
-        Ok(Incoming {
-            account,
-            events: Some(events),
-        }) => ReadBody {
+        Ok(Incoming { account, events }) => ReadBody {
             account: account.unwrap_or_default(),
-            events: Ok(Events::Batch(events)),
-        },
-        Ok(Incoming {
-            account,
-            events: None,
-        }) => ReadBody {
-            account: account.unwrap_or_default(),
-            events: one_event(),
+            events: events.map_or_else(one_event, |events| Ok(Events::Batch(events))),
         },
         // Not a batch, though it has `events`: it may still be one event with an extra field.
         Err(not_a_batch) => ReadBody {
