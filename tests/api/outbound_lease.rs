@@ -78,8 +78,9 @@ async fn storm(client: &Client, url: &str, key: &str, invoices: usize) -> usize 
                 .bearer_auth(key)
                 .json(&body);
             // Two nodes numbering one tenant's invoices refuse each other's numbers (409) until
-            // each has read the other's: the node that keeps losing the race tries again, so
-            // that both nodes commit.
+            // each has read the other's, and on SQLite a node that cannot get the file's write
+            // lock in time answers 503 (both retryable): the node that keeps losing tries
+            // again, so that both nodes commit.
             async move {
                 let deadline = Instant::now() + STORM_RETRY_FOR;
                 loop {
@@ -88,10 +89,18 @@ async fn storm(client: &Client, url: &str, key: &str, invoices: usize) -> usize 
                     };
                     match attempt.send().await {
                         Ok(r) if r.status() == 201 => return true,
-                        Ok(r) if r.status() == 409 && Instant::now() < deadline => {
+                        Ok(r) if matches!(r.status().as_u16(), 409 | 503) && Instant::now() < deadline => {
                             tokio::time::sleep(STORM_RETRY_PAUSE).await
                         }
-                        _ => return false,
+                        // Shown with a failing test's output: what the node answered instead.
+                        Ok(r) => {
+                            eprintln!("{url}: invoice not created: {}", r.status());
+                            return false;
+                        }
+                        Err(err) => {
+                            eprintln!("{url}: invoice not created: {err}");
+                            return false;
+                        }
                     }
                 }
             }
