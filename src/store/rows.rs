@@ -12,7 +12,7 @@ use crate::keys::{KeyError, Keys};
 
 use super::model::{ApiKeyRow, StoredEvent, TenantRow};
 use super::stmt::{from_micros, Dialect};
-use super::write::PAYMENTS;
+use super::write::{INVOICES, PAYMENTS};
 
 pub(crate) fn corrupt(what: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(what.to_string())
@@ -96,8 +96,9 @@ pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, Store
     rows.into_iter().map(EventRow::into_stored).collect()
 }
 
-/// A projection row's snapshot and its version: an invoice's whole snapshot in `data`; a
-/// payment's in two parts, `details` (set once) and `data` (what changes).
+/// A projection row's snapshot and its version: an invoice's and a payment's in two parts,
+/// `details` (what seldom or never changes) and `data` (what changes); a refund's whole in
+/// `data`.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct DataRow {
     #[diesel(sql_type = Text)]
@@ -111,7 +112,7 @@ pub(crate) struct DataRow {
 /// The select list matching `DataRow` for `table` (a projection table, optionally aliased as
 /// `alias.`).
 pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
-    let details = if table == PAYMENTS.name {
+    let details = if table == PAYMENTS.name || table == INVOICES.name {
         d.json_out(&format!("{alias}details"))
     } else {
         "CAST(NULL AS text)".to_owned()
@@ -124,14 +125,19 @@ pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
 
 impl DataRow {
     pub(crate) fn invoice(&self) -> Result<Invoice, StoreError> {
-        from_json(&self.data)
+        from_json(&self.joined("an invoice")?)
     }
 
     pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
+        from_json(&self.joined("a payment")?)
+    }
+
+    /// The snapshot whole again: `details` and `data` as one object.
+    fn joined(&self, what: &str) -> Result<String, StoreError> {
         let Some(details) = &self.details else {
-            return Err(corrupt("a payment row without its details"));
+            return Err(corrupt(format!("{what} row without its details")));
         };
-        from_json(&join_objects(details, &self.data)?)
+        join_objects(details, &self.data)
     }
 }
 
@@ -143,7 +149,7 @@ fn join_objects(a: &str, b: &str) -> Result<String, StoreError> {
             .strip_prefix('{')
             .and_then(|o| o.strip_suffix('}'))
             .map(str::trim)
-            .ok_or_else(|| corrupt("a payment part is not a JSON object"))
+            .ok_or_else(|| corrupt("a snapshot part is not a JSON object"))
     }
     let (a, b) = (members(a)?, members(b)?);
     Ok(match (a.is_empty(), b.is_empty()) {

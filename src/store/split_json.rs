@@ -1,22 +1,21 @@
 //! A struct serialized in parts, its fields routed by name, written straight into buffers as
 //! `serde_json` would write the whole, with no `Value` between: a snapshot as the part that
-//! never changes (written once) and the rest (rewritten with every change); an adjacently
-//! tagged event as its content alone.
+//! seldom or never changes and the rest (rewritten with every change); an adjacently tagged
+//! event as its content alone.
 
-use serde::ser::{self, Impossible, Serialize, SerializeStruct, Serializer};
+use serde::ser::{self, Impossible, Serialize, SerializeMap, SerializeStruct, Serializer};
 
 /// `value` (a struct) as `(fields named in `first`, every other field)`, each a JSON object.
 pub(crate) fn split<T: Serialize>(
     value: &T,
     first: &[&str],
 ) -> Result<(String, String), serde_json::Error> {
-    let mut parts = Parts {
-        route: Route::Split(first),
-        out: [Part::default(), Part::default()],
-    };
+    let groups = [first];
+    let mut parts = Parts::new(Route::Groups(&groups));
     value.serialize(&mut parts)?;
-    let [a, b] = parts.out;
-    Ok((a.finish()?, b.finish()?))
+    let mut out = parts.out.into_iter();
+    let first = out.next().unwrap_or_default().finish()?;
+    Ok((first, out.next().unwrap_or_default().finish()?))
 }
 
 /// The JSON of the field `name` of `value` (a struct), if it has one.
@@ -24,12 +23,11 @@ pub(crate) fn field<T: Serialize>(
     value: &T,
     name: &str,
 ) -> Result<Option<String>, serde_json::Error> {
-    let mut parts = Parts {
-        route: Route::Pick(name),
-        out: [Part::default(), Part::default()],
-    };
+    let mut parts = Parts::new(Route::Pick(name));
     value.serialize(&mut parts)?;
-    let [picked, _] = parts.out;
+    let Some(picked) = parts.out.into_iter().next() else {
+        return Ok(None);
+    };
     if picked.json.is_empty() {
         return Ok(None);
     }
@@ -40,12 +38,14 @@ pub(crate) fn field<T: Serialize>(
 
 /// Where a field goes.
 enum Route<'a> {
-    /// Named here: the first part; else the second.
-    Split(&'a [&'a str]),
+    /// Into the part of the first group that names it; a field no group names into the last
+    /// part (one more than there are groups).
+    Groups(&'a [&'a [&'a str]]),
     /// This one's value alone, as is, into the first part; the others nowhere.
     Pick(&'a str),
 }
 
+#[derive(Default)]
 struct Part {
     json: Vec<u8>,
 }
@@ -53,15 +53,13 @@ struct Part {
 /// Room for a typical part's JSON (a few hundred bytes), so writing one seldom reallocates.
 const PART_CAPACITY: usize = 512;
 
-impl Default for Part {
-    fn default() -> Self {
+impl Part {
+    fn new() -> Self {
         Part {
             json: Vec::with_capacity(PART_CAPACITY),
         }
     }
-}
 
-impl Part {
     fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
         self.json
             .push(if self.json.is_empty() { b'{' } else { b',' });
@@ -81,7 +79,38 @@ impl Part {
 
 struct Parts<'a> {
     route: Route<'a>,
-    out: [Part; 2],
+    out: Vec<Part>,
+    /// The key of a map entry (a struct with a flattened field serializes as a map) until its
+    /// value comes.
+    key: Option<String>,
+}
+
+impl<'a> Parts<'a> {
+    fn new(route: Route<'a>) -> Self {
+        let parts = match route {
+            Route::Groups(groups) => groups.len() + 1,
+            Route::Pick(_) => 1,
+        };
+        Parts {
+            route,
+            out: (0..parts).map(|_| Part::new()).collect(),
+            key: None,
+        }
+    }
+
+    fn route<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
+        match self.route {
+            Route::Groups(groups) => {
+                let part = groups
+                    .iter()
+                    .position(|g| g.contains(&key))
+                    .unwrap_or(groups.len());
+                self.out[part].field(key, value)
+            }
+            Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
+            Route::Pick(_) => Ok(()),
+        }
+    }
 }
 
 impl SerializeStruct for &mut Parts<'_> {
@@ -93,14 +122,36 @@ impl SerializeStruct for &mut Parts<'_> {
         key: &'static str,
         value: &V,
     ) -> serde_json::Result<()> {
-        match self.route {
-            Route::Split(first) => {
-                let part = usize::from(!first.contains(&key));
-                self.out[part].field(key, value)
+        self.route(key, value)
+    }
+
+    fn end(self) -> serde_json::Result<()> {
+        Ok(())
+    }
+}
+
+/// A struct with a `#[serde(flatten)]` field serializes as a map of its fields and the
+/// flattened struct's; only string keys name fields.
+impl SerializeMap for &mut Parts<'_> {
+    type Ok = ();
+    type Error = serde_json::Error;
+
+    fn serialize_key<K: Serialize + ?Sized>(&mut self, key: &K) -> serde_json::Result<()> {
+        match serde_json::to_value(key)? {
+            serde_json::Value::String(key) => {
+                self.key = Some(key);
+                Ok(())
             }
-            Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
-            Route::Pick(_) => Ok(()),
+            _ => Err(ser::Error::custom("a field's name is not a string")),
         }
+    }
+
+    fn serialize_value<V: Serialize + ?Sized>(&mut self, value: &V) -> serde_json::Result<()> {
+        let key = self
+            .key
+            .take()
+            .ok_or_else(|| ser::Error::custom("a map value without its key"))?;
+        self.route(&key, value)
     }
 
     fn end(self) -> serde_json::Result<()> {
@@ -112,7 +163,8 @@ fn not_a_struct() -> serde_json::Error {
     ser::Error::custom("only a struct can be split into parts")
 }
 
-/// Only `serialize_struct` does anything: a value that is not a struct cannot be split.
+/// Only `serialize_struct` and `serialize_map` (a struct with a flattened field) do anything:
+/// a value that is not a struct cannot be split.
 impl<'a, 'b> Serializer for &'a mut Parts<'b> {
     type Ok = ();
     type Error = serde_json::Error;
@@ -120,7 +172,7 @@ impl<'a, 'b> Serializer for &'a mut Parts<'b> {
     type SerializeTuple = Impossible<(), serde_json::Error>;
     type SerializeTupleStruct = Impossible<(), serde_json::Error>;
     type SerializeTupleVariant = Impossible<(), serde_json::Error>;
-    type SerializeMap = Impossible<(), serde_json::Error>;
+    type SerializeMap = Self;
     type SerializeStruct = Self;
     type SerializeStructVariant = Impossible<(), serde_json::Error>;
 
@@ -229,7 +281,7 @@ impl<'a, 'b> Serializer for &'a mut Parts<'b> {
         Err(not_a_struct())
     }
     fn serialize_map(self, _: Option<usize>) -> serde_json::Result<Self::SerializeMap> {
-        Err(not_a_struct())
+        Ok(self)
     }
     fn serialize_struct_variant(
         self,
@@ -345,6 +397,31 @@ mod tests {
             let data = super::field(&sample, "data").unwrap().unwrap();
             assert_eq!(parsed(&data), whole["data"], "{whole}");
         }
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Flattening {
+        id: &'static str,
+        #[serde(flatten)]
+        inner: Inner,
+        version: u64,
+    }
+
+    const FLATTENING: Flattening = Flattening {
+        id: "inv_1",
+        inner: Inner {
+            total: 7,
+            name: "a \"b\"",
+        },
+        version: 2,
+    };
+
+    #[test]
+    fn a_flattened_struct_is_split_by_its_fields_too() {
+        let (first, rest) = split(&FLATTENING, &["id", "total"]).unwrap();
+        assert_eq!(first, r#"{"id":"inv_1","total":7}"#);
+        assert_eq!(rest, r#"{"name":"a \"b\"","version":2}"#);
     }
 
     #[test]

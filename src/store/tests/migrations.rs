@@ -1,13 +1,14 @@
 //! Migrations over existing data: a database written by an earlier version keeps its events,
 //! renumbered per tenant in their old order, when `sequence` becomes per tenant; and its
-//! payments, whole snapshots split into details and state (and joined again by the way back).
+//! payments and invoices, whole snapshots split into details and state (and joined again by the
+//! way back).
 
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::MigrationHarness;
 
-use payrail_actors::domain::Payment;
+use payrail_actors::domain::{Invoice, Payment};
 
 use crate::store::rows::{snapshot_columns, DataRow};
 use crate::store::stmt::Dialect;
@@ -205,27 +206,6 @@ where
     }
 }
 
-/// Reverts the split (the last migration applied).
-fn revert_split<DB, C>(conn: &mut C, source: impl MigrationSource<DB>)
-where
-    DB: diesel::backend::Backend,
-    C: MigrationHarness<DB>,
-{
-    let migrations = source.migrations().unwrap();
-    let split = migrations
-        .iter()
-        .find(|m| m.name().to_string().contains(DETAILS_APART))
-        .unwrap();
-    let last = conn
-        .applied_migrations()
-        .unwrap()
-        .into_iter()
-        .max()
-        .unwrap();
-    assert_eq!(last, split.name().version());
-    conn.revert_migration(&**split).unwrap();
-}
-
 #[test]
 fn sqlite_payments_are_split_into_details_and_state() {
     use crate::store::sqlite::MIGRATIONS;
@@ -241,7 +221,7 @@ fn sqlite_payments_are_split_into_details_and_state() {
         diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
         &original,
     );
-    revert_split(&mut conn, MIGRATIONS);
+    revert_last(&mut conn, MIGRATIONS, DETAILS_APART);
     check_whole(
         diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
         &original,
@@ -264,9 +244,156 @@ async fn postgres_payments_are_split_into_details_and_state() {
             diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
             &original,
         );
-        revert_split(&mut conn, MIGRATIONS);
+        revert_last(&mut conn, MIGRATIONS, DETAILS_APART);
         check_whole(
             diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
+            &original,
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// The migration that stores an invoice's details apart from its state.
+const INVOICE_DETAILS_APART: &str = "invoice_details_apart";
+
+/// An open invoice with a payment settled on it, with text that needs quoting.
+fn invoice() -> Invoice {
+    use crate::store::tests::fixtures::{at, attempt_payment, create_invoice, InvoiceSpec};
+    let tenant = payrail_actors::domain::TenantId::new();
+    let (mut invoice, _) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            customer: "O'Brien \"Ltd\"",
+            ..Default::default()
+        },
+    );
+    attempt_payment(&mut invoice, 600, at(1));
+    invoice.reservations.clear();
+    invoice
+}
+
+/// The invoice as an earlier version stored it: its whole snapshot in `data`.
+fn whole_invoice_sql(i: &Invoice, created_at: &str) -> String {
+    format!(
+        "INSERT INTO invoices (tenant_id, id, number, status, customer_name, currency, total, \
+         created_at, version, data) VALUES ('{}', '{}', '{}', '{}', '{}', '{}', {}, \
+         {created_at}, {}, '{}')",
+        i.tenant_id,
+        i.id,
+        i.number,
+        i.status.as_str(),
+        i.details.customer_name.replace('\'', "''"),
+        i.details.currency.as_str(),
+        i.details.total,
+        i.version,
+        serde_json::to_string(i).unwrap().replace('\'', "''"),
+    )
+}
+
+fn select_invoice_split(d: Dialect) -> String {
+    format!(
+        "SELECT {} FROM invoices",
+        snapshot_columns(d, "invoices", "")
+    )
+}
+
+/// The split row read back as the store reads it: the line items in the details, the status in
+/// the state, and the invoice whole again.
+fn check_invoice_split(rows: Vec<DataRow>, original: &Invoice) {
+    assert_eq!(rows.len(), 1);
+    let details: serde_json::Value =
+        serde_json::from_str(rows[0].details.as_deref().unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+    assert!(details.get("lineItems").is_some(), "{details}");
+    assert!(details.get("status").is_none(), "{details}");
+    assert!(state.get("lineItems").is_none(), "{state}");
+    assert!(state.get("amountPending").is_some(), "{state}");
+    assert_eq!(&rows[0].invoice().unwrap(), original);
+}
+
+fn check_invoice_whole(rows: Vec<Whole>, original: &Invoice) {
+    let back: Invoice = serde_json::from_str(&rows[0].data).unwrap();
+    assert_eq!(&back, original);
+}
+
+/// Reverts the last migration applied, which must be the one named `name`.
+fn revert_last<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, name: &str)
+where
+    DB: diesel::backend::Backend,
+    C: MigrationHarness<DB>,
+{
+    let migrations = source.migrations().unwrap();
+    let named = migrations
+        .iter()
+        .find(|m| m.name().to_string().contains(name))
+        .unwrap();
+    let last = conn
+        .applied_migrations()
+        .unwrap()
+        .into_iter()
+        .max()
+        .unwrap();
+    assert_eq!(last, named.name().version());
+    conn.revert_migration(&**named).unwrap();
+}
+
+#[test]
+fn sqlite_invoices_are_split_into_details_and_state() {
+    use crate::store::sqlite::MIGRATIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
+    let original = invoice();
+    migrate(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART, true);
+    conn.batch_execute(&whole_invoice_sql(&original, "0"))
+        .unwrap();
+    migrate_through(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
+    let d = Dialect::Sqlite;
+    check_invoice_split(
+        diesel::sql_query(select_invoice_split(d))
+            .load(&mut conn)
+            .unwrap(),
+        &original,
+    );
+    revert_last(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
+    check_invoice_whole(
+        diesel::sql_query(format!(
+            "SELECT {} AS data FROM invoices",
+            d.json_out("data")
+        ))
+        .load(&mut conn)
+        .unwrap(),
+        &original,
+    );
+}
+
+#[tokio::test]
+async fn postgres_invoices_are_split_into_details_and_state() {
+    use crate::store::postgres::MIGRATIONS;
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let original = invoice();
+        migrate(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART, true);
+        conn.batch_execute(&whole_invoice_sql(&original, "now()"))
+            .unwrap();
+        migrate_through(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
+        let d = Dialect::Postgres;
+        check_invoice_split(
+            diesel::sql_query(select_invoice_split(d))
+                .load(&mut conn)
+                .unwrap(),
+            &original,
+        );
+        revert_last(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
+        check_invoice_whole(
+            diesel::sql_query(format!(
+                "SELECT {} AS data FROM invoices",
+                d.json_out("data")
+            ))
+            .load(&mut conn)
+            .unwrap(),
             &original,
         );
     })
