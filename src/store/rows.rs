@@ -97,14 +97,18 @@ pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, Store
 }
 
 /// A projection row's snapshot and its version: an invoice's and a payment's in two parts,
-/// `details` (what seldom or never changes) and `data` (what changes); a refund's whole in
-/// `data`.
+/// `details` (what seldom or never changes) and `data` (what changes), a payment's status and
+/// gateway reference in columns of their own; a refund's whole in `data`.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct DataRow {
     #[diesel(sql_type = Text)]
     pub(crate) data: String,
     #[diesel(sql_type = Nullable<Text>)]
     pub(crate) details: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) status: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) gateway_reference: Option<String>,
     #[diesel(sql_type = BigInt)]
     pub(crate) version: i64,
 }
@@ -112,51 +116,80 @@ pub(crate) struct DataRow {
 /// The select list matching `DataRow` for `table` (a projection table, optionally aliased as
 /// `alias.`).
 pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
+    const NONE: &str = "CAST(NULL AS text)";
     let details = if table == PAYMENTS.name || table == INVOICES.name {
         d.json_out(&format!("{alias}details"))
     } else {
-        "CAST(NULL AS text)".to_owned()
+        NONE.to_owned()
+    };
+    let (status, reference) = if table == PAYMENTS.name {
+        (
+            format!("{alias}status"),
+            format!("{alias}gateway_reference"),
+        )
+    } else {
+        (NONE.to_owned(), NONE.to_owned())
     };
     format!(
-        "{} AS data, {details} AS details, {alias}version AS version",
+        "{} AS data, {details} AS details, {status} AS status, {reference} AS gateway_reference, \
+         {alias}version AS version",
         d.json_out(&format!("{alias}data"))
     )
 }
 
 impl DataRow {
     pub(crate) fn invoice(&self) -> Result<Invoice, StoreError> {
-        from_json(&self.joined("an invoice")?)
+        from_json(&join_objects(&[self.details("an invoice")?, &self.data])?)
     }
 
+    /// The payment whole again: its details, its data, and the snapshot's keys that are columns
+    /// (`status`, `gatewayReference`, `version`; `data` does not repeat them).
     pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
-        from_json(&self.joined("a payment")?)
+        let Some(status) = &self.status else {
+            return Err(corrupt("a payment row without its status"));
+        };
+        let columns = format!(
+            "{{\"status\":{},\"gatewayReference\":{},\"version\":{}}}",
+            serde_json::to_string(status).map_err(corrupt)?,
+            serde_json::to_string(&self.gateway_reference).map_err(corrupt)?,
+            self.version
+        );
+        from_json(&join_objects(&[
+            self.details("a payment")?,
+            &self.data,
+            &columns,
+        ])?)
     }
 
-    /// The snapshot whole again: `details` and `data` as one object.
-    fn joined(&self, what: &str) -> Result<String, StoreError> {
-        let Some(details) = &self.details else {
-            return Err(corrupt(format!("{what} row without its details")));
-        };
-        join_objects(details, &self.data)
+    fn details(&self, what: &str) -> Result<&str, StoreError> {
+        self.details
+            .as_deref()
+            .ok_or_else(|| corrupt(format!("{what} row without its details")))
     }
 }
 
-/// Two JSON objects with distinct keys as one, joined as text (no `Value` between): the members
-/// of `a`, then those of `b`.
-fn join_objects(a: &str, b: &str) -> Result<String, StoreError> {
-    fn members(o: &str) -> Result<&str, StoreError> {
-        o.trim()
+/// JSON objects with distinct keys as one, joined as text (no `Value` between): the members of
+/// each, in order.
+fn join_objects(objects: &[&str]) -> Result<String, StoreError> {
+    let mut joined = String::with_capacity(objects.iter().map(|o| o.len()).sum::<usize>() + 2);
+    joined.push('{');
+    for object in objects {
+        let members = object
+            .trim()
             .strip_prefix('{')
             .and_then(|o| o.strip_suffix('}'))
             .map(str::trim)
-            .ok_or_else(|| corrupt("a snapshot part is not a JSON object"))
+            .ok_or_else(|| corrupt("a snapshot part is not a JSON object"))?;
+        if members.is_empty() {
+            continue;
+        }
+        if joined.len() > 1 {
+            joined.push(',');
+        }
+        joined.push_str(members);
     }
-    let (a, b) = (members(a)?, members(b)?);
-    Ok(match (a.is_empty(), b.is_empty()) {
-        (true, _) => format!("{{{b}}}"),
-        (_, true) => format!("{{{a}}}"),
-        _ => format!("{{{a},{b}}}"),
-    })
+    joined.push('}');
+    Ok(joined)
 }
 
 /// A payment still holding its reservation on an invoice, and the amount.
@@ -374,13 +407,17 @@ mod tests {
     #[test]
     fn objects_join_as_text() {
         assert_eq!(
-            join_objects(r#"{"a":1,"b":"}"}"#, r#" { "c" : [1, {}] } "#).unwrap(),
+            join_objects(&[r#"{"a":1,"b":"}"}"#, r#" { "c" : [1, {}] } "#]).unwrap(),
             r#"{"a":1,"b":"}","c" : [1, {}]}"#
         );
-        assert_eq!(join_objects("{}", r#"{"c":2}"#).unwrap(), r#"{"c":2}"#);
-        assert_eq!(join_objects(r#"{"a":1}"#, "{ }").unwrap(), r#"{"a":1}"#);
-        assert_eq!(join_objects("{}", "{}").unwrap(), "{}");
-        assert!(join_objects("[1]", "{}").is_err());
-        assert!(join_objects("{}", "null").is_err());
+        assert_eq!(join_objects(&["{}", r#"{"c":2}"#]).unwrap(), r#"{"c":2}"#);
+        assert_eq!(join_objects(&[r#"{"a":1}"#, "{ }"]).unwrap(), r#"{"a":1}"#);
+        assert_eq!(join_objects(&["{}", "{}"]).unwrap(), "{}");
+        assert_eq!(
+            join_objects(&[r#"{"a":1}"#, "{}", r#"{"b":2}"#, r#"{"c":3}"#]).unwrap(),
+            r#"{"a":1,"b":2,"c":3}"#
+        );
+        assert!(join_objects(&["[1]", "{}"]).is_err());
+        assert!(join_objects(&["{}", "null"]).is_err());
     }
 }

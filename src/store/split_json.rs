@@ -10,12 +10,23 @@ pub(crate) fn split<T: Serialize>(
     value: &T,
     first: &[&str],
 ) -> Result<(String, String), serde_json::Error> {
-    let groups = [first];
+    split_skipping(value, first, &[])
+}
+
+/// As `split`, without the fields named in `skip` in either part (values the store keeps in
+/// columns of their own).
+pub(crate) fn split_skipping<T: Serialize>(
+    value: &T,
+    first: &[&str],
+    skip: &[&str],
+) -> Result<(String, String), serde_json::Error> {
+    let groups = [first, skip];
     let mut parts = Parts::new(Route::Groups(&groups));
     value.serialize(&mut parts)?;
     let mut out = parts.out.into_iter();
     let first = out.next().unwrap_or_default().finish()?;
-    Ok((first, out.next().unwrap_or_default().finish()?))
+    let rest = out.nth(1).unwrap_or_default().finish()?;
+    Ok((first, rest))
 }
 
 /// The JSON of the field `name` of `value` (a struct), if it has one.
@@ -416,6 +427,16 @@ mod tests {
         },
         version: 2,
     };
+
+    #[test]
+    fn skipped_fields_are_in_neither_part() {
+        let (first, rest) = super::split_skipping(&SAMPLE, &["id"], &["status", "id"]).unwrap();
+        assert_eq!(first, r#"{"id":"pay_1"}"#);
+        assert_eq!(
+            parsed(&rest),
+            json!({"cardSummary": null, "note": "é\n", "count": 3})
+        );
+    }
 
     #[test]
     fn a_flattened_struct_is_split_by_its_fields_too() {

@@ -214,7 +214,7 @@ fn invoice_parts(invoice: &Invoice) -> Result<(String, String), StoreError> {
 /// The keys of a payment's snapshot that never change once it exists. They are stored apart
 /// (`details`, written at insert) from the rest (`data`), which every change rewrites: less to
 /// write and, on PostgreSQL, an update that logs only what follows the unchanged columns.
-const PAYMENT_DETAILS: [&str; 7] = [
+pub(crate) const PAYMENT_DETAILS: [&str; 7] = [
     "id",
     "tenantId",
     "invoiceId",
@@ -224,10 +224,16 @@ const PAYMENT_DETAILS: [&str; 7] = [
     "createdAt",
 ];
 
-/// A payment's snapshot as `(details, data)`; `DataRow::payment` joins them again. Any key not
-/// named in `PAYMENT_DETAILS` goes to `data`, so a new field is never lost, only rewritten.
+/// The keys of a payment's snapshot that are columns of its row as well (`status`,
+/// `gateway_reference`, `version`): `DataRow::payment` reads them there, so `data`, which
+/// PostgreSQL logs whole with each change, does not repeat them.
+const PAYMENT_COLUMNS: [&str; 3] = ["status", "gatewayReference", "version"];
+
+/// A payment's snapshot as `(details, data)`; `DataRow::payment` joins them again with the
+/// `PAYMENT_COLUMNS`. Any key named in neither list goes to `data`, so a new field is never
+/// lost, only rewritten.
 fn payment_parts(payment: &Payment) -> Result<(String, String), StoreError> {
-    split_json::split(payment, &PAYMENT_DETAILS).map_err(corrupt)
+    split_json::split_skipping(payment, &PAYMENT_DETAILS, &PAYMENT_COLUMNS).map_err(corrupt)
 }
 
 pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, StoreError> {

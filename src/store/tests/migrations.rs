@@ -165,14 +165,27 @@ struct Whole {
     data: String,
 }
 
-/// The split row read back as the store reads it: the state without the details, and the
-/// payment whole again.
+/// The split row read back: the state without the details, and the two parts the payment
+/// whole again (at this point `data` still repeats the columns, which the store no longer
+/// reads that way; see `check_repeats`).
 fn check_split(rows: Vec<DataRow>, original: &Payment) {
     assert_eq!(rows.len(), 1);
     let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
     assert!(state.get("paymentMethod").is_none(), "{state}");
     assert!(state.get("status").is_some(), "{state}");
-    assert_eq!(&rows[0].payment().unwrap(), original);
+    assert_eq!(merged(&rows[0]), *original);
+}
+
+/// A payment row's details and data merged as JSON values.
+fn merged(row: &DataRow) -> Payment {
+    let mut whole: serde_json::Value =
+        serde_json::from_str(row.details.as_deref().unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&row.data).unwrap();
+    whole
+        .as_object_mut()
+        .unwrap()
+        .extend(state.as_object().unwrap().clone());
+    serde_json::from_value(whole).unwrap()
 }
 
 /// The snapshot after the split was reverted: whole again.
@@ -396,6 +409,85 @@ async fn postgres_invoices_are_split_into_details_and_state() {
             .unwrap(),
             &original,
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// The migration that leaves out of a payment's `data` what its columns hold.
+const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
+
+/// The payment as the schema before that migration stored it: details apart, `data` with the
+/// status, gateway reference and version.
+fn repeating_row_sql(p: &Payment, created_at: &str) -> String {
+    let (details, data) =
+        crate::store::split_json::split(p, &crate::store::tables::PAYMENT_DETAILS).unwrap();
+    format!(
+        "INSERT INTO payments (tenant_id, id, invoice_id, status, amount, currency, \
+         gateway_reference, created_at, version, details, data) VALUES ('{}', '{}', '{}', '{}', \
+         {}, '{}', '{}', {created_at}, {}, '{}', '{}')",
+        p.tenant_id,
+        p.id,
+        p.invoice_id,
+        p.status.as_str(),
+        p.amount,
+        p.currency.as_str(),
+        p.gateway_reference.as_deref().unwrap_or_default(),
+        p.version,
+        details.replace('\'', "''"),
+        data.replace('\'', "''"),
+    )
+}
+
+/// Whether the stored `data` repeats the columns' keys, and the payment read whole.
+fn check_repeats(rows: Vec<DataRow>, original: &Payment, repeats: bool) {
+    assert_eq!(rows.len(), 1);
+    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+    for key in ["status", "gatewayReference", "version"] {
+        assert_eq!(state.get(key).is_some(), repeats, "{key} in {state}");
+    }
+    assert!(state.get("failureMessage").is_some(), "{state}");
+    if repeats {
+        assert_eq!(merged(&rows[0]), *original);
+    } else {
+        assert_eq!(&rows[0].payment().unwrap(), original);
+    }
+}
+
+#[test]
+fn sqlite_payment_data_leaves_out_its_columns() {
+    use crate::store::sqlite::MIGRATIONS;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
+    let original = payment();
+    migrate(&mut conn, MIGRATIONS, WITHOUT_COLUMNS, true);
+    conn.batch_execute(&repeating_row_sql(&original, "0"))
+        .unwrap();
+    migrate_through(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
+    let d = Dialect::Sqlite;
+    let load = |conn: &mut SqliteConnection| diesel::sql_query(select_split(d)).load(conn).unwrap();
+    check_repeats(load(&mut conn), &original, false);
+    revert_last(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
+    check_repeats(load(&mut conn), &original, true);
+}
+
+#[tokio::test]
+async fn postgres_payment_data_leaves_out_its_columns() {
+    use crate::store::postgres::MIGRATIONS;
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        let original = payment();
+        migrate(&mut conn, MIGRATIONS, WITHOUT_COLUMNS, true);
+        conn.batch_execute(&repeating_row_sql(&original, "now()"))
+            .unwrap();
+        migrate_through(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
+        let d = Dialect::Postgres;
+        let load = |conn: &mut PgConnection| diesel::sql_query(select_split(d)).load(conn).unwrap();
+        check_repeats(load(&mut conn), &original, false);
+        revert_last(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
+        check_repeats(load(&mut conn), &original, true);
     })
     .await
     .unwrap();

@@ -1,0 +1,3 @@
+UPDATE payments SET data = json_set(data, '$.status', status,
+                                    '$.gatewayReference', gateway_reference,
+                                    '$.version', version);
