@@ -6,7 +6,7 @@
 use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_migrations::MigrationHarness;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 
 use payrail_actors::domain::{Invoice, Payment};
 
@@ -141,12 +141,19 @@ fn payment() -> Payment {
     payment
 }
 
-/// The payment as an earlier version stored it: its whole snapshot in `data`.
-fn whole_row_sql(p: &Payment, created_at: &str) -> String {
+/// The payment as an earlier version stored it, its snapshot in the JSON columns `json`
+/// (`data` alone, or `details` and `data`), each `(column, JSON)`.
+fn old_payment_sql(p: &Payment, created_at: &str, json: &[(&str, String)]) -> String {
+    let names: Vec<&str> = json.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = json
+        .iter()
+        .map(|(_, value)| format!("'{}'", value.replace('\'', "''")))
+        .collect();
     format!(
         "INSERT INTO payments (tenant_id, id, invoice_id, status, amount, currency, \
-         gateway_reference, created_at, version, data) VALUES ('{}', '{}', '{}', '{}', {}, \
-         '{}', '{}', {created_at}, {}, '{}')",
+         gateway_reference, created_at, version, {}) VALUES ('{}', '{}', '{}', '{}', {}, \
+         '{}', '{}', {created_at}, {}, {})",
+        names.join(", "),
         p.tenant_id,
         p.id,
         p.invoice_id,
@@ -155,7 +162,16 @@ fn whole_row_sql(p: &Payment, created_at: &str) -> String {
         p.currency.as_str(),
         p.gateway_reference.as_deref().unwrap_or_default(),
         p.version,
-        serde_json::to_string(p).unwrap().replace('\'', "''"),
+        values.join(", "),
+    )
+}
+
+/// The payment as the first version stored it: its whole snapshot in `data`.
+fn whole_row_sql(p: &Payment, created_at: &str) -> String {
+    old_payment_sql(
+        p,
+        created_at,
+        &[("data", serde_json::to_string(p).unwrap())],
     )
 }
 
@@ -217,54 +233,6 @@ where
             return;
         }
     }
-}
-
-#[test]
-fn sqlite_payments_are_split_into_details_and_state() {
-    use crate::store::sqlite::MIGRATIONS;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    let original = payment();
-    migrate(&mut conn, MIGRATIONS, DETAILS_APART, true);
-    conn.batch_execute(&whole_row_sql(&original, "0")).unwrap();
-    migrate_through(&mut conn, MIGRATIONS, DETAILS_APART);
-    let d = Dialect::Sqlite;
-    check_split(
-        diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
-        &original,
-    );
-    revert_last(&mut conn, MIGRATIONS, DETAILS_APART);
-    check_whole(
-        diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
-        &original,
-    );
-}
-
-#[tokio::test]
-async fn postgres_payments_are_split_into_details_and_state() {
-    use crate::store::postgres::MIGRATIONS;
-    let url = crate::store::testing::empty_postgres().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        let original = payment();
-        migrate(&mut conn, MIGRATIONS, DETAILS_APART, true);
-        conn.batch_execute(&whole_row_sql(&original, "now()"))
-            .unwrap();
-        migrate_through(&mut conn, MIGRATIONS, DETAILS_APART);
-        let d = Dialect::Postgres;
-        check_split(
-            diesel::sql_query(select_split(d)).load(&mut conn).unwrap(),
-            &original,
-        );
-        revert_last(&mut conn, MIGRATIONS, DETAILS_APART);
-        check_whole(
-            diesel::sql_query(select_whole(d)).load(&mut conn).unwrap(),
-            &original,
-        );
-    })
-    .await
-    .unwrap();
 }
 
 /// The migration that stores an invoice's details apart from its state.
@@ -351,69 +319,6 @@ where
     conn.revert_migration(&**named).unwrap();
 }
 
-#[test]
-fn sqlite_invoices_are_split_into_details_and_state() {
-    use crate::store::sqlite::MIGRATIONS;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    let original = invoice();
-    migrate(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART, true);
-    conn.batch_execute(&whole_invoice_sql(&original, "0"))
-        .unwrap();
-    migrate_through(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
-    let d = Dialect::Sqlite;
-    check_invoice_split(
-        diesel::sql_query(select_invoice_split(d))
-            .load(&mut conn)
-            .unwrap(),
-        &original,
-    );
-    revert_last(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
-    check_invoice_whole(
-        diesel::sql_query(format!(
-            "SELECT {} AS data FROM invoices",
-            d.json_out("data")
-        ))
-        .load(&mut conn)
-        .unwrap(),
-        &original,
-    );
-}
-
-#[tokio::test]
-async fn postgres_invoices_are_split_into_details_and_state() {
-    use crate::store::postgres::MIGRATIONS;
-    let url = crate::store::testing::empty_postgres().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        let original = invoice();
-        migrate(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART, true);
-        conn.batch_execute(&whole_invoice_sql(&original, "now()"))
-            .unwrap();
-        migrate_through(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
-        let d = Dialect::Postgres;
-        check_invoice_split(
-            diesel::sql_query(select_invoice_split(d))
-                .load(&mut conn)
-                .unwrap(),
-            &original,
-        );
-        revert_last(&mut conn, MIGRATIONS, INVOICE_DETAILS_APART);
-        check_invoice_whole(
-            diesel::sql_query(format!(
-                "SELECT {} AS data FROM invoices",
-                d.json_out("data")
-            ))
-            .load(&mut conn)
-            .unwrap(),
-            &original,
-        );
-    })
-    .await
-    .unwrap();
-}
-
 /// The migration that leaves out of a payment's `data` what its columns hold.
 const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
 
@@ -422,21 +327,7 @@ const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
 fn repeating_row_sql(p: &Payment, created_at: &str) -> String {
     let (details, data) =
         crate::store::split_json::split(p, &crate::store::tables::PAYMENT_DETAILS).unwrap();
-    format!(
-        "INSERT INTO payments (tenant_id, id, invoice_id, status, amount, currency, \
-         gateway_reference, created_at, version, details, data) VALUES ('{}', '{}', '{}', '{}', \
-         {}, '{}', '{}', {created_at}, {}, '{}', '{}')",
-        p.tenant_id,
-        p.id,
-        p.invoice_id,
-        p.status.as_str(),
-        p.amount,
-        p.currency.as_str(),
-        p.gateway_reference.as_deref().unwrap_or_default(),
-        p.version,
-        details.replace('\'', "''"),
-        data.replace('\'', "''"),
-    )
+    old_payment_sql(p, created_at, &[("details", details), ("data", data)])
 }
 
 /// Whether the stored `data` repeats the columns' keys, and the payment read whole.
@@ -454,41 +345,149 @@ fn check_repeats(rows: Vec<DataRow>, original: &Payment, repeats: bool) {
     }
 }
 
-#[test]
-fn sqlite_payment_data_leaves_out_its_columns() {
-    use crate::store::sqlite::MIGRATIONS;
+/// A database of an earlier schema: its connection, its backend's migrations and SQL.
+trait OldDatabase: SimpleConnection + MigrationHarness<Self::Db> {
+    type Db: diesel::backend::Backend;
+    const DIALECT: Dialect;
+    /// An SQL value for a `created_at` column.
+    const NOW: &'static str;
+    fn migrations() -> EmbeddedMigrations;
+    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R>;
+}
+
+impl OldDatabase for SqliteConnection {
+    type Db = diesel::sqlite::Sqlite;
+    const DIALECT: Dialect = Dialect::Sqlite;
+    const NOW: &'static str = "0";
+    fn migrations() -> EmbeddedMigrations {
+        crate::store::sqlite::MIGRATIONS
+    }
+    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R> {
+        diesel::sql_query(sql).load(self).unwrap()
+    }
+}
+
+impl OldDatabase for PgConnection {
+    type Db = diesel::pg::Pg;
+    const DIALECT: Dialect = Dialect::Postgres;
+    const NOW: &'static str = "now()";
+    fn migrations() -> EmbeddedMigrations {
+        crate::store::postgres::MIGRATIONS
+    }
+    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R> {
+        diesel::sql_query(sql).load(self).unwrap()
+    }
+}
+
+fn on_sqlite(scenario: impl FnOnce(&mut SqliteConnection)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    let original = payment();
-    migrate(&mut conn, MIGRATIONS, WITHOUT_COLUMNS, true);
-    conn.batch_execute(&repeating_row_sql(&original, "0"))
+    scenario(&mut SqliteConnection::establish(&path.display().to_string()).unwrap());
+}
+
+async fn on_postgres(scenario: impl FnOnce(&mut PgConnection) + Send + 'static) {
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || scenario(&mut PgConnection::establish(&url).unwrap()))
+        .await
         .unwrap();
-    migrate_through(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
-    let d = Dialect::Sqlite;
-    let load = |conn: &mut SqliteConnection| diesel::sql_query(select_split(d)).load(conn).unwrap();
-    check_repeats(load(&mut conn), &original, false);
-    revert_last(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
-    check_repeats(load(&mut conn), &original, true);
+}
+
+/// Writes `rows` at the schema just before the migration named `name`, runs it and checks
+/// `after`, then reverts it and checks `back`.
+fn there_and_back<C: OldDatabase>(
+    conn: &mut C,
+    name: &str,
+    rows: &str,
+    after: impl FnOnce(&mut C),
+    back: impl FnOnce(&mut C),
+) where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+{
+    migrate(conn, C::migrations(), name, true);
+    conn.batch_execute(rows).unwrap();
+    migrate_through(conn, C::migrations(), name);
+    after(conn);
+    revert_last(conn, C::migrations(), name);
+    back(conn);
+}
+
+fn payments_split<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+    Whole: QueryableByName<C::Db>,
+{
+    let original = payment();
+    there_and_back(
+        conn,
+        DETAILS_APART,
+        &whole_row_sql(&original, C::NOW),
+        |c| check_split(c.rows(&select_split(C::DIALECT)), &original),
+        |c| check_whole(c.rows(&select_whole(C::DIALECT)), &original),
+    );
+}
+
+fn invoices_split<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+    Whole: QueryableByName<C::Db>,
+{
+    let original = invoice();
+    let whole = format!(
+        "SELECT {} AS data FROM invoices",
+        C::DIALECT.json_out("data")
+    );
+    there_and_back(
+        conn,
+        INVOICE_DETAILS_APART,
+        &whole_invoice_sql(&original, C::NOW),
+        |c| check_invoice_split(c.rows(&select_invoice_split(C::DIALECT)), &original),
+        |c| check_invoice_whole(c.rows(&whole), &original),
+    );
+}
+
+fn payment_data_without_columns<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    let original = payment();
+    there_and_back(
+        conn,
+        WITHOUT_COLUMNS,
+        &repeating_row_sql(&original, C::NOW),
+        |c| check_repeats(c.rows(&select_split(C::DIALECT)), &original, false),
+        |c| check_repeats(c.rows(&select_split(C::DIALECT)), &original, true),
+    );
+}
+
+#[test]
+fn sqlite_payments_are_split_into_details_and_state() {
+    on_sqlite(payments_split);
+}
+
+#[tokio::test]
+async fn postgres_payments_are_split_into_details_and_state() {
+    on_postgres(payments_split).await;
+}
+
+#[test]
+fn sqlite_invoices_are_split_into_details_and_state() {
+    on_sqlite(invoices_split);
+}
+
+#[tokio::test]
+async fn postgres_invoices_are_split_into_details_and_state() {
+    on_postgres(invoices_split).await;
+}
+
+#[test]
+fn sqlite_payment_data_leaves_out_its_columns() {
+    on_sqlite(payment_data_without_columns);
 }
 
 #[tokio::test]
 async fn postgres_payment_data_leaves_out_its_columns() {
-    use crate::store::postgres::MIGRATIONS;
-    let url = crate::store::testing::empty_postgres().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        let original = payment();
-        migrate(&mut conn, MIGRATIONS, WITHOUT_COLUMNS, true);
-        conn.batch_execute(&repeating_row_sql(&original, "now()"))
-            .unwrap();
-        migrate_through(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
-        let d = Dialect::Postgres;
-        let load = |conn: &mut PgConnection| diesel::sql_query(select_split(d)).load(conn).unwrap();
-        check_repeats(load(&mut conn), &original, false);
-        revert_last(&mut conn, MIGRATIONS, WITHOUT_COLUMNS);
-        check_repeats(load(&mut conn), &original, true);
-    })
-    .await
-    .unwrap();
+    on_postgres(payment_data_without_columns).await;
 }
