@@ -20,13 +20,10 @@ pub(crate) fn split_skipping<T: Serialize>(
     first: &[&str],
     skip: &[&str],
 ) -> Result<(String, String), serde_json::Error> {
-    let groups = [first, skip];
-    let mut parts = Parts::new(Route::Groups(&groups));
+    let mut parts = Parts::new(Route::Split { first, skip });
     value.serialize(&mut parts)?;
-    let mut out = parts.out.into_iter();
-    let first = out.next().unwrap_or_default().finish()?;
-    let rest = out.nth(1).unwrap_or_default().finish()?;
-    Ok((first, rest))
+    let [a, b] = parts.out;
+    Ok((a.finish()?, b.finish()?))
 }
 
 /// The JSON of the field `name` of `value` (a struct), if it has one.
@@ -36,9 +33,7 @@ pub(crate) fn field<T: Serialize>(
 ) -> Result<Option<String>, serde_json::Error> {
     let mut parts = Parts::new(Route::Pick(name));
     value.serialize(&mut parts)?;
-    let Some(picked) = parts.out.into_iter().next() else {
-        return Ok(None);
-    };
+    let [picked, _] = parts.out;
     if picked.json.is_empty() {
         return Ok(None);
     }
@@ -49,14 +44,16 @@ pub(crate) fn field<T: Serialize>(
 
 /// Where a field goes.
 enum Route<'a> {
-    /// Into the part of the first group that names it; a field no group names into the last
-    /// part (one more than there are groups).
-    Groups(&'a [&'a [&'a str]]),
+    /// Named in `first`: the first part; else named in `skip`: nowhere (never serialized);
+    /// else the second.
+    Split {
+        first: &'a [&'a str],
+        skip: &'a [&'a str],
+    },
     /// This one's value alone, as is, into the first part; the others nowhere.
     Pick(&'a str),
 }
 
-#[derive(Default)]
 struct Part {
     json: Vec<u8>,
 }
@@ -64,13 +61,15 @@ struct Part {
 /// Room for a typical part's JSON (a few hundred bytes), so writing one seldom reallocates.
 const PART_CAPACITY: usize = 512;
 
-impl Part {
-    fn new() -> Self {
+impl Default for Part {
+    fn default() -> Self {
         Part {
             json: Vec::with_capacity(PART_CAPACITY),
         }
     }
+}
 
+impl Part {
     fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
         self.json
             .push(if self.json.is_empty() { b'{' } else { b',' });
@@ -90,7 +89,7 @@ impl Part {
 
 struct Parts<'a> {
     route: Route<'a>,
-    out: Vec<Part>,
+    out: [Part; 2],
     /// The key of a map entry (a struct with a flattened field serializes as a map) until its
     /// value comes.
     key: Option<String>,
@@ -98,26 +97,18 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn new(route: Route<'a>) -> Self {
-        let parts = match route {
-            Route::Groups(groups) => groups.len() + 1,
-            Route::Pick(_) => 1,
-        };
         Parts {
             route,
-            out: (0..parts).map(|_| Part::new()).collect(),
+            out: [Part::default(), Part::default()],
             key: None,
         }
     }
 
     fn route<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
         match self.route {
-            Route::Groups(groups) => {
-                let part = groups
-                    .iter()
-                    .position(|g| g.contains(&key))
-                    .unwrap_or(groups.len());
-                self.out[part].field(key, value)
-            }
+            Route::Split { first, .. } if first.contains(&key) => self.out[0].field(key, value),
+            Route::Split { skip, .. } if skip.contains(&key) => Ok(()),
+            Route::Split { .. } => self.out[1].field(key, value),
             Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
             Route::Pick(_) => Ok(()),
         }

@@ -188,7 +188,7 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
 /// nothing to the log of an update that stays on its page, which holds only the bytes from the
 /// first changed one to the last; a settlement then logs `data`'s ~200 bytes instead of the
 /// whole snapshot with its line items.
-pub(crate) const INVOICE_DETAILS: [&str; 14] = [
+const INVOICE_DETAILS: [&str; 14] = [
     "id",
     "tenantId",
     "number",
