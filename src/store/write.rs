@@ -342,9 +342,15 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
     }
 }
 
-/// PostgreSQL: the counters' upsert and the events' insert as one statement. The upsert
-/// returns each tenant's new last number and the events join it (a hash join of a few rows),
-/// instead of looking the counter up again per event row.
+/// PostgreSQL: the counters' move and the events' insert as one statement. The counters return
+/// each tenant's new last number and the events join it (a hash join of a few rows), instead of
+/// looking the counter up again per event row.
+///
+/// A tenant's counter exists after its first event, so it is moved by a plain `UPDATE`; only a
+/// tenant the update did not find is inserted. An upsert (`ON CONFLICT DO UPDATE`) of an
+/// existing row first logs a lock of the row and then the update: one WAL record more per
+/// tenant per batch. The insert keeps its conflict clause for a counter created by another
+/// transaction since this statement's snapshot.
 fn insert_events_numbered(
     counts: Vec<(String, i64)>,
     rows: Vec<Vec<Bind>>,
@@ -361,8 +367,13 @@ fn insert_events_numbered(
     )?;
     let names = EVENTS.columns.join(", ");
     let sql = format!(
-        "WITH b AS (INSERT INTO event_counters (tenant_id, last_seq) SELECT * FROM unnest(?, ?) \
-         {COUNTER_UPSERT} RETURNING tenant_id, last_seq) \
+        "WITH k AS (SELECT * FROM unnest(?, ?) AS k(tenant_id, n)), \
+         m AS (UPDATE event_counters c SET last_seq = c.last_seq + k.n FROM k \
+         WHERE c.tenant_id = k.tenant_id RETURNING c.tenant_id, c.last_seq), \
+         f AS (INSERT INTO event_counters (tenant_id, last_seq) SELECT k.tenant_id, k.n FROM k \
+         WHERE k.tenant_id NOT IN (SELECT tenant_id FROM m) {COUNTER_UPSERT} \
+         RETURNING tenant_id, last_seq), \
+         b AS (SELECT * FROM m UNION ALL SELECT * FROM f) \
          INSERT INTO events ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
          JOIN b ON b.tenant_id = u.tenant_id ORDER BY u.ord",
         select.join(", "),
