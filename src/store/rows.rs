@@ -97,8 +97,8 @@ pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, Store
 }
 
 /// A projection row's snapshot and its version: an invoice's and a payment's in two parts,
-/// `details` (what seldom or never changes) and `data` (what changes), a payment's status and
-/// gateway reference in columns of their own; a refund's whole in `data`.
+/// `details` (what seldom or never changes) and `data` (what changes), their status (and a
+/// payment's gateway reference) in columns of their own; a refund's whole in `data`.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct DataRow {
     #[diesel(sql_type = Text)]
@@ -122,13 +122,15 @@ pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
     } else {
         NONE.to_owned()
     };
-    let (status, reference) = if table == PAYMENTS.name {
-        (
-            format!("{alias}status"),
-            format!("{alias}gateway_reference"),
-        )
+    let status = if table == PAYMENTS.name || table == INVOICES.name {
+        format!("{alias}status")
     } else {
-        (NONE.to_owned(), NONE.to_owned())
+        NONE.to_owned()
+    };
+    let reference = if table == PAYMENTS.name {
+        format!("{alias}gateway_reference")
+    } else {
+        NONE.to_owned()
     };
     format!(
         "{} AS data, {details} AS details, {status} AS status, {reference} AS gateway_reference, \
@@ -138,19 +140,27 @@ pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
 }
 
 impl DataRow {
+    /// The invoice whole again: its details, its data, and the snapshot's keys that are columns
+    /// (`status`, `version`; `data` does not repeat them).
     pub(crate) fn invoice(&self) -> Result<Invoice, StoreError> {
-        from_json(&join_objects(&[self.details("an invoice")?, &self.data])?)
+        let columns = format!(
+            "{{\"status\":{},\"version\":{}}}",
+            self.status_json("an invoice")?,
+            self.version
+        );
+        from_json(&join_objects(&[
+            self.details("an invoice")?,
+            &self.data,
+            &columns,
+        ])?)
     }
 
     /// The payment whole again: its details, its data, and the snapshot's keys that are columns
     /// (`status`, `gatewayReference`, `version`; `data` does not repeat them).
     pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
-        let Some(status) = &self.status else {
-            return Err(corrupt("a payment row without its status"));
-        };
         let columns = format!(
             "{{\"status\":{},\"gatewayReference\":{},\"version\":{}}}",
-            serde_json::to_string(status).map_err(corrupt)?,
+            self.status_json("a payment")?,
             serde_json::to_string(&self.gateway_reference).map_err(corrupt)?,
             self.version
         );
@@ -159,6 +169,15 @@ impl DataRow {
             &self.data,
             &columns,
         ])?)
+    }
+
+    /// The status column as a JSON string.
+    fn status_json(&self, what: &str) -> Result<String, StoreError> {
+        let status = self
+            .status
+            .as_deref()
+            .ok_or_else(|| corrupt(format!("{what} row without its status")))?;
+        serde_json::to_string(status).map_err(corrupt)
     }
 
     fn details(&self, what: &str) -> Result<&str, StoreError> {

@@ -205,10 +205,16 @@ const INVOICE_DETAILS: [&str; 14] = [
     "createdAt",
 ];
 
-/// An invoice's snapshot as `(details, data)`; `DataRow::invoice` joins them again. Any key not
-/// named in `INVOICE_DETAILS` goes to `data`, so a new field is never lost.
+/// The keys of an invoice's snapshot that are columns of its row as well: `DataRow::invoice`
+/// reads them there, so `data`, which PostgreSQL logs whole with each change, does not repeat
+/// them.
+const INVOICE_COLUMNS: [&str; 2] = ["status", "version"];
+
+/// An invoice's snapshot as `(details, data)`; `DataRow::invoice` joins them again with the
+/// `INVOICE_COLUMNS`. Any key named in neither list goes to `data`, so a new field is never
+/// lost.
 fn invoice_parts(invoice: &Invoice) -> Result<(String, String), StoreError> {
-    split_json::split(invoice, &INVOICE_DETAILS).map_err(corrupt)
+    split_json::split(invoice, &INVOICE_DETAILS, &INVOICE_COLUMNS).map_err(corrupt)
 }
 
 /// The keys of a payment's snapshot that never change once it exists. They are stored apart
@@ -233,7 +239,7 @@ const PAYMENT_COLUMNS: [&str; 3] = ["status", "gatewayReference", "version"];
 /// `PAYMENT_COLUMNS`. Any key named in neither list goes to `data`, so a new field is never
 /// lost, only rewritten.
 fn payment_parts(payment: &Payment) -> Result<(String, String), StoreError> {
-    split_json::split_skipping(payment, &PAYMENT_DETAILS, &PAYMENT_COLUMNS).map_err(corrupt)
+    split_json::split(payment, &PAYMENT_DETAILS, &PAYMENT_COLUMNS).map_err(corrupt)
 }
 
 pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, StoreError> {

@@ -11,7 +11,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use payrail_actors::domain::{Invoice, Payment};
 
 use crate::store::rows::{snapshot_columns, DataRow};
-use crate::store::stmt::Dialect;
+use crate::store::stmt::{Bind, Dialect};
 
 /// The migration that numbers events per tenant.
 const PER_TENANT: &str = "sequence_per_tenant";
@@ -189,11 +189,11 @@ fn check_split(rows: Vec<DataRow>, original: &Payment) {
     let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
     assert!(state.get("paymentMethod").is_none(), "{state}");
     assert!(state.get("status").is_some(), "{state}");
-    assert_eq!(merged(&rows[0]), *original);
+    assert_eq!(merged::<Payment>(&rows[0]), *original);
 }
 
-/// A payment row's details and data merged as JSON values.
-fn merged(row: &DataRow) -> Payment {
+/// A projection row's details and data merged as JSON values.
+fn merged<T: serde::de::DeserializeOwned>(row: &DataRow) -> T {
     let mut whole: serde_json::Value =
         serde_json::from_str(row.details.as_deref().unwrap()).unwrap();
     let state: serde_json::Value = serde_json::from_str(&row.data).unwrap();
@@ -279,8 +279,8 @@ fn select_invoice_split(d: Dialect) -> String {
     )
 }
 
-/// The split row read back as the store reads it: the line items in the details, the status in
-/// the state, and the invoice whole again.
+/// The split row read back: the line items in the details, the status in the state (which a
+/// later migration removes), and the two parts the invoice whole again.
 fn check_invoice_split(rows: Vec<DataRow>, original: &Invoice) {
     assert_eq!(rows.len(), 1);
     let details: serde_json::Value =
@@ -290,7 +290,8 @@ fn check_invoice_split(rows: Vec<DataRow>, original: &Invoice) {
     assert!(details.get("status").is_none(), "{details}");
     assert!(state.get("lineItems").is_none(), "{state}");
     assert!(state.get("amountPending").is_some(), "{state}");
-    assert_eq!(&rows[0].invoice().unwrap(), original);
+    assert!(state.get("status").is_some(), "{state}");
+    assert_eq!(&merged::<Invoice>(&rows[0]), original);
 }
 
 fn check_invoice_whole(rows: Vec<Whole>, original: &Invoice) {
@@ -326,7 +327,7 @@ const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
 /// status, gateway reference and version.
 fn repeating_row_sql(p: &Payment, created_at: &str) -> String {
     let (details, data) =
-        crate::store::split_json::split(p, &crate::store::tables::PAYMENT_DETAILS).unwrap();
+        crate::store::split_json::split(p, &crate::store::tables::PAYMENT_DETAILS, &[]).unwrap();
     old_payment_sql(p, created_at, &[("details", details), ("data", data)])
 }
 
@@ -339,7 +340,7 @@ fn check_repeats(rows: Vec<DataRow>, original: &Payment, repeats: bool) {
     }
     assert!(state.get("failureMessage").is_some(), "{state}");
     if repeats {
-        assert_eq!(merged(&rows[0]), *original);
+        assert_eq!(merged::<Payment>(&rows[0]), *original);
     } else {
         assert_eq!(&rows[0].payment().unwrap(), original);
     }
@@ -462,6 +463,69 @@ where
     );
 }
 
+/// The migration that leaves out of an invoice's `data` what its columns hold.
+const INVOICE_WITHOUT_COLUMNS: &str = "invoice_data_without_columns";
+
+/// The invoice as the schema before that migration stored it: details apart, `data` with the
+/// status and version.
+fn invoice_repeating_sql(i: &Invoice, created_at: &str) -> String {
+    let row = crate::store::tables::invoice_row(&i.tenant_id.to_string(), i).unwrap();
+    let json = |bind: &Bind| match bind {
+        Bind::Json(json) => json.clone(),
+        other => panic!("not JSON: {other:?}"),
+    };
+    let (data, details) = (json(&row[row.len() - 2]), json(&row[row.len() - 1]));
+    let mut data: serde_json::Value = serde_json::from_str(&data).unwrap();
+    let state = data.as_object_mut().unwrap();
+    state.insert("status".into(), i.status.as_str().into());
+    state.insert("version".into(), i.version.into());
+    format!(
+        "INSERT INTO invoices (tenant_id, id, number, status, customer_name, currency, total, \
+         created_at, version, data, details) VALUES ('{}', '{}', '{}', '{}', '{}', '{}', {}, \
+         {created_at}, {}, '{}', '{}')",
+        i.tenant_id,
+        i.id,
+        i.number,
+        i.status.as_str(),
+        i.details.customer_name.replace('\'', "''"),
+        i.details.currency.as_str(),
+        i.details.total,
+        i.version,
+        data.to_string().replace('\'', "''"),
+        details.replace('\'', "''"),
+    )
+}
+
+/// Whether the stored invoice `data` repeats the columns' keys, and the invoice read whole.
+fn check_invoice_repeats(rows: Vec<DataRow>, original: &Invoice, repeats: bool) {
+    assert_eq!(rows.len(), 1);
+    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+    for key in ["status", "version"] {
+        assert_eq!(state.get(key).is_some(), repeats, "{key} in {state}");
+    }
+    assert!(state.get("amountPending").is_some(), "{state}");
+    if repeats {
+        assert_eq!(merged::<Invoice>(&rows[0]), *original);
+    } else {
+        assert_eq!(&rows[0].invoice().unwrap(), original);
+    }
+}
+
+fn invoice_data_without_columns<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    let original = invoice();
+    there_and_back(
+        conn,
+        INVOICE_WITHOUT_COLUMNS,
+        &invoice_repeating_sql(&original, C::NOW),
+        |c| check_invoice_repeats(c.rows(&select_invoice_split(C::DIALECT)), &original, false),
+        |c| check_invoice_repeats(c.rows(&select_invoice_split(C::DIALECT)), &original, true),
+    );
+}
+
 #[test]
 fn sqlite_payments_are_split_into_details_and_state() {
     on_sqlite(payments_split);
@@ -490,4 +554,14 @@ fn sqlite_payment_data_leaves_out_its_columns() {
 #[tokio::test]
 async fn postgres_payment_data_leaves_out_its_columns() {
     on_postgres(payment_data_without_columns).await;
+}
+
+#[test]
+fn sqlite_invoice_data_leaves_out_its_columns() {
+    on_sqlite(invoice_data_without_columns);
+}
+
+#[tokio::test]
+async fn postgres_invoice_data_leaves_out_its_columns() {
+    on_postgres(invoice_data_without_columns).await;
 }

@@ -1,0 +1,1 @@
+UPDATE invoices SET data = (data::jsonb || jsonb_build_object('status', status, 'version', version))::json;

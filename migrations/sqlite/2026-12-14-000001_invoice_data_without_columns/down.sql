@@ -1,0 +1,1 @@
+UPDATE invoices SET data = json_set(data, '$.status', status, '$.version', version);
