@@ -463,8 +463,9 @@ impl Db {
 }
 
 /// The filter on an event's subject, through an index: a subject is its event's stream, except
-/// that a refund's events are in its payment's stream (no index reads `subject_id`). An
-/// invoice's own events are found through the invoice index, which is in `seq` order.
+/// that a refund's events are in its payment's stream, the refund in `subject_id` (which is NULL
+/// where the subject is the stream; no index reads it). An invoice's own events are found
+/// through the invoice index, which is in `seq` order.
 fn subject_filter(subject: &str, tenant: TenantId, binds: &mut Vec<Bind>) -> String {
     let prefix = subject.split_once('_').map(|(prefix, _)| prefix);
     if prefix == Some(InvoiceId::PREFIX) {
@@ -481,6 +482,6 @@ fn subject_filter(subject: &str, tenant: TenantId, binds: &mut Vec<Bind>) -> Str
                 WHERE r.tenant_id = ? AND r.id = ?) AND e.subject_id = ?"
             .into();
     }
-    binds.extend([Bind::text(subject), Bind::text(subject)]);
-    " AND e.stream_id = ? AND e.subject_id = ?".into()
+    binds.push(Bind::text(subject));
+    " AND e.stream_id = ? AND e.subject_id IS NULL".into()
 }

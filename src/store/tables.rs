@@ -147,14 +147,17 @@ pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreE
     let data = split_json::field(&event.data, "data")
         .map_err(corrupt)?
         .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
+    let stream = event.stream.to_string();
+    // The subject only where it is not the stream (a refund's events), to keep the row short.
+    let subject = Some(event.subject_id()).filter(|subject| *subject != stream);
     Ok(vec![
         Bind::text(tenant),
-        Bind::Text(event.stream.to_string()),
+        Bind::Text(stream),
         Bind::I64(event.version as i64),
         Bind::Text(event.id.to_string()),
         Bind::text(event.event_type()),
         Bind::OptText(event.invoice_id.map(|i| i.to_string())),
-        Bind::Text(event.subject_id()),
+        Bind::OptText(subject),
         Bind::Text(event.actor.clone()),
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),

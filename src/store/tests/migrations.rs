@@ -526,6 +526,67 @@ where
     );
 }
 
+/// The migration that keeps an event's subject only where it is not the stream.
+const SUBJECT_APART: &str = "event_subject_only_apart";
+
+/// Two events of one payment's stream as the schema before that migration stored them: the
+/// payment's own (its subject the stream) and a refund's.
+fn subject_events_sql(occurred_at: &str) -> String {
+    format!(
+        "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+         invoice_id, subject_id, actor, data, occurred_at) VALUES \
+         (1, 'ten_a', 'pay_a', 1, 'evt_1', 'payment.attempted', 'inv_a', 'pay_a', 'test', '{{}}', \
+         {occurred_at}), \
+         (2, 'ten_a', 'pay_a', 2, 'evt_2', 'refund.created', 'inv_a', 're_a', 'test', '{{}}', \
+         {occurred_at})"
+    )
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Subject {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    subject_id: Option<String>,
+}
+
+fn subjects<C: OldDatabase>(conn: &mut C) -> Vec<Option<String>>
+where
+    Subject: QueryableByName<C::Db>,
+{
+    conn.rows::<Subject>("SELECT subject_id FROM events ORDER BY seq")
+        .into_iter()
+        .map(|s| s.subject_id)
+        .collect()
+}
+
+fn event_subject_apart<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    Subject: QueryableByName<C::Db>,
+{
+    there_and_back(
+        conn,
+        SUBJECT_APART,
+        &subject_events_sql(C::NOW),
+        |c| assert_eq!(subjects(c), [None, Some("re_a".to_owned())]),
+        |c| {
+            assert_eq!(
+                subjects(c),
+                [Some("pay_a".to_owned()), Some("re_a".to_owned())]
+            )
+        },
+    );
+}
+
+#[test]
+fn sqlite_event_subject_is_kept_only_apart_from_the_stream() {
+    on_sqlite(event_subject_apart);
+}
+
+#[tokio::test]
+async fn postgres_event_subject_is_kept_only_apart_from_the_stream() {
+    on_postgres(event_subject_apart).await;
+}
+
 #[test]
 fn sqlite_payments_are_split_into_details_and_state() {
     on_sqlite(payments_split);
