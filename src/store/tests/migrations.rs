@@ -331,18 +331,44 @@ fn repeating_row_sql(p: &Payment, created_at: &str) -> String {
     old_payment_sql(p, created_at, &[("details", details), ("data", data)])
 }
 
-/// Whether the stored `data` repeats the columns' keys, and the payment read whole.
-fn check_repeats(rows: Vec<DataRow>, original: &Payment, repeats: bool) {
+/// A projection's snapshot as the migrations that leave its columns out of `data` see it.
+trait Projection: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug {
+    /// The snapshot's keys that are columns of the row as well.
+    const COLUMN_KEYS: &'static [&'static str];
+    /// A key that stays in `data` either way.
+    const STATE_KEY: &'static str;
+    /// The snapshot read whole, as the store reads it.
+    fn read(row: &DataRow) -> Self;
+}
+
+impl Projection for Payment {
+    const COLUMN_KEYS: &'static [&'static str] = &["status", "gatewayReference", "version"];
+    const STATE_KEY: &'static str = "failureMessage";
+    fn read(row: &DataRow) -> Self {
+        row.payment().unwrap()
+    }
+}
+
+impl Projection for Invoice {
+    const COLUMN_KEYS: &'static [&'static str] = &["status", "version"];
+    const STATE_KEY: &'static str = "amountPending";
+    fn read(row: &DataRow) -> Self {
+        row.invoice().unwrap()
+    }
+}
+
+/// Whether the stored `data` repeats the columns' keys, and the snapshot read whole.
+fn check_repeats<T: Projection>(rows: Vec<DataRow>, original: &T, repeats: bool) {
     assert_eq!(rows.len(), 1);
     let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
-    for key in ["status", "gatewayReference", "version"] {
+    for key in T::COLUMN_KEYS {
         assert_eq!(state.get(key).is_some(), repeats, "{key} in {state}");
     }
-    assert!(state.get("failureMessage").is_some(), "{state}");
+    assert!(state.get(T::STATE_KEY).is_some(), "{state}");
     if repeats {
-        assert_eq!(merged::<Payment>(&rows[0]), *original);
+        assert_eq!(merged::<T>(&rows[0]), *original);
     } else {
-        assert_eq!(&rows[0].payment().unwrap(), original);
+        assert_eq!(T::read(&rows[0]), *original);
     }
 }
 
@@ -448,18 +474,39 @@ where
     );
 }
 
+/// `original`, stored as `old_row` writes it, loses its columns' keys from `data` through the
+/// migration named `migration` and gets them back on the way down, read by `select`.
+fn data_without_columns<C: OldDatabase, T: Projection>(
+    conn: &mut C,
+    migration: &str,
+    original: &T,
+    old_row: &str,
+    select: &str,
+) where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    there_and_back(
+        conn,
+        migration,
+        old_row,
+        |c| check_repeats(c.rows(select), original, false),
+        |c| check_repeats(c.rows(select), original, true),
+    );
+}
+
 fn payment_data_without_columns<C: OldDatabase>(conn: &mut C)
 where
     EmbeddedMigrations: MigrationSource<C::Db>,
     DataRow: QueryableByName<C::Db>,
 {
     let original = payment();
-    there_and_back(
+    data_without_columns(
         conn,
         WITHOUT_COLUMNS,
+        &original,
         &repeating_row_sql(&original, C::NOW),
-        |c| check_repeats(c.rows(&select_split(C::DIALECT)), &original, false),
-        |c| check_repeats(c.rows(&select_split(C::DIALECT)), &original, true),
+        &select_split(C::DIALECT),
     );
 }
 
@@ -496,33 +543,18 @@ fn invoice_repeating_sql(i: &Invoice, created_at: &str) -> String {
     )
 }
 
-/// Whether the stored invoice `data` repeats the columns' keys, and the invoice read whole.
-fn check_invoice_repeats(rows: Vec<DataRow>, original: &Invoice, repeats: bool) {
-    assert_eq!(rows.len(), 1);
-    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
-    for key in ["status", "version"] {
-        assert_eq!(state.get(key).is_some(), repeats, "{key} in {state}");
-    }
-    assert!(state.get("amountPending").is_some(), "{state}");
-    if repeats {
-        assert_eq!(merged::<Invoice>(&rows[0]), *original);
-    } else {
-        assert_eq!(&rows[0].invoice().unwrap(), original);
-    }
-}
-
 fn invoice_data_without_columns<C: OldDatabase>(conn: &mut C)
 where
     EmbeddedMigrations: MigrationSource<C::Db>,
     DataRow: QueryableByName<C::Db>,
 {
     let original = invoice();
-    there_and_back(
+    data_without_columns(
         conn,
         INVOICE_WITHOUT_COLUMNS,
+        &original,
         &invoice_repeating_sql(&original, C::NOW),
-        |c| check_invoice_repeats(c.rows(&select_invoice_split(C::DIALECT)), &original, false),
-        |c| check_invoice_repeats(c.rows(&select_invoice_split(C::DIALECT)), &original, true),
+        &select_invoice_split(C::DIALECT),
     );
 }
 
