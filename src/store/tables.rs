@@ -220,16 +220,18 @@ fn invoice_parts(invoice: &Invoice) -> Result<(String, String), StoreError> {
     split_json::split(invoice, &INVOICE_DETAILS, &INVOICE_COLUMNS).map_err(corrupt)
 }
 
-/// The keys of a payment's snapshot that never change once it exists. They are stored apart
-/// (`details`, written at insert) from the rest (`data`), which every change rewrites: less to
-/// write and, on PostgreSQL, an update that logs only what follows the unchanged columns.
-pub(crate) const PAYMENT_DETAILS: [&str; 7] = [
+/// The keys of a payment's snapshot that never change once it exists (the gateway token too:
+/// given at creation, kept to re-send a charge). They are stored apart (`details`, written at
+/// insert) from the rest (`data`), which every change rewrites: less to write and, on
+/// PostgreSQL, an update that logs only what follows the unchanged columns.
+const PAYMENT_DETAILS: [&str; 8] = [
     "id",
     "tenantId",
     "invoiceId",
     "amount",
     "currency",
     "paymentMethod",
+    "sourceToken",
     "createdAt",
 ];
 

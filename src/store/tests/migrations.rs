@@ -138,8 +138,24 @@ fn payment() -> Payment {
     let (mut payment, _) = attempt_payment(&mut invoice, 600, at(1));
     charge_accepted(&mut payment, at(2));
     payment.failure_message = Some("a \"quoted\" message".to_owned());
+    payment.source_token = Some("tok_'quoted'".to_owned());
     payment
 }
+
+/// A payment's details as the schema kept them from the split (`payment_details_apart`) until
+/// the gateway token joined them (`payment_token_in_details`).
+const SPLIT_PAYMENT_DETAILS: [&str; 7] = [
+    "id",
+    "tenantId",
+    "invoiceId",
+    "amount",
+    "currency",
+    "paymentMethod",
+    "createdAt",
+];
+
+/// The keys of a payment's snapshot that are its columns as well.
+const PAYMENT_COLUMN_KEYS: [&str; 3] = ["status", "gatewayReference", "version"];
 
 /// The payment as an earlier version stored it, its snapshot in the JSON columns `json`
 /// (`data` alone, or `details` and `data`), each `(column, JSON)`.
@@ -326,8 +342,7 @@ const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
 /// The payment as the schema before that migration stored it: details apart, `data` with the
 /// status, gateway reference and version.
 fn repeating_row_sql(p: &Payment, created_at: &str) -> String {
-    let (details, data) =
-        crate::store::split_json::split(p, &crate::store::tables::PAYMENT_DETAILS, &[]).unwrap();
+    let (details, data) = crate::store::split_json::split(p, &SPLIT_PAYMENT_DETAILS, &[]).unwrap();
     old_payment_sql(p, created_at, &[("details", details), ("data", data)])
 }
 
@@ -342,7 +357,7 @@ trait Projection: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug {
 }
 
 impl Projection for Payment {
-    const COLUMN_KEYS: &'static [&'static str] = &["status", "gatewayReference", "version"];
+    const COLUMN_KEYS: &'static [&'static str] = &PAYMENT_COLUMN_KEYS;
     const STATE_KEY: &'static str = "failureMessage";
     fn read(row: &DataRow) -> Self {
         row.payment().unwrap()
@@ -510,6 +525,44 @@ where
     );
 }
 
+/// The migration that moves a payment's gateway token from `data` to `details`.
+const TOKEN_IN_DETAILS: &str = "payment_token_in_details";
+
+/// Where the payment's token is stored (in `details`, or in `data`), and the payment read whole.
+fn check_token(rows: Vec<DataRow>, original: &Payment, in_details: bool) {
+    assert_eq!(rows.len(), 1);
+    let details: serde_json::Value =
+        serde_json::from_str(rows[0].details.as_deref().unwrap()).unwrap();
+    let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
+    let token = serde_json::json!(original.source_token);
+    let (with, without) = if in_details {
+        (&details, &state)
+    } else {
+        (&state, &details)
+    };
+    assert_eq!(with.get("sourceToken"), Some(&token), "{with}");
+    assert!(without.get("sourceToken").is_none(), "{without}");
+    assert_eq!(&rows[0].payment().unwrap(), original);
+}
+
+fn payment_token_in_details<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    let original = payment();
+    let (details, data) =
+        crate::store::split_json::split(&original, &SPLIT_PAYMENT_DETAILS, &PAYMENT_COLUMN_KEYS)
+            .unwrap();
+    there_and_back(
+        conn,
+        TOKEN_IN_DETAILS,
+        &old_payment_sql(&original, C::NOW, &[("details", details), ("data", data)]),
+        |c| check_token(c.rows(&select_split(C::DIALECT)), &original, true),
+        |c| check_token(c.rows(&select_split(C::DIALECT)), &original, false),
+    );
+}
+
 /// The migration that leaves out of an invoice's `data` what its columns hold.
 const INVOICE_WITHOUT_COLUMNS: &str = "invoice_data_without_columns";
 
@@ -657,4 +710,14 @@ fn sqlite_invoice_data_leaves_out_its_columns() {
 #[tokio::test]
 async fn postgres_invoice_data_leaves_out_its_columns() {
     on_postgres(invoice_data_without_columns).await;
+}
+
+#[test]
+fn sqlite_payment_token_moves_to_details() {
+    on_sqlite(payment_token_in_details);
+}
+
+#[tokio::test]
+async fn postgres_payment_token_moves_to_details() {
+    on_postgres(payment_token_in_details).await;
 }
