@@ -184,14 +184,15 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
     ])
 }
 
-/// The keys of an invoice's snapshot that only an edit of a draft changes: its ids, number,
-/// customer, line items and totals. They are stored apart (`details`) from the rest (`data`:
-/// status, amounts, times, version), which a payment's settlement rewrites. Both are written
+/// The keys of an invoice's snapshot that only an edit of a draft changes (its ids, number,
+/// customer, line items and totals) and its finalization time, set once. They are stored apart
+/// (`details`) from the rest (`data`: amounts and the other times), which a payment's settlement
+/// rewrites. Both are written
 /// with every change, but on PostgreSQL unchanged `details` (the table's last column) add
 /// nothing to the log of an update that stays on its page, which holds only the bytes from the
 /// first changed one to the last; a settlement then logs `data`'s ~200 bytes instead of the
 /// whole snapshot with its line items.
-const INVOICE_DETAILS: [&str; 14] = [
+const INVOICE_DETAILS: [&str; 15] = [
     "id",
     "tenantId",
     "number",
@@ -206,6 +207,7 @@ const INVOICE_DETAILS: [&str; 14] = [
     "total",
     "metadata",
     "createdAt",
+    "finalizedAt",
 ];
 
 /// The keys of an invoice's snapshot that are columns of its row as well: `DataRow::invoice`

@@ -11,7 +11,7 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
 use payrail_actors::domain::{Invoice, Payment};
 
 use crate::store::rows::{snapshot_columns, DataRow};
-use crate::store::stmt::{Bind, Dialect};
+use crate::store::stmt::Dialect;
 
 /// The migration that numbers events per tenant.
 const PER_TENANT: &str = "sequence_per_tenant";
@@ -153,6 +153,28 @@ const SPLIT_PAYMENT_DETAILS: [&str; 7] = [
     "paymentMethod",
     "createdAt",
 ];
+
+/// An invoice's details as the schema kept them from the split (`invoice_details_apart`) until
+/// the finalization time joined them (`invoice_finalized_at_in_details`).
+const SPLIT_INVOICE_DETAILS: [&str; 14] = [
+    "id",
+    "tenantId",
+    "number",
+    "customerName",
+    "customerEmail",
+    "currency",
+    "dueDate",
+    "lineItems",
+    "subtotal",
+    "taxRateBps",
+    "tax",
+    "total",
+    "metadata",
+    "createdAt",
+];
+
+/// The keys of an invoice's snapshot that are its columns as well.
+const INVOICE_COLUMN_KEYS: [&str; 2] = ["status", "version"];
 
 /// The keys of a payment's snapshot that are its columns as well.
 const PAYMENT_COLUMN_KEYS: [&str; 3] = ["status", "gatewayReference", "version"];
@@ -365,7 +387,7 @@ impl Projection for Payment {
 }
 
 impl Projection for Invoice {
-    const COLUMN_KEYS: &'static [&'static str] = &["status", "version"];
+    const COLUMN_KEYS: &'static [&'static str] = &INVOICE_COLUMN_KEYS;
     const STATE_KEY: &'static str = "amountPending";
     fn read(row: &DataRow) -> Self {
         row.invoice().unwrap()
@@ -528,21 +550,28 @@ where
 /// The migration that moves a payment's gateway token from `data` to `details`.
 const TOKEN_IN_DETAILS: &str = "payment_token_in_details";
 
-/// Where the payment's token is stored (in `details`, or in `data`), and the payment read whole.
-fn check_token(rows: Vec<DataRow>, original: &Payment, in_details: bool) {
+/// Where the snapshot's `key` is stored (in `details`, or in `data`), and the snapshot read
+/// whole.
+fn check_moved<T: Projection + serde::Serialize>(
+    rows: Vec<DataRow>,
+    original: &T,
+    key: &str,
+    in_details: bool,
+) {
     assert_eq!(rows.len(), 1);
     let details: serde_json::Value =
         serde_json::from_str(rows[0].details.as_deref().unwrap()).unwrap();
     let state: serde_json::Value = serde_json::from_str(&rows[0].data).unwrap();
-    let token = serde_json::json!(original.source_token);
+    let value = serde_json::to_value(original).unwrap()[key].clone();
+    assert!(!value.is_null(), "{key} is set in the original");
     let (with, without) = if in_details {
         (&details, &state)
     } else {
         (&state, &details)
     };
-    assert_eq!(with.get("sourceToken"), Some(&token), "{with}");
-    assert!(without.get("sourceToken").is_none(), "{without}");
-    assert_eq!(&rows[0].payment().unwrap(), original);
+    assert_eq!(with.get(key), Some(&value), "{with}");
+    assert!(without.get(key).is_none(), "{without}");
+    assert_eq!(T::read(&rows[0]), *original);
 }
 
 fn payment_token_in_details<C: OldDatabase>(conn: &mut C)
@@ -558,8 +587,22 @@ where
         conn,
         TOKEN_IN_DETAILS,
         &old_payment_sql(&original, C::NOW, &[("details", details), ("data", data)]),
-        |c| check_token(c.rows(&select_split(C::DIALECT)), &original, true),
-        |c| check_token(c.rows(&select_split(C::DIALECT)), &original, false),
+        |c| {
+            check_moved(
+                c.rows(&select_split(C::DIALECT)),
+                &original,
+                "sourceToken",
+                true,
+            )
+        },
+        |c| {
+            check_moved(
+                c.rows(&select_split(C::DIALECT)),
+                &original,
+                "sourceToken",
+                false,
+            )
+        },
     );
 }
 
@@ -569,16 +612,12 @@ const INVOICE_WITHOUT_COLUMNS: &str = "invoice_data_without_columns";
 /// The invoice as the schema before that migration stored it: details apart, `data` with the
 /// status and version.
 fn invoice_repeating_sql(i: &Invoice, created_at: &str) -> String {
-    let row = crate::store::tables::invoice_row(&i.tenant_id.to_string(), i).unwrap();
-    let json = |bind: &Bind| match bind {
-        Bind::Json(json) => json.clone(),
-        other => panic!("not JSON: {other:?}"),
-    };
-    let (data, details) = (json(&row[row.len() - 2]), json(&row[row.len() - 1]));
-    let mut data: serde_json::Value = serde_json::from_str(&data).unwrap();
-    let state = data.as_object_mut().unwrap();
-    state.insert("status".into(), i.status.as_str().into());
-    state.insert("version".into(), i.version.into());
+    let (details, data) = crate::store::split_json::split(i, &SPLIT_INVOICE_DETAILS, &[]).unwrap();
+    split_invoice_sql(i, created_at, &details, &data)
+}
+
+/// The invoice in two parts as the schema stored it since the split.
+fn split_invoice_sql(i: &Invoice, created_at: &str, details: &str, data: &str) -> String {
     format!(
         "INSERT INTO invoices (tenant_id, id, number, status, customer_name, currency, total, \
          created_at, version, data, details) VALUES ('{}', '{}', '{}', '{}', '{}', '{}', {}, \
@@ -591,7 +630,7 @@ fn invoice_repeating_sql(i: &Invoice, created_at: &str) -> String {
         i.details.currency.as_str(),
         i.details.total,
         i.version,
-        data.to_string().replace('\'', "''"),
+        data.replace('\'', "''"),
         details.replace('\'', "''"),
     )
 }
@@ -608,6 +647,28 @@ where
         &original,
         &invoice_repeating_sql(&original, C::NOW),
         &select_invoice_split(C::DIALECT),
+    );
+}
+
+/// The migration that moves an invoice's finalization time from `data` to `details`.
+const FINALIZED_IN_DETAILS: &str = "invoice_finalized_at_in_details";
+
+fn invoice_finalized_at_in_details<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    let original = invoice();
+    let (details, data) =
+        crate::store::split_json::split(&original, &SPLIT_INVOICE_DETAILS, &INVOICE_COLUMN_KEYS)
+            .unwrap();
+    let select = select_invoice_split(C::DIALECT);
+    there_and_back(
+        conn,
+        FINALIZED_IN_DETAILS,
+        &split_invoice_sql(&original, C::NOW, &details, &data),
+        |c| check_moved(c.rows(&select), &original, "finalizedAt", true),
+        |c| check_moved(c.rows(&select), &original, "finalizedAt", false),
     );
 }
 
@@ -720,4 +781,14 @@ fn sqlite_payment_token_moves_to_details() {
 #[tokio::test]
 async fn postgres_payment_token_moves_to_details() {
     on_postgres(payment_token_in_details).await;
+}
+
+#[test]
+fn sqlite_invoice_finalization_time_moves_to_details() {
+    on_sqlite(invoice_finalized_at_in_details);
+}
+
+#[tokio::test]
+async fn postgres_invoice_finalization_time_moves_to_details() {
+    on_postgres(invoice_finalized_at_in_details).await;
 }
