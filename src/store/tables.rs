@@ -186,12 +186,11 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
 
 /// The keys of an invoice's snapshot that only an edit of a draft changes (its ids, number,
 /// customer, line items and totals) and its finalization time, set once. They are stored apart
-/// (`details`) from the rest (`data`: amounts and the other times), which a payment's settlement
-/// rewrites. Both are written
-/// with every change, but on PostgreSQL unchanged `details` (the table's last column) add
-/// nothing to the log of an update that stays on its page, which holds only the bytes from the
-/// first changed one to the last; a settlement then logs `data`'s ~200 bytes instead of the
-/// whole snapshot with its line items.
+/// (`details`) from the rest (`data`: amounts and the other times), which a payment's
+/// settlement rewrites. Both are written with every change, but on PostgreSQL unchanged
+/// `details` (the table's last column) add nothing to the log of an update that stays on its
+/// page, which holds only the bytes from the first changed one to the last; a settlement then
+/// logs `data` instead of the whole snapshot with its line items.
 const INVOICE_DETAILS: [&str; 15] = [
     "id",
     "tenantId",
