@@ -53,15 +53,13 @@ struct Part {
 /// Room for a typical part's JSON (a few hundred bytes), so writing one seldom reallocates.
 const PART_CAPACITY: usize = 512;
 
-impl Default for Part {
-    fn default() -> Self {
+impl Part {
+    fn with_room() -> Self {
         Part {
             json: Vec::with_capacity(PART_CAPACITY),
         }
     }
-}
 
-impl Part {
     fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
         self.json
             .push(if self.json.is_empty() { b'{' } else { b',' });
@@ -89,9 +87,14 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn new(route: Route<'a>) -> Self {
+        // A picked field goes to the first part only: the second stays unallocated.
+        let second = match route {
+            Route::Split { .. } => Part::with_room(),
+            Route::Pick(_) => Part { json: Vec::new() },
+        };
         Parts {
             route,
-            out: [Part::default(), Part::default()],
+            out: [Part::with_room(), second],
             key: None,
         }
     }
