@@ -1,134 +1,19 @@
-//! Migrations over existing data: a database written by an earlier version keeps its events,
-//! renumbered per tenant in their old order, when `sequence` becomes per tenant; and its
-//! payments and invoices, whole snapshots split into details and state (and joined again by the
-//! way back).
+//! The invoice and payment snapshots' migrations: whole snapshots split into details and state
+//! (and joined again by the way back), `data` without what the rows' columns hold, and the
+//! values set once moved to the details.
 
-use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
-use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
-use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
+use diesel::QueryableByName;
+use diesel_migrations::EmbeddedMigrations;
 
 use payrail_actors::domain::{Invoice, Payment};
 
+use super::{on_postgres, on_sqlite, there_and_back, OldDatabase};
 use crate::store::rows::{snapshot_columns, DataRow};
 use crate::store::stmt::Dialect;
 
-/// The migration that numbers events per tenant.
-const PER_TENANT: &str = "sequence_per_tenant";
 /// The migration that stores a payment's details apart from its state.
 const DETAILS_APART: &str = "payment_details_apart";
-
-/// Events of two tenants interleaved, as the platform-wide counter numbered them.
-const EVENTS: [(i64, &str); 5] = [(7, "a"), (9, "b"), (10, "a"), (12, "b"), (20, "a")];
-
-#[derive(QueryableByName, Debug, PartialEq)]
-struct Numbered {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    tenant_id: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    seq: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    event_id: String,
-}
-
-fn insert_sql(occurred_at: &str) -> String {
-    EVENTS
-        .iter()
-        .map(|(seq, tenant)| {
-            format!(
-                "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
-                 subject_id, actor, data, occurred_at) VALUES ({seq}, 'ten_{tenant}', \
-                 'inv_{tenant}{seq}', 1, 'evt_{seq}', 'invoice.created', 'inv_{tenant}{seq}', \
-                 'test', '{{}}', {occurred_at});"
-            )
-        })
-        .collect()
-}
-
-/// Runs the pending migrations before (`before`) or from (`!before`) the one named `name`.
-fn migrate<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, name: &str, before: bool)
-where
-    DB: diesel::backend::Backend,
-    C: MigrationHarness<DB>,
-{
-    for migration in conn.pending_migrations(source).unwrap() {
-        if before && migration.name().to_string().contains(name) {
-            return;
-        }
-        conn.run_migration(&migration).unwrap();
-    }
-}
-
-fn check(numbered: Vec<Numbered>, counters: Vec<Numbered>) {
-    let expected = |tenant: &str, ids: &[i64]| -> Vec<(String, i64, String)> {
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| (format!("ten_{tenant}"), i as i64 + 1, format!("evt_{id}")))
-            .collect()
-    };
-    let mut want = expected("a", &[7, 10, 20]);
-    want.extend(expected("b", &[9, 12]));
-    let got: Vec<_> = numbered
-        .into_iter()
-        .map(|n| (n.tenant_id, n.seq, n.event_id))
-        .collect();
-    assert_eq!(got, want);
-    let counters: Vec<_> = counters.into_iter().map(|c| (c.tenant_id, c.seq)).collect();
-    assert_eq!(counters, [("ten_a".to_owned(), 3), ("ten_b".to_owned(), 2)]);
-}
-
-const NUMBERED: &str = "SELECT tenant_id, seq, event_id FROM events ORDER BY tenant_id, seq";
-const COUNTERS: &str =
-    "SELECT tenant_id, last_seq AS seq, '' AS event_id FROM event_counters ORDER BY tenant_id";
-
-#[test]
-fn sqlite_events_are_renumbered_per_tenant() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    migrate(
-        &mut conn,
-        crate::store::sqlite::MIGRATIONS,
-        PER_TENANT,
-        true,
-    );
-    conn.batch_execute(&insert_sql("0")).unwrap();
-    migrate(
-        &mut conn,
-        crate::store::sqlite::MIGRATIONS,
-        PER_TENANT,
-        false,
-    );
-    let numbered = diesel::sql_query(NUMBERED).load(&mut conn).unwrap();
-    let counters = diesel::sql_query(COUNTERS).load(&mut conn).unwrap();
-    check(numbered, counters);
-}
-
-#[tokio::test]
-async fn postgres_events_are_renumbered_per_tenant() {
-    let url = crate::store::testing::empty_postgres().await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        let mut conn = PgConnection::establish(&url).unwrap();
-        migrate(
-            &mut conn,
-            crate::store::postgres::MIGRATIONS,
-            PER_TENANT,
-            true,
-        );
-        conn.batch_execute(&insert_sql("now()")).unwrap();
-        migrate(
-            &mut conn,
-            crate::store::postgres::MIGRATIONS,
-            PER_TENANT,
-            false,
-        );
-        let numbered = diesel::sql_query(NUMBERED).load(&mut conn).unwrap();
-        let counters = diesel::sql_query(COUNTERS).load(&mut conn).unwrap();
-        check(numbered, counters);
-    })
-    .await
-    .unwrap();
-}
 
 /// A payment whose charge was accepted, with text that needs quoting.
 fn payment() -> Payment {
@@ -259,20 +144,6 @@ fn select_whole(d: Dialect) -> String {
     format!("SELECT {} AS data FROM payments", d.json_out("data"))
 }
 
-/// Runs the pending migrations up to and including the one named `name`.
-fn migrate_through<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, name: &str)
-where
-    DB: diesel::backend::Backend,
-    C: MigrationHarness<DB>,
-{
-    for migration in conn.pending_migrations(source).unwrap() {
-        conn.run_migration(&migration).unwrap();
-        if migration.name().to_string().contains(name) {
-            return;
-        }
-    }
-}
-
 /// The migration that stores an invoice's details apart from its state.
 const INVOICE_DETAILS_APART: &str = "invoice_details_apart";
 
@@ -337,27 +208,6 @@ fn check_invoice_whole(rows: Vec<Whole>, original: &Invoice) {
     assert_eq!(&back, original);
 }
 
-/// Reverts the last migration applied, which must be the one named `name`.
-fn revert_last<DB, C>(conn: &mut C, source: impl MigrationSource<DB>, name: &str)
-where
-    DB: diesel::backend::Backend,
-    C: MigrationHarness<DB>,
-{
-    let migrations = source.migrations().unwrap();
-    let named = migrations
-        .iter()
-        .find(|m| m.name().to_string().contains(name))
-        .unwrap();
-    let last = conn
-        .applied_migrations()
-        .unwrap()
-        .into_iter()
-        .max()
-        .unwrap();
-    assert_eq!(last, named.name().version());
-    conn.revert_migration(&**named).unwrap();
-}
-
 /// The migration that leaves out of a payment's `data` what its columns hold.
 const WITHOUT_COLUMNS: &str = "payment_data_without_columns";
 
@@ -407,72 +257,6 @@ fn check_repeats<T: Projection>(rows: Vec<DataRow>, original: &T, repeats: bool)
     } else {
         assert_eq!(T::read(&rows[0]), *original);
     }
-}
-
-/// A database of an earlier schema: its connection, its backend's migrations and SQL.
-trait OldDatabase: SimpleConnection + MigrationHarness<Self::Db> {
-    type Db: diesel::backend::Backend;
-    const DIALECT: Dialect;
-    /// An SQL value for a `created_at` column.
-    const NOW: &'static str;
-    fn migrations() -> EmbeddedMigrations;
-    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R>;
-}
-
-impl OldDatabase for SqliteConnection {
-    type Db = diesel::sqlite::Sqlite;
-    const DIALECT: Dialect = Dialect::Sqlite;
-    const NOW: &'static str = "0";
-    fn migrations() -> EmbeddedMigrations {
-        crate::store::sqlite::MIGRATIONS
-    }
-    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R> {
-        diesel::sql_query(sql).load(self).unwrap()
-    }
-}
-
-impl OldDatabase for PgConnection {
-    type Db = diesel::pg::Pg;
-    const DIALECT: Dialect = Dialect::Postgres;
-    const NOW: &'static str = "now()";
-    fn migrations() -> EmbeddedMigrations {
-        crate::store::postgres::MIGRATIONS
-    }
-    fn rows<R: QueryableByName<Self::Db> + 'static>(&mut self, sql: &str) -> Vec<R> {
-        diesel::sql_query(sql).load(self).unwrap()
-    }
-}
-
-fn on_sqlite(scenario: impl FnOnce(&mut SqliteConnection)) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
-    scenario(&mut SqliteConnection::establish(&path.display().to_string()).unwrap());
-}
-
-async fn on_postgres(scenario: impl FnOnce(&mut PgConnection) + Send + 'static) {
-    let url = crate::store::testing::empty_postgres().await.unwrap();
-    tokio::task::spawn_blocking(move || scenario(&mut PgConnection::establish(&url).unwrap()))
-        .await
-        .unwrap();
-}
-
-/// Writes `rows` at the schema just before the migration named `name`, runs it and checks
-/// `after`, then reverts it and checks `back`.
-fn there_and_back<C: OldDatabase>(
-    conn: &mut C,
-    name: &str,
-    rows: &str,
-    after: impl FnOnce(&mut C),
-    back: impl FnOnce(&mut C),
-) where
-    EmbeddedMigrations: MigrationSource<C::Db>,
-{
-    migrate(conn, C::migrations(), name, true);
-    conn.batch_execute(rows).unwrap();
-    migrate_through(conn, C::migrations(), name);
-    after(conn);
-    revert_last(conn, C::migrations(), name);
-    back(conn);
 }
 
 fn payments_split<C: OldDatabase>(conn: &mut C)
@@ -670,67 +454,6 @@ where
         |c| check_moved(c.rows(&select), &original, "finalizedAt", true),
         |c| check_moved(c.rows(&select), &original, "finalizedAt", false),
     );
-}
-
-/// The migration that keeps an event's subject only where it is not the stream.
-const SUBJECT_APART: &str = "event_subject_only_apart";
-
-/// Two events of one payment's stream as the schema before that migration stored them: the
-/// payment's own (its subject the stream) and a refund's.
-fn subject_events_sql(occurred_at: &str) -> String {
-    format!(
-        "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
-         invoice_id, subject_id, actor, data, occurred_at) VALUES \
-         (1, 'ten_a', 'pay_a', 1, 'evt_1', 'payment.attempted', 'inv_a', 'pay_a', 'test', '{{}}', \
-         {occurred_at}), \
-         (2, 'ten_a', 'pay_a', 2, 'evt_2', 'refund.created', 'inv_a', 're_a', 'test', '{{}}', \
-         {occurred_at})"
-    )
-}
-
-#[derive(QueryableByName, Debug, PartialEq)]
-struct Subject {
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    subject_id: Option<String>,
-}
-
-fn subjects<C: OldDatabase>(conn: &mut C) -> Vec<Option<String>>
-where
-    Subject: QueryableByName<C::Db>,
-{
-    conn.rows::<Subject>("SELECT subject_id FROM events ORDER BY seq")
-        .into_iter()
-        .map(|s| s.subject_id)
-        .collect()
-}
-
-fn event_subject_apart<C: OldDatabase>(conn: &mut C)
-where
-    EmbeddedMigrations: MigrationSource<C::Db>,
-    Subject: QueryableByName<C::Db>,
-{
-    there_and_back(
-        conn,
-        SUBJECT_APART,
-        &subject_events_sql(C::NOW),
-        |c| assert_eq!(subjects(c), [None, Some("re_a".to_owned())]),
-        |c| {
-            assert_eq!(
-                subjects(c),
-                [Some("pay_a".to_owned()), Some("re_a".to_owned())]
-            )
-        },
-    );
-}
-
-#[test]
-fn sqlite_event_subject_is_kept_only_apart_from_the_stream() {
-    on_sqlite(event_subject_apart);
-}
-
-#[tokio::test]
-async fn postgres_event_subject_is_kept_only_apart_from_the_stream() {
-    on_postgres(event_subject_apart).await;
 }
 
 #[test]

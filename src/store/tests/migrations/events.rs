@@ -1,0 +1,144 @@
+//! The audit log's migrations: events renumbered per tenant in their old order when
+//! `sequence` became per tenant, and an event's subject kept only where it is not its stream.
+
+use diesel::migration::MigrationSource;
+use diesel::QueryableByName;
+use diesel_migrations::EmbeddedMigrations;
+
+use super::{migrate, on_postgres, on_sqlite, there_and_back, OldDatabase};
+
+/// The migration that numbers events per tenant.
+const PER_TENANT: &str = "sequence_per_tenant";
+
+/// Events of two tenants interleaved, as the platform-wide counter numbered them.
+const EVENTS: [(i64, &str); 5] = [(7, "a"), (9, "b"), (10, "a"), (12, "b"), (20, "a")];
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Numbered {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    tenant_id: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+}
+
+fn insert_sql(occurred_at: &str) -> String {
+    EVENTS
+        .iter()
+        .map(|(seq, tenant)| {
+            format!(
+                "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+                 subject_id, actor, data, occurred_at) VALUES ({seq}, 'ten_{tenant}', \
+                 'inv_{tenant}{seq}', 1, 'evt_{seq}', 'invoice.created', 'inv_{tenant}{seq}', \
+                 'test', '{{}}', {occurred_at});"
+            )
+        })
+        .collect()
+}
+
+fn check(numbered: Vec<Numbered>, counters: Vec<Numbered>) {
+    let expected = |tenant: &str, ids: &[i64]| -> Vec<(String, i64, String)> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| (format!("ten_{tenant}"), i as i64 + 1, format!("evt_{id}")))
+            .collect()
+    };
+    let mut want = expected("a", &[7, 10, 20]);
+    want.extend(expected("b", &[9, 12]));
+    let got: Vec<_> = numbered
+        .into_iter()
+        .map(|n| (n.tenant_id, n.seq, n.event_id))
+        .collect();
+    assert_eq!(got, want);
+    let counters: Vec<_> = counters.into_iter().map(|c| (c.tenant_id, c.seq)).collect();
+    assert_eq!(counters, [("ten_a".to_owned(), 3), ("ten_b".to_owned(), 2)]);
+}
+
+const NUMBERED: &str = "SELECT tenant_id, seq, event_id FROM events ORDER BY tenant_id, seq";
+const COUNTERS: &str =
+    "SELECT tenant_id, last_seq AS seq, '' AS event_id FROM event_counters ORDER BY tenant_id";
+
+fn renumbered<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    Numbered: QueryableByName<C::Db>,
+{
+    migrate(conn, C::migrations(), PER_TENANT, true);
+    conn.batch_execute(&insert_sql(C::NOW)).unwrap();
+    migrate(conn, C::migrations(), PER_TENANT, false);
+    let numbered = conn.rows(NUMBERED);
+    let counters = conn.rows(COUNTERS);
+    check(numbered, counters);
+}
+
+#[test]
+fn sqlite_events_are_renumbered_per_tenant() {
+    on_sqlite(renumbered);
+}
+
+#[tokio::test]
+async fn postgres_events_are_renumbered_per_tenant() {
+    on_postgres(renumbered).await;
+}
+
+/// The migration that keeps an event's subject only where it is not the stream.
+const SUBJECT_APART: &str = "event_subject_only_apart";
+
+/// Two events of one payment's stream as the schema before that migration stored them: the
+/// payment's own (its subject the stream) and a refund's.
+fn subject_events_sql(occurred_at: &str) -> String {
+    format!(
+        "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+         invoice_id, subject_id, actor, data, occurred_at) VALUES \
+         (1, 'ten_a', 'pay_a', 1, 'evt_1', 'payment.attempted', 'inv_a', 'pay_a', 'test', '{{}}', \
+         {occurred_at}), \
+         (2, 'ten_a', 'pay_a', 2, 'evt_2', 'refund.created', 'inv_a', 're_a', 'test', '{{}}', \
+         {occurred_at})"
+    )
+}
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct Subject {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    subject_id: Option<String>,
+}
+
+fn subjects<C: OldDatabase>(conn: &mut C) -> Vec<Option<String>>
+where
+    Subject: QueryableByName<C::Db>,
+{
+    conn.rows::<Subject>("SELECT subject_id FROM events ORDER BY seq")
+        .into_iter()
+        .map(|s| s.subject_id)
+        .collect()
+}
+
+fn event_subject_apart<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    Subject: QueryableByName<C::Db>,
+{
+    there_and_back(
+        conn,
+        SUBJECT_APART,
+        &subject_events_sql(C::NOW),
+        |c| assert_eq!(subjects(c), [None, Some("re_a".to_owned())]),
+        |c| {
+            assert_eq!(
+                subjects(c),
+                [Some("pay_a".to_owned()), Some("re_a".to_owned())]
+            )
+        },
+    );
+}
+
+#[test]
+fn sqlite_event_subject_is_kept_only_apart_from_the_stream() {
+    on_sqlite(event_subject_apart);
+}
+
+#[tokio::test]
+async fn postgres_event_subject_is_kept_only_apart_from_the_stream() {
+    on_postgres(event_subject_apart).await;
+}
