@@ -358,6 +358,28 @@ fn check_moved<T: Projection + serde::Serialize>(
     assert_eq!(T::read(&rows[0]), *original);
 }
 
+/// `original`, stored as `old_row` writes it, has its `key` moved from `data` to `details` by
+/// the migration named `migration` and back on the way down, read by `select`.
+fn moved_to_details<C: OldDatabase, T: Projection + serde::Serialize>(
+    conn: &mut C,
+    migration: &str,
+    original: &T,
+    key: &str,
+    old_row: &str,
+    select: &str,
+) where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    there_and_back(
+        conn,
+        migration,
+        old_row,
+        |c| check_moved(c.rows(select), original, key, true),
+        |c| check_moved(c.rows(select), original, key, false),
+    );
+}
+
 fn payment_token_in_details<C: OldDatabase>(conn: &mut C)
 where
     EmbeddedMigrations: MigrationSource<C::Db>,
@@ -367,26 +389,13 @@ where
     let (details, data) =
         crate::store::split_json::split(&original, &SPLIT_PAYMENT_DETAILS, &PAYMENT_COLUMN_KEYS)
             .unwrap();
-    there_and_back(
+    moved_to_details(
         conn,
         TOKEN_IN_DETAILS,
+        &original,
+        "sourceToken",
         &old_payment_sql(&original, C::NOW, &[("details", details), ("data", data)]),
-        |c| {
-            check_moved(
-                c.rows(&select_split(C::DIALECT)),
-                &original,
-                "sourceToken",
-                true,
-            )
-        },
-        |c| {
-            check_moved(
-                c.rows(&select_split(C::DIALECT)),
-                &original,
-                "sourceToken",
-                false,
-            )
-        },
+        &select_split(C::DIALECT),
     );
 }
 
@@ -446,13 +455,13 @@ where
     let (details, data) =
         crate::store::split_json::split(&original, &SPLIT_INVOICE_DETAILS, &INVOICE_COLUMN_KEYS)
             .unwrap();
-    let select = select_invoice_split(C::DIALECT);
-    there_and_back(
+    moved_to_details(
         conn,
         FINALIZED_IN_DETAILS,
+        &original,
+        "finalizedAt",
         &split_invoice_sql(&original, C::NOW, &details, &data),
-        |c| check_moved(c.rows(&select), &original, "finalizedAt", true),
-        |c| check_moved(c.rows(&select), &original, "finalizedAt", false),
+        &select_invoice_split(C::DIALECT),
     );
 }
 
