@@ -16,6 +16,8 @@ pub struct EngineMetrics {
     pub active_supervisors: AtomicI64,
     pub passivations: AtomicU64,
     pub actor_restarts: AtomicU64,
+    /// Invoice actors lent to payment actors, which then settle with them directly.
+    pub invoice_leases: AtomicU64,
     pub overloaded: AtomicU64,
     pub commands_in_flight: AtomicI64,
     pub gateway_calls: AtomicU64,

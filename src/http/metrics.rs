@@ -163,6 +163,11 @@ impl HttpMetrics {
                 &engine.actor_restarts,
             ),
             (
+                "payrail_invoice_leases_total",
+                "Invoice actors lent to payment actors",
+                &engine.invoice_leases,
+            ),
+            (
                 "payrail_overloaded_total",
                 "Commands refused as overloaded",
                 &engine.overloaded,

@@ -1,6 +1,7 @@
 //! The tenant supervisor owns one tenant's entity actors: it starts them on demand, passivates
 //! idle ones (timeout, plus an LRU cap), notices dead ones and lets the next message restart them
-//! from storage, assigns gap-free invoice numbers and tracks idempotency keys in flight.
+//! from storage, lends invoice actors to payment actors, assigns gap-free invoice numbers and
+//! tracks idempotency keys in flight.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,8 +18,10 @@ use super::{done, Deps, Fence, Pending};
 use crate::domain::{Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
 use crate::error::EngineError;
 
+mod lease;
 mod routing;
 
+pub use lease::{InvoiceLease, LeaseInvoice};
 pub use routing::{ToInvoice, ToNewPayment, ToPayment, ToPayments};
 
 /// Create an invoice with the tenant's next number.
@@ -53,6 +56,8 @@ enum EntityKey {
 struct Entry<A: Actor> {
     addr: Addr<A>,
     last_used: Instant,
+    /// Messages forwarded to the actor and not yet answered, plus leases held on it: while
+    /// any, the actor is never passivated.
     in_flight: usize,
 }
 

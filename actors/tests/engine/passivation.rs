@@ -72,6 +72,68 @@ async fn active_actor_cap_evicts_least_recently_used() {
     }
 }
 
+/// A payment asks the supervisor for its invoice's actor once and settles with it directly;
+/// the invoice stays live while a payment holds it and passivates once its payments have.
+#[actix_rt::test]
+async fn payments_lease_their_invoice_and_give_it_back() {
+    let mut cfg = config();
+    // Long enough that both actors are still live when first counted, however busy the machine.
+    cfg.passivation_idle = Duration::from_millis(500);
+    cfg.passivation_check_interval = Duration::from_millis(10);
+    let h = harness(cfg);
+    let metrics = h.engine.metrics();
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, Some(400)).await;
+    assert_eq!(metrics.invoice_leases.load(SeqCst), 1);
+    let summary = h
+        .engine
+        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_lease", payment.id)])
+        .await
+        .unwrap();
+    assert_eq!(summary.applied, 1);
+    assert_eq!(
+        metrics.invoice_leases.load(SeqCst),
+        1,
+        "the settlement went through the supervisor again"
+    );
+    eventually("a leased invoice was never given back", || {
+        metrics.active_entities() == 0
+    })
+    .await;
+    let after = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
+    assert_eq!((after.amount_paid, after.amount_pending), (400, 0));
+    h.check_log();
+}
+
+/// Past the per-tenant cap, payments are evicted but their invoice is not while any live
+/// payment holds it: every settlement lands on the one live copy of the invoice.
+#[actix_rt::test]
+async fn a_leased_invoice_outlives_the_cap_and_settles_every_payment() {
+    let mut cfg = config();
+    cfg.max_active_entities_per_tenant = 4;
+    let h = harness(cfg);
+    let invoice = h.open_invoice(1_200).await;
+    let mut payments = Vec::new();
+    for _ in 0..12 {
+        payments.push(h.pay(invoice.id, Some(100)).await);
+    }
+    assert!(h.engine.active_entities(h.tenant).await.unwrap() <= 4);
+    let events = payments
+        .iter()
+        .enumerate()
+        .map(|(i, p)| crate::success(&format!("evt_gw_cap_{i}"), p.id))
+        .collect();
+    let summary = h
+        .engine
+        .apply_gateway_events(h.tenant, events)
+        .await
+        .unwrap();
+    assert_eq!(summary.applied, 12);
+    let after = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
+    assert_eq!((after.amount_paid, after.amount_pending), (1_200, 0));
+    h.check_log();
+}
+
 /// Waits (bounded) until `done` holds.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..500 {

@@ -1,6 +1,7 @@
 //! The payment actor owns one payment (and its refunds) and is the only writer of its stream.
-//! It applies gateway outcomes forward-only and at most once, and calls its invoice — through
-//! the supervisor, never the other way round — whenever money on the invoice moves.
+//! It applies gateway outcomes forward-only and at most once, and calls its invoice — directly,
+//! through a lease on the invoice's actor from the supervisor, never the other way round —
+//! whenever money on the invoice moves.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,19 +11,20 @@ use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt};
 
 use super::gateway_calls::{self, GatewayTask};
+use super::invoice::InvoiceActor;
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, CreateRefund, GetPayment, Queued, Rendered,
     ReservePayment, SettlePayment, WebhookDisposition,
 };
-use super::supervisor::{TenantSupervisor, ToInvoice};
+use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor};
 use super::{
     done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
     reply, settled, when_durable, Deps, Durable, EventBuilder, Pending, Pipeline, Pipelined,
     GATEWAY_ACTOR,
 };
 use crate::domain::{
-    Disposition, EventData, GatewayOutcome, Payment, PaymentId, PaymentSource, PaymentStatus,
-    Refund, RefundId, StreamId, TenantId,
+    Disposition, EventData, GatewayOutcome, InvoiceId, Payment, PaymentId, PaymentSource,
+    PaymentStatus, Refund, RefundId, StreamId, TenantId,
 };
 use crate::error::EngineError;
 use crate::ports::{
@@ -39,6 +41,8 @@ pub struct PaymentActor {
     id: PaymentId,
     deps: Deps,
     supervisor: Addr<TenantSupervisor>,
+    /// The invoice's actor, once asked for: settlements go to it without the supervisor.
+    invoice: Option<InvoiceLease>,
     /// Every queued unit applied, durable or not yet.
     state: Option<Payment>,
     /// Gateway event ids already handled (applied or ignored): each is handled once.
@@ -84,6 +88,7 @@ impl PaymentActor {
             id,
             deps,
             supervisor,
+            invoice: None,
             state: None,
             seen: HashSet::new(),
             fresh,
@@ -133,25 +138,24 @@ impl PaymentActor {
         };
         let seen = change.gateway_event_id;
         if moves_invoice_money {
-            let settle = ToInvoice {
-                id: state.invoice_id,
-                msg: SettlePayment {
-                    payer: self.pipeline.fence.clone(),
-                    payment: append,
-                    snapshot: next.clone(),
-                },
+            let settle = SettlePayment {
+                payer: self.pipeline.fence.clone(),
+                payment: append,
+                snapshot: next.clone(),
             };
-            let supervisor = self.supervisor.clone();
-            let hop = async move { supervisor.send(settle).await? };
-            return Box::pin(hop.into_actor(self).map(move |result, act, _| {
-                let durable = result.inspect_err(|err| {
-                    // The invoice may have queued the unit before its answer was lost.
-                    if matches!(err, EngineError::Unavailable(_)) {
-                        act.pipeline.fence.trip();
-                    }
-                })?;
-                Ok(act.queued(next, seen, durable))
-            }));
+            let invoice = state.invoice_id;
+            return Box::pin(
+                self.send_to_invoice(invoice, settle)
+                    .map(move |result, act, _| {
+                        let durable = result.inspect_err(|err| {
+                            // The invoice may have queued the unit before its answer was lost.
+                            if matches!(err, EngineError::Unavailable(_)) {
+                                act.pipeline.fence.trip();
+                            }
+                        })?;
+                        Ok(act.queued(next, seen, durable))
+                    }),
+            );
         }
         let mut unit = Unit::new(self.tenant);
         if let Some(caller) = &change.caller {
@@ -170,6 +174,43 @@ impl PaymentActor {
             .submit(unit, vec![self.pipeline.fence.clone()])
             .map(|durable| self.queued(next, seen, durable));
         done(queued)
+    }
+
+    /// Sends `msg` to the invoice's actor directly, through the lease this actor holds, or one
+    /// asked of the supervisor first. A send that finds the invoice's actor gone gives the
+    /// lease back: the next asks for the invoice's new incarnation.
+    fn send_to_invoice<M, T>(&mut self, invoice: InvoiceId, msg: M) -> Step<T>
+    where
+        M: Message<Result = Result<T, EngineError>> + Send + 'static,
+        T: Send + 'static,
+        InvoiceActor: Handler<M>,
+    {
+        let leased = self.invoice.as_ref().and_then(InvoiceLease::addr).cloned();
+        let supervisor = self.supervisor.clone();
+        let sent = async move {
+            let (addr, lease) = match leased {
+                Some(addr) => (addr, None),
+                None => {
+                    let lease = supervisor.send(LeaseInvoice(invoice)).await?;
+                    let addr = lease
+                        .addr()
+                        .cloned()
+                        .ok_or_else(|| EngineError::Unavailable("invoice actor stopped".into()))?;
+                    (addr, Some(lease))
+                }
+            };
+            Ok::<_, EngineError>((addr.send(msg).await, lease))
+        };
+        Box::pin(sent.into_actor(self).map(|sent, act, _| {
+            let (answer, lease) = sent?;
+            if lease.is_some() {
+                act.invoice = lease;
+            }
+            answer.map_err(|closed| {
+                act.invoice = None;
+                EngineError::from(closed)
+            })?
+        }))
     }
 
     /// Memory moves on to `next`, a unit of it now queued.
@@ -359,24 +400,19 @@ impl Handler<AttemptPayment> for PaymentActor {
                 crate::domain::DomainError::invalid_state("payment already exists"),
             )));
         }
-        let reserve = ToInvoice {
-            id: msg.invoice_id,
-            msg: ReservePayment {
-                payment_id: self.id,
-                payer: self.pipeline.fence.clone(),
-                amount: msg.amount,
-                card: msg.card,
-                token: match &msg.source {
-                    PaymentSource::Token(token) => Some(token.clone()),
-                    PaymentSource::Card { .. } => None,
-                },
-                caller: msg.caller,
+        let reserve = ReservePayment {
+            payment_id: self.id,
+            payer: self.pipeline.fence.clone(),
+            amount: msg.amount,
+            card: msg.card,
+            token: match &msg.source {
+                PaymentSource::Token(token) => Some(token.clone()),
+                PaymentSource::Card { .. } => None,
             },
+            caller: msg.caller,
         };
-        let supervisor = self.supervisor.clone();
         let source = msg.source;
-        let fut = async move { supervisor.send(reserve).await? };
-        AtomicResponse::new(Box::pin(fut.into_actor(self).map(
+        AtomicResponse::new(Box::pin(self.send_to_invoice(msg.invoice_id, reserve).map(
             move |result, act, ctx| match result {
                 Ok(Queued {
                     value: payment,
