@@ -1,5 +1,6 @@
 //! The audit log's migrations: events renumbered per tenant in their old order when
-//! `sequence` became per tenant, and an event's subject kept only where it is not its stream.
+//! `sequence` became per tenant, an event's subject kept only where it is not its stream, and
+//! room left on the invoice index, which gains entries in the middle.
 
 use diesel::migration::MigrationSource;
 use diesel::QueryableByName;
@@ -141,4 +142,49 @@ fn sqlite_event_subject_is_kept_only_apart_from_the_stream() {
 #[tokio::test]
 async fn postgres_event_subject_is_kept_only_apart_from_the_stream() {
     on_postgres(event_subject_apart).await;
+}
+
+/// The migration that leaves room on the invoice index of events, filled in the middle.
+const INDEX_ROOM: &str = "invoice_event_index_room";
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct IndexOptions {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    relname: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    options: Option<String>,
+}
+
+fn event_index_options(conn: &mut diesel::PgConnection) -> Vec<(String, Option<String>)> {
+    conn.rows::<IndexOptions>(
+        "SELECT relname::text, array_to_string(reloptions, ',') AS options FROM pg_class \
+         WHERE relname IN ('events_invoice', 'events_tenant_id_stream_id_version_key', \
+         'events_pkey') ORDER BY relname",
+    )
+    .into_iter()
+    .map(|i| (i.relname, i.options))
+    .collect()
+}
+
+#[tokio::test]
+async fn postgres_the_invoice_index_of_events_keeps_room() {
+    on_postgres(|conn| {
+        let with = |room: Option<&str>| {
+            vec![
+                ("events_invoice".to_owned(), room.map(str::to_owned)),
+                ("events_pkey".to_owned(), None),
+                ("events_tenant_id_stream_id_version_key".to_owned(), None),
+            ]
+        };
+        there_and_back(
+            conn,
+            INDEX_ROOM,
+            "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+             invoice_id, actor, data, occurred_at) VALUES (1, 'ten_a', 'inv_a', 1, 'evt_1', \
+             'invoice.created', 'inv_a', 'test', '{}', now())",
+            |c| assert_eq!(event_index_options(c), with(Some("fillfactor=70"))),
+            |c| assert_eq!(event_index_options(c), with(None)),
+        );
+    })
+    .await;
 }

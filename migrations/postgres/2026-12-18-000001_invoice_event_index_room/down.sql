@@ -1,0 +1,1 @@
+ALTER INDEX events_invoice RESET (fillfactor);
