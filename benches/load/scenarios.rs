@@ -65,13 +65,27 @@ async fn post_json(
         request = request.header("Idempotency-Key", key);
     }
     let mut last = String::new();
-    // Seeding must not fail on a transient 503 (bounded queues): retry a few times.
+    // Seeding must not fail on a transient 503 (bounded queues), nor on a pooled keep-alive
+    // connection the server closed just as it was reused ("connection closed before message
+    // completed"): retry a few times, and say so. A payment carries its idempotency key, so a
+    // retry never makes a second one; a retried tenant or invoice may leave an unused one.
     for _ in 0..20 {
-        let response = request
+        let sent = request
             .try_clone()
             .context("cloning a request")?
             .send()
-            .await?;
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(err) if err.is_request() || err.is_connect() => {
+                let err = anyhow::Error::from(err);
+                eprintln!("load: seeding: {url}: {err:#}; retrying");
+                last = format!("{err:#}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         let status = response.status();
         let value: Value = response.json().await.unwrap_or(Value::Null);
         if status.is_success() {
