@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
-use payrail_actors::domain::{Invoice, TenantId};
+use payrail_actors::domain::{Invoice, StreamId, TenantId};
 use payrail_actors::engine::{Context, Outcome};
 
 use crate::support::{config, harness, invoice_input};
@@ -103,6 +103,40 @@ async fn payments_lease_their_invoice_and_give_it_back() {
     let after = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
     assert_eq!((after.amount_paid, after.amount_pending), (400, 0));
     h.check_log();
+}
+
+/// A lease given back for an invoice actor that died counts for nothing: the invoice's next
+/// incarnation, leased by the same payment, is not passivated while the payment holds it.
+#[actix_rt::test]
+async fn a_lease_on_a_dead_incarnation_does_not_free_the_next() {
+    let mut cfg = config();
+    cfg.passivation_idle = Duration::from_millis(500);
+    cfg.passivation_check_interval = Duration::from_millis(10);
+    let h = harness(cfg);
+    let metrics = h.engine.metrics();
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, Some(400)).await;
+    h.engine
+        .inject_panic(h.tenant, StreamId::Invoice(invoice.id))
+        .await;
+    let summary = h
+        .engine
+        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_next", payment.id)])
+        .await
+        .unwrap();
+    assert_eq!(summary.applied, 1);
+    assert_eq!(metrics.invoice_leases.load(SeqCst), 2);
+    // The payment stays in use past the idle timeout; its invoice gets no message of its own.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
+    while tokio::time::Instant::now() < until {
+        h.engine.payment(h.tenant, payment.id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        metrics.active_invoice_actors.load(SeqCst),
+        1,
+        "the leased invoice was passivated"
+    );
 }
 
 /// Past the per-tenant cap, payments are evicted but their invoice is not while any live
