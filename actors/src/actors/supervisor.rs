@@ -53,12 +53,41 @@ enum EntityKey {
     Payment(PaymentId),
 }
 
+/// A message forwarded or a lease given, booked against the incarnation of the actor it went
+/// to: an answer from (or a lease on) an actor that has since been replaced counts for nothing,
+/// so it cannot make the replacement look idle.
+#[derive(Clone, Copy)]
+struct Booking {
+    key: EntityKey,
+    incarnation: u64,
+}
+
 struct Entry<A: Actor> {
     addr: Addr<A>,
     last_used: Instant,
     /// Messages forwarded to the actor and not yet answered, plus leases held on it: while
     /// any, the actor is never passivated.
     in_flight: usize,
+    /// Which of the entity's actors this is, one number per start.
+    incarnation: u64,
+}
+
+impl<A: Actor> Entry<A> {
+    fn new(addr: Addr<A>, incarnation: u64) -> Self {
+        Self {
+            addr,
+            last_used: Instant::now(),
+            in_flight: 1,
+            incarnation,
+        }
+    }
+
+    fn booking(&self, key: EntityKey) -> Booking {
+        Booking {
+            key,
+            incarnation: self.incarnation,
+        }
+    }
 }
 
 pub struct TenantSupervisor {
@@ -68,6 +97,8 @@ pub struct TenantSupervisor {
     payments: HashMap<PaymentId, Entry<PaymentActor>>,
     in_flight_keys: HashSet<String>,
     numbering: Numbering,
+    /// The number the next actor started gets (`Entry::incarnation`).
+    next_incarnation: u64,
     /// Since when the supervisor has held no live actor and nothing in flight, as the periodic
     /// check saw it.
     idle_since: Option<Instant>,
@@ -114,6 +145,7 @@ impl TenantSupervisor {
             payments: HashMap::new(),
             in_flight_keys: HashSet::new(),
             numbering: Numbering::default(),
+            next_incarnation: 0,
             idle_since: None,
             idle,
         }
@@ -134,12 +166,14 @@ impl TenantSupervisor {
         self.idle.store(idle, Ordering::SeqCst);
     }
 
-    fn invoice(&mut self, id: InvoiceId, fresh: bool) -> Addr<InvoiceActor> {
+    /// The invoice's actor, started if needed, with one more message booked on it.
+    fn invoice(&mut self, id: InvoiceId, fresh: bool) -> (Addr<InvoiceActor>, Booking) {
+        let key = EntityKey::Invoice(id);
         if let Some(entry) = self.invoices.get_mut(&id) {
             if entry.addr.connected() {
                 entry.in_flight += 1;
                 entry.last_used = Instant::now();
-                return entry.addr.clone();
+                return (entry.addr.clone(), entry.booking(key));
             }
             self.deps
                 .metrics
@@ -148,29 +182,26 @@ impl TenantSupervisor {
         }
         let (tenant, deps) = (self.tenant, self.deps.clone());
         let addr = InvoiceActor::new(tenant, id, deps, fresh).start();
-        self.invoices.insert(
-            id,
-            Entry {
-                addr: addr.clone(),
-                last_used: Instant::now(),
-                in_flight: 1,
-            },
-        );
+        let entry = Entry::new(addr.clone(), self.incarnation());
+        let booking = entry.booking(key);
+        self.invoices.insert(id, entry);
         self.enforce_cap();
-        addr
+        (addr, booking)
     }
 
+    /// The payment's actor, started if needed, with one more message booked on it.
     fn payment(
         &mut self,
         id: PaymentId,
         fresh: bool,
         ctx: &mut Context<Self>,
-    ) -> Addr<PaymentActor> {
+    ) -> (Addr<PaymentActor>, Booking) {
+        let key = EntityKey::Payment(id);
         if let Some(entry) = self.payments.get_mut(&id) {
             if entry.addr.connected() {
                 entry.in_flight += 1;
                 entry.last_used = Instant::now();
-                return entry.addr.clone();
+                return (entry.addr.clone(), entry.booking(key));
             }
             self.deps
                 .metrics
@@ -179,37 +210,39 @@ impl TenantSupervisor {
         }
         let (tenant, deps, me) = (self.tenant, self.deps.clone(), ctx.address());
         let addr = PaymentActor::new(tenant, id, deps, me, fresh).start();
-        self.payments.insert(
-            id,
-            Entry {
-                addr: addr.clone(),
-                last_used: Instant::now(),
-                in_flight: 1,
-            },
-        );
+        let entry = Entry::new(addr.clone(), self.incarnation());
+        let booking = entry.booking(key);
+        self.payments.insert(id, entry);
         self.enforce_cap();
-        addr
+        (addr, booking)
     }
 
-    fn finished(&mut self, key: EntityKey) {
-        fn settle<A: Actor>(entry: Option<&mut Entry<A>>) -> bool {
+    fn incarnation(&mut self) -> u64 {
+        self.next_incarnation += 1;
+        self.next_incarnation
+    }
+
+    /// A booked message was answered (or a lease given back).
+    fn finished(&mut self, booking: Booking) {
+        fn settle<A: Actor>(entry: Option<&mut Entry<A>>, incarnation: u64) -> bool {
             match entry {
-                Some(entry) => {
+                Some(entry) if entry.incarnation == incarnation => {
                     entry.in_flight = entry.in_flight.saturating_sub(1);
                     entry.last_used = Instant::now();
                     !entry.addr.connected() && entry.in_flight == 0
                 }
-                None => false,
+                _ => false,
             }
         }
-        match key {
+        let incarnation = booking.incarnation;
+        match booking.key {
             EntityKey::Invoice(id) => {
-                if settle(self.invoices.get_mut(&id)) {
+                if settle(self.invoices.get_mut(&id), incarnation) {
                     self.invoices.remove(&id);
                 }
             }
             EntityKey::Payment(id) => {
-                if settle(self.payments.get_mut(&id)) {
+                if settle(self.payments.get_mut(&id), incarnation) {
                     self.payments.remove(&id);
                 }
             }
@@ -375,7 +408,7 @@ impl Handler<NewInvoice> for TenantSupervisor {
     /// Atomic, but never across a commit: only across reading the last number (rarely) and
     /// the fresh invoice actor's answer that it queued (or refused) the creation.
     fn handle(&mut self, msg: NewInvoice, _: &mut Self::Context) -> Self::Result {
-        let addr = self.invoice(msg.id, true);
+        let (addr, booking) = self.invoice(msg.id, true);
         let known = self.numbering.known();
         let (store, tenant) = (Arc::clone(&self.deps.store), self.tenant);
         // After a failed creation, read the last number only once every creation queued before
@@ -396,7 +429,6 @@ impl Handler<NewInvoice> for TenantSupervisor {
                 }
             }
         };
-        let key = EntityKey::Invoice(msg.id);
         AtomicResponse::new(Box::pin(last.into_actor(self).then(
             move |last: Result<(u64, bool), EngineError>, act, _| {
                 let (last, reloaded) = match last {
@@ -419,7 +451,7 @@ impl Handler<NewInvoice> for TenantSupervisor {
                 };
                 let queued = async move { addr.send(create).await };
                 Box::pin(queued.into_actor(act).map(move |result, act, _| {
-                    act.finished(key);
+                    act.finished(booking);
                     match result {
                         Ok(Ok(pending)) => {
                             act.numbering.last = Some(number);

@@ -5,14 +5,14 @@
 //! invoice actor that a payment may still address; dropping the lease gives it back. An invoice
 //! actor that stopped anyway (a panic, a failed load) shows as a disconnected address: its
 //! payments then drop their lease and ask again, and the supervisor starts a new incarnation
-//! from storage. A lease given back for an incarnation the supervisor no longer holds counts for
-//! nothing, so it cannot make the new one look idle.
+//! from storage. A lease is booked like a forwarded message, against the incarnation it was
+//! given on (`Booking`): given back after that actor was replaced, it counts for nothing.
 
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
-use super::{EntityKey, TenantSupervisor};
+use super::{Booking, TenantSupervisor};
 use crate::actors::invoice::InvoiceActor;
 use crate::domain::InvoiceId;
 
@@ -24,8 +24,8 @@ pub struct LeaseInvoice(pub InvoiceId);
 /// An invoice actor's address, held by a payment actor. Giving it back (dropping it) lets the
 /// supervisor passivate the invoice once nothing else holds it.
 pub struct InvoiceLease {
-    id: InvoiceId,
     addr: Addr<InvoiceActor>,
+    booking: Booking,
     supervisor: Addr<TenantSupervisor>,
 }
 
@@ -40,32 +40,26 @@ impl InvoiceLease {
 impl Drop for InvoiceLease {
     fn drop(&mut self) {
         // Not on a money path: a lease lost with a stopped supervisor has nothing to give back.
-        self.supervisor.do_send(ReturnLease {
-            id: self.id,
-            addr: self.addr.clone(),
-        });
+        self.supervisor.do_send(ReturnLease(self.booking));
     }
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
-struct ReturnLease {
-    id: InvoiceId,
-    addr: Addr<InvoiceActor>,
-}
+struct ReturnLease(Booking);
 
 impl Handler<LeaseInvoice> for TenantSupervisor {
     type Result = MessageResult<LeaseInvoice>;
 
     fn handle(&mut self, LeaseInvoice(id): LeaseInvoice, ctx: &mut Self::Context) -> Self::Result {
-        let addr = self.invoice(id, false);
+        let (addr, booking) = self.invoice(id, false);
         self.deps
             .metrics
             .invoice_leases
             .fetch_add(1, Ordering::Relaxed);
         MessageResult(InvoiceLease {
-            id,
             addr,
+            booking,
             supervisor: ctx.address(),
         })
     }
@@ -74,10 +68,7 @@ impl Handler<LeaseInvoice> for TenantSupervisor {
 impl Handler<ReturnLease> for TenantSupervisor {
     type Result = ();
 
-    fn handle(&mut self, lease: ReturnLease, _: &mut Self::Context) {
-        let current = self.invoices.get(&lease.id).map(|e| &e.addr);
-        if current == Some(&lease.addr) {
-            self.finished(EntityKey::Invoice(lease.id));
-        }
+    fn handle(&mut self, ReturnLease(booking): ReturnLease, _: &mut Self::Context) {
+        self.finished(booking);
     }
 }

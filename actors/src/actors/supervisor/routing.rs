@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
-use super::{EntityKey, TenantSupervisor};
+use super::{Booking, TenantSupervisor};
 use crate::actors::invoice::InvoiceActor;
 use crate::actors::payment::PaymentActor;
 use crate::domain::{InvoiceId, PaymentId};
@@ -67,7 +67,7 @@ envelope!(
 impl TenantSupervisor {
     fn forward<A, M, T>(
         &mut self,
-        key: EntityKey,
+        booking: Booking,
         addr: Addr<A>,
         msg: M,
     ) -> ResponseActFuture<Self, Result<T, EngineError>>
@@ -80,17 +80,17 @@ impl TenantSupervisor {
         let fut = async move { addr.send(msg).await };
         Box::pin(
             fut.into_actor(self)
-                .map(move |result, act, _| act.delivered(key, result)),
+                .map(move |result, act, _| act.delivered(booking, result)),
         )
     }
 
-    /// Books the answer of a message forwarded to `key`'s actor.
+    /// Books the answer of a message forwarded on `booking`.
     fn delivered<T>(
         &mut self,
-        key: EntityKey,
+        booking: Booking,
         result: Result<Result<T, EngineError>, MailboxError>,
     ) -> Result<T, EngineError> {
-        self.finished(key);
+        self.finished(booking);
         if let Err(MailboxError::Closed) = result {
             // The actor died (panic) or stopped mid-request; the next message restarts it.
             self.deps
@@ -111,8 +111,8 @@ where
     type Result = ResponseActFuture<Self, Result<T, EngineError>>;
 
     fn handle(&mut self, msg: ToInvoice<M>, _: &mut Self::Context) -> Self::Result {
-        let addr = self.invoice(msg.id, false);
-        self.forward(EntityKey::Invoice(msg.id), addr, msg.msg)
+        let (addr, booking) = self.invoice(msg.id, false);
+        self.forward(booking, addr, msg.msg)
     }
 }
 
@@ -126,8 +126,8 @@ where
 
     fn handle(&mut self, msg: ToPayment<M>, ctx: &mut Self::Context) -> Self::Result {
         let fresh = false;
-        let addr = self.payment(msg.id, fresh, ctx);
-        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+        let (addr, booking) = self.payment(msg.id, fresh, ctx);
+        self.forward(booking, addr, msg.msg)
     }
 }
 
@@ -153,7 +153,8 @@ where
                 Some(&run) => later[run].push((at, msg)),
                 None => {
                     index.insert(id, runs.len());
-                    runs.push((id, at, self.payment(id, false, ctx).send(msg)));
+                    let (addr, booking) = self.payment(id, false, ctx);
+                    runs.push((booking, id, at, addr.send(msg)));
                     later.push(Vec::new());
                 }
             }
@@ -162,7 +163,7 @@ where
         let runs = runs
             .into_iter()
             .zip(later)
-            .map(|((id, first_at, sent), msgs)| {
+            .map(|((booking, id, first_at, sent), msgs)| {
                 let me = me.clone();
                 async move {
                     let first = sent.await;
@@ -174,7 +175,7 @@ where
                         };
                         later.push((at, answer));
                     }
-                    (id, (first_at, first), later)
+                    (booking, (first_at, first), later)
                 }
             });
         Box::pin(
@@ -182,8 +183,8 @@ where
                 .into_actor(self)
                 .map(move |runs, act, _| {
                     let mut answers = Vec::new();
-                    for (id, (first_at, first), later) in runs {
-                        answers.push((first_at, act.delivered(EntityKey::Payment(id), first)));
+                    for (booking, (first_at, first), later) in runs {
+                        answers.push((first_at, act.delivered(booking, first)));
                         answers.extend(later);
                     }
                     answers.sort_by_key(|(at, _)| *at);
@@ -202,7 +203,7 @@ where
     type Result = ResponseActFuture<Self, Result<T, EngineError>>;
 
     fn handle(&mut self, msg: ToNewPayment<M>, ctx: &mut Self::Context) -> Self::Result {
-        let addr = self.payment(msg.id, true, ctx);
-        self.forward(EntityKey::Payment(msg.id), addr, msg.msg)
+        let (addr, booking) = self.payment(msg.id, true, ctx);
+        self.forward(booking, addr, msg.msg)
     }
 }
