@@ -372,35 +372,6 @@ async fn panicked_actors_restart_from_storage() {
     h.check_log();
 }
 
-/// A payment holding a lease on an invoice actor that died asks for its new incarnation.
-#[actix_rt::test]
-async fn a_payment_finds_its_invoice_restarted() {
-    let h = harness(config());
-    let invoice = h.open_invoice(1_000).await;
-    let payment = h.pay(invoice.id, Some(400)).await;
-    h.engine
-        .inject_panic(h.tenant, StreamId::Invoice(invoice.id))
-        .await;
-    let summary = h
-        .engine
-        .apply_gateway_events(h.tenant, vec![success("evt_gw_r", payment.id)])
-        .await
-        .unwrap();
-    assert_eq!(summary.applied, 1);
-    let leases = h
-        .engine
-        .metrics()
-        .invoice_leases
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(
-        leases, 2,
-        "one lease for the attempt, one for the new incarnation"
-    );
-    let after = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
-    assert_eq!((after.amount_paid, after.amount_pending), (400, 0));
-    h.check_log();
-}
-
 #[actix_rt::test]
 async fn full_queues_answer_overloaded() {
     let mut cfg = config();

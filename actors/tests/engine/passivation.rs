@@ -1,21 +1,29 @@
 //! Live actors are bounded: idle entity actors and idle tenant supervisors stop, the least
-//! recently used go first past the per-tenant cap, and every one comes back from storage.
+//! recently used go first past the per-tenant cap, and every one comes back from storage. A
+//! payment's lease on its invoice keeps the invoice live, and is given back when the payment
+//! stops.
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use payrail_actors::domain::{Invoice, StreamId, TenantId};
 use payrail_actors::engine::{Context, Outcome};
+use payrail_actors::EngineConfig;
 
 use crate::support::{config, harness, invoice_input};
 
-#[actix_rt::test]
-async fn idle_actors_are_passivated_and_come_back() {
+/// Actors idle for 500 ms are passivated (checked every 10 ms): long enough that an actor is
+/// still live when a test first counts it, however busy the machine.
+fn passivating() -> EngineConfig {
     let mut cfg = config();
-    // Long enough that the actor is still live when first counted, however busy the machine.
     cfg.passivation_idle = Duration::from_millis(500);
     cfg.passivation_check_interval = Duration::from_millis(10);
-    let h = harness(cfg);
+    cfg
+}
+
+#[actix_rt::test]
+async fn idle_actors_are_passivated_and_come_back() {
+    let h = harness(passivating());
     let invoice = h.open_invoice(1_000).await;
     assert!(h.engine.active_entities(h.tenant).await.unwrap() >= 1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -76,11 +84,7 @@ async fn active_actor_cap_evicts_least_recently_used() {
 /// the invoice stays live while a payment holds it and passivates once its payments have.
 #[actix_rt::test]
 async fn payments_lease_their_invoice_and_give_it_back() {
-    let mut cfg = config();
-    // Long enough that both actors are still live when first counted, however busy the machine.
-    cfg.passivation_idle = Duration::from_millis(500);
-    cfg.passivation_check_interval = Duration::from_millis(10);
-    let h = harness(cfg);
+    let h = harness(passivating());
     let metrics = h.engine.metrics();
     let invoice = h.open_invoice(1_000).await;
     let payment = h.pay(invoice.id, Some(400)).await;
@@ -105,14 +109,12 @@ async fn payments_lease_their_invoice_and_give_it_back() {
     h.check_log();
 }
 
-/// A lease given back for an invoice actor that died counts for nothing: the invoice's next
-/// incarnation, leased by the same payment, is not passivated while the payment holds it.
+/// A payment holding a lease on an invoice actor that died asks for its next incarnation, and
+/// the lease it gives back on the dead one counts for nothing: the next incarnation is not
+/// passivated while the payment holds it.
 #[actix_rt::test]
-async fn a_lease_on_a_dead_incarnation_does_not_free_the_next() {
-    let mut cfg = config();
-    cfg.passivation_idle = Duration::from_millis(500);
-    cfg.passivation_check_interval = Duration::from_millis(10);
-    let h = harness(cfg);
+async fn a_payment_finds_its_invoice_restarted_and_keeps_it() {
+    let h = harness(passivating());
     let metrics = h.engine.metrics();
     let invoice = h.open_invoice(1_000).await;
     let payment = h.pay(invoice.id, Some(400)).await;
@@ -125,7 +127,13 @@ async fn a_lease_on_a_dead_incarnation_does_not_free_the_next() {
         .await
         .unwrap();
     assert_eq!(summary.applied, 1);
-    assert_eq!(metrics.invoice_leases.load(SeqCst), 2);
+    assert_eq!(
+        metrics.invoice_leases.load(SeqCst),
+        2,
+        "one lease for the attempt, one for the next incarnation"
+    );
+    let after = h.engine.invoice(h.tenant, invoice.id).await.unwrap();
+    assert_eq!((after.amount_paid, after.amount_pending), (400, 0));
     // The payment stays in use past the idle timeout; its invoice gets no message of its own.
     let until = tokio::time::Instant::now() + Duration::from_millis(1_500);
     while tokio::time::Instant::now() < until {
@@ -137,6 +145,7 @@ async fn a_lease_on_a_dead_incarnation_does_not_free_the_next() {
         1,
         "the leased invoice was passivated"
     );
+    h.check_log();
 }
 
 /// Past the per-tenant cap, payments are evicted but their invoice is not while any live
