@@ -77,16 +77,21 @@ impl<A: Actor> Entry<A> {
         Self {
             addr,
             last_used: Instant::now(),
-            in_flight: 1,
+            in_flight: 0,
             incarnation,
         }
     }
 
-    fn booking(&self, key: EntityKey) -> Booking {
-        Booking {
+    /// Books one more message (or lease) on this actor: its address and the booking that
+    /// `finished` takes back.
+    fn book(&mut self, key: EntityKey) -> (Addr<A>, Booking) {
+        self.in_flight += 1;
+        self.last_used = Instant::now();
+        let booking = Booking {
             key,
             incarnation: self.incarnation,
-        }
+        };
+        (self.addr.clone(), booking)
     }
 }
 
@@ -171,9 +176,7 @@ impl TenantSupervisor {
         let key = EntityKey::Invoice(id);
         if let Some(entry) = self.invoices.get_mut(&id) {
             if entry.addr.connected() {
-                entry.in_flight += 1;
-                entry.last_used = Instant::now();
-                return (entry.addr.clone(), entry.booking(key));
+                return entry.book(key);
             }
             self.deps
                 .metrics
@@ -182,11 +185,11 @@ impl TenantSupervisor {
         }
         let (tenant, deps) = (self.tenant, self.deps.clone());
         let addr = InvoiceActor::new(tenant, id, deps, fresh).start();
-        let entry = Entry::new(addr.clone(), self.incarnation());
-        let booking = entry.booking(key);
+        let mut entry = Entry::new(addr, self.incarnation());
+        let booked = entry.book(key);
         self.invoices.insert(id, entry);
         self.enforce_cap();
-        (addr, booking)
+        booked
     }
 
     /// The payment's actor, started if needed, with one more message booked on it.
@@ -199,9 +202,7 @@ impl TenantSupervisor {
         let key = EntityKey::Payment(id);
         if let Some(entry) = self.payments.get_mut(&id) {
             if entry.addr.connected() {
-                entry.in_flight += 1;
-                entry.last_used = Instant::now();
-                return (entry.addr.clone(), entry.booking(key));
+                return entry.book(key);
             }
             self.deps
                 .metrics
@@ -210,11 +211,11 @@ impl TenantSupervisor {
         }
         let (tenant, deps, me) = (self.tenant, self.deps.clone(), ctx.address());
         let addr = PaymentActor::new(tenant, id, deps, me, fresh).start();
-        let entry = Entry::new(addr.clone(), self.incarnation());
-        let booking = entry.booking(key);
+        let mut entry = Entry::new(addr, self.incarnation());
+        let booked = entry.book(key);
         self.payments.insert(id, entry);
         self.enforce_cap();
-        (addr, booking)
+        booked
     }
 
     fn incarnation(&mut self) -> u64 {
