@@ -28,6 +28,11 @@ pub(crate) const PENDING_REFUNDS_PAGE: &str =
     "SELECT tenant_id AS a, payment_id AS b, id AS c FROM refunds \
      WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?";
 
+/// A stream's events after a version (binds: tenant, stream, version), through the
+/// stream/version index.
+pub(crate) const STREAM_EVENTS_AFTER: &str =
+    "e.tenant_id = ? AND e.stream_id = ? AND e.version > ? ORDER BY e.version";
+
 impl Db {
     /// The projection row's snapshot plus the trailing events of its own stream.
     async fn load_entity(
@@ -83,8 +88,7 @@ impl Db {
         let rows: Vec<EventRow> = self
             .load(Stmt::new(
                 format!(
-                    "SELECT {} FROM events e WHERE e.tenant_id = ? AND e.stream_id = ? \
-                     AND e.version > ? ORDER BY e.version",
+                    "SELECT {} FROM events e WHERE {STREAM_EVENTS_AFTER}",
                     event_columns(self.dialect())
                 ),
                 vec![

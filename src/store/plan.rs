@@ -82,6 +82,24 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
+/// PostgreSQL's pre-check (binds: the streams' tenants and ids; the gateway events' tenants,
+/// ids and payments; the idempotency keys' tenants and keys; the invoice numbers' tenants and
+/// numbers; each an array).
+pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
+       (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
+     FROM unnest(?, ?) AS k(t, s) \
+     UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?) AS k(t, g, p) \
+     WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
+            AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+        OR (SELECT 1 FROM events e \
+            WHERE e.tenant_id = k.t AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+     UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+     WHERE (SELECT 1 FROM idempotency_keys i \
+            WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
+     UNION ALL SELECT 'n'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+     WHERE (SELECT 1 FROM invoices i \
+            WHERE i.tenant_id = k.t AND i.number = k.g LIMIT 1) IS NOT NULL";
+
 /// The statements that read what a batch's keys already are (rows: `KeyRow`). PostgreSQL: one
 /// round trip with array binds, each key probed through its primary-key index by a correlated
 /// subquery (a join against `unnest` let the planner, blind to the array's length, hash-join a
@@ -112,20 +130,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
                 texts(&keys.numbers, |&(_, n)| format_number(n)),
             );
             vec![Stmt::new(
-                "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
-                   (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
-                 FROM unnest(?, ?) AS k(t, s) \
-                 UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?) AS k(t, g, p) \
-                 WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
-                        AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
-                    OR (SELECT 1 FROM events e \
-                        WHERE e.tenant_id = k.t AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
-                 UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
-                 WHERE (SELECT 1 FROM idempotency_keys i \
-                        WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
-                 UNION ALL SELECT 'n'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
-                 WHERE (SELECT 1 FROM invoices i \
-                        WHERE i.tenant_id = k.t AND i.number = k.g LIMIT 1) IS NOT NULL",
+                PG_PRECHECK,
                 vec![vt, vs, dt, dg, dp, it, ik, nt, nn],
             )]
         }

@@ -392,7 +392,7 @@ impl Db {
         invoice_id: InvoiceId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.events_where(
-            "e.tenant_id = ? AND e.invoice_id = ? ORDER BY e.seq",
+            INVOICE_EVENTS,
             vec![
                 Bind::Text(tenant.to_string()),
                 Bind::Text(invoice_id.to_string()),
@@ -408,7 +408,7 @@ impl Db {
         payment_id: PaymentId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.events_where(
-            "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version",
+            STREAM_EVENTS,
             vec![
                 Bind::Text(tenant.to_string()),
                 Bind::Text(payment_id.to_string()),
@@ -461,6 +461,12 @@ impl Db {
         into_stored(rows)
     }
 }
+
+/// An invoice's timeline (binds: tenant, invoice), through the invoice index of events.
+pub(crate) const INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.invoice_id = ? ORDER BY e.seq";
+
+/// A stream's events (binds: tenant, stream), through the stream/version index.
+pub(crate) const STREAM_EVENTS: &str = "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version";
 
 /// The filter on an event's subject, through an index: a subject is its event's stream, except
 /// that a refund's events are in its payment's stream, the refund in `subject_id` (which is NULL

@@ -1,14 +1,17 @@
 //! The statements that run on a timer over whole tables (the recovery sweeps and the retention
 //! purges) read through their indexes, on both SQL backends, in the state that misled the
 //! planner before: thousands of rows and no statistics yet, as right after a bulk of writes.
-//! A sweep must not sort, and a purge must not read every row, to find a page of work.
+//! A sweep must not sort, and a purge must not read every row, to find a page of work. The
+//! reads of one stream's or one invoice's events go through the indexes led by that entity.
 
 use diesel::connection::SimpleConnection;
 use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl, SqliteConnection};
 use diesel_migrations::MigrationHarness;
 
-use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE};
+use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE, STREAM_EVENTS_AFTER};
 use crate::store::ops::{purge_sql, Aged, AGED_ATTEMPTS, AGED_DEDUP, AGED_IDEMPOTENCY};
+use crate::store::plan::PG_PRECHECK;
+use crate::store::queries::{INVOICE_EVENTS, STREAM_EVENTS};
 use crate::store::stmt::Dialect;
 use crate::store::PREFER_INDEXES;
 
@@ -213,4 +216,71 @@ async fn postgres_a_purge_reads_only_the_age_index_ranges_it_needs() {
         after <= 128,
         "read {after} pages after summarizing ({before} before)"
     );
+}
+
+/// `ROWS` events of four tenants: streams of three versions, invoices of six events, a
+/// gateway event on every other row.
+const FILL_EVENTS: &str = "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, \
+       event_type, invoice_id, actor, gateway_event_id, data, occurred_at) \
+     SELECT g, 'ten_' || g % 4, 'pay_' || g / 3, g % 3 + 1, 'evt_' || g, 'payment.succeeded', \
+       'inv_' || g / 6, 'gateway', CASE WHEN g % 2 = 0 THEN 'gw_' || g END, '{}', now() \
+     FROM generate_series(1, 20000) AS s(g)";
+
+/// The reads of one stream or one invoice, and the write path's pre-check, go through the
+/// events' stream/version, invoice and gateway-event indexes, which lead with the entity (or
+/// the tenant and the gateway's id), never scanning a tenant's whole log.
+#[tokio::test]
+async fn postgres_event_reads_by_entity_use_their_indexes() {
+    let url = crate::store::testing::empty_postgres().await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = PgConnection::establish(&url).unwrap();
+        conn.run_pending_migrations(crate::store::postgres::MIGRATIONS)
+            .unwrap();
+        conn.batch_execute("ALTER TABLE events SET (autovacuum_enabled = off)")
+            .unwrap();
+        conn.batch_execute(FILL_EVENTS).unwrap();
+        let select = |filter: &str, binds: &[&str]| {
+            binds.iter().fold(
+                format!("SELECT * FROM events e WHERE {filter}"),
+                |sql, bind| sql.replacen('?', bind, 1),
+            )
+        };
+        for (index, sql) in [
+            (
+                "events_stream_version",
+                select(STREAM_EVENTS_AFTER, &["'ten_1'", "'pay_300'", "1"]),
+            ),
+            (
+                "events_stream_version",
+                select(STREAM_EVENTS, &["'ten_1'", "'pay_300'"]),
+            ),
+            (
+                "events_invoice",
+                select(INVOICE_EVENTS, &["'ten_1'", "'inv_150'"]),
+            ),
+        ] {
+            check(index, &pg_plan(&mut conn, "EXPLAIN", &sql));
+        }
+        let arrays = [
+            "ARRAY['ten_1']",
+            "ARRAY['pay_300']",
+            "ARRAY['ten_1']",
+            "ARRAY['gw_902']",
+            "ARRAY['pay_300']",
+            "ARRAY[]::text[]",
+            "ARRAY[]::text[]",
+            "ARRAY[]::text[]",
+            "ARRAY[]::text[]",
+        ];
+        let precheck = arrays
+            .iter()
+            .fold(PG_PRECHECK.to_owned(), |sql, a| sql.replacen('?', a, 1));
+        let plan = pg_plan(&mut conn, "EXPLAIN", &precheck);
+        for index in ["events_stream_version", "events_gateway_event"] {
+            assert!(plan.contains(index), "{index} not read:\n{plan}");
+        }
+        assert!(!plan.contains("Seq Scan on events"), "{plan}");
+    })
+    .await
+    .unwrap();
 }

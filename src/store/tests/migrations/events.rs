@@ -1,7 +1,9 @@
 //! The audit log's migrations: events renumbered per tenant in their old order when
 //! `sequence` became per tenant, an event's subject kept only where it is not its stream, and
-//! room left on the invoice index, which gains entries in the middle.
+//! room left on the invoice index, which gains entries in the middle, and the stream/version and
+//! invoice indexes keyed by the entity alone.
 
+use diesel::connection::SimpleConnection;
 use diesel::migration::MigrationSource;
 use diesel::QueryableByName;
 use diesel_migrations::EmbeddedMigrations;
@@ -184,6 +186,86 @@ async fn postgres_the_invoice_index_of_events_keeps_room() {
              'invoice.created', 'inv_a', 'test', '{}', now())",
             |c| assert_eq!(event_index_options(c), with(Some("fillfactor=70"))),
             |c| assert_eq!(event_index_options(c), with(None)),
+        );
+    })
+    .await;
+}
+
+/// The migration that keys the stream/version and invoice indexes of events by the entity.
+const BY_ENTITY: &str = "event_indexes_by_entity";
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct IndexDef {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    indexdef: String,
+}
+
+/// The definitions of the events table's indexes, by name.
+fn event_index_defs(conn: &mut diesel::PgConnection) -> Vec<String> {
+    conn.rows::<IndexDef>(
+        "SELECT indexdef::text FROM pg_indexes WHERE tablename = 'events' ORDER BY indexname",
+    )
+    .into_iter()
+    .map(|i| i.indexdef)
+    .collect()
+}
+
+#[tokio::test]
+async fn postgres_the_stream_and_invoice_indexes_of_events_lead_with_the_entity() {
+    on_postgres(|conn| {
+        let defs = |stream: &str, invoice: &str| {
+            vec![
+                "CREATE UNIQUE INDEX events_gateway_event ON public.events USING btree \
+                 (tenant_id, gateway_event_id) WHERE (gateway_event_id IS NOT NULL)"
+                    .to_owned(),
+                format!("CREATE INDEX events_invoice ON public.events USING btree ({invoice}) WITH (fillfactor='70')"),
+                "CREATE UNIQUE INDEX events_pkey ON public.events USING btree (tenant_id, seq)"
+                    .to_owned(),
+                stream.to_owned(),
+                "CREATE INDEX events_type ON public.events USING btree (tenant_id, event_type, seq)"
+                    .to_owned(),
+            ]
+        };
+        let insert = |seq: u32, tenant: &str, version: u32| {
+            format!(
+                "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+                 invoice_id, actor, data, occurred_at) VALUES ({seq}, '{tenant}', 'inv_a', \
+                 {version}, 'evt_{tenant}_{seq}', 'invoice.created', 'inv_a', 'test', '{{}}', \
+                 now());"
+            )
+        };
+        there_and_back(
+            conn,
+            BY_ENTITY,
+            &insert(1, "ten_a", 1),
+            |c| {
+                assert_eq!(
+                    event_index_defs(c),
+                    defs(
+                        "CREATE UNIQUE INDEX events_stream_version ON public.events USING btree \
+                         (stream_id, version)",
+                        "invoice_id, seq"
+                    )
+                );
+                // A stream's version is taken once, whichever tenant's row claims it again.
+                let again = c.batch_execute(&insert(2, "ten_b", 1)).unwrap_err();
+                assert!(again.to_string().contains("events_stream_version"), "{again}");
+                c.batch_execute(&insert(2, "ten_a", 2)).unwrap();
+            },
+            |c| {
+                assert_eq!(
+                    event_index_defs(c),
+                    defs(
+                        "CREATE UNIQUE INDEX events_tenant_id_stream_id_version_key ON \
+                         public.events USING btree (tenant_id, stream_id, version)",
+                        "tenant_id, invoice_id, seq"
+                    )
+                );
+                let rows: Vec<Numbered> =
+                    c.rows("SELECT tenant_id, seq, event_id FROM events ORDER BY seq");
+                let ids: Vec<_> = rows.into_iter().map(|r| r.event_id).collect();
+                assert_eq!(ids, ["evt_ten_a_1", "evt_ten_a_2"]);
+            },
         );
     })
     .await;
