@@ -440,7 +440,7 @@ impl Db {
         Ok(self
             .events_where(
                 "e.tenant_id = ? AND e.event_id = ?",
-                vec![Bind::Text(tenant.to_string()), Bind::Text(id.to_string())],
+                vec![Bind::Text(tenant.to_string()), Bind::key(id.uuid(), id)],
             )
             .await?
             .into_iter()

@@ -39,7 +39,7 @@ impl Db {
         &self,
         table: &str,
         tenant: TenantId,
-        id: String,
+        stream: StreamId,
     ) -> Result<Option<(DataRow, Vec<Event>)>, StoreError> {
         let d = self.dialect();
         let row: Option<DataRow> = self
@@ -48,11 +48,14 @@ impl Db {
                     "SELECT {} FROM {table} WHERE tenant_id = ? AND id = ?",
                     snapshot_columns(d, table, "")
                 ),
-                vec![Bind::Text(tenant.to_string()), Bind::Text(id.clone())],
+                vec![
+                    Bind::Text(tenant.to_string()),
+                    Bind::Text(stream.to_string()),
+                ],
             ))
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let trailing = self.stream_events(tenant, id, row.version).await?;
+        let trailing = self.stream_events(tenant, stream, row.version).await?;
         Ok(Some((row, trailing)))
     }
 
@@ -82,7 +85,7 @@ impl Db {
     pub(crate) async fn stream_events(
         &self,
         tenant: TenantId,
-        stream: String,
+        stream: StreamId,
         after_version: i64,
     ) -> Result<Vec<Event>, StoreError> {
         let rows: Vec<EventRow> = self
@@ -93,7 +96,7 @@ impl Db {
                 ),
                 vec![
                     Bind::Text(tenant.to_string()),
-                    Bind::Text(stream),
+                    Bind::key(stream.uuid(), stream),
                     Bind::I64(after_version),
                 ],
             ))
@@ -116,7 +119,9 @@ impl EventStore for Db {
         tenant: TenantId,
         id: InvoiceId,
     ) -> Result<Option<Loaded<Invoice>>, StoreError> {
-        let Some((row, trailing)) = self.load_entity("invoices", tenant, id.to_string()).await?
+        let Some((row, trailing)) = self
+            .load_entity("invoices", tenant, StreamId::Invoice(id))
+            .await?
         else {
             return Ok(None);
         };
@@ -130,7 +135,9 @@ impl EventStore for Db {
         tenant: TenantId,
         id: PaymentId,
     ) -> Result<Option<Loaded<Payment>>, StoreError> {
-        let Some((row, trailing)) = self.load_entity("payments", tenant, id.to_string()).await?
+        let Some((row, trailing)) = self
+            .load_entity("payments", tenant, StreamId::Payment(id))
+            .await?
         else {
             return Ok(None);
         };
@@ -145,7 +152,7 @@ impl EventStore for Db {
         tenant: TenantId,
         stream: StreamId,
     ) -> Result<Vec<Event>, StoreError> {
-        self.stream_events(tenant, stream.to_string(), 0).await
+        self.stream_events(tenant, stream, 0).await
     }
 
     async fn payment_gateway_events(
@@ -164,7 +171,7 @@ impl EventStore for Db {
                     Bind::Text(tenant.to_string()),
                     Bind::Text(payment.to_string()),
                     Bind::Text(tenant.to_string()),
-                    Bind::Text(payment.to_string()),
+                    Bind::key(payment.uuid(), payment),
                 ],
             ))
             .await?;

@@ -82,12 +82,12 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
-/// PostgreSQL's pre-check (binds: the streams' tenants and ids; the gateway events' tenants,
+/// PostgreSQL's pre-check (binds: the streams' tenants, UUIDs and ids; the gateway events' tenants,
 /// ids and payments; the idempotency keys' tenants and keys; the invoice numbers' tenants and
 /// numbers; each an array).
-pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.s AS key, \
+pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.id AS key, \
        (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
-     FROM unnest(?, ?) AS k(t, s) \
+     FROM unnest(?, ?, ?) AS k(t, s, id) \
      UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?) AS k(t, g, p) \
      WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
             AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
@@ -112,8 +112,9 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
         Dialect::Postgres => {
             let tenant = |t: &TenantId| t.to_string();
-            let (vt, vs) = (
+            let (vt, vs, vid) = (
                 texts(&keys.streams, |(t, _)| tenant(t)),
+                Bind::KeyArr(keys.streams.iter().map(|(_, s)| s.uuid()).collect()),
                 texts(&keys.streams, |(_, s)| s.to_string()),
             );
             let (dt, dg, dp) = (
@@ -131,7 +132,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             );
             vec![Stmt::new(
                 PG_PRECHECK,
-                vec![vt, vs, dt, dg, dp, it, ik, nt, nn],
+                vec![vt, vs, vid, dt, dg, dp, it, ik, nt, nn],
             )]
         }
         Dialect::Sqlite => {
@@ -247,9 +248,13 @@ impl Existing {
                 return Err(StoreError::VersionConflict(append.stream.to_string()));
             }
             for (i, event) in append.events.iter().enumerate() {
+                // PostgreSQL stores a stream's UUID alone and reads its kind back from the
+                // event's type.
+                let kind = StreamId::for_event_type(event.event_type(), append.stream.uuid());
                 if event.version != append.expected_version + 1 + i as u64
                     || event.stream != append.stream
                     || event.tenant_id != tenant
+                    || kind != Some(append.stream)
                 {
                     return Err(StoreError::Corrupt(format!(
                         "event {} does not belong at its place in {}",

@@ -3,7 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{
-    ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, RefundId, TenantId,
+    ApiKeyId, Event, Invoice, InvoiceId, Payment, PaymentId, PaymentStatus, RefundId, StreamId,
+    TenantId,
 };
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use secrecy::SecretString;
@@ -13,9 +14,9 @@ use super::model::{
 };
 use super::notify::revocation_notice;
 use super::rows::{
-    api_key_columns, event_columns, idempotency_columns, into_stored, seal_webhook_secret,
-    snapshot_columns, tenant_columns, ApiKeySqlRow, CountRow, DataRow, EventRow, IdempotencySqlRow,
-    TenantSqlRow,
+    api_key_columns, event_columns, idempotency_columns, into_stored, parse_id,
+    seal_webhook_secret, snapshot_columns, tenant_columns, ApiKeySqlRow, CountRow, DataRow,
+    EventRow, IdempotencySqlRow, TenantSqlRow, TextRow,
 };
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
@@ -395,7 +396,7 @@ impl Db {
             INVOICE_EVENTS,
             vec![
                 Bind::Text(tenant.to_string()),
-                Bind::Text(invoice_id.to_string()),
+                Bind::key(invoice_id.uuid(), invoice_id),
             ],
         )
         .await
@@ -411,7 +412,7 @@ impl Db {
             STREAM_EVENTS,
             vec![
                 Bind::Text(tenant.to_string()),
-                Bind::Text(payment_id.to_string()),
+                Bind::key(payment_id.uuid(), payment_id),
             ],
         )
         .await
@@ -436,7 +437,11 @@ impl Db {
             binds.push(Bind::text(t));
         }
         if let Some(s) = subject_id {
-            filter.push_str(&subject_filter(s, tenant, &mut binds));
+            let Some(subject) = self.subject_filter(s, tenant).await? else {
+                return Ok(Vec::new());
+            };
+            filter.push_str(&subject.sql);
+            binds.extend(subject.binds);
         }
         filter.push_str(" ORDER BY e.seq LIMIT ?");
         // One row past the largest page, so a caller can tell whether another page exists.
@@ -468,26 +473,55 @@ pub(crate) const INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.invoice_id = ? OR
 /// A stream's events (binds: tenant, stream), through the stream/version index.
 pub(crate) const STREAM_EVENTS: &str = "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version";
 
-/// The filter on an event's subject, through an index: a subject is its event's stream, except
-/// that a refund's events are in its payment's stream, the refund in `subject_id` (which is NULL
-/// where the subject is the stream; no index reads it). An invoice's own events are found
-/// through the invoice index, which is in `seq` order.
-fn subject_filter(subject: &str, tenant: TenantId, binds: &mut Vec<Bind>) -> String {
-    let prefix = subject.split_once('_').map(|(prefix, _)| prefix);
-    if prefix == Some(InvoiceId::PREFIX) {
-        binds.extend([Bind::text(subject), Bind::text(subject)]);
-        return " AND e.invoice_id = ? AND e.stream_id = ?".into();
+/// A filter on an event's subject: SQL to append and its binds.
+struct SubjectFilter {
+    sql: &'static str,
+    binds: Vec<Bind>,
+}
+
+impl Db {
+    /// The filter on an event's subject, through an index: a subject is its event's stream,
+    /// except that a refund's events are in its payment's stream, the refund in `subject_id`
+    /// (which is NULL where the subject is the stream; no index reads it). An invoice's own
+    /// events are found through the invoice index, which is in `seq` order. `None`: no event
+    /// can have this subject (not an id, or a refund the tenant does not have).
+    async fn subject_filter(
+        &self,
+        subject: &str,
+        tenant: TenantId,
+    ) -> Result<Option<SubjectFilter>, StoreError> {
+        if let Ok(refund) = subject.parse::<RefundId>() {
+            let payment: Option<TextRow> = self
+                .load_one(Stmt::new(
+                    "SELECT payment_id AS value FROM refunds WHERE tenant_id = ? AND id = ?",
+                    vec![Bind::Text(tenant.to_string()), Bind::text(subject)],
+                ))
+                .await?;
+            let Some(payment) = payment else {
+                return Ok(None);
+            };
+            let payment: PaymentId = parse_id(&payment.value)?;
+            return Ok(Some(SubjectFilter {
+                sql: " AND e.stream_id = ? AND e.subject_id = ?",
+                binds: vec![
+                    Bind::key(payment.uuid(), payment),
+                    Bind::key(refund.uuid(), refund),
+                ],
+            }));
+        }
+        let Ok(stream) = subject.parse::<StreamId>() else {
+            return Ok(None);
+        };
+        let key = || Bind::key(stream.uuid(), stream);
+        Ok(Some(match stream {
+            StreamId::Invoice(_) => SubjectFilter {
+                sql: " AND e.invoice_id = ? AND e.stream_id = ?",
+                binds: vec![key(), key()],
+            },
+            _ => SubjectFilter {
+                sql: " AND e.stream_id = ? AND e.subject_id IS NULL",
+                binds: vec![key()],
+            },
+        }))
     }
-    if prefix == Some(RefundId::PREFIX) {
-        binds.extend([
-            Bind::Text(tenant.to_string()),
-            Bind::text(subject),
-            Bind::text(subject),
-        ]);
-        return " AND e.stream_id = (SELECT r.payment_id FROM refunds r \
-                WHERE r.tenant_id = ? AND r.id = ?) AND e.subject_id = ?"
-            .into();
-    }
-    binds.push(Bind::text(subject));
-    " AND e.stream_id = ? AND e.subject_id IS NULL".into()
 }

@@ -3,7 +3,9 @@
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
-use payrail_actors::domain::{Event, EventData, Invoice, Payment, TenantId};
+use payrail_actors::domain::{
+    Event, EventData, EventId, Invoice, InvoiceId, Payment, StreamId, TenantId,
+};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
@@ -23,6 +25,22 @@ pub(crate) fn parse_id<T: std::str::FromStr>(s: &str) -> Result<T, StoreError> {
         .map_err(|_| corrupt(format!("malformed id {s:?}")))
 }
 
+/// The UUID of an id stored as one (`Bind::Key` on PostgreSQL), or `None` for a TypeID.
+fn stored_uuid(s: &str) -> Option<uuid::Uuid> {
+    uuid::Uuid::try_parse(s).ok()
+}
+
+/// An id read from a key column: its bare UUID (PostgreSQL) or its TypeID (SQLite).
+pub(crate) fn parse_key<T: std::str::FromStr>(
+    s: &str,
+    from_uuid: impl FnOnce(uuid::Uuid) -> T,
+) -> Result<T, StoreError> {
+    match stored_uuid(s) {
+        Some(uuid) => Ok(from_uuid(uuid)),
+        None => parse_id(s),
+    }
+}
+
 pub(crate) fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(corrupt)
 }
@@ -30,8 +48,11 @@ pub(crate) fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 /// The select list matching `EventRow`, for `events` aliased as `e`.
 pub(crate) fn event_columns(d: Dialect) -> String {
     format!(
-        "e.seq, e.tenant_id, e.stream_id, e.version, e.event_id, e.event_type, e.invoice_id, \
-         e.actor, e.gateway_event_id, {} AS data, {} AS occurred_at",
+        "e.seq, e.tenant_id, {} AS stream_id, e.version, {} AS event_id, e.event_type, \
+         {} AS invoice_id, e.actor, e.gateway_event_id, {} AS data, {} AS occurred_at",
+        d.key_out("e.stream_id"),
+        d.key_out("e.event_id"),
+        d.key_out("e.invoice_id"),
         d.json_out("e.data"),
         d.ts_out("e.occurred_at")
     )
@@ -66,12 +87,25 @@ pub(crate) struct EventRow {
 impl EventRow {
     pub(crate) fn into_stored(self) -> Result<StoredEvent, StoreError> {
         let data: serde_json::Value = from_json(&self.data)?;
+        let stream = match stored_uuid(&self.stream_id) {
+            Some(uuid) => StreamId::for_event_type(&self.event_type, uuid).ok_or_else(|| {
+                corrupt(format!(
+                    "no stream holds events of type {}",
+                    self.event_type
+                ))
+            })?,
+            None => parse_id(&self.stream_id)?,
+        };
         let event = Event {
-            id: parse_id(&self.event_id)?,
+            id: parse_key(&self.event_id, EventId::from_uuid)?,
             tenant_id: parse_id(&self.tenant_id)?,
-            stream: parse_id(&self.stream_id)?,
+            stream,
             version: u64::try_from(self.version).map_err(corrupt)?,
-            invoice_id: self.invoice_id.as_deref().map(parse_id).transpose()?,
+            invoice_id: self
+                .invoice_id
+                .as_deref()
+                .map(|i| parse_key(i, InvoiceId::from_uuid))
+                .transpose()?,
             actor: self.actor,
             occurred_at: from_micros(self.occurred_at),
             gateway_event_id: self.gateway_event_id,

@@ -6,9 +6,12 @@ use chrono::{DateTime, NaiveDate, Utc};
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{Error as DieselError, QueryResult};
-use diesel::sql_types::{Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped};
+use diesel::sql_types::{
+    Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid,
+};
 use diesel::sqlite::Sqlite;
 use payrail_actors::ports::StoreError;
+use uuid::Uuid;
 
 /// The SQL differences between the backends, kept to a handful of expressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,16 @@ impl Dialect {
     pub(crate) fn ts_out(self, col: &str) -> String {
         match self {
             Self::Postgres => format!("(extract(epoch from {col}) * 1000000)::int8"),
+            Self::Sqlite => col.to_owned(),
+        }
+    }
+
+    /// An id column read back as text: the TypeID itself on SQLite, the UUID inside it on
+    /// PostgreSQL, where the columns of `events` that hold one entity's id are `uuid` (see
+    /// `Bind::Key`).
+    pub(crate) fn key_out(self, col: &str) -> String {
+        match self {
+            Self::Postgres => format!("{col}::text"),
             Self::Sqlite => col.to_owned(),
         }
     }
@@ -64,6 +77,10 @@ pub(crate) enum Bind {
     OptTs(Option<DateTime<Utc>>, Option<i64>),
     Date(NaiveDate, String),
     OptDate(Option<NaiveDate>, Option<String>),
+    /// An id in a key column of `events`: PostgreSQL stores the UUID inside it (16 bytes, in
+    /// the row and in each index entry), SQLite its TypeID text.
+    Key(Uuid, String),
+    OptKey(Option<Uuid>, Option<String>),
     TextArr(Vec<String>),
     OptTextArr(Vec<Option<String>>),
     I64Arr(Vec<i64>),
@@ -71,11 +88,25 @@ pub(crate) enum Bind {
     TsArr(Vec<DateTime<Utc>>),
     OptTsArr(Vec<Option<DateTime<Utc>>>),
     OptDateArr(Vec<Option<NaiveDate>>),
+    KeyArr(Vec<Uuid>),
+    OptKeyArr(Vec<Option<Uuid>>),
 }
 
 impl Bind {
     pub(crate) fn text(s: impl Into<String>) -> Self {
         Self::Text(s.into())
+    }
+
+    /// An id as a key (`Key`): its UUID and its TypeID text.
+    pub(crate) fn key(uuid: Uuid, id: impl std::fmt::Display) -> Self {
+        Self::Key(uuid, id.to_string())
+    }
+
+    pub(crate) fn opt_key<T: std::fmt::Display>(id: Option<(Uuid, T)>) -> Self {
+        match id {
+            Some((uuid, id)) => Self::OptKey(Some(uuid), Some(id.to_string())),
+            None => Self::OptKey(None, None),
+        }
     }
 
     pub(crate) fn ts(at: DateTime<Utc>) -> Self {
@@ -188,6 +219,10 @@ impl QueryFragment<Pg> for Stmt {
                 Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v)?,
                 Bind::OptTsArr(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v)?,
                 Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v)?,
+                Bind::Key(v, _) => out.push_bind_param::<SqlUuid, _>(v)?,
+                Bind::OptKey(v, _) => out.push_bind_param::<Nullable<SqlUuid>, _>(v)?,
+                Bind::KeyArr(v) => out.push_bind_param::<Array<SqlUuid>, _>(v)?,
+                Bind::OptKeyArr(v) => out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(v)?,
             }
             out.push_sql(piece);
         }
@@ -201,10 +236,10 @@ impl QueryFragment<Sqlite> for Stmt {
         out.push_sql(pieces[0]);
         for (bind, piece) in self.binds.iter().zip(&pieces[1..]) {
             match bind {
-                Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) => {
+                Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) | Bind::Key(_, v) => {
                     out.push_bind_param::<Text, _>(v)?
                 }
-                Bind::OptText(v) | Bind::OptDate(_, v) => {
+                Bind::OptText(v) | Bind::OptDate(_, v) | Bind::OptKey(_, v) => {
                     out.push_bind_param::<Nullable<Text>, _>(v)?
                 }
                 Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v)?,

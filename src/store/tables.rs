@@ -147,17 +147,16 @@ pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreE
     let data = split_json::field(&event.data, "data")
         .map_err(corrupt)?
         .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
-    let stream = event.stream.to_string();
     // The subject only where it is not the stream (a refund's events), to keep the row short.
-    let subject = Some(event.subject_id()).filter(|subject| *subject != stream);
+    let subject = event.data.refund_id().map(|r| (r.uuid(), r));
     Ok(vec![
         Bind::text(tenant),
-        Bind::Text(stream),
+        Bind::key(event.stream.uuid(), event.stream),
         Bind::I64(event.version as i64),
-        Bind::Text(event.id.to_string()),
+        Bind::key(event.id.uuid(), event.id),
         Bind::text(event.event_type()),
-        Bind::OptText(event.invoice_id.map(|i| i.to_string())),
-        Bind::OptText(subject),
+        Bind::opt_key(event.invoice_id.map(|i| (i.uuid(), i))),
+        Bind::opt_key(subject),
         Bind::Text(event.actor.clone()),
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),

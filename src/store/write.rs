@@ -260,6 +260,26 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
                 .collect::<Result<_, _>>()?;
             (Bind::OptDateArr(dates), "")
         }
+        Some(Bind::Key(..)) => {
+            let keys = values
+                .into_iter()
+                .map(|v| match v {
+                    Bind::Key(k, _) => Ok(k),
+                    _ => Err(mismatch()),
+                })
+                .collect::<Result<_, _>>()?;
+            (Bind::KeyArr(keys), "")
+        }
+        Some(Bind::OptKey(..)) => {
+            let keys = values
+                .into_iter()
+                .map(|v| match v {
+                    Bind::OptKey(k, _) => Ok(k),
+                    _ => Err(mismatch()),
+                })
+                .collect::<Result<_, _>>()?;
+            (Bind::OptKeyArr(keys), "")
+        }
         _ => return Err(corrupt("unsupported column type for a batch insert")),
     })
 }

@@ -26,6 +26,29 @@ impl std::fmt::Display for StreamId {
     }
 }
 
+impl StreamId {
+    /// The UUID inside the entity's id.
+    pub fn uuid(&self) -> uuid::Uuid {
+        match self {
+            Self::Invoice(id) => id.uuid(),
+            Self::Payment(id) => id.uuid(),
+            Self::ApiKey(id) => id.uuid(),
+        }
+    }
+
+    /// The stream that holds events of `event_type`, around `uuid`: an invoice's events are in
+    /// its own stream, a payment's and its refunds' in the payment's, an API key's in the key's.
+    pub fn for_event_type(event_type: &str, uuid: uuid::Uuid) -> Option<Self> {
+        let (kind, _) = event_type.split_once('.')?;
+        match kind {
+            "invoice" => Some(Self::Invoice(InvoiceId::from_uuid(uuid))),
+            "payment" | "refund" => Some(Self::Payment(PaymentId::from_uuid(uuid))),
+            "apikey" => Some(Self::ApiKey(ApiKeyId::from_uuid(uuid))),
+            _ => None,
+        }
+    }
+}
+
 impl std::str::FromStr for StreamId {
     type Err = IdParseError;
 
@@ -217,6 +240,33 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every event type names the kind of stream its events are in, so a stream id stored
+    /// as its bare UUID can be read back whole.
+    #[test]
+    fn every_event_type_names_its_stream() {
+        let invoice = InvoiceId::new();
+        let payment = PaymentId::new();
+        let key = ApiKeyId::new();
+        let events = [
+            (StreamId::Invoice(invoice), "invoice.created"),
+            (StreamId::Invoice(invoice), "invoice.payment_pending"),
+            (StreamId::Invoice(invoice), "invoice.marked_uncollectible"),
+            (StreamId::Payment(payment), "payment.succeeded"),
+            (StreamId::Payment(payment), "refund.created"),
+            (StreamId::ApiKey(key), "apikey.revoked"),
+        ];
+        for (stream, event_type) in events {
+            assert_eq!(
+                StreamId::for_event_type(event_type, stream.uuid()),
+                Some(stream)
+            );
+        }
+        assert_eq!(
+            StreamId::for_event_type("webhook.sent", payment.uuid()),
+            None
+        );
+    }
 
     #[test]
     fn every_event_type_round_trips_through_its_parts() {

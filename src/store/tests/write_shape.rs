@@ -86,7 +86,7 @@ async fn every_indexed_text_column_compares_bytewise() {
     let bytewise: Vec<String> = bytewise.into_iter().map(|r| r.value).collect();
     for column in [
         "events.tenant_id",
-        "events.stream_id",
+        "events.event_type",
         "invoices.number",
         "payments.id",
     ] {

@@ -8,7 +8,7 @@ use diesel::migration::MigrationSource;
 use diesel::QueryableByName;
 use diesel_migrations::EmbeddedMigrations;
 
-use super::{migrate, on_postgres, on_sqlite, there_and_back, OldDatabase};
+use super::{migrate, migrate_through, on_postgres, on_sqlite, there_and_back, OldDatabase};
 
 /// The migration that numbers events per tenant.
 const PER_TENANT: &str = "sequence_per_tenant";
@@ -69,7 +69,7 @@ where
 {
     migrate(conn, C::migrations(), PER_TENANT, true);
     conn.batch_execute(&insert_sql(C::NOW)).unwrap();
-    migrate(conn, C::migrations(), PER_TENANT, false);
+    migrate_through(conn, C::migrations(), PER_TENANT);
     let numbered = conn.rows(NUMBERED);
     let counters = conn.rows(COUNTERS);
     check(numbered, counters);
@@ -266,6 +266,122 @@ async fn postgres_the_stream_and_invoice_indexes_of_events_lead_with_the_entity(
                 let ids: Vec<_> = rows.into_iter().map(|r| r.event_id).collect();
                 assert_eq!(ids, ["evt_ten_a_1", "evt_ten_a_2"]);
             },
+        );
+    })
+    .await;
+}
+
+/// The migration that stores the entity ids of events as UUIDs on PostgreSQL.
+const KEYS_BINARY: &str = "event_keys_binary";
+
+#[derive(QueryableByName, Debug, PartialEq)]
+struct EventKeys {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    stream_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    event_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    invoice_id: Option<String>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    subject_id: Option<String>,
+}
+
+fn event_keys(conn: &mut diesel::PgConnection) -> Vec<EventKeys> {
+    conn.rows(
+        "SELECT stream_id::text AS stream_id, event_id::text AS event_id, \
+         invoice_id::text AS invoice_id, subject_id::text AS subject_id FROM events ORDER BY seq",
+    )
+}
+
+/// Each kind of stream, an event with a subject apart and one without an invoice: migrated up,
+/// every id is the UUID the engine encodes in it; back down, the same TypeIDs again.
+#[tokio::test]
+async fn postgres_event_ids_are_stored_as_their_uuids_and_back() {
+    use payrail_actors::domain::{ApiKeyId, EventId, InvoiceId, PaymentId, RefundId};
+
+    let (invoice, payment, key, refund) = (
+        InvoiceId::new(),
+        PaymentId::new(),
+        ApiKeyId::new(),
+        RefundId::new(),
+    );
+    let events: Vec<(String, EventId, &str, Option<String>, Option<String>)> = vec![
+        (
+            invoice.to_string(),
+            EventId::new(),
+            "invoice.created",
+            Some(invoice.to_string()),
+            None,
+        ),
+        (
+            payment.to_string(),
+            EventId::new(),
+            "payment.succeeded",
+            Some(invoice.to_string()),
+            None,
+        ),
+        (
+            payment.to_string(),
+            EventId::new(),
+            "refund.created",
+            Some(invoice.to_string()),
+            Some(refund.to_string()),
+        ),
+        (
+            key.to_string(),
+            EventId::new(),
+            "apikey.created",
+            None,
+            None,
+        ),
+    ];
+    let quoted = |v: &Option<String>| v.as_ref().map_or("NULL".to_owned(), |v| format!("'{v}'"));
+    let rows: String = events
+        .iter()
+        .enumerate()
+        .map(|(i, (stream, id, kind, invoice, subject))| {
+            format!(
+                "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
+                 invoice_id, subject_id, actor, data, occurred_at) VALUES ({}, 'ten_a', \
+                 '{stream}', {}, '{id}', '{kind}', {}, {}, 'test', '{{}}', now());",
+                i + 1,
+                i + 1,
+                quoted(invoice),
+                quoted(subject),
+            )
+        })
+        .collect();
+    let typeids: Vec<EventKeys> = events
+        .iter()
+        .map(|(stream, id, _, invoice, subject)| EventKeys {
+            stream_id: stream.clone(),
+            event_id: id.to_string(),
+            invoice_id: invoice.clone(),
+            subject_id: subject.clone(),
+        })
+        .collect();
+    let uuids: Vec<EventKeys> = [
+        (invoice.uuid(), Some(invoice.uuid()), None),
+        (payment.uuid(), Some(invoice.uuid()), None),
+        (payment.uuid(), Some(invoice.uuid()), Some(refund.uuid())),
+        (key.uuid(), None, None),
+    ]
+    .into_iter()
+    .zip(&events)
+    .map(|((stream, invoice, subject), (_, id, ..))| EventKeys {
+        stream_id: stream.to_string(),
+        event_id: id.uuid().to_string(),
+        invoice_id: invoice.map(|i| i.to_string()),
+        subject_id: subject.map(|s| s.to_string()),
+    })
+    .collect();
+    on_postgres(move |conn| {
+        there_and_back(
+            conn,
+            KEYS_BINARY,
+            &rows,
+            |c| assert_eq!(event_keys(c), uuids),
+            |c| assert_eq!(event_keys(c), typeids),
         );
     })
     .await;
