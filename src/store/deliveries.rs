@@ -187,13 +187,14 @@ impl Db {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let mut binds = scope(tenant, endpoint);
+        let mut binds = vec![Bind::tenant_key(tenant)];
+        binds.extend(scope(tenant, endpoint));
         binds.extend([Bind::ts(now), Bind::I64(limit as i64)]);
         let rows: Vec<DueRow> = self
             .load(Stmt::new(
                 format!(
                     "SELECT d.attempts, {} FROM webhook_deliveries d \
-                     JOIN events e ON e.tenant_id = d.tenant_id AND e.seq = d.event_seq \
+                     JOIN events e ON e.tenant_id = ? AND e.seq = d.event_seq \
                      WHERE d.tenant_id = ? AND d.endpoint_id = ? AND d.next_attempt_at <= ? \
                      ORDER BY d.next_attempt_at, d.event_seq LIMIT ?",
                     event_columns(self.dialect())
@@ -240,7 +241,7 @@ impl Db {
         self.events_where(
             "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
             vec![
-                Bind::Text(tenant.to_string()),
+                Bind::tenant_key(tenant),
                 Bind::I64(after_seq),
                 Bind::I64(limit as i64),
             ],
@@ -363,11 +364,7 @@ impl Db {
         until: DateTime<Utc>,
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Option<Vec<i64>>, StoreError> {
-        let mut binds = vec![
-            Bind::Text(tenant.to_string()),
-            Bind::ts(since),
-            Bind::ts(until),
-        ];
+        let mut binds = vec![Bind::tenant_key(tenant), Bind::ts(since), Bind::ts(until)];
         binds.extend(scope(tenant, endpoint));
         binds.push(Bind::I64(REPLAY_EVENTS_MAX as i64 + 1));
         let rows: Vec<SeqTypeRow> = self
@@ -440,7 +437,7 @@ impl Db {
         Ok(self
             .events_where(
                 "e.tenant_id = ? AND e.event_id = ?",
-                vec![Bind::Text(tenant.to_string()), Bind::key(id.uuid(), id)],
+                vec![Bind::tenant_key(tenant), Bind::key(id.uuid(), id)],
             )
             .await?
             .into_iter()
@@ -458,15 +455,16 @@ impl Db {
         // Two point lookups (the event after the cursor; the events of the pending retries,
         // by key) rather than one `seq = ? OR seq IN (…)` filter, which no index serves and
         // which read the tenant's whole log.
-        let backlog = |tenant: &str, endpoint: &str, cursor: &str| {
+        // `key`: the tenant as the events' key (`Bind::Key`).
+        let backlog = |tenant: &str, key: &str, endpoint: &str, cursor: &str| {
             format!(
                 "COALESCE((SELECT c.last_seq FROM event_counters c WHERE c.tenant_id = {tenant}), 0) \
                  - {cursor} + (SELECT count(*) FROM webhook_deliveries d \
                  WHERE d.tenant_id = {tenant} AND d.endpoint_id = {endpoint}) AS n, \
                  (SELECT {} FROM (SELECT e.occurred_at AS at FROM events e \
-                 WHERE e.tenant_id = {tenant} AND e.seq = {cursor} + 1 \
+                 WHERE e.tenant_id = {key} AND e.seq = {cursor} + 1 \
                  UNION ALL SELECT e.occurred_at AS at FROM webhook_deliveries d \
-                 JOIN events e ON e.tenant_id = d.tenant_id AND e.seq = d.event_seq \
+                 JOIN events e ON e.tenant_id = {key} AND e.seq = d.event_seq \
                  WHERE d.tenant_id = {tenant} AND d.endpoint_id = {endpoint}) o) AS oldest",
                 d.ts_out("min(o.at)")
             )
@@ -475,12 +473,13 @@ impl Db {
             Dialect::Postgres => {
                 self.load(Stmt::new(
                     format!(
-                        "SELECT k.slot, {} FROM unnest(?, ?, ?) WITH ORDINALITY \
-                         AS k(t, e, cursor_seq, slot)",
-                        backlog("k.t", "k.e", "k.cursor_seq")
+                        "SELECT k.slot, {} FROM unnest(?, ?, ?, ?) WITH ORDINALITY \
+                         AS k(t, tk, e, cursor_seq, slot)",
+                        backlog("k.t", "k.tk", "k.e", "k.cursor_seq")
                     ),
                     vec![
                         Bind::TextArr(endpoints.iter().map(|e| e.0.to_string()).collect()),
+                        Bind::KeyArr(endpoints.iter().map(|e| e.0.uuid()).collect()),
                         Bind::TextArr(endpoints.iter().map(|e| e.1.to_string()).collect()),
                         Bind::I64Arr(endpoints.iter().map(|e| e.2).collect()),
                     ],
@@ -492,20 +491,22 @@ impl Db {
                 let mut rows = Vec::with_capacity(endpoints.len());
                 for (slot, &(tenant, endpoint, cursor)) in endpoints.iter().enumerate() {
                     let (t, e) = (tenant.to_string(), endpoint.to_string());
+                    let key = Bind::tenant_key(tenant);
                     let binds = vec![
                         Bind::I64(slot as i64 + 1),
                         Bind::Text(t.clone()),
                         Bind::I64(cursor),
                         Bind::Text(t.clone()),
                         Bind::Text(e.clone()),
-                        Bind::Text(t.clone()),
+                        key.clone(),
                         Bind::I64(cursor),
+                        key,
                         Bind::Text(t),
                         Bind::Text(e),
                     ];
                     rows.extend(
                         self.load::<BacklogRow>(Stmt::new(
-                            format!("SELECT ? AS slot, {}", backlog("?", "?", "?")),
+                            format!("SELECT ? AS slot, {}", backlog("?", "?", "?", "?")),
                             binds,
                         ))
                         .await?,

@@ -95,7 +95,7 @@ impl Db {
                     event_columns(self.dialect())
                 ),
                 vec![
-                    Bind::Text(tenant.to_string()),
+                    Bind::tenant_key(tenant),
                     Bind::key(stream.uuid(), stream),
                     Bind::I64(after_version),
                 ],
@@ -170,7 +170,7 @@ impl EventStore for Db {
                 vec![
                     Bind::Text(tenant.to_string()),
                     Bind::Text(payment.to_string()),
-                    Bind::Text(tenant.to_string()),
+                    Bind::tenant_key(tenant),
                     Bind::key(payment.uuid(), payment),
                 ],
             ))

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::StoreError;
 
-use super::rows::{parse_id, CountRow, TextRow};
+use super::rows::{parse_key, CountRow, TextRow};
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{
     insert_rows, invoice_row, payment_row, refund_rows, INVOICES, PAYMENTS, REFUNDS,
@@ -139,7 +139,10 @@ impl Db {
     pub async fn rebuild_projections(&self) -> Result<usize, StoreError> {
         let tenants: Vec<TextRow> = self
             .load(Stmt::new(
-                "SELECT DISTINCT tenant_id AS value FROM events ORDER BY tenant_id",
+                format!(
+                    "SELECT DISTINCT {} AS value FROM events ORDER BY value",
+                    self.dialect().key_out("tenant_id")
+                ),
                 vec![],
             ))
             .await?;
@@ -147,7 +150,7 @@ impl Db {
         let (mut invoices, mut payments, mut refunds) = (Vec::new(), Vec::new(), Vec::new());
         let mut rebuilt = 0;
         for row in tenants {
-            let tenant: TenantId = parse_id(&row.value)?;
+            let tenant = parse_key(&row.value, TenantId::from_uuid)?;
             let replay = self.replay_tenant(tenant).await?;
             rebuilt += replay.invoices.len() + replay.payments.len();
             let t = tenant.to_string();
@@ -188,7 +191,7 @@ impl Db {
                 .events_where(
                     "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
                     vec![
-                        Bind::Text(tenant.to_string()),
+                        Bind::tenant_key(tenant),
                         Bind::I64(after),
                         Bind::I64(REBUILD_PAGE_EVENTS),
                     ],

@@ -82,17 +82,17 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
-/// PostgreSQL's pre-check (binds: the streams' tenants, UUIDs and ids; the gateway events' tenants,
-/// ids and payments; the idempotency keys' tenants and keys; the invoice numbers' tenants and
+/// PostgreSQL's pre-check (binds: the streams' tenants, tenants' UUIDs, UUIDs and ids; the
+/// gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency keys' tenants and keys; the invoice numbers' tenants and
 /// numbers; each an array).
 pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.id AS key, \
-       (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.t AND e.stream_id = k.s) AS n \
-     FROM unnest(?, ?, ?) AS k(t, s, id) \
-     UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?) AS k(t, g, p) \
+       (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.tk AND e.stream_id = k.s) AS n \
+     FROM unnest(?, ?, ?, ?) AS k(t, tk, s, id) \
+     UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?, ?) AS k(t, tk, g, p) \
      WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
             AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
         OR (SELECT 1 FROM events e \
-            WHERE e.tenant_id = k.t AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
+            WHERE e.tenant_id = k.tk AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
      UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
      WHERE (SELECT 1 FROM idempotency_keys i \
             WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
@@ -112,13 +112,15 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
         Dialect::Postgres => {
             let tenant = |t: &TenantId| t.to_string();
-            let (vt, vs, vid) = (
+            let (vt, vtk, vs, vid) = (
                 texts(&keys.streams, |(t, _)| tenant(t)),
+                Bind::KeyArr(keys.streams.iter().map(|(t, _)| t.uuid()).collect()),
                 Bind::KeyArr(keys.streams.iter().map(|(_, s)| s.uuid()).collect()),
                 texts(&keys.streams, |(_, s)| s.to_string()),
             );
-            let (dt, dg, dp) = (
+            let (dt, dtk, dg, dp) = (
                 texts(&keys.dedup, |(t, _, _)| tenant(t)),
+                Bind::KeyArr(keys.dedup.iter().map(|(t, _, _)| t.uuid()).collect()),
                 texts(&keys.dedup, |(_, g, _)| g.clone()),
                 texts(&keys.dedup, |(_, _, p)| p.to_string()),
             );
@@ -132,7 +134,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             );
             vec![Stmt::new(
                 PG_PRECHECK,
-                vec![vt, vs, vid, dt, dg, dp, it, ik, nt, nn],
+                vec![vt, vtk, vs, vid, dt, dtk, dg, dp, it, ik, nt, nn],
             )]
         }
         Dialect::Sqlite => {
@@ -370,7 +372,7 @@ impl Writes {
         let mut events = Vec::with_capacity(unit.event_count());
         for append in &unit.streams {
             for event in &append.events {
-                events.push(event_row(tenant, event)?);
+                events.push(event_row(event)?);
             }
         }
         self.events.extend(events);

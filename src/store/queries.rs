@@ -34,8 +34,7 @@ fn count(rows: Vec<CountRow>) -> u64 {
 
 /// The insert of one event (outside a batch: API key lifecycle).
 fn insert_event(db: &Db, event: &Event) -> Result<Vec<Stmt>, StoreError> {
-    let tenant = event.tenant_id.to_string();
-    insert_events(db.dialect(), vec![event_row(&tenant, event)?])
+    insert_events(db.dialect(), vec![event_row(event)?])
 }
 
 impl Db {
@@ -395,7 +394,7 @@ impl Db {
         self.events_where(
             INVOICE_EVENTS,
             vec![
-                Bind::Text(tenant.to_string()),
+                Bind::tenant_key(tenant),
                 Bind::key(invoice_id.uuid(), invoice_id),
             ],
         )
@@ -411,7 +410,7 @@ impl Db {
         self.events_where(
             STREAM_EVENTS,
             vec![
-                Bind::Text(tenant.to_string()),
+                Bind::tenant_key(tenant),
                 Bind::key(payment_id.uuid(), payment_id),
             ],
         )
@@ -429,7 +428,7 @@ impl Db {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut filter = String::from("e.tenant_id = ? AND e.seq > ?");
         let mut binds = vec![
-            Bind::Text(tenant.to_string()),
+            Bind::tenant_key(tenant),
             Bind::I64(starting_after_seq.unwrap_or(0)),
         ];
         if let Some(t) = event_type {
@@ -440,7 +439,7 @@ impl Db {
             let Some(subject) = self.subject_filter(s, tenant).await? else {
                 return Ok(Vec::new());
             };
-            filter.push_str(&subject.sql);
+            filter.push_str(subject.sql);
             binds.extend(subject.binds);
         }
         filter.push_str(" ORDER BY e.seq LIMIT ?");

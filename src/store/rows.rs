@@ -48,8 +48,9 @@ pub(crate) fn from_json<T: DeserializeOwned>(s: &str) -> Result<T, StoreError> {
 /// The select list matching `EventRow`, for `events` aliased as `e`.
 pub(crate) fn event_columns(d: Dialect) -> String {
     format!(
-        "e.seq, e.tenant_id, {} AS stream_id, e.version, {} AS event_id, e.event_type, \
+        "e.seq, {} AS tenant_id, {} AS stream_id, e.version, {} AS event_id, e.event_type, \
          {} AS invoice_id, e.actor, e.gateway_event_id, {} AS data, {} AS occurred_at",
+        d.key_out("e.tenant_id"),
         d.key_out("e.stream_id"),
         d.key_out("e.event_id"),
         d.key_out("e.invoice_id"),
@@ -98,7 +99,7 @@ impl EventRow {
         };
         let event = Event {
             id: parse_key(&self.event_id, EventId::from_uuid)?,
-            tenant_id: parse_id(&self.tenant_id)?,
+            tenant_id: parse_key(&self.tenant_id, TenantId::from_uuid)?,
             stream,
             version: u64::try_from(self.version).map_err(corrupt)?,
             invoice_id: self

@@ -102,6 +102,11 @@ impl Bind {
         Self::Key(uuid, id.to_string())
     }
 
+    /// A tenant in the log's `tenant_id` (`Key`); every other table keeps its TypeID text.
+    pub(crate) fn tenant_key(tenant: payrail_actors::domain::TenantId) -> Self {
+        Self::key(tenant.uuid(), tenant)
+    }
+
     pub(crate) fn opt_key<T: std::fmt::Display>(id: Option<(Uuid, T)>) -> Self {
         match id {
             Some((uuid, id)) => Self::OptKey(Some(uuid), Some(id.to_string())),

@@ -35,7 +35,7 @@ impl Db {
         let row: Option<HeadRow> = self
             .load_one(Stmt::new(
                 "SELECT max(seq) AS head FROM events WHERE tenant_id = ?",
-                vec![Bind::Text(tenant.to_string())],
+                vec![Bind::tenant_key(tenant)],
             ))
             .await?;
         Ok(row.and_then(|r| r.head).unwrap_or(0))
@@ -50,7 +50,12 @@ impl Db {
                  (SELECT count(*) FROM payments WHERE tenant_id = ?) AS payments, \
                  (SELECT count(*) FROM refunds WHERE tenant_id = ?) AS refunds, \
                  (SELECT count(*) FROM events WHERE tenant_id = ?) AS events",
-                vec![Bind::Text(id); 4],
+                vec![
+                    Bind::Text(id.clone()),
+                    Bind::Text(id.clone()),
+                    Bind::Text(id),
+                    Bind::tenant_key(tenant),
+                ],
             ))
             .await?;
         row.ok_or_else(|| StoreError::Corrupt("no row from a count".into()))

@@ -142,7 +142,7 @@ pub(crate) fn idempotency_row(scope: &str, r: &IdempotencyRecord) -> Vec<Bind> {
     ]
 }
 
-pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreError> {
+pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
     // The content of the adjacently tagged `EventData` (`{"eventType": …, "data": {…}}`).
     let data = split_json::field(&event.data, "data")
         .map_err(corrupt)?
@@ -150,7 +150,7 @@ pub(crate) fn event_row(tenant: &str, event: &Event) -> Result<Vec<Bind>, StoreE
     // The subject only where it is not the stream (a refund's events), to keep the row short.
     let subject = event.data.refund_id().map(|r| (r.uuid(), r));
     Ok(vec![
-        Bind::text(tenant),
+        Bind::key(event.tenant_id.uuid(), event.tenant_id),
         Bind::key(event.stream.uuid(), event.stream),
         Bind::I64(event.version as i64),
         Bind::key(event.id.uuid(), event.id),

@@ -330,7 +330,7 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
     let mut counts: Vec<(String, i64)> = Vec::new();
     let mut tenants = Vec::with_capacity(rows.len());
     for row in &rows {
-        let Some(Bind::Text(tenant)) = row.first() else {
+        let Some(Bind::Key(_, tenant)) = row.first() else {
             return Err(corrupt("event row without its tenant"));
         };
         match counts.iter_mut().find(|(t, _)| t == tenant) {
@@ -353,7 +353,7 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
         return Ok(Vec::new());
     }
     match d {
-        Dialect::Postgres => Ok(vec![insert_events_numbered(counts, rows)?]),
+        Dialect::Postgres => Ok(vec![insert_events_numbered(counts, tenants, rows)?]),
         Dialect::Sqlite => {
             let mut stmts = bump_counters(counts);
             stmts.extend(insert_rows(d, &EVENTS, rows)?);
@@ -364,7 +364,8 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
 
 /// PostgreSQL: the counters' move and the events' insert as one statement. The counters return
 /// each tenant's new last number and the events join it (a hash join of a few rows), instead of
-/// looking the counter up again per event row.
+/// looking the counter up again per event row. The counters are keyed by the tenant's TypeID
+/// text, the events by its UUID: each row binds both (`tenants`, in row order).
 ///
 /// A tenant's counter exists after its first event, so it is moved by a plain `UPDATE`; only a
 /// tenant the update did not find is inserted. An upsert (`ON CONFLICT DO UPDATE`) of an
@@ -373,9 +374,10 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
 /// transaction since this statement's snapshot.
 fn insert_events_numbered(
     counts: Vec<(String, i64)>,
+    tenants: Vec<String>,
     rows: Vec<Vec<Bind>>,
 ) -> Result<Stmt, StoreError> {
-    let (tenants, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
+    let (counted, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
     let (select, event_binds) = unnest_columns(
         EVENTS.name,
         EVENTS.columns,
@@ -394,13 +396,14 @@ fn insert_events_numbered(
          WHERE k.tenant_id NOT IN (SELECT tenant_id FROM m) {COUNTER_UPSERT} \
          RETURNING tenant_id, last_seq), \
          b AS (SELECT * FROM m UNION ALL SELECT * FROM f) \
-         INSERT INTO events ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY AS u({names}, ord) \
-         JOIN b ON b.tenant_id = u.tenant_id ORDER BY u.ord",
+         INSERT INTO events ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY \
+         AS u({names}, tenant, ord) JOIN b ON b.tenant_id = u.tenant ORDER BY u.ord",
         select.join(", "),
-        vec!["?"; event_binds.len()].join(", "),
+        vec!["?"; event_binds.len() + 1].join(", "),
     );
-    let mut binds = vec![Bind::TextArr(tenants), Bind::I64Arr(ns)];
+    let mut binds = vec![Bind::TextArr(counted), Bind::I64Arr(ns)];
     binds.extend(event_binds);
+    binds.push(Bind::TextArr(tenants));
     Ok(Stmt::new(sql, binds))
 }
 

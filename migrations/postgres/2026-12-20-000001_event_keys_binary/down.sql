@@ -13,6 +13,7 @@ LANGUAGE sql IMMUTABLE STRICT AS $$
 $$;
 
 ALTER TABLE events
+    ALTER COLUMN tenant_id TYPE text COLLATE "C" USING pg_temp.uuid_typeid('ten', tenant_id),
     ALTER COLUMN stream_id TYPE text COLLATE "C" USING pg_temp.uuid_typeid(
         CASE split_part(event_type, '.', 1)
             WHEN 'invoice' THEN 'inv' WHEN 'apikey' THEN 'key' ELSE 'pay' END,

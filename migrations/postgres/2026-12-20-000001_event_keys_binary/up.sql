@@ -1,10 +1,10 @@
--- The columns of `events` that hold one entity's id (the stream, the event, the invoice and
--- the subject) store the UUID inside the TypeID: 16 bytes instead of the 30-character text and
--- its length byte, in the row and in each entry of the stream/version and invoice indexes. The
--- prefix is not lost: the event's own id is always `evt_`, an invoice `inv_`, a subject a
--- refund's `re_`, and a stream's kind follows from the event's type (`invoice.*` events are in
--- an invoice's stream, `payment.*` and `refund.*` in a payment's, `apikey.*` in an API key's).
--- `tenant_id` stays text: the tables joined with the log on it keep theirs.
+-- The id columns of `events` (the tenant, the stream, the event, the invoice and the subject)
+-- store the UUID inside the TypeID: 16 bytes instead of the 30-character text and its length
+-- byte, in the row and in each entry of every index (each of the five holds the tenant). The
+-- prefix is not lost: a tenant's is always `ten_`, the event's own id `evt_`, an invoice `inv_`,
+-- a subject a refund's `re_`, and a stream's kind follows from the event's type (`invoice.*`
+-- events are in an invoice's stream, `payment.*` and `refund.*` in a payment's, `apikey.*` in
+-- an API key's). The other tables keep their TypeID text.
 
 -- A TypeID's 26 base32 characters (Crockford, lower case) as the UUID they encode. Anything
 -- else stops the migration (a cast of the message to uuid fails, naming the id).
@@ -23,6 +23,7 @@ CREATE FUNCTION pg_temp.typeid_uuid(id text) RETURNS uuid LANGUAGE sql IMMUTABLE
 $$;
 
 ALTER TABLE events
+    ALTER COLUMN tenant_id TYPE uuid USING pg_temp.typeid_uuid(tenant_id),
     ALTER COLUMN stream_id TYPE uuid USING pg_temp.typeid_uuid(stream_id),
     ALTER COLUMN event_id TYPE uuid USING pg_temp.typeid_uuid(event_id),
     ALTER COLUMN invoice_id TYPE uuid USING pg_temp.typeid_uuid(invoice_id),

@@ -277,6 +277,8 @@ const KEYS_BINARY: &str = "event_keys_binary";
 #[derive(QueryableByName, Debug, PartialEq)]
 struct EventKeys {
     #[diesel(sql_type = diesel::sql_types::Text)]
+    tenant_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
     stream_id: String,
     #[diesel(sql_type = diesel::sql_types::Text)]
     event_id: String,
@@ -288,24 +290,34 @@ struct EventKeys {
 
 fn event_keys(conn: &mut diesel::PgConnection) -> Vec<EventKeys> {
     conn.rows(
-        "SELECT stream_id::text AS stream_id, event_id::text AS event_id, \
+        "SELECT tenant_id::text AS tenant_id, stream_id::text AS stream_id, event_id::text AS event_id, \
          invoice_id::text AS invoice_id, subject_id::text AS subject_id FROM events ORDER BY seq",
     )
 }
+
+/// An event's stream, id, type, invoice and subject, as the schema before stored them.
+type OldEvent = (
+    String,
+    payrail_actors::domain::EventId,
+    &'static str,
+    Option<String>,
+    Option<String>,
+);
 
 /// Each kind of stream, an event with a subject apart and one without an invoice: migrated up,
 /// every id is the UUID the engine encodes in it; back down, the same TypeIDs again.
 #[tokio::test]
 async fn postgres_event_ids_are_stored_as_their_uuids_and_back() {
-    use payrail_actors::domain::{ApiKeyId, EventId, InvoiceId, PaymentId, RefundId};
+    use payrail_actors::domain::{ApiKeyId, EventId, InvoiceId, PaymentId, RefundId, TenantId};
 
+    let tenant = TenantId::new();
     let (invoice, payment, key, refund) = (
         InvoiceId::new(),
         PaymentId::new(),
         ApiKeyId::new(),
         RefundId::new(),
     );
-    let events: Vec<(String, EventId, &str, Option<String>, Option<String>)> = vec![
+    let events: Vec<OldEvent> = vec![
         (
             invoice.to_string(),
             EventId::new(),
@@ -342,7 +354,7 @@ async fn postgres_event_ids_are_stored_as_their_uuids_and_back() {
         .map(|(i, (stream, id, kind, invoice, subject))| {
             format!(
                 "INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, \
-                 invoice_id, subject_id, actor, data, occurred_at) VALUES ({}, 'ten_a', \
+                 invoice_id, subject_id, actor, data, occurred_at) VALUES ({}, '{tenant}', \
                  '{stream}', {}, '{id}', '{kind}', {}, {}, 'test', '{{}}', now());",
                 i + 1,
                 i + 1,
@@ -354,6 +366,7 @@ async fn postgres_event_ids_are_stored_as_their_uuids_and_back() {
     let typeids: Vec<EventKeys> = events
         .iter()
         .map(|(stream, id, _, invoice, subject)| EventKeys {
+            tenant_id: tenant.to_string(),
             stream_id: stream.clone(),
             event_id: id.to_string(),
             invoice_id: invoice.clone(),
@@ -369,6 +382,7 @@ async fn postgres_event_ids_are_stored_as_their_uuids_and_back() {
     .into_iter()
     .zip(&events)
     .map(|((stream, invoice, subject), (_, id, ..))| EventKeys {
+        tenant_id: tenant.uuid().to_string(),
         stream_id: stream.to_string(),
         event_id: id.uuid().to_string(),
         invoice_id: invoice.map(|i| i.to_string()),
