@@ -207,81 +207,74 @@ fn select_item(table: &Table, column: &str, cast: &str) -> String {
 
 /// One column's scalars as an array bind, plus the cast its select item needs.
 fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
-    let mismatch = || corrupt("mixed bind types in one column");
     Ok(match values.first() {
-        Some(Bind::Text(_)) | Some(Bind::Json(_)) => {
-            let json = matches!(values.first(), Some(Bind::Json(_)));
-            let texts = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::Text(s) | Bind::Json(s) => Ok(s),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::TextArr(texts), if json { "::json" } else { "" })
-        }
-        Some(Bind::OptText(_)) => {
-            let texts = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::OptText(s) => Ok(s),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::OptTextArr(texts), "")
-        }
-        Some(Bind::I64(_)) => {
-            let ints = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::I64(n) => Ok(n),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::I64Arr(ints), "")
-        }
-        Some(Bind::Ts(..)) => {
-            let ts = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::Ts(t, _) => Ok(t),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::TsArr(ts), "")
-        }
-        Some(Bind::OptDate(..)) => {
-            let dates = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::OptDate(d, _) => Ok(d),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::OptDateArr(dates), "")
-        }
-        Some(Bind::Key(..)) => {
-            let keys = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::Key(k, _) => Ok(k),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::KeyArr(keys), "")
-        }
-        Some(Bind::OptKey(..)) => {
-            let keys = values
-                .into_iter()
-                .map(|v| match v {
-                    Bind::OptKey(k, _) => Ok(k),
-                    _ => Err(mismatch()),
-                })
-                .collect::<Result<_, _>>()?;
-            (Bind::OptKeyArr(keys), "")
-        }
+        Some(Bind::Json(_)) => (
+            Bind::TextArr(scalars(values, |v| match v {
+                Bind::Json(s) => Some(s),
+                _ => None,
+            })?),
+            "::json",
+        ),
+        Some(Bind::Text(_)) => (
+            Bind::TextArr(scalars(values, |v| match v {
+                Bind::Text(s) => Some(s),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::OptText(_)) => (
+            Bind::OptTextArr(scalars(values, |v| match v {
+                Bind::OptText(s) => Some(s),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::I64(_)) => (
+            Bind::I64Arr(scalars(values, |v| match v {
+                Bind::I64(n) => Some(n),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::Ts(..)) => (
+            Bind::TsArr(scalars(values, |v| match v {
+                Bind::Ts(t, _) => Some(t),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::OptDate(..)) => (
+            Bind::OptDateArr(scalars(values, |v| match v {
+                Bind::OptDate(d, _) => Some(d),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::Key(..)) => (
+            Bind::KeyArr(scalars(values, |v| match v {
+                Bind::Key(k, _) => Some(k),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::OptKey(..)) => (
+            Bind::OptKeyArr(scalars(values, |v| match v {
+                Bind::OptKey(k, _) => Some(k),
+                _ => None,
+            })?),
+            "",
+        ),
         _ => return Err(corrupt("unsupported column type for a batch insert")),
     })
+}
+
+/// One column's values, each taken out of its bind by `value`; a bind of another type in the
+/// column is an error.
+fn scalars<T>(values: Vec<Bind>, value: impl Fn(Bind) -> Option<T>) -> Result<Vec<T>, StoreError> {
+    values
+        .into_iter()
+        .map(|v| value(v).ok_or_else(|| corrupt("mixed bind types in one column")))
+        .collect()
 }
 
 /// Multi-row `VALUES` in chunks of a few fixed sizes (SQLite).
