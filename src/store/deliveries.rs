@@ -187,7 +187,7 @@ impl Db {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let mut binds = vec![Bind::tenant_key(tenant)];
+        let mut binds = vec![Bind::key(tenant)];
         binds.extend(scope(tenant, endpoint));
         binds.extend([Bind::ts(now), Bind::I64(limit as i64)]);
         let rows: Vec<DueRow> = self
@@ -241,7 +241,7 @@ impl Db {
         self.events_where(
             "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
             vec![
-                Bind::tenant_key(tenant),
+                Bind::key(tenant),
                 Bind::I64(after_seq),
                 Bind::I64(limit as i64),
             ],
@@ -364,7 +364,7 @@ impl Db {
         until: DateTime<Utc>,
         wanted: impl Fn(&str) -> bool,
     ) -> Result<Option<Vec<i64>>, StoreError> {
-        let mut binds = vec![Bind::tenant_key(tenant), Bind::ts(since), Bind::ts(until)];
+        let mut binds = vec![Bind::key(tenant), Bind::ts(since), Bind::ts(until)];
         binds.extend(scope(tenant, endpoint));
         binds.push(Bind::I64(REPLAY_EVENTS_MAX as i64 + 1));
         let rows: Vec<SeqTypeRow> = self
@@ -437,7 +437,7 @@ impl Db {
         Ok(self
             .events_where(
                 "e.tenant_id = ? AND e.event_id = ?",
-                vec![Bind::tenant_key(tenant), Bind::key(id.uuid(), id)],
+                vec![Bind::key(tenant), Bind::key(id)],
             )
             .await?
             .into_iter()
@@ -491,7 +491,7 @@ impl Db {
                 let mut rows = Vec::with_capacity(endpoints.len());
                 for (slot, &(tenant, endpoint, cursor)) in endpoints.iter().enumerate() {
                     let (t, e) = (tenant.to_string(), endpoint.to_string());
-                    let key = Bind::tenant_key(tenant);
+                    let key = Bind::key(tenant);
                     let binds = vec![
                         Bind::I64(slot as i64 + 1),
                         Bind::Text(t.clone()),

@@ -95,8 +95,8 @@ impl Db {
                     event_columns(self.dialect())
                 ),
                 vec![
-                    Bind::tenant_key(tenant),
-                    Bind::key(stream.uuid(), stream),
+                    Bind::key(tenant),
+                    Bind::key(stream),
                     Bind::I64(after_version),
                 ],
             ))
@@ -170,8 +170,8 @@ impl EventStore for Db {
                 vec![
                     Bind::Text(tenant.to_string()),
                     Bind::Text(payment.to_string()),
-                    Bind::tenant_key(tenant),
-                    Bind::key(payment.uuid(), payment),
+                    Bind::key(tenant),
+                    Bind::key(payment),
                 ],
             ))
             .await?;

@@ -191,7 +191,7 @@ impl Db {
                 .events_where(
                     "e.tenant_id = ? AND e.seq > ? ORDER BY e.seq LIMIT ?",
                     vec![
-                        Bind::tenant_key(tenant),
+                        Bind::key(tenant),
                         Bind::I64(after),
                         Bind::I64(REBUILD_PAGE_EVENTS),
                     ],

@@ -393,10 +393,7 @@ impl Db {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.events_where(
             INVOICE_EVENTS,
-            vec![
-                Bind::tenant_key(tenant),
-                Bind::key(invoice_id.uuid(), invoice_id),
-            ],
+            vec![Bind::key(tenant), Bind::key(invoice_id)],
         )
         .await
     }
@@ -409,10 +406,7 @@ impl Db {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.events_where(
             STREAM_EVENTS,
-            vec![
-                Bind::tenant_key(tenant),
-                Bind::key(payment_id.uuid(), payment_id),
-            ],
+            vec![Bind::key(tenant), Bind::key(payment_id)],
         )
         .await
     }
@@ -428,7 +422,7 @@ impl Db {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut filter = String::from("e.tenant_id = ? AND e.seq > ?");
         let mut binds = vec![
-            Bind::tenant_key(tenant),
+            Bind::key(tenant),
             Bind::I64(starting_after_seq.unwrap_or(0)),
         ];
         if let Some(t) = event_type {
@@ -502,16 +496,13 @@ impl Db {
             let payment: PaymentId = parse_id(&payment.value)?;
             return Ok(Some(SubjectFilter {
                 sql: " AND e.stream_id = ? AND e.subject_id = ?",
-                binds: vec![
-                    Bind::key(payment.uuid(), payment),
-                    Bind::key(refund.uuid(), refund),
-                ],
+                binds: vec![Bind::key(payment), Bind::key(refund)],
             }));
         }
         let Ok(stream) = subject.parse::<StreamId>() else {
             return Ok(None);
         };
-        let key = || Bind::key(stream.uuid(), stream);
+        let key = || Bind::key(stream);
         Ok(Some(match stream {
             StreamId::Invoice(_) => SubjectFilter {
                 sql: " AND e.invoice_id = ? AND e.stream_id = ?",

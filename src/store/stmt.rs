@@ -10,6 +10,7 @@ use diesel::sql_types::{
     Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid,
 };
 use diesel::sqlite::Sqlite;
+use payrail_actors::domain::{EventId, InvoiceId, PaymentId, RefundId, StreamId, TenantId};
 use payrail_actors::ports::StoreError;
 use uuid::Uuid;
 
@@ -97,19 +98,14 @@ impl Bind {
         Self::Text(s.into())
     }
 
-    /// An id as a key (`Key`): its UUID and its TypeID text.
-    pub(crate) fn key(uuid: Uuid, id: impl std::fmt::Display) -> Self {
-        Self::Key(uuid, id.to_string())
+    /// An id as a key (`Key`): its UUID and its TypeID text, both from the id.
+    pub(crate) fn key(id: impl LogKey) -> Self {
+        Self::Key(id.key_uuid(), id.to_string())
     }
 
-    /// A tenant in the log's `tenant_id` (`Key`); every other table keeps its TypeID text.
-    pub(crate) fn tenant_key(tenant: payrail_actors::domain::TenantId) -> Self {
-        Self::key(tenant.uuid(), tenant)
-    }
-
-    pub(crate) fn opt_key<T: std::fmt::Display>(id: Option<(Uuid, T)>) -> Self {
+    pub(crate) fn opt_key(id: Option<impl LogKey>) -> Self {
         match id {
-            Some((uuid, id)) => Self::OptKey(Some(uuid), Some(id.to_string())),
+            Some(id) => Self::OptKey(Some(id.key_uuid()), Some(id.to_string())),
             None => Self::OptKey(None, None),
         }
     }
@@ -130,6 +126,24 @@ impl Bind {
         Self::OptDate(d, d.map(|d| d.format("%Y-%m-%d").to_string()))
     }
 }
+
+/// An id that the log's key columns hold (`Bind::Key`): the UUID inside it, and its TypeID
+/// text through `Display`.
+pub(crate) trait LogKey: std::fmt::Display {
+    fn key_uuid(&self) -> Uuid;
+}
+
+macro_rules! log_key {
+    ($($id:ty),*) => {
+        $(impl LogKey for $id {
+            fn key_uuid(&self) -> Uuid {
+                self.uuid()
+            }
+        })*
+    };
+}
+
+log_key!(TenantId, StreamId, EventId, InvoiceId, PaymentId, RefundId);
 
 /// Refuses a count of affected rows other than the expected one: a row the batch took for
 /// stored was not, and the transaction must not commit without it.

@@ -35,7 +35,7 @@ impl Db {
         let row: Option<HeadRow> = self
             .load_one(Stmt::new(
                 "SELECT max(seq) AS head FROM events WHERE tenant_id = ?",
-                vec![Bind::tenant_key(tenant)],
+                vec![Bind::key(tenant)],
             ))
             .await?;
         Ok(row.and_then(|r| r.head).unwrap_or(0))
@@ -54,7 +54,7 @@ impl Db {
                     Bind::Text(id.clone()),
                     Bind::Text(id.clone()),
                     Bind::Text(id),
-                    Bind::tenant_key(tenant),
+                    Bind::key(tenant),
                 ],
             ))
             .await?;

@@ -147,16 +147,15 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
     let data = split_json::field(&event.data, "data")
         .map_err(corrupt)?
         .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
-    // The subject only where it is not the stream (a refund's events), to keep the row short.
-    let subject = event.data.refund_id().map(|r| (r.uuid(), r));
     Ok(vec![
-        Bind::key(event.tenant_id.uuid(), event.tenant_id),
-        Bind::key(event.stream.uuid(), event.stream),
+        Bind::key(event.tenant_id),
+        Bind::key(event.stream),
         Bind::I64(event.version as i64),
-        Bind::key(event.id.uuid(), event.id),
+        Bind::key(event.id),
         Bind::text(event.event_type()),
-        Bind::opt_key(event.invoice_id.map(|i| (i.uuid(), i))),
-        Bind::opt_key(subject),
+        Bind::opt_key(event.invoice_id),
+        // The subject only where it is not the stream (a refund's events), to keep the row short.
+        Bind::opt_key(event.data.refund_id()),
         Bind::Text(event.actor.clone()),
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),
