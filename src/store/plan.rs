@@ -82,9 +82,9 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
-/// PostgreSQL's pre-check (binds: the streams' tenants, tenants' UUIDs, UUIDs and ids; the
-/// gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency keys' tenants and keys; the invoice numbers' tenants and
-/// numbers; each an array).
+/// PostgreSQL's pre-check (binds, each an array: the streams' tenants, tenants' UUIDs, UUIDs
+/// and ids; the gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency
+/// keys' tenants and keys; the invoice numbers' tenants and numbers).
 pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.id AS key, \
        (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.tk AND e.stream_id = k.s) AS n \
      FROM unnest(?, ?, ?, ?) AS k(t, tk, s, id) \
