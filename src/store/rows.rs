@@ -133,7 +133,8 @@ pub(crate) fn into_stored(rows: Vec<EventRow>) -> Result<Vec<StoredEvent>, Store
 
 /// A projection row's snapshot and its version: an invoice's and a payment's in two parts,
 /// `details` (what seldom or never changes) and `data` (what changes), their status (and a
-/// payment's gateway reference) in columns of their own; a refund's whole in `data`.
+/// payment's gateway reference) in columns of their own; a refund's whole in `data`. A
+/// payment's ids, amount, currency and creation time are only in its columns.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct DataRow {
     #[diesel(sql_type = Text)]
@@ -146,31 +147,56 @@ pub(crate) struct DataRow {
     pub(crate) gateway_reference: Option<String>,
     #[diesel(sql_type = BigInt)]
     pub(crate) version: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) tenant_id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) id: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) invoice_id: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) amount: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) currency: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pub(crate) created_at: Option<i64>,
 }
 
 /// The select list matching `DataRow` for `table` (a projection table, optionally aliased as
 /// `alias.`).
 pub(crate) fn snapshot_columns(d: Dialect, table: &str, alias: &str) -> String {
     const NONE: &str = "CAST(NULL AS text)";
-    let details = if table == PAYMENTS.name || table == INVOICES.name {
+    const NO_NUMBER: &str = "CAST(NULL AS bigint)";
+    let payment = table == PAYMENTS.name;
+    let split = payment || table == INVOICES.name;
+    let column = |name: &str, wanted: bool, none: &str| {
+        if wanted {
+            format!("{alias}{name}")
+        } else {
+            none.to_owned()
+        }
+    };
+    let details = if split {
         d.json_out(&format!("{alias}details"))
     } else {
         NONE.to_owned()
     };
-    let status = if table == PAYMENTS.name || table == INVOICES.name {
-        format!("{alias}status")
+    let created_at = if payment {
+        d.ts_out(&format!("{alias}created_at"))
     } else {
-        NONE.to_owned()
-    };
-    let reference = if table == PAYMENTS.name {
-        format!("{alias}gateway_reference")
-    } else {
-        NONE.to_owned()
+        NO_NUMBER.to_owned()
     };
     format!(
-        "{} AS data, {details} AS details, {status} AS status, {reference} AS gateway_reference, \
-         {alias}version AS version",
-        d.json_out(&format!("{alias}data"))
+        "{} AS data, {details} AS details, {} AS status, {} AS gateway_reference, \
+         {alias}version AS version, {} AS tenant_id, {} AS id, {} AS invoice_id, {} AS amount, \
+         {} AS currency, {created_at} AS created_at",
+        d.json_out(&format!("{alias}data")),
+        column("status", split, NONE),
+        column("gateway_reference", payment, NONE),
+        column("tenant_id", payment, NONE),
+        column("id", payment, NONE),
+        column("invoice_id", payment, NONE),
+        column("amount", payment, NO_NUMBER),
+        column("currency", payment, NONE),
     )
 }
 
@@ -191,19 +217,35 @@ impl DataRow {
     }
 
     /// The payment whole again: its details, its data, and the snapshot's keys that are columns
-    /// (`status`, `gatewayReference`, `version`; `data` does not repeat them).
+    /// (ids, amount, currency, creation time, `status`, `gatewayReference`, `version`; neither
+    /// part repeats them).
     pub(crate) fn payment(&self) -> Result<Payment, StoreError> {
-        let columns = format!(
-            "{{\"status\":{},\"gatewayReference\":{},\"version\":{}}}",
-            self.status_json("a payment")?,
-            serde_json::to_string(&self.gateway_reference).map_err(corrupt)?,
-            self.version
-        );
         from_json(&join_objects(&[
             self.details("a payment")?,
             &self.data,
-            &columns,
+            &self.payment_columns()?,
         ])?)
+    }
+
+    /// The keys of a payment's snapshot that are columns of its row, as a JSON object.
+    pub(crate) fn payment_columns(&self) -> Result<String, StoreError> {
+        let created_at = self
+            .created_at
+            .map(from_micros)
+            .ok_or_else(|| corrupt("a payment row without its creation time"))?;
+        Ok(format!(
+            "{{\"id\":{},\"tenantId\":{},\"invoiceId\":{},\"amount\":{},\"currency\":{},\
+             \"createdAt\":{},\"status\":{},\"gatewayReference\":{},\"version\":{}}}",
+            json_column(&self.id, "id")?,
+            json_column(&self.tenant_id, "tenant")?,
+            json_column(&self.invoice_id, "invoice")?,
+            json_column(&self.amount, "amount")?,
+            json_column(&self.currency, "currency")?,
+            serde_json::to_string(&created_at).map_err(corrupt)?,
+            self.status_json("a payment")?,
+            serde_json::to_string(&self.gateway_reference).map_err(corrupt)?,
+            self.version
+        ))
     }
 
     /// The status column as a JSON string.
@@ -219,6 +261,14 @@ impl DataRow {
         self.details
             .as_deref()
             .ok_or_else(|| corrupt(format!("{what} row without its details")))
+    }
+}
+
+/// A payment row's `column` as JSON; a row without it is corrupt.
+fn json_column<T: serde::Serialize>(value: &Option<T>, column: &str) -> Result<String, StoreError> {
+    match value {
+        Some(value) => serde_json::to_string(value).map_err(corrupt),
+        None => Err(corrupt(format!("a payment row without its {column}"))),
     }
 }
 

@@ -231,8 +231,23 @@ trait Projection: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug {
 impl Projection for Payment {
     const COLUMN_KEYS: &'static [&'static str] = &PAYMENT_COLUMN_KEYS;
     const STATE_KEY: &'static str = "failureMessage";
+    /// The store's reader expects `details` without the keys the row has in columns
+    /// (`payment_details_without_columns`); before that migration they are there, so the
+    /// columns' values fill in only what the two parts leave out.
     fn read(row: &DataRow) -> Self {
-        row.payment().unwrap()
+        let mut whole: serde_json::Value =
+            serde_json::from_str(row.details.as_deref().unwrap()).unwrap();
+        let object = whole.as_object_mut().unwrap();
+        let parts: [serde_json::Value; 2] = [
+            serde_json::from_str(&row.data).unwrap(),
+            serde_json::from_str(&row.payment_columns().unwrap()).unwrap(),
+        ];
+        for part in parts {
+            for (key, value) in part.as_object().unwrap() {
+                object.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+        }
+        serde_json::from_value(whole).unwrap()
     }
 }
 
@@ -463,6 +478,75 @@ where
         &split_invoice_sql(&original, C::NOW, &details, &data),
         &select_invoice_split(C::DIALECT),
     );
+}
+
+/// The migration that leaves a payment's columns out of its details.
+const DETAILS_WITHOUT_COLUMNS: &str = "payment_details_without_columns";
+
+/// The keys of a payment's details before that migration that are columns of its row.
+const PAYMENT_DETAIL_COLUMN_KEYS: [&str; 6] = [
+    "id",
+    "tenantId",
+    "invoiceId",
+    "amount",
+    "currency",
+    "createdAt",
+];
+
+/// Whether the stored details repeat the columns' keys, and the payment read whole: by the
+/// store's reader once they no longer do.
+fn check_details_repeat(rows: Vec<DataRow>, original: &Payment, repeats: bool) {
+    assert_eq!(rows.len(), 1);
+    let details: serde_json::Value =
+        serde_json::from_str(rows[0].details.as_deref().unwrap()).unwrap();
+    for key in PAYMENT_DETAIL_COLUMN_KEYS {
+        assert_eq!(details.get(key).is_some(), repeats, "{key} in {details}");
+    }
+    assert!(details.get("paymentMethod").is_some(), "{details}");
+    assert!(details.get("sourceToken").is_some(), "{details}");
+    if !repeats {
+        assert_eq!(rows[0].payment().unwrap(), *original);
+    }
+    assert_eq!(Payment::read(&rows[0]), *original);
+}
+
+fn payment_details_without_columns<C: OldDatabase>(conn: &mut C)
+where
+    EmbeddedMigrations: MigrationSource<C::Db>,
+    DataRow: QueryableByName<C::Db>,
+{
+    let mut original = payment();
+    original.created_at += chrono::Duration::microseconds(123_456);
+    let mut old_details = SPLIT_PAYMENT_DETAILS.to_vec();
+    old_details.push("sourceToken");
+    let (details, data) =
+        crate::store::split_json::split(&original, &old_details, &PAYMENT_COLUMN_KEYS).unwrap();
+    let created_at = match C::DIALECT {
+        Dialect::Postgres => format!("'{}'::timestamptz", original.created_at.to_rfc3339()),
+        Dialect::Sqlite => original.created_at.timestamp_micros().to_string(),
+    };
+    let select = select_split(C::DIALECT);
+    there_and_back(
+        conn,
+        DETAILS_WITHOUT_COLUMNS,
+        &old_payment_sql(
+            &original,
+            &created_at,
+            &[("details", details), ("data", data)],
+        ),
+        |c| check_details_repeat(c.rows(&select), &original, false),
+        |c| check_details_repeat(c.rows(&select), &original, true),
+    );
+}
+
+#[test]
+fn sqlite_payment_details_leave_out_its_columns() {
+    on_sqlite(payment_details_without_columns);
+}
+
+#[tokio::test]
+async fn postgres_payment_details_leave_out_its_columns() {
+    on_postgres(payment_details_without_columns).await;
 }
 
 #[test]
