@@ -3,9 +3,9 @@
 //! writer), and that writer has one batch in flight, so a stream's stored version is what was
 //! last committed here, unless another process wrote to it meanwhile: then it can only be
 //! higher. A unit expecting exactly the version recorded here needs no query. Were the stored
-//! one higher, the insert of its first event would break the unique
-//! `(tenant_id, stream_id, version)` and the batch would be re-run, checked in full. A stream
-//! recorded at another version, or not at all, is read as before.
+//! one higher, the insert of its first event would break the unique stream/version key and the
+//! batch would be re-run, checked in full. A stream recorded at another version, or not at all,
+//! is read as before.
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,10 +24,8 @@ impl Committed {
     /// for here and its invoice numbers. Gateway event and idempotency keys are left to their
     /// unique indexes. Also the versions vouched for, to be taken as stored.
     pub(crate) fn trusting_keys(&self, units: &[Unit]) -> (Keys, Vec<(StreamKey, u64)>) {
-        let mut keys = plan::keys(units);
+        let mut keys = plan::version_keys(units);
         let vouched = self.vouch(units, &mut keys);
-        keys.dedup.clear();
-        keys.idempotency.clear();
         (keys, vouched)
     }
 

@@ -42,7 +42,18 @@ impl Keys {
     }
 }
 
+/// Every key of `units` a batch checks when it trusts nothing.
 pub(crate) fn keys(units: &[Unit]) -> Keys {
+    collect_keys(units, true)
+}
+
+/// The keys of `units` whose state a batch must read even when its gateway event and
+/// idempotency keys are left to their unique indexes: streams and invoice numbers.
+pub(crate) fn version_keys(units: &[Unit]) -> Keys {
+    collect_keys(units, false)
+}
+
+fn collect_keys(units: &[Unit], unique_keys: bool) -> Keys {
     let mut streams = HashSet::new();
     let mut dedup = HashSet::new();
     let mut idempotency = HashSet::new();
@@ -57,14 +68,16 @@ pub(crate) fn keys(units: &[Unit]) -> Keys {
                 keys.streams.push((tenant, s.stream));
             }
         }
-        for (id, payment) in unit.gateway_events() {
-            if dedup.insert((tenant, id)) {
-                keys.dedup.push((tenant, id.to_owned(), payment));
+        if unique_keys {
+            for (id, payment) in unit.gateway_events() {
+                if dedup.insert((tenant, id)) {
+                    keys.dedup.push((tenant, id.to_owned(), payment));
+                }
             }
-        }
-        if let Some(r) = &unit.idempotency {
-            if idempotency.insert((tenant, r.key.as_str())) {
-                keys.idempotency.push((tenant, r.key.clone()));
+            if let Some(r) = &unit.idempotency {
+                if idempotency.insert((tenant, r.key.as_str())) {
+                    keys.idempotency.push((tenant, r.key.clone()));
+                }
             }
         }
         if let Some(n) = unit.invoice_number() {

@@ -26,6 +26,7 @@ macro_rules! on_both {
     };
 }
 
+mod committed;
 mod contract;
 mod fixtures;
 mod lists;

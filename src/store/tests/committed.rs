@@ -1,0 +1,35 @@
+//! What a batch's first attempt pre-checks when it trusts the versions this process committed.
+
+use crate::store::committed::Committed;
+use crate::store::plan;
+
+use super::fixtures::{at, attempt_payment, charge_accepted, create_invoice, idempotency};
+
+/// A stream whose unit expects the version committed here is vouched for and not read; one it
+/// has not seen is read; gateway event and idempotency keys are never read, which is what the
+/// untrusting check does read.
+#[test]
+fn trusting_reads_only_the_streams_it_cannot_vouch_for() {
+    let tenant = payrail_actors::domain::TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &Default::default());
+    let (mut known, attempted) = attempt_payment(&mut invoice, 100, at(1));
+    let (mut unknown, _) = attempt_payment(&mut invoice, 100, at(1));
+    let mut committed = Committed::default();
+    committed.record(&[created, attempted], &[Ok(()), Ok(())]);
+
+    let mut accepted = charge_accepted(&mut known, at(2));
+    accepted.idempotency = Some(idempotency("k1", at(2)));
+    let units = vec![accepted, charge_accepted(&mut unknown, at(2))];
+    let (keys, vouched) = committed.trusting_keys(&units);
+
+    let known_stream = units[0].streams[0].stream;
+    let unknown_stream = units[1].streams[0].stream;
+    assert_eq!(vouched, vec![((tenant, known_stream), 1)]);
+    assert_eq!(keys.streams, vec![(tenant, unknown_stream)]);
+    assert!(keys.dedup.is_empty() && keys.idempotency.is_empty());
+
+    let all = plan::keys(&units);
+    assert_eq!(all.streams.len(), 2);
+    assert_eq!(all.dedup.len(), 1, "both charges report gateway event gw_1");
+    assert_eq!(all.idempotency.len(), 1);
+}
