@@ -105,8 +105,8 @@ impl PaymentActor {
 
     /// Queues a change: through the invoice when it moves invoice money (one unit with the
     /// invoice's reaction), else straight to the audit writer. Memory moves on as soon as the
-    /// unit is queued; `Queued::durable` says when it is durable.
-    fn commit(&mut self, change: Change) -> Step<Queued<Payment>> {
+    /// unit is queued; the `Durable` it answers says when it is durable.
+    fn commit(&mut self, change: Change) -> Step<Durable> {
         let state = match self.current() {
             Ok(state) => state,
             Err(err) => return done(Err(err)),
@@ -219,14 +219,11 @@ impl PaymentActor {
         next: Payment,
         gateway_event_id: Option<String>,
         durable: Durable,
-    ) -> Queued<Payment> {
+    ) -> Durable {
         self.seen.extend(gateway_event_id);
-        self.state = Some(next.clone());
+        self.state = Some(next);
         self.pipeline.tail = durable.clone();
-        Queued {
-            value: next,
-            durable,
-        }
+        durable
     }
 
     /// Records a handled-but-ignored gateway event so a re-delivery counts as a duplicate.
@@ -320,7 +317,7 @@ impl PaymentActor {
         match state.decide_gateway(&outcome) {
             Disposition::Apply(data) => Box::pin(
                 self.commit(Change::from(data, actor))
-                    .map(|queued, _, _| queued.map(|q| when_durable(q.durable, ()))),
+                    .map(|durable, _, _| durable.map(|d| when_durable(d, ()))),
             ),
             _ => done(Ok(settled(Ok(())))),
         }
@@ -475,8 +472,8 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
                         gateway_event_id: Some(msg.gateway_event_id),
                         ..Change::from(data, GATEWAY_ACTOR)
                     };
-                    Box::pin(act.commit(change).map(|queued, _, _| {
-                        let durable = queued?.durable;
+                    Box::pin(act.commit(change).map(|durable, _, _| {
+                        let durable = durable?;
                         Ok(async move {
                             match durable.await {
                                 Ok(()) => Ok(WebhookDisposition::Applied),
@@ -514,12 +511,10 @@ impl Handler<CreateRefund> for PaymentActor {
                 refund: Some(refund_id),
                 ..Change::from(data, &msg.caller.actor)
             };
-            Box::pin(act.commit(change).map(move |queued, act, _| {
-                let Queued {
-                    value: payment,
-                    durable,
-                } = queued?;
-                let refund = payment
+            Box::pin(act.commit(change).map(move |durable, act, _| {
+                let durable = durable?;
+                let refund = act
+                    .current()?
                     .refund(refund_id)
                     .cloned()
                     .ok_or(EngineError::NotFound("refund"))?;
