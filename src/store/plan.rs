@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::{format_number, parse_number};
 use payrail_actors::domain::{StreamId, TenantId};
 use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
+use uuid::Uuid;
 
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
@@ -95,6 +96,10 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
+fn uuids<T>(items: &[T], uuid: impl Fn(&T) -> Uuid) -> Bind {
+    Bind::KeyArr(items.iter().map(uuid).collect())
+}
+
 /// PostgreSQL's pre-check (binds, each an array: the streams' tenants, tenants' UUIDs, UUIDs
 /// and ids; the gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency
 /// keys' tenants and keys; the invoice numbers' tenants and numbers).
@@ -127,13 +132,13 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             let tenant = |t: &TenantId| t.to_string();
             let (vt, vtk, vs, vid) = (
                 texts(&keys.streams, |(t, _)| tenant(t)),
-                Bind::KeyArr(keys.streams.iter().map(|(t, _)| t.uuid()).collect()),
-                Bind::KeyArr(keys.streams.iter().map(|(_, s)| s.uuid()).collect()),
+                uuids(&keys.streams, |(t, _)| t.uuid()),
+                uuids(&keys.streams, |(_, s)| s.uuid()),
                 texts(&keys.streams, |(_, s)| s.to_string()),
             );
             let (dt, dtk, dg, dp) = (
                 texts(&keys.dedup, |(t, _, _)| tenant(t)),
-                Bind::KeyArr(keys.dedup.iter().map(|(t, _, _)| t.uuid()).collect()),
+                uuids(&keys.dedup, |(t, _, _)| t.uuid()),
                 texts(&keys.dedup, |(_, g, _)| g.clone()),
                 texts(&keys.dedup, |(_, _, p)| p.to_string()),
             );

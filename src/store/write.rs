@@ -207,63 +207,27 @@ fn select_item(table: &Table, column: &str, cast: &str) -> String {
 
 /// One column's scalars as an array bind, plus the cast its select item needs.
 fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
+    // The column's `$scalar` binds as one `$array` bind; a bind of another type is an error.
+    macro_rules! array {
+        ($scalar:ident, $array:ident, $cast:literal) => {
+            (
+                Bind::$array(scalars(values, |v| match v {
+                    Bind::$scalar(value, ..) => Some(value),
+                    _ => None,
+                })?),
+                $cast,
+            )
+        };
+    }
     Ok(match values.first() {
-        Some(Bind::Json(_)) => (
-            Bind::TextArr(scalars(values, |v| match v {
-                Bind::Json(s) => Some(s),
-                _ => None,
-            })?),
-            "::json",
-        ),
-        Some(Bind::Text(_)) => (
-            Bind::TextArr(scalars(values, |v| match v {
-                Bind::Text(s) => Some(s),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::OptText(_)) => (
-            Bind::OptTextArr(scalars(values, |v| match v {
-                Bind::OptText(s) => Some(s),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::I64(_)) => (
-            Bind::I64Arr(scalars(values, |v| match v {
-                Bind::I64(n) => Some(n),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::Ts(..)) => (
-            Bind::TsArr(scalars(values, |v| match v {
-                Bind::Ts(t, _) => Some(t),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::OptDate(..)) => (
-            Bind::OptDateArr(scalars(values, |v| match v {
-                Bind::OptDate(d, _) => Some(d),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::Key(..)) => (
-            Bind::KeyArr(scalars(values, |v| match v {
-                Bind::Key(k, _) => Some(k),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::OptKey(..)) => (
-            Bind::OptKeyArr(scalars(values, |v| match v {
-                Bind::OptKey(k, _) => Some(k),
-                _ => None,
-            })?),
-            "",
-        ),
+        Some(Bind::Json(_)) => array!(Json, TextArr, "::json"),
+        Some(Bind::Text(_)) => array!(Text, TextArr, ""),
+        Some(Bind::OptText(_)) => array!(OptText, OptTextArr, ""),
+        Some(Bind::I64(_)) => array!(I64, I64Arr, ""),
+        Some(Bind::Ts(..)) => array!(Ts, TsArr, ""),
+        Some(Bind::OptDate(..)) => array!(OptDate, OptDateArr, ""),
+        Some(Bind::Key(..)) => array!(Key, KeyArr, ""),
+        Some(Bind::OptKey(..)) => array!(OptKey, OptKeyArr, ""),
         _ => return Err(corrupt("unsupported column type for a batch insert")),
     })
 }
