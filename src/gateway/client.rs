@@ -1,6 +1,6 @@
 //! `HttpGateway`: the engine's `Gateway` port over HTTP (reqwest). Every call has a timeout and a
-//! bounded number of retries with exponential backoff and jitter on transport errors, 5xx and 429;
-//! other 4xx answers are final. Charges and refunds carry an `Idempotency-Key`, so a retry (or a
+//! bounded number of retries with exponential backoff and jitter on transport errors, 5xx, 408 and
+//! 429; other 4xx answers are final. Charges and refunds carry an `Idempotency-Key`, so a retry (or a
 //! re-send from durable state) never creates a second charge. Card numbers are never logged.
 //! `https://` gateways are reached over TLS (rustls) with the public roots plus, optionally, a
 //! private CA from a PEM file; a plain `http://` gateway that is not on loopback is warned about,
@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Per-request timeout unless configured otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 5_000;
-/// Retries after the first attempt, on transport errors, 5xx and 429.
+/// Retries after the first attempt, on transport errors, 5xx, 408 and 429.
 pub const DEFAULT_MAX_RETRIES: u32 = 3;
 /// First retry waits about this long; each further retry doubles it, up to the max.
 pub const DEFAULT_BACKOFF_BASE_MS: u64 = 100;
@@ -253,7 +253,11 @@ async fn classify(response: reqwest::Response, source_less_charge: bool) -> Atte
     if status.is_success() {
         return Attempt::Done(text);
     }
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    // 408: the gateway gave up waiting for the request and did not act on it.
+    if status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+    {
         return Attempt::Retry(format!("status {status}"));
     }
     let error: ErrorBody = serde_json::from_str(&text).unwrap_or_default();
@@ -365,18 +369,21 @@ mod tests {
 
     use super::*;
 
-    /// A fake gateway: answers 503 to the first `fail_first` requests, then 202, recording
-    /// each request's Idempotency-Key and body.
+    /// A fake gateway: answers `fail_status` (503 unless set) to the first `fail_first`
+    /// requests, then 202, recording each request's Idempotency-Key and body.
     #[derive(Default)]
     struct Fake {
         fail_first: usize,
+        fail_status: Option<u16>,
         calls: AtomicUsize,
         seen: Mutex<Vec<(Option<String>, Value)>>,
     }
 
     async fn answer(fake: web::Data<Fake>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
         if fake.calls.fetch_add(1, Ordering::SeqCst) < fake.fail_first {
-            return HttpResponse::ServiceUnavailable().finish();
+            let status = actix_web::http::StatusCode::from_u16(fake.fail_status.unwrap_or(503));
+            let status = status.unwrap();
+            return HttpResponse::build(status).finish();
         }
         let key = request
             .headers()
@@ -390,8 +397,16 @@ mod tests {
     }
 
     async fn start_fake(fail_first: usize) -> (String, Arc<Fake>) {
+        start_fake_answering(fail_first, None).await
+    }
+
+    async fn start_fake_answering(
+        fail_first: usize,
+        fail_status: Option<u16>,
+    ) -> (String, Arc<Fake>) {
         let fake = Arc::new(Fake {
             fail_first,
+            fail_status,
             ..Fake::default()
         });
         let data = web::Data::from(fake.clone());
@@ -490,6 +505,33 @@ mod tests {
             3,
             "one attempt plus two retries"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn retries_a_request_timeout_but_not_a_refusal() {
+        let request = charge(Some(PaymentSource::Token("tok_visa".into())));
+        let (url, fake) = start_fake_answering(2, Some(408)).await;
+        assert_eq!(
+            gateway(&url, 2).create_charge(&request).await.unwrap(),
+            "ch_fake"
+        );
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+        let keys: Vec<_> = fake
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.0.clone())
+            .collect();
+        assert_eq!(keys, [Some(request.payment_id.to_string())]);
+
+        let (url, fake) = start_fake_answering(2, Some(402)).await;
+        let result = gateway(&url, 2).create_charge(&request).await;
+        assert!(
+            matches!(result, Err(GatewayError::Rejected { status: 402, .. })),
+            "{result:?}"
+        );
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "a refusal is final");
     }
 
     #[test]
