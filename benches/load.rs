@@ -11,7 +11,8 @@
 //! bytes on kept-alive HTTP/1.1 connections (`load/conn.rs`); `--backend none` measures only its
 //! ceiling against the no-op handler. `--pg-set name=value` sets a PostgreSQL setting on the
 //! benchmark databases, `--pg-server name=value` one the cluster starts with (`max_wal_size`).
-//! `--wal-detail` breaks each PostgreSQL step's WAL down by
+//! After seeding PostgreSQL the benchmark runs `VACUUM (ANALYZE)`, as `pgbench` does
+//! (`--no-vacuum` skips it). `--wal-detail` breaks each PostgreSQL step's WAL down by
 //! relation with `pg_waldump`.
 //! Outbound webhooks: `cargo bench --bench load -- --scenario delivery --backend postgres`
 //! (`--endpoints 1,10 --delivery-rate 250`; details in `load/delivery.rs`): ingestion with
@@ -231,6 +232,27 @@ pub(crate) struct Database {
     pg_port: Option<u16>,
 }
 
+impl Database {
+    /// After the seed, as `pgbench` does before its runs: vacuums and analyzes the seeded
+    /// tables on PostgreSQL. Otherwise autovacuum's first pass over them (its launcher visits
+    /// each database once a minute) reads the whole payments table during whichever step it
+    /// lands in. `--no-vacuum` leaves that to autovacuum.
+    pub(crate) fn settle(&self, backend: &str, o: &Options) -> anyhow::Result<()> {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        if self.pg_port.is_none() || !o.vacuum {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        diesel::PgConnection::establish(&self.url)?.batch_execute("VACUUM (ANALYZE)")?;
+        eprintln!(
+            "load[{backend}]: vacuumed the seeded database in {:.1}s",
+            t0.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
 /// A fresh database on the backend: a new SQLite file, or a new database in the cluster.
 pub(crate) fn fresh_database(
     pg: Option<&PgCluster>,
@@ -403,6 +425,7 @@ async fn run_backend(
             seed.payment_count(),
             t0.elapsed().as_secs_f64()
         );
+        db.settle(backend, o)?;
         let watch = Watch {
             server: Some(engine.pid()),
             postmaster: db.postmaster,
@@ -517,6 +540,7 @@ async fn baselines(
         )
         .await?,
     );
+    db.settle(backend, o)?;
     let watch = Watch {
         server: Some(engine.pid()),
         postmaster: db.postmaster,

@@ -31,6 +31,8 @@ pub struct Options {
     /// `--gateway simulator`: the engine runs its built-in gateway simulator (charges answered
     /// by real signed webhooks) instead of the silent stub.
     pub simulator: bool,
+    /// Vacuum and analyze a PostgreSQL database after seeding it (`--no-vacuum`: don't).
+    pub vacuum: bool,
     /// After each PostgreSQL step, break its WAL down by relation with `pg_waldump`.
     pub wal_detail: bool,
     /// `delivery`: endpoints per tenant of each delivery ramp, and its first (fixed) rate.
@@ -80,6 +82,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
         pg_settings: Vec::new(),
         pg_server: Vec::new(),
         simulator: false,
+        vacuum: true,
         wal_detail: false,
         endpoints: vec![1, 10],
         delivery_rate: 250.0,
@@ -108,6 +111,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--in-flight" => o.in_flight = value()?.parse()?,
             "--no-baselines" => o.baselines = false,
             "--wal-detail" => o.wal_detail = true,
+            "--no-vacuum" => o.vacuum = false,
             "--gateway" => o.simulator = value()? == "simulator",
             "--rates" => {
                 o.rates = value()?
@@ -131,7 +135,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; options: --scenario --backend --duration --tenants \
-                 --invoices --payments --actors --in-flight --no-baselines --wal-detail --gateway \
+                 --invoices --payments --actors --in-flight --no-baselines --no-vacuum --wal-detail --gateway \
                  --rates --endpoints --delivery-rate --pg-set --pg-server --plot-from (see benches/load.rs)"
             ),
         }

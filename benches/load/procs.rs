@@ -225,7 +225,6 @@ impl Drop for Stub {
     }
 }
 
-/// A throwaway PostgreSQL 15 cluster (fsync on), as `scripts/test` starts one; removed on drop.
 /// PostgreSQL's current WAL position in bytes, read with `psql` (None if it can't be read).
 pub fn wal_position(port: u16) -> Option<u64> {
     let output = Command::new("psql")
@@ -243,6 +242,7 @@ pub fn wal_position(port: u16) -> Option<u64> {
     text.trim().parse::<f64>().ok().map(|bytes| bytes as u64)
 }
 
+/// A throwaway PostgreSQL 15 cluster (fsync on), as `scripts/test` starts one; removed on drop.
 pub struct PgCluster {
     dir: tempfile::TempDir,
     pub port: u16,
