@@ -159,21 +159,23 @@ where
                 }
             }
         }
-        let me = ctx.address();
         let runs = runs
             .into_iter()
             .zip(later)
             .map(|((booking, id, first_at, sent), msgs)| {
-                let me = me.clone();
+                // Only a payment with more than one message needs this supervisor again.
+                let me = (!msgs.is_empty()).then(|| ctx.address());
                 async move {
                     let first = sent.await;
                     let mut later = Vec::new();
-                    for (at, msg) in msgs {
-                        let answer = match me.send(ToPayment { id, msg }).await {
-                            Ok(answer) => answer,
-                            Err(e) => Err(e.into()),
-                        };
-                        later.push((at, answer));
+                    if let Some(me) = me {
+                        for (at, msg) in msgs {
+                            let answer = match me.send(ToPayment { id, msg }).await {
+                                Ok(answer) => answer,
+                                Err(e) => Err(e.into()),
+                            };
+                            later.push((at, answer));
+                        }
                     }
                     (booking, (first_at, first), later)
                 }
