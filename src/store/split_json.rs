@@ -80,9 +80,9 @@ impl Part {
 struct Parts<'a> {
     route: Route<'a>,
     out: [Part; 2],
-    /// The key of a map entry (a struct with a flattened field serializes as a map) until its
-    /// value comes.
-    key: Option<String>,
+    /// The key of a map entry (a struct with a flattened field serializes as a map), as JSON,
+    /// until its value comes; the buffer serves every entry.
+    key: Vec<u8>,
 }
 
 impl<'a> Parts<'a> {
@@ -95,7 +95,7 @@ impl<'a> Parts<'a> {
         Parts {
             route,
             out: [Part::with_room(), second],
-            key: None,
+            key: Vec::new(),
         }
     }
 
@@ -134,21 +134,23 @@ impl SerializeMap for &mut Parts<'_> {
     type Error = serde_json::Error;
 
     fn serialize_key<K: Serialize + ?Sized>(&mut self, key: &K) -> serde_json::Result<()> {
-        match serde_json::to_value(key)? {
-            serde_json::Value::String(key) => {
-                self.key = Some(key);
-                Ok(())
-            }
-            _ => Err(ser::Error::custom("a field's name is not a string")),
-        }
+        self.key.clear();
+        serde_json::to_writer(&mut self.key, key)
     }
 
     fn serialize_value<V: Serialize + ?Sized>(&mut self, value: &V) -> serde_json::Result<()> {
-        let key = self
-            .key
-            .take()
-            .ok_or_else(|| ser::Error::custom("a map value without its key"))?;
-        self.route(&key, value)
+        let key = std::mem::take(&mut self.key);
+        // A field's name is a JSON string with nothing escaped in it.
+        let name = key
+            .strip_prefix(b"\"")
+            .and_then(|k| k.strip_suffix(b"\""))
+            .filter(|k| !k.contains(&b'\\'))
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .ok_or_else(|| ser::Error::custom("a map value without a field's name as its key"))?;
+        let routed = self.route(name, value);
+        self.key = key;
+        self.key.clear();
+        routed
     }
 
     fn end(self) -> serde_json::Result<()> {
@@ -435,5 +437,19 @@ mod tests {
     fn only_a_struct_is_split() {
         assert!(split(&vec![1, 2], &[], &[]).is_err());
         assert!(split(&"text", &[], &[]).is_err());
+    }
+
+    #[test]
+    fn a_map_splits_by_its_keys_only_if_they_are_names() {
+        let named = std::collections::BTreeMap::from([("id", 1), ("total", 2), ("x", 3)]);
+        let (first, rest) = split(&named, &["total"], &["x"]).unwrap();
+        assert_eq!(
+            (first.as_str(), rest.as_str()),
+            (r#"{"total":2}"#, r#"{"id":1}"#)
+        );
+        let numbered = std::collections::BTreeMap::from([(1, 2)]);
+        assert!(split(&numbered, &[], &[]).is_err());
+        let escaped = std::collections::BTreeMap::from([("a\"b", 1)]);
+        assert!(split(&escaped, &[], &[]).is_err());
     }
 }
