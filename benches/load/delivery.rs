@@ -462,7 +462,7 @@ pub async fn run(
         t0.elapsed().as_secs_f64(),
         receiver.url
     );
-    db.settle(backend, o)?;
+    db.settle(backend, seed.payment_count(), o)?;
     let watch = Watch {
         server: Some(engine.pid()),
         postmaster: db.postmaster,
