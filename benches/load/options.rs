@@ -135,8 +135,9 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--bench" => {}
             other => bail!(
                 "unknown argument {other}; options: --scenario --backend --duration --tenants \
-                 --invoices --payments --actors --in-flight --no-baselines --no-vacuum --wal-detail --gateway \
-                 --rates --endpoints --delivery-rate --pg-set --pg-server --plot-from (see benches/load.rs)"
+                 --invoices --payments --actors --in-flight --no-baselines --no-vacuum \
+                 --wal-detail --gateway --rates --endpoints --delivery-rate --pg-set --pg-server \
+                 --plot-from (see benches/load.rs)"
             ),
         }
     }

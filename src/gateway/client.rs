@@ -381,8 +381,8 @@ mod tests {
 
     async fn answer(fake: web::Data<Fake>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
         if fake.calls.fetch_add(1, Ordering::SeqCst) < fake.fail_first {
-            let status = actix_web::http::StatusCode::from_u16(fake.fail_status.unwrap_or(503));
-            let status = status.unwrap();
+            let code = fake.fail_status.unwrap_or(503);
+            let status = actix_web::http::StatusCode::from_u16(code).unwrap();
             return HttpResponse::build(status).finish();
         }
         let key = request
