@@ -32,7 +32,9 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 const SQLITE_READERS_MAX: usize = 4;
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache of the writer (negative: KiB). The default 2 MiB makes every batch re-read
-/// the index pages it touches through `pread`.
+/// the index pages it touches through `pread`. Larger is not better: after a b-tree rebalance
+/// SQLite's commit walks the cache's whole hash table, and at 128 MiB batches took nearly
+/// twice as long (BENCHMARKS.md, "SQLite batched: what a unit costs the writer").
 const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
 const SQLITE_READER_CACHE_KIB: u32 = 16 * 1024;
 /// The WAL is copied back into the database by a checkpointer thread of its own this often,
