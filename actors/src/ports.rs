@@ -99,16 +99,6 @@ impl Unit {
         applied.chain(ignored)
     }
 
-    /// Only records ignored gateway events: no stream, no row, no idempotency record. Such
-    /// units of one tenant can share a unit in a batch (`AuditActor`), since nothing is decided
-    /// on them.
-    pub fn is_dedup_only(&self) -> bool {
-        self.streams.is_empty()
-            && self.snapshots.is_empty()
-            && self.idempotency.is_none()
-            && !self.dedup_keys.is_empty()
-    }
-
     /// Writes nothing: a barrier that resolves once every unit queued before it has.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()

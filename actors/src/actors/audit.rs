@@ -3,7 +3,6 @@
 //! and resolves each unit's `Durable` once its batch is durable. A failing unit fails alone
 //! (with the units fenced behind it); a failing batch fails every unit in it.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +12,6 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use tokio::sync::oneshot;
 
 use crate::config::EngineConfig;
-use crate::domain::TenantId;
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::ports::{EventStore, StoreError, Unit};
@@ -268,18 +266,12 @@ impl Handler<Flush> for AuditActor {
             return;
         }
         let take = self.buffer.len().min(self.config.commit_batch_max_units);
-        let mut units: Vec<Unit> = Vec::with_capacity(take);
-        // Each unit's waiters: one, or every unit merged into it.
-        let mut waiters: Vec<Vec<Waiter>> = Vec::with_capacity(take);
+        let mut units = Vec::with_capacity(take);
+        let mut waiters = Vec::with_capacity(take);
         // Barriers write nothing; they resolve with the batch, after every unit before them.
         let mut barriers = Vec::new();
-        // A tenant's ignored gateway events share one unit per batch, so each costs the writer a
-        // row, not a unit to check and plan. Nothing is decided on them, so their place in the
-        // batch does not matter; if the shared unit fails, each of them is only re-counted as
-        // ignored on a re-delivery.
-        let mut dedup_unit: HashMap<TenantId, usize> = HashMap::new();
         let queued: Vec<(Unit, Waiter)> = self.buffer.drain(..take).collect();
-        for (mut unit, waiter) in queued {
+        for (unit, waiter) in queued {
             if unit.is_empty() {
                 barriers.push(waiter);
             } else if waiter.is_fenced() {
@@ -290,17 +282,8 @@ impl Handler<Flush> for AuditActor {
                     .map_or_else(String::new, |s| s.stream.to_string());
                 self.answer(waiter, Err(StoreError::Fenced(stream)));
             } else {
-                let dedup_only = unit.tenant_id.filter(|_| unit.is_dedup_only());
-                if let Some(&i) = dedup_only.and_then(|tenant| dedup_unit.get(&tenant)) {
-                    units[i].dedup_keys.append(&mut unit.dedup_keys);
-                    waiters[i].push(waiter);
-                    continue;
-                }
-                if let Some(tenant) = dedup_only {
-                    dedup_unit.insert(tenant, units.len());
-                }
                 units.push(unit);
-                waiters.push(vec![waiter]);
+                waiters.push(waiter);
             }
         }
         if units.is_empty() {
@@ -319,94 +302,17 @@ impl Handler<Flush> for AuditActor {
             act.metrics
                 .record_batch(waiters.len(), events, failed, micros);
             let mut results = results.into_iter();
-            for group in waiters {
+            for waiter in waiters {
                 let result = results.next().unwrap_or_else(|| {
                     Err(StoreError::Unavailable(
                         "store returned too few results".into(),
                     ))
                 });
-                for waiter in group {
-                    act.answer(waiter, result.clone());
-                }
+                act.answer(waiter, result);
             }
             barriers.into_iter().for_each(|b| act.answer(b, Ok(())));
             act.in_flight = 0;
             act.schedule_flush(ctx);
         }));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-    use crate::domain::PaymentId;
-    use crate::memory::MemoryStore;
-    use crate::ports::DedupKey;
-
-    fn ignored(tenant: TenantId, event: usize) -> Unit {
-        let mut unit = Unit::new(tenant);
-        unit.dedup_keys.push(DedupKey {
-            gateway_event_id: format!("evt_{event}"),
-            payment_id: PaymentId::new(),
-        });
-        unit
-    }
-
-    /// Queues `per_tenant` ignored events for each tenant before the writer runs, so they all
-    /// reach one batch, and waits for every answer.
-    async fn record_ignored(
-        store: &Arc<MemoryStore>,
-        metrics: &Arc<EngineMetrics>,
-        tenants: &[(TenantId, usize)],
-    ) -> Vec<Result<(), EngineError>> {
-        let writer = WriterHandle::start(
-            &Arbiter::current(),
-            Arc::clone(store) as Arc<dyn EventStore>,
-            Arc::new(EngineConfig::default()),
-            Arc::clone(metrics),
-        );
-        // Interleaved, so each tenant's units are apart in the queue.
-        let rounds = tenants.iter().map(|&(_, count)| count).max().unwrap_or(0);
-        let order = (0..rounds).flat_map(|round| {
-            tenants
-                .iter()
-                .filter(move |&&(_, count)| round < count)
-                .map(|&(tenant, _)| tenant)
-        });
-        let queued: Vec<_> = order
-            .enumerate()
-            .map(|(event, tenant)| {
-                let unit = ignored(tenant, event);
-                writer.reserve().unwrap().submit(unit, Vec::new())
-            })
-            .collect();
-        futures::future::join_all(queued).await
-    }
-
-    #[actix_rt::test]
-    async fn a_tenants_ignored_events_share_one_unit_of_a_batch() {
-        let (store, metrics) = (Arc::new(MemoryStore::new()), Arc::default());
-        let (a, b) = (TenantId::new(), TenantId::new());
-        let results = record_ignored(&store, &metrics, &[(a, 10), (b, 5)]).await;
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
-        assert_eq!(store.dedup_count(), 15);
-        assert_eq!(EngineMetrics::get(&metrics.batches_committed), 1);
-        assert_eq!(EngineMetrics::get(&metrics.units_committed), 2);
-    }
-
-    #[actix_rt::test]
-    async fn a_failed_shared_unit_answers_each_of_its_events_and_no_other() {
-        let (store, metrics) = (Arc::new(MemoryStore::new()), Arc::default());
-        let (a, b) = (TenantId::new(), TenantId::new());
-        // The batch's first unit is tenant a's: it fails, b's commits.
-        store.fail_unit_of_next_batch(0);
-        let results = record_ignored(&store, &metrics, &[(a, 4), (b, 3)]).await;
-        let failed: Vec<bool> = results.iter().map(Result::is_err).collect();
-        // Queued a, b, a, b, a, b, a.
-        assert_eq!(failed, [true, false, true, false, true, false, true]);
-        assert_eq!(store.dedup_count(), 3);
-        assert_eq!(EngineMetrics::get(&metrics.units_failed), 1);
     }
 }
