@@ -84,7 +84,7 @@ impl DeliveryStep {
     /// Write transactions per delivery beyond the engine's group commits: the dispatcher's
     /// rounds (one transaction each), so 1.0 means one event per round.
     fn dispatcher_xacts_per_delivery(&self) -> Option<f64> {
-        let batches = self.step.commit.map_or(0.0, |c| c.batches);
+        let batches = self.step.commit.as_ref().map_or(0.0, |c| c.batches);
         Some((self.write_xacts? - batches).max(0.0) / self.stats.count.max(1) as f64)
     }
 
@@ -282,7 +282,7 @@ async fn delivery_step(
     let step =
         crate::measured_step(client, workload, first, rate, env.watch, env.o, Some(url)).await;
     let step_end = now_us();
-    let committed_events = step.commit.map_or(0.0, |c| c.events);
+    let committed_events = step.commit.as_ref().map_or(0.0, |c| c.events);
     let expected = (committed_events * endpoints as f64).round() as u64;
     let deadline = Instant::now() + DRAIN_TIMEOUT;
     let (stats, drained) = loop {

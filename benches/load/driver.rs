@@ -104,12 +104,14 @@ pub struct StepResult {
 }
 
 /// Deltas of the engine's commit counters over a step.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct CommitStats {
     pub batches: f64,
     pub units: f64,
     pub events: f64,
     pub commit_ms_total: f64,
+    /// Each audit writer's time in commits, in writer order.
+    pub writer_commit_ms: Vec<f64>,
 }
 
 impl CommitStats {
@@ -122,14 +124,20 @@ impl CommitStats {
     }
 }
 
-/// The engine's unlabelled counters from `/metrics` (empty if unreachable).
+/// Per audit writer: `WRITER_COMMIT_MICROS{writer="i"}`.
+const WRITER_COMMIT_MICROS: &str = "payrail_audit_writer_commit_duration_microseconds_total";
+
+/// The engine's unlabelled counters from `/metrics`, and the audit writers' (empty if
+/// unreachable).
 pub async fn counters(client: &reqwest::Client, base_url: &str) -> HashMap<String, f64> {
     let Ok(response) = client.get(format!("{base_url}/metrics")).send().await else {
         return HashMap::new();
     };
     let text = response.text().await.unwrap_or_default();
     text.lines()
-        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter(|l| {
+            !l.starts_with('#') && (!l.contains('{') || l.starts_with(WRITER_COMMIT_MICROS))
+        })
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             Some((name.to_owned(), value.trim().parse().ok()?))
@@ -142,11 +150,16 @@ pub fn commit_stats(
     after: &HashMap<String, f64>,
 ) -> Option<CommitStats> {
     let delta = |name: &str| Some(after.get(name)? - before.get(name)?);
+    let writer_commit_ms = (0..)
+        .map_while(|i| delta(&format!("{WRITER_COMMIT_MICROS}{{writer=\"{i}\"}}")))
+        .map(|micros| micros / 1_000.0)
+        .collect();
     Some(CommitStats {
         batches: delta("payrail_commit_batches_total")?,
         units: delta("payrail_commit_units_total")?,
         events: delta("payrail_commit_events_total")?,
         commit_ms_total: delta("payrail_commit_duration_microseconds_total")? / 1_000.0,
+        writer_commit_ms,
     })
 }
 

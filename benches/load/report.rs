@@ -28,10 +28,14 @@ pub fn step_json(s: &StepResult) -> Value {
         "webhookOutcomes": {"applied": s.outcomes[0], "duplicates": s.outcomes[1],
                             "ignored": s.outcomes[2], "rejected": s.outcomes[3]},
         "sustained": s.sustained(),
-        "groupCommit": s.commit.map(|c| json!({
+        "groupCommit": s.commit.as_ref().map(|c| json!({
             "batches": c.batches, "unitsPerBatch": round1(c.units_per_batch()),
             "eventsPerBatch": round1(c.events / c.batches.max(1.0)),
-            "msPerBatch": round3(c.ms_per_batch())})),
+            "msPerBatch": round3(c.ms_per_batch()),
+            // Each writer's share of the step's wall time spent committing.
+            "writersBusy": c.writer_commit_ms.iter()
+                .map(|ms| round3(ms / 1_000.0 / s.elapsed_s.max(1e-9)))
+                .collect::<Vec<_>>()})),
     })
 }
 
@@ -64,7 +68,7 @@ pub fn print_step(label: &str, s: &StepResult) {
         s.wal_per_event()
             .map_or_else(String::new, |b| format!("  wal {b:.0} B/applied event")),
     );
-    if let Some(c) = s.commit {
+    if let Some(c) = &s.commit {
         let webhooks: u64 = s.outcomes.iter().sum();
         let applied = if webhooks == 0 {
             String::new()
@@ -76,12 +80,18 @@ pub fn print_step(label: &str, s: &StepResult) {
                 100.0 * s.outcomes[2] as f64 / webhooks as f64,
             )
         };
+        let busy: Vec<String> = c
+            .writer_commit_ms
+            .iter()
+            .map(|ms| format!("{:.0}%", 100.0 * ms / 1_000.0 / s.elapsed_s.max(1e-9)))
+            .collect();
         eprintln!(
-            "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch{applied}",
+            "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch, writers busy {}{applied}",
             "",
             c.batches,
             c.units_per_batch(),
-            c.ms_per_batch()
+            c.ms_per_batch(),
+            busy.join(" / ")
         );
     }
 }

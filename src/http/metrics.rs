@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use actix_web::http::Method;
+use payrail_actors::engine::WriterSnapshot;
 use payrail_actors::metrics::{EngineMetrics, BATCH_SIZE_BOUNDS};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -122,7 +123,12 @@ impl HttpMetrics {
     }
 
     /// The text exposition: HTTP series from the registry, engine series appended.
-    pub fn render(&self, engine: &EngineMetrics, pool: Option<(usize, usize)>) -> String {
+    pub fn render(
+        &self,
+        engine: &EngineMetrics,
+        writers: &[WriterSnapshot],
+        pool: Option<(usize, usize)>,
+    ) -> String {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         let mut out = String::from_utf8(buffer).unwrap_or_default();
@@ -262,6 +268,7 @@ impl HttpMetrics {
             ));
         }
         out.push_str(&format!("payrail_commit_batch_units_count {cumulative}\n"));
+        out.push_str(&writer_series(writers));
         if let Some((size, available)) = pool {
             out.push_str(&format!(
                 "# HELP payrail_db_pool_connections Database pool connections\n# TYPE payrail_db_pool_connections gauge\npayrail_db_pool_connections{{state=\"size\"}} {size}\npayrail_db_pool_connections{{state=\"available\"}} {available}\n"
@@ -269,4 +276,49 @@ impl HttpMetrics {
         }
         out
     }
+}
+
+/// Each audit writer's share of the commit counters and its queue, labelled by its index: a
+/// tenant always goes to the same writer, so uneven shares show uneven tenants.
+fn writer_series(writers: &[WriterSnapshot]) -> String {
+    type Series = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&WriterSnapshot) -> u64,
+    );
+    let series: [Series; 4] = [
+        (
+            "payrail_audit_writer_batches_total",
+            "counter",
+            "Group commits, by audit writer",
+            |w| w.batches,
+        ),
+        (
+            "payrail_audit_writer_units_total",
+            "counter",
+            "Units committed, by audit writer",
+            |w| w.units,
+        ),
+        (
+            "payrail_audit_writer_commit_duration_microseconds_total",
+            "counter",
+            "Time spent in group commits, by audit writer",
+            |w| w.commit_micros,
+        ),
+        (
+            "payrail_audit_writer_queued",
+            "gauge",
+            "Units queued on an audit writer and not yet resolved",
+            |w| w.queued as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in series {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (i, writer) in writers.iter().enumerate() {
+            out.push_str(&format!("{name}{{writer=\"{i}\"}} {}\n", value(writer)));
+        }
+    }
+    out
 }

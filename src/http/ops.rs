@@ -61,9 +61,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 )]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let mut body = state
-        .metrics
-        .render(&state.engine.metrics(), state.db.pool_status());
+    let mut body = state.metrics.render(
+        &state.engine.metrics(),
+        &state.engine.audit_writers(),
+        state.db.pool_status(),
+    );
     body.push_str(&state.streams.render_metrics(state.db.feed().subscribers()));
     body.push_str(&state.outbound.render_metrics());
     HttpResponse::Ok()

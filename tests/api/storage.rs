@@ -120,8 +120,34 @@ pub async fn stale_writer_gets_a_conflict() {
         "payrail_commit_batch_units",
         "payrail_commit_duration_microseconds_total",
         "payrail_db_pool_connections",
+        "payrail_audit_writer_queued",
     ] {
         assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
+    // PostgreSQL's two audit writers each report their share, and the shares add up.
+    let value = |line: &str| line.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap();
+    let total = |name: &str| {
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        value(line.unwrap_or_else(|| panic!("{name} missing")))
+    };
+    for (per_writer, all) in [
+        (
+            "payrail_audit_writer_batches_total",
+            "payrail_commit_batches_total",
+        ),
+        (
+            "payrail_audit_writer_units_total",
+            "payrail_commit_units_total",
+        ),
+    ] {
+        let shares: Vec<u64> = metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("{per_writer}{{writer=")))
+            .map(value)
+            .collect();
+        assert_eq!(shares.len(), 2, "{per_writer}: {shares:?}");
+        assert_eq!(shares.iter().sum::<u64>(), total(all), "{per_writer}");
+        assert!(total(all) > 0, "{all}");
     }
 }
 

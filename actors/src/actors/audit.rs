@@ -3,7 +3,7 @@
 //! and resolves each unit's `Durable` once its batch is durable. A failing unit fails alone
 //! (with the units fenced behind it); a failing batch fails every unit in it.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -98,6 +98,27 @@ pub struct WriterHandle {
     queued: Arc<AtomicUsize>,
     capacity: usize,
     metrics: Arc<EngineMetrics>,
+    stats: Arc<WriterStats>,
+}
+
+/// One writer's own share of the commit counters, so an operator can see whether the writers
+/// carry even loads (a tenant always goes to the same writer).
+#[derive(Debug, Default)]
+struct WriterStats {
+    batches: AtomicU64,
+    units: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
+/// What one writer holds and has committed so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterSnapshot {
+    /// Units reserved or queued and not yet resolved.
+    pub queued: usize,
+    pub batches: u64,
+    pub units: u64,
+    /// Time spent committing batches.
+    pub commit_micros: u64,
 }
 
 impl WriterHandle {
@@ -109,17 +130,29 @@ impl WriterHandle {
         metrics: Arc<EngineMetrics>,
     ) -> Self {
         let capacity = config.audit_queue_capacity.max(1);
-        let writer_metrics = Arc::clone(&metrics);
+        let stats = Arc::new(WriterStats::default());
+        let (writer_metrics, writer_stats) = (Arc::clone(&metrics), Arc::clone(&stats));
         let addr = AuditActor::start_in_arbiter(arbiter, move |ctx| {
             // Unbounded mailbox: `queued` bounds it, and a full mailbox would refuse units.
             ctx.set_mailbox_capacity(0);
-            AuditActor::new(store, config, writer_metrics)
+            AuditActor::new(store, config, writer_metrics, writer_stats)
         });
         Self {
             addr,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
             metrics,
+            stats,
+        }
+    }
+
+    /// What this writer holds and has committed.
+    pub fn snapshot(&self) -> WriterSnapshot {
+        WriterSnapshot {
+            queued: self.pending(),
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            units: self.stats.units.load(Ordering::Relaxed),
+            commit_micros: self.stats.commit_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -193,6 +226,7 @@ pub struct AuditActor {
     store: Arc<dyn EventStore>,
     config: Arc<EngineConfig>,
     metrics: Arc<EngineMetrics>,
+    stats: Arc<WriterStats>,
     buffer: Vec<(Unit, Waiter)>,
     in_flight: usize,
     flush_scheduled: bool,
@@ -203,11 +237,13 @@ impl AuditActor {
         store: Arc<dyn EventStore>,
         config: Arc<EngineConfig>,
         metrics: Arc<EngineMetrics>,
+        stats: Arc<WriterStats>,
     ) -> Self {
         Self {
             store,
             config,
             metrics,
+            stats,
             buffer: Vec::new(),
             in_flight: 0,
             flush_scheduled: false,
@@ -301,6 +337,11 @@ impl Handler<Flush> for AuditActor {
             let micros = started.elapsed().as_micros() as u64;
             act.metrics
                 .record_batch(waiters.len(), events, failed, micros);
+            act.stats.batches.fetch_add(1, Ordering::Relaxed);
+            act.stats
+                .units
+                .fetch_add((waiters.len() - failed) as u64, Ordering::Relaxed);
+            act.stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
             let mut results = results.into_iter();
             for waiter in waiters {
                 let result = results.next().unwrap_or_else(|| {
@@ -314,5 +355,44 @@ impl Handler<Flush> for AuditActor {
             act.in_flight = 0;
             act.schedule_flush(ctx);
         }));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::domain::{PaymentId, TenantId};
+    use crate::memory::MemoryStore;
+    use crate::ports::DedupKey;
+
+    #[actix_rt::test]
+    async fn a_writer_counts_its_own_batches_units_and_queue() {
+        let store = Arc::new(MemoryStore::new());
+        let (config, metrics) = (Arc::new(EngineConfig::default()), Arc::default());
+        let writer = WriterHandle::start(&Arbiter::current(), store, config, metrics);
+        assert_eq!(writer.snapshot(), WriterSnapshot::default());
+        let tenant = TenantId::new();
+        // Queued before the writer runs, so they share one batch.
+        let durables: Vec<Durable> = (0..3)
+            .map(|i| {
+                let mut unit = Unit::new(tenant);
+                unit.dedup_keys.push(DedupKey {
+                    gateway_event_id: format!("evt_{i}"),
+                    payment_id: PaymentId::new(),
+                });
+                writer.reserve().unwrap().submit(unit, Vec::new())
+            })
+            .collect();
+        assert_eq!(writer.snapshot().queued, 3);
+        for durable in durables {
+            durable.await.unwrap();
+        }
+        let snapshot = writer.snapshot();
+        assert_eq!(
+            (snapshot.queued, snapshot.batches, snapshot.units),
+            (0, 1, 3)
+        );
     }
 }

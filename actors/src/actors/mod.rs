@@ -22,7 +22,7 @@ use crate::ports::{Clock, EventStore, Gateway, StoreError, Unit};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 
-pub use audit::{resolved, AuditActor, Durable, Fence, Slot, WriterHandle};
+pub use audit::{resolved, AuditActor, Durable, Fence, Slot, WriterHandle, WriterSnapshot};
 pub use registry::Registry;
 
 /// What every actor shares: the ports, the audit writers, limits and counters.
@@ -69,6 +69,11 @@ impl AuditRouter {
     /// Units queued on any writer and not yet resolved (committed or failed).
     pub fn pending(&self) -> usize {
         self.writers.iter().map(WriterHandle::pending).sum()
+    }
+
+    /// Each writer's queue and commit counters, in writer order.
+    pub fn writers(&self) -> Vec<WriterSnapshot> {
+        self.writers.iter().map(WriterHandle::snapshot).collect()
     }
 
     /// Resolves once every unit the tenant queued before this call has resolved: an actor

@@ -29,6 +29,7 @@ use crate::metrics::EngineMetrics;
 use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
 
 pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
+pub use crate::actors::WriterSnapshot;
 pub use webhooks::{GatewayEvent, WebhookSummary};
 
 mod recovery;
@@ -148,6 +149,11 @@ impl Engine {
 
     pub fn metrics(&self) -> Arc<EngineMetrics> {
         Arc::clone(&self.deps.metrics)
+    }
+
+    /// Each audit writer's queue and commit counters.
+    pub fn audit_writers(&self) -> Vec<WriterSnapshot> {
+        self.deps.audit.writers()
     }
 
     pub fn config(&self) -> &EngineConfig {
