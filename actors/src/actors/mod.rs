@@ -9,7 +9,8 @@ pub mod payment;
 pub mod registry;
 pub mod supervisor;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -40,20 +41,70 @@ pub struct Deps {
 #[derive(Clone)]
 pub struct AuditRouter {
     writers: Arc<Vec<WriterHandle>>,
+    assigned: Arc<RwLock<Assignment>>,
+}
+
+/// Each tenant's writer, fixed for the life of the process at the tenant's first unit: the
+/// writer given the fewest tenants so far. Hashing the tenant id instead splits a few busy
+/// tenants unevenly (8 tenants on 2 writers: 6 and 2 or worse in about one case of four, and
+/// then one writer idles while the other falls behind). One entry per tenant the process has
+/// written for, kept while it runs (~40 bytes each), so that none ever changes writer.
+#[derive(Default)]
+struct Assignment {
+    writer_of: HashMap<TenantId, usize>,
+    tenants_of: Vec<usize>,
 }
 
 impl AuditRouter {
     pub fn new(writers: Vec<WriterHandle>) -> Self {
+        let assigned = Assignment {
+            writer_of: HashMap::new(),
+            tenants_of: vec![0; writers.len()],
+        };
         Self {
             writers: Arc::new(writers),
+            assigned: Arc::new(RwLock::new(assigned)),
         }
+    }
+
+    /// The index of `tenant`'s writer.
+    fn writer_index(&self, tenant: TenantId) -> usize {
+        if self.writers.len() <= 1 {
+            return 0;
+        }
+        let known = self
+            .assigned
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .writer_of
+            .get(&tenant)
+            .copied();
+        if let Some(index) = known {
+            return index;
+        }
+        let mut assigned = self
+            .assigned
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Assignment {
+            writer_of,
+            tenants_of,
+        } = &mut *assigned;
+        *writer_of.entry(tenant).or_insert_with(|| {
+            let least = (0..tenants_of.len())
+                .min_by_key(|&i| tenants_of[i])
+                .unwrap_or(0);
+            if let Some(count) = tenants_of.get_mut(least) {
+                *count += 1;
+            }
+            least
+        })
     }
 
     /// Room for one unit of `tenant` on its writer (see `WriterHandle::reserve`).
     pub fn reserve(&self, tenant: TenantId) -> Result<Slot<'_>, EngineError> {
-        let index = (tenant.uuid().as_u128() % self.writers.len().max(1) as u128) as usize;
         self.writers
-            .get(index)
+            .get(self.writer_index(tenant))
             .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?
             .reserve()
     }
@@ -369,5 +420,50 @@ impl EventBuilderForTests {
             at: Utc::now(),
             gateway_event_id: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::memory::MemoryStore;
+
+    fn router(writers: usize) -> AuditRouter {
+        let store: Arc<dyn EventStore> = Arc::new(MemoryStore::new());
+        let (config, metrics) = (Arc::new(EngineConfig::default()), Arc::default());
+        let writers = (0..writers)
+            .map(|_| {
+                let (store, config) = (Arc::clone(&store), Arc::clone(&config));
+                WriterHandle::start(&Arbiter::current(), store, config, Arc::clone(&metrics))
+            })
+            .collect();
+        AuditRouter::new(writers)
+    }
+
+    #[actix_rt::test]
+    async fn tenants_spread_evenly_over_the_writers_and_keep_theirs() {
+        let router = router(3);
+        let tenants: Vec<TenantId> = (0..8).map(|_| TenantId::new()).collect();
+        let first: Vec<usize> = tenants.iter().map(|&t| router.writer_index(t)).collect();
+        let mut per_writer = [0; 3];
+        first.iter().for_each(|&i| per_writer[i] += 1);
+        per_writer.sort_unstable();
+        assert_eq!(per_writer, [2, 3, 3]);
+        // Whatever else comes, each tenant stays on its writer, from any clone of the router.
+        let clone = router.clone();
+        for round in 0..3 {
+            let again: Vec<usize> = tenants.iter().map(|&t| clone.writer_index(t)).collect();
+            assert_eq!(again, first, "round {round}");
+            clone.writer_index(TenantId::new());
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_single_writer_takes_every_tenant() {
+        let router = router(1);
+        assert!((0..4).all(|_| router.writer_index(TenantId::new()) == 0));
+        assert!(router.reserve(TenantId::new()).is_ok());
     }
 }
