@@ -248,6 +248,13 @@ impl TenantSupervisor {
                 }
             }
         }
+        // Past the cap with nothing idle, a start evicts nothing; the first actor to go idle
+        // is evicted now instead of at the next start or trim.
+        if self.invoices.len() + self.payments.len()
+            > self.deps.config.max_active_entities_per_tenant
+        {
+            self.enforce_cap();
+        }
     }
 
     /// Stops actors idle past the timeout; returns how many.
