@@ -122,6 +122,13 @@ impl CommitStats {
     pub fn ms_per_batch(&self) -> f64 {
         self.commit_ms_total / self.batches.max(1.0)
     }
+
+    /// Each writer's share of a step of `elapsed_s` spent committing, in writer order.
+    pub fn writers_busy(&self, elapsed_s: f64) -> impl Iterator<Item = f64> + '_ {
+        self.writer_commit_ms
+            .iter()
+            .map(move |ms| ms / 1_000.0 / elapsed_s.max(1e-9))
+    }
 }
 
 /// Per audit writer: `WRITER_COMMIT_MICROS{writer="i"}`.

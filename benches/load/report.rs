@@ -32,10 +32,7 @@ pub fn step_json(s: &StepResult) -> Value {
             "batches": c.batches, "unitsPerBatch": round1(c.units_per_batch()),
             "eventsPerBatch": round1(c.events / c.batches.max(1.0)),
             "msPerBatch": round3(c.ms_per_batch()),
-            // Each writer's share of the step's wall time spent committing.
-            "writersBusy": c.writer_commit_ms.iter()
-                .map(|ms| round3(ms / 1_000.0 / s.elapsed_s.max(1e-9)))
-                .collect::<Vec<_>>()})),
+            "writersBusy": c.writers_busy(s.elapsed_s).map(round3).collect::<Vec<_>>()})),
     })
 }
 
@@ -81,9 +78,8 @@ pub fn print_step(label: &str, s: &StepResult) {
             )
         };
         let busy: Vec<String> = c
-            .writer_commit_ms
-            .iter()
-            .map(|ms| format!("{:.0}%", 100.0 * ms / 1_000.0 / s.elapsed_s.max(1e-9)))
+            .writers_busy(s.elapsed_s)
+            .map(|share| format!("{:.0}%", 100.0 * share))
             .collect();
         eprintln!(
             "{:<28} group commit: {:.0} batches, {:.1} units/batch, {:.2} ms/batch, writers busy {}{applied}",
