@@ -2,7 +2,10 @@
 //! payment gateway (`Gateway`) and the time (`Clock`). `src/store` and `src/gateway` implement them
 //! for real; `memory.rs` implements the store for tests.
 
+use std::any::Any;
 use std::collections::HashSet;
+use std::fmt;
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -56,6 +59,45 @@ pub struct Unit {
     pub snapshots: Vec<Snapshot>,
     pub dedup_keys: Vec<DedupKey>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// The store's rendering of this unit, made while it waited in a writer's queue.
+    pub prepared: Prepared,
+}
+
+/// What a store made of a unit ahead of its batch (`EventStore::prepare`): opaque to the
+/// engine, taken at most once by the batch that writes the unit. It is a cache, not part of
+/// the unit's content: a copy of the unit starts without it and two units compare equal
+/// whatever it holds. A batch that finds it empty (taken by an earlier attempt) renders anew.
+#[derive(Default)]
+pub struct Prepared(Mutex<Option<Box<dyn Any + Send>>>);
+
+impl Prepared {
+    pub fn put(&self, value: Box<dyn Any + Send>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }
+
+    /// Takes what was put if it is a `T`; anything else is dropped.
+    pub fn take<T: Any>(&self) -> Option<T> {
+        let value = self.0.lock().unwrap_or_else(|p| p.into_inner()).take()?;
+        value.downcast::<T>().ok().map(|b| *b)
+    }
+}
+
+impl Clone for Prepared {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Prepared")
+    }
 }
 
 impl Unit {
@@ -195,6 +237,12 @@ impl<T> Loaded<T> {
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
+    /// Renders what the store will write for `unit` into `unit.prepared`. An audit writer
+    /// calls it as the unit joins its queue, on its own thread, while the batch before it
+    /// commits, so the batch that takes the unit spends less of its time on it. The default
+    /// prepares nothing.
+    fn prepare(&self, _unit: &Unit) {}
+
     /// Commits each unit atomically; one failing unit does not fail the others. The result has
     /// one entry per unit, in order, and is returned only once the commit is durable.
     async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>>;
@@ -331,5 +379,25 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         use chrono::SubsecRound;
         Utc::now().trunc_subsecs(6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn what_a_store_prepared_is_taken_once_and_never_copied() {
+        let unit = Unit::new(TenantId::new());
+        unit.prepared.put(Box::new(7_u32));
+        let copy = unit.clone();
+        assert_eq!(copy, unit, "what was prepared is no part of the content");
+        assert_eq!(copy.prepared.take::<u32>(), None);
+        assert_eq!(unit.prepared.take::<String>(), None, "another type");
+        unit.prepared.put(Box::new(7_u32));
+        assert_eq!(unit.prepared.take::<u32>(), Some(7));
+        assert_eq!(unit.prepared.take::<u32>(), None);
     }
 }

@@ -9,6 +9,7 @@ use payrail_actors::domain::{
 };
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
+use super::plan::UnitRows;
 use super::rows::{
     event_columns, into_events, parse_id, snapshot_columns, DataRow, EventRow, PairRow,
     ReservationRow, TextRow, TripleRow,
@@ -107,6 +108,10 @@ impl Db {
 
 #[async_trait]
 impl EventStore for Db {
+    fn prepare(&self, unit: &Unit) {
+        UnitRows::prepare(unit);
+    }
+
     async fn append_batch(&self, units: Vec<Unit>) -> Vec<Result<(), StoreError>> {
         if units.is_empty() {
             return Vec::new();

@@ -346,18 +346,28 @@ pub(crate) struct Writes {
     idempotency: Vec<Vec<Bind>>,
 }
 
-impl Writes {
-    /// Adds a unit's rows; on error nothing of the unit is added.
-    fn add(
-        &mut self,
-        (tenant_id, tenant): (TenantId, &str),
-        unit: &Unit,
-        now: DateTime<Utc>,
-        stored: &HashSet<StreamKey>,
-    ) -> Result<(), StoreError> {
-        let mut invoices = Vec::new();
-        let mut payments = Vec::new();
-        let mut refunds = Vec::new();
+/// A unit's event and projection rows, rendered once: ahead of its batch while it waits in
+/// the writer's queue (`Db::prepare`), or by the batch itself.
+pub(crate) struct UnitRows {
+    events: Vec<Vec<Bind>>,
+    invoices: Vec<(Uuid, StreamId, Vec<Bind>)>,
+    payments: Vec<(Uuid, StreamId, Vec<Bind>)>,
+    refunds: Vec<(Uuid, Vec<Bind>)>,
+}
+
+impl UnitRows {
+    /// The rows of `unit`, refused if any snapshot is another tenant's.
+    pub(crate) fn render(unit: &Unit) -> Result<Self, StoreError> {
+        let tenant_id = unit
+            .tenant_id
+            .ok_or_else(|| StoreError::Corrupt("unit without tenant".into()))?;
+        let tenant = tenant_id.to_string();
+        let mut rows = Self {
+            events: Vec::with_capacity(unit.event_count()),
+            invoices: Vec::new(),
+            payments: Vec::new(),
+            refunds: Vec::new(),
+        };
         for snapshot in &unit.snapshots {
             let owner = match snapshot {
                 Snapshot::Invoice(i) => i.tenant_id,
@@ -371,28 +381,62 @@ impl Writes {
             }
             match snapshot {
                 Snapshot::Invoice(i) => {
-                    invoices.push((
+                    rows.invoices.push((
                         i.id.uuid(),
                         StreamId::Invoice(i.id),
-                        invoice_row(tenant, i)?,
+                        invoice_row(&tenant, i)?,
                     ));
                 }
                 Snapshot::Payment(p) => {
-                    payments.push((
+                    rows.payments.push((
                         p.id.uuid(),
                         StreamId::Payment(p.id),
-                        payment_row(tenant, p)?,
+                        payment_row(&tenant, p)?,
                     ));
-                    refunds.extend(refund_rows(tenant, p)?);
+                    rows.refunds.extend(refund_rows(&tenant, p)?);
                 }
             }
         }
-        let mut events = Vec::with_capacity(unit.event_count());
         for append in &unit.streams {
             for event in &append.events {
-                events.push(event_row(event)?);
+                rows.events.push(event_row(event)?);
             }
         }
+        Ok(rows)
+    }
+
+    /// Renders `unit`'s rows into `unit.prepared`, for the batch that will write it.
+    pub(crate) fn prepare(unit: &Unit) {
+        if unit.streams.is_empty() && unit.snapshots.is_empty() {
+            return;
+        }
+        unit.prepared.put(Box::new(Self::render(unit)));
+    }
+
+    /// What was rendered ahead for `unit`, or its rows rendered now.
+    fn of(unit: &Unit) -> Result<Self, StoreError> {
+        match unit.prepared.take::<Result<Self, StoreError>>() {
+            Some(prepared) => prepared,
+            None => Self::render(unit),
+        }
+    }
+}
+
+impl Writes {
+    /// Adds a unit's rows; on error nothing of the unit is added.
+    fn add(
+        &mut self,
+        (tenant_id, tenant): (TenantId, &str),
+        unit: &Unit,
+        now: DateTime<Utc>,
+        stored: &HashSet<StreamKey>,
+    ) -> Result<(), StoreError> {
+        let UnitRows {
+            events,
+            invoices,
+            payments,
+            refunds,
+        } = UnitRows::of(unit)?;
         self.events.extend(events);
         let is_stored = |stream: StreamId| stored.contains(&(tenant_id, stream));
         for (id, stream, row) in invoices {

@@ -288,6 +288,7 @@ impl Handler<Append> for AuditActor {
     type Result = ();
 
     fn handle(&mut self, Append { unit, waiter }: Append, ctx: &mut Self::Context) {
+        self.store.prepare(&unit);
         self.buffer.push((unit, waiter));
         self.schedule_flush(ctx);
     }

@@ -53,7 +53,8 @@ async fn round_trip<S: EventStore>(store: &S) {
 
 /// SQL stores refuse a unit whose snapshot or events belong to another tenant (the memory
 /// store trusts its callers), without failing the rest of the batch.
-async fn foreign_rows_are_refused(db: &crate::store::Db) {
+/// Prepared (`EventStore::prepare`, as an audit writer does when it queues them) or not.
+async fn foreign_rows_are_refused(db: &crate::store::Db, prepared: bool) {
     let tenant = TenantId::new();
     let (_, mut foreign_snapshot) = create_invoice(tenant, &InvoiceSpec::default());
     let (_, foreign_events) = create_invoice(TenantId::new(), &InvoiceSpec::default());
@@ -63,9 +64,11 @@ async fn foreign_rows_are_refused(db: &crate::store::Db) {
     foreign_events.tenant_id = Some(tenant);
     foreign_events.snapshots.clear();
     let (ok, ok_unit) = create_invoice(tenant, &InvoiceSpec::default());
-    let results = db
-        .append_batch(vec![foreign_snapshot, foreign_events, ok_unit])
-        .await;
+    let units = vec![foreign_snapshot, foreign_events, ok_unit];
+    if prepared {
+        units.iter().for_each(|unit| db.prepare(unit));
+    }
+    let results = db.append_batch(units).await;
     assert!(
         matches!(results[0], Err(StoreError::Corrupt(_))),
         "{results:?}"
@@ -407,12 +410,14 @@ async fn store_contract_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let (db, _) = fresh_sqlite(dir.path()).await.unwrap();
     contract(&db).await;
-    foreign_rows_are_refused(&db).await;
+    foreign_rows_are_refused(&db, false).await;
+    foreign_rows_are_refused(&db, true).await;
 }
 
 #[tokio::test]
 async fn store_contract_postgres() {
     let (db, _) = fresh_postgres().await.unwrap();
     contract(&db).await;
-    foreign_rows_are_refused(&db).await;
+    foreign_rows_are_refused(&db, false).await;
+    foreign_rows_are_refused(&db, true).await;
 }

@@ -103,12 +103,23 @@ async fn sqlite_survives_dropped_in_flight_futures() {
 }
 
 on_both!(a_unit_the_database_rejects_fails_alone);
+on_both!(a_prepared_unit_the_database_rejects_fails_alone);
 on_both!(large_batches_commit_in_one_transaction);
 
 /// A constraint the pre-check doesn't cover (here: invoice numbers are unique per tenant, met
 /// by a projection row without its creation event) fails only its unit: the batch is re-run
 /// with one savepoint per unit.
 async fn a_unit_the_database_rejects_fails_alone(db: Db) {
+    rejected_unit_fails_alone(db, false).await;
+}
+
+/// The same with units prepared as an audit writer queues them: the first attempt takes their
+/// prepared rows, so the re-run renders them again.
+async fn a_prepared_unit_the_database_rejects_fails_alone(db: Db) {
+    rejected_unit_fails_alone(db, true).await;
+}
+
+async fn rejected_unit_fails_alone(db: Db, prepared: bool) {
     let tenant = TenantId::new();
     let (_, first) = create_invoice(
         tenant,
@@ -140,7 +151,11 @@ async fn a_unit_the_database_rejects_fails_alone(db: Db) {
             ..Default::default()
         },
     );
-    let results = db.append_batch(vec![ua, uclash, uc]).await;
+    let units = vec![ua, uclash, uc];
+    if prepared {
+        units.iter().for_each(|unit| db.prepare(unit));
+    }
+    let results = db.append_batch(units).await;
     assert_eq!(results[0], Ok(()));
     assert!(
         matches!(results[1], Err(StoreError::Unavailable(_))),
@@ -266,4 +281,30 @@ async fn postgres_recovers_after_its_connections_are_killed() {
     assert!(committed, "the pool replaced its broken connections");
     db.ping().await.unwrap();
     assert!(db.last_invoice_number(tenant).await.unwrap() >= 2);
+}
+
+/// Rows rendered ahead of the batch (as an audit writer prepares each unit it queues) plan the
+/// very statements the batch would have rendered itself, and the batch consumes them.
+#[test]
+fn prepared_units_plan_the_statements_the_batch_would_render() {
+    use crate::store::plan::{plan, Existing, UnitRows};
+    use crate::store::stmt::Dialect;
+
+    let tenant = TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    let voided = invoice_change(&mut invoice, vec![EventData::InvoiceVoided {}], at(1));
+    let units = vec![created, voided];
+    for d in [Dialect::Sqlite, Dialect::Postgres] {
+        // A copy of a unit starts without anything prepared.
+        let prepared = units.clone();
+        prepared.iter().for_each(UnitRows::prepare);
+        let ahead = plan(d, &prepared, Existing::default(), at(2)).unwrap();
+        let fresh = plan(d, &units, Existing::default(), at(2)).unwrap();
+        assert_eq!(ahead.results, fresh.results);
+        assert_eq!(ahead.statements, fresh.statements);
+        for unit in &prepared {
+            let left = unit.prepared.take::<Result<UnitRows, StoreError>>();
+            assert!(left.is_none(), "the batch took the prepared rows");
+        }
+    }
 }
