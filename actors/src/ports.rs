@@ -141,6 +141,13 @@ impl Unit {
         applied.chain(ignored)
     }
 
+    /// Appends no event and moves no projection: it only records ignored gateway events
+    /// (dedup rows), or nothing at all (a barrier). A writer spends a small fraction of an
+    /// appending unit's time on one.
+    pub fn is_light(&self) -> bool {
+        self.streams.is_empty() && self.snapshots.is_empty() && self.idempotency.is_none()
+    }
+
     /// Writes nothing: a barrier that resolves once every unit queued before it has.
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
