@@ -225,8 +225,9 @@ impl Drop for Slot<'_> {
 /// How many light units (`Unit::is_light`: ignored gateway events' dedup rows, barriers)
 /// count as one unit against a batch's cap. Each took a whole place in a batch, so at the cap
 /// of batched webhooks half of a batch was dedup rows, and every batch has a fixed cost (~1.5
-/// ms on SQLite, the store's and the writer's). Counted this way, SQLite answered 6–8% more
-/// events per second at saturation (BENCHMARKS.md, "SQLite's writer thread").
+/// ms on SQLite, the store's and the writer's). Counted this way, SQLite answered 3–8% more
+/// events per second at saturation, and PostgreSQL held 480 batched requests per second in a
+/// slow hour where it had not (BENCHMARKS.md, "SQLite's writer thread").
 const LIGHT_UNITS_PER_UNIT: usize = 8;
 
 /// How many of `queued`, from the front, the next batch takes: at most `max_units` units, a
