@@ -298,56 +298,6 @@ impl AuditActor {
         }
     }
 
-    fn answer(&self, waiter: Waiter, result: Result<(), StoreError>) {
-        self.metrics
-            .audit_queue_depth
-            .fetch_sub(1, Ordering::Relaxed);
-        waiter.answer(result);
-    }
-}
-
-impl Actor for AuditActor {
-    type Context = Context<Self>;
-
-    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
-        // Never stop with units unanswered: drain first.
-        if self.buffer.is_empty() && self.in_flight == 0 && self.durable.is_empty() {
-            Running::Stop
-        } else {
-            Running::Continue
-        }
-    }
-}
-
-impl Handler<Append> for AuditActor {
-    type Result = ();
-
-    fn handle(&mut self, Append { unit, waiter }: Append, ctx: &mut Self::Context) {
-        self.store.prepare(&unit);
-        self.buffer.push((unit, waiter));
-        self.schedule_flush(ctx);
-    }
-}
-
-impl Handler<Flush> for AuditActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
-        self.flush_scheduled = false;
-        let durable = std::mem::take(&mut self.durable);
-        self.flush(ctx);
-        if !durable.is_empty() {
-            // Spawned after the batch `flush` sent, so the context polls it after that batch's
-            // first poll, which hands the batch to the store.
-            let answer = actix::fut::ready(());
-            ctx.spawn(ActorFutureExt::map(answer, move |(), act: &mut Self, _| {
-                durable.into_iter().for_each(|w| act.answer(w, Ok(())));
-            }));
-        }
-    }
-}
-
-impl AuditActor {
     /// Sends the next batch to the store, if there is one and none is in flight.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.in_flight > 0 || self.buffer.is_empty() {
@@ -417,6 +367,54 @@ impl AuditActor {
             }
             act.schedule_flush(ctx);
         }));
+    }
+
+    fn answer(&self, waiter: Waiter, result: Result<(), StoreError>) {
+        self.metrics
+            .audit_queue_depth
+            .fetch_sub(1, Ordering::Relaxed);
+        waiter.answer(result);
+    }
+}
+
+impl Actor for AuditActor {
+    type Context = Context<Self>;
+
+    fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
+        // Never stop with units unanswered: drain first.
+        if self.buffer.is_empty() && self.in_flight == 0 && self.durable.is_empty() {
+            Running::Stop
+        } else {
+            Running::Continue
+        }
+    }
+}
+
+impl Handler<Append> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, Append { unit, waiter }: Append, ctx: &mut Self::Context) {
+        self.store.prepare(&unit);
+        self.buffer.push((unit, waiter));
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Flush> for AuditActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
+        self.flush_scheduled = false;
+        let durable = std::mem::take(&mut self.durable);
+        self.flush(ctx);
+        if !durable.is_empty() {
+            // Spawned after the batch `flush` sent, so the context polls it after that batch's
+            // first poll, which hands the batch to the store.
+            let answer = actix::fut::ready(());
+            ctx.spawn(ActorFutureExt::map(answer, move |(), act: &mut Self, _| {
+                durable.into_iter().for_each(|w| act.answer(w, Ok(())));
+            }));
+        }
     }
 }
 
