@@ -391,11 +391,22 @@ impl Db {
         tenant: TenantId,
         invoice_id: InvoiceId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.events_where(
-            INVOICE_EVENTS,
-            vec![Bind::key(tenant), Bind::key(invoice_id)],
-        )
-        .await
+        let (filter, binds) = match self.dialect() {
+            Dialect::Postgres => (
+                INVOICE_EVENTS,
+                vec![Bind::key(tenant), Bind::key(invoice_id)],
+            ),
+            Dialect::Sqlite => (
+                SQLITE_INVOICE_EVENTS,
+                vec![
+                    Bind::key(tenant),
+                    Bind::key(invoice_id),
+                    Bind::key(tenant),
+                    Bind::key(invoice_id),
+                ],
+            ),
+        };
+        self.events_where(filter, binds).await
     }
 
     /// The payment's stream (its refunds included), in order.
@@ -420,23 +431,28 @@ impl Db {
         limit: u32,
         starting_after_seq: Option<i64>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let mut filter = String::from("e.tenant_id = ? AND e.seq > ?");
+        let subject = match subject_id {
+            Some(s) => match self.subject_filter(s, tenant).await? {
+                Some(subject) => Some(subject),
+                None => return Ok(Vec::new()),
+            },
+            None => None,
+        };
+        let filter = log_filter(
+            self.dialect(),
+            event_type.is_some(),
+            subject.as_ref().map(|s| s.sql),
+        );
         let mut binds = vec![
             Bind::key(tenant),
             Bind::I64(starting_after_seq.unwrap_or(0)),
         ];
         if let Some(t) = event_type {
-            filter.push_str(" AND e.event_type = ?");
             binds.push(Bind::text(t));
         }
-        if let Some(s) = subject_id {
-            let Some(subject) = self.subject_filter(s, tenant).await? else {
-                return Ok(Vec::new());
-            };
-            filter.push_str(subject.sql);
+        if let Some(subject) = subject {
             binds.extend(subject.binds);
         }
-        filter.push_str(" ORDER BY e.seq LIMIT ?");
         // One row past the largest page, so a caller can tell whether another page exists.
         binds.push(Bind::I64(i64::from(limit.clamp(1, LIST_LIMIT_MAX + 1))));
         self.events_where(&filter, binds).await
@@ -460,11 +476,49 @@ impl Db {
     }
 }
 
-/// An invoice's timeline (binds: tenant, invoice), through the invoice index of events.
+/// An invoice's timeline on PostgreSQL (binds: tenant, invoice), through the invoice index of
+/// events.
 pub(crate) const INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.invoice_id = ? ORDER BY e.seq";
+
+/// An invoice's timeline on SQLite (binds: tenant, invoice, tenant, invoice), which keeps no
+/// invoice index of events: the events of the invoice's stream and of its payments' streams
+/// (a refund's events are in its payment's), each stream read through the stream/version
+/// index, the payments found through their invoice index. The events are sorted by `seq`
+/// afterwards: `+e.seq` keeps the planner from walking the tenant's whole log in `seq` order to
+/// spare that sort.
+pub(crate) const SQLITE_INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.stream_id IN \
+     (SELECT ? UNION ALL SELECT p.id FROM payments p WHERE p.tenant_id = ? AND p.invoice_id = ?) \
+     ORDER BY +e.seq";
 
 /// A stream's events (binds: tenant, stream), through the stream/version index.
 pub(crate) const STREAM_EVENTS: &str = "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version";
+
+/// A page of the tenant's log (binds: tenant, cursor, then the type if `by_type`, then the
+/// subject filter's, then the page size). On SQLite a subject's page reads the subject's
+/// stream and sorts it: its planner, without statistics, would otherwise walk the tenant's
+/// whole log from the cursor in `seq` order, and `+` hides `seq` from its indexes.
+pub(crate) fn log_filter(dialect: Dialect, by_type: bool, subject: Option<&str>) -> String {
+    let seq = match (dialect, subject) {
+        (Dialect::Sqlite, Some(_)) => "+e.seq",
+        _ => "e.seq",
+    };
+    let mut filter = format!("e.tenant_id = ? AND {seq} > ?");
+    if by_type {
+        filter.push_str(" AND e.event_type = ?");
+    }
+    filter.push_str(subject.unwrap_or_default());
+    filter.push_str(&format!(" ORDER BY {seq} LIMIT ?"));
+    filter
+}
+
+/// A refund's events (binds: its payment, the refund).
+pub(crate) const SUBJECT_REFUND: &str = " AND e.stream_id = ? AND e.subject_id = ?";
+
+/// An invoice's own events (binds: the invoice, twice).
+pub(crate) const SUBJECT_INVOICE: &str = " AND e.invoice_id = ? AND e.stream_id = ?";
+
+/// A stream's own events, its refunds' left out (binds: the stream).
+pub(crate) const SUBJECT_STREAM: &str = " AND e.stream_id = ? AND e.subject_id IS NULL";
 
 /// A filter on an event's subject: SQL to append and its binds.
 struct SubjectFilter {
@@ -476,7 +530,8 @@ impl Db {
     /// The filter on an event's subject, through an index: a subject is its event's stream,
     /// except that a refund's events are in its payment's stream, the refund in `subject_id`
     /// (which is NULL where the subject is the stream; no index reads it). An invoice's own
-    /// events are found through the invoice index, which is in `seq` order. `None`: no event
+    /// events are found through the invoice index on PostgreSQL, which is in `seq` order, and
+    /// through the stream/version index on SQLite, which keeps no invoice index. `None`: no event
     /// can have this subject (not an id, or a refund the tenant does not have).
     async fn subject_filter(
         &self,
@@ -495,7 +550,7 @@ impl Db {
             };
             let payment: PaymentId = parse_id(&payment.value)?;
             return Ok(Some(SubjectFilter {
-                sql: " AND e.stream_id = ? AND e.subject_id = ?",
+                sql: SUBJECT_REFUND,
                 binds: vec![Bind::key(payment), Bind::key(refund)],
             }));
         }
@@ -505,11 +560,11 @@ impl Db {
         let key = || Bind::key(stream);
         Ok(Some(match stream {
             StreamId::Invoice(_) => SubjectFilter {
-                sql: " AND e.invoice_id = ? AND e.stream_id = ?",
+                sql: SUBJECT_INVOICE,
                 binds: vec![key(), key()],
             },
             _ => SubjectFilter {
-                sql: " AND e.stream_id = ? AND e.subject_id IS NULL",
+                sql: SUBJECT_STREAM,
                 binds: vec![key()],
             },
         }))

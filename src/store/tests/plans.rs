@@ -11,7 +11,10 @@ use diesel_migrations::MigrationHarness;
 use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE, STREAM_EVENTS_AFTER};
 use crate::store::ops::{purge_sql, Aged, AGED_ATTEMPTS, AGED_DEDUP, AGED_IDEMPOTENCY};
 use crate::store::plan::PG_PRECHECK;
-use crate::store::queries::{INVOICE_EVENTS, STREAM_EVENTS};
+use crate::store::queries::{
+    log_filter, INVOICE_EVENTS, SQLITE_INVOICE_EVENTS, STREAM_EVENTS, SUBJECT_INVOICE,
+    SUBJECT_REFUND, SUBJECT_STREAM,
+};
 use crate::store::stmt::Dialect;
 use crate::store::PREFER_INDEXES;
 
@@ -293,4 +296,84 @@ async fn postgres_event_reads_by_entity_use_their_indexes() {
     })
     .await
     .unwrap();
+}
+
+/// `FILL_EVENTS` on SQLite, whose ids are TypeID text, and each invoice's payments.
+const SQLITE_FILL_EVENTS: &str = "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM n \
+       WHERE g < 20000) \
+     INSERT INTO events (seq, tenant_id, stream_id, version, event_id, event_type, invoice_id, \
+       actor, gateway_event_id, data, occurred_at) \
+     SELECT g, 'ten_' || (g % 4), 'pay_' || (g / 3), g % 3 + 1, 'evt_' || g, \
+       'payment.succeeded', 'inv_' || (g / 6), 'gateway', \
+       CASE WHEN g % 2 = 0 THEN 'gw_' || g END, '{}', 1 FROM n; \
+     WITH RECURSIVE n(g) AS (SELECT 0 UNION ALL SELECT g + 1 FROM n WHERE g < 6700) \
+     INSERT INTO payments (tenant_id, id, invoice_id, amount, currency, created_at, details, \
+       status, gateway_reference, version, data) \
+     SELECT 'ten_' || (g % 4), 'pay_' || g, 'inv_' || (g / 2), 100, 'USD', 1, '{}', 'succeeded', \
+       'ch_' || g, 3, '{}' FROM n;";
+
+/// SQLite keeps no invoice index of events: an invoice's timeline reads its payments through
+/// their invoice index and each stream through the stream/version index, never a tenant's
+/// whole log; a stream's reads go through the stream/version index alone.
+#[test]
+fn sqlite_event_reads_by_entity_use_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
+    conn.run_pending_migrations(crate::store::sqlite::MIGRATIONS)
+        .unwrap();
+    conn.batch_execute(SQLITE_FILL_EVENTS).unwrap();
+    let plan = |conn: &mut SqliteConnection, filter: &str, binds: &[&str]| {
+        let sql = binds.iter().fold(
+            format!("EXPLAIN QUERY PLAN SELECT * FROM events e WHERE {filter}"),
+            |sql, bind| sql.replacen('?', bind, 1),
+        );
+        let plan: Vec<SqlitePlanLine> = diesel::sql_query(sql).load(conn).unwrap();
+        plan.into_iter()
+            .map(|l| l.detail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let stream_index = "USING INDEX sqlite_autoindex_events_2";
+    for (filter, binds) in [
+        (STREAM_EVENTS_AFTER, &["'ten_1'", "'pay_300'", "1"][..]),
+        (STREAM_EVENTS, &["'ten_1'", "'pay_300'"][..]),
+    ] {
+        let plan = plan(&mut conn, filter, binds);
+        assert!(plan.contains(stream_index), "{plan}");
+        check("events", &plan);
+    }
+    let timeline = plan(
+        &mut conn,
+        SQLITE_INVOICE_EVENTS,
+        &["'ten_1'", "'inv_150'", "'ten_1'", "'inv_150'"],
+    );
+    assert!(timeline.contains(stream_index), "{timeline}");
+    assert!(timeline.contains("payments_invoice"), "{timeline}");
+    assert!(!timeline.contains("SCAN e"), "{timeline}");
+    assert!(!timeline.contains("SCAN p"), "{timeline}");
+
+    // A page of the log about one subject reads the subject's stream, not the tenant's log
+    // from the cursor on; a page of the whole log reads it in order, unsorted.
+    for (subject, binds) in [
+        (SUBJECT_INVOICE, &["'inv_150'", "'inv_150'"][..]),
+        (SUBJECT_STREAM, &["'pay_300'"][..]),
+        (SUBJECT_REFUND, &["'pay_300'", "'re_1'"][..]),
+    ] {
+        let mut all = vec!["'ten_1'", "0"];
+        all.extend(binds);
+        all.push("10");
+        let page = plan(
+            &mut conn,
+            &log_filter(Dialect::Sqlite, false, Some(subject)),
+            &all,
+        );
+        assert!(page.contains(stream_index), "{subject}: {page}");
+    }
+    let log = plan(
+        &mut conn,
+        &log_filter(Dialect::Sqlite, true, None),
+        &["'ten_1'", "0", "'payment.succeeded'", "10"],
+    );
+    assert!(!log.contains("TEMP B-TREE"), "{log}");
 }

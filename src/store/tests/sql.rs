@@ -202,6 +202,36 @@ async fn timelines_and_audit_log(db: Db) {
             .is_empty(),
         "another tenant's refund is no subject here"
     );
+    // Another invoice of the same tenant, with a payment: each timeline holds its own
+    // invoice's events and its payments' alone.
+    let (mut second, created) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: db.last_invoice_number(tenant).await.unwrap() + 1,
+            ..Default::default()
+        },
+    );
+    let (second_payment, attempt) = attempt_payment(&mut second, 500, at(6));
+    commit(&db, vec![created, attempt]).await;
+    assert_eq!(
+        db.invoice_timeline(tenant, invoice.id).await.unwrap(),
+        timeline
+    );
+    let second_timeline = db.invoice_timeline(tenant, second.id).await.unwrap();
+    assert_eq!(
+        types_of(second_timeline.clone()),
+        [
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.payment_pending",
+            "payment.attempted"
+        ]
+    );
+    assert_eq!(
+        second_timeline[3].event.stream,
+        StreamId::Payment(second_payment.id)
+    );
+    assert!(second_timeline[0].sequence > timeline[timeline.len() - 1].sequence);
 
     assert_eq!(
         db.get_payment(tenant, payment.id).await.unwrap(),

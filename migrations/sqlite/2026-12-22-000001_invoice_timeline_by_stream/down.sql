@@ -1,0 +1,1 @@
+CREATE INDEX events_invoice ON events (tenant_id, invoice_id, seq);
