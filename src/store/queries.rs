@@ -16,7 +16,7 @@ use super::notify::revocation_notice;
 use super::rows::{
     api_key_columns, event_columns, idempotency_columns, into_stored, parse_id,
     seal_webhook_secret, snapshot_columns, tenant_columns, ApiKeySqlRow, CountRow, DataRow,
-    EventRow, IdempotencySqlRow, TenantSqlRow, TextRow,
+    EventRow, IdempotencySqlRow, PairRow, TenantSqlRow, TextRow,
 };
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
@@ -391,22 +391,62 @@ impl Db {
         tenant: TenantId,
         invoice_id: InvoiceId,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let (filter, binds) = match self.dialect() {
-            Dialect::Postgres => (
-                INVOICE_EVENTS,
-                vec![Bind::key(tenant), Bind::key(invoice_id)],
-            ),
-            Dialect::Sqlite => (
-                SQLITE_INVOICE_EVENTS,
+        match self.dialect() {
+            Dialect::Postgres => self.pg_invoice_timeline(tenant, invoice_id).await,
+            Dialect::Sqlite => {
+                let binds = vec![
+                    Bind::key(tenant),
+                    Bind::key(invoice_id),
+                    Bind::key(tenant),
+                    Bind::key(invoice_id),
+                ];
+                self.events_where(SQLITE_INVOICE_EVENTS, binds).await
+            }
+        }
+    }
+
+    /// An invoice's timeline on PostgreSQL, where the log's stream keys are UUIDs and the
+    /// payments' ids TypeID text: the payments' ids and the tenant's last sequence are read in
+    /// one statement (one snapshot), then the streams' events up to that sequence. A payment
+    /// created in between has only later events (each tenant's sequence is taken in commit
+    /// order, under its counter row's lock), so the timeline is that snapshot's.
+    async fn pg_invoice_timeline(
+        &self,
+        tenant: TenantId,
+        invoice_id: InvoiceId,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let found: Vec<PairRow> = self
+            .load(Stmt::new(
+                PG_INVOICE_STREAMS,
                 vec![
-                    Bind::key(tenant),
-                    Bind::key(invoice_id),
-                    Bind::key(tenant),
-                    Bind::key(invoice_id),
+                    Bind::text(tenant.to_string()),
+                    Bind::text(tenant.to_string()),
+                    Bind::text(invoice_id.to_string()),
                 ],
-            ),
-        };
-        self.events_where(filter, binds).await
+            ))
+            .await?;
+        let mut last_seq = 0;
+        let mut streams = vec![invoice_id.uuid()];
+        for row in found {
+            match row.a.as_str() {
+                "seq" => {
+                    last_seq = row
+                        .b
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("a sequence of {:?}", row.b)))?
+                }
+                _ => streams.push(parse_id::<PaymentId>(&row.b)?.uuid()),
+            }
+        }
+        self.events_where(
+            PG_INVOICE_EVENTS,
+            vec![
+                Bind::key(tenant),
+                Bind::KeyArr(streams),
+                Bind::I64(last_seq),
+            ],
+        )
+        .await
     }
 
     /// The payment's stream (its refunds included), in order.
@@ -438,11 +478,7 @@ impl Db {
             },
             None => None,
         };
-        let filter = log_filter(
-            self.dialect(),
-            event_type.is_some(),
-            subject.as_ref().map(|s| s.sql),
-        );
+        let filter = log_filter(event_type.is_some(), subject.as_ref().map(|s| s.sql));
         let mut binds = vec![
             Bind::key(tenant),
             Bind::I64(starting_after_seq.unwrap_or(0)),
@@ -476,16 +512,23 @@ impl Db {
     }
 }
 
-/// An invoice's timeline on PostgreSQL (binds: tenant, invoice), through the invoice index of
-/// events.
-pub(crate) const INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.invoice_id = ? ORDER BY e.seq";
+/// An invoice's payments and the tenant's last sequence, as `(kind, value)` pairs: `seq` and
+/// the number, `payment` and an id (binds: the tenant, twice, and the invoice).
+pub(crate) const PG_INVOICE_STREAMS: &str = "SELECT 'seq'::text AS a, \
+       COALESCE((SELECT c.last_seq FROM event_counters c WHERE c.tenant_id = ?), 0)::text AS b \
+     UNION ALL SELECT 'payment', p.id FROM payments p WHERE p.tenant_id = ? AND p.invoice_id = ?";
 
-/// An invoice's timeline on SQLite (binds: tenant, invoice, tenant, invoice), which keeps no
-/// invoice index of events: the events of the invoice's stream and of its payments' streams
-/// (a refund's events are in its payment's), each stream read through the stream/version
-/// index, the payments found through their invoice index. The events are sorted by `seq`
-/// afterwards: `+e.seq` keeps the planner from walking the tenant's whole log in `seq` order to
-/// spare that sort.
+/// An invoice's timeline on PostgreSQL (binds: the tenant's UUID, the streams' UUIDs, the last
+/// sequence), each stream through the stream/version index, sorted by sequence afterwards
+/// (`+` hides `seq` from the planner, as in `log_filter`).
+pub(crate) const PG_INVOICE_EVENTS: &str =
+    "e.tenant_id = ? AND e.stream_id = ANY(?) AND +e.seq <= ? ORDER BY +e.seq";
+
+/// An invoice's timeline on SQLite (binds: tenant, invoice, tenant, invoice): the events of
+/// the invoice's stream and of its payments' streams (a refund's events are in its payment's),
+/// each stream read through the stream/version index, the payments found through their
+/// invoice index. The events are sorted by `seq` afterwards: `+e.seq` keeps the planner from
+/// walking the tenant's whole log in `seq` order to spare that sort.
 pub(crate) const SQLITE_INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.stream_id IN \
      (SELECT ? UNION ALL SELECT p.id FROM payments p WHERE p.tenant_id = ? AND p.invoice_id = ?) \
      ORDER BY +e.seq";
@@ -494,14 +537,11 @@ pub(crate) const SQLITE_INVOICE_EVENTS: &str = "e.tenant_id = ? AND e.stream_id 
 pub(crate) const STREAM_EVENTS: &str = "e.tenant_id = ? AND e.stream_id = ? ORDER BY e.version";
 
 /// A page of the tenant's log (binds: tenant, cursor, then the type if `by_type`, then the
-/// subject filter's, then the page size). On SQLite a subject's page reads the subject's
-/// stream and sorts it: its planner, without statistics, would otherwise walk the tenant's
-/// whole log from the cursor in `seq` order, and `+` hides `seq` from its indexes.
-pub(crate) fn log_filter(dialect: Dialect, by_type: bool, subject: Option<&str>) -> String {
-    let seq = match (dialect, subject) {
-        (Dialect::Sqlite, Some(_)) => "+e.seq",
-        _ => "e.seq",
-    };
+/// subject filter's, then the page size). A subject's page reads the subject's stream and
+/// sorts it: `+` hides `seq` from the planners, which would otherwise walk the tenant's whole
+/// log from the cursor in `seq` order to spare that sort (SQLite's, without statistics, did).
+pub(crate) fn log_filter(by_type: bool, subject: Option<&str>) -> String {
+    let seq = if subject.is_some() { "+e.seq" } else { "e.seq" };
     let mut filter = format!("e.tenant_id = ? AND {seq} > ?");
     if by_type {
         filter.push_str(" AND e.event_type = ?");
@@ -514,10 +554,8 @@ pub(crate) fn log_filter(dialect: Dialect, by_type: bool, subject: Option<&str>)
 /// A refund's events (binds: its payment, the refund).
 pub(crate) const SUBJECT_REFUND: &str = " AND e.stream_id = ? AND e.subject_id = ?";
 
-/// An invoice's own events (binds: the invoice, twice).
-pub(crate) const SUBJECT_INVOICE: &str = " AND e.invoice_id = ? AND e.stream_id = ?";
-
-/// A stream's own events, its refunds' left out (binds: the stream).
+/// A stream's own events (an invoice's, or a payment's without its refunds'; binds: the
+/// stream).
 pub(crate) const SUBJECT_STREAM: &str = " AND e.stream_id = ? AND e.subject_id IS NULL";
 
 /// A filter on an event's subject: SQL to append and its binds.
@@ -529,10 +567,9 @@ struct SubjectFilter {
 impl Db {
     /// The filter on an event's subject, through an index: a subject is its event's stream,
     /// except that a refund's events are in its payment's stream, the refund in `subject_id`
-    /// (which is NULL where the subject is the stream; no index reads it). An invoice's own
-    /// events are found through the invoice index on PostgreSQL, which is in `seq` order, and
-    /// through the stream/version index on SQLite, which keeps no invoice index. `None`: no event
-    /// can have this subject (not an id, or a refund the tenant does not have).
+    /// (which is NULL where the subject is the stream; no index reads it). Either way the
+    /// stream/version index finds them. `None`: no event can have this subject (not an id, or
+    /// a refund the tenant does not have).
     async fn subject_filter(
         &self,
         subject: &str,
@@ -557,16 +594,9 @@ impl Db {
         let Ok(stream) = subject.parse::<StreamId>() else {
             return Ok(None);
         };
-        let key = || Bind::key(stream);
-        Ok(Some(match stream {
-            StreamId::Invoice(_) => SubjectFilter {
-                sql: SUBJECT_INVOICE,
-                binds: vec![key(), key()],
-            },
-            _ => SubjectFilter {
-                sql: SUBJECT_STREAM,
-                binds: vec![key()],
-            },
+        Ok(Some(SubjectFilter {
+            sql: SUBJECT_STREAM,
+            binds: vec![Bind::key(stream)],
         }))
     }
 }

@@ -12,8 +12,8 @@ use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE, STRE
 use crate::store::ops::{purge_sql, Aged, AGED_ATTEMPTS, AGED_DEDUP, AGED_IDEMPOTENCY};
 use crate::store::plan::PG_PRECHECK;
 use crate::store::queries::{
-    log_filter, INVOICE_EVENTS, SQLITE_INVOICE_EVENTS, STREAM_EVENTS, SUBJECT_INVOICE,
-    SUBJECT_REFUND, SUBJECT_STREAM,
+    log_filter, PG_INVOICE_EVENTS, SQLITE_INVOICE_EVENTS, STREAM_EVENTS, SUBJECT_REFUND,
+    SUBJECT_STREAM,
 };
 use crate::store::stmt::Dialect;
 use crate::store::PREFER_INDEXES;
@@ -237,8 +237,8 @@ const TENANT: &str = "md5('ten1')::uuid";
 const PAYMENT: &str = "md5('pay300')::uuid";
 
 /// The reads of one stream or one invoice, and the write path's pre-check, go through the
-/// events' stream/version, invoice and gateway-event indexes, which lead with the entity (or
-/// the tenant and the gateway's id), never scanning a tenant's whole log.
+/// events' stream/version and gateway-event indexes, which lead with the entity (or the tenant
+/// and the gateway's id), never scanning a tenant's whole log.
 #[tokio::test]
 async fn postgres_event_reads_by_entity_use_their_indexes() {
     let url = crate::store::testing::empty_postgres().await.unwrap();
@@ -264,12 +264,27 @@ async fn postgres_event_reads_by_entity_use_their_indexes() {
                 "events_stream_version",
                 select(STREAM_EVENTS, &[TENANT, PAYMENT]),
             ),
-            (
-                "events_invoice",
-                select(INVOICE_EVENTS, &[TENANT, "md5('inv150')::uuid"]),
-            ),
         ] {
             check(index, &pg_plan(&mut conn, "EXPLAIN", &sql));
+        }
+        // An invoice's timeline, and a page of the log about one subject, read the streams
+        // through their index and sort what they find.
+        let streams = "ARRAY[md5('inv150')::uuid, md5('pay300')::uuid]";
+        for sql in [
+            select(PG_INVOICE_EVENTS, &[TENANT, streams, "20000"]),
+            select(
+                &log_filter(false, Some(SUBJECT_STREAM)),
+                &[TENANT, "0", "md5('inv150')::uuid", "10"],
+            ),
+            select(
+                &log_filter(false, Some(SUBJECT_REFUND)),
+                &[TENANT, "0", PAYMENT, "md5('re1')::uuid", "10"],
+            ),
+        ] {
+            let plan = pg_plan(&mut conn, "EXPLAIN", &sql);
+            assert!(plan.contains("events_stream_version"), "{plan}");
+            assert!(!plan.contains("events_pkey"), "{plan}");
+            assert!(!plan.contains("Seq Scan on events"), "{plan}");
         }
         let arrays = [
             "ARRAY['ten_1']",
@@ -312,9 +327,9 @@ const SQLITE_FILL_EVENTS: &str = "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SEL
      SELECT 'ten_' || (g % 4), 'pay_' || g, 'inv_' || (g / 2), 100, 'USD', 1, '{}', 'succeeded', \
        'ch_' || g, 3, '{}' FROM n;";
 
-/// SQLite keeps no invoice index of events: an invoice's timeline reads its payments through
-/// their invoice index and each stream through the stream/version index, never a tenant's
-/// whole log; a stream's reads go through the stream/version index alone.
+/// An invoice's timeline reads its payments through their invoice index and each stream
+/// through the stream/version index, never a tenant's whole log; a stream's reads, and a page
+/// of the log about one subject, go through the stream/version index.
 #[test]
 fn sqlite_event_reads_by_entity_use_their_indexes() {
     let dir = tempfile::tempdir().unwrap();
@@ -356,23 +371,19 @@ fn sqlite_event_reads_by_entity_use_their_indexes() {
     // A page of the log about one subject reads the subject's stream, not the tenant's log
     // from the cursor on; a page of the whole log reads it in order, unsorted.
     for (subject, binds) in [
-        (SUBJECT_INVOICE, &["'inv_150'", "'inv_150'"][..]),
+        (SUBJECT_STREAM, &["'inv_150'"][..]),
         (SUBJECT_STREAM, &["'pay_300'"][..]),
         (SUBJECT_REFUND, &["'pay_300'", "'re_1'"][..]),
     ] {
         let mut all = vec!["'ten_1'", "0"];
         all.extend(binds);
         all.push("10");
-        let page = plan(
-            &mut conn,
-            &log_filter(Dialect::Sqlite, false, Some(subject)),
-            &all,
-        );
+        let page = plan(&mut conn, &log_filter(false, Some(subject)), &all);
         assert!(page.contains(stream_index), "{subject}: {page}");
     }
     let log = plan(
         &mut conn,
-        &log_filter(Dialect::Sqlite, true, None),
+        &log_filter(true, None),
         &["'ten_1'", "0", "'payment.succeeded'", "10"],
     );
     assert!(!log.contains("TEMP B-TREE"), "{log}");

@@ -1,0 +1,1 @@
+CREATE INDEX events_invoice ON events (invoice_id, seq) WITH (fillfactor = 70);
