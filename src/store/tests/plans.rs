@@ -119,14 +119,21 @@ fn pg_plan(conn: &mut PgConnection, explain: &str, sql: &str) -> String {
     plan.join("\n")
 }
 
-#[test]
-fn sqlite_sweeps_and_purges_read_their_indexes() {
+/// A migrated SQLite database in a temporary folder (kept while the answer lives), filled by
+/// `fill`.
+fn sqlite_filled(fill: &str) -> (tempfile::TempDir, SqliteConnection) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plans.db");
     let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
     conn.run_pending_migrations(crate::store::sqlite::MIGRATIONS)
         .unwrap();
-    conn.batch_execute(&fill(Dialect::Sqlite)).unwrap();
+    conn.batch_execute(fill).unwrap();
+    (dir, conn)
+}
+
+#[test]
+fn sqlite_sweeps_and_purges_read_their_indexes() {
+    let (_dir, mut conn) = sqlite_filled(&fill(Dialect::Sqlite));
     for (index, sql) in statements(Dialect::Sqlite) {
         let plan: Vec<SqlitePlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
             .load(&mut conn)
@@ -332,12 +339,7 @@ const SQLITE_FILL_EVENTS: &str = "WITH RECURSIVE n(g) AS (SELECT 1 UNION ALL SEL
 /// of the log about one subject, go through the stream/version index.
 #[test]
 fn sqlite_event_reads_by_entity_use_their_indexes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("events.db");
-    let mut conn = SqliteConnection::establish(&path.display().to_string()).unwrap();
-    conn.run_pending_migrations(crate::store::sqlite::MIGRATIONS)
-        .unwrap();
-    conn.batch_execute(SQLITE_FILL_EVENTS).unwrap();
+    let (_dir, mut conn) = sqlite_filled(SQLITE_FILL_EVENTS);
     let plan = |conn: &mut SqliteConnection, filter: &str, binds: &[&str]| {
         let sql = binds.iter().fold(
             format!("EXPLAIN QUERY PLAN SELECT * FROM events e WHERE {filter}"),
