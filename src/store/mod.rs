@@ -33,6 +33,7 @@ mod summary;
 mod tables;
 #[doc(hidden)]
 pub mod testing;
+mod timelines;
 mod tx;
 mod write;
 

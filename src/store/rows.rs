@@ -311,6 +311,15 @@ pub(crate) struct TextRow {
     pub(crate) value: String,
 }
 
+/// A tenant's last sequence, with one id (or none) per row.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct SeqIdRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) seq: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub(crate) id: Option<String>,
+}
+
 #[derive(Debug, QueryableByName)]
 pub(crate) struct CountRow {
     #[diesel(sql_type = BigInt)]

@@ -11,11 +11,11 @@ use diesel_migrations::MigrationHarness;
 use crate::store::event_store::{AWAITING_CHARGE_PAGE, PENDING_REFUNDS_PAGE, STREAM_EVENTS_AFTER};
 use crate::store::ops::{purge_sql, Aged, AGED_ATTEMPTS, AGED_DEDUP, AGED_IDEMPOTENCY};
 use crate::store::plan::PG_PRECHECK;
-use crate::store::queries::{
+use crate::store::stmt::Dialect;
+use crate::store::timelines::{
     log_filter, PG_INVOICE_EVENTS, SQLITE_INVOICE_EVENTS, STREAM_EVENTS, SUBJECT_REFUND,
     SUBJECT_STREAM,
 };
-use crate::store::stmt::Dialect;
 use crate::store::PREFER_INDEXES;
 
 /// Rows per table: enough that a sequential scan and a sort cost more than an index scan.
@@ -131,15 +131,20 @@ fn sqlite_filled(fill: &str) -> (tempfile::TempDir, SqliteConnection) {
     (dir, conn)
 }
 
+/// SQLite's `EXPLAIN QUERY PLAN` of `sql`, a line per step.
+fn sqlite_plan(conn: &mut SqliteConnection, sql: &str) -> String {
+    let plan: Vec<SqlitePlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+        .load(conn)
+        .unwrap();
+    let plan: Vec<String> = plan.into_iter().map(|l| l.detail).collect();
+    plan.join("\n")
+}
+
 #[test]
 fn sqlite_sweeps_and_purges_read_their_indexes() {
     let (_dir, mut conn) = sqlite_filled(&fill(Dialect::Sqlite));
     for (index, sql) in statements(Dialect::Sqlite) {
-        let plan: Vec<SqlitePlanLine> = diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
-            .load(&mut conn)
-            .unwrap();
-        let plan: Vec<String> = plan.into_iter().map(|l| l.detail).collect();
-        check(index, &plan.join("\n"));
+        check(index, &sqlite_plan(&mut conn, &sql));
     }
 }
 
@@ -342,14 +347,10 @@ fn sqlite_event_reads_by_entity_use_their_indexes() {
     let (_dir, mut conn) = sqlite_filled(SQLITE_FILL_EVENTS);
     let plan = |conn: &mut SqliteConnection, filter: &str, binds: &[&str]| {
         let sql = binds.iter().fold(
-            format!("EXPLAIN QUERY PLAN SELECT * FROM events e WHERE {filter}"),
+            format!("SELECT * FROM events e WHERE {filter}"),
             |sql, bind| sql.replacen('?', bind, 1),
         );
-        let plan: Vec<SqlitePlanLine> = diesel::sql_query(sql).load(conn).unwrap();
-        plan.into_iter()
-            .map(|l| l.detail)
-            .collect::<Vec<_>>()
-            .join("\n")
+        sqlite_plan(conn, &sql)
     };
     let stream_index = "USING INDEX sqlite_autoindex_events_2";
     for (filter, binds) in [
