@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
+use super::tables::Sets;
 use super::write::{
-    event_row, idempotency_row, insert_events, insert_rows, invoice_row, payment_row, refund_rows,
-    Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, insert_events, insert_rows, invoice_row, invoice_sets, payment_row,
+    refund_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 
 /// A tenant's stream: what a version belongs to.
@@ -350,7 +351,8 @@ pub(crate) struct Writes {
 /// the writer's queue (`Db::prepare`), or by the batch itself.
 pub(crate) struct UnitRows {
     events: Vec<Vec<Bind>>,
-    invoices: Vec<(Uuid, StreamId, Vec<Bind>)>,
+    /// With the columns an update of a stored row sets (`invoice_sets`).
+    invoices: Vec<(Uuid, StreamId, Vec<Bind>, Sets)>,
     payments: Vec<(Uuid, StreamId, Vec<Bind>)>,
     refunds: Vec<(Uuid, Vec<Bind>)>,
 }
@@ -381,10 +383,17 @@ impl UnitRows {
             }
             match snapshot {
                 Snapshot::Invoice(i) => {
+                    let stream = StreamId::Invoice(i.id);
+                    let own_events = unit
+                        .streams
+                        .iter()
+                        .filter(|append| append.stream == stream)
+                        .flat_map(|append| &append.events);
                     rows.invoices.push((
                         i.id.uuid(),
-                        StreamId::Invoice(i.id),
+                        stream,
                         invoice_row(&tenant, i)?,
+                        invoice_sets(own_events.map(|e| &e.data)),
                     ));
                 }
                 Snapshot::Payment(p) => {
@@ -439,15 +448,17 @@ impl Writes {
         } = UnitRows::of(unit)?;
         self.events.extend(events);
         let is_stored = |stream: StreamId| stored.contains(&(tenant_id, stream));
-        for (id, stream, row) in invoices {
-            self.invoices.put(tenant_id, id, row, is_stored(stream));
+        for (id, stream, row, sets) in invoices {
+            self.invoices
+                .put((tenant_id, id), row, is_stored(stream), sets);
         }
         for (id, stream, row) in payments {
-            self.payments.put(tenant_id, id, row, is_stored(stream));
+            self.payments
+                .put((tenant_id, id), row, is_stored(stream), Sets::ALL);
         }
         // A refund is no stream of its own: whether its row exists is not known here.
         for (id, row) in refunds {
-            self.refunds.put(tenant_id, id, row, false);
+            self.refunds.put((tenant_id, id), row, false, Sets::ALL);
         }
         for key in &unit.dedup_keys {
             self.dedup.push(vec![

@@ -2,7 +2,7 @@
 //! turn domain values into those rows (shared with the projection rebuild). `write.rs` turns
 //! the rows into statements.
 
-use payrail_actors::domain::{Event, Invoice, Payment};
+use payrail_actors::domain::{Event, EventData, Invoice, Payment};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use uuid::Uuid;
 
@@ -71,6 +71,107 @@ pub(crate) const INVOICES: Table = Table {
     fixed: &["number", "created_at"],
     derived: &[],
 };
+
+/// Which of a table's columns an update of a stored row sets, a bit per position in
+/// `Table::columns`; the key and the `fixed` columns are left alone whatever it holds. Setting
+/// a column to the value it already holds is not free on SQLite: it deletes and reinserts the
+/// row's entry in every index on that column without comparing the values. A settlement that
+/// set an invoice's status, customer, currency, total and due date again dirtied a page of each
+/// of five indexes for nothing (`invoice_sets`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Sets(u32);
+
+impl Sets {
+    /// Every column: a row whose changes are not told apart.
+    pub(crate) const ALL: Self = Self(u32::MAX);
+    const NONE: Self = Self(0);
+
+    /// The columns of `table` named in `names`; a name that is not one of its columns fails
+    /// the build.
+    const fn of(table: &Table, names: &[&str]) -> Self {
+        let mut bits = 0;
+        let mut n = 0;
+        while n < names.len() {
+            bits |= 1 << position(table.columns, names[n]);
+            n += 1;
+        }
+        Self(bits)
+    }
+
+    pub(crate) const fn with(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    pub(crate) fn has(self, position: usize) -> bool {
+        position < 32 && self.0 & (1 << position) != 0
+    }
+}
+
+/// Where `name` is in `columns`, at compile time.
+const fn position(columns: &[&str], name: &str) -> usize {
+    let mut i = 0;
+    while i < columns.len() {
+        let (a, b) = (columns[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut k = 0;
+            while k < a.len() && a[k] == b[k] {
+                k += 1;
+            }
+            if k == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a column of the table")
+}
+
+/// What every change of an invoice sets: its amounts, reservations and times (`data`), and its
+/// version.
+const INVOICE_DATA: Sets = Sets::of(&INVOICES, &["version", "data"]);
+const INVOICE_STATUS: Sets = Sets::of(&INVOICES, &["status"]);
+/// What an edit of a draft changes.
+const INVOICE_EDIT: Sets = Sets::of(
+    &INVOICES,
+    &[
+        "customer_name",
+        "customer_email",
+        "currency",
+        "total",
+        "due_date",
+        "details",
+    ],
+);
+/// The finalization time is kept with the details (`INVOICE_DETAILS`).
+const INVOICE_FINALIZED: Sets = INVOICE_STATUS.with(Sets::of(&INVOICES, &["details"]));
+
+/// The columns of a stored invoice's row that a unit holding `events` (those of the invoice's
+/// own stream) changes. Only its own events move its status and details; its payments' events
+/// move its amounts, which are in `data`, as is every time but the finalization's. Each event
+/// is named, so a new one has to say what it changes.
+pub(crate) fn invoice_sets<'a>(events: impl IntoIterator<Item = &'a EventData>) -> Sets {
+    events.into_iter().fold(INVOICE_DATA, |sets, event| {
+        sets.with(match event {
+            // Its first event: the row is inserted, never updated, by the unit that holds it.
+            EventData::InvoiceCreated { .. } => Sets::ALL,
+            EventData::InvoiceUpdated { .. } => INVOICE_EDIT,
+            EventData::InvoiceFinalized {} => INVOICE_FINALIZED,
+            EventData::InvoicePaid { .. }
+            | EventData::InvoiceVoided {}
+            | EventData::InvoiceMarkedUncollectible {} => INVOICE_STATUS,
+            EventData::InvoicePaymentPending { .. }
+            | EventData::PaymentAttempted { .. }
+            | EventData::PaymentProcessing { .. }
+            | EventData::PaymentSucceeded { .. }
+            | EventData::PaymentFailed { .. }
+            | EventData::RefundCreated { .. }
+            | EventData::RefundSucceeded { .. }
+            | EventData::RefundFailed { .. }
+            | EventData::ApiKeyCreated { .. }
+            | EventData::ApiKeyRevoked {} => Sets::NONE,
+        })
+    })
+}
 
 pub(crate) const PAYMENTS: Table = Table {
     name: "payments",
@@ -185,10 +286,9 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
 /// The keys of an invoice's snapshot that only an edit of a draft changes (its ids, number,
 /// customer, line items and totals) and its finalization time, set once. They are stored apart
 /// (`details`) from the rest (`data`: amounts and the other times), which a payment's
-/// settlement rewrites. Both are written with every change, but on PostgreSQL unchanged
-/// `details` (the table's last column) add nothing to the log of an update that stays on its
-/// page, which holds only the bytes from the first changed one to the last; a settlement then
-/// logs `data` instead of the whole snapshot with its line items.
+/// settlement rewrites. An update sets `details` only with the events that change them
+/// (`invoice_sets`); a settlement writes `data` instead of the whole snapshot with its line
+/// items.
 const INVOICE_DETAILS: [&str; 15] = [
     "id",
     "tenantId",

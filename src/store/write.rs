@@ -5,71 +5,100 @@
 use payrail_actors::domain::TenantId;
 use payrail_actors::ports::StoreError;
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 use super::rows::corrupt;
 use super::stmt::{Bind, Dialect, Stmt};
-use super::tables::{Table, EVENTS};
+use super::tables::{Sets, Table, EVENTS};
 
 pub(crate) use super::tables::{
-    event_row, idempotency_row, invoice_row, payment_row, refund_rows, DEDUP, IDEMPOTENCY,
-    INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, invoice_row, invoice_sets, payment_row, refund_rows, DEDUP,
+    IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 
 /// Row counts of the multi-row `VALUES` statements on SQLite: a few fixed shapes keep the
 /// prepared-statement cache small whatever the batch size.
 const SQLITE_CHUNK_ROWS: [usize; 4] = [64, 16, 4, 1];
 
-/// Rows keyed by `(tenant, id)` (the id's UUID: one table holds one kind of id): a later snapshot of the same entity replaces the earlier one
-/// (a statement may not touch a row twice). Each row is written by an insert (with an upsert's
-/// conflict clause) unless it was known to be stored when the batch began: those get a plain
-/// `UPDATE`, which neither probes for a conflict nor locks the row before changing it.
+/// Rows keyed by `(tenant, id)` (the id's UUID: one table holds one kind of id): a later
+/// snapshot of the same entity replaces the earlier one (a statement may not touch a row
+/// twice), and the row's update then sets what either changed. Each row is written by an
+/// insert (with an upsert's conflict clause) unless it was known to be stored when the batch
+/// began: those get a plain `UPDATE` of the columns their changes set, which neither probes for
+/// a conflict nor locks the row before changing it.
 #[derive(Default)]
 pub(crate) struct Upserts {
     index: HashMap<(TenantId, Uuid), usize>,
-    rows: Vec<(Vec<Bind>, bool)>,
+    rows: Vec<Upsert>,
+}
+
+struct Upsert {
+    row: Vec<Bind>,
+    stored: bool,
+    sets: Sets,
 }
 
 impl Upserts {
-    pub(crate) fn put(&mut self, tenant: TenantId, id: Uuid, row: Vec<Bind>, stored: bool) {
+    pub(crate) fn put(
+        &mut self,
+        (tenant, id): (TenantId, Uuid),
+        row: Vec<Bind>,
+        stored: bool,
+        sets: Sets,
+    ) {
         match self.index.entry((tenant, id)) {
-            Entry::Occupied(i) => self.rows[*i.get()].0 = row,
+            Entry::Occupied(i) => {
+                let earlier = &mut self.rows[*i.get()];
+                earlier.row = row;
+                earlier.sets = earlier.sets.with(sets);
+            }
             Entry::Vacant(slot) => {
                 slot.insert(self.rows.len());
-                self.rows.push((row, stored));
+                self.rows.push(Upsert { row, stored, sets });
             }
         }
     }
 
-    /// The statements writing these rows into `table`: the inserts, then the updates.
+    /// The statements writing these rows into `table`: the inserts, then the updates, one
+    /// statement (PostgreSQL) or statement shape (SQLite) per set of columns updated.
     pub(crate) fn statements(self, d: Dialect, table: &Table) -> Result<Vec<Stmt>, StoreError> {
-        let (updates, inserts): (Vec<_>, Vec<_>) =
-            self.rows.into_iter().partition(|(_, stored)| *stored);
-        let mut stmts = insert_rows(d, table, inserts.into_iter().map(|(r, _)| r).collect())?;
-        stmts.extend(update_rows(
-            d,
-            table,
-            updates.into_iter().map(|(r, _)| r).collect(),
-        )?);
+        let mut inserts = Vec::new();
+        let mut updates: BTreeMap<Sets, Vec<Vec<Bind>>> = BTreeMap::new();
+        for Upsert { row, stored, sets } in self.rows {
+            if stored {
+                updates.entry(sets).or_default().push(row);
+            } else {
+                inserts.push(row);
+            }
+        }
+        let mut stmts = insert_rows(d, table, inserts)?;
+        for (sets, rows) in updates {
+            stmts.extend(update_rows(d, table, sets, rows)?);
+        }
         Ok(stmts)
     }
 }
 
-/// The columns an update of `table` binds, by position: the key `(tenant_id, id)` and every
-/// column that is not fixed at insert.
-fn updated_columns(table: &Table) -> Vec<usize> {
+/// The columns an update of `table` setting `sets` binds, by position: the key
+/// `(tenant_id, id)` and every column in `sets` that is not fixed at insert.
+fn updated_columns(table: &Table, sets: Sets) -> Vec<usize> {
     (0..table.columns.len())
-        .filter(|&i| i < 2 || !table.fixed.contains(&table.columns[i]))
+        .filter(|&i| i < 2 || (sets.has(i) && !table.fixed.contains(&table.columns[i])))
         .collect()
 }
 
 /// Updates of rows known to exist, each statement expecting every one of its rows.
-fn update_rows(d: Dialect, table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
-    if rows.is_empty() {
+fn update_rows(
+    d: Dialect,
+    table: &Table,
+    sets: Sets,
+    rows: Vec<Vec<Bind>>,
+) -> Result<Vec<Stmt>, StoreError> {
+    let keep = updated_columns(table, sets);
+    if rows.is_empty() || keep.len() <= 2 {
         return Ok(Vec::new());
     }
-    let keep = updated_columns(table);
     let names: Vec<&str> = keep.iter().map(|&i| table.columns[i]).collect();
     let mut narrowed = Vec::with_capacity(rows.len());
     for row in rows {

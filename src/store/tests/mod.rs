@@ -29,6 +29,7 @@ macro_rules! on_both {
 mod committed;
 mod contract;
 mod fixtures;
+mod invoice_updates;
 mod lists;
 mod migrations;
 mod other_nodes;

@@ -1,0 +1,297 @@
+//! An update of a stored invoice's row sets only the columns its events can have changed
+//! (`invoice_sets`): what it leaves out must be what did not change, at every step of an
+//! invoice's life, and the row stored after each batch must be the one a full write leaves.
+
+use payrail_actors::domain::{
+    EventData, Invoice, InvoiceStatus, Payment, RefundId, StreamId, TenantId,
+};
+use payrail_actors::ports::{Snapshot, Unit};
+
+use super::fixtures::*;
+use crate::store::rows::CountRow;
+use crate::store::stmt::{Bind, Dialect, Stmt};
+use crate::store::tables::{invoice_row, invoice_sets, Sets, INVOICES};
+use crate::store::write::Upserts;
+use crate::store::Db;
+
+on_both!(a_stored_invoice_is_what_a_full_write_would_leave_after_every_change);
+
+/// Every step of two invoices' lives, in order: `step` gets the invoice before the step
+/// (`None` for its creation), after it, and the unit writing the step.
+async fn lives(tenant: TenantId, mut step: impl AsyncFnMut(Option<&Invoice>, &Invoice, Unit)) {
+    // A draft, edited, finalized, paid by two payments (one fails), paid, refunded.
+    let (mut paid, created) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 1,
+            finalize: false,
+            ..Default::default()
+        },
+    );
+    let mut units = vec![(None, created)];
+    let mut edited = paid.details.clone();
+    edited.customer_name = "John Roe".into();
+    edited.customer_email = None;
+    edited.due_date = Some(date(2027, 1, 31));
+    edited.subtotal = 1500;
+    edited.total = 1500;
+    let change = |invoice: &mut Invoice, datas: Vec<EventData>, minute: i64| {
+        let before = Some(invoice.clone());
+        (before, invoice_change(invoice, datas, at(minute)))
+    };
+    units.push(change(
+        &mut paid,
+        vec![EventData::InvoiceUpdated { details: edited }],
+        1,
+    ));
+    units.push(change(&mut paid, vec![EventData::InvoiceFinalized {}], 2));
+    let before = Some(paid.clone());
+    let (mut failing, attempt) = attempt_payment(&mut paid, 500, at(3));
+    units.push((before, attempt));
+    let before = Some(paid.clone());
+    let (mut payment, attempt) = attempt_payment(&mut paid, 1000, at(3));
+    units.push((before, attempt));
+    let outcome = |payment: &mut Payment, invoice: &mut Invoice, data: EventData, minute| {
+        let before = Some(invoice.clone());
+        let unit = payment_change(payment, Some(invoice), vec![data], None, at(minute));
+        (before, unit)
+    };
+    units.push(outcome(
+        &mut failing,
+        &mut paid,
+        EventData::PaymentFailed {
+            amount: 500,
+            failure_code: "card_declined".into(),
+            failure_message: "declined".into(),
+        },
+        4,
+    ));
+    units.push(outcome(
+        &mut payment,
+        &mut paid,
+        EventData::PaymentSucceeded {
+            amount: 1000,
+            gateway_reference: None,
+        },
+        5,
+    ));
+    let before = Some(paid.clone());
+    let (mut rest, attempt) = attempt_payment(&mut paid, 500, at(6));
+    units.push((before, attempt));
+    units.push(outcome(
+        &mut rest,
+        &mut paid,
+        EventData::PaymentSucceeded {
+            amount: 500,
+            gateway_reference: None,
+        },
+        7,
+    ));
+    units.push(change(
+        &mut paid,
+        vec![EventData::InvoicePaid { amount_paid: 1500 }],
+        7,
+    ));
+    let refund_id = RefundId::new();
+    units.push(outcome(
+        &mut payment,
+        &mut paid,
+        EventData::RefundCreated {
+            refund_id,
+            amount: 400,
+            reason: None,
+        },
+        8,
+    ));
+    units.push(outcome(
+        &mut payment,
+        &mut paid,
+        EventData::RefundSucceeded {
+            refund_id,
+            amount: 400,
+        },
+        9,
+    ));
+    assert_eq!(paid.status, InvoiceStatus::Paid);
+    assert_eq!(paid.amount_refunded, 400);
+
+    // Open, marked uncollectible, voided.
+    let (mut written_off, created) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 2,
+            customer: "Ann Other",
+            ..Default::default()
+        },
+    );
+    units.push((None, created));
+    units.push(change(
+        &mut written_off,
+        vec![EventData::InvoiceMarkedUncollectible {}],
+        10,
+    ));
+    units.push(change(
+        &mut written_off,
+        vec![EventData::InvoiceVoided {}],
+        11,
+    ));
+    assert_eq!(written_off.status, InvoiceStatus::Void);
+
+    for (before, unit) in units {
+        let after = match unit.snapshots.first() {
+            Some(Snapshot::Invoice(i)) => (**i).clone(),
+            _ => panic!("every step's unit writes its invoice first"),
+        };
+        step(before.as_ref(), &after, unit).await;
+    }
+}
+
+/// The snapshot of `invoice` that `unit` writes.
+fn invoice_in<'a>(unit: &'a Unit, invoice: &Invoice) -> &'a Invoice {
+    unit.snapshots
+        .iter()
+        .find_map(|s| match s {
+            Snapshot::Invoice(i) if i.id == invoice.id => Some(&**i),
+            _ => None,
+        })
+        .expect("the unit writes the invoice")
+}
+
+/// What an update of the stored `invoice` by `unit` sets.
+fn sets_of(unit: &Unit, invoice: &Invoice) -> Sets {
+    let stream = StreamId::Invoice(invoice.id);
+    invoice_sets(
+        unit.streams
+            .iter()
+            .filter(|a| a.stream == stream)
+            .flat_map(|a| &a.events)
+            .map(|e| &e.data),
+    )
+}
+
+/// Every column whose value a change moves is one its update sets (and never the key or a
+/// column fixed at insert). It fails if an event's columns are left out of `invoice_sets`.
+#[tokio::test]
+async fn an_update_sets_every_column_its_events_change() {
+    let tenant = TenantId::new();
+    let name = tenant.to_string();
+    let mut updates = 0;
+    lives(
+        tenant,
+        async |before: Option<&Invoice>, after: &Invoice, unit: Unit| {
+            let Some(before) = before else {
+                return; // created: inserted, not updated
+            };
+            updates += 1;
+            let sets = sets_of(&unit, before);
+            let old = invoice_row(&name, before).unwrap();
+            let new = invoice_row(&name, after).unwrap();
+            for (i, column) in INVOICES.columns.iter().enumerate() {
+                if old[i] != new[i] {
+                    assert!(
+                        i >= 2 && !INVOICES.fixed.contains(column) && sets.has(i),
+                        "{column} changed from {:?} to {:?} but is not set",
+                        old[i],
+                        new[i]
+                    );
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(updates, 13);
+}
+
+/// A settlement sets the invoice's amounts and version alone; an event of its own stream adds
+/// its columns; two changes of one invoice in a batch set what either changed.
+#[test]
+fn a_settlement_updates_data_and_version_alone() {
+    let tenant = TenantId::new();
+    let (mut invoice, _) = create_invoice(tenant, &InvoiceSpec::default());
+    let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
+    let settled = payment_change(
+        &mut payment,
+        Some(&mut invoice),
+        vec![EventData::PaymentSucceeded {
+            amount: 1000,
+            gateway_reference: None,
+        }],
+        None,
+        at(2),
+    );
+    let paid = invoice_change(
+        &mut invoice,
+        vec![EventData::InvoicePaid { amount_paid: 1000 }],
+        at(2),
+    );
+    let row = |unit: &Unit| invoice_row(&tenant.to_string(), invoice_in(unit, &invoice)).unwrap();
+    let update_sql = |units: &[&Unit]| {
+        let mut upserts = Upserts::default();
+        for unit in units {
+            upserts.put(
+                (tenant, invoice.id.uuid()),
+                row(unit),
+                true,
+                sets_of(unit, &invoice),
+            );
+        }
+        let stmts = upserts.statements(Dialect::Sqlite, &INVOICES).unwrap();
+        assert_eq!(stmts.len(), 1);
+        stmts[0].sql.clone()
+    };
+    assert_eq!(
+        update_sql(&[&settled]),
+        "UPDATE invoices SET version = ?, data = ? WHERE tenant_id = ? AND id = ?"
+    );
+    assert_eq!(
+        update_sql(&[&attempt]),
+        "UPDATE invoices SET version = ?, data = ? WHERE tenant_id = ? AND id = ?"
+    );
+    assert_eq!(
+        update_sql(&[&settled, &paid]),
+        "UPDATE invoices SET status = ?, version = ?, data = ? WHERE tenant_id = ? AND id = ?"
+    );
+}
+
+/// Each change in a batch of its own, so every write after the first is an update of a stored
+/// row: after each, the row's columns are the invoice's and the invoice reads back whole.
+async fn a_stored_invoice_is_what_a_full_write_would_leave_after_every_change(db: Db) {
+    let tenant = TenantId::new();
+    let mut checked = 0;
+    lives(
+        tenant,
+        async |_: Option<&Invoice>, after: &Invoice, unit: Unit| {
+            commit(&db, vec![unit]).await;
+            let columns = Stmt::new(
+                "SELECT count(*) AS n FROM invoices WHERE tenant_id = ? AND id = ? \
+             AND status = ? AND customer_name = ? AND customer_email IS NOT DISTINCT FROM ? \
+             AND currency = ? AND total = ? AND due_date IS NOT DISTINCT FROM ? AND version = ?",
+                vec![
+                    Bind::text(tenant.to_string()),
+                    Bind::Text(after.id.to_string()),
+                    Bind::text(after.status.as_str()),
+                    Bind::Text(after.details.customer_name.clone()),
+                    Bind::OptText(after.details.customer_email.clone()),
+                    Bind::text(after.details.currency.as_str()),
+                    Bind::I64(after.details.total),
+                    Bind::opt_date(after.details.due_date),
+                    Bind::I64(after.version as i64),
+                ],
+            );
+            let rows: Vec<CountRow> = db.load(columns).await.unwrap();
+            assert_eq!(
+                rows[0].n, 1,
+                "the row's columns are the invoice's: {after:?}"
+            );
+            // The reservations are read from the payments when an actor loads the invoice; the
+            // projection row does not hold them.
+            let mut expected = after.clone();
+            expected.reservations.clear();
+            let stored = db.get_invoice(tenant, after.id).await.unwrap();
+            assert_eq!(stored, Some(expected));
+            checked += 1;
+        },
+    )
+    .await;
+    assert_eq!(checked, 15);
+}
