@@ -62,6 +62,11 @@ impl Committed {
                 let version = append.expected_version + append.events.len() as u64;
                 self.0.insert((tenant, append.stream), version);
             }
+            // A vouched stream's row is also taken to be current (`Writes::add`): not so for
+            // an invoice whose unit left its row behind.
+            for stream in plan::unsnapshotted_invoices(unit) {
+                self.0.remove(&(tenant, stream));
+            }
         }
     }
 

@@ -214,6 +214,9 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
 #[derive(Default)]
 pub(crate) struct Existing {
     versions: HashMap<StreamKey, u64>,
+    /// The streams whose versions this process vouched for (`Committed`): their projection
+    /// rows are as its last commit left them.
+    vouched: HashSet<StreamKey>,
     dedup: HashMap<TenantId, HashSet<String>>,
     idempotency: HashMap<TenantId, HashSet<String>>,
     numbers: HashSet<(TenantId, u64)>,
@@ -225,8 +228,10 @@ impl Existing {
         rows: Vec<KeyRow>,
         known: impl IntoIterator<Item = (StreamKey, u64)>,
     ) -> Result<Self, StoreError> {
+        let versions: HashMap<StreamKey, u64> = known.into_iter().collect();
         let mut existing = Self {
-            versions: known.into_iter().collect(),
+            vouched: versions.keys().copied().collect(),
+            versions,
             ..Self::default()
         };
         let corrupt =
@@ -345,6 +350,8 @@ pub(crate) struct Writes {
     pub(crate) refunds: Upserts,
     dedup: Vec<Vec<Bind>>,
     idempotency: Vec<Vec<Bind>>,
+    /// Invoice streams a unit of the batch appended to without the invoice's snapshot.
+    lagging: HashSet<StreamKey>,
 }
 
 /// A unit's event and projection rows, rendered once: ahead of its batch while it waits in
@@ -355,6 +362,23 @@ pub(crate) struct UnitRows {
     invoices: Vec<(Uuid, StreamId, Vec<Bind>, Sets)>,
     payments: Vec<(Uuid, StreamId, Vec<Bind>)>,
     refunds: Vec<(Uuid, Vec<Bind>)>,
+}
+
+/// The invoice streams `unit` appends to without carrying the invoice's snapshot (no actor of
+/// the engine does; the store allows it and loads such an invoice as its row plus the
+/// trailing events). Its row then falls behind its stream: no update of it may trust that
+/// the columns it leaves out are current until a whole row is written again.
+pub(crate) fn unsnapshotted_invoices(unit: &Unit) -> impl Iterator<Item = StreamId> + '_ {
+    unit.streams
+        .iter()
+        .map(|append| append.stream)
+        .filter(move |stream| match stream {
+            StreamId::Invoice(id) => !unit
+                .snapshots
+                .iter()
+                .any(|s| matches!(s, Snapshot::Invoice(i) if i.id == *id)),
+            _ => false,
+        })
 }
 
 impl UnitRows {
@@ -432,13 +456,14 @@ impl UnitRows {
 }
 
 impl Writes {
-    /// Adds a unit's rows; on error nothing of the unit is added.
+    /// Adds a unit's rows; on error nothing of the unit is added. `stored`: the streams whose
+    /// rows exist; `current`: those whose rows are as this process's last commit left them.
     fn add(
         &mut self,
         (tenant_id, tenant): (TenantId, &str),
         unit: &Unit,
         now: DateTime<Utc>,
-        stored: &HashSet<StreamKey>,
+        (stored, current): (&HashSet<StreamKey>, &HashSet<StreamKey>),
     ) -> Result<(), StoreError> {
         let UnitRows {
             events,
@@ -448,7 +473,16 @@ impl Writes {
         } = UnitRows::of(unit)?;
         self.events.extend(events);
         let is_stored = |stream: StreamId| stored.contains(&(tenant_id, stream));
+        self.lagging
+            .extend(unsnapshotted_invoices(unit).map(|stream| (tenant_id, stream)));
         for (id, stream, row, sets) in invoices {
+            // Only a row known to be current may leave columns out of its update.
+            let key = (tenant_id, stream);
+            let sets = if current.contains(&key) && !self.lagging.contains(&key) {
+                sets
+            } else {
+                Sets::ALL
+            };
             self.invoices
                 .put((tenant_id, id), row, is_stored(stream), sets);
         }
@@ -500,6 +534,7 @@ pub(crate) fn plan(
 ) -> Result<Planned, StoreError> {
     let mut writes = Writes::default();
     let stored = existing.stored_streams();
+    let current = existing.vouched.clone();
     let mut results = Vec::with_capacity(units.len());
     let mut fence = BatchFence::default();
     for unit in units {
@@ -509,7 +544,12 @@ pub(crate) fn plan(
         };
         let result = fence.guard(unit, || {
             existing.check(tenant, unit)?;
-            writes.add((tenant, &tenant.to_string()), unit, now, &stored)
+            writes.add(
+                (tenant, &tenant.to_string()),
+                unit,
+                now,
+                (&stored, &current),
+            )
         });
         if result.is_ok() {
             existing.record(tenant, unit);

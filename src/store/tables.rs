@@ -148,7 +148,8 @@ const INVOICE_FINALIZED: Sets = INVOICE_STATUS.with(Sets::of(&INVOICES, &["detai
 /// The columns of a stored invoice's row that a unit holding `events` (those of the invoice's
 /// own stream) changes. Only its own events move its status and details; its payments' events
 /// move its amounts, which are in `data`, as is every time but the finalization's. Each event
-/// is named, so a new one has to say what it changes.
+/// is named, so a new one has to say what it changes. This holds for a row that was current
+/// before the unit; the planner writes any other whole (`Writes::add`).
 pub(crate) fn invoice_sets<'a>(events: impl IntoIterator<Item = &'a EventData>) -> Sets {
     events.into_iter().fold(INVOICE_DATA, |sets, event| {
         sets.with(match event {
