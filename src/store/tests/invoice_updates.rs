@@ -271,23 +271,24 @@ async fn a_stored_invoice_is_what_a_full_write_would_leave_after_every_change(db
     assert_eq!(checked, 15);
 }
 
-/// The stored row of `invoice` holds its columns, and the invoice reads back whole.
+/// The stored row of `invoice` holds in every column what a whole write of it would (the JSON
+/// columns, which PostgreSQL cannot compare, through the invoice read back whole).
 async fn assert_row_is(db: &Db, tenant: TenantId, invoice: &Invoice) {
+    let row = invoice_row(&tenant.to_string(), invoice).unwrap();
+    let (mut conditions, mut binds) = (Vec::new(), Vec::new());
+    for (column, bind) in INVOICES.columns.iter().zip(row) {
+        if !matches!(bind, Bind::Json(_)) {
+            conditions.push(format!("{column} IS NOT DISTINCT FROM ?"));
+            binds.push(bind);
+        }
+    }
+    assert_eq!(conditions.len(), INVOICES.columns.len() - 2);
     let columns = Stmt::new(
-        "SELECT count(*) AS n FROM invoices WHERE tenant_id = ? AND id = ? \
-         AND status = ? AND customer_name = ? AND customer_email IS NOT DISTINCT FROM ? \
-         AND currency = ? AND total = ? AND due_date IS NOT DISTINCT FROM ? AND version = ?",
-        vec![
-            Bind::text(tenant.to_string()),
-            Bind::Text(invoice.id.to_string()),
-            Bind::text(invoice.status.as_str()),
-            Bind::Text(invoice.details.customer_name.clone()),
-            Bind::OptText(invoice.details.customer_email.clone()),
-            Bind::text(invoice.details.currency.as_str()),
-            Bind::I64(invoice.details.total),
-            Bind::opt_date(invoice.details.due_date),
-            Bind::I64(invoice.version as i64),
-        ],
+        format!(
+            "SELECT count(*) AS n FROM invoices WHERE {}",
+            conditions.join(" AND ")
+        ),
+        binds,
     );
     let rows: Vec<CountRow> = db.load(columns).await.unwrap();
     assert_eq!(
