@@ -534,7 +534,8 @@ pub(crate) fn plan(
 ) -> Result<Planned, StoreError> {
     let mut writes = Writes::default();
     let stored = existing.stored_streams();
-    let current = existing.vouched.clone();
+    // The rows known current, for `Writes::add`; read nowhere else, so taken, not copied.
+    let current = std::mem::take(&mut existing.vouched);
     let mut results = Vec::with_capacity(units.len());
     let mut fence = BatchFence::default();
     for unit in units {
