@@ -7,17 +7,15 @@
 //! batch would be re-run, checked in full. A stream recorded at another version, or not at all,
 //! is read as before.
 
-use std::collections::{HashMap, HashSet};
-
 use payrail_actors::ports::{StoreError, Unit};
 
-use super::plan::{self, Keys, StreamKey};
+use super::plan::{self, IdMap, IdSet, Keys, StreamKey};
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;
 
 #[derive(Default)]
-pub(crate) struct Committed(HashMap<StreamKey, u64>);
+pub(crate) struct Committed(IdMap<StreamKey, u64>);
 
 impl Committed {
     /// What a batch's first attempt pre-checks, trusting this record: its streams not vouched
@@ -32,8 +30,8 @@ impl Committed {
     /// The versions of the batch's streams whose first unit expects the version recorded
     /// here; those streams leave `keys`.
     fn vouch(&self, units: &[Unit], keys: &mut Keys) -> Vec<(StreamKey, u64)> {
-        let mut first_seen = HashSet::new();
-        let mut vouched = HashMap::new();
+        let mut first_seen = IdSet::default();
+        let mut vouched = IdMap::default();
         for unit in units {
             let Some(tenant) = unit.tenant_id else {
                 continue;

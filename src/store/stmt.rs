@@ -189,20 +189,32 @@ impl Stmt {
     pub(crate) fn expected_rows(&self) -> Option<usize> {
         self.expected_rows
     }
-    fn pieces(&self) -> QueryResult<Vec<&str>> {
-        let pieces: Vec<&str> = self.sql.split('?').collect();
-        if pieces.len() != self.binds.len() + 1 {
-            return Err(DieselError::QueryBuilderError(
-                format!(
-                    "{} placeholders but {} binds in: {}",
-                    pieces.len() - 1,
-                    self.binds.len(),
-                    self.sql
-                )
-                .into(),
-            ));
+
+    /// The SQL's text between its placeholders, one piece more than there are binds (checked
+    /// by `placeholders_checked` once the pieces are walked). Split as walked, not collected:
+    /// diesel walks a statement three times per execution.
+    fn pieces(&self) -> std::str::Split<'_, char> {
+        self.sql.split('?')
+    }
+
+    /// `Ok` if the walk used every piece: no placeholder was left without its bind.
+    fn placeholders_checked(&self, mut rest: std::str::Split<'_, char>) -> QueryResult<()> {
+        match rest.next() {
+            None => Ok(()),
+            Some(_) => Err(self.placeholder_mismatch()),
         }
-        Ok(pieces)
+    }
+
+    fn placeholder_mismatch(&self) -> DieselError {
+        DieselError::QueryBuilderError(
+            format!(
+                "{} placeholders but {} binds in: {}",
+                self.sql.matches('?').count(),
+                self.binds.len(),
+                self.sql
+            )
+            .into(),
+        )
     }
 }
 
@@ -220,9 +232,10 @@ impl<Conn> diesel::RunQueryDsl<Conn> for Stmt {}
 
 impl QueryFragment<Pg> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let pieces = self.pieces()?;
-        out.push_sql(pieces[0]);
-        for (bind, piece) in self.binds.iter().zip(&pieces[1..]) {
+        let mut pieces = self.pieces();
+        out.push_sql(pieces.next().unwrap_or_default());
+        for bind in &self.binds {
+            let piece = pieces.next().ok_or_else(|| self.placeholder_mismatch())?;
             match bind {
                 Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v)?,
                 Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
@@ -245,15 +258,16 @@ impl QueryFragment<Pg> for Stmt {
             }
             out.push_sql(piece);
         }
-        Ok(())
+        self.placeholders_checked(pieces)
     }
 }
 
 impl QueryFragment<Sqlite> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let pieces = self.pieces()?;
-        out.push_sql(pieces[0]);
-        for (bind, piece) in self.binds.iter().zip(&pieces[1..]) {
+        let mut pieces = self.pieces();
+        out.push_sql(pieces.next().unwrap_or_default());
+        for bind in &self.binds {
+            let piece = pieces.next().ok_or_else(|| self.placeholder_mismatch())?;
             match bind {
                 Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) | Bind::Key(_, v) => {
                     out.push_bind_param::<Text, _>(v)?
@@ -271,6 +285,34 @@ impl QueryFragment<Sqlite> for Stmt {
             }
             out.push_sql(piece);
         }
-        Ok(())
+        self.placeholders_checked(pieces)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+
+    use super::{Bind, Stmt};
+
+    /// A statement runs only with exactly one bind per placeholder; either mismatch is refused
+    /// before anything reaches the database.
+    #[test]
+    fn placeholders_and_binds_must_match() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let run = |conn: &mut SqliteConnection, sql: &str, binds: Vec<Bind>| {
+            Stmt::new(sql, binds).execute(conn)
+        };
+        run(&mut conn, "SELECT ? + ?", vec![Bind::I64(1), Bind::I64(2)]).unwrap();
+        for (sql, binds) in [
+            ("SELECT ? + ?", vec![Bind::I64(1)]),
+            ("SELECT ?", vec![Bind::I64(1), Bind::I64(2)]),
+            ("SELECT 1", vec![Bind::I64(1)]),
+        ] {
+            let err = run(&mut conn, sql, binds).unwrap_err();
+            assert!(err.to_string().contains("placeholders but"), "{sql}: {err}");
+        }
     }
 }

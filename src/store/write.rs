@@ -8,6 +8,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
+use super::plan::IdMap;
 use super::rows::corrupt;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::{Sets, Table, EVENTS};
@@ -29,7 +30,7 @@ const SQLITE_CHUNK_ROWS: [usize; 4] = [64, 16, 4, 1];
 /// a conflict nor locks the row before changing it.
 #[derive(Default)]
 pub(crate) struct Upserts {
-    index: HashMap<(TenantId, Uuid), usize>,
+    index: IdMap<(TenantId, Uuid), usize>,
     rows: Vec<Upsert>,
 }
 

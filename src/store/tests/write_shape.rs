@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use payrail_actors::domain::{StreamId, TenantId};
+use payrail_actors::domain::{EventData, StreamId, TenantId};
 use payrail_actors::ports::{EventStore, StoreError};
 
 use super::fixtures::*;
@@ -128,4 +128,57 @@ async fn an_update_of_a_missing_row_fails_the_batch_and_writes_nothing(db: Db) {
         .await
         .unwrap();
     assert_eq!(stream.len(), 1, "only the attempt is stored");
+}
+
+on_both!(a_batch_updates_many_stored_rows_each_with_its_own_values);
+
+/// A batch's updates of many stored rows (grouped into one statement on PostgreSQL): 85
+/// payments, stored by one batch and moved on by the next, each read back with its own values,
+/// none with a neighbour's.
+async fn a_batch_updates_many_stored_rows_each_with_its_own_values(db: Db) {
+    const PAYMENTS: usize = 85;
+    let tenant = TenantId::new();
+    let spec = InvoiceSpec {
+        amount: 100 * PAYMENTS as i64,
+        ..InvoiceSpec::default()
+    };
+    let (mut invoice, created) = create_invoice(tenant, &spec);
+    let mut payments = Vec::new();
+    let mut units = vec![created];
+    for _ in 0..PAYMENTS {
+        let (payment, attempt) = attempt_payment(&mut invoice, 100, at(1));
+        payments.push(payment);
+        units.push(attempt);
+    }
+    commit(&db, units).await;
+
+    let accepted = payments
+        .iter_mut()
+        .enumerate()
+        .map(|(i, payment)| {
+            payment_change(
+                payment,
+                None,
+                vec![EventData::PaymentProcessing {
+                    gateway_reference: format!("ch_{i}"),
+                }],
+                Some(&format!("gw_{i}")),
+                at(2),
+            )
+        })
+        .collect();
+    commit(&db, accepted).await;
+
+    for (i, payment) in payments.iter().enumerate() {
+        let loaded = db.load_payment(tenant, payment.id).await.unwrap().unwrap();
+        assert!(
+            loaded.trailing.is_empty(),
+            "payment {i}: row behind its stream"
+        );
+        assert_eq!(&loaded.snapshot, payment, "payment {i}");
+        assert_eq!(
+            loaded.snapshot.gateway_reference.as_deref(),
+            Some(format!("ch_{i}").as_str())
+        );
+    }
 }
