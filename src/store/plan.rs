@@ -2,7 +2,7 @@
 //! pass given what is already stored (`plan`, the same rules as `memory.rs`); `write.rs` turns
 //! the passing units into multi-row statements.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::{format_number, parse_number};
@@ -224,8 +224,8 @@ pub(crate) struct Existing {
     /// The streams whose versions this process vouched for (`Committed`): their projection
     /// rows are as its last commit left them.
     vouched: IdSet<StreamKey>,
-    dedup: HashMap<TenantId, HashSet<String>>,
-    idempotency: HashMap<TenantId, HashSet<String>>,
+    dedup: IdMap<TenantId, HashSet<String>>,
+    idempotency: IdMap<TenantId, HashSet<String>>,
     numbers: IdSet<(TenantId, u64)>,
 }
 
@@ -296,7 +296,7 @@ impl Existing {
                 }
             }
         }
-        let taken = |keys: &HashMap<TenantId, HashSet<String>>, key: &str| {
+        let taken = |keys: &IdMap<TenantId, HashSet<String>>, key: &str| {
             keys.get(&tenant).is_some_and(|k| k.contains(key))
         };
         for (id, _) in unit.gateway_events() {

@@ -101,6 +101,9 @@ fn update_rows(
         return Ok(Vec::new());
     }
     let names: Vec<&str> = keep.iter().map(|&i| table.columns[i]).collect();
+    let kept: Vec<bool> = (0..table.columns.len())
+        .map(|i| keep.contains(&i))
+        .collect();
     let mut narrowed = Vec::with_capacity(rows.len());
     for row in rows {
         if row.len() != table.columns.len() {
@@ -109,10 +112,11 @@ fn update_rows(
                 table.name
             )));
         }
-        let mut row: Vec<Option<Bind>> = row.into_iter().map(Some).collect();
+        // `keep` ascends, so the kept binds come out in its order.
         narrowed.push(
-            keep.iter()
-                .filter_map(|&i| row[i].take())
+            row.into_iter()
+                .zip(&kept)
+                .filter_map(|(bind, &kept)| kept.then_some(bind))
                 .collect::<Vec<_>>(),
         );
     }
@@ -274,7 +278,9 @@ fn scalars<T>(values: Vec<Bind>, value: impl Fn(Bind) -> Option<T>) -> Result<Ve
 /// Multi-row `VALUES` in chunks of a few fixed sizes (SQLite).
 fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
     let width = table.columns.len();
-    let tuple = format!("({})", vec!["?"; width].join(", "));
+    // No spaces: diesel rebuilds, hashes and compares a statement's whole SQL text on every
+    // execution to find it in its cache, and a 64-row insert of events has 768 placeholders.
+    let tuple = format!("({})", vec!["?"; width].join(","));
     let mut stmts = Vec::new();
     let mut rest = rows.into_iter().peekable();
     let mut remaining = rest.len();
@@ -285,7 +291,7 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
             .unwrap_or(1);
         let binds: Vec<Bind> = rest.by_ref().take(size).flatten().collect();
         let names = table.columns.join(", ");
-        let values = vec![tuple.as_str(); size].join(", ");
+        let values = vec![tuple.as_str(); size].join(",");
         let sql = if table.derived.is_empty() {
             format!(
                 "INSERT INTO {} ({names}) VALUES {values}{}",

@@ -284,16 +284,25 @@ async fn postgres_recovers_after_its_connections_are_killed() {
 }
 
 /// Rows rendered ahead of the batch (as an audit writer prepares each unit it queues) plan the
-/// very statements the batch would have rendered itself, and the batch consumes them.
+/// very statements the batch would have rendered itself, and the batch consumes them: event,
+/// projection, idempotency and dedup rows, a unit that only records an ignored event included.
 #[test]
 fn prepared_units_plan_the_statements_the_batch_would_render() {
     use crate::store::plan::{plan, Existing, UnitRows};
     use crate::store::stmt::Dialect;
+    use payrail_actors::domain::PaymentId;
+    use payrail_actors::ports::{DedupKey, Unit};
 
     let tenant = TenantId::new();
-    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    let (mut invoice, mut created) = create_invoice(tenant, &InvoiceSpec::default());
+    created.idempotency = Some(idempotency("key_1", at(0)));
     let voided = invoice_change(&mut invoice, vec![EventData::InvoiceVoided {}], at(1));
-    let units = vec![created, voided];
+    let mut ignored = Unit::new(tenant);
+    ignored.dedup_keys.push(DedupKey {
+        gateway_event_id: "gw_ignored".into(),
+        payment_id: PaymentId::new(),
+    });
+    let units = vec![created, voided, ignored];
     for d in [Dialect::Sqlite, Dialect::Postgres] {
         // A copy of a unit starts without anything prepared.
         let prepared = units.clone();
@@ -302,6 +311,12 @@ fn prepared_units_plan_the_statements_the_batch_would_render() {
         let fresh = plan(d, &units, Existing::default(), at(2)).unwrap();
         assert_eq!(ahead.results, fresh.results);
         assert_eq!(ahead.statements, fresh.statements);
+        for table in ["INTO webhook_dedup", "INTO idempotency_keys"] {
+            assert!(
+                ahead.statements.iter().any(|s| s.sql.contains(table)),
+                "{table}"
+            );
+        }
         for unit in &prepared {
             let left = unit.prepared.take::<Result<UnitRows, StoreError>>();
             assert!(left.is_none(), "the batch took the prepared rows");
