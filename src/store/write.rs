@@ -275,6 +275,21 @@ fn scalars<T>(values: Vec<Bind>, value: impl Fn(Bind) -> Option<T>) -> Result<Ve
         .collect()
 }
 
+/// `OR FAIL ` for a table inserted without an upsert. A multi-row insert that may abort on a
+/// constraint makes SQLite copy every page it changes into a statement journal, to undo the
+/// statement alone; `OR FAIL` stops at the offending row without undoing the rows before it,
+/// so no journal is kept. Nothing is left half-written: every statement here runs in a
+/// transaction (or, unit by unit, a savepoint) that is rolled back whole when it fails. An
+/// upsert's `DO UPDATE` aborts on other constraints whatever the insert says, so it keeps its
+/// journal.
+fn or_fail(table: &Table) -> &'static str {
+    if table.upsert {
+        ""
+    } else {
+        "OR FAIL "
+    }
+}
+
 /// Multi-row `VALUES` in chunks of a few fixed sizes (SQLite).
 fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
     let width = table.columns.len();
@@ -294,7 +309,8 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
         let values = vec![tuple.as_str(); size].join(",");
         let sql = if table.derived.is_empty() {
             format!(
-                "INSERT INTO {} ({names}) VALUES {values}{}",
+                "INSERT {}INTO {} ({names}) VALUES {values}{}",
+                or_fail(table),
                 table.name,
                 conflict_clause(table)
             )
@@ -305,7 +321,8 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
                 .map(|c| select_item(table, c, ""))
                 .collect();
             format!(
-                "WITH u({names}) AS (VALUES {values}) INSERT INTO {} ({names}) SELECT {} FROM u",
+                "WITH u({names}) AS (VALUES {values}) INSERT {}INTO {} ({names}) SELECT {} FROM u",
+                or_fail(table),
                 table.name,
                 select.join(", ")
             )

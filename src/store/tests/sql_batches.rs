@@ -234,6 +234,118 @@ async fn large_batches_commit_in_one_transaction(db: Db) {
     );
 }
 
+on_both!(a_batch_meeting_stored_gateway_events_part_way_leaves_nothing_behind);
+
+/// A batch's first attempt leaves gateway event ids to their unique indexes, so a stored one
+/// fails a multi-row insert part way through (SQLite's inserts stop at the offending row). None
+/// of that attempt stays: re-run checked in full, only the units carrying a stored id fail, and
+/// the rows before it in the failed insert are written once, by the re-run.
+async fn a_batch_meeting_stored_gateway_events_part_way_leaves_nothing_behind(db: Db) {
+    use payrail_actors::ports::{DedupKey, Unit};
+
+    let tenant = TenantId::new();
+    let numbered = |number| {
+        create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..Default::default()
+            },
+        )
+    };
+    let (mut first_invoice, first_created) = numbered(1);
+    let (mut second_invoice, second_created) = numbered(2);
+    let (mut first, first_attempt) = attempt_payment(&mut first_invoice, 100, at(1));
+    let (mut second, second_attempt) = attempt_payment(&mut second_invoice, 100, at(1));
+    let first_id = first.id;
+    let ignored = |id: &str| {
+        let mut unit = Unit::new(tenant);
+        unit.dedup_keys.push(DedupKey {
+            gateway_event_id: id.into(),
+            payment_id: first_id,
+        });
+        unit
+    };
+    let applied = charge_accepted(&mut first, at(2));
+    commit(
+        &db,
+        vec![
+            first_created,
+            second_created,
+            first_attempt,
+            second_attempt,
+            applied,
+            ignored("gw_x"),
+        ],
+    )
+    .await;
+    let events_before = db
+        .list_events(tenant, None, None, 1_000, None)
+        .await
+        .unwrap()
+        .len();
+
+    // Ignored events around one already recorded: the dedup rows' insert meets it third.
+    let ids = ["gw_a", "gw_b", "gw_x", "gw_c", "gw_d", "gw_e"];
+    let results = db
+        .append_batch(ids.iter().map(|id| ignored(id)).collect())
+        .await;
+    let mut expected = vec![Ok(()); ids.len()];
+    expected[2] = Err(StoreError::DuplicateGatewayEvent("gw_x".into()));
+    assert_eq!(results, expected);
+    let mut recorded = db.payment_gateway_events(tenant, first_id).await.unwrap();
+    recorded.sort();
+    let mut want: Vec<String> = ["gw_1", "gw_a", "gw_b", "gw_c", "gw_d", "gw_e", "gw_x"]
+        .map(String::from)
+        .to_vec();
+    want.sort();
+    assert_eq!(recorded, want, "each recorded once");
+
+    // Events between creations: the log's insert meets an event id another event holds.
+    let (third, third_created) = numbered(3);
+    let before_reuse = second.clone();
+    let reused = payment_change(
+        &mut second,
+        None,
+        vec![EventData::PaymentProcessing {
+            gateway_reference: "ch_2".into(),
+        }],
+        Some("gw_1"),
+        at(3),
+    );
+    let (fourth, fourth_created) = numbered(4);
+    let created_events: usize = [&third_created, &fourth_created]
+        .iter()
+        .flat_map(|u| &u.streams)
+        .map(|s| s.events.len())
+        .sum();
+    let results = db
+        .append_batch(vec![third_created, reused, fourth_created])
+        .await;
+    assert_eq!(results[0], Ok(()));
+    assert_eq!(
+        results[1],
+        Err(StoreError::DuplicateGatewayEvent("gw_1".into()))
+    );
+    assert_eq!(results[2], Ok(()));
+    assert_eq!(db.get_invoice(tenant, third.id).await.unwrap(), Some(third));
+    assert_eq!(
+        db.get_invoice(tenant, fourth.id).await.unwrap(),
+        Some(fourth)
+    );
+    assert_eq!(db.last_invoice_number(tenant).await.unwrap(), 4);
+    let stored = db.load_payment(tenant, second.id).await.unwrap().unwrap();
+    assert_eq!(stored.snapshot, before_reuse);
+    assert_eq!(
+        db.list_events(tenant, None, None, 1_000, None)
+            .await
+            .unwrap()
+            .len(),
+        events_before + created_events,
+        "the creations' events once each, the refused one not at all"
+    );
+}
+
 /// A storage outage fails the batch as a whole (never a false success), and the pool recovers
 /// on its own once the server is back: here every server connection of the database is killed.
 #[tokio::test]
