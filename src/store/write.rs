@@ -81,11 +81,11 @@ impl Upserts {
     }
 }
 
-/// The columns an update of `table` setting `sets` binds, by position: the key
+/// Which of `table`'s columns, by position, an update setting `sets` binds: the key
 /// `(tenant_id, id)` and every column in `sets` that is not fixed at insert.
-fn updated_columns(table: &Table, sets: Sets) -> Vec<usize> {
+fn updated_columns(table: &Table, sets: Sets) -> Vec<bool> {
     (0..table.columns.len())
-        .filter(|&i| i < 2 || (sets.has(i) && !table.fixed.contains(&table.columns[i])))
+        .map(|i| i < 2 || (sets.has(i) && !table.fixed.contains(&table.columns[i])))
         .collect()
 }
 
@@ -96,14 +96,16 @@ fn update_rows(
     sets: Sets,
     rows: Vec<Vec<Bind>>,
 ) -> Result<Vec<Stmt>, StoreError> {
-    let keep = updated_columns(table, sets);
-    if rows.is_empty() || keep.len() <= 2 {
+    let kept = updated_columns(table, sets);
+    let names: Vec<&str> = table
+        .columns
+        .iter()
+        .zip(&kept)
+        .filter_map(|(&name, &kept)| kept.then_some(name))
+        .collect();
+    if rows.is_empty() || names.len() <= 2 {
         return Ok(Vec::new());
     }
-    let names: Vec<&str> = keep.iter().map(|&i| table.columns[i]).collect();
-    let kept: Vec<bool> = (0..table.columns.len())
-        .map(|i| keep.contains(&i))
-        .collect();
     let mut narrowed = Vec::with_capacity(rows.len());
     for row in rows {
         if row.len() != table.columns.len() {
@@ -112,7 +114,6 @@ fn update_rows(
                 table.name
             )));
         }
-        // `keep` ascends, so the kept binds come out in its order.
         narrowed.push(
             row.into_iter()
                 .zip(&kept)
