@@ -2,6 +2,7 @@
 //! 15, driven over loopback HTTP by an open-loop generator at rising target rates.
 //!
 //! `cargo bench --bench load -- --scenario webhooks --backend sqlite --duration 5s`
+//! (`cargo bench --bench load -- --help` lists every option with its default).
 //! Scenarios: webhooks, webhooks-batch, payments, invoices, mixed, many-actors, delivery
 //! (comma-separated, or all). A hot invoice: `--invoices 1` (every tenant's payments on one
 //! invoice); invoice creation on one tenant: `--scenario invoices --tenants 1`.

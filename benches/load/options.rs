@@ -65,7 +65,36 @@ const ALL_SCENARIOS: &[&str] = &[
     "delivery",
 ];
 
-/// Options, or `None` when this process is the stub server or the receiver (already run).
+/// What `--help` prints: every option with its default.
+const USAGE: &str = "\
+cargo bench --bench load -- [options]
+
+  --scenario LIST      webhooks, webhooks-batch, payments, invoices, mixed, many-actors,
+                       delivery, comma-separated, or all (default: all)
+  --backend LIST       sqlite, postgres, both comma-separated, or none for only the
+                       generator's ceiling against the no-op handler (default: sqlite,postgres)
+  --duration T         length of each step, e.g. 3s or 500ms (default: 4s)
+  --rates LIST         fixed target rates in requests/s instead of the doubling ramp
+  --tenants N          tenants seeded (default: 8)
+  --invoices N         invoices per tenant; 1 puts every payment on one hot invoice (default: 250)
+  --payments N         payments per tenant, each with its gateway events (default: 12000)
+  --actors N           many-actors: payments held live at once (default: 100000)
+  --in-flight N        requests the generator keeps in flight at most (default: 1024)
+  --gateway G          stub (a silent gateway, the default) or simulator (the engine's
+                       built-in one, answering charges with signed webhooks)
+  --no-baselines       skip the no-op handler and one-transaction-per-event baselines
+  --no-vacuum          skip VACUUM (ANALYZE) after seeding PostgreSQL
+  --wal-detail         break each PostgreSQL step's WAL down by relation (pg_waldump)
+  --pg-set NAME=VALUE  a setting on the benchmark databases (repeatable)
+  --pg-server NAME=VALUE  a setting the throwaway cluster starts with (repeatable)
+  --endpoints LIST     delivery: endpoints per tenant of each ramp (default: 1,10)
+  --delivery-rate R    delivery: the first (fixed) rate (default: 250)
+  --plot-from FILE     only redraw the plot from an earlier run's stdout
+  -h, --help           this text
+";
+
+/// Options, or `None` when this process is the stub server or the receiver (already run),
+/// or when it only printed `--help`.
 pub fn options() -> anyhow::Result<Option<Options>> {
     let mut o = Options {
         scenarios: list("all", ALL_SCENARIOS),
@@ -112,7 +141,13 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--no-baselines" => o.baselines = false,
             "--wal-detail" => o.wal_detail = true,
             "--no-vacuum" => o.vacuum = false,
-            "--gateway" => o.simulator = value()? == "simulator",
+            "--gateway" => {
+                o.simulator = match value()?.as_str() {
+                    "simulator" => true,
+                    "stub" => false,
+                    other => bail!("unknown gateway {other}; known: simulator, stub"),
+                }
+            }
             "--rates" => {
                 o.rates = value()?
                     .split(',')
@@ -133,12 +168,11 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             "--port" => port = value()?.parse()?,
             // `cargo bench` passes `--bench`.
             "--bench" => {}
-            other => bail!(
-                "unknown argument {other}; options: --scenario --backend --duration --tenants \
-                 --invoices --payments --actors --in-flight --no-baselines --no-vacuum \
-                 --wal-detail --gateway --rates --endpoints --delivery-rate --pg-set --pg-server \
-                 --plot-from (see benches/load.rs)"
-            ),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            other => bail!("unknown argument {other} (--help lists the options)"),
         }
     }
     for s in &o.scenarios {
