@@ -34,7 +34,8 @@ const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Page cache of the writer (negative: KiB). The default 2 MiB makes every batch re-read
 /// the index pages it touches through `pread`. Larger is not better: after a b-tree rebalance
 /// SQLite's commit walks the cache's whole hash table, and at 128 MiB batches took nearly
-/// twice as long (BENCHMARKS.md, "SQLite batched: what a unit costs the writer").
+/// twice as long (docs/benchmarks-history.md, "SQLite batched: what a unit costs the
+/// writer").
 const SQLITE_WRITER_CACHE_KIB: u32 = 16 * 1024;
 const SQLITE_READER_CACHE_KIB: u32 = 16 * 1024;
 /// The WAL is copied back into the database by a checkpointer thread of its own this often,
@@ -44,7 +45,7 @@ const SQLITE_READER_CACHE_KIB: u32 = 16 * 1024;
 /// `WAL_AUTOCHECKPOINT_PAGES` a commit checkpoints and waits for the database file's `fsync`.
 /// What that commit copies and syncs is only what the checkpointer has not copied yet: at
 /// 250 ms a commit waited 27–44 ms two or three times a second under load; at 20 ms p99 at
-/// 11,000 webhooks/s fell from ~48 ms to ~22 ms (BENCHMARKS.md, "SQLite: the checkpointer
+/// 11,000 webhooks/s fell from ~48 ms to ~22 ms (docs/benchmarks-history.md, "SQLite: the checkpointer
 /// every 20 ms").
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 /// Past this many WAL pages (4 KiB each) a commit checkpoints on the writer itself, which is

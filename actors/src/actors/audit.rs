@@ -227,7 +227,7 @@ impl Drop for Slot<'_> {
 /// of batched webhooks half of a batch was dedup rows, and every batch has a fixed cost (~1.5
 /// ms on SQLite, the store's and the writer's). Counted this way, SQLite answered 3–8% more
 /// events per second at saturation, and PostgreSQL held 480 batched requests per second in a
-/// slow hour where it had not (BENCHMARKS.md, "SQLite's writer thread").
+/// slow hour where it had not (docs/benchmarks-history.md, "SQLite's writer thread").
 const LIGHT_UNITS_PER_UNIT: usize = 8;
 
 /// How many of `queued`, from the front, the next batch takes: at most `max_units` units, a
