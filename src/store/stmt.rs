@@ -3,6 +3,7 @@
 //! the hot statements are parsed once per connection on PostgreSQL and SQLite alike.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{Error as DieselError, QueryResult};
@@ -205,6 +206,23 @@ impl Stmt {
         }
     }
 
+    /// Walks the SQL for either backend: each piece in turn, with `bind` pushing the bind
+    /// that goes between two pieces as that backend stores it.
+    fn walk<'b, DB: Backend>(
+        &'b self,
+        out: &mut AstPass<'_, 'b, DB>,
+        mut bind: impl FnMut(&mut AstPass<'_, 'b, DB>, &'b Bind) -> QueryResult<()>,
+    ) -> QueryResult<()> {
+        let mut pieces = self.pieces();
+        out.push_sql(pieces.next().unwrap_or_default());
+        for value in &self.binds {
+            let piece = pieces.next().ok_or_else(|| self.placeholder_mismatch())?;
+            bind(out, value)?;
+            out.push_sql(piece);
+        }
+        self.placeholders_checked(pieces)
+    }
+
     fn placeholder_mismatch(&self) -> DieselError {
         DieselError::QueryBuilderError(
             format!(
@@ -232,60 +250,44 @@ impl<Conn> diesel::RunQueryDsl<Conn> for Stmt {}
 
 impl QueryFragment<Pg> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        let mut pieces = self.pieces();
-        out.push_sql(pieces.next().unwrap_or_default());
-        for bind in &self.binds {
-            let piece = pieces.next().ok_or_else(|| self.placeholder_mismatch())?;
-            match bind {
-                Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v)?,
-                Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v)?,
-                Bind::I64(v) => out.push_bind_param::<BigInt, _>(v)?,
-                Bind::Ts(v, _) => out.push_bind_param::<Timestamptz, _>(v)?,
-                Bind::OptTs(v, _) => out.push_bind_param::<Nullable<Timestamptz>, _>(v)?,
-                Bind::Date(v, _) => out.push_bind_param::<Date, _>(v)?,
-                Bind::OptDate(v, _) => out.push_bind_param::<Nullable<Date>, _>(v)?,
-                Bind::TextArr(v) => out.push_bind_param::<Array<Text>, _>(v)?,
-                Bind::OptTextArr(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v)?,
-                Bind::I64Arr(v) => out.push_bind_param::<Array<BigInt>, _>(v)?,
-                Bind::OptI64Arr(v) => out.push_bind_param::<Array<Nullable<BigInt>>, _>(v)?,
-                Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v)?,
-                Bind::OptTsArr(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v)?,
-                Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v)?,
-                Bind::Key(v, _) => out.push_bind_param::<SqlUuid, _>(v)?,
-                Bind::OptKey(v, _) => out.push_bind_param::<Nullable<SqlUuid>, _>(v)?,
-                Bind::KeyArr(v) => out.push_bind_param::<Array<SqlUuid>, _>(v)?,
-                Bind::OptKeyArr(v) => out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(v)?,
-            }
-            out.push_sql(piece);
-        }
-        self.placeholders_checked(pieces)
+        self.walk(&mut out, |out, bind| match bind {
+            Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v),
+            Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v),
+            Bind::I64(v) => out.push_bind_param::<BigInt, _>(v),
+            Bind::Ts(v, _) => out.push_bind_param::<Timestamptz, _>(v),
+            Bind::OptTs(v, _) => out.push_bind_param::<Nullable<Timestamptz>, _>(v),
+            Bind::Date(v, _) => out.push_bind_param::<Date, _>(v),
+            Bind::OptDate(v, _) => out.push_bind_param::<Nullable<Date>, _>(v),
+            Bind::TextArr(v) => out.push_bind_param::<Array<Text>, _>(v),
+            Bind::OptTextArr(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v),
+            Bind::I64Arr(v) => out.push_bind_param::<Array<BigInt>, _>(v),
+            Bind::OptI64Arr(v) => out.push_bind_param::<Array<Nullable<BigInt>>, _>(v),
+            Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v),
+            Bind::OptTsArr(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v),
+            Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v),
+            Bind::Key(v, _) => out.push_bind_param::<SqlUuid, _>(v),
+            Bind::OptKey(v, _) => out.push_bind_param::<Nullable<SqlUuid>, _>(v),
+            Bind::KeyArr(v) => out.push_bind_param::<Array<SqlUuid>, _>(v),
+            Bind::OptKeyArr(v) => out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(v),
+        })
     }
 }
 
 impl QueryFragment<Sqlite> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
-        let mut pieces = self.pieces();
-        out.push_sql(pieces.next().unwrap_or_default());
-        for bind in &self.binds {
-            let piece = pieces.next().ok_or_else(|| self.placeholder_mismatch())?;
-            match bind {
-                Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) | Bind::Key(_, v) => {
-                    out.push_bind_param::<Text, _>(v)?
-                }
-                Bind::OptText(v) | Bind::OptDate(_, v) | Bind::OptKey(_, v) => {
-                    out.push_bind_param::<Nullable<Text>, _>(v)?
-                }
-                Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v)?,
-                Bind::OptTs(_, v) => out.push_bind_param::<Nullable<BigInt>, _>(v)?,
-                _ => {
-                    return Err(DieselError::QueryBuilderError(
-                        "array binds are PostgreSQL-only".into(),
-                    ))
-                }
+        self.walk(&mut out, |out, bind| match bind {
+            Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) | Bind::Key(_, v) => {
+                out.push_bind_param::<Text, _>(v)
             }
-            out.push_sql(piece);
-        }
-        self.placeholders_checked(pieces)
+            Bind::OptText(v) | Bind::OptDate(_, v) | Bind::OptKey(_, v) => {
+                out.push_bind_param::<Nullable<Text>, _>(v)
+            }
+            Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v),
+            Bind::OptTs(_, v) => out.push_bind_param::<Nullable<BigInt>, _>(v),
+            _ => Err(DieselError::QueryBuilderError(
+                "array binds are PostgreSQL-only".into(),
+            )),
+        })
     }
 }
 
