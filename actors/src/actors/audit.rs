@@ -3,6 +3,7 @@
 //! and resolves each unit's `Durable` once its batch is durable. A failing unit fails alone
 //! (with the units fenced behind it); a failing batch fails every unit in it.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,12 +47,47 @@ pub fn resolved(result: Result<(), EngineError>) -> Durable {
     futures::future::ready(result).boxed().shared()
 }
 
-/// Queue one unit; its waiter is answered once the unit is durable (or definitely failed).
+/// Queue units, in the order their actors decided them; each waiter is answered once its unit
+/// is durable (or definitely failed).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Append {
-    unit: Unit,
-    waiter: Waiter,
+pub struct Append(Vec<Queued>);
+
+/// A unit and where its outcome goes.
+type Queued = (Unit, Waiter);
+
+/// Units not yet sent, with the writer each list is for.
+type Outbox = Vec<(Addr<AuditActor>, Vec<Queued>)>;
+
+thread_local! {
+    /// Units decided on this thread and not yet handed to their writer, by writer. They go
+    /// together once the thread's ready actors have run: a webhook request's hundred payments
+    /// (or a burst of single requests) wake the writer's thread once, not once per unit.
+    static OUTBOX: RefCell<Outbox> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts `unit` in this thread's outbox for `writer`, behind every unit put there before it.
+/// The first unit of a burst spawns the task that sends the outbox; it runs after the tasks
+/// already woken on this thread (the other actors of the burst). All units of one tenant are
+/// decided on its supervisor's thread, so each tenant's units keep their order.
+fn hand_over(writer: &Addr<AuditActor>, unit: Unit, waiter: Waiter) {
+    let first = OUTBOX.with_borrow_mut(|outbox| {
+        let first = outbox.is_empty();
+        match outbox.iter_mut().find(|(addr, _)| addr == writer) {
+            Some((_, units)) => units.push((unit, waiter)),
+            None => outbox.push((writer.clone(), vec![(unit, waiter)])),
+        }
+        first
+    });
+    if first {
+        actix::spawn(async {
+            for (writer, units) in OUTBOX.take() {
+                // A writer that stopped drops the waiters, which trips their fences and
+                // answers `Unavailable`.
+                let _ = writer.try_send(Append(units));
+            }
+        });
+    }
 }
 
 #[derive(Message)]
@@ -195,10 +231,9 @@ impl Slot<'_> {
             fences,
             queued: Arc::clone(&writer.queued),
         };
-        // The mailbox is unbounded (the slots bound it) and first in, first out: units reach
-        // the batch in the order their actors decided them. A writer that stopped drops the
-        // waiter, which trips its fences and answers `Unavailable`.
-        let _ = writer.addr.try_send(Append { unit, waiter });
+        // The outbox and the mailbox (unbounded: the slots bound it) are first in, first out:
+        // units reach the batch in the order their actors decided them.
+        hand_over(&writer.addr, unit, waiter);
         writer
             .metrics
             .audit_queue_depth
@@ -233,7 +268,7 @@ const LIGHT_UNITS_PER_UNIT: usize = 8;
 /// How many of `queued`, from the front, the next batch takes: at most `max_units` units, a
 /// light one counting as `1 / LIGHT_UNITS_PER_UNIT`. Never none while something is queued. A
 /// cap of one turns group commit off: one unit per transaction, light or not.
-fn batch_len(queued: &[(Unit, Waiter)], max_units: usize) -> usize {
+fn batch_len(queued: &[Queued], max_units: usize) -> usize {
     if max_units <= 1 {
         return queued.len().min(1);
     }
@@ -257,7 +292,7 @@ pub struct AuditActor {
     config: Arc<EngineConfig>,
     metrics: Arc<EngineMetrics>,
     stats: Arc<WriterStats>,
-    buffer: Vec<(Unit, Waiter)>,
+    buffer: Vec<Queued>,
     in_flight: usize,
     flush_scheduled: bool,
     /// Callers of the batch that just became durable, answered once the next batch is on its
@@ -308,7 +343,7 @@ impl AuditActor {
         let mut waiters = Vec::with_capacity(take);
         // Barriers write nothing; they resolve with the batch, after every unit before them.
         let mut barriers = Vec::new();
-        let queued: Vec<(Unit, Waiter)> = self.buffer.drain(..take).collect();
+        let queued: Vec<Queued> = self.buffer.drain(..take).collect();
         for (unit, waiter) in queued {
             if unit.is_empty() {
                 barriers.push(waiter);
@@ -393,9 +428,11 @@ impl Actor for AuditActor {
 impl Handler<Append> for AuditActor {
     type Result = ();
 
-    fn handle(&mut self, Append { unit, waiter }: Append, ctx: &mut Self::Context) {
-        self.store.prepare(&unit);
-        self.buffer.push((unit, waiter));
+    fn handle(&mut self, Append(units): Append, ctx: &mut Self::Context) {
+        for (unit, _) in &units {
+            self.store.prepare(unit);
+        }
+        self.buffer.extend(units);
         self.schedule_flush(ctx);
     }
 }
@@ -427,7 +464,7 @@ mod tests {
     use crate::memory::MemoryStore;
     use crate::ports::DedupKey;
 
-    fn queued(light: &[bool]) -> Vec<(Unit, Waiter)> {
+    fn queued(light: &[bool]) -> Vec<Queued> {
         let tenant = TenantId::new();
         let counter = Arc::new(AtomicUsize::new(light.len()));
         light
@@ -476,6 +513,55 @@ mod tests {
         assert_eq!(batch_len(&queued(&[true; 20]), 2), 16);
     }
 
+    fn dedup_unit(tenant: TenantId, i: usize) -> Unit {
+        let mut unit = Unit::new(tenant);
+        unit.dedup_keys.push(DedupKey {
+            gateway_event_id: format!("evt_{i}"),
+            payment_id: PaymentId::new(),
+        });
+        unit
+    }
+
+    #[actix_rt::test]
+    async fn a_burst_for_two_writers_reaches_each_as_one_batch() {
+        let (config, metrics) = (
+            Arc::new(EngineConfig::default()),
+            Arc::new(Default::default()),
+        );
+        let writers: Vec<WriterHandle> = (0..2)
+            .map(|_| {
+                let store = Arc::new(MemoryStore::new());
+                WriterHandle::start(
+                    &Arbiter::current(),
+                    store,
+                    config.clone(),
+                    Arc::clone(&metrics),
+                )
+            })
+            .collect();
+        let tenant = TenantId::new();
+        // Alternating writers within one burst of this thread: each writer's units go to it
+        // together, behind one another, and wake it once.
+        let durables: Vec<Durable> = (0..6)
+            .map(|i| {
+                writers[i % 2]
+                    .reserve()
+                    .unwrap()
+                    .submit(dedup_unit(tenant, i), Vec::new())
+            })
+            .collect();
+        for durable in durables {
+            durable.await.unwrap();
+        }
+        for writer in &writers {
+            let snapshot = writer.snapshot();
+            assert_eq!(
+                (snapshot.queued, snapshot.batches, snapshot.units),
+                (0, 1, 3)
+            );
+        }
+    }
+
     #[actix_rt::test]
     async fn a_writer_counts_its_own_batches_units_and_queue() {
         let store = Arc::new(MemoryStore::new());
@@ -486,12 +572,10 @@ mod tests {
         // Queued before the writer runs, so they share one batch.
         let durables: Vec<Durable> = (0..3)
             .map(|i| {
-                let mut unit = Unit::new(tenant);
-                unit.dedup_keys.push(DedupKey {
-                    gateway_event_id: format!("evt_{i}"),
-                    payment_id: PaymentId::new(),
-                });
-                writer.reserve().unwrap().submit(unit, Vec::new())
+                writer
+                    .reserve()
+                    .unwrap()
+                    .submit(dedup_unit(tenant, i), Vec::new())
             })
             .collect();
         assert_eq!(writer.snapshot().queued, 3);
