@@ -65,21 +65,51 @@ const ALL_SCENARIOS: &[&str] = &[
     "delivery",
 ];
 
-/// What `--help` prints: every option with its default.
-const USAGE: &str = "\
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            scenarios: list("all", ALL_SCENARIOS),
+            backends: vec!["sqlite".into(), "postgres".into()],
+            step: Duration::from_secs(4),
+            tenants: 8,
+            invoices: 250,
+            payments: 12_000,
+            actors: 100_000,
+            in_flight: 1_024,
+            baselines: true,
+            rates: Vec::new(),
+            plot_from: None,
+            pg_settings: Vec::new(),
+            pg_server: Vec::new(),
+            simulator: false,
+            vacuum: true,
+            wal_detail: false,
+            endpoints: vec![1, 10],
+            delivery_rate: 250.0,
+        }
+    }
+}
+
+/// What `--help` prints: every option, with the defaults `Options::default` holds.
+fn usage() -> String {
+    let d = Options::default();
+    let join = |items: &[String]| items.join(",");
+    let endpoints: Vec<String> = d.endpoints.iter().map(usize::to_string).collect();
+    format!(
+        "\
 cargo bench --bench load -- [options]
 
-  --scenario LIST      webhooks, webhooks-batch, payments, invoices, mixed, many-actors,
-                       delivery, comma-separated, or all (default: all)
+  --scenario LIST      comma-separated, or all (default: all), of
+                       {scenarios}
   --backend LIST       sqlite, postgres, both comma-separated, or none for only the
-                       generator's ceiling against the no-op handler (default: sqlite,postgres)
-  --duration T         length of each step, e.g. 3s or 500ms (default: 4s)
+                       generator's ceiling against the no-op handler (default: {backends})
+  --duration T         length of each step, e.g. 3s or 500ms (default: {step:?})
   --rates LIST         fixed target rates in requests/s instead of the doubling ramp
-  --tenants N          tenants seeded (default: 8)
-  --invoices N         invoices per tenant; 1 puts every payment on one hot invoice (default: 250)
-  --payments N         payments per tenant, each with its gateway events (default: 12000)
-  --actors N           many-actors: payments held live at once (default: 100000)
-  --in-flight N        requests the generator keeps in flight at most (default: 1024)
+  --tenants N          tenants seeded (default: {tenants})
+  --invoices N         invoices per tenant; 1 puts every payment on one hot invoice (default: {invoices})
+  --payments N         payments per tenant, each with its gateway events (default: {payments})
+  --actors N           many-actors: payments held live at once (default: {actors})
+  --in-flight N        requests the generator keeps in flight at most (default: {in_flight})
   --gateway G          stub (a silent gateway, the default) or simulator (the engine's
                        built-in one, answering charges with signed webhooks)
   --no-baselines       skip the no-op handler and one-transaction-per-event baselines
@@ -87,35 +117,28 @@ cargo bench --bench load -- [options]
   --wal-detail         break each PostgreSQL step's WAL down by relation (pg_waldump)
   --pg-set NAME=VALUE  a setting on the benchmark databases (repeatable)
   --pg-server NAME=VALUE  a setting the throwaway cluster starts with (repeatable)
-  --endpoints LIST     delivery: endpoints per tenant of each ramp (default: 1,10)
-  --delivery-rate R    delivery: the first (fixed) rate (default: 250)
+  --endpoints LIST     delivery: endpoints per tenant of each ramp (default: {endpoints})
+  --delivery-rate R    delivery: the first (fixed) rate (default: {delivery_rate})
   --plot-from FILE     only redraw the plot from an earlier run's stdout
   -h, --help           this text
-";
+",
+        scenarios = ALL_SCENARIOS.join(", "),
+        backends = join(&d.backends),
+        step = d.step,
+        tenants = d.tenants,
+        invoices = d.invoices,
+        payments = d.payments,
+        actors = d.actors,
+        in_flight = d.in_flight,
+        endpoints = join(&endpoints),
+        delivery_rate = d.delivery_rate,
+    )
+}
 
 /// Options, or `None` when this process is the stub server or the receiver (already run),
 /// or when it only printed `--help`.
 pub fn options() -> anyhow::Result<Option<Options>> {
-    let mut o = Options {
-        scenarios: list("all", ALL_SCENARIOS),
-        backends: vec!["sqlite".into(), "postgres".into()],
-        step: Duration::from_secs(4),
-        tenants: 8,
-        invoices: 250,
-        payments: 12_000,
-        actors: 100_000,
-        in_flight: 1_024,
-        baselines: true,
-        rates: Vec::new(),
-        plot_from: None,
-        pg_settings: Vec::new(),
-        pg_server: Vec::new(),
-        simulator: false,
-        vacuum: true,
-        wal_detail: false,
-        endpoints: vec![1, 10],
-        delivery_rate: 250.0,
-    };
+    let mut o = Options::default();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut role = None;
     let mut port = 0u16;
@@ -169,7 +192,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             "-h" | "--help" => {
-                print!("{USAGE}");
+                print!("{}", usage());
                 return Ok(None);
             }
             other => bail!("unknown argument {other} (--help lists the options)"),
