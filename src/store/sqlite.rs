@@ -45,8 +45,8 @@ const SQLITE_READER_CACHE_KIB: u32 = 16 * 1024;
 /// `WAL_AUTOCHECKPOINT_PAGES` a commit checkpoints and waits for the database file's `fsync`.
 /// What that commit copies and syncs is only what the checkpointer has not copied yet: at
 /// 250 ms a commit waited 27–44 ms two or three times a second under load; at 20 ms p99 at
-/// 11,000 webhooks/s fell from ~48 ms to ~22 ms (docs/benchmarks-history.md, "SQLite: the checkpointer
-/// every 20 ms").
+/// 11,000 webhooks/s fell from ~48 ms to ~22 ms (docs/benchmarks-history.md, "SQLite: the
+/// checkpointer every 20 ms").
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 /// Past this many WAL pages (4 KiB each) a commit checkpoints on the writer itself, which is
 /// what lets the WAL start over and keeps it bounded.

@@ -540,8 +540,8 @@ mod tests {
             })
             .collect();
         let tenant = TenantId::new();
-        // Alternating writers within one burst of this thread: each writer's units go to it
-        // together, behind one another, and wake it once.
+        // Alternating writers within one burst of this thread: the outbox keeps a list per
+        // writer, so each writer gets its own three units and commits them together.
         let durables: Vec<Durable> = (0..6)
             .map(|i| {
                 writers[i % 2]
