@@ -155,10 +155,10 @@ impl Db {
             rebuilt += replay.invoices.len() + replay.payments.len();
             let t = tenant.to_string();
             for invoice in replay.invoices.values() {
-                invoices.push(invoice_row(&t, invoice)?);
+                invoices.push(invoice_row(&t, invoice, true)?);
             }
             for payment in replay.payments.values() {
-                payments.push(payment_row(&t, payment)?);
+                payments.push(payment_row(&t, payment, true)?);
                 refunds.extend(refund_rows(&t, payment)?.into_iter().map(|(_, r)| r));
             }
         }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::{format_number, parse_number};
-use payrail_actors::domain::{StreamId, TenantId};
+use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
 use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
 use uuid::Uuid;
 
@@ -14,8 +14,9 @@ use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::Sets;
 use super::write::{
-    event_row, idempotency_row, insert_events, insert_rows, invoice_row, invoice_sets, payment_row,
-    refund_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, insert_events, insert_rows, invoice_details, invoice_row,
+    invoice_sets, payment_details, payment_row, refund_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES,
+    PAYMENTS, REFUNDS,
 };
 
 /// A tenant's stream: what a version belongs to.
@@ -365,9 +366,11 @@ pub(crate) struct Writes {
 /// the writer's queue (`Db::prepare`), or by the batch itself.
 pub(crate) struct UnitRows {
     events: Vec<Vec<Bind>>,
-    /// With the columns an update of a stored row sets (`invoice_sets`).
-    invoices: Vec<(Uuid, StreamId, Vec<Bind>, Sets)>,
-    payments: Vec<(Uuid, StreamId, Vec<Bind>)>,
+    /// With the columns an update of a stored row sets (`invoice_sets`). A projection row is
+    /// rendered with its `details` only if the unit's own events say its write sets them; the
+    /// planner completes one whose write turns out to (`Writes::add`).
+    invoices: Vec<(InvoiceId, Vec<Bind>, Sets)>,
+    payments: Vec<(PaymentId, Vec<Bind>)>,
     refunds: Vec<(Uuid, Vec<Bind>)>,
     /// Its gateway events' dedup rows, but for their time, which is the batch's.
     dedup: Vec<Vec<Bind>>,
@@ -438,19 +441,17 @@ impl UnitRows {
                         .iter()
                         .filter(|append| append.stream == stream)
                         .flat_map(|append| &append.events);
-                    rows.invoices.push((
-                        i.id.uuid(),
-                        stream,
-                        invoice_row(&tenant, i)?,
-                        invoice_sets(own_events.map(|e| &e.data)),
-                    ));
+                    let sets = invoice_sets(own_events.map(|e| &e.data));
+                    let details = sets.has(INVOICES.columns.len() - 1);
+                    rows.invoices
+                        .push((i.id, invoice_row(&tenant, i, details)?, sets));
                 }
                 Snapshot::Payment(p) => {
-                    rows.payments.push((
-                        p.id.uuid(),
-                        StreamId::Payment(p.id),
-                        payment_row(&tenant, p)?,
-                    ));
+                    // Its details are written once, by the insert of its first unit.
+                    let first = unit.streams.iter().any(|append| {
+                        append.stream == StreamId::Payment(p.id) && append.expected_version == 0
+                    });
+                    rows.payments.push((p.id, payment_row(&tenant, p, first)?));
                     rows.refunds.extend(refund_rows(&tenant, p)?);
                 }
             }
@@ -479,6 +480,28 @@ impl UnitRows {
     }
 }
 
+/// The snapshot of invoice `id` that `unit` carries.
+fn invoice_in(unit: &Unit, id: InvoiceId) -> Result<&Invoice, StoreError> {
+    unit.snapshots
+        .iter()
+        .find_map(|s| match s {
+            Snapshot::Invoice(i) if i.id == id => Some(&**i),
+            _ => None,
+        })
+        .ok_or_else(|| StoreError::Corrupt(format!("row of invoice {id} without its snapshot")))
+}
+
+/// The snapshot of payment `id` that `unit` carries.
+fn payment_in(unit: &Unit, id: PaymentId) -> Result<&Payment, StoreError> {
+    unit.snapshots
+        .iter()
+        .find_map(|s| match s {
+            Snapshot::Payment(p) if p.id == id => Some(&**p),
+            _ => None,
+        })
+        .ok_or_else(|| StoreError::Corrupt(format!("row of payment {id} without its snapshot")))
+}
+
 impl Writes {
     /// Adds a unit's rows; on error nothing of the unit is added. `stored`: the streams whose
     /// rows exist; `current`: those whose rows are as this process's last commit left them.
@@ -491,30 +514,49 @@ impl Writes {
     ) -> Result<(), StoreError> {
         let UnitRows {
             events,
-            invoices,
-            payments,
+            mut invoices,
+            mut payments,
             refunds,
             dedup,
             idempotency,
         } = UnitRows::of(unit)?;
-        self.events.extend(events);
         let is_stored = |stream: StreamId| stored.contains(&(tenant_id, stream));
+        for (id, row, sets) in &mut invoices {
+            // Only a row known to be current may leave columns out of its update. This unit's
+            // unsnapshotted invoices (`lagging`) are never among its snapshots.
+            let key = (tenant_id, StreamId::Invoice(*id));
+            if !current.contains(&key) || self.lagging.contains(&key) {
+                *sets = Sets::ALL;
+            }
+            let stored = is_stored(key.1);
+            if self
+                .invoices
+                .lacks(&INVOICES, (tenant_id, id.uuid()), row, stored, *sets)
+            {
+                row.push(invoice_details(invoice_in(unit, *id)?)?);
+            }
+        }
+        for (id, row) in &mut payments {
+            let stored = is_stored(StreamId::Payment(*id));
+            if self
+                .payments
+                .lacks(&PAYMENTS, (tenant_id, id.uuid()), row, stored, Sets::ALL)
+            {
+                row.push(payment_details(payment_in(unit, *id)?)?);
+            }
+        }
+        // Nothing below fails: a unit's rows go in whole or not at all.
+        self.events.extend(events);
         self.lagging
             .extend(unsnapshotted_invoices(unit).map(|stream| (tenant_id, stream)));
-        for (id, stream, row, sets) in invoices {
-            // Only a row known to be current may leave columns out of its update.
-            let key = (tenant_id, stream);
-            let sets = if current.contains(&key) && !self.lagging.contains(&key) {
-                sets
-            } else {
-                Sets::ALL
-            };
-            self.invoices
-                .put((tenant_id, id), row, is_stored(stream), sets);
+        for (id, row, sets) in invoices {
+            let stored = is_stored(StreamId::Invoice(id));
+            self.invoices.put((tenant_id, id.uuid()), row, stored, sets);
         }
-        for (id, stream, row) in payments {
+        for (id, row) in payments {
+            let stored = is_stored(StreamId::Payment(id));
             self.payments
-                .put((tenant_id, id), row, is_stored(stream), Sets::ALL);
+                .put((tenant_id, id.uuid()), row, stored, Sets::ALL);
         }
         // A refund is no stream of its own: whether its row exists is not known here.
         for (id, row) in refunds {

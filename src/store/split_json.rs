@@ -34,6 +34,20 @@ pub(crate) fn field<T: Serialize>(
         .map_err(ser::Error::custom)
 }
 
+/// The fields of `value` (a struct) named in `names`, as one JSON object.
+pub(crate) fn only<T: Serialize>(value: &T, names: &[&str]) -> Result<String, serde_json::Error> {
+    let mut parts = Parts::new(Route::Only(names));
+    value.serialize(&mut parts)?;
+    let [named, _] = parts.out;
+    named.finish()
+}
+
+/// Every field of `value` (a struct) but those named in `skip`, as one JSON object.
+pub(crate) fn except<T: Serialize>(value: &T, skip: &[&str]) -> Result<String, serde_json::Error> {
+    let (_, rest) = split(value, &[], skip)?;
+    Ok(rest)
+}
+
 /// Where a field goes.
 enum Route<'a> {
     /// Named in `first`: the first part; else named in `skip`: nowhere (never serialized);
@@ -44,8 +58,12 @@ enum Route<'a> {
     },
     /// This one's value alone, as is, into the first part; the others nowhere.
     Pick(&'a str),
+    /// Named here: the first part; the others nowhere.
+    Only(&'a [&'a str]),
 }
 
+/// A part's JSON, allocated when its first field comes: a part no field goes to costs nothing.
+#[derive(Default)]
 struct Part {
     json: Vec<u8>,
 }
@@ -54,15 +72,13 @@ struct Part {
 const PART_CAPACITY: usize = 512;
 
 impl Part {
-    fn with_room() -> Self {
-        Part {
-            json: Vec::with_capacity(PART_CAPACITY),
-        }
-    }
-
     fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
-        self.json
-            .push(if self.json.is_empty() { b'{' } else { b',' });
+        if self.json.is_empty() {
+            self.json.reserve(PART_CAPACITY);
+            self.json.push(b'{');
+        } else {
+            self.json.push(b',');
+        }
         serde_json::to_writer(&mut self.json, key)?;
         self.json.push(b':');
         serde_json::to_writer(&mut self.json, value)
@@ -87,14 +103,9 @@ struct Parts<'a> {
 
 impl<'a> Parts<'a> {
     fn new(route: Route<'a>) -> Self {
-        // A picked field goes to the first part only: the second stays unallocated.
-        let second = match route {
-            Route::Split { .. } => Part::with_room(),
-            Route::Pick(_) => Part { json: Vec::new() },
-        };
         Parts {
             route,
-            out: [Part::with_room(), second],
+            out: Default::default(),
             key: Vec::new(),
         }
     }
@@ -106,6 +117,8 @@ impl<'a> Parts<'a> {
             Route::Split { .. } => self.out[1].field(key, value),
             Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
             Route::Pick(_) => Ok(()),
+            Route::Only(names) if names.contains(&key) => self.out[0].field(key, value),
+            Route::Only(_) => Ok(()),
         }
     }
 }
@@ -336,6 +349,24 @@ mod tests {
             .unwrap()
             .extend(parsed(&rest).as_object().unwrap().clone());
         assert_eq!(whole, serde_json::to_value(&SAMPLE).unwrap());
+    }
+
+    #[test]
+    fn only_the_named_fields_or_all_but_the_skipped() {
+        let named = super::only(&SAMPLE, &["count", "id", "missing"]).unwrap();
+        assert_eq!(named, r#"{"id":"pay_1","count":3}"#);
+        assert_eq!(super::only(&SAMPLE, &["missing"]).unwrap(), "{}");
+        let rest = super::except(&SAMPLE, &["id", "status", "cardSummary"]).unwrap();
+        assert_eq!(parsed(&rest), json!({"note": "é\n", "count": 3}));
+        let (first, split_rest) =
+            split(&SAMPLE, &["count", "id"], &["status", "cardSummary"]).unwrap();
+        assert_eq!(
+            (first, split_rest),
+            (
+                named,
+                super::except(&SAMPLE, &["count", "id", "status", "cardSummary"]).unwrap()
+            )
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use payrail_actors::domain::{Event, EventData, Invoice, Payment};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::rows::corrupt;
@@ -65,6 +66,7 @@ pub(crate) const INVOICES: Table = Table {
         "created_at",
         "version",
         "data",
+        // Last: a row written without it stops short (`invoice_row`).
         "details",
     ],
     upsert: true,
@@ -186,8 +188,9 @@ pub(crate) const PAYMENTS: Table = Table {
         "gateway_reference",
         "created_at",
         "version",
-        "details",
         "data",
+        // Last, as the invoices': a row written without it stops short (`payment_row`).
+        "details",
     ],
     upsert: true,
     fixed: &["invoice_id", "amount", "currency", "created_at", "details"],
@@ -265,9 +268,16 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
     ])
 }
 
-pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, StoreError> {
-    let (details, data) = invoice_parts(invoice)?;
-    Ok(vec![
+/// An invoice's row. With `details: false` it stops short of its last column, `details`, for
+/// a write that leaves them alone (most do: `invoice_sets`), rendering only what it writes;
+/// `invoice_details` completes it if the write turns out to set them.
+pub(crate) fn invoice_row(
+    tenant: &str,
+    invoice: &Invoice,
+    details: bool,
+) -> Result<Vec<Bind>, StoreError> {
+    let (data, details) = INVOICE_JSON.render(invoice, details)?;
+    let mut row = vec![
         Bind::text(tenant),
         Bind::Text(invoice.id.to_string()),
         Bind::Text(invoice.number.clone()),
@@ -280,8 +290,14 @@ pub(crate) fn invoice_row(tenant: &str, invoice: &Invoice) -> Result<Vec<Bind>, 
         Bind::ts(invoice.created_at),
         Bind::I64(invoice.version as i64),
         Bind::Json(data),
-        Bind::Json(details),
-    ])
+    ];
+    row.extend(details.map(Bind::Json));
+    Ok(row)
+}
+
+/// The last column of an invoice's row, which `invoice_row` can leave out.
+pub(crate) fn invoice_details(invoice: &Invoice) -> Result<Bind, StoreError> {
+    INVOICE_JSON.details(invoice)
 }
 
 /// The keys of an invoice's snapshot that only an edit of a draft changes (its ids, number,
@@ -313,12 +329,14 @@ const INVOICE_DETAILS: [&str; 15] = [
 /// them.
 const INVOICE_COLUMNS: [&str; 2] = ["status", "version"];
 
-/// An invoice's snapshot as `(details, data)`; `DataRow::invoice` joins them again with the
-/// `INVOICE_COLUMNS`. Any key named in neither list goes to `data`, so a new field is never
-/// lost.
-fn invoice_parts(invoice: &Invoice) -> Result<(String, String), StoreError> {
-    split_json::split(invoice, &INVOICE_DETAILS, &INVOICE_COLUMNS).map_err(corrupt)
-}
+/// An invoice's snapshot in its row; `DataRow::invoice` joins `details`, `data` and the
+/// `INVOICE_COLUMNS` again. Any key named in neither list goes to `data`, so a new field is
+/// never lost.
+const INVOICE_JSON: JsonColumns = JsonColumns {
+    details: &INVOICE_DETAILS,
+    columns: &INVOICE_COLUMNS,
+    not_data: &joined::<17>(&INVOICE_DETAILS, &INVOICE_COLUMNS),
+};
 
 /// The keys of a payment's snapshot that never change once it exists and have no column of
 /// their own (the gateway token too: given at creation, kept to re-send a charge). They are
@@ -343,16 +361,24 @@ const PAYMENT_COLUMNS: [&str; 9] = [
     "version",
 ];
 
-/// A payment's snapshot as `(details, data)`; `DataRow::payment` joins them again with the
-/// `PAYMENT_COLUMNS`. Any key named in neither list goes to `data`, so a new field is never
-/// lost, only rewritten.
-fn payment_parts(payment: &Payment) -> Result<(String, String), StoreError> {
-    split_json::split(payment, &PAYMENT_DETAILS, &PAYMENT_COLUMNS).map_err(corrupt)
-}
+/// A payment's snapshot in its row; `DataRow::payment` joins `details`, `data` and the
+/// `PAYMENT_COLUMNS` again. Any key named in neither list goes to `data`, so a new field is
+/// never lost, only rewritten.
+const PAYMENT_JSON: JsonColumns = JsonColumns {
+    details: &PAYMENT_DETAILS,
+    columns: &PAYMENT_COLUMNS,
+    not_data: &joined::<11>(&PAYMENT_DETAILS, &PAYMENT_COLUMNS),
+};
 
-pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, StoreError> {
-    let (details, data) = payment_parts(payment)?;
-    Ok(vec![
+/// A payment's row. With `details: false` it stops short of its last column, `details`, which
+/// only its insert writes (they are fixed); `payment_details` completes it for one.
+pub(crate) fn payment_row(
+    tenant: &str,
+    payment: &Payment,
+    details: bool,
+) -> Result<Vec<Bind>, StoreError> {
+    let (data, details) = PAYMENT_JSON.render(payment, details)?;
+    let mut row = vec![
         Bind::text(tenant),
         Bind::Text(payment.id.to_string()),
         Bind::Text(payment.invoice_id.to_string()),
@@ -362,9 +388,59 @@ pub(crate) fn payment_row(tenant: &str, payment: &Payment) -> Result<Vec<Bind>, 
         Bind::OptText(payment.gateway_reference.clone()),
         Bind::ts(payment.created_at),
         Bind::I64(payment.version as i64),
-        Bind::Json(details),
         Bind::Json(data),
-    ])
+    ];
+    row.extend(details.map(Bind::Json));
+    Ok(row)
+}
+
+/// The last column of a payment's row, which `payment_row` can leave out.
+pub(crate) fn payment_details(payment: &Payment) -> Result<Bind, StoreError> {
+    PAYMENT_JSON.details(payment)
+}
+
+/// How a snapshot's keys are stored: in `details`, in columns of their own, or (any other) in
+/// `data`.
+struct JsonColumns {
+    details: &'static [&'static str],
+    columns: &'static [&'static str],
+    /// `details` and `columns` together.
+    not_data: &'static [&'static str],
+}
+
+impl JsonColumns {
+    /// `(data, details)`, the details only if asked for.
+    fn render<T: Serialize>(
+        &self,
+        snapshot: &T,
+        details: bool,
+    ) -> Result<(String, Option<String>), StoreError> {
+        if details {
+            let (details, data) =
+                split_json::split(snapshot, self.details, self.columns).map_err(corrupt)?;
+            Ok((data, Some(details)))
+        } else {
+            let data = split_json::except(snapshot, self.not_data).map_err(corrupt)?;
+            Ok((data, None))
+        }
+    }
+
+    fn details<T: Serialize>(&self, snapshot: &T) -> Result<Bind, StoreError> {
+        let details = split_json::only(snapshot, self.details).map_err(corrupt)?;
+        Ok(Bind::Json(details))
+    }
+}
+
+/// `a` then `b`, at compile time.
+const fn joined<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N, "the joined length is wrong");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
 }
 
 /// A payment's refunds as `(refund id, row)`.

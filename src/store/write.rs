@@ -14,8 +14,8 @@ use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::{Sets, Table, EVENTS};
 
 pub(crate) use super::tables::{
-    event_row, idempotency_row, invoice_row, invoice_sets, payment_row, refund_rows, DEDUP,
-    IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    event_row, idempotency_row, invoice_details, invoice_row, invoice_sets, payment_details,
+    payment_row, refund_rows, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 
 /// Row counts of the multi-row `VALUES` statements on SQLite: a few fixed shapes keep the
@@ -61,6 +61,27 @@ impl Upserts {
         }
     }
 
+    /// Whether `row`, put now for `key`, stops short of a column its write sets: an insert
+    /// writes every column, an update those in its sets (with those of an earlier row for the
+    /// key, which it replaces) but the fixed.
+    pub(crate) fn lacks(
+        &self,
+        table: &Table,
+        key: (TenantId, Uuid),
+        row: &[Bind],
+        stored: bool,
+        sets: Sets,
+    ) -> bool {
+        if row.len() >= table.columns.len() {
+            return false;
+        }
+        let (stored, sets) = match self.index.get(&key) {
+            Some(&i) => (self.rows[i].stored, self.rows[i].sets.with(sets)),
+            None => (stored, sets),
+        };
+        !stored || updated_columns(table, sets)[row.len()..].contains(&true)
+    }
+
     /// The statements writing these rows into `table`: the inserts, then the updates, one
     /// statement (PostgreSQL) or statement shape (SQLite) per set of columns updated.
     pub(crate) fn statements(self, d: Dialect, table: &Table) -> Result<Vec<Stmt>, StoreError> {
@@ -89,7 +110,8 @@ fn updated_columns(table: &Table, sets: Sets) -> Vec<bool> {
         .collect()
 }
 
-/// Updates of rows known to exist, each statement expecting every one of its rows.
+/// Updates of rows known to exist, each statement expecting every one of its rows. A row may
+/// stop short of trailing columns its update does not set (`invoice_row`).
 fn update_rows(
     d: Dialect,
     table: &Table,
@@ -108,7 +130,7 @@ fn update_rows(
     }
     let mut narrowed = Vec::with_capacity(rows.len());
     for row in rows {
-        if row.len() != table.columns.len() {
+        if row.len() > kept.len() || kept[row.len()..].contains(&true) {
             return Err(corrupt(format!(
                 "row of {} has the wrong width",
                 table.name
@@ -182,7 +204,7 @@ pub(crate) fn insert_rows(
     }
     match d {
         Dialect::Postgres => Ok(vec![insert_unnest(table, rows)?]),
-        Dialect::Sqlite => Ok(insert_values(table, rows)),
+        Dialect::Sqlite => insert_values(table, rows),
     }
 }
 
@@ -292,8 +314,14 @@ fn or_fail(table: &Table) -> &'static str {
 }
 
 /// Multi-row `VALUES` in chunks of a few fixed sizes (SQLite).
-fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
+fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
     let width = table.columns.len();
+    if rows.iter().any(|row| row.len() != width) {
+        return Err(corrupt(format!(
+            "row of {} has the wrong width",
+            table.name
+        )));
+    }
     // No spaces: diesel rebuilds, hashes and compares a statement's whole SQL text on every
     // execution to find it in its cache, and a 64-row insert of events has 768 placeholders.
     let tuple = format!("({})", vec!["?"; width].join(","));
@@ -331,7 +359,7 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Vec<Stmt> {
         stmts.push(Stmt::new(sql, binds));
         remaining -= size;
     }
-    stmts
+    Ok(stmts)
 }
 
 /// The inserts of `rows` (built by `event_row`) into the audit log, numbered per tenant: first
