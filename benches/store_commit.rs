@@ -58,7 +58,8 @@ fn unit(tenant: TenantId, invoice: InvoiceId, n: u64) -> Unit {
         expected_version: 0,
         events: vec![event],
     });
-    unit.snapshots.push(Snapshot::Payment(Box::new(payment)));
+    unit.snapshots
+        .push(Snapshot::Payment(std::sync::Arc::new(payment)));
     unit
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
@@ -224,7 +224,8 @@ impl Inner {
                     self.invoices.insert((tenant, invoice.id), *invoice);
                 }
                 Snapshot::Payment(payment) => {
-                    self.payments.insert((tenant, payment.id), *payment);
+                    self.payments
+                        .insert((tenant, payment.id), Arc::unwrap_or_clone(payment));
                 }
             }
         }

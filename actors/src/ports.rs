@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -31,7 +31,8 @@ pub struct IdempotencyRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Snapshot {
     Invoice(Box<Invoice>),
-    Payment(Box<Payment>),
+    /// Shared with the payment's actor, whose memory moves on to the same state.
+    Payment(Arc<Payment>),
 }
 
 /// Events for one stream, appended only if the stream is still at `expected_version`.

@@ -3,6 +3,7 @@
 //! both streams is committed by this actor as one unit.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use futures::future::{BoxFuture, FutureExt};
@@ -242,7 +243,7 @@ impl InvoiceActor {
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(state.snapshot())));
         unit.snapshots
-            .push(Snapshot::Payment(Box::new(payment.clone())));
+            .push(Snapshot::Payment(Arc::new(payment.clone())));
         let durable = slot.submit(unit, fences);
         self.pipeline.tail = durable.clone();
         Ok(Queued {
@@ -275,8 +276,7 @@ impl InvoiceActor {
             expected_version,
             events: invoice_events,
         });
-        unit.snapshots
-            .push(Snapshot::Payment(Box::new(msg.snapshot)));
+        unit.snapshots.push(Snapshot::Payment(msg.snapshot));
         unit.snapshots
             .push(Snapshot::Invoice(Box::new(state.snapshot())));
         let durable = slot.submit(unit, fences);

@@ -103,7 +103,7 @@ pub struct SettlePayment {
     /// The payment actor's fence: its memory holds the unit too.
     pub payer: Fence,
     pub payment: StreamAppend,
-    pub snapshot: Payment,
+    pub snapshot: Arc<Payment>,
 }
 
 #[derive(Message)]

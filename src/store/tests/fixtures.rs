@@ -205,7 +205,7 @@ pub fn attempt_payment(invoice: &mut Invoice, amount: i64, at: DateTime<Utc>) ->
         events: pay_events,
     });
     unit.snapshots
-        .push(Snapshot::Payment(Box::new(payment.clone())));
+        .push(Snapshot::Payment(std::sync::Arc::new(payment.clone())));
     (payment, unit)
 }
 
@@ -247,7 +247,7 @@ pub fn payment_change(
         events,
     });
     unit.snapshots
-        .push(Snapshot::Payment(Box::new(payment.clone())));
+        .push(Snapshot::Payment(std::sync::Arc::new(payment.clone())));
     unit
 }
 

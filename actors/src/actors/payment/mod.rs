@@ -44,7 +44,8 @@ pub struct PaymentActor {
     /// The invoice's actor, once asked for: settlements go to it without the supervisor.
     invoice: Option<InvoiceLease>,
     /// Every queued unit applied, durable or not yet.
-    state: Option<Payment>,
+    /// Shared with the snapshot of its last unit while that is queued.
+    state: Option<Arc<Payment>>,
     /// Gateway event ids already handled (applied or ignored): each is handled once.
     seen: HashSet<String>,
     fresh: bool,
@@ -100,7 +101,9 @@ impl PaymentActor {
 
     fn current(&self) -> Result<&Payment, EngineError> {
         self.pipeline.loaded()?;
-        self.state.as_ref().ok_or(EngineError::NotFound("payment"))
+        self.state
+            .as_deref()
+            .ok_or(EngineError::NotFound("payment"))
     }
 
     /// Queues a change: through the invoice when it moves invoice money (one unit with the
@@ -121,8 +124,9 @@ impl PaymentActor {
             gateway_event_id: change.gateway_event_id.clone(),
         }
         .build(state.version, change.data);
-        let mut next = state.clone();
+        let mut next = Payment::clone(state);
         events.iter().for_each(|e| next.apply(e));
+        let next = Arc::new(next);
         let moves_invoice_money = events.iter().any(|e| {
             matches!(
                 e.data,
@@ -141,7 +145,7 @@ impl PaymentActor {
             let settle = SettlePayment {
                 payer: self.pipeline.fence.clone(),
                 payment: append,
-                snapshot: next.clone(),
+                snapshot: Arc::clone(&next),
             };
             let invoice = state.invoice_id;
             return Box::pin(
@@ -166,8 +170,7 @@ impl PaymentActor {
             unit.idempotency = super::idempotency_record(caller, rendered, at);
         }
         unit.streams.push(append);
-        unit.snapshots
-            .push(Snapshot::Payment(Box::new(next.clone())));
+        unit.snapshots.push(Snapshot::Payment(Arc::clone(&next)));
         let queued = self
             .deps
             .audit
@@ -216,7 +219,7 @@ impl PaymentActor {
     /// Memory moves on to `next`, a unit of it now queued.
     fn queued(
         &mut self,
-        next: Payment,
+        next: Arc<Payment>,
         gateway_event_id: Option<String>,
         durable: Durable,
     ) -> Durable {
@@ -361,7 +364,7 @@ impl Pipelined for PaymentActor {
             // The gateway events this payment applied or ignored, as the store recorded them
             // (kept out of the snapshot, where the set would grow with every one).
             self.seen = seen.into_iter().collect();
-            self.state = Some(loaded.replay(Payment::apply));
+            self.state = Some(Arc::new(loaded.replay(Payment::apply)));
         }
     }
 }
@@ -415,7 +418,7 @@ impl Handler<AttemptPayment> for PaymentActor {
                     value: payment,
                     durable,
                 }) => {
-                    act.state = Some(payment.clone());
+                    act.state = Some(Arc::new(payment.clone()));
                     act.source = Some(source);
                     act.pipeline.tail = durable.clone();
                     act.start_charge(durable.clone());
@@ -532,7 +535,7 @@ impl Handler<GetPayment> for PaymentActor {
         on_fresh_state(self, ctx, |act, _| match act.current() {
             Ok(state) => done(Ok(read_when_durable(
                 act.pipeline.tail.clone(),
-                state.clone(),
+                Payment::clone(state),
             ))),
             Err(err) => done_then_stop(Err(err)),
         })
