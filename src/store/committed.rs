@@ -10,6 +10,7 @@
 use payrail_actors::ports::{StoreError, Unit};
 
 use super::plan::{self, IdMap, IdSet, Keys, StreamKey};
+use super::unit_rows::unsnapshotted_invoices;
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;
@@ -62,7 +63,7 @@ impl Committed {
             }
             // A vouched stream's row is also taken to be current (`Writes::add`): not so for
             // an invoice whose unit left its row behind.
-            for stream in plan::unsnapshotted_invoices(unit) {
+            for stream in unsnapshotted_invoices(unit) {
                 self.0.remove(&(tenant, stream));
             }
         }

@@ -9,12 +9,12 @@ use payrail_actors::domain::{
 };
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
-use super::plan::UnitRows;
 use super::rows::{
     event_columns, into_events, parse_id, snapshot_columns, DataRow, EventRow, PairRow,
     ReservationRow, TextRow, TripleRow,
 };
 use super::stmt::{Bind, Stmt};
+use super::unit_rows::UnitRows;
 use super::Db;
 
 /// A page of the payments awaiting a charge, every tenant's, oldest first (TypeIDs sort like

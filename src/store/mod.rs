@@ -35,6 +35,7 @@ mod tables;
 pub mod testing;
 mod timelines;
 mod tx;
+mod unit_rows;
 mod write;
 
 #[cfg(test)]

@@ -6,17 +6,16 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::{format_number, parse_number};
-use payrail_actors::domain::{Invoice, InvoiceId, Payment, PaymentId, StreamId, TenantId};
-use payrail_actors::ports::{BatchFence, Snapshot, StoreError, Unit};
+use payrail_actors::domain::{StreamId, TenantId};
+use payrail_actors::ports::{BatchFence, StoreError, Unit};
 use uuid::Uuid;
 
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::Sets;
+use super::unit_rows::{details_of, unsnapshotted_invoices, UnitRows};
 use super::write::{
-    event_row, idempotency_row, insert_events, insert_rows, invoice_details, invoice_row,
-    invoice_sets, payment_details, payment_row, refund_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES,
-    PAYMENTS, REFUNDS,
+    insert_events, insert_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 
 /// A tenant's stream: what a version belongs to.
@@ -362,146 +361,6 @@ pub(crate) struct Writes {
     lagging: IdSet<StreamKey>,
 }
 
-/// A unit's event and projection rows, rendered once: ahead of its batch while it waits in
-/// the writer's queue (`Db::prepare`), or by the batch itself.
-pub(crate) struct UnitRows {
-    events: Vec<Vec<Bind>>,
-    /// With the columns an update of a stored row sets (`invoice_sets`). A projection row is
-    /// rendered with its `details` only if the unit's own events say its write sets them; the
-    /// planner completes one whose write turns out to (`Writes::add`).
-    invoices: Vec<(InvoiceId, Vec<Bind>, Sets)>,
-    payments: Vec<(PaymentId, Vec<Bind>)>,
-    refunds: Vec<(Uuid, Vec<Bind>)>,
-    /// Its gateway events' dedup rows, but for their time, which is the batch's.
-    dedup: Vec<Vec<Bind>>,
-    idempotency: Option<Vec<Bind>>,
-}
-
-/// The invoice streams `unit` appends to without carrying the invoice's snapshot (no actor of
-/// the engine does; the store allows it and loads such an invoice as its row plus the
-/// trailing events). Its row then falls behind its stream: no update of it may trust that
-/// the columns it leaves out are current until a whole row is written again.
-pub(crate) fn unsnapshotted_invoices(unit: &Unit) -> impl Iterator<Item = StreamId> + '_ {
-    unit.streams
-        .iter()
-        .map(|append| append.stream)
-        .filter(move |stream| match stream {
-            StreamId::Invoice(id) => !unit
-                .snapshots
-                .iter()
-                .any(|s| matches!(s, Snapshot::Invoice(i) if i.id == *id)),
-            _ => false,
-        })
-}
-
-impl UnitRows {
-    /// The rows of `unit`, refused if any snapshot is another tenant's.
-    pub(crate) fn render(unit: &Unit) -> Result<Self, StoreError> {
-        let tenant_id = unit
-            .tenant_id
-            .ok_or_else(|| StoreError::Corrupt("unit without tenant".into()))?;
-        let tenant = tenant_id.to_string();
-        let mut rows = Self {
-            events: Vec::with_capacity(unit.event_count()),
-            invoices: Vec::new(),
-            payments: Vec::new(),
-            refunds: Vec::new(),
-            dedup: unit
-                .dedup_keys
-                .iter()
-                .map(|key| {
-                    vec![
-                        Bind::text(&tenant),
-                        Bind::Text(key.gateway_event_id.clone()),
-                        Bind::Text(key.payment_id.to_string()),
-                    ]
-                })
-                .collect(),
-            idempotency: unit
-                .idempotency
-                .as_ref()
-                .map(|r| idempotency_row(&tenant, r)),
-        };
-        for snapshot in &unit.snapshots {
-            let owner = match snapshot {
-                Snapshot::Invoice(i) => i.tenant_id,
-                Snapshot::Payment(p) => p.tenant_id,
-            };
-            // Invariant 4: a unit never writes another tenant's rows.
-            if owner != tenant_id {
-                return Err(StoreError::Corrupt(format!(
-                    "snapshot of tenant {owner} in a unit of tenant {tenant}"
-                )));
-            }
-            match snapshot {
-                Snapshot::Invoice(i) => {
-                    let stream = StreamId::Invoice(i.id);
-                    let own_events = unit
-                        .streams
-                        .iter()
-                        .filter(|append| append.stream == stream)
-                        .flat_map(|append| &append.events);
-                    let sets = invoice_sets(own_events.map(|e| &e.data));
-                    let details = sets.has(INVOICES.columns.len() - 1);
-                    rows.invoices
-                        .push((i.id, invoice_row(&tenant, i, details)?, sets));
-                }
-                Snapshot::Payment(p) => {
-                    // Its details are written once, by the insert of its first unit.
-                    let first = unit.streams.iter().any(|append| {
-                        append.stream == StreamId::Payment(p.id) && append.expected_version == 0
-                    });
-                    rows.payments.push((p.id, payment_row(&tenant, p, first)?));
-                    rows.refunds.extend(refund_rows(&tenant, p)?);
-                }
-            }
-        }
-        for append in &unit.streams {
-            for event in &append.events {
-                rows.events.push(event_row(event)?);
-            }
-        }
-        Ok(rows)
-    }
-
-    /// Renders `unit`'s rows into `unit.prepared`, for the batch that will write it. A unit
-    /// that only records an ignored gateway event too: its dedup row is one of the most
-    /// frequent rows a batch writes.
-    pub(crate) fn prepare(unit: &Unit) {
-        unit.prepared.put(Box::new(Self::render(unit)));
-    }
-
-    /// What was rendered ahead for `unit`, or its rows rendered now.
-    fn of(unit: &Unit) -> Result<Self, StoreError> {
-        match unit.prepared.take::<Result<Self, StoreError>>() {
-            Some(prepared) => prepared,
-            None => Self::render(unit),
-        }
-    }
-}
-
-/// The snapshot of invoice `id` that `unit` carries.
-fn invoice_in(unit: &Unit, id: InvoiceId) -> Result<&Invoice, StoreError> {
-    unit.snapshots
-        .iter()
-        .find_map(|s| match s {
-            Snapshot::Invoice(i) if i.id == id => Some(&**i),
-            _ => None,
-        })
-        .ok_or_else(|| StoreError::Corrupt(format!("row of invoice {id} without its snapshot")))
-}
-
-/// The snapshot of payment `id` that `unit` carries.
-fn payment_in(unit: &Unit, id: PaymentId) -> Result<&Payment, StoreError> {
-    unit.snapshots
-        .iter()
-        .find_map(|s| match s {
-            Snapshot::Payment(p) if p.id == id => Some(&**p),
-            _ => None,
-        })
-        .ok_or_else(|| StoreError::Corrupt(format!("row of payment {id} without its snapshot")))
-}
-
 impl Writes {
     /// Adds a unit's rows; on error nothing of the unit is added. `stored`: the streams whose
     /// rows exist; `current`: those whose rows are as this process's last commit left them.
@@ -533,16 +392,19 @@ impl Writes {
                 .invoices
                 .lacks(&INVOICES, (tenant_id, id.uuid()), row, stored, *sets)
             {
-                row.push(invoice_details(invoice_in(unit, *id)?)?);
+                row.push(details_of(unit, key.1)?);
             }
         }
         for (id, row) in &mut payments {
-            let stored = is_stored(StreamId::Payment(*id));
-            if self
-                .payments
-                .lacks(&PAYMENTS, (tenant_id, id.uuid()), row, stored, Sets::ALL)
-            {
-                row.push(payment_details(payment_in(unit, *id)?)?);
+            let stream = StreamId::Payment(*id);
+            if self.payments.lacks(
+                &PAYMENTS,
+                (tenant_id, id.uuid()),
+                row,
+                is_stored(stream),
+                Sets::ALL,
+            ) {
+                row.push(details_of(unit, stream)?);
             }
         }
         // Nothing below fails: a unit's rows go in whole or not at all.

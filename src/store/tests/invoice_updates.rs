@@ -2,6 +2,7 @@
 //! (`invoice_sets`): what it leaves out must be what did not change, at every step of an
 //! invoice's life, and the row stored after each batch must be the one a full write leaves.
 
+use chrono::{DateTime, Utc};
 use payrail_actors::domain::{
     EventData, Invoice, InvoiceStatus, Payment, RefundId, StreamId, TenantId,
 };
@@ -17,6 +18,7 @@ use crate::store::Db;
 on_both!(a_stored_invoice_is_what_a_full_write_would_leave_after_every_change);
 on_both!(a_row_left_behind_its_stream_is_written_whole);
 on_both!(one_batch_of_many_changes_writes_what_any_of_them_set);
+on_both!(a_settlement_after_a_restart_writes_its_rows_whole, with_url);
 
 /// Every step of two invoices' lives, in order: `step` gets the invoice before the step
 /// (`None` for its creation), after it, and the unit writing the step.
@@ -148,6 +150,21 @@ async fn lives(tenant: TenantId, mut step: impl AsyncFnMut(Option<&Invoice>, &In
     }
 }
 
+/// `payment` succeeding for its whole amount, settled on `invoice`.
+fn succeeded(payment: &mut Payment, invoice: &mut Invoice, at: DateTime<Utc>) -> Unit {
+    let amount = payment.amount;
+    payment_change(
+        payment,
+        Some(invoice),
+        vec![EventData::PaymentSucceeded {
+            amount,
+            gateway_reference: None,
+        }],
+        None,
+        at,
+    )
+}
+
 /// The snapshot of `invoice` that `unit` writes.
 fn invoice_in<'a>(unit: &'a Unit, invoice: &Invoice) -> &'a Invoice {
     unit.snapshots
@@ -211,16 +228,7 @@ fn a_settlement_updates_data_and_version_alone() {
     let tenant = TenantId::new();
     let (mut invoice, _) = create_invoice(tenant, &InvoiceSpec::default());
     let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
-    let settled = payment_change(
-        &mut payment,
-        Some(&mut invoice),
-        vec![EventData::PaymentSucceeded {
-            amount: 1000,
-            gateway_reference: None,
-        }],
-        None,
-        at(2),
-    );
+    let settled = succeeded(&mut payment, &mut invoice, at(2));
     let paid = invoice_change(
         &mut invoice,
         vec![EventData::InvoicePaid { amount_paid: 1000 }],
@@ -330,16 +338,7 @@ async fn a_settlement_after_a_restart_writes_its_rows_whole(db: Db, url: String)
     let keys = db.keys.clone();
     drop(db);
     let db = Db::connect(&url, 2, keys).await.unwrap();
-    let settled = payment_change(
-        &mut payment,
-        Some(&mut invoice),
-        vec![EventData::PaymentSucceeded {
-            amount: 1000,
-            gateway_reference: None,
-        }],
-        None,
-        at(2),
-    );
+    let settled = succeeded(&mut payment, &mut invoice, at(2));
     let details = INVOICES.columns.len() - 1;
     assert!(
         !sets_of(&settled, &invoice).has(details),
@@ -349,21 +348,6 @@ async fn a_settlement_after_a_restart_writes_its_rows_whole(db: Db, url: String)
     assert_row_is(&db, tenant, &invoice).await;
     let stored = db.get_payment(tenant, payment.id).await.unwrap();
     assert_eq!(stored, Some(payment));
-}
-
-#[tokio::test]
-async fn a_settlement_after_a_restart_writes_its_rows_whole_on_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let (db, url) = crate::store::testing::fresh_sqlite(dir.path())
-        .await
-        .unwrap();
-    a_settlement_after_a_restart_writes_its_rows_whole(db, url).await;
-}
-
-#[tokio::test]
-async fn a_settlement_after_a_restart_writes_its_rows_whole_on_postgres() {
-    let (db, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    a_settlement_after_a_restart_writes_its_rows_whole(db, url).await;
 }
 
 /// The stored row of `invoice` holds in every column what a whole write of it would (the JSON

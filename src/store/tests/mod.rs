@@ -24,6 +24,25 @@ macro_rules! on_both {
             }
         }
     };
+    // The test also gets the database's URL, to open it again.
+    ($name:ident, with_url) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let (db, url) = crate::store::testing::fresh_sqlite(dir.path())
+                    .await
+                    .unwrap();
+                super::$name(db, url).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                let (db, url) = crate::store::testing::fresh_postgres().await.unwrap();
+                super::$name(db, url).await;
+            }
+        }
+    };
 }
 
 mod committed;

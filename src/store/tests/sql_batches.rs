@@ -389,8 +389,9 @@ async fn postgres_recovers_after_its_connections_are_killed() {
 /// projection, idempotency and dedup rows, a unit that only records an ignored event included.
 #[test]
 fn prepared_units_plan_the_statements_the_batch_would_render() {
-    use crate::store::plan::{plan, Existing, UnitRows};
+    use crate::store::plan::{plan, Existing};
     use crate::store::stmt::Dialect;
+    use crate::store::unit_rows::UnitRows;
     use payrail_actors::domain::PaymentId;
     use payrail_actors::ports::{DedupKey, Unit};
 
