@@ -56,12 +56,15 @@ pub async fn run(backend: &dyn Backend, plan: Plan) {
     // Passes of the recovery sweep, as its timer would run them, until one finds nothing to do:
     // an answer that could not be recorded in one pass (its actor was passivating) is asked for
     // again in the next. With actors passivating every millisecond on a busy machine, three
-    // passes were once not enough for one payment.
+    // passes were once not enough for one payment. A pass that sends nothing may still have
+    // found a charge it could not send (its supervisor was stopping as the sweep reached it),
+    // so passes go on while the store holds a payment awaiting its charge.
     for _ in 0..RECOVERY_PASSES_MAX {
         let charges = world.engine.resubmit_pending_charges().await;
         let refunds = world.engine.resubmit_pending_refunds().await;
         scenario::quiesce(&world.engine, backend.faults()).await;
-        if charges == Ok(0) && refunds == Ok(0) {
+        let awaiting = backend.store().payments_awaiting_charge(None, 1).await;
+        if charges == Ok(0) && refunds == Ok(0) && awaiting.is_ok_and(|p| p.is_empty()) {
             break;
         }
     }
