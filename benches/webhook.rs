@@ -1,6 +1,6 @@
 //! The webhook endpoint's CPU work before the engine: verifying `Payrail-Signature` over the raw
 //! body and parsing the body (docs/api.md's event shape), for one event and a 100-event batch;
-//! `read_body` is the handler's own reading of it.
+//! `read_body` and `convert` are the handler's own reading of it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/summary.rs"]
@@ -8,7 +8,7 @@ mod summary;
 
 use criterion::{Criterion, Throughput};
 use payrail::gateway::signature::{sign, verify, DEFAULT_TOLERANCE_SECS};
-use payrail::http::webhooks::read_body;
+use payrail::http::webhooks::{convert, read_body};
 use payrail_actors::domain::{PaymentId, TenantId};
 use serde::Deserialize;
 
@@ -136,14 +136,22 @@ fn main() {
     });
     group.finish();
 
-    // What the handler does with a body before its engine call (signature apart): read it.
+    // What the handler does with a body before its engine call (signature apart): read it and
+    // convert its events to the engine's.
     let mut group = criterion.benchmark_group("read_body");
     for (name, body) in &bodies {
         group.throughput(Throughput::Bytes(body.len() as u64));
-        summary::bench(&mut group, "read_body", name, || {
+        summary::bench(&mut group, "read_and_convert", name, || {
             let read = read_body(body).unwrap();
             assert_eq!(read.account, account);
-            read.events.unwrap().into_vec().len()
+            let events = read.events.unwrap().into_vec();
+            let expected = events.len();
+            let converted: Vec<_> = events
+                .into_iter()
+                .filter_map(|event| convert(&read.account, event))
+                .collect();
+            assert_eq!(converted.len(), expected);
+            converted
         });
     }
     group.finish();

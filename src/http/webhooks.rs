@@ -2,6 +2,9 @@
 //! the engine (payments in parallel, one group commit for the lot) and answer with counts only
 //! after everything applied is durable.
 
+use std::fmt;
+use std::marker::PhantomData;
+use std::str::FromStr;
 use std::time::Duration;
 
 use actix_web::{post, web, HttpRequest, HttpResponse};
@@ -9,8 +12,8 @@ use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Currency, GatewayOutcome, PaymentId, RefundId, TenantId};
 use payrail_actors::engine::GatewayEvent;
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use utoipa::ToSchema;
 
 use super::errors::ApiError;
 use super::idempotency::parse;
@@ -68,34 +71,75 @@ struct Envelope {
 }
 
 /// One gateway event. Types: `payment.processing`, `payment.succeeded`, `payment.failed`,
-/// `refund.succeeded`, `refund.failed`.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = GatewayEvent)]
+/// `refund.succeeded`, `refund.failed`. Its type and ids are read straight into what they name,
+/// without a copy of their text; what does not parse is kept as unreadable, and the event is
+/// then rejected (not the request).
+#[derive(Deserialize)]
 pub struct RawEvent {
     /// The gateway's event id; a repeat is counted as a duplicate.
-    #[schema(example = "evt_gw_123")]
     id: String,
     #[serde(rename = "type")]
-    #[schema(example = "payment.succeeded")]
-    kind: String,
+    kind: Parsed<Kind>,
     /// The tenant id (`ten_…`); required on a single event.
     account: Option<String>,
     #[serde(default)]
     data: RawData,
 }
 
-#[derive(Deserialize, Default, ToSchema)]
+#[derive(Clone, Copy)]
+enum Kind {
+    PaymentProcessing,
+    PaymentSucceeded,
+    PaymentFailed,
+    RefundSucceeded,
+    RefundFailed,
+}
+
+impl FromStr for Kind {
+    type Err = ();
+
+    fn from_str(kind: &str) -> Result<Self, ()> {
+        Ok(match kind {
+            "payment.processing" => Self::PaymentProcessing,
+            "payment.succeeded" => Self::PaymentSucceeded,
+            "payment.failed" => Self::PaymentFailed,
+            "refund.succeeded" => Self::RefundSucceeded,
+            "refund.failed" => Self::RefundFailed,
+            _ => return Err(()),
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
-#[schema(as = GatewayEventData)]
 pub struct RawData {
-    payment_id: Option<String>,
-    refund_id: Option<String>,
+    payment_id: Option<Parsed<PaymentId>>,
+    refund_id: Option<Parsed<RefundId>>,
     gateway_reference: Option<String>,
     amount: Option<i64>,
-    currency: Option<String>,
+    currency: Option<Parsed<Currency>>,
     failure_code: Option<String>,
     failure_message: Option<String>,
+}
+
+/// A JSON string parsed as `T` where it is read; `None` when it does not parse. Anything but a
+/// string is a type error, as it would be for text.
+struct Parsed<T>(Option<T>);
+
+impl<'de, T: FromStr> Deserialize<'de> for Parsed<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text<T>(PhantomData<T>);
+        impl<T: FromStr> Visitor<'_> for Text<T> {
+            type Value = Parsed<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Parsed<T>, E> {
+                Ok(Parsed(text.parse().ok()))
+            }
+        }
+        deserializer.deserialize_str(Text(PhantomData))
+    }
 }
 
 /// A webhook body as one typed pass reads it: a batch (`account` and `events`), or, when it is
@@ -155,41 +199,34 @@ pub fn convert(account: &str, raw: RawEvent) -> Option<GatewayEvent> {
         return None;
     }
     let d = raw.data;
-    let payment_id: PaymentId = d.payment_id.as_deref()?.parse().ok()?;
-    let currency: Option<Currency> = match d.currency {
-        Some(c) => Some(c.parse().ok()?),
+    let payment_id = d.payment_id?.0?;
+    let currency = match d.currency {
+        Some(Parsed(currency)) => Some(currency?),
         None => None,
     };
-    let refund = || -> Option<RefundId> { d.refund_id.as_deref()?.parse().ok() };
-    let outcome = match raw.kind.as_str() {
-        "payment.processing" => GatewayOutcome::Processing {
-            reference: d.gateway_reference.clone()?,
+    let refund_id = d.refund_id.and_then(|Parsed(id)| id);
+    let outcome = match raw.kind.0? {
+        Kind::PaymentProcessing => GatewayOutcome::Processing {
+            reference: d.gateway_reference?,
         },
-        "payment.succeeded" => GatewayOutcome::Succeeded {
-            reference: d.gateway_reference.clone(),
+        Kind::PaymentSucceeded => GatewayOutcome::Succeeded {
+            reference: d.gateway_reference,
             amount: d.amount,
             currency,
         },
-        "payment.failed" => GatewayOutcome::Failed {
-            code: d
-                .failure_code
-                .clone()
-                .unwrap_or_else(|| "card_declined".into()),
-            message: d.failure_message.clone().unwrap_or_default(),
+        Kind::PaymentFailed => GatewayOutcome::Failed {
+            code: d.failure_code.unwrap_or_else(|| "card_declined".into()),
+            message: d.failure_message.unwrap_or_default(),
             amount: d.amount,
             currency,
         },
-        "refund.succeeded" => GatewayOutcome::RefundSucceeded {
-            refund_id: refund()?,
+        Kind::RefundSucceeded => GatewayOutcome::RefundSucceeded {
+            refund_id: refund_id?,
         },
-        "refund.failed" => GatewayOutcome::RefundFailed {
-            refund_id: refund()?,
-            code: d
-                .failure_code
-                .clone()
-                .unwrap_or_else(|| "refund_failed".into()),
+        Kind::RefundFailed => GatewayOutcome::RefundFailed {
+            refund_id: refund_id?,
+            code: d.failure_code.unwrap_or_else(|| "refund_failed".into()),
         },
-        _ => return None,
     };
     Some(GatewayEvent {
         id: raw.id,

@@ -8,7 +8,10 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::helpers::TestApp;
 
-both_backends!(a_body_is_a_batch_or_one_event);
+both_backends!(
+    a_body_is_a_batch_or_one_event,
+    events_that_name_nothing_known_are_rejected_one_by_one
+);
 
 async fn post(app: &TestApp, secret: &str, body: &Value) -> (u16, Value) {
     let response = app.signed_webhook(&[secret], &body.to_string()).await;
@@ -75,4 +78,79 @@ async fn a_body_is_a_batch_or_one_event(app: &TestApp) {
     )
     .await;
     assert_eq!(counts(&answer), [2, 0, 0, 1, 1], "{answer}");
+}
+
+/// An event whose type, ids or currency name nothing Payrail knows is rejected on its own and
+/// the rest of its batch applies; a field of the wrong JSON type refuses the whole request.
+async fn events_that_name_nothing_known_are_rejected_one_by_one(app: &TestApp) {
+    let t = app.tenant("Acme").await;
+    let invoice = app.invoice(&t.key, 100, true).await;
+    let payment = app.card_payment(&t.key, &invoice).await;
+    let pid = payment["id"].as_str().unwrap();
+    app.eventually(&format!("/api/payments/{pid}"), &t.key, |v| {
+        v["status"] == "succeeded"
+    })
+    .await;
+    let event = |id: &str, kind: &str, data: Value| json!({"id": id, "type": kind, "data": data});
+    let unknown = [
+        event("evt_gw_u1", "payment.refunded", json!({"paymentId": pid})),
+        event(
+            "evt_gw_u2",
+            "payment.failed",
+            json!({"paymentId": "pay_nope"}),
+        ),
+        event(
+            "evt_gw_u3",
+            "payment.failed",
+            json!({"paymentId": pid, "currency": "usd"}),
+        ),
+        event("evt_gw_u4", "refund.succeeded", json!({"paymentId": pid})),
+        event(
+            "evt_gw_u5",
+            "refund.failed",
+            json!({"paymentId": pid, "refundId": "re_x"}),
+        ),
+        event("evt_gw_u6", "payment.processing", json!({"paymentId": pid})),
+        event("evt_gw_u7", "payment.failed", json!({})),
+    ];
+    // A failure after the success, with an escaped id and currency: read, and ignored.
+    let escaped = format!(
+        r#"{{"id":"evt_gw_u8","type":"payment.f\u0061iled","data":{{"paymentId":"{pid}","currency":"US\u0044"}}}}"#
+    );
+    let mut events: Vec<String> = unknown.iter().map(Value::to_string).collect();
+    events.push(escaped);
+    let body = format!(
+        r#"{{"account":"{}","events":[{}]}}"#,
+        t.id,
+        events.join(",")
+    );
+    let response = app.signed_webhook(&[&t.secret], &body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(counts(&answer), [8, 0, 0, 1, 7], "{answer}");
+    let payment: Value = app.get_json(&format!("/api/payments/{pid}"), &t.key).await;
+    assert_eq!(payment["status"], "succeeded", "{payment}");
+
+    for wrong in [
+        json!({"paymentId": 7}),
+        json!({"paymentId": pid, "currency": 840}),
+        json!({"paymentId": pid, "refundId": ["re_x"]}),
+    ] {
+        let batch =
+            json!({"account": t.id, "events": [event("evt_gw_w1", "payment.failed", wrong)]});
+        let (status, problem) = post(app, &t.secret, &batch).await;
+        assert_eq!(
+            (status, &problem["code"]),
+            (400, &json!("invalid_request")),
+            "{problem}"
+        );
+    }
+    let typed = json!({"account": t.id, "events": [
+        {"id": "evt_gw_w2", "type": {"payment.failed": null}, "data": {"paymentId": pid}}]});
+    let (status, problem) = post(app, &t.secret, &typed).await;
+    assert_eq!(
+        (status, &problem["code"]),
+        (400, &json!("invalid_request")),
+        "{problem}"
+    );
 }
