@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::both_backends;
-use crate::helpers::TestApp;
+use crate::helpers::{Tenant, TestApp};
 
 both_backends!(
     a_body_is_a_batch_or_one_event,
@@ -25,15 +25,22 @@ fn counts(answer: &Value) -> [i64; 5] {
         .map(|k| answer[k].as_i64().unwrap_or(-1))
 }
 
-async fn a_body_is_a_batch_or_one_event(app: &TestApp) {
+/// A tenant and the id of a card payment of theirs that has succeeded.
+async fn succeeded_payment(app: &TestApp) -> (Tenant, String) {
     let t = app.tenant("Acme").await;
     let invoice = app.invoice(&t.key, 100, true).await;
     let payment = app.card_payment(&t.key, &invoice).await;
-    let pid = payment["id"].as_str().unwrap();
+    let pid = payment["id"].as_str().unwrap().to_owned();
     app.eventually(&format!("/api/payments/{pid}"), &t.key, |v| {
         v["status"] == "succeeded"
     })
     .await;
+    (t, pid)
+}
+
+async fn a_body_is_a_batch_or_one_event(app: &TestApp) {
+    let (t, pid) = succeeded_payment(app).await;
+    let pid = pid.as_str();
     // Every event below is a failure after the success: valid, and ignored once read.
     let failed = |id: &str| {
         json!({"id": id, "type": "payment.failed", "account": t.id,
@@ -80,17 +87,12 @@ async fn a_body_is_a_batch_or_one_event(app: &TestApp) {
     assert_eq!(counts(&answer), [2, 0, 0, 1, 1], "{answer}");
 }
 
-/// An event whose type, ids or currency name nothing Payrail knows is rejected on its own and
-/// the rest of its batch applies; a field of the wrong JSON type refuses the whole request.
+/// An event whose type, ids or currency name nothing Payrail knows is rejected on its own, and
+/// the rest of its batch is read as usual; a field of the wrong JSON type refuses the whole
+/// request.
 async fn events_that_name_nothing_known_are_rejected_one_by_one(app: &TestApp) {
-    let t = app.tenant("Acme").await;
-    let invoice = app.invoice(&t.key, 100, true).await;
-    let payment = app.card_payment(&t.key, &invoice).await;
-    let pid = payment["id"].as_str().unwrap();
-    app.eventually(&format!("/api/payments/{pid}"), &t.key, |v| {
-        v["status"] == "succeeded"
-    })
-    .await;
+    let (t, pid) = succeeded_payment(app).await;
+    let pid = pid.as_str();
     let event = |id: &str, kind: &str, data: Value| json!({"id": id, "type": kind, "data": data});
     let unknown = [
         event("evt_gw_u1", "payment.refunded", json!({"paymentId": pid})),
