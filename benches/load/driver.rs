@@ -203,6 +203,13 @@ impl StepResult {
         Some(self.wal_bytes? as f64 / self.wal_events().max(1) as f64)
     }
 
+    /// The engine's CPU per webhook event that applied, in µs: what a target per applying
+    /// event is measured in (duplicate and stale events' work included).
+    pub fn engine_us_per_applied(&self) -> Option<f64> {
+        let applied = self.outcomes[0];
+        (applied > 0).then(|| self.server_cpu_s * 1e6 / applied as f64)
+    }
+
     pub fn per_kop(&self, cpu_s: f64) -> f64 {
         if self.ok_ops == 0 {
             return 0.0;

@@ -23,6 +23,7 @@ pub fn step_json(s: &StepResult) -> Value {
         "cpuSecPer1kOps": {"engine": round4(s.per_kop(s.server_cpu_s)),
                            "postgres": round4(s.per_kop(s.db_cpu_s)),
                            "loadGenerator": round4(s.per_kop(s.client_cpu_s))},
+        "engineUsPerAppliedEvent": s.engine_us_per_applied().map(round1),
         "engineRssMib": round1(s.server_rss_mib),
         "walBytesPerAppliedEvent": s.wal_per_event().map(|b| b.round()),
         "walByRelation": s.wal_detail,
@@ -76,10 +77,11 @@ pub fn print_step(label: &str, s: &StepResult) {
             String::new()
         } else {
             format!(
-                ", webhooks applied {:.0}% (duplicates {:.0}%, stale {:.0}%)",
+                ", webhooks applied {:.0}% (duplicates {:.0}%, stale {:.0}%), engine {:.1} µs per applied",
                 100.0 * s.outcomes[0] as f64 / webhooks as f64,
                 100.0 * s.outcomes[1] as f64 / webhooks as f64,
                 100.0 * s.outcomes[2] as f64 / webhooks as f64,
+                s.engine_us_per_applied().unwrap_or(0.0),
             )
         };
         let busy: Vec<String> = c
