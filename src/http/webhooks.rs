@@ -176,6 +176,16 @@ impl Events {
 /// Reads a webhook body: a batch in one typed pass, else one event. Only a body that is not
 /// JSON, or whose `account` is not text, is refused before the signature is checked.
 pub fn read_body(body: &[u8]) -> Result<ReadBody, ApiError> {
+    // A body with no `events` key is one event or nothing: read as the event first, it takes
+    // one pass. The account is the same field either way.
+    if !may_have_events(body) {
+        if let Ok(event) = parse::<RawEvent>(body) {
+            return Ok(ReadBody {
+                account: event.account.clone().unwrap_or_default(),
+                events: Ok(Events::Single(Box::new(event))),
+            });
+        }
+    }
     let one_event = || parse::<RawEvent>(body).map(|event| Events::Single(Box::new(event)));
     Ok(match parse::<Incoming>(body) {
         Ok(Incoming { account, events }) => ReadBody {
@@ -188,6 +198,13 @@ pub fn read_body(body: &[u8]) -> Result<ReadBody, ApiError> {
             events: one_event().map_err(|_| not_a_batch),
         },
     })
+}
+
+/// Whether a body may have a key `events`: it holds `"events"` as written, or a `\u` escape,
+/// the only other way a key's letters can be written.
+fn may_have_events(body: &[u8]) -> bool {
+    memchr::memmem::find(body, br#""events""#).is_some()
+        || memchr::memmem::find(body, br"\u").is_some()
 }
 
 /// Converts one event; `None` means rejected (another account, unknown shape or ids).
@@ -343,9 +360,31 @@ pub async fn receive(
 
 #[cfg(test)]
 mod tests {
-    use payrail_actors::domain::TenantId;
+    use payrail_actors::domain::{PaymentId, TenantId};
 
-    use super::SecretCache;
+    use super::{read_body, Events, SecretCache};
+
+    /// A body that is one event reads as that event; one that is also a batch reads as the
+    /// batch, its `events` key written with escapes or not.
+    #[test]
+    fn a_body_with_events_is_a_batch_however_its_key_is_written() {
+        let (tenant, payment) = (TenantId::new(), PaymentId::new());
+        let event = format!(
+            r#""id":"evt_1","type":"payment.failed","account":"{tenant}","data":{{"paymentId":"{payment}"}}"#
+        );
+        let single = read_body(format!("{{{event}}}").as_bytes()).unwrap();
+        assert_eq!(single.account, tenant.to_string());
+        assert!(matches!(single.events, Ok(Events::Single(_))));
+        for key in ["events", "\\u0065vents", "ev\\u0065nts"] {
+            let both = format!(r#"{{{event},"{key}":[{{{event}}},{{{event}}}]}}"#);
+            let read = read_body(both.as_bytes()).unwrap();
+            assert_eq!(read.account, tenant.to_string(), "{both}");
+            assert!(
+                matches!(&read.events, Ok(Events::Batch(events)) if events.len() == 2),
+                "{both}"
+            );
+        }
+    }
 
     /// An account found unknown is remembered as unknown: a flood of requests naming it is
     /// answered from memory, not with a database read each.
