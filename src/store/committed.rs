@@ -9,7 +9,7 @@
 
 use payrail_actors::ports::{StoreError, Unit};
 
-use super::plan::{self, IdMap, IdSet, Keys, StreamKey};
+use super::plan::{self, IdMap, Keys, StreamKey};
 use super::unit_rows::unsnapshotted_invoices;
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
@@ -21,31 +21,18 @@ pub(crate) struct Committed(IdMap<StreamKey, u64>);
 impl Committed {
     /// What a batch's first attempt pre-checks, trusting this record: its streams not vouched
     /// for here and its invoice numbers. Gateway event and idempotency keys are left to their
-    /// unique indexes. Also the versions vouched for, to be taken as stored.
+    /// unique indexes. Also the versions vouched for (those a stream's first unit in the batch
+    /// expects and this record holds), to be taken as stored.
     pub(crate) fn trusting_keys(&self, units: &[Unit]) -> (Keys, Vec<(StreamKey, u64)>) {
-        let mut keys = plan::version_keys(units);
-        let vouched = self.vouch(units, &mut keys);
-        (keys, vouched)
-    }
-
-    /// The versions of the batch's streams whose first unit expects the version recorded
-    /// here; those streams leave `keys`.
-    fn vouch(&self, units: &[Unit], keys: &mut Keys) -> Vec<(StreamKey, u64)> {
-        let mut first_seen = IdSet::default();
-        let mut vouched = IdMap::default();
-        for unit in units {
-            let Some(tenant) = unit.tenant_id else {
-                continue;
-            };
-            for append in &unit.streams {
-                let key = (tenant, append.stream);
-                if first_seen.insert(key) && self.0.get(&key) == Some(&append.expected_version) {
-                    vouched.insert(key, append.expected_version);
-                }
+        let mut vouched = Vec::new();
+        let keys = plan::version_keys(units, |stream, expected| {
+            let trusted = self.0.get(&stream) == Some(&expected);
+            if trusted {
+                vouched.push((stream, expected));
             }
-        }
-        keys.streams.retain(|key| !vouched.contains_key(key));
-        vouched.into_iter().collect()
+            trusted
+        });
+        (keys, vouched)
     }
 
     /// Records the versions the committed units left their streams at.

@@ -53,16 +53,21 @@ impl Keys {
 
 /// Every key of `units` a batch checks when it trusts nothing.
 pub(crate) fn keys(units: &[Unit]) -> Keys {
-    collect_keys(units, true)
+    collect_keys(units, true, |_, _| false)
 }
 
 /// The keys of `units` whose state a batch must read even when its gateway event and
-/// idempotency keys are left to their unique indexes: streams and invoice numbers.
-pub(crate) fn version_keys(units: &[Unit]) -> Keys {
-    collect_keys(units, false)
+/// idempotency keys are left to their unique indexes: streams and invoice numbers. A stream
+/// for which `vouched(stream, version its first unit expects)` holds is left out.
+pub(crate) fn version_keys(units: &[Unit], vouched: impl FnMut(StreamKey, u64) -> bool) -> Keys {
+    collect_keys(units, false, vouched)
 }
 
-fn collect_keys(units: &[Unit], unique_keys: bool) -> Keys {
+fn collect_keys(
+    units: &[Unit],
+    unique_keys: bool,
+    mut vouched: impl FnMut(StreamKey, u64) -> bool,
+) -> Keys {
     let mut streams = IdSet::default();
     let mut dedup = HashSet::new();
     let mut idempotency = HashSet::new();
@@ -73,8 +78,9 @@ fn collect_keys(units: &[Unit], unique_keys: bool) -> Keys {
             continue;
         };
         for s in &unit.streams {
-            if streams.insert((tenant, s.stream)) {
-                keys.streams.push((tenant, s.stream));
+            let key = (tenant, s.stream);
+            if streams.insert(key) && !vouched(key, s.expected_version) {
+                keys.streams.push(key);
             }
         }
         if unique_keys {
