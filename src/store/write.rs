@@ -131,10 +131,7 @@ fn update_rows(
     let mut narrowed = Vec::with_capacity(rows.len());
     for row in rows {
         if row.len() > kept.len() || kept[row.len()..].contains(&true) {
-            return Err(corrupt(format!(
-                "row of {} has the wrong width",
-                table.name
-            )));
+            return Err(wrong_width(table.name));
         }
         narrowed.push(
             row.into_iter()
@@ -238,7 +235,7 @@ fn unnest_columns(
     let mut columns: Vec<Vec<Bind>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
     for row in rows {
         if row.len() != width {
-            return Err(corrupt(format!("row of {table} has the wrong width")));
+            return Err(wrong_width(table));
         }
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(value);
@@ -313,14 +310,17 @@ fn or_fail(table: &Table) -> &'static str {
     }
 }
 
+/// A row whose binds do not match the columns its statement writes: a bug, refused before
+/// any SQL runs.
+fn wrong_width(table: &str) -> StoreError {
+    corrupt(format!("row of {table} has the wrong width"))
+}
+
 /// Multi-row `VALUES` in chunks of a few fixed sizes (SQLite).
 fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
     let width = table.columns.len();
     if rows.iter().any(|row| row.len() != width) {
-        return Err(corrupt(format!(
-            "row of {} has the wrong width",
-            table.name
-        )));
+        return Err(wrong_width(table.name));
     }
     // No spaces: diesel rebuilds, hashes and compares a statement's whole SQL text on every
     // execution to find it in its cache, and a 64-row insert of events has 768 placeholders.
