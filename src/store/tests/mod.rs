@@ -4,42 +4,30 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-/// Runs an `async fn(Db)` test on a fresh SQLite file and on a fresh PostgreSQL database.
+/// Runs an `async fn(Db)` test on a fresh SQLite file and on a fresh PostgreSQL database;
+/// `with_url`: an `async fn(Db, String)` that also gets the database's URL, to open it again.
 macro_rules! on_both {
     ($name:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                let dir = tempfile::tempdir().unwrap();
-                let (db, _) = crate::store::testing::fresh_sqlite(dir.path())
-                    .await
-                    .unwrap();
-                super::$name(db).await;
-            }
-
-            #[tokio::test]
-            async fn postgres() {
-                let (db, _) = crate::store::testing::fresh_postgres().await.unwrap();
-                super::$name(db).await;
-            }
-        }
+        on_both!(@ $name, |db, _url| super::$name(db));
     };
-    // The test also gets the database's URL, to open it again.
     ($name:ident, with_url) => {
+        on_both!(@ $name, |db, url| super::$name(db, url));
+    };
+    (@ $name:ident, |$db:ident, $url:ident| $call:expr) => {
         mod $name {
             #[tokio::test]
             async fn sqlite() {
                 let dir = tempfile::tempdir().unwrap();
-                let (db, url) = crate::store::testing::fresh_sqlite(dir.path())
+                let ($db, $url) = crate::store::testing::fresh_sqlite(dir.path())
                     .await
                     .unwrap();
-                super::$name(db, url).await;
+                $call.await;
             }
 
             #[tokio::test]
             async fn postgres() {
-                let (db, url) = crate::store::testing::fresh_postgres().await.unwrap();
-                super::$name(db, url).await;
+                let ($db, $url) = crate::store::testing::fresh_postgres().await.unwrap();
+                $call.await;
             }
         }
     };
