@@ -302,11 +302,12 @@ async fn one_batch_of_many_changes_writes_what_any_of_them_set(db: Db) {
     )
     .await;
     assert_eq!((batch.len(), last.len()), (13, 2));
-    let payments: Vec<Payment> = batch
+    // Each payment as its last unit leaves it (a later snapshot replaces an earlier one).
+    let latest: std::collections::HashMap<_, Payment> = batch
         .iter()
         .flat_map(|unit| &unit.snapshots)
         .filter_map(|s| match s {
-            Snapshot::Payment(p) => Some((**p).clone()),
+            Snapshot::Payment(p) => Some((p.id, (**p).clone())),
             Snapshot::Invoice(_) => None,
         })
         .collect();
@@ -314,11 +315,7 @@ async fn one_batch_of_many_changes_writes_what_any_of_them_set(db: Db) {
     for invoice in last.values() {
         assert_row_is(&db, tenant, invoice).await;
     }
-    // Each payment as its last unit left it, its card details from its insert included.
-    let mut latest = std::collections::HashMap::new();
-    for payment in payments {
-        latest.insert(payment.id, payment);
-    }
+    // Its card details, written by its insert, included.
     assert_eq!(latest.len(), 3);
     for payment in latest.values() {
         let stored = db.get_payment(tenant, payment.id).await.unwrap();
