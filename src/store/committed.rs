@@ -9,8 +9,9 @@
 
 use payrail_actors::ports::{StoreError, Unit};
 
-use super::plan::{self, IdMap, Keys, StreamKey};
+use super::plan::{self, Keys, StreamKey};
 use super::unit_rows::unsnapshotted_invoices;
+use payrail_actors::domain::IdMap;
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::{format_number, parse_number};
-use payrail_actors::domain::{StreamId, TenantId};
+use payrail_actors::domain::{IdMap, IdSet, StreamId, TenantId};
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 use uuid::Uuid;
 
@@ -20,13 +20,6 @@ use super::write::{
 
 /// A tenant's stream: what a version belongs to.
 pub(crate) type StreamKey = (TenantId, StreamId);
-
-/// Maps and sets keyed by the engine's own ids, hashed with foldhash rather than the standard
-/// library's SipHash: a batch looks each of its streams up several times, and SipHash alone
-/// took ~1.5% of the engine's CPU under batched webhooks. Keys taken from requests (gateway
-/// event ids, idempotency keys) stay in the standard maps.
-pub(crate) type IdMap<K, V> = foldhash::HashMap<K, V>;
-pub(crate) type IdSet<K> = foldhash::HashSet<K>;
 
 /// The keys a batch must check against what is stored. Typed: they become text only in the
 /// pre-check's binds, and what the pre-check finds is parsed back once.

@@ -8,10 +8,10 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-use super::plan::IdMap;
 use super::rows::corrupt;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::{Sets, Table, EVENTS};
+use payrail_actors::domain::IdMap;
 
 pub(crate) use super::tables::{
     event_row, idempotency_row, invoice_details, invoice_row, invoice_sets, payment_details,

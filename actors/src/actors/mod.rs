@@ -9,14 +9,13 @@ pub mod payment;
 pub mod registry;
 pub mod supervisor;
 
-use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::config::EngineConfig;
-use crate::domain::{Event, EventData, EventId, InvoiceId, StreamId, TenantId};
+use crate::domain::{Event, EventData, EventId, IdMap, InvoiceId, StreamId, TenantId};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::ports::{Clock, EventStore, Gateway, StoreError, Unit};
@@ -51,14 +50,14 @@ pub struct AuditRouter {
 /// written for, kept while it runs (~40 bytes each), so that none ever changes writer.
 #[derive(Default)]
 struct Assignment {
-    writer_of: HashMap<TenantId, usize>,
+    writer_of: IdMap<TenantId, usize>,
     tenants_of: Vec<usize>,
 }
 
 impl AuditRouter {
     pub fn new(writers: Vec<WriterHandle>) -> Self {
         let assigned = Assignment {
-            writer_of: HashMap::new(),
+            writer_of: IdMap::default(),
             tenants_of: vec![0; writers.len()],
         };
         Self {

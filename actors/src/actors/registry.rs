@@ -1,7 +1,6 @@
 //! The registry maps tenant ids to their supervisors, starting each on demand on one of the
 //! engine's arbiters (one thread per core), so tenants run in parallel.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,7 +10,7 @@ use tokio::sync::Semaphore;
 
 use super::supervisor::{Retire, TenantSupervisor, Trim};
 use super::Deps;
-use crate::domain::TenantId;
+use crate::domain::{IdMap, TenantId};
 
 /// A tenant's supervisor plus its bulkhead: commands in flight for this tenant are bounded.
 #[derive(Clone)]
@@ -24,7 +23,7 @@ pub struct TenantHandle {
 
 pub struct Registry {
     arbiters: Vec<Arbiter>,
-    tenants: Mutex<HashMap<TenantId, Live>>,
+    tenants: Mutex<IdMap<TenantId, Live>>,
     deps: Deps,
 }
 
@@ -49,7 +48,7 @@ impl Registry {
             .collect();
         Self {
             arbiters,
-            tenants: Mutex::new(HashMap::new()),
+            tenants: Mutex::new(IdMap::default()),
             deps,
         }
     }
@@ -136,7 +135,7 @@ impl Registry {
 /// Retires the least recently used supervisors with nothing in flight, leaving room for one
 /// more below 90% of `cap` (their actors passivate; the tenant's next command starts a fresh
 /// supervisor from storage).
-fn retire_least_recent(tenants: &mut HashMap<TenantId, Live>, cap: usize) {
+fn retire_least_recent(tenants: &mut IdMap<TenantId, Live>, cap: usize) {
     let excess = (tenants.len() + 1).saturating_sub(cap - cap / 10);
     let mut unused: Vec<(Instant, TenantId)> = tenants
         .iter()

@@ -3,7 +3,7 @@
 //! from storage, lends invoice actors to payment actors, assigns gap-free invoice numbers and
 //! tracks idempotency keys in flight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,7 @@ use super::invoice::InvoiceActor;
 use super::messages::{Caller, CreateInvoice, Passivate};
 use super::payment::PaymentActor;
 use super::{done, Deps, Fence, Pending};
-use crate::domain::{Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
+use crate::domain::{IdMap, Invoice, InvoiceId, InvoiceInput, PaymentId, TenantId};
 use crate::error::EngineError;
 
 mod lease;
@@ -98,8 +98,8 @@ impl<A: Actor> Entry<A> {
 pub struct TenantSupervisor {
     tenant: TenantId,
     deps: Deps,
-    invoices: HashMap<InvoiceId, Entry<InvoiceActor>>,
-    payments: HashMap<PaymentId, Entry<PaymentActor>>,
+    invoices: IdMap<InvoiceId, Entry<InvoiceActor>>,
+    payments: IdMap<PaymentId, Entry<PaymentActor>>,
     in_flight_keys: HashSet<String>,
     numbering: Numbering,
     /// The number the next actor started gets (`Entry::incarnation`).
@@ -146,8 +146,8 @@ impl TenantSupervisor {
         Self {
             tenant,
             deps,
-            invoices: HashMap::new(),
-            payments: HashMap::new(),
+            invoices: IdMap::default(),
+            payments: IdMap::default(),
             in_flight_keys: HashSet::new(),
             numbering: Numbering::default(),
             next_incarnation: 0,

@@ -15,8 +15,8 @@ pub use card::{
 };
 pub use events::{Event, EventData, StreamId};
 pub use ids::{
-    ApiKeyId, AttemptId, EndpointId, EventId, IdParseError, InvoiceId, PaymentId, RefundId,
-    TenantId,
+    ApiKeyId, AttemptId, EndpointId, EventId, IdMap, IdParseError, IdSet, InvoiceId, PaymentId,
+    RefundId, TenantId,
 };
 pub use invoice::{
     Invoice, InvoiceCommand, InvoiceDetails, InvoiceInput, InvoicePatch, InvoiceStatus, LineItem,

@@ -1,7 +1,6 @@
 //! Messages addressed to one entity (or to several payments at once), which the supervisor
 //! forwards to the entity's actor, starting it if needed, and the books it keeps on them.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use actix::dev::ToEnvelope;
@@ -10,7 +9,7 @@ use actix::prelude::*;
 use super::{Booking, TenantSupervisor};
 use crate::actors::invoice::InvoiceActor;
 use crate::actors::payment::PaymentActor;
-use crate::domain::{InvoiceId, PaymentId};
+use crate::domain::{IdMap, InvoiceId, PaymentId};
 use crate::error::EngineError;
 
 /// An envelope addressed to one entity: the supervisor starts its actor if needed and forwards.
@@ -145,9 +144,11 @@ where
     /// and the next message then starts a new one.
     fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
         // Per payment: its first message (sent now) and the later ones, with their positions.
-        let mut runs = Vec::new();
-        let mut later: Vec<Vec<(usize, M)>> = Vec::new();
-        let mut index: HashMap<PaymentId, usize> = HashMap::new();
+        let count = batch.msgs.len();
+        let mut runs = Vec::with_capacity(count);
+        let mut later: Vec<Vec<(usize, M)>> = Vec::with_capacity(count);
+        let mut index: IdMap<PaymentId, usize> = IdMap::default();
+        index.reserve(count);
         for (at, (id, msg)) in batch.msgs.into_iter().enumerate() {
             match index.get(&id) {
                 Some(&run) => later[run].push((at, msg)),
@@ -184,7 +185,7 @@ where
             futures::future::join_all(runs)
                 .into_actor(self)
                 .map(move |runs, act, _| {
-                    let mut answers = Vec::new();
+                    let mut answers = Vec::with_capacity(count);
                     for (booking, (first_at, first), later) in runs {
                         answers.push((first_at, act.delivered(booking, first)));
                         answers.extend(later);
