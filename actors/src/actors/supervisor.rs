@@ -82,16 +82,17 @@ impl<A: Actor> Entry<A> {
         }
     }
 
-    /// Books one more message (or lease) on this actor: its address and the booking that
-    /// `finished` takes back.
-    fn book(&mut self, key: EntityKey) -> (Addr<A>, Booking) {
+    /// Books one more message (or lease) on this actor, handed to it by `send` (which gets
+    /// its address without a clone of it: each clone of an actix address allocates); answers
+    /// what `send` returned and the booking that `finished` takes back.
+    fn book<R>(&mut self, key: EntityKey, send: impl FnOnce(&Addr<A>) -> R) -> (R, Booking) {
         self.in_flight += 1;
         self.last_used = Instant::now();
         let booking = Booking {
             key,
             incarnation: self.incarnation,
         };
-        (self.addr.clone(), booking)
+        (send(&self.addr), booking)
     }
 }
 
@@ -171,12 +172,18 @@ impl TenantSupervisor {
         self.idle.store(idle, Ordering::SeqCst);
     }
 
-    /// The invoice's actor, started if needed, with one more message booked on it.
-    fn invoice(&mut self, id: InvoiceId, fresh: bool) -> (Addr<InvoiceActor>, Booking) {
+    /// The invoice's actor, started if needed, with one more message booked on it and given
+    /// to it by `send`.
+    fn invoice<R>(
+        &mut self,
+        id: InvoiceId,
+        fresh: bool,
+        send: impl FnOnce(&Addr<InvoiceActor>) -> R,
+    ) -> (R, Booking) {
         let key = EntityKey::Invoice(id);
         if let Some(entry) = self.invoices.get_mut(&id) {
             if entry.addr.connected() {
-                return entry.book(key);
+                return entry.book(key, send);
             }
             self.deps
                 .metrics
@@ -186,23 +193,25 @@ impl TenantSupervisor {
         let (tenant, deps) = (self.tenant, self.deps.clone());
         let addr = InvoiceActor::new(tenant, id, deps, fresh).start();
         let mut entry = Entry::new(addr, self.incarnation());
-        let booked = entry.book(key);
+        let booked = entry.book(key, send);
         self.invoices.insert(id, entry);
         self.enforce_cap();
         booked
     }
 
-    /// The payment's actor, started if needed, with one more message booked on it.
-    fn payment(
+    /// The payment's actor, started if needed, with one more message booked on it and given
+    /// to it by `send`.
+    fn payment<R>(
         &mut self,
         id: PaymentId,
         fresh: bool,
         ctx: &mut Context<Self>,
-    ) -> (Addr<PaymentActor>, Booking) {
+        send: impl FnOnce(&Addr<PaymentActor>) -> R,
+    ) -> (R, Booking) {
         let key = EntityKey::Payment(id);
         if let Some(entry) = self.payments.get_mut(&id) {
             if entry.addr.connected() {
-                return entry.book(key);
+                return entry.book(key, send);
             }
             self.deps
                 .metrics
@@ -212,7 +221,7 @@ impl TenantSupervisor {
         let (tenant, deps, me) = (self.tenant, self.deps.clone(), ctx.address());
         let addr = PaymentActor::new(tenant, id, deps, me, fresh).start();
         let mut entry = Entry::new(addr, self.incarnation());
-        let booked = entry.book(key);
+        let booked = entry.book(key, send);
         self.payments.insert(id, entry);
         self.enforce_cap();
         booked
@@ -416,7 +425,7 @@ impl Handler<NewInvoice> for TenantSupervisor {
     /// Atomic, but never across a commit: only across reading the last number (rarely) and
     /// the fresh invoice actor's answer that it queued (or refused) the creation.
     fn handle(&mut self, msg: NewInvoice, _: &mut Self::Context) -> Self::Result {
-        let (addr, booking) = self.invoice(msg.id, true);
+        let (addr, booking) = self.invoice(msg.id, true, Addr::clone);
         let known = self.numbering.known();
         let (store, tenant) = (Arc::clone(&self.deps.store), self.tenant);
         // After a failed creation, read the last number only once every creation queued before

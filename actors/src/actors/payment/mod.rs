@@ -188,21 +188,24 @@ impl PaymentActor {
         T: Send + 'static,
         InvoiceActor: Handler<M>,
     {
-        let leased = self.invoice.as_ref().and_then(InvoiceLease::addr).cloned();
-        let supervisor = self.supervisor.clone();
-        let sent = async move {
-            let (addr, lease) = match leased {
-                Some(addr) => (addr, None),
-                None => {
-                    let lease = supervisor.send(LeaseInvoice(invoice)).await?;
-                    let addr = lease
+        // Sent at once on a lease held; neither address is cloned (each clone allocates).
+        let sent = match self.invoice.as_ref().and_then(InvoiceLease::addr) {
+            Some(addr) => {
+                let sent = addr.send(msg);
+                async move { Ok::<_, EngineError>((sent.await, None)) }.left_future()
+            }
+            None => {
+                let lease = self.supervisor.send(LeaseInvoice(invoice));
+                async move {
+                    let lease = lease.await?;
+                    let sent = lease
                         .addr()
-                        .cloned()
-                        .ok_or_else(|| EngineError::Unavailable("invoice actor stopped".into()))?;
-                    (addr, Some(lease))
+                        .ok_or_else(|| EngineError::Unavailable("invoice actor stopped".into()))?
+                        .send(msg);
+                    Ok((sent.await, Some(lease)))
                 }
-            };
-            Ok::<_, EngineError>((addr.send(msg).await, lease))
+                .right_future()
+            }
         };
         Box::pin(sent.into_actor(self).map(|sent, act, _| {
             let (answer, lease) = sent?;

@@ -52,7 +52,7 @@ impl Handler<LeaseInvoice> for TenantSupervisor {
     type Result = MessageResult<LeaseInvoice>;
 
     fn handle(&mut self, LeaseInvoice(id): LeaseInvoice, ctx: &mut Self::Context) -> Self::Result {
-        let (addr, booking) = self.invoice(id, false);
+        let (addr, booking) = self.invoice(id, false, Addr::clone);
         self.deps
             .metrics
             .invoice_leases

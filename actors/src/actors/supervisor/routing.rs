@@ -1,9 +1,9 @@
 //! Messages addressed to one entity (or to several payments at once), which the supervisor
 //! forwards to the entity's actor, starting it if needed, and the books it keeps on them.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 
-use actix::dev::ToEnvelope;
 use actix::prelude::*;
 
 use super::{Booking, TenantSupervisor};
@@ -64,21 +64,14 @@ envelope!(
 );
 
 impl TenantSupervisor {
-    fn forward<A, M, T>(
+    /// Answers with what the actor answers to a message `sent` on `booking`.
+    fn forward<T: 'static>(
         &mut self,
         booking: Booking,
-        addr: Addr<A>,
-        msg: M,
-    ) -> ResponseActFuture<Self, Result<T, EngineError>>
-    where
-        A: Actor + Handler<M>,
-        A::Context: ToEnvelope<A, M>,
-        M: Message<Result = Result<T, EngineError>> + Send + 'static,
-        T: Send + 'static,
-    {
-        let fut = async move { addr.send(msg).await };
+        sent: impl Future<Output = Result<Result<T, EngineError>, MailboxError>> + 'static,
+    ) -> ResponseActFuture<Self, Result<T, EngineError>> {
         Box::pin(
-            fut.into_actor(self)
+            sent.into_actor(self)
                 .map(move |result, act, _| act.delivered(booking, result)),
         )
     }
@@ -110,8 +103,8 @@ where
     type Result = ResponseActFuture<Self, Result<T, EngineError>>;
 
     fn handle(&mut self, msg: ToInvoice<M>, _: &mut Self::Context) -> Self::Result {
-        let (addr, booking) = self.invoice(msg.id, false);
-        self.forward(booking, addr, msg.msg)
+        let (sent, booking) = self.invoice(msg.id, false, |addr| addr.send(msg.msg));
+        self.forward(booking, sent)
     }
 }
 
@@ -125,8 +118,8 @@ where
 
     fn handle(&mut self, msg: ToPayment<M>, ctx: &mut Self::Context) -> Self::Result {
         let fresh = false;
-        let (addr, booking) = self.payment(msg.id, fresh, ctx);
-        self.forward(booking, addr, msg.msg)
+        let (sent, booking) = self.payment(msg.id, fresh, ctx, |addr| addr.send(msg.msg));
+        self.forward(booking, sent)
     }
 }
 
@@ -154,8 +147,8 @@ where
                 Some(&run) => later[run].push((at, msg)),
                 None => {
                     index.insert(id, runs.len());
-                    let (addr, booking) = self.payment(id, false, ctx);
-                    runs.push((booking, id, at, addr.send(msg)));
+                    let (sent, booking) = self.payment(id, false, ctx, |addr| addr.send(msg));
+                    runs.push((booking, id, at, sent));
                     later.push(Vec::new());
                 }
             }
@@ -206,7 +199,7 @@ where
     type Result = ResponseActFuture<Self, Result<T, EngineError>>;
 
     fn handle(&mut self, msg: ToNewPayment<M>, ctx: &mut Self::Context) -> Self::Result {
-        let (addr, booking) = self.payment(msg.id, true, ctx);
-        self.forward(booking, addr, msg.msg)
+        let (sent, booking) = self.payment(msg.id, true, ctx, |addr| addr.send(msg.msg));
+        self.forward(booking, sent)
     }
 }
