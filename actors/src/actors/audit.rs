@@ -9,8 +9,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use futures::future::{BoxFuture, FutureExt, Shared};
-use tokio::sync::oneshot;
 
 use crate::config::EngineConfig;
 use crate::error::EngineError;
@@ -38,13 +36,12 @@ impl Fence {
     }
 }
 
-/// Resolves once a queued unit is durable, or with the reason it is not. Cloneable: the caller
-/// and the actor's own follow-up work (a gateway call after a commit) can both wait on it.
-pub type Durable = Shared<BoxFuture<'static, Result<(), EngineError>>>;
+pub use super::durable::Durable;
+use super::durable::Settle;
 
 /// A unit already resolved (nothing to write, or refused before it was queued).
 pub fn resolved(result: Result<(), EngineError>) -> Durable {
-    futures::future::ready(result).boxed().shared()
+    Durable::settled(result)
 }
 
 /// Queue units, in the order their actors decided them; each waiter is answered once its unit
@@ -97,7 +94,7 @@ struct Flush;
 /// Where a unit's outcome goes. A unit that is not answered `Ok` (failed, or dropped with a
 /// stopping writer) trips its fences first, so its actors never build on it.
 struct Waiter {
-    reply: Option<oneshot::Sender<Result<(), StoreError>>>,
+    reply: Option<Settle>,
     fences: Vec<Fence>,
     queued: Arc<AtomicUsize>,
 }
@@ -108,8 +105,7 @@ impl Waiter {
             self.fences.iter().for_each(Fence::trip);
         }
         if let Some(reply) = self.reply.take() {
-            // A caller that went away no longer needs its answer; the outcome stands anyway.
-            let _ = reply.send(result);
+            reply.settle(result);
         }
     }
 
@@ -121,6 +117,7 @@ impl Waiter {
 impl Drop for Waiter {
     fn drop(&mut self) {
         if self.reply.is_some() {
+            // Unanswered: its `Durable` settles as unavailable when `reply` drops.
             self.fences.iter().for_each(Fence::trip);
         }
         self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -225,7 +222,7 @@ impl Slot<'_> {
     pub fn submit(mut self, unit: Unit, fences: Vec<Fence>) -> Durable {
         self.filled = true;
         let writer = self.writer;
-        let (reply, answer) = oneshot::channel();
+        let (durable, reply) = Durable::queued();
         let waiter = Waiter {
             reply: Some(reply),
             fences,
@@ -238,14 +235,7 @@ impl Slot<'_> {
             .metrics
             .audit_queue_depth
             .fetch_add(1, Ordering::Relaxed);
-        async move {
-            match answer.await {
-                Ok(result) => result.map_err(EngineError::from),
-                Err(_) => Err(EngineError::Unavailable("audit writer stopped".into())),
-            }
-        }
-        .boxed()
-        .shared()
+        durable
     }
 }
 

@@ -2,6 +2,7 @@
 //! `AuditActor` writers every entity hands its units to.
 
 pub mod audit;
+mod durable;
 mod gateway_calls;
 pub mod invoice;
 pub mod messages;

@@ -1,0 +1,151 @@
+//! `Durable`: when a queued unit is durable, awaited by the caller and by the actor's own
+//! follow-up work alike.
+//!
+//! One shared cell per unit, settled once by its writer: a unit's outcome used to cross a
+//! oneshot channel into a boxed future made shareable by `futures::Shared`, four allocations
+//! per unit and a lock-guarded waker slab besides, for one result read by one or two waiters.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use crate::error::EngineError;
+use crate::ports::StoreError;
+
+/// Resolves once a queued unit is durable, or with the reason it is not. Cloneable: every
+/// clone resolves with the same outcome.
+#[derive(Debug, Clone)]
+pub struct Durable(Inner);
+
+#[derive(Debug, Clone)]
+enum Inner {
+    /// Known when made: nothing to write, or refused before it was queued.
+    Settled(Result<(), EngineError>),
+    Queued(Arc<Cell>),
+}
+
+#[derive(Debug, Default)]
+struct Cell(Mutex<State>);
+
+#[derive(Debug)]
+enum State {
+    /// The tasks to wake when the outcome is known.
+    Waiting(Vec<Waker>),
+    Settled(Result<(), EngineError>),
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self::Waiting(Vec::new())
+    }
+}
+
+impl Cell {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // The lock guards a plain value that every step leaves whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Durable {
+    /// Already resolved with `result`.
+    pub fn settled(result: Result<(), EngineError>) -> Self {
+        Self(Inner::Settled(result))
+    }
+
+    /// A unit's outcome still to come, and where its writer settles it.
+    pub(crate) fn queued() -> (Self, Settle) {
+        let cell = Arc::new(Cell::default());
+        (Self(Inner::Queued(Arc::clone(&cell))), Settle(Some(cell)))
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), EngineError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let cell = match &self.0 {
+            Inner::Settled(result) => return Poll::Ready(result.clone()),
+            Inner::Queued(cell) => cell,
+        };
+        let mut state = cell.state();
+        match &mut *state {
+            State::Settled(result) => Poll::Ready(result.clone()),
+            State::Waiting(wakers) => {
+                if !wakers.iter().any(|w| w.will_wake(cx.waker())) {
+                    wakers.push(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The writer's end of a `Durable`: settles it once. Dropped unsettled (a writer stopping
+/// with units still queued), it settles it as unavailable, so no waiter waits forever.
+#[derive(Debug)]
+pub(crate) struct Settle(Option<Arc<Cell>>);
+
+impl Settle {
+    pub(crate) fn settle(mut self, result: Result<(), StoreError>) {
+        self.settle_with(result.map_err(EngineError::from));
+    }
+
+    fn settle_with(&mut self, result: Result<(), EngineError>) {
+        let Some(cell) = self.0.take() else {
+            return;
+        };
+        let waiting = std::mem::replace(&mut *cell.state(), State::Settled(result));
+        if let State::Waiting(wakers) = waiting {
+            wakers.into_iter().for_each(Waker::wake);
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        self.settle_with(Err(EngineError::Unavailable("audit writer stopped".into())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_clone_resolves_with_the_outcome_settled_later() {
+        let (durable, settle) = Durable::queued();
+        let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(durable.clone())).collect();
+        tokio::task::yield_now().await;
+        settle.settle(Err(StoreError::Fenced("an earlier unit failed".into())));
+        for waiter in waiters {
+            assert!(matches!(
+                waiter.await,
+                Ok(Err(EngineError::Storage(StoreError::Fenced(_))))
+            ));
+        }
+        assert!(matches!(
+            durable.await,
+            Err(EngineError::Storage(StoreError::Fenced(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_clone_made_after_settling_resolves_at_once() {
+        let (durable, settle) = Durable::queued();
+        settle.settle(Ok(()));
+        assert_eq!(durable.clone().await, Ok(()));
+        assert_eq!(Durable::settled(Ok(())).await, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_outcome_never_settled_is_unavailable_not_pending_forever() {
+        let (durable, settle) = Durable::queued();
+        let waiter = tokio::spawn(durable.clone());
+        tokio::task::yield_now().await;
+        drop(settle);
+        assert!(matches!(waiter.await, Ok(Err(EngineError::Unavailable(_)))));
+        assert!(matches!(durable.await, Err(EngineError::Unavailable(_))));
+    }
+}
