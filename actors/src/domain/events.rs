@@ -1,6 +1,8 @@
 //! The audit events: one enum whose `event_type()` strings are exactly the API's list, plus the
 //! envelope that places an event in a stream at a version.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -71,12 +73,12 @@ pub enum EventData {
     InvoiceCreated {
         number: String,
         #[serde(flatten)]
-        details: InvoiceDetails,
+        details: Arc<InvoiceDetails>,
     },
     #[serde(rename = "invoice.updated", rename_all = "camelCase")]
     InvoiceUpdated {
         #[serde(flatten)]
-        details: InvoiceDetails,
+        details: Arc<InvoiceDetails>,
     },
     #[serde(rename = "invoice.finalized")]
     InvoiceFinalized {},

@@ -3,6 +3,7 @@
 //! Invariant: `amount_paid + amount_pending ≤ total`, always.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -207,8 +208,10 @@ pub struct Invoice {
     pub tenant_id: TenantId,
     pub number: String,
     pub status: InvoiceStatus,
+    /// Shared with the events that set them and with the snapshots of queued units: they
+    /// change only with an edit of a draft, and every settlement snapshots the invoice.
     #[serde(flatten)]
-    pub details: InvoiceDetails,
+    pub details: Arc<InvoiceDetails>,
     pub amount_paid: i64,
     pub amount_pending: i64,
     pub amount_refunded: i64,
@@ -309,7 +312,7 @@ impl Invoice {
         input: &InvoiceInput,
         finalize: bool,
     ) -> Result<Vec<EventData>, DomainError> {
-        let details = input.validate()?;
+        let details = Arc::new(input.validate()?);
         let mut events = vec![EventData::InvoiceCreated {
             number: format_number(number),
             details,
@@ -349,7 +352,7 @@ impl Invoice {
             tenant_id,
             number: String::new(),
             status: InvoiceStatus::Draft,
-            details: InvoiceDetails {
+            details: Arc::new(InvoiceDetails {
                 customer_name: String::new(),
                 customer_email: None,
                 currency: Currency::XXX,
@@ -360,7 +363,7 @@ impl Invoice {
                 tax: 0,
                 total: 0,
                 metadata: serde_json::Map::new(),
-            },
+            }),
             amount_paid: 0,
             amount_pending: 0,
             amount_refunded: 0,
@@ -386,7 +389,7 @@ impl Invoice {
                     "only a draft can be edited",
                 )?;
                 Ok(vec![EventData::InvoiceUpdated {
-                    details: input.validate()?,
+                    details: Arc::new(input.validate()?),
                 }])
             }
             InvoiceCommand::Patch(patch) => {
@@ -395,7 +398,7 @@ impl Invoice {
                     "only a draft can be edited",
                 )?;
                 Ok(vec![EventData::InvoiceUpdated {
-                    details: patch.merged(&self.details).validate()?,
+                    details: Arc::new(patch.merged(&self.details).validate()?),
                 }])
             }
             InvoiceCommand::Finalize => {

@@ -2,9 +2,11 @@
 //! (`invoice_sets`): what it leaves out must be what did not change, at every step of an
 //! invoice's life, and the row stored after each batch must be the one a full write leaves.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{
-    EventData, Invoice, InvoiceStatus, Payment, RefundId, StreamId, TenantId,
+    EventData, Invoice, InvoiceDetails, InvoiceStatus, Payment, RefundId, StreamId, TenantId,
 };
 use payrail_actors::ports::{Snapshot, Unit};
 
@@ -33,7 +35,7 @@ async fn lives(tenant: TenantId, mut step: impl AsyncFnMut(Option<&Invoice>, &In
         },
     );
     let mut units = vec![(None, created)];
-    let mut edited = paid.details.clone();
+    let mut edited = InvoiceDetails::clone(&paid.details);
     edited.customer_name = "John Roe".into();
     edited.customer_email = None;
     edited.due_date = Some(date(2027, 1, 31));
@@ -45,7 +47,9 @@ async fn lives(tenant: TenantId, mut step: impl AsyncFnMut(Option<&Invoice>, &In
     };
     units.push(change(
         &mut paid,
-        vec![EventData::InvoiceUpdated { details: edited }],
+        vec![EventData::InvoiceUpdated {
+            details: Arc::new(edited),
+        }],
         1,
     ));
     units.push(change(&mut paid, vec![EventData::InvoiceFinalized {}], 2));
