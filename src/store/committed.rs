@@ -7,11 +7,11 @@
 //! batch would be re-run, checked in full. A stream recorded at another version, or not at all,
 //! is read as before.
 
+use payrail_actors::domain::IdMap;
 use payrail_actors::ports::{StoreError, Unit};
 
 use super::plan::{self, Keys, StreamKey};
 use super::unit_rows::unsnapshotted_invoices;
-use payrail_actors::domain::IdMap;
 
 /// Streams remembered at most; past this the record starts over (it is only a shortcut).
 const COMMITTED_STREAMS_MAX: usize = 200_000;

@@ -2,7 +2,7 @@
 //! `VALUES` on SQLite), plain updates of rows known to exist, and the numbered audit log. The
 //! tables and their row builders are in `tables.rs`.
 
-use payrail_actors::domain::TenantId;
+use payrail_actors::domain::{IdMap, TenantId};
 use payrail_actors::ports::StoreError;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -11,7 +11,6 @@ use uuid::Uuid;
 use super::rows::corrupt;
 use super::stmt::{Bind, Dialect, Stmt};
 use super::tables::{Sets, Table, EVENTS};
-use payrail_actors::domain::IdMap;
 
 pub(crate) use super::tables::{
     event_row, idempotency_row, invoice_details, invoice_row, invoice_sets, payment_details,
