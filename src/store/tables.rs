@@ -2,7 +2,8 @@
 //! turn domain values into those rows (shared with the projection rebuild). `write.rs` turns
 //! the rows into statements.
 
-use payrail_actors::domain::{Event, EventData, Invoice, Payment};
+use chrono::{DateTime, Utc};
+use payrail_actors::domain::{Event, EventData, Invoice, Payment, Refund};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use serde::Serialize;
 use uuid::Uuid;
@@ -276,7 +277,8 @@ pub(crate) fn invoice_row(
     invoice: &Invoice,
     details: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let (data, details) = INVOICE_JSON.render(invoice, details)?;
+    let data = json(&InvoiceData::of(invoice))?;
+    let details = details.then(|| invoice_details(invoice)).transpose()?;
     let mut row = vec![
         Bind::text(tenant),
         Bind::Text(invoice.id.to_string()),
@@ -289,15 +291,15 @@ pub(crate) fn invoice_row(
         Bind::opt_date(invoice.details.due_date),
         Bind::ts(invoice.created_at),
         Bind::I64(invoice.version as i64),
-        Bind::Json(data),
+        data,
     ];
-    row.extend(details.map(Bind::Json));
+    row.extend(details);
     Ok(row)
 }
 
 /// The last column of an invoice's row, which `invoice_row` can leave out.
 pub(crate) fn invoice_details(invoice: &Invoice) -> Result<Bind, StoreError> {
-    INVOICE_JSON.details(invoice)
+    details(invoice, &INVOICE_DETAILS)
 }
 
 /// The keys of an invoice's snapshot that only an edit of a draft changes (its ids, number,
@@ -306,7 +308,7 @@ pub(crate) fn invoice_details(invoice: &Invoice) -> Result<Bind, StoreError> {
 /// settlement rewrites. An update sets `details` only with the events that change them
 /// (`invoice_sets`); a settlement writes `data` instead of the whole snapshot with its line
 /// items.
-const INVOICE_DETAILS: [&str; 15] = [
+pub(crate) const INVOICE_DETAILS: [&str; 15] = [
     "id",
     "tenantId",
     "number",
@@ -327,29 +329,51 @@ const INVOICE_DETAILS: [&str; 15] = [
 /// The keys of an invoice's snapshot that are columns of its row as well: `DataRow::invoice`
 /// reads them there, so `data`, which PostgreSQL logs whole with each change, does not repeat
 /// them.
-const INVOICE_COLUMNS: [&str; 2] = ["status", "version"];
+#[cfg(test)]
+pub(crate) const INVOICE_COLUMNS: [&str; 2] = ["status", "version"];
 
-/// An invoice's snapshot in its row; `DataRow::invoice` joins `details`, `data` and the
-/// `INVOICE_COLUMNS` again. Any key named in neither list goes to `data`, so a new field is
-/// never lost.
-const INVOICE_JSON: JsonColumns = JsonColumns {
-    details: &INVOICE_DETAILS,
-    columns: &INVOICE_COLUMNS,
-    not_data: &joined::<17>(&INVOICE_DETAILS, &INVOICE_COLUMNS),
-};
+/// What an invoice's `data` holds: the keys of its snapshot in neither `INVOICE_DETAILS` nor
+/// `INVOICE_COLUMNS` (its amounts and the times that follow its creation), written field by
+/// field: picking them out of the whole snapshot routed every key by name, the details'
+/// flattened ones too. `DataRow::invoice` joins `details`, `data` and the columns again; a test
+/// (`store::tests::write_shape`) keeps the three lists covering the whole snapshot.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct InvoiceData<'a> {
+    amount_paid: i64,
+    amount_pending: i64,
+    amount_refunded: i64,
+    updated_at: &'a DateTime<Utc>,
+    paid_at: &'a Option<DateTime<Utc>>,
+    voided_at: &'a Option<DateTime<Utc>>,
+}
+
+impl<'a> InvoiceData<'a> {
+    pub(crate) fn of(invoice: &'a Invoice) -> Self {
+        Self {
+            amount_paid: invoice.amount_paid,
+            amount_pending: invoice.amount_pending,
+            amount_refunded: invoice.amount_refunded,
+            updated_at: &invoice.updated_at,
+            paid_at: &invoice.paid_at,
+            voided_at: &invoice.voided_at,
+        }
+    }
+}
 
 /// The keys of a payment's snapshot that never change once it exists and have no column of
 /// their own (the gateway token too: given at creation, kept to re-send a charge). They are
 /// stored apart (`details`, written at insert) from the rest (`data`), which every change
 /// rewrites: less to write and, on PostgreSQL, an update that logs only what follows the
 /// unchanged columns.
-const PAYMENT_DETAILS: [&str; 2] = ["paymentMethod", "sourceToken"];
+pub(crate) const PAYMENT_DETAILS: [&str; 2] = ["paymentMethod", "sourceToken"];
 
 /// The keys of a payment's snapshot that are columns of its row as well (ids, amount,
 /// currency, creation time, `status`, `gateway_reference`, `version`): `DataRow::payment` reads
 /// them there, so neither `details` nor `data` repeats them. A narrower row keeps more of the
 /// table in the database's cache.
-const PAYMENT_COLUMNS: [&str; 9] = [
+#[cfg(test)]
+pub(crate) const PAYMENT_COLUMNS: [&str; 9] = [
     "id",
     "tenantId",
     "invoiceId",
@@ -361,14 +385,30 @@ const PAYMENT_COLUMNS: [&str; 9] = [
     "version",
 ];
 
-/// A payment's snapshot in its row; `DataRow::payment` joins `details`, `data` and the
-/// `PAYMENT_COLUMNS` again. Any key named in neither list goes to `data`, so a new field is
-/// never lost, only rewritten.
-const PAYMENT_JSON: JsonColumns = JsonColumns {
-    details: &PAYMENT_DETAILS,
-    columns: &PAYMENT_COLUMNS,
-    not_data: &joined::<11>(&PAYMENT_DETAILS, &PAYMENT_COLUMNS),
-};
+/// What a payment's `data` holds: the keys of its snapshot in neither `PAYMENT_DETAILS` nor
+/// `PAYMENT_COLUMNS` (what its outcome and refunds change), written field by field as
+/// `InvoiceData` is. `DataRow::payment` joins `details`, `data` and the columns again.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct PaymentData<'a> {
+    amount_refunded: i64,
+    failure_code: &'a Option<String>,
+    failure_message: &'a Option<String>,
+    updated_at: &'a DateTime<Utc>,
+    refunds: &'a [Refund],
+}
+
+impl<'a> PaymentData<'a> {
+    pub(crate) fn of(payment: &'a Payment) -> Self {
+        Self {
+            amount_refunded: payment.amount_refunded,
+            failure_code: &payment.failure_code,
+            failure_message: &payment.failure_message,
+            updated_at: &payment.updated_at,
+            refunds: &payment.refunds,
+        }
+    }
+}
 
 /// A payment's row. With `details: false` it stops short of its last column, `details`, which
 /// only its insert writes (they are fixed); `payment_details` completes it for one.
@@ -377,7 +417,8 @@ pub(crate) fn payment_row(
     payment: &Payment,
     details: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let (data, details) = PAYMENT_JSON.render(payment, details)?;
+    let data = json(&PaymentData::of(payment))?;
+    let details = details.then(|| payment_details(payment)).transpose()?;
     let mut row = vec![
         Bind::text(tenant),
         Bind::Text(payment.id.to_string()),
@@ -388,59 +429,27 @@ pub(crate) fn payment_row(
         Bind::OptText(payment.gateway_reference.clone()),
         Bind::ts(payment.created_at),
         Bind::I64(payment.version as i64),
-        Bind::Json(data),
+        data,
     ];
-    row.extend(details.map(Bind::Json));
+    row.extend(details);
     Ok(row)
 }
 
 /// The last column of a payment's row, which `payment_row` can leave out.
 pub(crate) fn payment_details(payment: &Payment) -> Result<Bind, StoreError> {
-    PAYMENT_JSON.details(payment)
+    details(payment, &PAYMENT_DETAILS)
 }
 
-/// How a snapshot's keys are stored: in `details`, in columns of their own, or (any other) in
-/// `data`.
-struct JsonColumns {
-    details: &'static [&'static str],
-    columns: &'static [&'static str],
-    /// `details` and `columns` together.
-    not_data: &'static [&'static str],
+/// A snapshot's `data` column.
+fn json<T: Serialize>(data: &T) -> Result<Bind, StoreError> {
+    serde_json::to_string(data).map(Bind::Json).map_err(corrupt)
 }
 
-impl JsonColumns {
-    /// `(data, details)`, the details only if asked for.
-    fn render<T: Serialize>(
-        &self,
-        snapshot: &T,
-        details: bool,
-    ) -> Result<(String, Option<String>), StoreError> {
-        if details {
-            let (details, data) =
-                split_json::split(snapshot, self.details, self.columns).map_err(corrupt)?;
-            Ok((data, Some(details)))
-        } else {
-            let data = split_json::except(snapshot, self.not_data).map_err(corrupt)?;
-            Ok((data, None))
-        }
-    }
-
-    fn details<T: Serialize>(&self, snapshot: &T) -> Result<Bind, StoreError> {
-        let details = split_json::only(snapshot, self.details).map_err(corrupt)?;
-        Ok(Bind::Json(details))
-    }
-}
-
-/// `a` then `b`, at compile time.
-const fn joined<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
-    assert!(a.len() + b.len() == N, "the joined length is wrong");
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
-        i += 1;
-    }
-    out
+/// A snapshot's `details` column: its keys named in `names`.
+fn details<T: Serialize>(snapshot: &T, names: &[&str]) -> Result<Bind, StoreError> {
+    split_json::only(snapshot, names)
+        .map(Bind::Json)
+        .map_err(corrupt)
 }
 
 /// A payment's refunds as `(refund id, row)`.

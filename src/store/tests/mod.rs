@@ -41,6 +41,7 @@ mod lists;
 mod migrations;
 mod other_nodes;
 mod plans;
+mod snapshot_parts;
 mod sql;
 mod sql_batches;
 mod tenants;
