@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use payrail_actors::domain::invoice::{format_number, parse_number};
+use payrail_actors::domain::invoice::format_number;
 use payrail_actors::domain::{IdMap, IdSet, StreamId, TenantId};
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 use uuid::Uuid;
@@ -107,21 +107,46 @@ fn uuids<T>(items: &[T], uuid: impl Fn(&T) -> Uuid) -> Bind {
     Bind::KeyArr(items.iter().map(uuid).collect())
 }
 
-/// PostgreSQL's pre-check (binds, each an array: the streams' tenants, tenants' UUIDs, UUIDs
-/// and ids; the gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency
-/// keys' tenants and keys; the invoice numbers' tenants and numbers).
-pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id, k.id AS key, \
+/// What a pre-check row found (`KeyRow::kind`): a stream's version, a gateway event
+/// recorded, an idempotency key taken, an invoice number taken.
+#[derive(Clone, Copy)]
+pub(crate) enum Found {
+    Version = 0,
+    GatewayEvent = 1,
+    Idempotency = 2,
+    Number = 3,
+}
+
+impl Found {
+    fn of(kind: i64) -> Option<Self> {
+        [
+            Self::Version,
+            Self::GatewayEvent,
+            Self::Idempotency,
+            Self::Number,
+        ]
+        .into_iter()
+        .find(|found| *found as i64 == kind)
+    }
+}
+
+/// PostgreSQL's pre-check (binds, each an array: the streams' tenants' UUIDs and UUIDs; the
+/// gateway events' tenants, tenants' UUIDs, ids and payments; the idempotency keys' tenants and
+/// keys; the invoice numbers' tenants and numbers). Each row names its key by kind (`Found`)
+/// and position (`ORDINALITY` counts from 1).
+pub(crate) const PG_PRECHECK: &str = "SELECT 0::int8 AS kind, k.i - 1 AS key, \
        (SELECT max(e.version) FROM events e WHERE e.tenant_id = k.tk AND e.stream_id = k.s) AS n \
-     FROM unnest(?, ?, ?, ?) AS k(t, tk, s, id) \
-     UNION ALL SELECT 'd'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?, ?, ?) AS k(t, tk, g, p) \
+     FROM unnest(?, ?) WITH ORDINALITY AS k(tk, s, i) \
+     UNION ALL SELECT 1, k.i - 1, NULL::int8 \
+     FROM unnest(?, ?, ?, ?) WITH ORDINALITY AS k(t, tk, g, p, i) \
      WHERE (SELECT 1 FROM webhook_dedup w WHERE w.tenant_id = k.t \
             AND w.payment_id = k.p AND w.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
         OR (SELECT 1 FROM events e \
             WHERE e.tenant_id = k.tk AND e.gateway_event_id = k.g LIMIT 1) IS NOT NULL \
-     UNION ALL SELECT 'i'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+     UNION ALL SELECT 2, k.i - 1, NULL::int8 FROM unnest(?, ?) WITH ORDINALITY AS k(t, g, i) \
      WHERE (SELECT 1 FROM idempotency_keys i \
             WHERE i.tenant_id = k.t AND i.key = k.g LIMIT 1) IS NOT NULL \
-     UNION ALL SELECT 'n'::text, k.t, k.g, NULL::int8 FROM unnest(?, ?) AS k(t, g) \
+     UNION ALL SELECT 3, k.i - 1, NULL::int8 FROM unnest(?, ?) WITH ORDINALITY AS k(t, g, i) \
      WHERE (SELECT 1 FROM invoices i \
             WHERE i.tenant_id = k.t AND i.number = k.g LIMIT 1) IS NOT NULL";
 
@@ -129,7 +154,8 @@ pub(crate) const PG_PRECHECK: &str = "SELECT 'v'::text AS kind, k.t AS tenant_id
 /// round trip with array binds, each key probed through its primary-key index by a correlated
 /// subquery (a join against `unnest` let the planner, blind to the array's length, hash-join a
 /// sequential scan of the whole table once per batch). SQLite: one cached point query per key, all inside the one
-/// blocking job, where a statement costs microseconds. No keys, no statement.
+/// blocking job, where a statement costs microseconds; its index is bound as a value to answer
+/// with. No keys, no statement.
 pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     if keys.is_empty() {
         return Vec::new();
@@ -137,11 +163,9 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     match d {
         Dialect::Postgres => {
             let tenant = |t: &TenantId| t.to_string();
-            let (vt, vtk, vs, vid) = (
-                texts(&keys.streams, |(t, _)| tenant(t)),
+            let (vtk, vs) = (
                 uuids(&keys.streams, |(t, _)| t.uuid()),
                 uuids(&keys.streams, |(_, s)| s.uuid()),
-                texts(&keys.streams, |(_, s)| s.to_string()),
             );
             let (dt, dtk, dg, dp) = (
                 texts(&keys.dedup, |(t, _, _)| tenant(t)),
@@ -159,53 +183,64 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
             );
             vec![Stmt::new(
                 PG_PRECHECK,
-                vec![vt, vtk, vs, vid, dt, dtk, dg, dp, it, ik, nt, nn],
+                vec![vtk, vs, dt, dtk, dg, dp, it, ik, nt, nn],
             )]
         }
         Dialect::Sqlite => {
-            let point = |sql: &str, t: &TenantId, k: String| {
-                Stmt::new(sql, vec![Bind::Text(t.to_string()), Bind::Text(k)])
+            let point = |sql: &str, i: usize, t: &TenantId, k: String| {
+                Stmt::new(
+                    sql,
+                    vec![
+                        Bind::I64(i as i64),
+                        Bind::Text(t.to_string()),
+                        Bind::Text(k),
+                    ],
+                )
             };
-            let versions = keys.streams.iter().map(|(t, s)| {
+            let versions = keys.streams.iter().enumerate().map(|(i, (t, s))| {
                 point(
-                    "SELECT 'v' AS kind, tenant_id, stream_id AS key, max(version) AS n FROM events \
+                    "SELECT 0 AS kind, ? AS key, max(version) AS n FROM events \
                      WHERE tenant_id = ? AND stream_id = ? GROUP BY tenant_id, stream_id",
+                    i,
                     t,
                     s.to_string(),
                 )
             });
-            let dedup = keys.dedup.iter().flat_map(|(t, g, p)| {
+            let dedup = keys.dedup.iter().enumerate().flat_map(|(i, (t, g, p))| {
                 [
                     Stmt::new(
-                        "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
-                         FROM webhook_dedup \
+                        "SELECT 1 AS kind, ? AS key, NULL AS n FROM webhook_dedup \
                          WHERE tenant_id = ? AND payment_id = ? AND gateway_event_id = ?",
                         vec![
+                            Bind::I64(i as i64),
                             Bind::Text(t.to_string()),
                             Bind::Text(p.to_string()),
                             Bind::text(g),
                         ],
                     ),
                     point(
-                        "SELECT 'd' AS kind, tenant_id, gateway_event_id AS key, NULL AS n \
+                        "SELECT 1 AS kind, ? AS key, NULL AS n \
                          FROM events WHERE tenant_id = ? AND gateway_event_id = ?",
+                        i,
                         t,
                         g.clone(),
                     ),
                 ]
             });
-            let idem = keys.idempotency.iter().map(|(t, k)| {
+            let idem = keys.idempotency.iter().enumerate().map(|(i, (t, k))| {
                 point(
-                    "SELECT 'i' AS kind, tenant_id, key, NULL AS n \
+                    "SELECT 2 AS kind, ? AS key, NULL AS n \
                      FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+                    i,
                     t,
                     k.clone(),
                 )
             });
-            let numbers = keys.numbers.iter().map(|(t, n)| {
+            let numbers = keys.numbers.iter().enumerate().map(|(i, (t, n))| {
                 point(
-                    "SELECT 'n' AS kind, tenant_id, number AS key, NULL AS n \
+                    "SELECT 3 AS kind, ? AS key, NULL AS n \
                      FROM invoices WHERE tenant_id = ? AND number = ?",
+                    i,
                     t,
                     format_number(*n),
                 )
@@ -229,9 +264,10 @@ pub(crate) struct Existing {
 }
 
 impl Existing {
-    /// What the pre-check found, plus stream versions known without reading them.
+    /// What the pre-check of `keys` found, plus stream versions known without reading them.
     pub(crate) fn new(
         rows: Vec<KeyRow>,
+        keys: &Keys,
         known: impl IntoIterator<Item = (StreamKey, u64)>,
     ) -> Result<Self, StoreError> {
         let versions: IdMap<StreamKey, u64> = known.into_iter().collect();
@@ -240,33 +276,78 @@ impl Existing {
             versions,
             ..Self::default()
         };
-        let corrupt =
-            |row: &KeyRow| StoreError::Corrupt(format!("unreadable stored key {}", row.key));
+        let unreadable = |row: &KeyRow| {
+            StoreError::Corrupt(format!(
+                "a pre-check row for no key of the batch (kind {}, key {})",
+                row.kind, row.key
+            ))
+        };
         for row in rows {
-            let tenant: TenantId = row.tenant_id.parse().map_err(|_| corrupt(&row))?;
-            match row.kind.as_str() {
-                "v" => {
-                    let stream: StreamId = row.key.parse().map_err(|_| corrupt(&row))?;
+            let (Some(found), Ok(i)) = (Found::of(row.kind), usize::try_from(row.key)) else {
+                return Err(unreadable(&row));
+            };
+            let missing = || unreadable(&row);
+            match found {
+                Found::Version => {
+                    let stream = *keys.streams.get(i).ok_or_else(missing)?;
                     let version = row.n.unwrap_or(0).max(0) as u64;
-                    existing.versions.insert((tenant, stream), version);
+                    existing.versions.insert(stream, version);
                 }
-                "d" => {
-                    existing.dedup.entry(tenant).or_default().insert(row.key);
+                Found::GatewayEvent => {
+                    let (tenant, id, _) = keys.dedup.get(i).ok_or_else(missing)?;
+                    existing
+                        .dedup
+                        .entry(*tenant)
+                        .or_default()
+                        .insert(id.clone());
                 }
-                "n" => {
-                    let number = parse_number(&row.key).ok_or_else(|| corrupt(&row))?;
-                    existing.numbers.insert((tenant, number));
-                }
-                _ => {
+                Found::Idempotency => {
+                    let (tenant, key) = keys.idempotency.get(i).ok_or_else(missing)?;
                     existing
                         .idempotency
-                        .entry(tenant)
+                        .entry(*tenant)
                         .or_default()
-                        .insert(row.key);
+                        .insert(key.clone());
+                }
+                Found::Number => {
+                    existing
+                        .numbers
+                        .insert(*keys.numbers.get(i).ok_or_else(missing)?);
                 }
             }
         }
         Ok(existing)
+    }
+
+    /// What it holds, sorted: stream versions, gateway events, idempotency keys, numbers.
+    #[cfg(test)]
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn sorted(
+        &self,
+    ) -> (
+        Vec<(StreamKey, u64)>,
+        Vec<(TenantId, String)>,
+        Vec<(TenantId, String)>,
+        Vec<(TenantId, u64)>,
+    ) {
+        fn sorted<T: Ord>(items: impl Iterator<Item = T>) -> Vec<T> {
+            let mut items: Vec<T> = items.collect();
+            items.sort();
+            items
+        }
+        let flat = |by_tenant: &IdMap<TenantId, HashSet<String>>| {
+            sorted(
+                by_tenant
+                    .iter()
+                    .flat_map(|(t, keys)| keys.iter().map(|k| (*t, k.clone()))),
+            )
+        };
+        (
+            sorted(self.versions.iter().map(|(k, v)| (*k, *v))),
+            flat(&self.dedup),
+            flat(&self.idempotency),
+            sorted(self.numbers.iter().copied()),
+        )
     }
 
     fn check(&self, tenant: TenantId, unit: &Unit) -> Result<(), StoreError> {

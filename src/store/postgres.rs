@@ -292,7 +292,7 @@ async fn write_units(
     for stmt in plan::precheck(Dialect::Postgres, &keys) {
         found.extend(stmt.load::<KeyRow>(c).await?);
     }
-    let existing = plan::Existing::new(found, vouched)?;
+    let existing = plan::Existing::new(found, &keys, vouched)?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
     let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
     let affected = execute_pipelined(c, planned.statements).await?;

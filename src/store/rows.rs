@@ -344,16 +344,16 @@ pub(crate) struct TripleRow {
     pub(crate) c: String,
 }
 
-/// What the pre-check of a batch found: `kind` is `v` (stream version), `d` (dedup key) or
-/// `i` (idempotency key).
+/// What the pre-check of a batch found: a key of kind `kind` (`plan::Found`), by its index
+/// `key` among the batch's keys of that kind (`plan::Keys`), with a stream's version in `n`.
+/// Indexes, not the keys themselves: nothing to render into the statement for the answer and
+/// nothing to parse back from it.
 #[derive(Debug, QueryableByName)]
 pub(crate) struct KeyRow {
-    #[diesel(sql_type = Text)]
-    pub(crate) kind: String,
-    #[diesel(sql_type = Text)]
-    pub(crate) tenant_id: String,
-    #[diesel(sql_type = Text)]
-    pub(crate) key: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) kind: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) key: i64,
     #[diesel(sql_type = Nullable<BigInt>)]
     pub(crate) n: Option<i64>,
 }

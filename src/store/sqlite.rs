@@ -292,7 +292,7 @@ fn write_units(
     for stmt in plan::precheck(Dialect::Sqlite, &keys) {
         found.extend(stmt.load::<KeyRow>(c)?);
     }
-    let existing = plan::Existing::new(found, vouched)?;
+    let existing = plan::Existing::new(found, &keys, vouched)?;
     let planned = plan::plan(Dialect::Sqlite, units, existing, chrono::Utc::now())?;
     for stmt in planned.statements {
         let expected = stmt.expected_rows();

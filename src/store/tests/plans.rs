@@ -299,10 +299,8 @@ async fn postgres_event_reads_by_entity_use_their_indexes() {
             assert!(!plan.contains("Seq Scan on events"), "{plan}");
         }
         let arrays = [
-            "ARRAY['ten_1']",
             "ARRAY[md5('ten1')::uuid]",
             "ARRAY[md5('pay300')::uuid]",
-            "ARRAY['pay_300']",
             "ARRAY['ten_1']",
             "ARRAY[md5('ten1')::uuid]",
             "ARRAY['gw_902']",

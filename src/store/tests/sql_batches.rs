@@ -9,6 +9,7 @@ use super::fixtures::*;
 use crate::store::Db;
 
 on_both!(concurrent_batches_on_one_stream_conflict_cleanly);
+on_both!(the_pre_check_finds_each_stored_key_by_its_place_in_the_batch);
 
 async fn concurrent_batches_on_one_stream_conflict_cleanly(db: Db) {
     let tenant = TenantId::new();
@@ -424,4 +425,75 @@ fn prepared_units_plan_the_statements_the_batch_would_render() {
             assert!(left.is_none(), "the batch took the prepared rows");
         }
     }
+}
+
+/// The pre-check answers with each stored key's kind and place among the batch's keys of that
+/// kind: here the stored ones sit after missing ones in every list, so an answer read against
+/// the wrong place finds the missing key instead.
+async fn the_pre_check_finds_each_stored_key_by_its_place_in_the_batch(db: Db) {
+    use crate::store::plan::{precheck, Existing, Keys};
+    use crate::store::rows::KeyRow;
+    use payrail_actors::ports::{DedupKey, Unit};
+
+    let tenant = TenantId::new();
+    let (_, first_created) = create_invoice(tenant, &InvoiceSpec::default());
+    let (mut invoice, created) = create_invoice(
+        tenant,
+        &InvoiceSpec {
+            number: 2,
+            ..Default::default()
+        },
+    );
+    let (mut payment, mut attempted) = attempt_payment(&mut invoice, 100, at(1));
+    attempted.idempotency = Some(idempotency("k_stored", at(1)));
+    let mut ignored = Unit::new(tenant);
+    ignored.dedup_keys.push(DedupKey {
+        gateway_event_id: "gw_ignored".into(),
+        payment_id: payment.id,
+    });
+    let accepted = charge_accepted(&mut payment, at(2));
+    commit(
+        &db,
+        vec![first_created, created, attempted, accepted, ignored],
+    )
+    .await;
+
+    let (never, _) = create_invoice(tenant, &InvoiceSpec::default());
+    let stream = StreamId::Payment(payment.id);
+    let keys = Keys {
+        streams: vec![
+            (tenant, StreamId::Invoice(never.id)),
+            (tenant, StreamId::Invoice(invoice.id)),
+            (tenant, stream),
+        ],
+        dedup: ["gw_missing", "gw_1", "gw_other", "gw_ignored"]
+            .map(|id| (tenant, id.to_owned(), stream))
+            .to_vec(),
+        idempotency: vec![(tenant, "k_missing".into()), (tenant, "k_stored".into())],
+        numbers: vec![(tenant, 7), (tenant, 5), (tenant, 2)],
+    };
+    let mut rows = Vec::new();
+    for stmt in precheck(db.dialect(), &keys) {
+        rows.extend(db.load::<KeyRow>(stmt).await.unwrap());
+    }
+    let (versions, dedup, idempotency, numbers) = Existing::new(rows, &keys, []).unwrap().sorted();
+
+    let stored_version = |v: u64, s| ((tenant, s), v);
+    let mut want_versions = vec![
+        stored_version(invoice.version, StreamId::Invoice(invoice.id)),
+        stored_version(payment.version, stream),
+    ];
+    // PostgreSQL answers for every stream, a stream without events at version 0; SQLite only
+    // for the streams it finds.
+    if matches!(db.dialect(), crate::store::stmt::Dialect::Postgres) {
+        want_versions.push(stored_version(0, StreamId::Invoice(never.id)));
+    }
+    want_versions.sort();
+    assert_eq!(versions, want_versions);
+    assert_eq!(
+        dedup,
+        vec![(tenant, "gw_1".into()), (tenant, "gw_ignored".into())]
+    );
+    assert_eq!(idempotency, vec![(tenant, "k_stored".into())]);
+    assert_eq!(numbers, vec![(tenant, 2)]);
 }
