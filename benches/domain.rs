@@ -79,7 +79,8 @@ fn processing_payment(invoice: &Invoice) -> Payment {
             exp_month: 12,
             exp_year: 2040,
             fingerprint: "fp_0123456789abcdef".into(),
-        },
+        }
+        .into(),
         token: None,
     };
     let processing = EventData::PaymentProcessing {

@@ -42,7 +42,8 @@ fn unit(tenant: TenantId, invoice: InvoiceId, n: u64) -> Unit {
                 exp_month: 12,
                 exp_year: 2040,
                 fingerprint: "0123456789abcdef".into(),
-            },
+            }
+            .into(),
             token: None,
         },
     };

@@ -219,7 +219,7 @@ impl InvoiceActor {
                 invoice_id: id,
                 amount,
                 currency: state.details.currency,
-                payment_method: msg.card,
+                payment_method: Arc::new(msg.card),
                 token: msg.token,
             }],
         );

@@ -95,7 +95,8 @@ pub enum EventData {
         invoice_id: InvoiceId,
         amount: i64,
         currency: super::Currency,
-        payment_method: CardSummary,
+        /// Shared with the payment it creates, whose every change copies its state.
+        payment_method: Arc<CardSummary>,
         /// A gateway token (never a card number): kept so a charge can be re-sent after a crash.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,

@@ -2,6 +2,8 @@
 //! `succeeded → partially_refunded → refunded`) and its refunds (`pending → succeeded | failed`).
 //! Forward only: a stale or out-of-order gateway outcome is ignored, never an error.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -101,7 +103,9 @@ pub struct Payment {
     pub currency: Currency,
     pub status: PaymentStatus,
     pub amount_refunded: i64,
-    pub payment_method: CardSummary,
+    /// Shared with the event that set it and with every later state and snapshot of the
+    /// payment: it never changes, and each change of the payment copies the rest.
+    pub payment_method: Arc<CardSummary>,
     /// The gateway token the payment was made with, if any (re-sendable from durable state).
     #[serde(default)]
     pub source_token: Option<String>,
@@ -162,14 +166,14 @@ impl Payment {
             currency: Currency::XXX,
             status: PaymentStatus::Processing,
             amount_refunded: 0,
-            payment_method: CardSummary {
+            payment_method: Arc::new(CardSummary {
                 kind: "card".into(),
                 brand: String::new(),
                 last4: String::new(),
                 exp_month: 0,
                 exp_year: 0,
                 fingerprint: String::new(),
-            },
+            }),
             source_token: None,
             gateway_reference: None,
             failure_code: None,
@@ -351,7 +355,7 @@ impl Payment {
                 self.invoice_id = *invoice_id;
                 self.amount = *amount;
                 self.currency = *currency;
-                self.payment_method = payment_method.clone();
+                self.payment_method = Arc::clone(payment_method);
                 self.status = PaymentStatus::Processing;
                 self.created_at = at;
             }

@@ -264,7 +264,7 @@ fn new_payment(amount: i64) -> Payment {
         invoice_id: InvoiceId::new(),
         amount,
         currency: "USD".parse().unwrap(),
-        payment_method: card(),
+        payment_method: card().into(),
         token: None,
     };
     apply_payment(&mut payment, Disposition::Apply(vec![data]));

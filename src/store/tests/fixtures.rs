@@ -183,7 +183,7 @@ pub fn attempt_payment(invoice: &mut Invoice, amount: i64, at: DateTime<Utc>) ->
             invoice_id: invoice.id,
             amount,
             currency: invoice.details.currency,
-            payment_method: card(),
+            payment_method: card().into(),
             token: None,
         }],
         at,
