@@ -2,7 +2,7 @@
 //! turn domain values into those rows (shared with the projection rebuild). `write.rs` turns
 //! the rows into statements.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use payrail_actors::domain::{Event, EventData, Invoice, Payment, Refund};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use serde::Serialize;
@@ -343,9 +343,9 @@ pub(crate) struct InvoiceData<'a> {
     amount_paid: i64,
     amount_pending: i64,
     amount_refunded: i64,
-    updated_at: &'a DateTime<Utc>,
-    paid_at: &'a Option<DateTime<Utc>>,
-    voided_at: &'a Option<DateTime<Utc>>,
+    updated_at: Rfc3339<'a>,
+    paid_at: Option<Rfc3339<'a>>,
+    voided_at: Option<Rfc3339<'a>>,
 }
 
 impl<'a> InvoiceData<'a> {
@@ -354,9 +354,9 @@ impl<'a> InvoiceData<'a> {
             amount_paid: invoice.amount_paid,
             amount_pending: invoice.amount_pending,
             amount_refunded: invoice.amount_refunded,
-            updated_at: &invoice.updated_at,
-            paid_at: &invoice.paid_at,
-            voided_at: &invoice.voided_at,
+            updated_at: Rfc3339(&invoice.updated_at),
+            paid_at: invoice.paid_at.as_ref().map(Rfc3339),
+            voided_at: invoice.voided_at.as_ref().map(Rfc3339),
         }
     }
 }
@@ -394,7 +394,7 @@ pub(crate) struct PaymentData<'a> {
     amount_refunded: i64,
     failure_code: &'a Option<String>,
     failure_message: &'a Option<String>,
-    updated_at: &'a DateTime<Utc>,
+    updated_at: Rfc3339<'a>,
     refunds: &'a [Refund],
 }
 
@@ -404,7 +404,7 @@ impl<'a> PaymentData<'a> {
             amount_refunded: payment.amount_refunded,
             failure_code: &payment.failure_code,
             failure_message: &payment.failure_message,
-            updated_at: &payment.updated_at,
+            updated_at: Rfc3339(&payment.updated_at),
             refunds: &payment.refunds,
         }
     }
@@ -438,6 +438,60 @@ pub(crate) fn payment_row(
 /// The last column of a payment's row, which `payment_row` can leave out.
 pub(crate) fn payment_details(payment: &Payment) -> Result<Bind, StoreError> {
     details(payment, &PAYMENT_DETAILS)
+}
+
+/// A time as chrono serializes it (RFC 3339, `Z`, the fraction in whole milli-, micro- or
+/// nanoseconds, none if zero), written straight into a buffer: chrono's own goes through the
+/// formatting machinery a character at a time, and every settlement writes a few of them.
+/// Years outside 0–9999 and leap seconds are left to chrono.
+#[derive(Clone, Copy)]
+pub(crate) struct Rfc3339<'a>(pub(crate) &'a DateTime<Utc>);
+
+impl Serialize for Rfc3339<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let t = self.0;
+        let nano = t.nanosecond();
+        if !(0..=9999).contains(&t.year()) || nano >= 1_000_000_000 {
+            return t.serialize(serializer);
+        }
+        let mut text = *b"0000-00-00T00:00:00.000000000Z";
+        let fields = [
+            (0..4, t.year() as u32),
+            (5..7, t.month()),
+            (8..10, t.day()),
+            (11..13, t.hour()),
+            (14..16, t.minute()),
+            (17..19, t.second()),
+        ];
+        for (at, value) in fields {
+            decimal(&mut text[at], value);
+        }
+        let end = match nano {
+            0 => 19,
+            n if n % 1_000_000 == 0 => fraction(&mut text, 3, n / 1_000_000),
+            n if n % 1_000 == 0 => fraction(&mut text, 6, n / 1_000),
+            n => fraction(&mut text, 9, n),
+        };
+        text[end] = b'Z';
+        match std::str::from_utf8(&text[..=end]) {
+            Ok(s) => serializer.serialize_str(s),
+            Err(_) => t.serialize(serializer),
+        }
+    }
+}
+
+/// `value`'s last `out.len()` decimal digits, zero-padded.
+fn decimal(out: &mut [u8], mut value: u32) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// `value` as a fraction of `digits` digits after the seconds; where the text ends.
+fn fraction(text: &mut [u8; 30], digits: usize, value: u32) -> usize {
+    decimal(&mut text[20..20 + digits], value);
+    20 + digits
 }
 
 /// A snapshot's `data` column.

@@ -1,16 +1,19 @@
 //! A snapshot's row parts (`details`, `data` and the keys kept in columns) cover every key of
 //! the snapshot exactly once, each with the snapshot's own value: a field added to `Invoice` or
-//! `Payment` without a place in its row fails here instead of being lost on write.
+//! `Payment` without a place in its row fails here instead of being lost on write. The parts'
+//! times read as chrono writes them.
 
 use std::collections::BTreeSet;
 
 use payrail_actors::domain::{Payment, Refund, RefundId, RefundStatus, TenantId};
+use proptest::prelude::*;
 use serde_json::{Map, Value};
 
 use super::fixtures::*;
 use crate::store::stmt::Bind;
 use crate::store::tables::{
-    invoice_details, payment_details, InvoiceData, PaymentData, INVOICE_COLUMNS, PAYMENT_COLUMNS,
+    invoice_details, payment_details, InvoiceData, PaymentData, Rfc3339, INVOICE_COLUMNS,
+    PAYMENT_COLUMNS,
 };
 
 fn object(value: impl serde::Serialize) -> Map<String, Value> {
@@ -105,5 +108,35 @@ fn refund(payment: &Payment) -> Refund {
         failure_code: None,
         created_at: at(2),
         updated_at: at(3),
+    }
+}
+
+proptest! {
+    /// The data parts' times read exactly as chrono writes them: fractions of every length,
+    /// years outside 0–9999 and leap seconds included.
+    #[test]
+    fn times_are_written_as_chrono_writes_them(
+        seconds in -65_000_000_000i64..260_000_000_000,
+        nanos in prop_oneof![
+            Just(0u32),
+            (0u32..1_000).prop_map(|ms| ms * 1_000_000),
+            (0u32..1_000_000).prop_map(|us| us * 1_000),
+            0u32..1_000_000_000,
+        ],
+        leap in proptest::bool::weighted(0.05),
+    ) {
+        let Some(mut time) = chrono::DateTime::from_timestamp(seconds, nanos) else {
+            return Ok(());
+        };
+        if leap {
+            let second = time.date_naive().and_hms_nano_opt(23, 59, 59, 1_000_000_000 + nanos);
+            if let Some(second) = second {
+                time = second.and_utc();
+            }
+        }
+        prop_assert_eq!(
+            serde_json::to_string(&Rfc3339(&time)).unwrap(),
+            serde_json::to_string(&time).unwrap()
+        );
     }
 }
