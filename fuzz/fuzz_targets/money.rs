@@ -364,7 +364,7 @@ fn step(u: &mut Unstructured, ledger: &mut Ledger) -> Result<()> {
                         invoice_id: ledger.invoice.id,
                         amount: reserved,
                         currency: ledger.invoice.details.currency,
-                        payment_method: card(),
+                        payment_method: card().into(),
                         token: None,
                     };
                     let event = ledger.event(StreamId::Payment(payment_id), 1, attempted);
