@@ -1,11 +1,9 @@
 //! The `EventStore` port on SQL: same semantics as `payrail_actors::memory::MemoryStore`.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use payrail_actors::domain::invoice::parse_number;
 use payrail_actors::domain::{
-    Event, Invoice, InvoiceId, Payment, PaymentId, RefundId, StreamId, TenantId,
+    Event, IdMap, Invoice, InvoiceId, Payment, PaymentId, RefundId, StreamId, TenantId,
 };
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Loaded, StoreError, Unit};
 
@@ -67,7 +65,7 @@ impl Db {
         &self,
         tenant: TenantId,
         invoice: InvoiceId,
-    ) -> Result<BTreeMap<PaymentId, i64>, StoreError> {
+    ) -> Result<IdMap<PaymentId, i64>, StoreError> {
         let rows: Vec<ReservationRow> = self
             .load(Stmt::new(
                 "SELECT id, amount FROM payments \

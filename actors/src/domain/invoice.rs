@@ -2,14 +2,13 @@
 //! `open → uncollectible → paid | void`, and its accounting of reserved, paid and refunded money.
 //! Invariant: `amount_paid + amount_pending ≤ total`, always.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::events::{Event, EventData, StreamId};
-use super::ids::{InvoiceId, PaymentId, TenantId};
+use super::ids::{IdMap, InvoiceId, PaymentId, TenantId};
 use super::money::{self, Currency};
 use super::{DomainError, FieldError};
 
@@ -225,7 +224,7 @@ pub struct Invoice {
     /// snapshot (it would grow with every payment): storage rebuilds it from the invoice's
     /// payments that are still `processing`.
     #[serde(skip)]
-    pub reservations: BTreeMap<PaymentId, i64>,
+    pub reservations: IdMap<PaymentId, i64>,
 }
 
 /// A partial edit of a draft: absent fields keep their value, `Some(None)` clears a clearable
@@ -341,7 +340,7 @@ impl Invoice {
             paid_at: self.paid_at,
             voided_at: self.voided_at,
             version: self.version,
-            reservations: BTreeMap::new(),
+            reservations: IdMap::default(),
         }
     }
 
@@ -373,7 +372,7 @@ impl Invoice {
             paid_at: None,
             voided_at: None,
             version: 0,
-            reservations: BTreeMap::new(),
+            reservations: IdMap::default(),
         }
     }
 

@@ -167,7 +167,9 @@ pub fn check_money(view: &View) {
             invoice.amount_pending,
             "amount_pending differs from payments processing; {context}"
         );
-        assert_eq!(in_flight, invoice.reservations, "reservations; {context}");
+        let reserved: BTreeMap<PaymentId, i64> =
+            invoice.reservations.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(in_flight, reserved, "reservations; {context}");
         assert!(
             invoice.amount_paid + invoice.amount_pending <= invoice.details.total,
             "collected beyond the total; {context}"
