@@ -108,7 +108,8 @@ fn uuids<T>(items: &[T], uuid: impl Fn(&T) -> Uuid) -> Bind {
 }
 
 /// What a pre-check row found (`KeyRow::kind`): a stream's version, a gateway event
-/// recorded, an idempotency key taken, an invoice number taken.
+/// recorded, an idempotency key taken, an invoice number taken. The pre-check's statements
+/// write these numbers as literals (`precheck`, `PG_PRECHECK`).
 #[derive(Clone, Copy)]
 pub(crate) enum Found {
     Version = 0,
