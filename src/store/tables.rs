@@ -336,7 +336,7 @@ pub(crate) const INVOICE_COLUMNS: [&str; 2] = ["status", "version"];
 /// `INVOICE_COLUMNS` (its amounts and the times that follow its creation), written field by
 /// field: picking them out of the whole snapshot routed every key by name, the details'
 /// flattened ones too. `DataRow::invoice` joins `details`, `data` and the columns again; a test
-/// (`store::tests::write_shape`) keeps the three lists covering the whole snapshot.
+/// (`store::tests::snapshot_parts`) keeps the three lists covering the whole snapshot.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct InvoiceData<'a> {

@@ -30,14 +30,18 @@ fn json_bind(bind: Bind) -> Map<String, Value> {
     }
 }
 
-/// `whole`'s keys are `details`, `data` and `columns`, none twice, and each part holds the
-/// whole's value of every key it has.
+/// `snapshot`'s keys are `details`, `data` and `columns`, none twice, and each part holds the
+/// snapshot's value of every key it has. Every value is set, so that a key serialized only when
+/// set cannot hide.
 fn assert_parts_cover(
-    whole: Map<String, Value>,
-    details: Map<String, Value>,
-    data: Map<String, Value>,
+    snapshot: impl serde::Serialize,
+    details: Bind,
+    data: impl serde::Serialize,
     columns: &[&str],
 ) {
+    let whole = object(snapshot);
+    assert!(whole.values().all(|v| !v.is_null()), "{whole:?}");
+    let (details, data) = (json_bind(details), object(data));
     let mut seen = BTreeSet::new();
     for part in [&details, &data] {
         for (key, value) in part {
@@ -66,12 +70,10 @@ fn an_invoice_row_holds_every_key_of_its_snapshot_once() {
     invoice.amount_refunded = 100;
     invoice.paid_at = Some(at(5));
     invoice.voided_at = Some(at(6));
-    let whole = object(&invoice);
-    assert!(whole.values().all(|v| !v.is_null()), "{whole:?}");
     assert_parts_cover(
-        whole,
-        json_bind(invoice_details(&invoice).unwrap()),
-        object(InvoiceData::of(&invoice)),
+        &invoice,
+        invoice_details(&invoice).unwrap(),
+        InvoiceData::of(&invoice),
         &INVOICE_COLUMNS,
     );
 }
@@ -86,12 +88,10 @@ fn a_payment_row_holds_every_key_of_its_snapshot_once() {
     payment.failure_message = Some("declined".into());
     payment.amount_refunded = 400;
     payment.refunds.push(refund(&payment));
-    let whole = object(&payment);
-    assert!(whole.values().all(|v| !v.is_null()), "{whole:?}");
     assert_parts_cover(
-        whole,
-        json_bind(payment_details(&payment).unwrap()),
-        object(PaymentData::of(&payment)),
+        &payment,
+        payment_details(&payment).unwrap(),
+        PaymentData::of(&payment),
         &PAYMENT_COLUMNS,
     );
 }
