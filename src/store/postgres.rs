@@ -2,6 +2,7 @@
 //! migrations through a short-lived sync connection, and the batch transaction.
 
 use std::sync::Mutex;
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +10,7 @@ use diesel::pg::Pg;
 use diesel::{Connection, PgConnection, QueryableByName};
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection, RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -50,6 +51,8 @@ pub(crate) struct Postgres {
     /// Stream versions this process committed: a batch whose streams are all vouched for, and
     /// that creates no invoice, is written without the pre-check's round trip.
     committed: Mutex<Committed>,
+    /// Each appending thread's own connection (`WriterConn`).
+    writers: Mutex<Vec<(ThreadId, AsyncPgConnection)>>,
 }
 
 impl Postgres {
@@ -86,6 +89,7 @@ impl Postgres {
             url: url.to_owned(),
             node: uuid::Uuid::now_v7().simple().to_string(),
             committed: Mutex::default(),
+            writers: Mutex::default(),
         })
     }
 
@@ -147,6 +151,11 @@ impl Postgres {
     /// so never back to the pool). Ambiguous once a commit may have been sent.
     fn abandon(&self, conn: Object<AsyncPgConnection>, commit_sent: bool) -> StoreError {
         drop(Object::take(conn));
+        self.no_answer(commit_sent)
+    }
+
+    /// The error for a query that got no answer within the deadline.
+    fn no_answer(&self, commit_sent: bool) -> StoreError {
         let what = format!(
             "PostgreSQL gave no answer within {} ms",
             self.deadline.as_millis()
@@ -175,6 +184,42 @@ impl Postgres {
             Ok(result) => result.map_err(|e| outcome_error(e, body_done)),
             Err(_) => Err(self.abandon(conn, body_done)),
         }
+    }
+
+    /// The calling thread's own connection for batches, opened on first use. A batch writer
+    /// runs on a thread of its own, so the task driving its connection runs there too: a
+    /// pooled connection's task runs on whichever thread opened it, and every round trip of a
+    /// batch then woke that thread and was woken back.
+    async fn writer_conn(&self) -> Result<AsyncPgConnection, StoreError> {
+        let thread = std::thread::current().id();
+        let held = {
+            let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+            // Also forgets the connection of a thread that is gone (its task went with it).
+            writers.retain_mut(|(_, conn)| !conn.is_broken());
+            let at = writers.iter().position(|(t, _)| *t == thread);
+            at.map(|at| writers.swap_remove(at).1)
+        };
+        let conn = match held {
+            Some(conn) => conn,
+            None => tokio::time::timeout(
+                Duration::from_millis(CONNECT_TIMEOUT_MS),
+                establish(&self.url),
+            )
+            .await
+            .map_err(|_| StoreError::Unavailable("connecting to PostgreSQL timed out".into()))?
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+        };
+        Ok(conn)
+    }
+
+    /// Puts the calling thread's connection back for its next batch, unless it is broken.
+    fn give_back(&self, mut conn: AsyncPgConnection) {
+        if conn.is_broken() {
+            return;
+        }
+        let thread = std::thread::current().id();
+        let mut writers = self.writers.lock().unwrap_or_else(|p| p.into_inner());
+        writers.push((thread, conn));
     }
 
     fn committed(&self) -> std::sync::MutexGuard<'_, Committed> {
@@ -237,7 +282,10 @@ impl Postgres {
         units: &[Unit],
         mode: Check,
     ) -> Result<Vec<Result<(), StoreError>>, (TxError, bool)> {
-        let mut conn = self.conn().await.map_err(|e| (TxError::Store(e), false))?;
+        let mut conn = self
+            .writer_conn()
+            .await
+            .map_err(|e| (TxError::Store(e), false))?;
         let mut body_done = false;
         let result = tokio::time::timeout(
             self.deadline,
@@ -252,13 +300,17 @@ impl Postgres {
         )
         .await;
         match result {
-            Ok(result) => result.map_err(|e| (e, body_done)),
-            Err(_) => Err((TxError::Store(self.abandon(conn, body_done)), body_done)),
+            Ok(result) => {
+                self.give_back(conn);
+                result.map_err(|e| (e, body_done))
+            }
+            // Mid-protocol: closed, and the thread's next batch opens another.
+            Err(_) => Err((TxError::Store(self.no_answer(body_done)), body_done)),
         }
     }
 }
 
-/// A pooled connection, with the statement timeout every session of ours runs under.
+/// A connection under the statement timeout every session of ours runs under.
 async fn establish(url: &str) -> diesel::ConnectionResult<AsyncPgConnection> {
     let mut conn = AsyncPgConnection::establish(url).await?;
     conn.batch_execute(&format!("SET statement_timeout = {STATEMENT_TIMEOUT_MS}"))

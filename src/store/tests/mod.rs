@@ -46,3 +46,4 @@ mod sql;
 mod sql_batches;
 mod tenants;
 mod write_shape;
+mod writer_conn;
