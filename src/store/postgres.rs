@@ -1,4 +1,5 @@
-//! PostgreSQL: a deadpool of `AsyncPgConnection`s (fast recycling: no check query per checkout),
+//! PostgreSQL: a deadpool of `AsyncPgConnection`s (fast recycling: no check query per checkout)
+//! and a connection of its own for each batch writer,
 //! migrations through a short-lived sync connection, and the batch transaction.
 
 use std::sync::Mutex;
@@ -51,7 +52,7 @@ pub(crate) struct Postgres {
     /// Stream versions this process committed: a batch whose streams are all vouched for, and
     /// that creates no invoice, is written without the pre-check's round trip.
     committed: Mutex<Committed>,
-    /// Each appending thread's own connection (`WriterConn`).
+    /// Each batch writer's own connection, by its thread (`writer_conn`).
     writers: Mutex<Vec<(ThreadId, AsyncPgConnection)>>,
 }
 
