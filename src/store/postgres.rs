@@ -15,6 +15,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use futures::TryFutureExt;
 use payrail_actors::ports::{BatchFence, StoreError, Unit};
 
 use super::committed::Committed;
@@ -288,26 +289,76 @@ impl Postgres {
             .await
             .map_err(|e| (TxError::Store(e), false))?;
         let mut body_done = false;
-        let result = tokio::time::timeout(
-            self.deadline,
-            conn.transaction(async |c| {
-                let results = match mode {
-                    Check::Batch(keys, vouched) => write_units(c, units, keys, vouched).await?,
-                    Check::Isolated => write_isolated(c, units).await?,
-                };
-                body_done = true;
-                Ok::<_, TxError>(results)
-            }),
-        )
-        .await;
-        match result {
-            Ok(result) => {
-                self.give_back(conn);
-                result.map_err(|e| (e, body_done))
+        let result = match mode {
+            Check::Batch(keys, vouched) => {
+                let batch = batch_transaction(&conn, units, keys, vouched, &mut body_done);
+                tokio::time::timeout(self.deadline, batch).await
             }
+            Check::Isolated => {
+                let isolated = conn.transaction(async |c| {
+                    let results = write_isolated(c, units).await?;
+                    body_done = true;
+                    Ok::<_, TxError>(results)
+                });
+                tokio::time::timeout(self.deadline, isolated)
+                    .await
+                    .map(|result| result.map_err(Ended::Idle))
+            }
+        };
+        match result {
+            Ok(Ok(results)) => {
+                self.give_back(conn);
+                Ok(results)
+            }
+            Ok(Err(Ended::Idle(e))) => {
+                self.give_back(conn);
+                Err((e, body_done))
+            }
+            // Its state is unknown: closed, and the thread's next batch opens another.
+            Ok(Err(Ended::Unknown(e))) => Err((e, body_done)),
             // Mid-protocol: closed, and the thread's next batch opens another.
             Err(_) => Err((TxError::Store(self.no_answer(body_done)), body_done)),
         }
+    }
+}
+
+/// How a failed batch left its connection.
+enum Ended {
+    /// Outside any transaction, ready for the next batch.
+    Idle(TxError),
+    /// Perhaps still inside the transaction: never used again.
+    Unknown(TxError),
+}
+
+/// A batch in one transaction, its `BEGIN` sent in the same round trip as its first
+/// statements (the pre-check, or the writes when there is nothing to pre-check): a batch takes
+/// the round trips of its statements plus the `COMMIT`'s. `body_done` is set once the `COMMIT`
+/// may be sent.
+async fn batch_transaction(
+    conn: &AsyncPgConnection,
+    units: &[Unit],
+    keys: plan::Keys,
+    vouched: Vec<(plan::StreamKey, u64)>,
+    body_done: &mut bool,
+) -> Result<Vec<Result<(), StoreError>>, Ended> {
+    let mut shared = conn;
+    match write_units(conn, units, keys, vouched, Begin::InPipeline).await {
+        Ok(results) => {
+            *body_done = true;
+            match shared.batch_execute("COMMIT").await {
+                Ok(()) => Ok(results),
+                // The server refused the COMMIT and ended the transaction.
+                Err(e @ diesel::result::Error::DatabaseError(..)) => Err(Ended::Idle(e.into())),
+                Err(e) => Err(Ended::Unknown(e.into())),
+            }
+        }
+        // Whether the writes ran inside a transaction is not known: they may have been
+        // committed one by one. Ambiguous, so no caller is told they failed or succeeded.
+        Err(e @ TxError::Store(StoreError::Ambiguous(_))) => Err(Ended::Unknown(e)),
+        Err(e) => match shared.batch_execute("ROLLBACK").await {
+            Ok(()) => Err(Ended::Idle(e)),
+            Err(_) => Err(Ended::Unknown(e)),
+        },
     }
 }
 
@@ -333,26 +384,61 @@ enum Check {
     Isolated,
 }
 
-/// Pre-check `keys`, plan and write `units` inside the caller's transaction: two round trips,
-/// or one when there is nothing to pre-check.
+/// Whether `write_units` opens the transaction it writes in.
+#[derive(Clone, Copy)]
+enum Begin {
+    /// The caller did.
+    Already,
+    /// `BEGIN` goes first in the first round trip.
+    InPipeline,
+}
+
+/// Pre-check `keys`, plan and write `units` inside a transaction: two round trips, or one
+/// when there is nothing to pre-check.
 async fn write_units(
-    c: &mut AsyncPgConnection,
+    c: &AsyncPgConnection,
     units: &[Unit],
     keys: plan::Keys,
     vouched: Vec<(plan::StreamKey, u64)>,
+    mut begin: Begin,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Postgres, &keys) {
-        found.extend(stmt.load::<KeyRow>(c).await?);
+        let mut shared = c;
+        let (_, rows) = futures::try_join!(
+            begin_first(c, begin),
+            stmt.load::<KeyRow>(&mut shared).map_err(TxError::from)
+        )?;
+        begin = Begin::Already;
+        found.extend(rows);
     }
     let existing = plan::Existing::new(found, &keys, vouched)?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
     let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
-    let affected = execute_pipelined(c, planned.statements).await?;
+    let (_, affected) = futures::try_join!(
+        begin_first(c, begin),
+        execute_pipelined(c, planned.statements).map_err(TxError::from)
+    )?;
     for (expected, affected) in expected.into_iter().zip(affected) {
         check_rows(expected, affected)?;
     }
     Ok(planned.results)
+}
+
+/// Sends `BEGIN` if `begin` asks for it. Joined ahead of a round trip's statements, it is sent
+/// before them: its future is polled first, and a simple query goes out on its first poll.
+/// Should it fail, the statements after it may have run outside a transaction: ambiguous.
+async fn begin_first(c: &AsyncPgConnection, begin: Begin) -> Result<(), TxError> {
+    match begin {
+        Begin::Already => Ok(()),
+        Begin::InPipeline => {
+            let mut shared = c;
+            shared
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| TxError::Store(StoreError::Ambiguous(format!("BEGIN failed: {e}"))))
+        }
+    }
 }
 
 /// Each unit in its own savepoint: a unit the server rejects fails alone (`Unavailable`).
@@ -369,7 +455,7 @@ async fn write_isolated(
         }
         let one = std::slice::from_ref(unit);
         let checked = async |c: &mut AsyncPgConnection| {
-            write_units(c, one, plan::keys(one), Vec::new()).await
+            write_units(c, one, plan::keys(one), Vec::new(), Begin::Already).await
         };
         let result = match c.transaction(checked).await {
             Ok(result) => result.into_iter().next().unwrap_or(Ok(())),

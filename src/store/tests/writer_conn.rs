@@ -7,8 +7,12 @@ use diesel::sql_types::Integer;
 use diesel::QueryableByName;
 use payrail_actors::domain::TenantId;
 
-use super::fixtures::{commit, create_invoice, InvoiceSpec};
-use crate::store::stmt::Stmt;
+use payrail_actors::domain::StreamId;
+use payrail_actors::ports::{EventStore, StoreError};
+
+use super::fixtures::{at, attempt_payment, charge_accepted, commit, create_invoice, InvoiceSpec};
+use crate::store::rows::TextRow;
+use crate::store::stmt::{Bind, Stmt};
 use crate::store::{testing, Db};
 
 #[derive(QueryableByName)]
@@ -29,6 +33,18 @@ async fn other_sessions(db: &Db) -> Vec<i32> {
         .await
         .unwrap();
     sessions.into_iter().map(|s| s.pid).collect()
+}
+
+/// What the server says session `pid` is doing (`idle`, `idle in transaction`, …).
+async fn state(db: &Db, pid: i32) -> String {
+    let rows: Vec<TextRow> = db
+        .load(Stmt::new(
+            "SELECT state AS value FROM pg_stat_activity WHERE pid = ?",
+            vec![Bind::I64(pid.into())],
+        ))
+        .await
+        .unwrap();
+    rows.into_iter().map(|r| r.value).collect()
 }
 
 /// A batch of one: a tenant's first invoice.
@@ -74,4 +90,47 @@ async fn a_writer_keeps_its_connection_and_replaces_one_the_server_closed() {
     let second = other_sessions(&db).await;
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(second, first, "a new connection replaced the closed one");
+}
+
+/// A batch whose writes went out and then failed (an update of a row another session deleted
+/// touches no row) is rolled back on the writer's connection, which stays outside any
+/// transaction and writes the next batch: nothing of the failed batch is stored.
+#[tokio::test]
+async fn a_failed_batch_is_rolled_back_and_its_connection_writes_the_next() {
+    let (db, _url) = testing::fresh_postgres().await.unwrap();
+    let tenant = TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
+    commit(&db, vec![created, attempt]).await;
+    let writer = other_sessions(&db).await;
+    assert_eq!(writer.len(), 1, "{writer:?}");
+    db.transact(vec![Stmt::new(
+        "DELETE FROM payments WHERE tenant_id = ? AND id = ?",
+        vec![
+            Bind::Text(tenant.to_string()),
+            Bind::Text(payment.id.to_string()),
+        ],
+    )])
+    .await
+    .unwrap();
+
+    let results = db.append(vec![charge_accepted(&mut payment, at(2))]).await;
+    assert!(
+        matches!(results.as_slice(), [Err(StoreError::Unavailable(_))]),
+        "{results:?}"
+    );
+    assert_eq!(state(&db, writer[0]).await, "idle", "rolled back");
+    let stream = db
+        .load_stream(tenant, StreamId::Payment(payment.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        stream.len(),
+        1,
+        "the failed batch's event row is not stored"
+    );
+
+    create_one(&db).await;
+    assert_eq!(other_sessions(&db).await, writer, "the same connection");
+    assert_eq!(state(&db, writer[0]).await, "idle", "committed");
 }
