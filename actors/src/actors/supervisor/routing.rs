@@ -135,7 +135,17 @@ where
     /// once the one before it is answered, through this supervisor again: an actor that stops
     /// after a message (its payment not found, or not loadable) drops what is queued behind it,
     /// and the next message then starts a new one.
-    fn handle(&mut self, batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, mut batch: ToPayments<M>, ctx: &mut Self::Context) -> Self::Result {
+        if batch.msgs.len() == 1 {
+            // A single webhook event: forwarded as it stands, no runs to order.
+            if let Some((id, msg)) = batch.msgs.pop() {
+                let (sent, booking) = self.payment(id, false, ctx, |addr| addr.send(msg));
+                return Box::pin(
+                    sent.into_actor(self)
+                        .map(move |result, act, _| vec![act.delivered(booking, result)]),
+                );
+            }
+        }
         // Per payment: its first message (sent now) and the later ones, with their positions.
         let count = batch.msgs.len();
         let mut runs = Vec::with_capacity(count);
