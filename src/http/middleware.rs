@@ -16,6 +16,9 @@ use super::metrics::{method_label, UNMATCHED_ROUTE};
 use super::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The same, as a header name: looked up by a `&str`, actix-web would build (and allocate) it
+/// on every request.
+static REQUEST_ID_HEADER_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 const REQUEST_ID_MAX_CHARS: usize = 128;
 /// Requests slower than this are logged at info level whatever their status.
 const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
@@ -34,7 +37,7 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let request_id = req
         .headers()
-        .get(REQUEST_ID_HEADER)
+        .get(&REQUEST_ID_HEADER_NAME)
         .and_then(|v| v.to_str().ok())
         .filter(|id| valid_request_id(id))
         .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned);

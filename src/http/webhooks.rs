@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::str::FromStr;
 use std::time::Duration;
 
+use actix_web::http::header::HeaderName;
 use actix_web::{post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::{Currency, GatewayOutcome, PaymentId, RefundId, TenantId};
@@ -20,8 +21,12 @@ use super::idempotency::parse;
 use super::openapi::{BadRequest, Internal, PayloadTooLarge, SignatureRefused, Unavailable};
 use super::schemas::WebhookSummarySchema;
 use super::{detached, AppState};
-use crate::gateway::signature::{self, SignatureError, SIGNATURE_HEADER};
+use crate::gateway::signature::{self, SignatureError};
 use crate::ttl_cache::TtlCache;
+
+/// [`signature::SIGNATURE_HEADER`] as header maps key it: looked up by a `&str`, actix-web would build
+/// (and allocate) this name on every request.
+static SIGNATURE_HEADER_NAME: HeaderName = HeaderName::from_static("payrail-signature");
 
 /// Events per webhook request, at most.
 pub const BATCH_MAX_EVENTS: usize = 500;
@@ -280,7 +285,7 @@ fn verify(
 ) -> Result<(), ApiError> {
     let header = req
         .headers()
-        .get(SIGNATURE_HEADER)
+        .get(&SIGNATURE_HEADER_NAME)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let now = state.clock.now();
@@ -362,7 +367,20 @@ pub async fn receive(
 mod tests {
     use payrail_actors::domain::{PaymentId, TenantId};
 
-    use super::{read_body, Events, SecretCache};
+    use super::{read_body, signature, Events, HeaderName, SecretCache, SIGNATURE_HEADER_NAME};
+
+    /// The signature header is found under its documented name, however a client cases it.
+    #[test]
+    fn the_signature_header_name_is_the_documented_one() {
+        let documented: HeaderName = signature::SIGNATURE_HEADER.parse().unwrap();
+        assert_eq!(SIGNATURE_HEADER_NAME, documented);
+        let mut req = actix_web::test::TestRequest::default()
+            .insert_header(("PAYRAIL-SIGNATURE", "t=1,v1=00"))
+            .to_http_request();
+        assert!(req.headers().get(&SIGNATURE_HEADER_NAME).is_some());
+        req = actix_web::test::TestRequest::default().to_http_request();
+        assert!(req.headers().get(&SIGNATURE_HEADER_NAME).is_none());
+    }
 
     /// A body that is one event reads as that event; one that is also a batch reads as the
     /// batch, its `events` key written with escapes or not.

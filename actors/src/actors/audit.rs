@@ -54,7 +54,7 @@ pub struct Append(Vec<Queued>);
 type Queued = (Unit, Waiter);
 
 /// Units not yet sent, with the writer each list is for.
-type Outbox = Vec<(Addr<AuditActor>, Vec<Queued>)>;
+type Outbox = Vec<(Arc<Addr<AuditActor>>, Vec<Queued>)>;
 
 thread_local! {
     /// Units decided on this thread and not yet handed to their writer, by writer. They go
@@ -67,12 +67,15 @@ thread_local! {
 /// The first unit of a burst spawns the task that sends the outbox; it runs after the tasks
 /// already woken on this thread (the other actors of the burst). All units of one tenant are
 /// decided on its supervisor's thread, so each tenant's units keep their order.
-fn hand_over(writer: &Addr<AuditActor>, unit: Unit, waiter: Waiter) {
+fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Waiter) {
     let first = OUTBOX.with_borrow_mut(|outbox| {
         let first = outbox.is_empty();
-        match outbox.iter_mut().find(|(addr, _)| addr == writer) {
+        match outbox
+            .iter_mut()
+            .find(|(addr, _)| Arc::ptr_eq(addr, writer))
+        {
             Some((_, units)) => units.push((unit, waiter)),
-            None => outbox.push((writer.clone(), vec![(unit, waiter)])),
+            None => outbox.push((Arc::clone(writer), vec![(unit, waiter)])),
         }
         first
     });
@@ -127,7 +130,8 @@ impl Drop for Waiter {
 /// One audit writer as entity actors see it: its address and how many units it holds.
 #[derive(Clone)]
 pub struct WriterHandle {
-    addr: Addr<AuditActor>,
+    /// Shared with the threads' outboxes, not cloned: cloning an actix address allocates.
+    addr: Arc<Addr<AuditActor>>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     metrics: Arc<EngineMetrics>,
@@ -171,7 +175,7 @@ impl WriterHandle {
             AuditActor::new(store, config, writer_metrics, writer_stats)
         });
         Self {
-            addr,
+            addr: Arc::new(addr),
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
             metrics,

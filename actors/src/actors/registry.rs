@@ -15,7 +15,8 @@ use crate::domain::{IdMap, TenantId};
 /// A tenant's supervisor plus its bulkhead: commands in flight for this tenant are bounded.
 #[derive(Clone)]
 pub struct TenantHandle {
-    pub addr: Addr<TenantSupervisor>,
+    /// Shared, not cloned: cloning an actix address allocates.
+    pub addr: Arc<Addr<TenantSupervisor>>,
     pub permits: Arc<Semaphore>,
     /// Set by the supervisor once it has idled past the passivation timeout.
     idle: Arc<AtomicBool>,
@@ -82,7 +83,7 @@ impl Registry {
             None => TenantSupervisor::new(tenant, deps, flag).start(),
         };
         let handle = TenantHandle {
-            addr,
+            addr: Arc::new(addr),
             permits: Arc::new(Semaphore::new(self.deps.config.tenant_in_flight_max)),
             idle,
         };
