@@ -235,7 +235,7 @@ impl Engine {
             return Err(EngineError::IdempotencyInFlight);
         }
         let _claim = KeyClaim {
-            addr: Arc::clone(&handle.addr),
+            addr: handle.addr.clone(),
             key: spec.key.clone(),
         };
         if let Some(record) = self.stored_response(ctx.tenant, &spec.key).await? {
@@ -516,7 +516,7 @@ impl Drop for InFlight<'_> {
 
 /// Releases an idempotency key when the request ends, however it ends.
 struct KeyClaim {
-    addr: Arc<Addr<crate::actors::supervisor::TenantSupervisor>>,
+    addr: Addr<crate::actors::supervisor::TenantSupervisor>,
     key: String,
 }
 
