@@ -10,6 +10,7 @@ use payrail_actors::domain::{
 };
 use payrail_actors::ports::{EventStore, IdempotencyRecord, Snapshot, StreamAppend, Unit};
 
+use crate::store::stmt::{Bind, Stmt};
 use crate::store::Db;
 
 /// A fixed instant with whole microseconds (what both SQL backends keep).
@@ -279,4 +280,18 @@ pub fn charge_accepted(payment: &mut Payment, at: DateTime<Utc>) -> Unit {
         Some("gw_1"),
         at,
     )
+}
+
+/// Deletes a payment's projection row behind the store's back, as another session might: the
+/// next batch that updates it touches no row.
+pub async fn delete_payment_row(db: &Db, tenant: TenantId, payment: PaymentId) {
+    db.transact(vec![Stmt::new(
+        "DELETE FROM payments WHERE tenant_id = ? AND id = ?",
+        vec![
+            Bind::Text(tenant.to_string()),
+            Bind::Text(payment.to_string()),
+        ],
+    )])
+    .await
+    .unwrap();
 }

@@ -107,15 +107,7 @@ async fn an_update_of_a_missing_row_fails_the_batch_and_writes_nothing(db: Db) {
     let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
     let (mut payment, attempt) = attempt_payment(&mut invoice, 1000, at(1));
     commit(&db, vec![created, attempt]).await;
-    db.transact(vec![Stmt::new(
-        "DELETE FROM payments WHERE tenant_id = ? AND id = ?",
-        vec![
-            Bind::Text(tenant.to_string()),
-            Bind::Text(payment.id.to_string()),
-        ],
-    )])
-    .await
-    .unwrap();
+    delete_payment_row(&db, tenant, payment.id).await;
 
     let processing = charge_accepted(&mut payment, at(2));
     let results = db.append(vec![processing]).await;

@@ -10,7 +10,9 @@ use payrail_actors::domain::TenantId;
 use payrail_actors::domain::StreamId;
 use payrail_actors::ports::{EventStore, StoreError};
 
-use super::fixtures::{at, attempt_payment, charge_accepted, commit, create_invoice, InvoiceSpec};
+use super::fixtures::{
+    at, attempt_payment, charge_accepted, commit, create_invoice, delete_payment_row, InvoiceSpec,
+};
 use crate::store::rows::TextRow;
 use crate::store::stmt::{Bind, Stmt};
 use crate::store::{testing, Db};
@@ -104,15 +106,7 @@ async fn a_failed_batch_is_rolled_back_and_its_connection_writes_the_next() {
     commit(&db, vec![created, attempt]).await;
     let writer = other_sessions(&db).await;
     assert_eq!(writer.len(), 1, "{writer:?}");
-    db.transact(vec![Stmt::new(
-        "DELETE FROM payments WHERE tenant_id = ? AND id = ?",
-        vec![
-            Bind::Text(tenant.to_string()),
-            Bind::Text(payment.id.to_string()),
-        ],
-    )])
-    .await
-    .unwrap();
+    delete_payment_row(&db, tenant, payment.id).await;
 
     let results = db.append(vec![charge_accepted(&mut payment, at(2))]).await;
     assert!(
