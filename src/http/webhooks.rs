@@ -24,8 +24,8 @@ use super::{detached, AppState};
 use crate::gateway::signature::{self, SignatureError};
 use crate::ttl_cache::TtlCache;
 
-/// [`signature::SIGNATURE_HEADER`] as header maps key it: looked up by a `&str`, actix-web would build
-/// (and allocate) this name on every request.
+/// [`signature::SIGNATURE_HEADER`] as header maps key it: looked up by a `&str`, actix-web
+/// would build (and allocate) this name on every request.
 static SIGNATURE_HEADER_NAME: HeaderName = HeaderName::from_static("payrail-signature");
 
 /// Events per webhook request, at most.

@@ -405,40 +405,40 @@ async fn write_units(
     let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Postgres, &keys) {
         let mut shared = c;
-        let (_, rows) = futures::try_join!(
-            begin_first(c, begin),
-            stmt.load::<KeyRow>(&mut shared).map_err(TxError::from)
-        )?;
+        found.extend(after_begin(c, begin, stmt.load::<KeyRow>(&mut shared)).await?);
         begin = Begin::Already;
-        found.extend(rows);
     }
     let existing = plan::Existing::new(found, &keys, vouched)?;
     let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
     let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
-    let (_, affected) = futures::try_join!(
-        begin_first(c, begin),
-        execute_pipelined(c, planned.statements).map_err(TxError::from)
-    )?;
+    let affected = after_begin(c, begin, execute_pipelined(c, planned.statements)).await?;
     for (expected, affected) in expected.into_iter().zip(affected) {
         check_rows(expected, affected)?;
     }
     Ok(planned.results)
 }
 
-/// Sends `BEGIN` if `begin` asks for it. Joined ahead of a round trip's statements, it is sent
-/// before them: its future is polled first, and a simple query goes out on its first poll.
-/// Should it fail, the statements after it may have run outside a transaction: ambiguous.
-async fn begin_first(c: &AsyncPgConnection, begin: Begin) -> Result<(), TxError> {
-    match begin {
-        Begin::Already => Ok(()),
-        Begin::InPipeline => {
+/// Runs `statements` (a round trip's worth, not yet polled), behind a `BEGIN` in the same round
+/// trip if `begin` asks for one. The `BEGIN` is sent before them: its future is polled first,
+/// and a simple query goes out on its first poll. Should it fail, the statements after it may
+/// have run outside a transaction: ambiguous.
+async fn after_begin<T>(
+    c: &AsyncPgConnection,
+    begin: Begin,
+    statements: impl std::future::Future<Output = Result<T, diesel::result::Error>>,
+) -> Result<T, TxError> {
+    let begun = async {
+        if let Begin::InPipeline = begin {
             let mut shared = c;
             shared
                 .batch_execute("BEGIN")
                 .await
-                .map_err(|e| TxError::Store(StoreError::Ambiguous(format!("BEGIN failed: {e}"))))
+                .map_err(|e| TxError::Store(StoreError::Ambiguous(format!("BEGIN failed: {e}"))))?;
         }
-    }
+        Ok(())
+    };
+    let (_, answer) = futures::try_join!(begun, statements.map_err(TxError::from))?;
+    Ok(answer)
 }
 
 /// Each unit in its own savepoint: a unit the server rejects fails alone (`Unavailable`).

@@ -1,13 +1,12 @@
 //! A batch writer's own PostgreSQL connection (`Postgres::writer_conn`): kept from one batch to
-//! the next, and replaced by a new one once the server has closed it.
+//! the next, rolled back and kept after a failed batch, and replaced by a new one once the
+//! server has closed it.
 
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::Integer;
 use diesel::QueryableByName;
-use payrail_actors::domain::TenantId;
-
-use payrail_actors::domain::StreamId;
+use payrail_actors::domain::{StreamId, TenantId};
 use payrail_actors::ports::{EventStore, StoreError};
 
 use super::fixtures::{

@@ -140,6 +140,8 @@ where
             // A single webhook event: forwarded as it stands, no runs to order.
             if let Some((id, msg)) = batch.msgs.pop() {
                 let (sent, booking) = self.payment(id, false, ctx, |addr| addr.send(msg));
+                // Not through `forward`: its answer is boxed already, and this one would be
+                // boxed again.
                 return Box::pin(
                     sent.into_actor(self)
                         .map(move |result, act, _| vec![act.delivered(booking, result)]),
