@@ -3,6 +3,7 @@
 //! payment's lease on its invoice keeps the invoice live, and is given back when the payment
 //! stops.
 
+use std::ops::AsyncFnMut;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
@@ -100,7 +101,7 @@ async fn payments_lease_their_invoice_and_give_it_back() {
         1,
         "the settlement went through the supervisor again"
     );
-    eventually("a leased invoice was never given back", || {
+    eventually("a leased invoice was never given back", async || {
         metrics.active_entities() == 0
     })
     .await;
@@ -163,15 +164,10 @@ async fn a_leased_invoice_outlives_the_cap_and_settles_every_payment() {
     // The cap holds once the actors are idle: each payment's charge answer, recorded after its
     // creation was acknowledged, restarts an evicted payment and keeps it busy for a moment,
     // and a busy actor is evicted only when it goes idle.
-    let mut active = usize::MAX;
-    for _ in 0..500 {
-        active = h.engine.active_entities(h.tenant).await.unwrap();
-        if active <= 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(active <= 4, "{active} live actors past a cap of 4");
+    eventually("live actors stayed past a cap of 4", async || {
+        h.engine.active_entities(h.tenant).await.unwrap() <= 4
+    })
+    .await;
     let events = payments
         .iter()
         .enumerate()
@@ -189,9 +185,9 @@ async fn a_leased_invoice_outlives_the_cap_and_settles_every_payment() {
 }
 
 /// Waits (bounded) until `done` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
     for _ in 0..500 {
-        if done() {
+        if done().await {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -232,7 +228,7 @@ async fn node_actor_cap_holds_across_tenants() {
             metrics.active_entities()
         );
     }
-    eventually("the node stayed over its actor cap", || {
+    eventually("the node stayed over its actor cap", async || {
         metrics.active_entities() <= 10
     })
     .await;
@@ -255,7 +251,7 @@ async fn supervisor_cap_retires_the_least_recently_used() {
     let mut first = Vec::new();
     for &tenant in &tenants {
         first.push(open_invoice_of(&h, tenant).await);
-        eventually("live supervisors passed their cap", || {
+        eventually("live supervisors passed their cap", async || {
             metrics.active_supervisors.load(SeqCst) <= 4
         })
         .await;
