@@ -415,8 +415,9 @@ async fn run_backend(
         )
         .await?;
         let t0 = Instant::now();
-        let seed = Arc::new(
-            scenarios::seed(
+        let seed = Arc::new(scenarios::Seed {
+            resend_every: o.resend_every(),
+            ..scenarios::seed(
                 client,
                 &engine.url,
                 gateway_stub,
@@ -424,8 +425,8 @@ async fn run_backend(
                 o.invoices,
                 o.payments,
             )
-            .await?,
-        );
+            .await?
+        });
         eprintln!(
             "load[{backend}]: seeded {} tenants, {} payments in {:.1}s",
             o.tenants,

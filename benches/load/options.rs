@@ -38,6 +38,15 @@ pub struct Options {
     /// `delivery`: endpoints per tenant of each delivery ramp, and its first (fixed) rate.
     pub endpoints: Vec<usize>,
     pub delivery_rate: f64,
+    /// Webhook events that re-send a recent one, in percent: 0, or a divisor of 100 up to 50.
+    pub duplicates: u64,
+}
+
+impl Options {
+    /// One webhook event in this many re-sends a recent one (0: none does).
+    pub fn resend_every(&self) -> u64 {
+        100u64.checked_div(self.duplicates).unwrap_or(0)
+    }
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
@@ -86,6 +95,7 @@ impl Default for Options {
             wal_detail: false,
             endpoints: vec![1, 10],
             delivery_rate: 250.0,
+            duplicates: 100 / crate::scenarios::DUPLICATE_EVERY,
         }
     }
 }
@@ -110,6 +120,8 @@ cargo bench --bench load -- [options]
   --payments N         payments per tenant, each with its gateway events (default: {payments})
   --actors N           many-actors: payments held live at once (default: {actors})
   --in-flight N        requests the generator keeps in flight at most (default: {in_flight})
+  --duplicates PCT     webhook events that re-send a recent one of their tenant: 0, or a
+                       divisor of 100 up to 50 (default: {duplicates})
   --gateway G          stub (a silent gateway, the default) or simulator (the engine's
                        built-in one, answering charges with signed webhooks)
   --no-baselines       skip the no-op handler and one-transaction-per-event baselines
@@ -130,6 +142,7 @@ cargo bench --bench load -- [options]
         payments = d.payments,
         actors = d.actors,
         in_flight = d.in_flight,
+        duplicates = d.duplicates,
         endpoints = join(&endpoints),
         delivery_rate = d.delivery_rate,
     )
@@ -184,6 +197,12 @@ pub fn options() -> anyhow::Result<Option<Options>> {
                     .collect::<Result<_, _>>()?
             }
             "--delivery-rate" => o.delivery_rate = value()?.parse()?,
+            "--duplicates" => {
+                o.duplicates = value()?.parse()?;
+                if o.duplicates > 50 || (o.duplicates > 0 && 100 % o.duplicates != 0) {
+                    bail!("--duplicates takes 0 or a divisor of 100 up to 50");
+                }
+            }
             "--pg-set" => o.pg_settings.push(value()?),
             "--pg-server" => o.pg_server.push(value()?),
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),

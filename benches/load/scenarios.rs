@@ -25,9 +25,9 @@ const INVOICE_TOTAL: i64 = 1_000_000_000_000;
 pub const PAYMENT_AMOUNT: i64 = 1_000;
 /// Events per `webhooks-batch` request.
 pub const BATCH_EVENTS: u64 = 100;
-/// One webhook in this many is a re-send of a recent one (20% duplicates).
-const DUPLICATE_EVERY: u64 = 5;
-/// How far back (in the tenant's own events, ×5) a duplicate reaches.
+/// By default one webhook in this many is a re-send of a recent one (20% duplicates).
+pub const DUPLICATE_EVERY: u64 = 5;
+/// How far back (in the tenant's own events, × the re-send spacing) a duplicate reaches.
 const DUPLICATE_WINDOW: u64 = 20;
 
 pub struct Tenant {
@@ -45,6 +45,8 @@ pub struct Tenant {
 pub struct Seed {
     pub url: String,
     pub tenants: Vec<Tenant>,
+    /// One webhook event in this many re-sends a recent one of its tenant; 0: none does.
+    pub resend_every: u64,
 }
 
 impl Seed {
@@ -200,6 +202,7 @@ pub async fn seed(
     Ok(Seed {
         url: url.to_owned(),
         tenants: seeded,
+        resend_every: DUPLICATE_EVERY,
     })
 }
 
@@ -277,10 +280,11 @@ fn event(tenant: &Tenant, run: &str, k: u64) -> Value {
            "created": now_secs(), "data": data})
 }
 
-/// One event in `DUPLICATE_EVERY` repeats a recent one of the same tenant.
-fn event_number(k: u64) -> u64 {
-    if k % DUPLICATE_EVERY == DUPLICATE_EVERY - 1 {
-        k.saturating_sub(DUPLICATE_EVERY * ((k / DUPLICATE_EVERY) % DUPLICATE_WINDOW) + 1)
+/// Event `k`'s number in the tenant's stream: one event in `every` (none when 0) repeats a
+/// recent one of the same tenant.
+fn event_number(k: u64, every: u64) -> u64 {
+    if every > 0 && k % every == every - 1 {
+        k.saturating_sub(every * ((k / every) % DUPLICATE_WINDOW) + 1)
     } else {
         k
     }
@@ -317,7 +321,10 @@ impl Workload for Webhooks {
     fn request(&self, i: u64) -> Req {
         let tenants = self.seed.tenants.len() as u64;
         let tenant = &self.seed.tenants[(i % tenants) as usize];
-        let k = event_number(tenant.next_event.fetch_add(1, Ordering::Relaxed));
+        let k = event_number(
+            tenant.next_event.fetch_add(1, Ordering::Relaxed),
+            self.seed.resend_every,
+        );
         let body = serde_json::to_vec(&event(tenant, &self.run, k)).unwrap_or_default();
         signed(&self.seed, tenant, body, 1)
     }
@@ -339,7 +346,7 @@ impl Workload for WebhookBatches {
         let tenant = &self.seed.tenants[(i % tenants) as usize];
         let first = tenant.next_event.fetch_add(BATCH_EVENTS, Ordering::Relaxed);
         let events: Vec<Value> = (first..first + BATCH_EVENTS)
-            .map(|k| event(tenant, &self.run, event_number(k)))
+            .map(|k| event(tenant, &self.run, event_number(k, self.seed.resend_every)))
             .collect();
         let body = serde_json::to_vec(&json!({"account": tenant.id, "events": events}))
             .unwrap_or_default();
