@@ -415,18 +415,18 @@ async fn run_backend(
         )
         .await?;
         let t0 = Instant::now();
-        let seed = Arc::new(scenarios::Seed {
-            resend_every: o.resend_every(),
-            ..scenarios::seed(
+        let seed = Arc::new(
+            scenarios::seed(
                 client,
                 &engine.url,
                 gateway_stub,
                 o.tenants,
                 o.invoices,
                 o.payments,
+                o.resend_every(),
             )
-            .await?
-        });
+            .await?,
+        );
         eprintln!(
             "load[{backend}]: seeded {} tenants, {} payments in {:.1}s",
             o.tenants,
@@ -545,6 +545,7 @@ async fn baselines(
             o.tenants,
             4,
             o.payments / 4,
+            o.resend_every(),
         )
         .await?,
     );

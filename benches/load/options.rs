@@ -38,7 +38,8 @@ pub struct Options {
     /// `delivery`: endpoints per tenant of each delivery ramp, and its first (fixed) rate.
     pub endpoints: Vec<usize>,
     pub delivery_rate: f64,
-    /// Webhook events that re-send a recent one, in percent: 0, or a divisor of 100 up to 50.
+    /// Webhook events that re-send a recent one of their tenant, in percent, in every scenario
+    /// that sends webhooks: 0, or a divisor of 100 up to 50.
     pub duplicates: u64,
 }
 
@@ -95,7 +96,7 @@ impl Default for Options {
             wal_detail: false,
             endpoints: vec![1, 10],
             delivery_rate: 250.0,
-            duplicates: 100 / crate::scenarios::DUPLICATE_EVERY,
+            duplicates: 20,
         }
     }
 }

@@ -25,8 +25,6 @@ const INVOICE_TOTAL: i64 = 1_000_000_000_000;
 pub const PAYMENT_AMOUNT: i64 = 1_000;
 /// Events per `webhooks-batch` request.
 pub const BATCH_EVENTS: u64 = 100;
-/// By default one webhook in this many is a re-send of a recent one (20% duplicates).
-pub const DUPLICATE_EVERY: u64 = 5;
 /// How far back (in the tenant's own events, × the re-send spacing) a duplicate reaches.
 const DUPLICATE_WINDOW: u64 = 20;
 
@@ -119,6 +117,7 @@ pub async fn seed(
     tenants: usize,
     invoices: usize,
     payments: usize,
+    resend_every: u64,
 ) -> anyhow::Result<Seed> {
     // The stub serves every engine of the run: count only this seed's charges.
     let stub_before = match stub {
@@ -202,7 +201,7 @@ pub async fn seed(
     Ok(Seed {
         url: url.to_owned(),
         tenants: seeded,
-        resend_every: DUPLICATE_EVERY,
+        resend_every,
     })
 }
 
