@@ -11,9 +11,10 @@ use std::time::Instant;
 use actix::prelude::*;
 
 use crate::config::EngineConfig;
+use crate::domain::TenantId;
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
-use crate::ports::{EventStore, StoreError, Unit};
+use crate::ports::{DedupKey, EventStore, StoreError, Unit};
 
 /// The units one incarnation of an entity actor has queued share a fence. The actor applies
 /// each unit to its memory before the unit is durable, so once one of them fails (or its
@@ -53,8 +54,16 @@ pub struct Append(Vec<Queued>);
 /// A unit and where its outcome goes.
 type Queued = (Unit, Waiter);
 
-/// Units not yet sent, with the writer each list is for.
-type Outbox = Vec<(Arc<Addr<AuditActor>>, Vec<Queued>)>;
+/// Units decided on one thread and not yet sent to one writer.
+struct Outgoing {
+    writer: Arc<Addr<AuditActor>>,
+    units: Vec<Queued>,
+    /// Per tenant, the unit among `units` that gathers its ignored gateway events' records
+    /// (`WriterHandle::record_ignored`).
+    records: Vec<(TenantId, usize)>,
+}
+
+type Outbox = Vec<Outgoing>;
 
 thread_local! {
     /// Units decided on this thread and not yet handed to their writer, by writer. They go
@@ -67,27 +76,66 @@ thread_local! {
 /// The first unit of a burst spawns the task that sends the outbox; it runs after the tasks
 /// already woken on this thread (the other actors of the burst). All units of one tenant are
 /// decided on its supervisor's thread, so each tenant's units keep their order.
-fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Waiter) {
+/// A unit that gathers records is its tenant's (`gathers`) for the rest of the burst.
+fn hand_over(
+    writer: &Arc<Addr<AuditActor>>,
+    unit: Unit,
+    waiter: Waiter,
+    gathers: Option<TenantId>,
+) {
     let first = OUTBOX.with_borrow_mut(|outbox| {
         let first = outbox.is_empty();
-        match outbox
-            .iter_mut()
-            .find(|(addr, _)| Arc::ptr_eq(addr, writer))
-        {
-            Some((_, units)) => units.push((unit, waiter)),
-            None => outbox.push((Arc::clone(writer), vec![(unit, waiter)])),
+        let at = match outbox.iter().position(|o| Arc::ptr_eq(&o.writer, writer)) {
+            Some(at) => at,
+            None => {
+                outbox.push(Outgoing {
+                    writer: Arc::clone(writer),
+                    units: Vec::new(),
+                    records: Vec::new(),
+                });
+                outbox.len() - 1
+            }
+        };
+        let outgoing = &mut outbox[at];
+        if let Some(tenant) = gathers {
+            outgoing.records.push((tenant, outgoing.units.len()));
         }
+        outgoing.units.push((unit, waiter));
         first
     });
     if first {
         actix::spawn(async {
-            for (writer, units) in OUTBOX.take() {
+            for outgoing in OUTBOX.take() {
                 // A writer that stopped drops the waiters, which trips their fences and
                 // answers `Unavailable`.
-                let _ = writer.try_send(Append(units));
+                let _ = outgoing.writer.try_send(Append(outgoing.units));
             }
         });
     }
+}
+
+/// Adds `key` to the unit gathering `tenant`'s records for `writer` in this thread's outbox;
+/// gives it back if there is none yet.
+fn gather(writer: &Arc<Addr<AuditActor>>, tenant: TenantId, key: DedupKey) -> Result<(), DedupKey> {
+    OUTBOX.with_borrow_mut(|outbox| {
+        let gathering = outbox
+            .iter_mut()
+            .find(|o| Arc::ptr_eq(&o.writer, writer))
+            .and_then(|o| {
+                let at = o
+                    .records
+                    .iter()
+                    .find_map(|&(t, at)| (t == tenant).then_some(at))?;
+                o.units.get_mut(at)
+            });
+        match gathering {
+            Some((unit, _)) => {
+                unit.dedup_keys.push(key);
+                Ok(())
+            }
+            None => Err(key),
+        }
+    })
 }
 
 #[derive(Message)]
@@ -201,6 +249,22 @@ impl WriterHandle {
         self.queued.load(Ordering::SeqCst)
     }
 
+    /// Records a gateway event that was handled and ignored, so that a re-delivery counts as
+    /// a duplicate. Nothing changed, so nobody waits for the record: the records of one tenant
+    /// decided on this thread in one burst (a webhook request's stale events) share one unit
+    /// and one place in the queue, joining the first of them. They are written, or lost,
+    /// together; a lost one only means a re-delivery is ignored again instead of counted as a
+    /// duplicate. Refused with `Overloaded` when the first needs room the writer lacks.
+    pub fn record_ignored(&self, tenant: TenantId, key: DedupKey) -> Result<(), EngineError> {
+        let Err(key) = gather(&self.addr, tenant, key) else {
+            return Ok(());
+        };
+        let mut unit = Unit::new(tenant);
+        unit.dedup_keys.push(key);
+        self.reserve()?.queue(unit, None, Vec::new(), Some(tenant));
+        Ok(())
+    }
+
     pub fn reserve(&self) -> Result<Slot<'_>, EngineError> {
         if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::Relaxed);
@@ -223,23 +287,33 @@ pub struct Slot<'a> {
 impl Slot<'_> {
     /// Queues `unit` behind every unit queued before it, without waiting for any commit.
     /// `fences`: the fences of the actors whose memory holds the unit.
-    pub fn submit(mut self, unit: Unit, fences: Vec<Fence>) -> Durable {
+    pub fn submit(self, unit: Unit, fences: Vec<Fence>) -> Durable {
+        let (durable, reply) = Durable::queued();
+        self.queue(unit, Some(reply), fences, None);
+        durable
+    }
+
+    fn queue(
+        mut self,
+        unit: Unit,
+        reply: Option<Settle>,
+        fences: Vec<Fence>,
+        gathers: Option<TenantId>,
+    ) {
         self.filled = true;
         let writer = self.writer;
-        let (durable, reply) = Durable::queued();
         let waiter = Waiter {
-            reply: Some(reply),
+            reply,
             fences,
             queued: Arc::clone(&writer.queued),
         };
         // The outbox and the mailbox (unbounded: the slots bound it) are first in, first out:
         // units reach the batch in the order their actors decided them.
-        hand_over(&writer.addr, unit, waiter);
+        hand_over(&writer.addr, unit, waiter, gathers);
         writer
             .metrics
             .audit_queue_depth
             .fetch_add(1, Ordering::Relaxed);
-        durable
     }
 }
 
@@ -251,17 +325,18 @@ impl Drop for Slot<'_> {
     }
 }
 
-/// How many light units (`Unit::is_light`: ignored gateway events' dedup rows, barriers)
-/// count as one unit against a batch's cap. Each took a whole place in a batch, so at the cap
-/// of batched webhooks half of a batch was dedup rows, and every batch has a fixed cost (~1.5
-/// ms on SQLite, the store's and the writer's). Counted this way, SQLite answered 3–8% more
-/// events per second at saturation, and PostgreSQL held 480 batched requests per second in a
-/// slow hour where it had not (docs/benchmarks-history.md, "SQLite's writer thread").
+/// How many ignored gateway events' dedup rows (`Unit::is_light`, with barriers) count as one
+/// unit against a batch's cap. Each took a whole place in a batch, so at the cap of batched
+/// webhooks half of a batch was dedup rows, and every batch has a fixed cost (~1.5 ms on
+/// SQLite, the store's and the writer's). Counted this way, SQLite answered 3–8% more events
+/// per second at saturation, and PostgreSQL held 480 batched requests per second in a slow
+/// hour where it had not (docs/benchmarks-history.md, "SQLite's writer thread").
 const LIGHT_UNITS_PER_UNIT: usize = 8;
 
 /// How many of `queued`, from the front, the next batch takes: at most `max_units` units, a
-/// light one counting as `1 / LIGHT_UNITS_PER_UNIT`. Never none while something is queued. A
-/// cap of one turns group commit off: one unit per transaction, light or not.
+/// light one counting as `1 / LIGHT_UNITS_PER_UNIT` per dedup row it holds (a barrier as one
+/// row). Never none while something is queued. A cap of one turns group commit off: one unit
+/// per transaction, light or not.
 fn batch_len(queued: &[Queued], max_units: usize) -> usize {
     if max_units <= 1 {
         return queued.len().min(1);
@@ -270,7 +345,7 @@ fn batch_len(queued: &[Queued], max_units: usize) -> usize {
     let mut used = 0;
     for (taken, (unit, _)) in queued.iter().enumerate() {
         used += if unit.is_light() {
-            1
+            unit.dedup_keys.len().max(1)
         } else {
             LIGHT_UNITS_PER_UNIT
         };
@@ -554,6 +629,89 @@ mod tests {
                 (0, 1, 3)
             );
         }
+    }
+
+    #[test]
+    fn a_batch_counts_gathered_records_by_their_rows() {
+        let mut gathered = queued(&[true, true]);
+        for i in 1..100 {
+            gathered[0].0.dedup_keys.push(DedupKey {
+                gateway_event_id: format!("evt_more_{i}"),
+                payment_id: PaymentId::new(),
+            });
+        }
+        // 100 rows, then one: 101 of the 104 that a cap of 13 allows.
+        assert_eq!(batch_len(&gathered, 13), 2);
+        // A cap of 12 (96 rows) still takes the first unit whole, but alone.
+        assert_eq!(batch_len(&gathered, 12), 1);
+    }
+
+    fn key(i: usize, payment: PaymentId) -> DedupKey {
+        DedupKey {
+            gateway_event_id: format!("evt_{i}"),
+            payment_id: payment,
+        }
+    }
+
+    #[actix_rt::test]
+    async fn ignored_events_of_a_tenant_in_one_burst_share_one_unit() {
+        let store = Arc::new(MemoryStore::new());
+        let (config, metrics) = (Arc::new(EngineConfig::default()), Arc::default());
+        let writer = WriterHandle::start(&Arbiter::current(), store.clone(), config, metrics);
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let (pa, pb) = (PaymentId::new(), PaymentId::new());
+        // One burst of this thread: a's records, a unit of a's between them, and b's.
+        writer.record_ignored(a, key(1, pa)).unwrap();
+        let between = writer
+            .reserve()
+            .unwrap()
+            .submit(dedup_unit(a, 9), Vec::new());
+        writer.record_ignored(b, key(2, pb)).unwrap();
+        writer.record_ignored(a, key(3, pa)).unwrap();
+        writer.record_ignored(b, key(4, pb)).unwrap();
+        assert_eq!(writer.snapshot().queued, 3);
+        between.await.unwrap();
+        // Queued before the unit awaited: in its batch.
+        let snapshot = writer.snapshot();
+        assert_eq!(
+            (snapshot.queued, snapshot.batches, snapshot.units),
+            (0, 1, 3)
+        );
+        let mut seen_a = store.payment_gateway_events(a, pa).await.unwrap();
+        seen_a.sort();
+        assert_eq!(seen_a, ["evt_1", "evt_3"]);
+        let mut seen_b = store.payment_gateway_events(b, pb).await.unwrap();
+        seen_b.sort();
+        assert_eq!(seen_b, ["evt_2", "evt_4"]);
+        // A later burst starts a unit of its own.
+        writer.record_ignored(a, key(5, pa)).unwrap();
+        writer
+            .reserve()
+            .unwrap()
+            .submit(Unit::new(a), Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(writer.snapshot().units, 4);
+        assert_eq!(store.payment_gateway_events(a, pa).await.unwrap().len(), 3);
+    }
+
+    #[actix_rt::test]
+    async fn a_full_writer_refuses_a_record_that_needs_a_place() {
+        let store = Arc::new(MemoryStore::new());
+        let config = Arc::new(EngineConfig {
+            audit_queue_capacity: 1,
+            ..EngineConfig::default()
+        });
+        let writer = WriterHandle::start(&Arbiter::current(), store, config, Arc::default());
+        let (a, b) = (TenantId::new(), TenantId::new());
+        writer.record_ignored(a, key(1, PaymentId::new())).unwrap();
+        // Full: another of a's joins the unit already queued, b's needs a place of its own.
+        writer.record_ignored(a, key(2, PaymentId::new())).unwrap();
+        assert!(matches!(
+            writer.record_ignored(b, key(3, PaymentId::new())),
+            Err(EngineError::Overloaded)
+        ));
+        assert_eq!(writer.snapshot().queued, 1);
     }
 
     #[actix_rt::test]

@@ -19,7 +19,7 @@ use crate::config::EngineConfig;
 use crate::domain::{Event, EventData, EventId, IdMap, InvoiceId, StreamId, TenantId};
 use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
-use crate::ports::{Clock, EventStore, Gateway, StoreError, Unit};
+use crate::ports::{Clock, DedupKey, EventStore, Gateway, StoreError, Unit};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 
@@ -115,6 +115,15 @@ impl AuditRouter {
             .tenant_id
             .ok_or_else(|| EngineError::Unavailable("unit without tenant".into()))?;
         Ok(self.reserve(tenant)?.submit(unit, fences))
+    }
+
+    /// Records an ignored gateway event of `tenant` on its writer, unwaited for (see
+    /// `WriterHandle::record_ignored`).
+    pub fn record_ignored(&self, tenant: TenantId, key: DedupKey) -> Result<(), EngineError> {
+        self.writers
+            .get(self.writer_index(tenant))
+            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?
+            .record_ignored(tenant, key)
     }
 
     /// Units queued on any writer and not yet resolved (committed or failed).

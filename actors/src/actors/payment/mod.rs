@@ -236,12 +236,11 @@ impl PaymentActor {
     /// Nothing changed, so nobody waits for it: if the record is lost, a re-delivery is simply
     /// ignored again.
     fn remember(&mut self, gateway_event_id: String) {
-        let mut unit = Unit::new(self.tenant);
-        unit.dedup_keys.push(DedupKey {
+        let key = DedupKey {
             gateway_event_id: gateway_event_id.clone(),
             payment_id: self.id,
-        });
-        if self.deps.audit.submit(unit, Vec::new()).is_ok() {
+        };
+        if self.deps.audit.record_ignored(self.tenant, key).is_ok() {
             self.seen.insert(gateway_event_id);
         }
     }
