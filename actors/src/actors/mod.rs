@@ -101,12 +101,16 @@ impl AuditRouter {
         })
     }
 
-    /// Room for one unit of `tenant` on its writer (see `WriterHandle::reserve`).
-    pub fn reserve(&self, tenant: TenantId) -> Result<Slot<'_>, EngineError> {
+    /// `tenant`'s writer.
+    fn writer(&self, tenant: TenantId) -> Result<&WriterHandle, EngineError> {
         self.writers
             .get(self.writer_index(tenant))
-            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?
-            .reserve()
+            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))
+    }
+
+    /// Room for one unit of `tenant` on its writer (see `WriterHandle::reserve`).
+    pub fn reserve(&self, tenant: TenantId) -> Result<Slot<'_>, EngineError> {
+        self.writer(tenant)?.reserve()
     }
 
     /// Queues a unit behind every earlier unit of its tenant, if there is room.
@@ -120,10 +124,7 @@ impl AuditRouter {
     /// Records an ignored gateway event of `tenant` on its writer, unwaited for (see
     /// `WriterHandle::record_ignored`).
     pub fn record_ignored(&self, tenant: TenantId, key: DedupKey) -> Result<(), EngineError> {
-        self.writers
-            .get(self.writer_index(tenant))
-            .ok_or_else(|| EngineError::Unavailable("no audit writer".into()))?
-            .record_ignored(tenant, key)
+        self.writer(tenant)?.record_ignored(tenant, key)
     }
 
     /// Units queued on any writer and not yet resolved (committed or failed).
