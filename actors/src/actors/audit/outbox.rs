@@ -1,0 +1,99 @@
+//! Each thread's outbox: the units its actors decided, held until the thread's ready actors
+//! have run and then sent to their writers, one message per writer.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::{Append, AuditActor, Queued, Waiter};
+use crate::domain::TenantId;
+use crate::ports::{DedupKey, Unit};
+
+/// Units decided on one thread and not yet sent to one writer.
+struct Outgoing {
+    writer: Arc<Addr<AuditActor>>,
+    units: Vec<Queued>,
+    /// Per tenant, the unit among `units` that gathers its ignored gateway events' records
+    /// (`WriterHandle::record_ignored`).
+    records: Vec<(TenantId, usize)>,
+}
+
+type Outbox = Vec<Outgoing>;
+
+thread_local! {
+    /// Units decided on this thread and not yet handed to their writer, by writer. They go
+    /// together once the thread's ready actors have run: a webhook request's hundred payments
+    /// (or a burst of single requests) wake the writer's thread once, not once per unit.
+    static OUTBOX: RefCell<Outbox> = const { RefCell::new(Vec::new()) };
+}
+
+/// Puts `unit` in this thread's outbox for `writer`, behind every unit put there before it.
+/// The first unit of a burst spawns the task that sends the outbox; it runs after the tasks
+/// already woken on this thread (the other actors of the burst). All units of one tenant are
+/// decided on its supervisor's thread, so each tenant's units keep their order.
+/// A unit that gathers records is its tenant's (`gathers`) for the rest of the burst.
+pub(super) fn hand_over(
+    writer: &Arc<Addr<AuditActor>>,
+    unit: Unit,
+    waiter: Waiter,
+    gathers: Option<TenantId>,
+) {
+    let first = OUTBOX.with_borrow_mut(|outbox| {
+        let first = outbox.is_empty();
+        let at = match outbox.iter().position(|o| Arc::ptr_eq(&o.writer, writer)) {
+            Some(at) => at,
+            None => {
+                outbox.push(Outgoing {
+                    writer: Arc::clone(writer),
+                    units: Vec::new(),
+                    records: Vec::new(),
+                });
+                outbox.len() - 1
+            }
+        };
+        let outgoing = &mut outbox[at];
+        if let Some(tenant) = gathers {
+            outgoing.records.push((tenant, outgoing.units.len()));
+        }
+        outgoing.units.push((unit, waiter));
+        first
+    });
+    if first {
+        actix::spawn(async {
+            for outgoing in OUTBOX.take() {
+                // A writer that stopped drops the waiters, which trips their fences and
+                // answers `Unavailable`.
+                let _ = outgoing.writer.try_send(Append(outgoing.units));
+            }
+        });
+    }
+}
+
+/// Adds `key` to the unit gathering `tenant`'s records for `writer` in this thread's outbox;
+/// gives it back if there is none yet.
+pub(super) fn gather(
+    writer: &Arc<Addr<AuditActor>>,
+    tenant: TenantId,
+    key: DedupKey,
+) -> Result<(), DedupKey> {
+    OUTBOX.with_borrow_mut(|outbox| {
+        let gathering = outbox
+            .iter_mut()
+            .find(|o| Arc::ptr_eq(&o.writer, writer))
+            .and_then(|o| {
+                let at = o
+                    .records
+                    .iter()
+                    .find_map(|&(t, at)| (t == tenant).then_some(at))?;
+                o.units.get_mut(at)
+            });
+        match gathering {
+            Some((unit, _)) => {
+                unit.dedup_keys.push(key);
+                Ok(())
+            }
+            None => Err(key),
+        }
+    })
+}
