@@ -423,7 +423,7 @@ async fn run_backend(
                 o.tenants,
                 o.invoices,
                 o.payments,
-                o.resend_every(),
+                o.mix(),
             )
             .await?,
         );
@@ -545,7 +545,7 @@ async fn baselines(
             o.tenants,
             4,
             o.payments / 4,
-            o.resend_every(),
+            o.mix(),
         )
         .await?,
     );

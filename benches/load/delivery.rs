@@ -451,7 +451,7 @@ pub async fn run(
             o.tenants,
             o.invoices,
             o.payments,
-            o.resend_every(),
+            o.mix(),
         )
         .await
         .context("seeding the delivery scenario")?,

@@ -42,7 +42,7 @@ pub async fn run(
         ACTOR_TENANTS,
         ACTOR_INVOICES_PER_TENANT,
         per_tenant,
-        o.resend_every(),
+        o.mix(),
     )
     .await?;
     let seed_s = t0.elapsed().as_secs_f64();

@@ -41,12 +41,27 @@ pub struct Options {
     /// Webhook events that re-send a recent one of their tenant, in percent, in every scenario
     /// that sends webhooks: 0, or a divisor of 100 up to 50.
     pub duplicates: u64,
+    /// `--outcomes-first`: each payment's first event is its outcome, so that every first visit
+    /// applies and the stale `payment.processing` comes on the second.
+    pub outcomes_first: bool,
+}
+
+/// Which gateway events the webhook scenarios send.
+#[derive(Clone, Copy)]
+pub struct Mix {
+    /// One webhook event in this many re-sends a recent one of its tenant; 0: none does.
+    pub resend_every: u64,
+    /// Every payment's first event is `payment.succeeded` (else half the payments get
+    /// `payment.processing` first, which applies to none: they are already processing).
+    pub outcomes_first: bool,
 }
 
 impl Options {
-    /// One webhook event in this many re-sends a recent one (0: none does).
-    pub fn resend_every(&self) -> u64 {
-        100u64.checked_div(self.duplicates).unwrap_or(0)
+    pub fn mix(&self) -> Mix {
+        Mix {
+            resend_every: 100u64.checked_div(self.duplicates).unwrap_or(0),
+            outcomes_first: self.outcomes_first,
+        }
     }
 }
 
@@ -97,6 +112,7 @@ impl Default for Options {
             endpoints: vec![1, 10],
             delivery_rate: 250.0,
             duplicates: 20,
+            outcomes_first: false,
         }
     }
 }
@@ -123,6 +139,8 @@ cargo bench --bench load -- [options]
   --in-flight N        requests the generator keeps in flight at most (default: {in_flight})
   --duplicates PCT     webhook events that re-send a recent one of their tenant: 0, or a
                        divisor of 100 up to 50 (default: {duplicates})
+  --outcomes-first     every payment's first event is its outcome, so that first visits all
+                       apply (default: half are a stale `payment.processing`)
   --gateway G          stub (a silent gateway, the default) or simulator (the engine's
                        built-in one, answering charges with signed webhooks)
   --no-baselines       skip the no-op handler and one-transaction-per-event baselines
@@ -204,6 +222,7 @@ pub fn options() -> anyhow::Result<Option<Options>> {
                     bail!("--duplicates takes 0 or a divisor of 100 up to 50");
                 }
             }
+            "--outcomes-first" => o.outcomes_first = true,
             "--pg-set" => o.pg_settings.push(value()?),
             "--pg-server" => o.pg_server.push(value()?),
             "--plot-from" => o.plot_from = Some(PathBuf::from(value()?)),

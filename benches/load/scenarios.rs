@@ -12,6 +12,7 @@ use payrail::gateway::signature::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
 use crate::driver::{counters, Method, Req, Workload};
+use crate::options::Mix;
 use crate::procs::ADMIN_TOKEN;
 use crate::stub::reference_for;
 
@@ -43,8 +44,7 @@ pub struct Tenant {
 pub struct Seed {
     pub url: String,
     pub tenants: Vec<Tenant>,
-    /// One webhook event in this many re-sends a recent one of its tenant; 0: none does.
-    pub resend_every: u64,
+    pub mix: Mix,
 }
 
 impl Seed {
@@ -117,7 +117,7 @@ pub async fn seed(
     tenants: usize,
     invoices: usize,
     payments: usize,
-    resend_every: u64,
+    mix: Mix,
 ) -> anyhow::Result<Seed> {
     // The stub serves every engine of the run: count only this seed's charges.
     let stub_before = match stub {
@@ -201,7 +201,7 @@ pub async fn seed(
     Ok(Seed {
         url: url.to_owned(),
         tenants: seeded,
-        resend_every,
+        mix,
     })
 }
 
@@ -253,14 +253,15 @@ fn now_secs() -> i64 {
 
 /// Event `k` of a tenant's stream of webhooks: payments in turn; on its first two visits a
 /// payment gets `processing` and `succeeded` — in that order for even payments, reversed for
-/// odd ones — and later visits alternate the two (stale, hence ignored but still deduplicated).
-/// Seed twice as many payments per tenant as events a tenant will receive for all of them to
-/// apply; each step reports how many did.
-fn event(tenant: &Tenant, run: &str, k: u64) -> Value {
+/// odd ones, or `succeeded` first for all with `outcomes_first` — and later visits alternate
+/// the two (stale, hence ignored but still deduplicated). A seeded payment is processing
+/// already, so only its `succeeded` applies: half of the first two visits, or with
+/// `outcomes_first` every first visit. Each step reports how many applied.
+fn event(tenant: &Tenant, run: &str, k: u64, outcomes_first: bool) -> Value {
     let count = tenant.payments.len() as u64;
     let p = (k % count) as usize;
     let round = k / count;
-    let reversed = p % 2 == 1;
+    let reversed = outcomes_first || p % 2 == 1;
     let succeeded = match round {
         0 => reversed,
         1 => !reversed,
@@ -301,11 +302,15 @@ fn signed(seed: &Seed, tenant: &Tenant, body: Vec<u8>, ops: u64) -> Req {
     }
 }
 
-/// Events every tenant can still receive on first visits of its payments (two per payment).
+/// Events every tenant can still receive on first visits of its payments (two per payment,
+/// one with `outcomes_first`).
 fn fresh_events_left(seed: &Seed) -> u64 {
+    let visits = if seed.mix.outcomes_first { 1 } else { 2 };
     seed.tenants
         .iter()
-        .map(|t| (2 * t.payments.len() as u64).saturating_sub(t.next_event.load(Ordering::Relaxed)))
+        .map(|t| {
+            (visits * t.payments.len() as u64).saturating_sub(t.next_event.load(Ordering::Relaxed))
+        })
         .min()
         .unwrap_or(0)
 }
@@ -322,9 +327,10 @@ impl Workload for Webhooks {
         let tenant = &self.seed.tenants[(i % tenants) as usize];
         let k = event_number(
             tenant.next_event.fetch_add(1, Ordering::Relaxed),
-            self.seed.resend_every,
+            self.seed.mix.resend_every,
         );
-        let body = serde_json::to_vec(&event(tenant, &self.run, k)).unwrap_or_default();
+        let body = serde_json::to_vec(&event(tenant, &self.run, k, self.seed.mix.outcomes_first))
+            .unwrap_or_default();
         signed(&self.seed, tenant, body, 1)
     }
 
@@ -345,7 +351,10 @@ impl Workload for WebhookBatches {
         let tenant = &self.seed.tenants[(i % tenants) as usize];
         let first = tenant.next_event.fetch_add(BATCH_EVENTS, Ordering::Relaxed);
         let events: Vec<Value> = (first..first + BATCH_EVENTS)
-            .map(|k| event(tenant, &self.run, event_number(k, self.seed.resend_every)))
+            .map(|k| {
+                let k = event_number(k, self.seed.mix.resend_every);
+                event(tenant, &self.run, k, self.seed.mix.outcomes_first)
+            })
             .collect();
         let body = serde_json::to_vec(&json!({"account": tenant.id, "events": events}))
             .unwrap_or_default();
