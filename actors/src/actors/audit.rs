@@ -40,7 +40,7 @@ impl Fence {
 }
 
 pub use super::durable::Durable;
-use super::durable::Settle;
+use super::durable::{Settle, Wakes};
 
 /// A unit already resolved (nothing to write, or refused before it was queued).
 pub fn resolved(result: Result<(), EngineError>) -> Durable {
@@ -69,12 +69,12 @@ struct Waiter {
 }
 
 impl Waiter {
-    fn answer(mut self, result: Result<(), StoreError>) {
+    fn answer(mut self, result: Result<(), StoreError>, wakes: &mut Wakes) {
         if result.is_err() {
             self.fences.iter().for_each(Fence::trip);
         }
         if let Some(reply) = self.reply.take() {
-            reply.settle(result);
+            reply.settle(result, wakes);
         }
     }
 
@@ -340,14 +340,18 @@ impl AuditActor {
                     .streams
                     .first()
                     .map_or_else(String::new, |s| s.stream.to_string());
-                self.answer(waiter, Err(StoreError::Fenced(stream)));
+                self.answer(
+                    waiter,
+                    Err(StoreError::Fenced(stream)),
+                    &mut Wakes::default(),
+                );
             } else {
                 units.push(unit);
                 waiters.push(waiter);
             }
         }
         if units.is_empty() {
-            barriers.into_iter().for_each(|b| self.answer(b, Ok(())));
+            self.answer_all(barriers);
             self.schedule_flush(ctx);
             return;
         }
@@ -369,6 +373,7 @@ impl AuditActor {
             let mut results = results.into_iter();
             // Failures first: answering one trips its fences, which the next batch checks.
             let mut durable = Vec::with_capacity(waiters.len() + barriers.len());
+            let mut wakes = Wakes::default();
             for waiter in waiters {
                 let result = results.next().unwrap_or_else(|| {
                     Err(StoreError::Unavailable(
@@ -377,13 +382,14 @@ impl AuditActor {
                 });
                 match result {
                     Ok(()) => durable.push(waiter),
-                    Err(err) => act.answer(waiter, Err(err)),
+                    Err(err) => act.answer(waiter, Err(err), &mut wakes),
                 }
             }
+            drop(wakes);
             durable.extend(barriers);
             act.in_flight = 0;
             if act.buffer.is_empty() || !act.config.commit_linger.is_zero() {
-                durable.into_iter().for_each(|w| act.answer(w, Ok(())));
+                act.answer_all(durable);
             } else {
                 act.durable = durable;
             }
@@ -391,11 +397,20 @@ impl AuditActor {
         }));
     }
 
-    fn answer(&self, waiter: Waiter, result: Result<(), StoreError>) {
+    fn answer(&self, waiter: Waiter, result: Result<(), StoreError>, wakes: &mut Wakes) {
         self.metrics
             .audit_queue_depth
             .fetch_sub(1, Ordering::Relaxed);
-        waiter.answer(result);
+        waiter.answer(result, wakes);
+    }
+
+    /// Answers `Ok` to the callers of units that became durable together, waking their tasks
+    /// once all are settled.
+    fn answer_all(&self, durable: Vec<Waiter>) {
+        let mut wakes = Wakes::default();
+        durable
+            .into_iter()
+            .for_each(|w| self.answer(w, Ok(()), &mut wakes));
     }
 }
 
@@ -436,7 +451,7 @@ impl Handler<Flush> for AuditActor {
             // first poll, which hands the batch to the store.
             let answer = actix::fut::ready(());
             ctx.spawn(ActorFutureExt::map(answer, move |(), act: &mut Self, _| {
-                durable.into_iter().for_each(|w| act.answer(w, Ok(())));
+                act.answer_all(durable);
             }));
         }
     }

@@ -88,24 +88,39 @@ impl Future for Durable {
 pub(crate) struct Settle(Option<Arc<Cell>>);
 
 impl Settle {
-    pub(crate) fn settle(mut self, result: Result<(), StoreError>) {
-        self.settle_with(result.map_err(EngineError::from));
+    /// Settles with `result`, and leaves the tasks to wake in `wakes`.
+    pub(crate) fn settle(mut self, result: Result<(), StoreError>, wakes: &mut Wakes) {
+        self.settle_with(result.map_err(EngineError::from), wakes);
     }
 
-    fn settle_with(&mut self, result: Result<(), EngineError>) {
+    fn settle_with(&mut self, result: Result<(), EngineError>, wakes: &mut Wakes) {
         let Some(cell) = self.0.take() else {
             return;
         };
         let waiting = std::mem::replace(&mut *cell.state(), State::Settled(result));
         if let State::Waiting(wakers) = waiting {
-            wakers.into_iter().for_each(Waker::wake);
+            wakes.0.extend(wakers);
         }
     }
 }
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        self.settle_with(Err(EngineError::Unavailable("audit writer stopped".into())));
+        let unavailable = EngineError::Unavailable("audit writer stopped".into());
+        self.settle_with(Err(unavailable), &mut Wakes::default());
+    }
+}
+
+/// The tasks that units settled together wait on, woken when this is dropped, once every one
+/// of those units is settled. A task awaiting several of them (a webhook request's events)
+/// then finds them all settled when it first runs, instead of being woken, and running ahead
+/// of the writer, once for each.
+#[derive(Debug, Default)]
+pub(crate) struct Wakes(Vec<Waker>);
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.0.drain(..).for_each(Waker::wake);
     }
 }
 
@@ -118,7 +133,10 @@ mod tests {
         let (durable, settle) = Durable::queued();
         let waiters: Vec<_> = (0..3).map(|_| tokio::spawn(durable.clone())).collect();
         tokio::task::yield_now().await;
-        settle.settle(Err(StoreError::Fenced("an earlier unit failed".into())));
+        settle.settle(
+            Err(StoreError::Fenced("an earlier unit failed".into())),
+            &mut Wakes::default(),
+        );
         for waiter in waiters {
             assert!(matches!(
                 waiter.await,
@@ -134,9 +152,43 @@ mod tests {
     #[tokio::test]
     async fn a_clone_made_after_settling_resolves_at_once() {
         let (durable, settle) = Durable::queued();
-        settle.settle(Ok(()));
+        settle.settle(Ok(()), &mut Wakes::default());
         assert_eq!(durable.clone().await, Ok(()));
         assert_eq!(Durable::settled(Ok(())).await, Ok(()));
+    }
+
+    /// Counts the times it is woken.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl futures::task::ArcWake for Count {
+        fn wake_by_ref(count: &Arc<Self>) {
+            count.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn units_settled_together_wake_their_tasks_once_all_are_settled() {
+        let count = Arc::new(Count::default());
+        let waker = futures::task::waker(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let (mut first, settle_first) = Durable::queued();
+        let (mut second, settle_second) = Durable::queued();
+        assert!(Pin::new(&mut first).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut second).poll(&mut cx).is_pending());
+
+        let mut wakes = Wakes::default();
+        settle_first.settle(Ok(()), &mut wakes);
+        assert_eq!(woken(), 0, "woken before the second unit settled");
+        // Polled now, the first is settled already; the second still waits.
+        assert_eq!(Pin::new(&mut first).poll(&mut cx), Poll::Ready(Ok(())));
+        assert!(Pin::new(&mut second).poll(&mut cx).is_pending());
+        settle_second.settle(Ok(()), &mut wakes);
+        assert_eq!(woken(), 0);
+        drop(wakes);
+        assert_eq!(woken(), 2, "each waiting poll's waker is woken once");
+        assert_eq!(Pin::new(&mut second).poll(&mut cx), Poll::Ready(Ok(())));
     }
 
     #[tokio::test]

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 
 use super::Engine;
 use crate::actors::messages::{ApplyGatewayEvent, WebhookDisposition};
-use crate::actors::settled;
 use crate::actors::supervisor::{TenantSupervisor, ToPayments};
 use crate::domain::{GatewayOutcome, PaymentId, TenantId};
 use crate::error::EngineError;
@@ -97,25 +96,27 @@ async fn decide_in_order(
                 (i, (event.payment_id, msg))
             })
             .unzip();
-        let answers = addr
-            .send(ToPayments { msgs })
-            .await?
-            .into_iter()
-            .map(|a| match a {
-                Ok(answer) => answer,
-                Err(EngineError::NotFound(_)) => settled(Ok(WebhookDisposition::Rejected)),
-                Err(e) => settled(Err(e)),
-            });
+        let answers = addr.send(ToPayments { msgs }).await?;
         let mut again = false;
-        for (i, answer) in indexes
-            .into_iter()
-            .zip(futures::future::join_all(answers).await)
-        {
+        let mut failed = None;
+        // Awaited one after the other, not joined: answers mostly become durable in order,
+        // a batch at a time, so this task wakes once per batch, not once per event.
+        for (i, answer) in indexes.into_iter().zip(answers) {
+            let answer = match answer {
+                Ok(pending) => pending.await,
+                Err(EngineError::NotFound(_)) => Ok(WebhookDisposition::Rejected),
+                Err(e) => Err(e),
+            };
             match answer {
                 Ok(disposition) => decided[i] = Some(disposition),
                 Err(e) if attempt < DECIDE_ATTEMPTS_MAX && decided_again(&e) => again = true,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         if !again {
             break;
