@@ -108,6 +108,8 @@ pub async fn start(settings: &Settings) -> anyhow::Result<Running> {
     )?);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
+        // Built once on each worker's thread, as it starts.
+        payrail_actors::threads::name_current("http-worker");
         App::new()
             .app_data(app_state.clone())
             .wrap(from_fn(http::middleware::request_context))

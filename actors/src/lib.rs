@@ -9,6 +9,7 @@ pub mod error;
 pub mod memory;
 pub mod metrics;
 pub mod ports;
+pub mod threads;
 
 pub use config::EngineConfig;
 pub use engine::Engine;

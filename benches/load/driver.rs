@@ -101,6 +101,8 @@ pub struct StepResult {
     pub outcomes: [u64; 4],
     /// Group-commit figures from the engine's `/metrics` over the step (when scraped).
     pub commit: Option<CommitStats>,
+    /// What each kind of the engine's threads used over the step.
+    pub threads: BTreeMap<String, procs::ThreadUse>,
 }
 
 /// Deltas of the engine's commit counters over a step.
@@ -206,8 +208,13 @@ impl StepResult {
     /// The engine's CPU per webhook event that applied, in µs: what a target per applying
     /// event is measured in (duplicate and stale events' work included).
     pub fn engine_us_per_applied(&self) -> Option<f64> {
+        self.us_per_applied(self.server_cpu_s)
+    }
+
+    /// `cpu_s` in µs per webhook event that applied.
+    pub fn us_per_applied(&self, cpu_s: f64) -> Option<f64> {
         let applied = self.outcomes[0];
-        (applied > 0).then(|| self.server_cpu_s * 1e6 / applied as f64)
+        (applied > 0).then(|| cpu_s * 1e6 / applied as f64)
     }
 
     pub fn per_kop(&self, cpu_s: f64) -> f64 {
@@ -281,6 +288,7 @@ pub async fn run_step(
     let tally = Arc::new(Tally::default());
     let interval_ns = 1e9 / rate;
     let (server0, db0, client0) = cpu_now(watch);
+    let threads0 = watch.server.map(procs::thread_use).unwrap_or_default();
     let wal0 = watch.pg_port.and_then(procs::wal_position);
     let start = Instant::now() + Duration::from_millis(5);
     let mut not_sent = 0u64;
@@ -333,6 +341,7 @@ pub async fn run_step(
     .await;
     let elapsed_s = start.elapsed().as_secs_f64().max(duration.as_secs_f64());
     let (server1, db1, client1) = cpu_now(watch);
+    let threads1 = watch.server.map(procs::thread_use).unwrap_or_default();
     let wal1 = watch.pg_port.and_then(procs::wal_position);
     let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if not_sent > 0 {
@@ -361,6 +370,7 @@ pub async fn run_step(
             tally.rejected.load(Ordering::Relaxed),
         ],
         commit: None,
+        threads: procs::thread_use_since(&threads0, &threads1),
     }
 }
 

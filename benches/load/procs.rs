@@ -2,6 +2,7 @@
 //! cluster, the bench's own stub server (no-op handler + fake gateway), and what `/proc` says
 //! about their CPU time and memory.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +75,74 @@ pub fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// What one kind of thread of a process used: its threads' CPU and context switches.
+#[derive(Clone, Copy, Default)]
+pub struct ThreadUse {
+    pub cpu_s: f64,
+    pub voluntary: u64,
+    pub involuntary: u64,
+}
+
+impl ThreadUse {
+    /// What was used from `before` to `self`.
+    fn since(&self, before: &ThreadUse) -> ThreadUse {
+        ThreadUse {
+            cpu_s: (self.cpu_s - before.cpu_s).max(0.0),
+            voluntary: self.voluntary.saturating_sub(before.voluntary),
+            involuntary: self.involuntary.saturating_sub(before.involuntary),
+        }
+    }
+}
+
+/// A process's threads grouped by name, a trailing `-<number>` left out (the engine names its
+/// `audit-writer-0`, `-1`, `actors-0`, …, `http-worker`), with what each group has used.
+pub fn thread_use(pid: u32) -> BTreeMap<String, ThreadUse> {
+    let mut groups: BTreeMap<String, ThreadUse> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return groups;
+    };
+    for task in tasks.flatten() {
+        let dir = task.path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue;
+        };
+        let name = comm.trim_end();
+        let group = match name.rsplit_once('-') {
+            Some((kind, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => kind,
+            _ => name,
+        };
+        let cpu = stat_at(&dir.join("stat")).map_or(0, |f| f.utime + f.stime);
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let switches = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let used = groups.entry(group.to_owned()).or_default();
+        used.cpu_s += cpu as f64 / TICKS_PER_SEC;
+        used.voluntary += switches("voluntary_ctxt_switches:");
+        used.involuntary += switches("nonvoluntary_ctxt_switches:");
+    }
+    groups
+}
+
+/// What each group of threads used between two `thread_use` snapshots (a thread that ended
+/// in between takes its counts with it).
+pub fn thread_use_since(
+    before: &BTreeMap<String, ThreadUse>,
+    after: &BTreeMap<String, ThreadUse>,
+) -> BTreeMap<String, ThreadUse> {
+    after
+        .iter()
+        .map(|(group, used)| {
+            let start = before.get(group).copied().unwrap_or_default();
+            (group.clone(), used.since(&start))
+        })
+        .collect()
+}
+
 struct StatFields {
     ppid: u32,
     utime: u64,
@@ -83,7 +152,12 @@ struct StatFields {
 }
 
 fn stat_fields(pid: u32) -> Option<StatFields> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_at(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// A process's or a thread's `stat` file, read.
+fn stat_at(path: &Path) -> Option<StatFields> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // The command name may hold spaces: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -35,7 +35,27 @@ pub fn step_json(s: &StepResult) -> Value {
             "eventsPerBatch": round1(c.events / c.batches.max(1.0)),
             "msPerBatch": round3(c.ms_per_batch()),
             "writersBusy": c.writers_busy(s.elapsed_s).map(round3).collect::<Vec<_>>()})),
+        "engineThreads": threads_json(s),
     })
+}
+
+/// Per kind of engine thread: its CPU per operation and per applied event, in µs, and its
+/// context switches per second.
+fn threads_json(s: &StepResult) -> Value {
+    let per_s = |n: u64| round1(n as f64 / s.elapsed_s.max(1e-9));
+    s.threads
+        .iter()
+        .map(|(group, used)| {
+            let usage = json!({
+                "cpuUsPerOp": round3(1_000.0 * s.per_kop(used.cpu_s)),
+                "cpuUsPerApplied": s.us_per_applied(used.cpu_s).map(round1),
+                "switchesPerSec": {"voluntary": per_s(used.voluntary),
+                                   "involuntary": per_s(used.involuntary)},
+            });
+            (group.clone(), usage)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn round1(x: f64) -> f64 {
@@ -96,6 +116,23 @@ pub fn print_step(label: &str, s: &StepResult) {
             c.ms_per_batch(),
             busy.join(" / ")
         );
+    }
+    // The engine's threads that used at least 1% of its CPU.
+    let busy: Vec<String> = s
+        .threads
+        .iter()
+        .filter(|(_, used)| used.cpu_s >= 0.01 * s.server_cpu_s && used.cpu_s > 0.0)
+        .map(|(group, used)| {
+            let per = s.us_per_applied(used.cpu_s).map_or_else(
+                || format!("{:.1} µs/op", 1_000.0 * s.per_kop(used.cpu_s)),
+                |us| format!("{us:.1} µs/applied"),
+            );
+            let switches = (used.voluntary + used.involuntary) as f64 / s.elapsed_s.max(1e-9);
+            format!("{group} {per}, {switches:.0} switches/s")
+        })
+        .collect();
+    if !busy.is_empty() {
+        eprintln!("{:<28} engine threads: {}", "", busy.join("; "));
     }
 }
 

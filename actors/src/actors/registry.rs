@@ -47,7 +47,11 @@ impl Registry {
     /// Must run inside an actix `System`.
     pub fn new(deps: Deps) -> Self {
         let arbiters = (0..deps.config.arbiters.max(1))
-            .map(|_| Arbiter::new())
+            .map(|n| {
+                let arbiter = Arbiter::new();
+                arbiter.spawn_fn(move || crate::threads::name_current(&format!("actors-{n}")));
+                arbiter
+            })
             .collect();
         Self {
             arbiters,

@@ -117,8 +117,9 @@ impl Engine {
         let metrics = Arc::new(EngineMetrics::default());
         let mut arbiters = Vec::new();
         let mut writers = Vec::new();
-        for _ in 0..config.audit_writers.max(1) {
+        for n in 0..config.audit_writers.max(1) {
             let arbiter = Arbiter::new();
+            arbiter.spawn_fn(move || crate::threads::name_current(&format!("audit-writer-{n}")));
             writers.push(WriterHandle::start(
                 &arbiter.handle(),
                 store.clone(),

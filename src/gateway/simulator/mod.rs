@@ -189,6 +189,7 @@ pub async fn start_simulator(
     let workers = state.config().workers;
     let app_state = state.clone();
     let server = HttpServer::new(move || {
+        payrail_actors::threads::name_current("gateway-sim");
         let state = app_state.clone();
         App::new().configure(move |cfg| configure(cfg, state))
     })
