@@ -2,6 +2,13 @@
 //! tell its audit writers, actor threads and HTTP workers apart (each actix arbiter is
 //! otherwise `actix-rt|system`).
 
+/// A new arbiter whose thread is named `name`.
+pub(crate) fn arbiter(name: String) -> actix::Arbiter {
+    let arbiter = actix::Arbiter::new();
+    arbiter.spawn_fn(move || name_current(&name));
+    arbiter
+}
+
 /// Names the calling thread `name`, cut to the kernel's 15 bytes. Best effort: a name that
 /// cannot be set leaves the old one.
 pub fn name_current(name: &str) {

@@ -179,7 +179,7 @@ impl WriterHandle {
         };
         let mut unit = Unit::new(tenant);
         unit.dedup_keys.push(key);
-        self.reserve()?.queue(unit, None, Vec::new(), Some(tenant));
+        self.reserve()?.queue(unit, None, Vec::new(), true);
         Ok(())
     }
 
@@ -207,17 +207,13 @@ impl Slot<'_> {
     /// `fences`: the fences of the actors whose memory holds the unit.
     pub fn submit(self, unit: Unit, fences: Vec<Fence>) -> Durable {
         let (durable, reply) = Durable::queued();
-        self.queue(unit, Some(reply), fences, None);
+        self.queue(unit, Some(reply), fences, false);
         durable
     }
 
-    fn queue(
-        mut self,
-        unit: Unit,
-        reply: Option<Settle>,
-        fences: Vec<Fence>,
-        gathers: Option<TenantId>,
-    ) {
+    /// `gathers`: the unit gathers its tenant's ignored events' records for the rest of the
+    /// burst (`WriterHandle::record_ignored`).
+    fn queue(mut self, unit: Unit, reply: Option<Settle>, fences: Vec<Fence>, gathers: bool) {
         self.filled = true;
         let writer = self.writer;
         let waiter = Waiter {

@@ -47,11 +47,7 @@ impl Registry {
     /// Must run inside an actix `System`.
     pub fn new(deps: Deps) -> Self {
         let arbiters = (0..deps.config.arbiters.max(1))
-            .map(|n| {
-                let arbiter = Arbiter::new();
-                arbiter.spawn_fn(move || crate::threads::name_current(&format!("actors-{n}")));
-                arbiter
-            })
+            .map(|n| crate::threads::arbiter(format!("actors-{n}")))
             .collect();
         Self {
             arbiters,

@@ -118,8 +118,7 @@ impl Engine {
         let mut arbiters = Vec::new();
         let mut writers = Vec::new();
         for n in 0..config.audit_writers.max(1) {
-            let arbiter = Arbiter::new();
-            arbiter.spawn_fn(move || crate::threads::name_current(&format!("audit-writer-{n}")));
+            let arbiter = crate::threads::arbiter(format!("audit-writer-{n}"));
             writers.push(WriterHandle::start(
                 &arbiter.handle(),
                 store.clone(),

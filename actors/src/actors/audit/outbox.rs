@@ -32,16 +32,11 @@ thread_local! {
 /// The first unit of a burst spawns the task that sends the outbox; it runs after the tasks
 /// already woken on this thread (the other actors of the burst). All units of one tenant are
 /// decided on its supervisor's thread, so each tenant's units keep their order.
-/// A unit that gathers records is its tenant's (`gathers`) for the rest of the burst.
-pub(super) fn hand_over(
-    writer: &Arc<Addr<AuditActor>>,
-    unit: Unit,
-    waiter: Waiter,
-    gathers: Option<TenantId>,
-) {
+/// A unit that gathers records (`gathers`) is its tenant's for the rest of the burst.
+pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Waiter, gathers: bool) {
     let first = OUTBOX.with_borrow_mut(|outbox| {
         let first = outbox.is_empty();
-        let at = match outbox.iter().position(|o| Arc::ptr_eq(&o.writer, writer)) {
+        let at = match position(outbox, writer) {
             Some(at) => at,
             None => {
                 outbox.push(Outgoing {
@@ -53,7 +48,7 @@ pub(super) fn hand_over(
             }
         };
         let outgoing = &mut outbox[at];
-        if let Some(tenant) = gathers {
+        if let (true, Some(tenant)) = (gathers, unit.tenant_id) {
             outgoing.records.push((tenant, outgoing.units.len()));
         }
         outgoing.units.push((unit, waiter));
@@ -78,9 +73,8 @@ pub(super) fn gather(
     key: DedupKey,
 ) -> Result<(), DedupKey> {
     OUTBOX.with_borrow_mut(|outbox| {
-        let gathering = outbox
-            .iter_mut()
-            .find(|o| Arc::ptr_eq(&o.writer, writer))
+        let gathering = position(outbox, writer)
+            .and_then(|at| outbox.get_mut(at))
             .and_then(|o| {
                 let at = o
                     .records
@@ -96,4 +90,9 @@ pub(super) fn gather(
             None => Err(key),
         }
     })
+}
+
+/// Where `writer`'s units are in `outbox`, if it has any.
+fn position(outbox: &Outbox, writer: &Arc<Addr<AuditActor>>) -> Option<usize> {
+    outbox.iter().position(|o| Arc::ptr_eq(&o.writer, writer))
 }
