@@ -211,6 +211,16 @@ impl StepResult {
         self.us_per_applied(self.server_cpu_s)
     }
 
+    /// `cpu_s` in µs per successful operation.
+    pub fn us_per_op(&self, cpu_s: f64) -> f64 {
+        1_000.0 * self.per_kop(cpu_s)
+    }
+
+    /// `n` things over the step, per second.
+    pub fn per_sec(&self, n: u64) -> f64 {
+        n as f64 / self.elapsed_s.max(1e-9)
+    }
+
     /// `cpu_s` in µs per webhook event that applied.
     pub fn us_per_applied(&self, cpu_s: f64) -> Option<f64> {
         let applied = self.outcomes[0];

@@ -68,11 +68,17 @@ pub fn tree_cpu_secs(root: u32) -> f64 {
 /// Resident set size in MiB (`VmRSS` of `/proc/<pid>/status`).
 pub fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field(&status, "VmRSS:")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// The value of the line starting with `key` in a `status` file, trimmed.
+fn status_field<'a>(status: &'a str, key: &str) -> Option<&'a str> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kib| kib / 1024.0)
+        .find_map(|l| l.strip_prefix(key))
+        .map(str::trim)
 }
 
 /// What one kind of thread of a process used: its threads' CPU and context switches.
@@ -113,11 +119,9 @@ pub fn thread_use(pid: u32) -> BTreeMap<String, ThreadUse> {
         };
         let cpu = stat_at(&dir.join("stat")).map_or(0, |f| f.utime + f.stime);
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
-        let switches = |key: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(key))
-                .and_then(|v| v.trim().parse::<u64>().ok())
+        let switches = |key| {
+            status_field(&status, key)
+                .and_then(|v| v.parse::<u64>().ok())
                 .unwrap_or(0)
         };
         let used = groups.entry(group.to_owned()).or_default();

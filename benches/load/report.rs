@@ -42,15 +42,14 @@ pub fn step_json(s: &StepResult) -> Value {
 /// Per kind of engine thread: its CPU per operation and per applied event, in µs, and its
 /// context switches per second.
 fn threads_json(s: &StepResult) -> Value {
-    let per_s = |n: u64| round1(n as f64 / s.elapsed_s.max(1e-9));
     s.threads
         .iter()
         .map(|(group, used)| {
             let usage = json!({
-                "cpuUsPerOp": round3(1_000.0 * s.per_kop(used.cpu_s)),
+                "cpuUsPerOp": round3(s.us_per_op(used.cpu_s)),
                 "cpuUsPerApplied": s.us_per_applied(used.cpu_s).map(round1),
-                "switchesPerSec": {"voluntary": per_s(used.voluntary),
-                                   "involuntary": per_s(used.involuntary)},
+                "switchesPerSec": {"voluntary": round1(s.per_sec(used.voluntary)),
+                                   "involuntary": round1(s.per_sec(used.involuntary))},
             });
             (group.clone(), usage)
         })
@@ -124,10 +123,10 @@ pub fn print_step(label: &str, s: &StepResult) {
         .filter(|(_, used)| used.cpu_s >= 0.01 * s.server_cpu_s && used.cpu_s > 0.0)
         .map(|(group, used)| {
             let per = s.us_per_applied(used.cpu_s).map_or_else(
-                || format!("{:.1} µs/op", 1_000.0 * s.per_kop(used.cpu_s)),
+                || format!("{:.1} µs/op", s.us_per_op(used.cpu_s)),
                 |us| format!("{us:.1} µs/applied"),
             );
-            let switches = (used.voluntary + used.involuntary) as f64 / s.elapsed_s.max(1e-9);
+            let switches = s.per_sec(used.voluntary + used.involuntary);
             format!("{group} {per}, {switches:.0} switches/s")
         })
         .collect();
