@@ -5,7 +5,7 @@
 use payrail_actors::domain::{IdMap, TenantId};
 use payrail_actors::ports::StoreError;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::rows::corrupt;
@@ -365,33 +365,41 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, Store
 /// each tenant's counter moves past its events in the batch (taking the counter row's lock until
 /// commit, so numbers follow commit order), then each row takes its number back from the counter.
 pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
+    // Each tenant's count of rows, and each row's tenant as its place in `counts`.
     let mut counts: Vec<(String, i64)> = Vec::new();
-    let mut tenants = Vec::with_capacity(rows.len());
+    let mut places = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some(Bind::Key(_, tenant)) = row.first() else {
             return Err(corrupt("event row without its tenant"));
         };
-        match counts.iter_mut().find(|(t, _)| t == tenant) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((tenant.clone(), 1)),
-        }
-        tenants.push(tenant.clone());
+        let place = match counts.iter().position(|(t, _)| t == tenant) {
+            Some(place) => place,
+            None => {
+                counts.push((tenant.clone(), 0));
+                counts.len() - 1
+            }
+        };
+        counts[place].1 += 1;
+        places.push(place);
     }
-    let mut seen: HashMap<&str, i64> = HashMap::new();
-    for (row, tenant) in rows.iter_mut().zip(&tenants) {
-        let total = counts
-            .iter()
-            .find(|(t, _)| t == tenant)
-            .map_or(0, |(_, n)| *n);
-        let ord = seen.entry(tenant.as_str()).or_default();
-        *ord += 1;
-        row.push(Bind::I64(total - *ord));
+    // A row's number counts back from its tenant's last: the tenant's first row takes
+    // `total - 1`, its last `0`.
+    let mut numbered = vec![0; counts.len()];
+    for (row, &place) in rows.iter_mut().zip(&places) {
+        numbered[place] += 1;
+        row.push(Bind::I64(counts[place].1 - numbered[place]));
     }
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     match d {
-        Dialect::Postgres => Ok(vec![insert_events_numbered(counts, tenants, rows)?]),
+        Dialect::Postgres => {
+            let tenants = places
+                .iter()
+                .map(|&place| counts[place].0.clone())
+                .collect();
+            Ok(vec![insert_events_numbered(counts, tenants, rows)?])
+        }
         Dialect::Sqlite => {
             let mut stmts = bump_counters(counts);
             stmts.extend(insert_rows(d, &EVENTS, rows)?);
