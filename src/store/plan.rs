@@ -2,8 +2,6 @@
 //! pass given what is already stored (`plan`, the same rules as `memory.rs`); `write.rs` turns
 //! the passing units into multi-row statements.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 use payrail_actors::domain::invoice::format_number;
 use payrail_actors::domain::{IdMap, IdSet, StreamId, TenantId};
@@ -62,8 +60,8 @@ fn collect_keys(
     mut vouched: impl FnMut(StreamKey, u64) -> bool,
 ) -> Keys {
     let mut streams = IdSet::default();
-    let mut dedup = HashSet::new();
-    let mut idempotency = HashSet::new();
+    let mut dedup = IdSet::default();
+    let mut idempotency = IdSet::default();
     let mut numbers = IdSet::default();
     let mut keys = Keys::default();
     for unit in units {
@@ -259,8 +257,8 @@ pub(crate) struct Existing {
     /// The streams whose versions this process vouched for (`Committed`): their projection
     /// rows are as its last commit left them.
     vouched: IdSet<StreamKey>,
-    dedup: IdMap<TenantId, HashSet<String>>,
-    idempotency: IdMap<TenantId, HashSet<String>>,
+    dedup: IdMap<TenantId, IdSet<String>>,
+    idempotency: IdMap<TenantId, IdSet<String>>,
     numbers: IdSet<(TenantId, u64)>,
 }
 
@@ -336,7 +334,7 @@ impl Existing {
             items.sort();
             items
         }
-        let flat = |by_tenant: &IdMap<TenantId, HashSet<String>>| {
+        let flat = |by_tenant: &IdMap<TenantId, IdSet<String>>| {
             sorted(
                 by_tenant
                     .iter()
@@ -377,7 +375,7 @@ impl Existing {
                 }
             }
         }
-        let taken = |keys: &IdMap<TenantId, HashSet<String>>, key: &str| {
+        let taken = |keys: &IdMap<TenantId, IdSet<String>>, key: &str| {
             keys.get(&tenant).is_some_and(|k| k.contains(key))
         };
         for (id, _) in unit.gateway_events() {

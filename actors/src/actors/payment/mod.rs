@@ -3,7 +3,6 @@
 //! through a lease on the invoice's actor from the supervisor, never the other way round —
 //! whenever money on the invoice moves.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use super::{
     GATEWAY_ACTOR,
 };
 use crate::domain::{
-    Disposition, EventData, GatewayOutcome, InvoiceId, Payment, PaymentId, PaymentSource,
+    Disposition, EventData, GatewayOutcome, IdSet, InvoiceId, Payment, PaymentId, PaymentSource,
     PaymentStatus, Refund, RefundId, StreamId, TenantId,
 };
 use crate::error::EngineError;
@@ -47,7 +46,7 @@ pub struct PaymentActor {
     /// Shared with the snapshot of its last unit while that is queued.
     state: Option<Arc<Payment>>,
     /// Gateway event ids already handled (applied or ignored): each is handled once.
-    seen: HashSet<String>,
+    seen: IdSet<String>,
     fresh: bool,
     /// Card data, in memory only, for re-sending a charge this process started.
     source: Option<PaymentSource>,
@@ -91,7 +90,7 @@ impl PaymentActor {
             supervisor,
             invoice: None,
             state: None,
-            seen: HashSet::new(),
+            seen: IdSet::default(),
             fresh,
             source: None,
             charge_in_flight: Arc::new(AtomicBool::new(false)),
