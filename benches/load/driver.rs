@@ -174,11 +174,11 @@ pub fn commit_stats(
 
 impl StepResult {
     pub fn achieved_rps(&self) -> f64 {
-        self.ok_requests as f64 / self.elapsed_s
+        self.per_sec(self.ok_requests)
     }
 
     pub fn achieved_ops(&self) -> f64 {
-        self.ok_ops as f64 / self.elapsed_s
+        self.per_sec(self.ok_ops)
     }
 
     pub fn error_count(&self) -> u64 {
