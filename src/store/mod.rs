@@ -175,6 +175,14 @@ impl Db {
         self.feed.poke(tenants);
     }
 
+    /// Whether another node on the same PostgreSQL database was heard lately: only then does
+    /// this one tell the others of its commits (`notify.rs`).
+    pub fn hears_other_nodes(&self) -> bool {
+        self.listener
+            .get()
+            .is_some_and(notify::Listener::hears_other_nodes)
+    }
+
     /// Whether API keys are being served from memory (see `listen_to_other_nodes`).
     pub fn api_keys_cached(&self) -> bool {
         self.key_cache.is_complete()

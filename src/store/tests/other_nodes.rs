@@ -83,8 +83,8 @@ async fn two_nodes() -> (Db, Db) {
     assert!(!b.api_keys_cached(), "no listener, no cache");
     a.listen_to_other_nodes();
     b.listen_to_other_nodes();
-    wait_for("both nodes listen", async || {
-        a.api_keys_cached() && b.api_keys_cached()
+    wait_for("both nodes listen and have heard each other", async || {
+        a.api_keys_cached() && b.api_keys_cached() && a.hears_other_nodes() && b.hears_other_nodes()
     })
     .await;
     (a, b)
@@ -184,6 +184,63 @@ async fn postgres_commits_on_one_node_wake_readers_on_another() {
             .is_err(),
         "another tenant's reader sleeps on"
     );
+}
+
+/// The commit notices `url`'s database carries from now on, as a listener of its own hears
+/// them within `within`.
+async fn commit_notices_heard(
+    url: &str,
+    within: Duration,
+    commit: impl AsyncFnOnce(),
+) -> Vec<String> {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+    use futures::StreamExt;
+    let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+    conn.batch_execute("LISTEN payrail_committed")
+        .await
+        .unwrap();
+    commit().await;
+    let mut heard = Vec::new();
+    let mut notices = std::pin::pin!(conn.notifications_stream());
+    let deadline = tokio::time::Instant::now() + within;
+    while let Ok(Some(Ok(notice))) = tokio::time::timeout_at(deadline, notices.next()).await {
+        heard.push(notice.payload);
+    }
+    heard
+}
+
+/// A node alone on its database tells nobody of its commits; once another node says it is
+/// there (and is told of this one at once), they go out.
+#[tokio::test]
+async fn postgres_commit_notices_go_out_only_once_another_node_is_heard() {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    a.listen_to_other_nodes();
+    wait_for("the node listens", async || a.api_keys_cached()).await;
+    let tenant = TenantId::new();
+    let alone = commit_notices_heard(&url, Duration::from_millis(300), async || {
+        let (_, created) = create_invoice(tenant, &InvoiceSpec::default());
+        assert!(a.append_and_announce(vec![created]).await[0].is_ok());
+    })
+    .await;
+    assert_eq!(alone, Vec::<String>::new(), "no other node: no notice");
+    assert!(!a.hears_other_nodes());
+
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    b.listen_to_other_nodes();
+    wait_for("each node hears the other", async || {
+        a.hears_other_nodes() && b.hears_other_nodes()
+    })
+    .await;
+    let other = TenantId::new();
+    let heard = commit_notices_heard(&url, Duration::from_millis(300), async || {
+        let (_, created) = create_invoice(other, &InvoiceSpec::default());
+        assert!(a.append_and_announce(vec![created]).await[0].is_ok());
+    })
+    .await;
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].ends_with(&format!(":{other}")), "{heard:?}");
 }
 
 /// A store's writer trusts the stream versions it committed itself. Another process writing
