@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
 
-use super::{Booking, TenantSupervisor};
+use super::{Booking, EntityKey, TenantSupervisor};
 use crate::actors::invoice::InvoiceActor;
 use crate::actors::payment::PaymentActor;
 use crate::domain::{IdMap, InvoiceId, PaymentId};
@@ -148,6 +148,7 @@ where
                 );
             }
         }
+        self.warm(batch.msgs.iter().map(|(id, _)| id));
         // Per payment: its first message (sent now) and the later ones, with their positions.
         let count = batch.msgs.len();
         let mut runs = Vec::with_capacity(count);
@@ -190,6 +191,10 @@ where
             futures::future::join_all(runs)
                 .into_actor(self)
                 .map(move |runs, act, _| {
+                    act.warm(runs.iter().filter_map(|(booking, ..)| match &booking.key {
+                        EntityKey::Payment(id) => Some(id),
+                        EntityKey::Invoice(_) => None,
+                    }));
                     let mut answers = Vec::with_capacity(count);
                     for (booking, (first_at, first), later) in runs {
                         answers.push((first_at, act.delivered(booking, first)));
