@@ -441,6 +441,18 @@ pub(crate) struct Writes {
 }
 
 impl Writes {
+    /// Room for the rows of `units` (most write one payment's row or one invoice's, or both),
+    /// so that a batch's maps and lists do not grow step by step.
+    fn for_units(units: &[Unit]) -> Self {
+        let n = units.len();
+        Self {
+            events: Vec::with_capacity(units.iter().map(Unit::event_count).sum()),
+            invoices: Upserts::with_capacity(n),
+            payments: Upserts::with_capacity(n),
+            ..Self::default()
+        }
+    }
+
     /// Adds a unit's rows; on error nothing of the unit is added. `stored`: the streams whose
     /// rows exist; `current`: those whose rows are as this process's last commit left them.
     fn add(
@@ -535,7 +547,7 @@ pub(crate) fn plan(
     mut existing: Existing,
     now: DateTime<Utc>,
 ) -> Result<Planned, StoreError> {
-    let mut writes = Writes::default();
+    let mut writes = Writes::for_units(units);
     let stored = existing.stored_streams();
     // The rows known current, for `Writes::add`; read nowhere else, so taken, not copied.
     let current = std::mem::take(&mut existing.vouched);

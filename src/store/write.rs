@@ -40,6 +40,14 @@ struct Upsert {
 }
 
 impl Upserts {
+    /// Room for `rows` rows without growing.
+    pub(crate) fn with_capacity(rows: usize) -> Self {
+        Self {
+            index: IdMap::with_capacity_and_hasher(rows, Default::default()),
+            rows: Vec::with_capacity(rows),
+        }
+    }
+
     pub(crate) fn put(
         &mut self,
         (tenant, id): (TenantId, Uuid),
