@@ -123,7 +123,7 @@ impl Peers {
     /// Whether another node may be listening for commit notices: one was heard lately, or this
     /// one cannot tell (its listener is not connected).
     fn may_listen(&self, now: Instant) -> bool {
-        !self.listening.load(Ordering::Relaxed) || self.known(now)
+        !self.listening.load(Ordering::SeqCst) || self.known(now)
     }
 }
 
@@ -174,8 +174,10 @@ async fn listen(url: String, hearers: Hearers, shared: Arc<Shared>) {
                 .await
             {
                 Ok(()) => {
+                    // Before the key cache says so: whoever sees this node listen sees it
+                    // count the nodes it hears.
+                    shared.peers.listening.store(true, Ordering::SeqCst);
                     hearers.keys.complete();
-                    shared.peers.listening.store(true, Ordering::Relaxed);
                     shared.hello_now.notify_one();
                     retry = LISTEN_RETRY_MIN;
                     let mut heard = std::pin::pin!(conn.notifications_stream());
@@ -190,8 +192,8 @@ async fn listen(url: String, hearers: Hearers, shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "could not connect to listen for other nodes' notices")
             }
         }
+        shared.peers.listening.store(false, Ordering::SeqCst);
         hearers.keys.incomplete();
-        shared.peers.listening.store(false, Ordering::Relaxed);
         tokio::time::sleep(retry).await;
         retry = (retry * 2).min(LISTEN_RETRY_MAX);
     }
