@@ -47,12 +47,17 @@ const HELLO_EVERY: Duration = Duration::from_secs(2);
 /// A node not heard from for this long (three hellos missed) is taken to be gone.
 const PEER_TIMEOUT: Duration = Duration::from_secs(7);
 
+/// The statement sending `payload` on `channel` (when its transaction commits).
+fn notice(channel: &str, payload: String) -> Stmt {
+    Stmt::new(
+        format!("SELECT pg_notify('{channel}', ?)"),
+        vec![Bind::Text(payload)],
+    )
+}
+
 /// The statement announcing a key's revocation when its transaction commits.
 pub(crate) fn revocation_notice(id: ApiKeyId) -> Stmt {
-    Stmt::new(
-        format!("SELECT pg_notify('{REVOCATIONS_CHANNEL}', ?)"),
-        vec![Bind::Text(id.to_string())],
-    )
+    notice(REVOCATIONS_CHANNEL, id.to_string())
 }
 
 /// The statements announcing that these tenants' logs grow when their transaction commits
@@ -78,21 +83,18 @@ pub(crate) fn commit_notices(node: &str, tenants: &[TenantId]) -> Vec<Stmt> {
     }
     payloads
         .into_iter()
-        .map(|p| {
-            Stmt::new(
-                format!("SELECT pg_notify('{COMMITS_CHANNEL}', ?)"),
-                vec![Bind::Text(p)],
-            )
-        })
+        .map(|p| notice(COMMITS_CHANNEL, p))
         .collect()
 }
 
 /// The statement saying that `node` is there.
 fn hello(node: &str) -> Stmt {
-    Stmt::new(
-        format!("SELECT pg_notify('{NODES_CHANNEL}', ?)"),
-        vec![Bind::text(node)],
-    )
+    notice(NODES_CHANNEL, node.to_owned())
+}
+
+/// Whether a hello heard `at` still counts at `now`.
+fn lately(at: Instant, now: Instant) -> bool {
+    now.duration_since(at) < PEER_TIMEOUT
 }
 
 /// The other nodes this one has heard say they are there, and when it last did.
@@ -108,16 +110,14 @@ impl Peers {
     /// which this node answers with a hello of its own so that the newcomer knows of it at once.
     fn heard(&self, node: &str, now: Instant) -> bool {
         let mut heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard.retain(|_, at| now.duration_since(*at) < PEER_TIMEOUT);
+        heard.retain(|_, at| lately(*at, now));
         heard.insert(node.to_owned(), now).is_none()
     }
 
     /// Whether another node was heard within `PEER_TIMEOUT` of `now`.
     fn known(&self, now: Instant) -> bool {
         let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
-        heard
-            .values()
-            .any(|at| now.duration_since(*at) < PEER_TIMEOUT)
+        heard.values().any(|at| lately(*at, now))
     }
 
     /// Whether another node may be listening for commit notices: one was heard lately, or this

@@ -12,6 +12,7 @@ use payrail_actors::ports::{EventStore, StoreError};
 use super::fixtures::*;
 use super::tenants::api_key;
 use crate::keys::Keys;
+use crate::store::notify::COMMITS_CHANNEL;
 use crate::store::stmt::{Bind, Stmt};
 use crate::store::{ApiKeyRow, Db};
 
@@ -196,7 +197,7 @@ async fn commit_notices_heard(
     use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
     use futures::StreamExt;
     let mut conn = AsyncPgConnection::establish(url).await.unwrap();
-    conn.batch_execute("LISTEN payrail_committed")
+    conn.batch_execute(&format!("LISTEN {COMMITS_CHANNEL}"))
         .await
         .unwrap();
     commit().await;
