@@ -20,6 +20,7 @@ mod leases;
 mod model;
 mod notify;
 mod ops;
+mod pg_array;
 mod plan;
 mod postgres;
 mod queries;

@@ -7,13 +7,15 @@ use diesel::backend::Backend;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::result::{Error as DieselError, QueryResult};
-use diesel::sql_types::{
-    Array, BigInt, Date, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid,
-};
+use diesel::serialize::{self, IsNull, Output, ToSql};
+use diesel::sql_types::{BigInt, Date, Nullable, Text, Timestamptz, Untyped, Uuid as SqlUuid};
 use diesel::sqlite::Sqlite;
 use payrail_actors::domain::{EventId, InvoiceId, PaymentId, RefundId, StreamId, TenantId};
 use payrail_actors::ports::StoreError;
+use std::io::Write as _;
 use uuid::Uuid;
+
+use super::pg_array::Packed;
 
 /// The SQL differences between the backends, kept to a handful of expressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,9 +82,9 @@ pub(crate) enum Bind {
     Date(NaiveDate, String),
     OptDate(Option<NaiveDate>, Option<String>),
     /// An id in a key column of `events`: PostgreSQL stores the UUID inside it (16 bytes, in
-    /// the row and in each index entry), SQLite its TypeID text.
-    Key(Uuid, String),
-    OptKey(Option<Uuid>, Option<String>),
+    /// the row and in each index entry), SQLite its TypeID text, rendered only when bound.
+    Key(Key),
+    OptKey(Option<Key>),
     TextArr(Vec<String>),
     OptTextArr(Vec<Option<String>>),
     I64Arr(Vec<i64>),
@@ -99,16 +101,13 @@ impl Bind {
         Self::Text(s.into())
     }
 
-    /// An id as a key (`Key`): its UUID and its TypeID text, both from the id.
-    pub(crate) fn key(id: impl LogKey) -> Self {
-        Self::Key(id.key_uuid(), id.to_string())
+    /// An id as a key (`Key`).
+    pub(crate) fn key(id: impl Into<Key>) -> Self {
+        Self::Key(id.into())
     }
 
-    pub(crate) fn opt_key(id: Option<impl LogKey>) -> Self {
-        match id {
-            Some(id) => Self::OptKey(Some(id.key_uuid()), Some(id.to_string())),
-            None => Self::OptKey(None, None),
-        }
+    pub(crate) fn opt_key(id: Option<impl Into<Key>>) -> Self {
+        Self::OptKey(id.map(Into::into))
     }
 
     pub(crate) fn ts(at: DateTime<Utc>) -> Self {
@@ -128,23 +127,76 @@ impl Bind {
     }
 }
 
-/// An id that the log's key columns hold (`Bind::Key`): the UUID inside it, and its TypeID
-/// text through `Display`.
-pub(crate) trait LogKey: std::fmt::Display {
-    fn key_uuid(&self) -> Uuid;
+/// An id that the log's key columns hold (`Bind::Key`), typed: PostgreSQL binds the UUID inside
+/// it, SQLite its TypeID text, which is rendered only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    Tenant(TenantId),
+    Stream(StreamId),
+    Event(EventId),
+    Invoice(InvoiceId),
+    Payment(PaymentId),
+    Refund(RefundId),
 }
 
-macro_rules! log_key {
-    ($($id:ty),*) => {
-        $(impl LogKey for $id {
-            fn key_uuid(&self) -> Uuid {
-                self.uuid()
+impl Key {
+    pub(crate) fn uuid(&self) -> Uuid {
+        match self {
+            Self::Tenant(id) => id.uuid(),
+            Self::Stream(id) => id.uuid(),
+            Self::Event(id) => id.uuid(),
+            Self::Invoice(id) => id.uuid(),
+            Self::Payment(id) => id.uuid(),
+            Self::Refund(id) => id.uuid(),
+        }
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tenant(id) => id.fmt(f),
+            Self::Stream(id) => id.fmt(f),
+            Self::Event(id) => id.fmt(f),
+            Self::Invoice(id) => id.fmt(f),
+            Self::Payment(id) => id.fmt(f),
+            Self::Refund(id) => id.fmt(f),
+        }
+    }
+}
+
+macro_rules! key_from {
+    ($($variant:ident($id:ty)),*) => {
+        $(impl From<$id> for Key {
+            fn from(id: $id) -> Self {
+                Self::$variant(id)
             }
         })*
     };
 }
 
-log_key!(TenantId, StreamId, EventId, InvoiceId, PaymentId, RefundId);
+key_from!(
+    Tenant(TenantId),
+    Stream(StreamId),
+    Event(EventId),
+    Invoice(InvoiceId),
+    Payment(PaymentId),
+    Refund(RefundId)
+);
+
+impl ToSql<SqlUuid, Pg> for Key {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(self.uuid().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql<Text, Sqlite> for Key {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.to_string());
+        Ok(IsNull::No)
+    }
+}
 
 /// Refuses a count of affected rows other than the expected one: a row the batch took for
 /// stored was not, and the transaction must not commit without it.
@@ -258,17 +310,17 @@ impl QueryFragment<Pg> for Stmt {
             Bind::OptTs(v, _) => out.push_bind_param::<Nullable<Timestamptz>, _>(v),
             Bind::Date(v, _) => out.push_bind_param::<Date, _>(v),
             Bind::OptDate(v, _) => out.push_bind_param::<Nullable<Date>, _>(v),
-            Bind::TextArr(v) => out.push_bind_param::<Array<Text>, _>(v),
-            Bind::OptTextArr(v) => out.push_bind_param::<Array<Nullable<Text>>, _>(v),
-            Bind::I64Arr(v) => out.push_bind_param::<Array<BigInt>, _>(v),
-            Bind::OptI64Arr(v) => out.push_bind_param::<Array<Nullable<BigInt>>, _>(v),
-            Bind::TsArr(v) => out.push_bind_param::<Array<Timestamptz>, _>(v),
-            Bind::OptTsArr(v) => out.push_bind_param::<Array<Nullable<Timestamptz>>, _>(v),
-            Bind::OptDateArr(v) => out.push_bind_param::<Array<Nullable<Date>>, _>(v),
-            Bind::Key(v, _) => out.push_bind_param::<SqlUuid, _>(v),
-            Bind::OptKey(v, _) => out.push_bind_param::<Nullable<SqlUuid>, _>(v),
-            Bind::KeyArr(v) => out.push_bind_param::<Array<SqlUuid>, _>(v),
-            Bind::OptKeyArr(v) => out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(v),
+            Bind::TextArr(v) => out.push_bind_param::<Packed<Text>, _>(v),
+            Bind::OptTextArr(v) => out.push_bind_param::<Packed<Nullable<Text>>, _>(v),
+            Bind::I64Arr(v) => out.push_bind_param::<Packed<BigInt>, _>(v),
+            Bind::OptI64Arr(v) => out.push_bind_param::<Packed<Nullable<BigInt>>, _>(v),
+            Bind::TsArr(v) => out.push_bind_param::<Packed<Timestamptz>, _>(v),
+            Bind::OptTsArr(v) => out.push_bind_param::<Packed<Nullable<Timestamptz>>, _>(v),
+            Bind::OptDateArr(v) => out.push_bind_param::<Packed<Nullable<Date>>, _>(v),
+            Bind::Key(v) => out.push_bind_param::<SqlUuid, _>(v),
+            Bind::OptKey(v) => out.push_bind_param::<Nullable<SqlUuid>, _>(v),
+            Bind::KeyArr(v) => out.push_bind_param::<Packed<SqlUuid>, _>(v),
+            Bind::OptKeyArr(v) => out.push_bind_param::<Packed<Nullable<SqlUuid>>, _>(v),
         })
     }
 }
@@ -276,12 +328,10 @@ impl QueryFragment<Pg> for Stmt {
 impl QueryFragment<Sqlite> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         self.walk(&mut out, |out, bind| match bind {
-            Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) | Bind::Key(_, v) => {
-                out.push_bind_param::<Text, _>(v)
-            }
-            Bind::OptText(v) | Bind::OptDate(_, v) | Bind::OptKey(_, v) => {
-                out.push_bind_param::<Nullable<Text>, _>(v)
-            }
+            Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) => out.push_bind_param::<Text, _>(v),
+            Bind::OptText(v) | Bind::OptDate(_, v) => out.push_bind_param::<Nullable<Text>, _>(v),
+            Bind::Key(v) => out.push_bind_param::<Text, _>(v),
+            Bind::OptKey(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v),
             Bind::OptTs(_, v) => out.push_bind_param::<Nullable<BigInt>, _>(v),
             _ => Err(DieselError::QueryBuilderError(

@@ -253,7 +253,9 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
     let data = split_json::field(&event.data, "data")
         .map_err(corrupt)?
         .ok_or_else(|| corrupt(format!("{} serialized without data", event.event_type())))?;
-    Ok(vec![
+    // Room for every column: the batch adds `seq` (`insert_events`).
+    let mut row = Vec::with_capacity(EVENTS.columns.len());
+    row.extend([
         Bind::key(event.tenant_id),
         Bind::key(event.stream),
         Bind::I64(event.version as i64),
@@ -266,7 +268,8 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),
         Bind::ts(event.occurred_at),
-    ])
+    ]);
+    Ok(row)
 }
 
 /// An invoice's row. With `details: false` it stops short of its last column, `details`, for

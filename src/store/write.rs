@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::rows::corrupt;
-use super::stmt::{Bind, Dialect, Stmt};
+use super::stmt::{Bind, Dialect, Key, Stmt};
 use super::tables::{Sets, Table, EVENTS};
 
 pub(crate) use super::tables::{
@@ -287,8 +287,20 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
         Some(Bind::I64(_)) => array!(I64, I64Arr, ""),
         Some(Bind::Ts(..)) => array!(Ts, TsArr, ""),
         Some(Bind::OptDate(..)) => array!(OptDate, OptDateArr, ""),
-        Some(Bind::Key(..)) => array!(Key, KeyArr, ""),
-        Some(Bind::OptKey(..)) => array!(OptKey, OptKeyArr, ""),
+        Some(Bind::Key(_)) => (
+            Bind::KeyArr(scalars(values, |v| match v {
+                Bind::Key(key) => Some(key.uuid()),
+                _ => None,
+            })?),
+            "",
+        ),
+        Some(Bind::OptKey(_)) => (
+            Bind::OptKeyArr(scalars(values, |v| match v {
+                Bind::OptKey(key) => Some(key.map(|k| k.uuid())),
+                _ => None,
+            })?),
+            "",
+        ),
         _ => return Err(corrupt("unsupported column type for a batch insert")),
     })
 }
@@ -374,16 +386,16 @@ fn insert_values(table: &Table, rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, Store
 /// commit, so numbers follow commit order), then each row takes its number back from the counter.
 pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<Stmt>, StoreError> {
     // Each tenant's count of rows, and each row's tenant as its place in `counts`.
-    let mut counts: Vec<(String, i64)> = Vec::new();
+    let mut counts: Vec<(TenantId, i64)> = Vec::new();
     let mut places = Vec::with_capacity(rows.len());
     for row in &rows {
-        let Some(Bind::Key(_, tenant)) = row.first() else {
+        let Some(&Bind::Key(Key::Tenant(tenant))) = row.first() else {
             return Err(corrupt("event row without its tenant"));
         };
-        let place = match counts.iter().position(|(t, _)| t == tenant) {
+        let place = match counts.iter().position(|(t, _)| *t == tenant) {
             Some(place) => place,
             None => {
-                counts.push((tenant.clone(), 0));
+                counts.push((tenant, 0));
                 counts.len() - 1
             }
         };
@@ -401,13 +413,7 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
         return Ok(Vec::new());
     }
     match d {
-        Dialect::Postgres => {
-            let tenants = places
-                .iter()
-                .map(|&place| counts[place].0.clone())
-                .collect();
-            Ok(vec![insert_events_numbered(counts, tenants, rows)?])
-        }
+        Dialect::Postgres => Ok(vec![insert_events_numbered(counts, rows)?]),
         Dialect::Sqlite => {
             let mut stmts = bump_counters(counts);
             stmts.extend(insert_rows(d, &EVENTS, rows)?);
@@ -419,7 +425,7 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
 /// PostgreSQL: the counters' move and the events' insert as one statement. The counters return
 /// each tenant's new last number and the events join it (a hash join of a few rows), instead of
 /// looking the counter up again per event row. The counters are keyed by the tenant's TypeID
-/// text, the events by its UUID: each row binds both (`tenants`, in row order).
+/// text, the events by its UUID: each tenant binds both, once.
 ///
 /// A tenant's counter exists after its first event, so it is moved by a plain `UPDATE`; only a
 /// tenant the update did not find is inserted. An upsert (`ON CONFLICT DO UPDATE`) of an
@@ -427,11 +433,12 @@ pub(crate) fn insert_events(d: Dialect, mut rows: Vec<Vec<Bind>>) -> Result<Vec<
 /// tenant per batch. The insert keeps its conflict clause for a counter created by another
 /// transaction since this statement's snapshot.
 fn insert_events_numbered(
-    counts: Vec<(String, i64)>,
-    tenants: Vec<String>,
+    counts: Vec<(TenantId, i64)>,
     rows: Vec<Vec<Bind>>,
 ) -> Result<Stmt, StoreError> {
-    let (counted, ns): (Vec<String>, Vec<i64>) = counts.into_iter().unzip();
+    let texts = counts.iter().map(|(t, _)| t.to_string()).collect();
+    let uuids = counts.iter().map(|(t, _)| t.uuid()).collect();
+    let ns = counts.iter().map(|&(_, n)| n).collect();
     let (select, event_binds) = unnest_columns(
         EVENTS.name,
         EVENTS.columns,
@@ -443,21 +450,21 @@ fn insert_events_numbered(
     )?;
     let names = EVENTS.columns.join(", ");
     let sql = format!(
-        "WITH k AS (SELECT * FROM unnest(?, ?) AS k(tenant_id, n)), \
+        "WITH k AS (SELECT * FROM unnest(?, ?, ?) AS k(tenant_id, tk, n)), \
          m AS (UPDATE event_counters c SET last_seq = c.last_seq + k.n FROM k \
          WHERE c.tenant_id = k.tenant_id RETURNING c.tenant_id, c.last_seq), \
          f AS (INSERT INTO event_counters (tenant_id, last_seq) SELECT k.tenant_id, k.n FROM k \
          WHERE k.tenant_id NOT IN (SELECT tenant_id FROM m) {COUNTER_UPSERT} \
          RETURNING tenant_id, last_seq), \
-         b AS (SELECT * FROM m UNION ALL SELECT * FROM f) \
+         b AS (SELECT k.tk, x.last_seq FROM (SELECT * FROM m UNION ALL SELECT * FROM f) x \
+         JOIN k ON k.tenant_id = x.tenant_id) \
          INSERT INTO events ({names}) SELECT {} FROM unnest({}) WITH ORDINALITY \
-         AS u({names}, tenant, ord) JOIN b ON b.tenant_id = u.tenant ORDER BY u.ord",
+         AS u({names}, ord) JOIN b ON b.tk = u.tenant_id ORDER BY u.ord",
         select.join(", "),
-        vec!["?"; event_binds.len() + 1].join(", "),
+        vec!["?"; event_binds.len()].join(", "),
     );
-    let mut binds = vec![Bind::TextArr(counted), Bind::I64Arr(ns)];
+    let mut binds = vec![Bind::TextArr(texts), Bind::KeyArr(uuids), Bind::I64Arr(ns)];
     binds.extend(event_binds);
-    binds.push(Bind::TextArr(tenants));
     Ok(Stmt::new(sql, binds))
 }
 
@@ -466,13 +473,13 @@ const COUNTER_UPSERT: &str =
 
 /// SQLite: moves each tenant's event counter on by its count, creating the counter at the
 /// first event (one cached statement per tenant of the batch).
-fn bump_counters(counts: Vec<(String, i64)>) -> Vec<Stmt> {
+fn bump_counters(counts: Vec<(TenantId, i64)>) -> Vec<Stmt> {
     counts
         .into_iter()
         .map(|(tenant, n)| {
             Stmt::new(
                 format!("INSERT INTO event_counters (tenant_id, last_seq) VALUES (?, ?) {COUNTER_UPSERT}"),
-                vec![Bind::Text(tenant), Bind::I64(n)],
+                vec![Bind::Text(tenant.to_string()), Bind::I64(n)],
             )
         })
         .collect()
