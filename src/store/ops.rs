@@ -153,13 +153,12 @@ impl Db {
             let tenant = parse_key(&row.value, TenantId::from_uuid)?;
             let replay = self.replay_tenant(tenant).await?;
             rebuilt += replay.invoices.len() + replay.payments.len();
-            let t = tenant.to_string();
             for invoice in replay.invoices.values() {
-                invoices.push(invoice_row(&t, invoice, true)?);
+                invoices.push(invoice_row(tenant, invoice, true)?);
             }
             for payment in replay.payments.values() {
-                payments.push(payment_row(&t, payment, true)?);
-                refunds.extend(refund_rows(&t, payment)?.into_iter().map(|(_, r)| r));
+                payments.push(payment_row(tenant, payment, true)?);
+                refunds.extend(refund_rows(tenant, payment)?.into_iter().map(|(_, r)| r));
             }
         }
         let d = self.dialect();

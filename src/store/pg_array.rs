@@ -12,6 +12,8 @@ use diesel::sql_types::{BigInt, Date, HasSqlType, Nullable, Text, Timestamptz, U
 use std::io::Write as _;
 use uuid::Uuid;
 
+use super::stmt::Key;
+
 /// An array of `ST` bound as `ST[]`, encoded in one pass (a SQL type for `push_bind_param`).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Packed<ST>(std::marker::PhantomData<ST>);
@@ -30,75 +32,100 @@ where
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120;
 
-/// One element's binary form: its length in bytes (`None` for a null) and its bytes.
+/// Whether an element was written (`false`: a null, which has no bytes).
+type Put = Result<bool, Box<dyn std::error::Error + Send + Sync>>;
+
+/// One element's binary form, written after its length; `false` for a null, which has none.
 trait Element {
-    fn size(&self) -> Option<usize>;
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result;
+    /// Its length in bytes, or a guess at it, to size the buffer.
+    fn size_hint(&self) -> usize;
+    fn put(&self, buf: &mut Vec<u8>) -> Put;
 }
 
 impl Element for String {
-    fn size(&self) -> Option<usize> {
-        Some(self.len())
+    fn size_hint(&self) -> usize {
+        self.len()
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         buf.extend_from_slice(self.as_bytes());
-        Ok(IsNull::No)
+        Ok(true)
+    }
+}
+
+impl Element for &str {
+    fn size_hint(&self) -> usize {
+        self.len()
+    }
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
+        buf.extend_from_slice(self.as_bytes());
+        Ok(true)
+    }
+}
+
+/// An id as its TypeID text.
+impl Element for Key {
+    fn size_hint(&self) -> usize {
+        30
+    }
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
+        write!(buf, "{self}")?;
+        Ok(true)
     }
 }
 
 impl Element for i64 {
-    fn size(&self) -> Option<usize> {
-        Some(8)
+    fn size_hint(&self) -> usize {
+        8
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         buf.extend_from_slice(&self.to_be_bytes());
-        Ok(IsNull::No)
+        Ok(true)
     }
 }
 
 impl Element for Uuid {
-    fn size(&self) -> Option<usize> {
-        Some(16)
+    fn size_hint(&self) -> usize {
+        16
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         buf.extend_from_slice(self.as_bytes());
-        Ok(IsNull::No)
+        Ok(true)
     }
 }
 
 impl Element for DateTime<Utc> {
-    fn size(&self) -> Option<usize> {
-        Some(8)
+    fn size_hint(&self) -> usize {
+        8
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         let micros = self
             .timestamp_micros()
             .checked_sub(PG_EPOCH_MICROS)
             .ok_or_else(|| format!("{self:?} is out of PostgreSQL's range"))?;
         buf.extend_from_slice(&micros.to_be_bytes());
-        Ok(IsNull::No)
+        Ok(true)
     }
 }
 
 impl Element for NaiveDate {
-    fn size(&self) -> Option<usize> {
-        Some(4)
+    fn size_hint(&self) -> usize {
+        4
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         let days = self.num_days_from_ce() - PG_EPOCH_DAYS_FROM_CE;
         buf.extend_from_slice(&days.to_be_bytes());
-        Ok(IsNull::No)
+        Ok(true)
     }
 }
 
 impl<T: Element> Element for Option<T> {
-    fn size(&self) -> Option<usize> {
-        self.as_ref().and_then(Element::size)
+    fn size_hint(&self) -> usize {
+        self.as_ref().map_or(0, Element::size_hint)
     }
-    fn put(&self, buf: &mut Vec<u8>) -> serialize::Result {
+    fn put(&self, buf: &mut Vec<u8>) -> Put {
         match self {
             Some(value) => value.put(buf),
-            None => Ok(IsNull::Yes),
+            None => Ok(false),
         }
     }
 }
@@ -109,23 +136,20 @@ where
     Pg: HasSqlType<ST>,
 {
     let element = <Pg as HasSqlType<ST>>::metadata(out.metadata_lookup()).oid()?;
-    let size = 20
-        + values
-            .iter()
-            .map(|v| 4 + v.size().unwrap_or(0))
-            .sum::<usize>();
+    let size = 20 + values.iter().map(|v| 4 + v.size_hint()).sum::<usize>();
     let mut buf = Vec::with_capacity(size);
     for word in [1, 0, element as i32, i32::try_from(values.len())?, 1] {
         buf.extend_from_slice(&word.to_be_bytes());
     }
     for value in values {
-        match value.size() {
-            Some(len) => {
-                buf.extend_from_slice(&i32::try_from(len)?.to_be_bytes());
-                value.put(&mut buf)?;
-            }
-            None => buf.extend_from_slice(&(-1i32).to_be_bytes()),
-        }
+        // The element's length goes before it, once it is written.
+        let at = buf.len();
+        buf.extend_from_slice(&[0; 4]);
+        let len = match value.put(&mut buf)? {
+            true => i32::try_from(buf.len() - at - 4)?,
+            false => -1,
+        };
+        buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
     out.write_all(&buf)?;
     Ok(IsNull::No)
@@ -143,6 +167,8 @@ macro_rules! packed {
 
 packed!(
     Text => String,
+    Text => &'static str,
+    Text => Key,
     Nullable<Text> => Option<String>,
     BigInt => i64,
     Nullable<BigInt> => Option<i64>,
@@ -163,7 +189,9 @@ mod tests {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     use uuid::Uuid;
 
-    use crate::store::stmt::{Bind, Stmt};
+    use payrail_actors::domain::TenantId;
+
+    use crate::store::stmt::{Bind, Key, Stmt};
 
     #[derive(QueryableByName)]
     struct Shown {
@@ -180,11 +208,12 @@ mod tests {
         let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
         let at = |micros| DateTime::from_timestamp_micros(micros).unwrap();
         let uuid = Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef);
+        let tenant = TenantId::from_uuid(uuid);
         let stmt = Stmt::new(
             "SELECT concat_ws(' | ', ?::text, ?::text, ?::text, ?::text, ?::text, \
              (? = ARRAY['1999-12-31 23:59:59.5+00', '2026-12-06 12:00:00.000001+00']::timestamptz[])::text, \
              (? IS NOT DISTINCT FROM ARRAY[NULL, '2000-01-01 00:00:00+00']::timestamptz[])::text, \
-             ?::text, ?::text, ?::text) AS shown",
+             ?::text, ?::text, ?::text, ?::text, ?::text) AS shown",
             vec![
                 Bind::TextArr(vec!["a".into(), String::new(), "zürich, \"quoted\"".into()]),
                 Bind::TextArr(Vec::new()),
@@ -196,15 +225,19 @@ mod tests {
                 Bind::OptDateArr(vec![Some(day(1999, 12, 31)), None, Some(day(2026, 12, 6))]),
                 Bind::KeyArr(vec![uuid]),
                 Bind::OptKeyArr(vec![None, Some(uuid)]),
+                Bind::WordArr(vec!["paid", ""]),
+                Bind::IdArr(vec![Key::Tenant(tenant)]),
             ],
         );
         let row: Shown = stmt.get_result(&mut conn).await.unwrap();
         assert_eq!(
             row.shown,
-            "{a,\"\",\"zürich, \\\"quoted\\\"\"} | {} | {NULL,b} \
-             | {-9223372036854775808,-1,0,9223372036854775807} | {7,NULL} | true | true \
-             | {1999-12-31,NULL,2026-12-06} | {01234567-89ab-cdef-0123-456789abcdef} \
-             | {NULL,01234567-89ab-cdef-0123-456789abcdef}"
+            format!(
+                "{{a,\"\",\"zürich, \\\"quoted\\\"\"}} | {{}} | {{NULL,b}} \
+                 | {{-9223372036854775808,-1,0,9223372036854775807}} | {{7,NULL}} | true | true \
+                 | {{1999-12-31,NULL,2026-12-06}} | {{01234567-89ab-cdef-0123-456789abcdef}} \
+                 | {{NULL,01234567-89ab-cdef-0123-456789abcdef}} | {{paid,\"\"}} | {{{tenant}}}"
+            )
         );
     }
 }

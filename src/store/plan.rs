@@ -9,7 +9,7 @@ use payrail_actors::ports::{BatchFence, StoreError, Unit};
 use uuid::Uuid;
 
 use super::rows::KeyRow;
-use super::stmt::{Bind, Dialect, Stmt};
+use super::stmt::{Bind, Dialect, Key, Stmt};
 use super::tables::Sets;
 use super::unit_rows::{details_of, unsnapshotted_invoices, UnitRows};
 use super::write::{
@@ -101,6 +101,11 @@ fn texts<T>(items: &[T], text: impl Fn(&T) -> String) -> Bind {
     Bind::TextArr(items.iter().map(text).collect())
 }
 
+/// Ids as their TypeID text (`Bind::IdArr`).
+fn ids<T>(items: &[T], id: impl Fn(&T) -> Key) -> Bind {
+    Bind::IdArr(items.iter().map(id).collect())
+}
+
 fn uuids<T>(items: &[T], uuid: impl Fn(&T) -> Uuid) -> Bind {
     Bind::KeyArr(items.iter().map(uuid).collect())
 }
@@ -161,23 +166,22 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
     }
     match d {
         Dialect::Postgres => {
-            let tenant = |t: &TenantId| t.to_string();
             let (vtk, vs) = (
                 uuids(&keys.streams, |(t, _)| t.uuid()),
                 uuids(&keys.streams, |(_, s)| s.uuid()),
             );
             let (dt, dtk, dg, dp) = (
-                texts(&keys.dedup, |(t, _, _)| tenant(t)),
+                ids(&keys.dedup, |(t, _, _)| (*t).into()),
                 uuids(&keys.dedup, |(t, _, _)| t.uuid()),
                 texts(&keys.dedup, |(_, g, _)| g.clone()),
-                texts(&keys.dedup, |(_, _, p)| p.to_string()),
+                ids(&keys.dedup, |(_, _, p)| (*p).into()),
             );
             let (it, ik) = (
-                texts(&keys.idempotency, |(t, _)| tenant(t)),
+                ids(&keys.idempotency, |(t, _)| (*t).into()),
                 texts(&keys.idempotency, |(_, k)| k.clone()),
             );
             let (nt, nn) = (
-                texts(&keys.numbers, |(t, _)| tenant(t)),
+                ids(&keys.numbers, |(t, _)| (*t).into()),
                 texts(&keys.numbers, |&(_, n)| format_number(n)),
             );
             vec![Stmt::new(

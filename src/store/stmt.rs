@@ -73,19 +73,26 @@ impl Dialect {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Bind {
     Text(String),
+    /// Text the program holds for good (a status, a currency, an event type): bound without a
+    /// copy of its own.
+    Word(&'static str),
+    /// An id stored as its TypeID text (the projections' key columns), rendered as it is bound.
+    Id(Key),
     OptText(Option<String>),
     /// Text that PostgreSQL stores as `json` (the SQL casts it).
     Json(String),
     I64(i64),
     Ts(DateTime<Utc>, i64),
     OptTs(Option<DateTime<Utc>>, Option<i64>),
-    Date(NaiveDate, String),
-    OptDate(Option<NaiveDate>, Option<String>),
+    Date(Day),
+    OptDate(Option<Day>),
     /// An id in a key column of `events`: PostgreSQL stores the UUID inside it (16 bytes, in
     /// the row and in each index entry), SQLite its TypeID text, rendered only when bound.
     Key(Key),
     OptKey(Option<Key>),
     TextArr(Vec<String>),
+    WordArr(Vec<&'static str>),
+    IdArr(Vec<Key>),
     OptTextArr(Vec<Option<String>>),
     I64Arr(Vec<i64>),
     OptI64Arr(Vec<Option<i64>>),
@@ -99,6 +106,11 @@ pub(crate) enum Bind {
 impl Bind {
     pub(crate) fn text(s: impl Into<String>) -> Self {
         Self::Text(s.into())
+    }
+
+    /// An id as its TypeID text (`Id`).
+    pub(crate) fn id(id: impl Into<Key>) -> Self {
+        Self::Id(id.into())
     }
 
     /// An id as a key (`Key`).
@@ -119,11 +131,11 @@ impl Bind {
     }
 
     pub(crate) fn date(d: NaiveDate) -> Self {
-        Self::Date(d, d.format("%Y-%m-%d").to_string())
+        Self::Date(Day(d))
     }
 
     pub(crate) fn opt_date(d: Option<NaiveDate>) -> Self {
-        Self::OptDate(d, d.map(|d| d.format("%Y-%m-%d").to_string()))
+        Self::OptDate(d.map(Day))
     }
 }
 
@@ -187,6 +199,30 @@ key_from!(
 impl ToSql<SqlUuid, Pg> for Key {
     fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
         out.write_all(self.uuid().as_bytes())?;
+        Ok(IsNull::No)
+    }
+}
+
+/// A date: PostgreSQL binds it as a `date`, SQLite as ISO text, rendered only then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Day(pub(crate) NaiveDate);
+
+impl ToSql<Date, Pg> for Day {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        ToSql::<Date, Pg>::to_sql(&self.0, out)
+    }
+}
+
+impl ToSql<Text, Sqlite> for Day {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Sqlite>) -> serialize::Result {
+        out.set_value(self.0.format("%Y-%m-%d").to_string());
+        Ok(IsNull::No)
+    }
+}
+
+impl ToSql<Text, Pg> for Key {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        write!(out, "{self}")?;
         Ok(IsNull::No)
     }
 }
@@ -304,13 +340,17 @@ impl QueryFragment<Pg> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
         self.walk(&mut out, |out, bind| match bind {
             Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v),
+            Bind::Word(v) => out.push_bind_param::<Text, str>(v),
+            Bind::Id(v) => out.push_bind_param::<Text, _>(v),
             Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::I64(v) => out.push_bind_param::<BigInt, _>(v),
             Bind::Ts(v, _) => out.push_bind_param::<Timestamptz, _>(v),
             Bind::OptTs(v, _) => out.push_bind_param::<Nullable<Timestamptz>, _>(v),
-            Bind::Date(v, _) => out.push_bind_param::<Date, _>(v),
-            Bind::OptDate(v, _) => out.push_bind_param::<Nullable<Date>, _>(v),
+            Bind::Date(v) => out.push_bind_param::<Date, _>(v),
+            Bind::OptDate(v) => out.push_bind_param::<Nullable<Date>, _>(v),
             Bind::TextArr(v) => out.push_bind_param::<Packed<Text>, _>(v),
+            Bind::WordArr(v) => out.push_bind_param::<Packed<Text>, _>(v),
+            Bind::IdArr(v) => out.push_bind_param::<Packed<Text>, _>(v),
             Bind::OptTextArr(v) => out.push_bind_param::<Packed<Nullable<Text>>, _>(v),
             Bind::I64Arr(v) => out.push_bind_param::<Packed<BigInt>, _>(v),
             Bind::OptI64Arr(v) => out.push_bind_param::<Packed<Nullable<BigInt>>, _>(v),
@@ -328,8 +368,12 @@ impl QueryFragment<Pg> for Stmt {
 impl QueryFragment<Sqlite> for Stmt {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
         self.walk(&mut out, |out, bind| match bind {
-            Bind::Text(v) | Bind::Json(v) | Bind::Date(_, v) => out.push_bind_param::<Text, _>(v),
-            Bind::OptText(v) | Bind::OptDate(_, v) => out.push_bind_param::<Nullable<Text>, _>(v),
+            Bind::Text(v) | Bind::Json(v) => out.push_bind_param::<Text, _>(v),
+            Bind::Date(v) => out.push_bind_param::<Text, _>(v),
+            Bind::OptDate(v) => out.push_bind_param::<Nullable<Text>, _>(v),
+            Bind::Word(v) => out.push_bind_param::<Text, str>(v),
+            Bind::Id(v) => out.push_bind_param::<Text, _>(v),
+            Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::Key(v) => out.push_bind_param::<Text, _>(v),
             Bind::OptKey(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v),

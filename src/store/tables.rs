@@ -3,7 +3,7 @@
 //! the rows into statements.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use payrail_actors::domain::{Event, EventData, Invoice, Payment, Refund};
+use payrail_actors::domain::{Event, EventData, Invoice, Payment, Refund, TenantId};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
 use serde::Serialize;
 use uuid::Uuid;
@@ -260,7 +260,7 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
         Bind::key(event.stream),
         Bind::I64(event.version as i64),
         Bind::key(event.id),
-        Bind::text(event.event_type()),
+        Bind::Word(event.event_type()),
         Bind::opt_key(event.invoice_id),
         // The subject only where it is not the stream (a refund's events), to keep the row short.
         Bind::opt_key(event.data.refund_id()),
@@ -276,17 +276,17 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
 /// a write that leaves them alone (most do: `invoice_sets`), rendering only what it writes;
 /// `invoice_details` completes it if the write turns out to set them.
 pub(crate) fn invoice_row(
-    tenant: &str,
+    tenant: TenantId,
     invoice: &Invoice,
     details: bool,
 ) -> Result<Vec<Bind>, StoreError> {
     let data = json(&InvoiceData::of(invoice))?;
     let details = details.then(|| invoice_details(invoice)).transpose()?;
     let mut row = vec![
-        Bind::text(tenant),
-        Bind::Text(invoice.id.to_string()),
+        Bind::id(tenant),
+        Bind::id(invoice.id),
         Bind::Text(invoice.number.clone()),
-        Bind::text(invoice.status.as_str()),
+        Bind::Word(invoice.status.as_str()),
         Bind::Text(invoice.details.customer_name.clone()),
         Bind::OptText(invoice.details.customer_email.clone()),
         Bind::text(invoice.details.currency.as_str()),
@@ -416,17 +416,17 @@ impl<'a> PaymentData<'a> {
 /// A payment's row. With `details: false` it stops short of its last column, `details`, which
 /// only its insert writes (they are fixed); `payment_details` completes it for one.
 pub(crate) fn payment_row(
-    tenant: &str,
+    tenant: TenantId,
     payment: &Payment,
     details: bool,
 ) -> Result<Vec<Bind>, StoreError> {
     let data = json(&PaymentData::of(payment))?;
     let details = details.then(|| payment_details(payment)).transpose()?;
     let mut row = vec![
-        Bind::text(tenant),
-        Bind::Text(payment.id.to_string()),
-        Bind::Text(payment.invoice_id.to_string()),
-        Bind::text(payment.status.as_str()),
+        Bind::id(tenant),
+        Bind::id(payment.id),
+        Bind::id(payment.invoice_id),
+        Bind::Word(payment.status.as_str()),
         Bind::I64(payment.amount),
         Bind::text(payment.currency.as_str()),
         Bind::OptText(payment.gateway_reference.clone()),
@@ -511,7 +511,7 @@ fn details<T: Serialize>(snapshot: &T, names: &[&str]) -> Result<Bind, StoreErro
 
 /// A payment's refunds as `(refund id, row)`.
 pub(crate) fn refund_rows(
-    tenant: &str,
+    tenant: TenantId,
     payment: &Payment,
 ) -> Result<Vec<(Uuid, Vec<Bind>)>, StoreError> {
     payment
@@ -519,10 +519,10 @@ pub(crate) fn refund_rows(
         .iter()
         .map(|r| {
             let row = vec![
-                Bind::text(tenant),
-                Bind::Text(r.id.to_string()),
-                Bind::Text(r.payment_id.to_string()),
-                Bind::text(r.status.as_str()),
+                Bind::id(tenant),
+                Bind::id(r.id),
+                Bind::id(r.payment_id),
+                Bind::Word(r.status.as_str()),
                 Bind::I64(r.amount),
                 Bind::ts(r.created_at),
                 Bind::Json(serde_json::to_string(r).map_err(corrupt)?),

@@ -50,7 +50,6 @@ impl UnitRows {
         let tenant_id = unit
             .tenant_id
             .ok_or_else(|| StoreError::Corrupt("unit without tenant".into()))?;
-        let tenant = tenant_id.to_string();
         let mut rows = Self {
             events: Vec::with_capacity(unit.event_count()),
             invoices: Vec::new(),
@@ -61,16 +60,16 @@ impl UnitRows {
                 .iter()
                 .map(|key| {
                     vec![
-                        Bind::text(&tenant),
+                        Bind::id(tenant_id),
                         Bind::Text(key.gateway_event_id.clone()),
-                        Bind::Text(key.payment_id.to_string()),
+                        Bind::id(key.payment_id),
                     ]
                 })
                 .collect(),
             idempotency: unit
                 .idempotency
                 .as_ref()
-                .map(|r| idempotency_row(&tenant, r)),
+                .map(|r| idempotency_row(&tenant_id.to_string(), r)),
         };
         for snapshot in &unit.snapshots {
             let owner = match snapshot {
@@ -80,7 +79,7 @@ impl UnitRows {
             // Invariant 4: a unit never writes another tenant's rows.
             if owner != tenant_id {
                 return Err(StoreError::Corrupt(format!(
-                    "snapshot of tenant {owner} in a unit of tenant {tenant}"
+                    "snapshot of tenant {owner} in a unit of tenant {tenant_id}"
                 )));
             }
             match snapshot {
@@ -94,15 +93,16 @@ impl UnitRows {
                     let sets = invoice_sets(own_events.map(|e| &e.data));
                     let details = sets.has(INVOICES.columns.len() - 1);
                     rows.invoices
-                        .push((i.id, invoice_row(&tenant, i, details)?, sets));
+                        .push((i.id, invoice_row(tenant_id, i, details)?, sets));
                 }
                 Snapshot::Payment(p) => {
                     // Its details are written once, by the insert of its first unit.
                     let first = unit.streams.iter().any(|append| {
                         append.stream == StreamId::Payment(p.id) && append.expected_version == 0
                     });
-                    rows.payments.push((p.id, payment_row(&tenant, p, first)?));
-                    rows.refunds.extend(refund_rows(&tenant, p)?);
+                    rows.payments
+                        .push((p.id, payment_row(tenant_id, p, first)?));
+                    rows.refunds.extend(refund_rows(tenant_id, p)?);
                 }
             }
         }

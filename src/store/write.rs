@@ -283,10 +283,18 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
     Ok(match values.first() {
         Some(Bind::Json(_)) => array!(Json, TextArr, "::json"),
         Some(Bind::Text(_)) => array!(Text, TextArr, ""),
+        Some(Bind::Word(_)) => array!(Word, WordArr, ""),
+        Some(Bind::Id(_)) => array!(Id, IdArr, ""),
         Some(Bind::OptText(_)) => array!(OptText, OptTextArr, ""),
         Some(Bind::I64(_)) => array!(I64, I64Arr, ""),
         Some(Bind::Ts(..)) => array!(Ts, TsArr, ""),
-        Some(Bind::OptDate(..)) => array!(OptDate, OptDateArr, ""),
+        Some(Bind::OptDate(_)) => (
+            Bind::OptDateArr(scalars(values, |v| match v {
+                Bind::OptDate(day) => Some(day.map(|d| d.0)),
+                _ => None,
+            })?),
+            "",
+        ),
         Some(Bind::Key(_)) => (
             Bind::KeyArr(scalars(values, |v| match v {
                 Bind::Key(key) => Some(key.uuid()),

@@ -197,7 +197,6 @@ fn sets_of(unit: &Unit, invoice: &Invoice) -> Sets {
 #[tokio::test]
 async fn an_update_sets_every_column_its_events_change() {
     let tenant = TenantId::new();
-    let name = tenant.to_string();
     let mut updates = 0;
     lives(
         tenant,
@@ -207,8 +206,8 @@ async fn an_update_sets_every_column_its_events_change() {
             };
             updates += 1;
             let sets = sets_of(&unit, before);
-            let old = invoice_row(&name, before, true).unwrap();
-            let new = invoice_row(&name, after, true).unwrap();
+            let old = invoice_row(tenant, before, true).unwrap();
+            let new = invoice_row(tenant, after, true).unwrap();
             for (i, column) in INVOICES.columns.iter().enumerate() {
                 if old[i] != new[i] {
                     assert!(
@@ -238,8 +237,7 @@ fn a_settlement_updates_data_and_version_alone() {
         vec![EventData::InvoicePaid { amount_paid: 1000 }],
         at(2),
     );
-    let row =
-        |unit: &Unit| invoice_row(&tenant.to_string(), invoice_in(unit, &invoice), true).unwrap();
+    let row = |unit: &Unit| invoice_row(tenant, invoice_in(unit, &invoice), true).unwrap();
     let update_sql = |units: &[&Unit]| {
         let mut upserts = Upserts::default();
         for unit in units {
@@ -354,7 +352,7 @@ async fn a_settlement_after_a_restart_writes_its_rows_whole(db: Db, url: String)
 /// The stored row of `invoice` holds in every column what a whole write of it would (the JSON
 /// columns, which PostgreSQL cannot compare, through the invoice read back whole).
 async fn assert_row_is(db: &Db, tenant: TenantId, invoice: &Invoice) {
-    let row = invoice_row(&tenant.to_string(), invoice, true).unwrap();
+    let row = invoice_row(tenant, invoice, true).unwrap();
     let (mut conditions, mut binds) = (Vec::new(), Vec::new());
     for (column, bind) in INVOICES.columns.iter().zip(row) {
         if !matches!(bind, Bind::Json(_)) {
