@@ -66,7 +66,7 @@ struct Part {
 }
 
 /// Room for a typical part's JSON (a few hundred bytes), so writing one seldom reallocates.
-const PART_CAPACITY: usize = 512;
+pub(crate) const PART_CAPACITY: usize = 512;
 
 impl Part {
     fn field<V: Serialize + ?Sized>(&mut self, key: &str, value: &V) -> serde_json::Result<()> {
@@ -115,7 +115,11 @@ impl<'a> Parts<'a> {
             Route::Split { skip, .. } if skip.contains(&key) => Ok(()),
             #[cfg(test)]
             Route::Split { .. } => self.out[1].field(key, value),
-            Route::Pick(name) if name == key => serde_json::to_writer(&mut self.out[0].json, value),
+            Route::Pick(name) if name == key => {
+                let json = &mut self.out[0].json;
+                json.reserve(PART_CAPACITY);
+                serde_json::to_writer(json, value)
+            }
             Route::Pick(_) => Ok(()),
             Route::Only(names) if names.contains(&key) => self.out[0].field(key, value),
             Route::Only(_) => Ok(()),

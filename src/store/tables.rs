@@ -498,8 +498,12 @@ fn fraction(text: &mut [u8; 30], digits: usize, value: u32) -> usize {
 }
 
 /// A snapshot's `data` column.
+/// `data` as JSON, written into room for a typical row's (serde_json's own starts smaller and
+/// grows a few times on the way).
 fn json<T: Serialize>(data: &T) -> Result<Bind, StoreError> {
-    serde_json::to_string(data).map(Bind::Json).map_err(corrupt)
+    let mut out = Vec::with_capacity(split_json::PART_CAPACITY);
+    serde_json::to_writer(&mut out, data).map_err(corrupt)?;
+    String::from_utf8(out).map(Bind::Json).map_err(corrupt)
 }
 
 /// A snapshot's `details` column: its keys named in `names`.
@@ -525,7 +529,7 @@ pub(crate) fn refund_rows(
                 Bind::Word(r.status.as_str()),
                 Bind::I64(r.amount),
                 Bind::ts(r.created_at),
-                Bind::Json(serde_json::to_string(r).map_err(corrupt)?),
+                json(r)?,
             ];
             Ok((r.id.uuid(), row))
         })

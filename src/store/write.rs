@@ -86,7 +86,7 @@ impl Upserts {
             Some(&i) => (self.rows[i].stored, self.rows[i].sets.with(sets)),
             None => (stored, sets),
         };
-        !stored || updated_columns(table, sets)[row.len()..].contains(&true)
+        !stored || (row.len()..table.columns.len()).any(|i| updated(table, sets, i))
     }
 
     /// The statements writing these rows into `table`: the inserts, then the updates, one
@@ -113,8 +113,13 @@ impl Upserts {
 /// `(tenant_id, id)` and every column in `sets` that is not fixed at insert.
 fn updated_columns(table: &Table, sets: Sets) -> Vec<bool> {
     (0..table.columns.len())
-        .map(|i| i < 2 || (sets.has(i) && !table.fixed.contains(&table.columns[i])))
+        .map(|i| updated(table, sets, i))
         .collect()
+}
+
+/// Whether an update setting `sets` binds `table`'s column at position `i`.
+fn updated(table: &Table, sets: Sets, i: usize) -> bool {
+    i < 2 || (sets.has(i) && !table.fixed.contains(&table.columns[i]))
 }
 
 /// Updates of rows known to exist, each statement expecting every one of its rows. A row may
