@@ -139,8 +139,9 @@ impl Bind {
     }
 }
 
-/// An id that the log's key columns hold (`Bind::Key`), typed: PostgreSQL binds the UUID inside
-/// it, SQLite its TypeID text, which is rendered only then.
+/// A typed id in a bind. As a key of the log (`Bind::Key`) PostgreSQL binds the UUID inside it
+/// and SQLite its TypeID text; as text (`Bind::Id`, the projections' key columns) both bind
+/// its TypeID text. The text is rendered only as the id is bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Key {
     Tenant(TenantId),
