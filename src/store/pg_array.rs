@@ -44,11 +44,10 @@ trait Element {
 
 impl Element for String {
     fn size_hint(&self) -> usize {
-        self.len()
+        self.as_str().size_hint()
     }
     fn put(&self, buf: &mut Vec<u8>) -> Put {
-        buf.extend_from_slice(self.as_bytes());
-        Ok(true)
+        self.as_str().put(buf)
     }
 }
 

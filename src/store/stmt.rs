@@ -139,47 +139,32 @@ impl Bind {
     }
 }
 
-/// A typed id in a bind. As a key of the log (`Bind::Key`) PostgreSQL binds the UUID inside it
-/// and SQLite its TypeID text; as text (`Bind::Id`, the projections' key columns) both bind
-/// its TypeID text. The text is rendered only as the id is bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Key {
-    Tenant(TenantId),
-    Stream(StreamId),
-    Event(EventId),
-    Invoice(InvoiceId),
-    Payment(PaymentId),
-    Refund(RefundId),
-}
-
-impl Key {
-    pub(crate) fn uuid(&self) -> Uuid {
-        match self {
-            Self::Tenant(id) => id.uuid(),
-            Self::Stream(id) => id.uuid(),
-            Self::Event(id) => id.uuid(),
-            Self::Invoice(id) => id.uuid(),
-            Self::Payment(id) => id.uuid(),
-            Self::Refund(id) => id.uuid(),
+macro_rules! keys {
+    ($($variant:ident($id:ty)),* $(,)?) => {
+        /// A typed id in a bind. As a key of the log (`Bind::Key`) PostgreSQL binds the UUID
+        /// inside it and SQLite its TypeID text; as text (`Bind::Id`, the projections' key
+        /// columns) both bind its TypeID text. The text is rendered only as the id is bound.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Key {
+            $($variant($id)),*
         }
-    }
-}
 
-impl std::fmt::Display for Key {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Tenant(id) => id.fmt(f),
-            Self::Stream(id) => id.fmt(f),
-            Self::Event(id) => id.fmt(f),
-            Self::Invoice(id) => id.fmt(f),
-            Self::Payment(id) => id.fmt(f),
-            Self::Refund(id) => id.fmt(f),
+        impl Key {
+            pub(crate) fn uuid(&self) -> Uuid {
+                match self {
+                    $(Self::$variant(id) => id.uuid()),*
+                }
+            }
         }
-    }
-}
 
-macro_rules! key_from {
-    ($($variant:ident($id:ty)),*) => {
+        impl std::fmt::Display for Key {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match self {
+                    $(Self::$variant(id) => id.fmt(f)),*
+                }
+            }
+        }
+
         $(impl From<$id> for Key {
             fn from(id: $id) -> Self {
                 Self::$variant(id)
@@ -188,13 +173,13 @@ macro_rules! key_from {
     };
 }
 
-key_from!(
+keys!(
     Tenant(TenantId),
     Stream(StreamId),
     Event(EventId),
     Invoice(InvoiceId),
     Payment(PaymentId),
-    Refund(RefundId)
+    Refund(RefundId),
 );
 
 impl ToSql<SqlUuid, Pg> for Key {
@@ -373,9 +358,8 @@ impl QueryFragment<Sqlite> for Stmt {
             Bind::Date(v) => out.push_bind_param::<Text, _>(v),
             Bind::OptDate(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::Word(v) => out.push_bind_param::<Text, str>(v),
-            Bind::Id(v) => out.push_bind_param::<Text, _>(v),
+            Bind::Id(v) | Bind::Key(v) => out.push_bind_param::<Text, _>(v),
             Bind::OptText(v) => out.push_bind_param::<Nullable<Text>, _>(v),
-            Bind::Key(v) => out.push_bind_param::<Text, _>(v),
             Bind::OptKey(v) => out.push_bind_param::<Nullable<Text>, _>(v),
             Bind::I64(v) | Bind::Ts(_, v) => out.push_bind_param::<BigInt, _>(v),
             Bind::OptTs(_, v) => out.push_bind_param::<Nullable<BigInt>, _>(v),

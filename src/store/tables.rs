@@ -497,9 +497,8 @@ fn fraction(text: &mut [u8; 30], digits: usize, value: u32) -> usize {
     20 + digits
 }
 
-/// A snapshot's `data` column.
-/// `data` as JSON, written into room for a typical row's (serde_json's own starts smaller and
-/// grows a few times on the way).
+/// A row's JSON column: `data` written into room for a typical row's (serde_json's own buffer
+/// starts smaller and grows a few times on the way).
 fn json<T: Serialize>(data: &T) -> Result<Bind, StoreError> {
     let mut out = Vec::with_capacity(split_json::PART_CAPACITY);
     serde_json::to_writer(&mut out, data).map_err(corrupt)?;

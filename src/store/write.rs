@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 use super::rows::corrupt;
-use super::stmt::{Bind, Dialect, Key, Stmt};
+use super::stmt::{Bind, Day, Dialect, Key, Stmt};
 use super::tables::{Sets, Table, EVENTS};
 
 pub(crate) use super::tables::{
@@ -273,12 +273,16 @@ fn select_item(table: &Table, column: &str, cast: &str) -> String {
 
 /// One column's scalars as an array bind, plus the cast its select item needs.
 fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
-    // The column's `$scalar` binds as one `$array` bind; a bind of another type is an error.
+    // The column's `$scalar` binds as one `$array` bind, each value as `$element` makes it
+    // (itself by default); a bind of another type is an error.
     macro_rules! array {
         ($scalar:ident, $array:ident, $cast:literal) => {
+            array!($scalar, $array, $cast, |value| value)
+        };
+        ($scalar:ident, $array:ident, $cast:literal, $element:expr) => {
             (
                 Bind::$array(scalars(values, |v| match v {
-                    Bind::$scalar(value, ..) => Some(value),
+                    Bind::$scalar(value, ..) => Some($element(value)),
                     _ => None,
                 })?),
                 $cast,
@@ -293,27 +297,12 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
         Some(Bind::OptText(_)) => array!(OptText, OptTextArr, ""),
         Some(Bind::I64(_)) => array!(I64, I64Arr, ""),
         Some(Bind::Ts(..)) => array!(Ts, TsArr, ""),
-        Some(Bind::OptDate(_)) => (
-            Bind::OptDateArr(scalars(values, |v| match v {
-                Bind::OptDate(day) => Some(day.map(|d| d.0)),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::Key(_)) => (
-            Bind::KeyArr(scalars(values, |v| match v {
-                Bind::Key(key) => Some(key.uuid()),
-                _ => None,
-            })?),
-            "",
-        ),
-        Some(Bind::OptKey(_)) => (
-            Bind::OptKeyArr(scalars(values, |v| match v {
-                Bind::OptKey(key) => Some(key.map(|k| k.uuid())),
-                _ => None,
-            })?),
-            "",
-        ),
+        Some(Bind::OptDate(_)) => {
+            array!(OptDate, OptDateArr, "", |day: Option<Day>| day.map(|d| d.0))
+        }
+        Some(Bind::Key(_)) => array!(Key, KeyArr, "", |key: Key| key.uuid()),
+        Some(Bind::OptKey(_)) => array!(OptKey, OptKeyArr, "", |key: Option<Key>| key
+            .map(|k| k.uuid())),
         _ => return Err(corrupt("unsupported column type for a batch insert")),
     })
 }
@@ -449,7 +438,7 @@ fn insert_events_numbered(
     counts: Vec<(TenantId, i64)>,
     rows: Vec<Vec<Bind>>,
 ) -> Result<Stmt, StoreError> {
-    let texts = counts.iter().map(|(t, _)| t.to_string()).collect();
+    let texts: Vec<Key> = counts.iter().map(|&(t, _)| t.into()).collect();
     let uuids = counts.iter().map(|(t, _)| t.uuid()).collect();
     let ns = counts.iter().map(|&(_, n)| n).collect();
     let (select, event_binds) = unnest_columns(
@@ -476,7 +465,7 @@ fn insert_events_numbered(
         select.join(", "),
         vec!["?"; event_binds.len()].join(", "),
     );
-    let mut binds = vec![Bind::TextArr(texts), Bind::KeyArr(uuids), Bind::I64Arr(ns)];
+    let mut binds = vec![Bind::IdArr(texts), Bind::KeyArr(uuids), Bind::I64Arr(ns)];
     binds.extend(event_binds);
     Ok(Stmt::new(sql, binds))
 }
@@ -492,7 +481,7 @@ fn bump_counters(counts: Vec<(TenantId, i64)>) -> Vec<Stmt> {
         .map(|(tenant, n)| {
             Stmt::new(
                 format!("INSERT INTO event_counters (tenant_id, last_seq) VALUES (?, ?) {COUNTER_UPSERT}"),
-                vec![Bind::Text(tenant.to_string()), Bind::I64(n)],
+                vec![Bind::id(tenant), Bind::I64(n)],
             )
         })
         .collect()
