@@ -39,6 +39,27 @@ impl Fence {
     }
 }
 
+/// The fences of one unit: its own actor's, and at most one more whose memory holds the unit
+/// too (the payment settling on an invoice, or the tenant's invoice numbering). Held in place:
+/// a list of them cost every unit an allocation, which its writer then freed on another thread.
+#[derive(Debug, Default)]
+pub struct Fences([Option<Fence>; 2]);
+
+impl Fences {
+    /// No actor's memory holds the unit (a barrier, a dedup record).
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn of(own: Fence, also: Option<Fence>) -> Self {
+        Self([Some(own), also])
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Fence> {
+        self.0.iter().flatten()
+    }
+}
+
 pub use super::durable::Durable;
 use super::durable::{Settle, Wakes};
 
@@ -64,7 +85,7 @@ struct Flush;
 /// stopping writer) trips its fences first, so its actors never build on it.
 struct Waiter {
     reply: Option<Settle>,
-    fences: Vec<Fence>,
+    fences: Fences,
     queued: Arc<AtomicUsize>,
 }
 
@@ -179,7 +200,7 @@ impl WriterHandle {
         };
         let mut unit = Unit::new(tenant);
         unit.dedup_keys.push(key);
-        self.reserve()?.queue(unit, None, Vec::new(), true);
+        self.reserve()?.queue(unit, None, Fences::none(), true);
         Ok(())
     }
 
@@ -205,7 +226,7 @@ pub struct Slot<'a> {
 impl Slot<'_> {
     /// Queues `unit` behind every unit queued before it, without waiting for any commit.
     /// `fences`: the fences of the actors whose memory holds the unit.
-    pub fn submit(self, unit: Unit, fences: Vec<Fence>) -> Durable {
+    pub fn submit(self, unit: Unit, fences: Fences) -> Durable {
         let (durable, reply) = Durable::queued();
         self.queue(unit, Some(reply), fences, false);
         durable
@@ -213,7 +234,7 @@ impl Slot<'_> {
 
     /// `gathers`: the unit gathers its tenant's ignored events' records for the rest of the
     /// burst (`WriterHandle::record_ignored`).
-    fn queue(mut self, unit: Unit, reply: Option<Settle>, fences: Vec<Fence>, gathers: bool) {
+    fn queue(mut self, unit: Unit, reply: Option<Settle>, fences: Fences, gathers: bool) {
         self.filled = true;
         let writer = self.writer;
         let waiter = Waiter {

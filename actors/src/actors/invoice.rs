@@ -13,7 +13,7 @@ use super::messages::{
 };
 use super::{
     done, done_then_stop, idempotency_record, lifecycle_handlers, load_on_start, on_fresh_state,
-    read_when_durable, when_durable, Deps, Durable, EventBuilder, Fence, Pending, Pipeline,
+    read_when_durable, when_durable, Deps, Durable, EventBuilder, Fence, Fences, Pending, Pipeline,
     Pipelined, Slot,
 };
 use crate::domain::{
@@ -66,10 +66,8 @@ impl InvoiceActor {
 
     /// The fences of a unit: this actor's, and whatever else depends on the unit (the payment
     /// actor whose memory holds it too, or the tenant's invoice numbering).
-    fn fences(&self, also: Option<Fence>) -> Vec<Fence> {
-        let mut fences = vec![self.pipeline.fence.clone()];
-        fences.extend(also);
-        fences
+    fn fences(&self, also: Option<Fence>) -> Fences {
+        Fences::of(self.pipeline.fence.clone(), also)
     }
 
     /// Room for the unit that will record a change, then the state to change in place: memory

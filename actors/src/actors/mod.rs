@@ -23,7 +23,7 @@ use crate::ports::{Clock, DedupKey, EventStore, Gateway, StoreError, Unit};
 use futures::future::BoxFuture;
 use futures::FutureExt as _;
 
-pub use audit::{resolved, AuditActor, Durable, Fence, Slot, WriterHandle, WriterSnapshot};
+pub use audit::{resolved, AuditActor, Durable, Fence, Fences, Slot, WriterHandle, WriterSnapshot};
 pub use registry::Registry;
 
 /// What every actor shares: the ports, the audit writers, limits and counters.
@@ -114,7 +114,7 @@ impl AuditRouter {
     }
 
     /// Queues a unit behind every earlier unit of its tenant, if there is room.
-    pub fn submit(&self, unit: Unit, fences: Vec<Fence>) -> Result<Durable, EngineError> {
+    pub fn submit(&self, unit: Unit, fences: Fences) -> Result<Durable, EngineError> {
         let tenant = unit
             .tenant_id
             .ok_or_else(|| EngineError::Unavailable("unit without tenant".into()))?;
@@ -140,7 +140,7 @@ impl AuditRouter {
     /// Resolves once every unit the tenant queued before this call has resolved: an actor
     /// loads after it, so a new incarnation sees what its predecessor left in flight.
     pub fn barrier(&self, tenant: TenantId) -> Durable {
-        self.submit(Unit::new(tenant), Vec::new())
+        self.submit(Unit::new(tenant), Fences::none())
             .unwrap_or_else(|err| resolved(Err(err)))
     }
 }

@@ -28,7 +28,7 @@ fn queued(light: &[bool]) -> Vec<Queued> {
             }
             let waiter = Waiter {
                 reply: None,
-                fences: Vec::new(),
+                fences: Fences::none(),
                 queued: Arc::clone(&counter),
             };
             (unit, waiter)
@@ -88,7 +88,7 @@ async fn a_burst_for_two_writers_reaches_each_as_one_batch() {
             writers[i % 2]
                 .reserve()
                 .unwrap()
-                .submit(dedup_unit(tenant, i), Vec::new())
+                .submit(dedup_unit(tenant, i), Fences::none())
         })
         .collect();
     for durable in durables {
@@ -137,7 +137,7 @@ async fn ignored_events_of_a_tenant_in_one_burst_share_one_unit() {
     let between = writer
         .reserve()
         .unwrap()
-        .submit(dedup_unit(a, 9), Vec::new());
+        .submit(dedup_unit(a, 9), Fences::none());
     writer.record_ignored(b, key(2, pb)).unwrap();
     writer.record_ignored(a, key(3, pa)).unwrap();
     writer.record_ignored(b, key(4, pb)).unwrap();
@@ -160,7 +160,7 @@ async fn ignored_events_of_a_tenant_in_one_burst_share_one_unit() {
     writer
         .reserve()
         .unwrap()
-        .submit(Unit::new(a), Vec::new())
+        .submit(Unit::new(a), Fences::none())
         .await
         .unwrap();
     assert_eq!(writer.snapshot().units, 4);
@@ -199,7 +199,7 @@ async fn a_writer_counts_its_own_batches_units_and_queue() {
             writer
                 .reserve()
                 .unwrap()
-                .submit(dedup_unit(tenant, i), Vec::new())
+                .submit(dedup_unit(tenant, i), Fences::none())
         })
         .collect();
     assert_eq!(writer.snapshot().queued, 3);

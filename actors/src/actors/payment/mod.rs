@@ -18,8 +18,8 @@ use super::messages::{
 use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor};
 use super::{
     done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
-    reply, settled, when_durable, Deps, Durable, EventBuilder, Pending, Pipeline, Pipelined,
-    GATEWAY_ACTOR,
+    reply, settled, when_durable, Deps, Durable, EventBuilder, Fences, Pending, Pipeline,
+    Pipelined, GATEWAY_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, IdSet, InvoiceId, Payment, PaymentId, PaymentSource,
@@ -173,7 +173,7 @@ impl PaymentActor {
         let queued = self
             .deps
             .audit
-            .submit(unit, vec![self.pipeline.fence.clone()])
+            .submit(unit, Fences::of(self.pipeline.fence.clone(), None))
             .map(|durable| self.queued(next, seen, durable));
         done(queued)
     }
