@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::rows::KeyRow;
 use super::stmt::{Bind, Dialect, Key, Stmt};
 use super::tables::Sets;
-use super::unit_rows::{details_of, unsnapshotted_invoices, UnitRows};
+use super::unit_rows::{rest_of, unsnapshotted_invoices, UnitRows};
 use super::write::{
     insert_events, insert_rows, Upserts, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
@@ -487,7 +487,7 @@ impl Writes {
                 .invoices
                 .lacks(&INVOICES, (tenant_id, id.uuid()), row, stored, *sets)
             {
-                row.push(details_of(unit, key.1)?);
+                row.extend(rest_of(unit, key.1, row.len())?);
             }
         }
         for (id, row) in &mut payments {
@@ -499,7 +499,7 @@ impl Writes {
                 is_stored(stream),
                 Sets::ALL,
             ) {
-                row.push(details_of(unit, stream)?);
+                row.extend(rest_of(unit, stream, row.len())?);
             }
         }
         // Nothing below fails: a unit's rows go in whole or not at all.

@@ -52,22 +52,26 @@ pub(crate) const EVENTS: Table = Table {
     )],
 };
 
+/// An invoice's columns, in the order its rows bind them: first those that a change of a
+/// stored invoice may set alone (a settlement sets `version` and `data`, paying it `status`),
+/// then those that only its creation, an edit or its finalization set, which a row for any
+/// other change leaves out (`invoice_row`).
 pub(crate) const INVOICES: Table = Table {
     name: "invoices",
     columns: &[
         "tenant_id",
         "id",
-        "number",
         "status",
+        "version",
+        "data",
+        // The rest (`INVOICE_HEAD` on).
+        "number",
         "customer_name",
         "customer_email",
         "currency",
         "total",
         "due_date",
         "created_at",
-        "version",
-        "data",
-        // Last: a row written without it stops short (`invoice_row`).
         "details",
     ],
     upsert: true,
@@ -190,7 +194,7 @@ pub(crate) const PAYMENTS: Table = Table {
         "created_at",
         "version",
         "data",
-        // Last, as the invoices': a row written without it stops short (`payment_row`).
+        // Last: a row written without it stops short (`payment_row`).
         "details",
     ],
     upsert: true,
@@ -272,35 +276,62 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
     Ok(row)
 }
 
-/// An invoice's row. With `details: false` it stops short of its last column, `details`, for
-/// a write that leaves them alone (most do: `invoice_sets`), rendering only what it writes;
-/// `invoice_details` completes it if the write turns out to set them.
+/// How many of `INVOICES`' columns every row of an invoice binds.
+pub(crate) const INVOICE_HEAD: usize = 5;
+
+/// An invoice's row. Without `whole` it stops short of the columns from `INVOICE_HEAD` on, for
+/// a write that sets none of them (most do: `invoice_sets`), rendering only what it writes; a
+/// settlement's row then copies none of the invoice's texts. `invoice_rest` completes it if
+/// the write turns out to set them.
 pub(crate) fn invoice_row(
     tenant: TenantId,
     invoice: &Invoice,
-    details: bool,
+    whole: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let data = json(&InvoiceData::of(invoice))?;
-    let details = details.then(|| invoice_details(invoice)).transpose()?;
-    let mut row = vec![
+    let mut row = Vec::with_capacity(if whole {
+        INVOICES.columns.len()
+    } else {
+        INVOICE_HEAD
+    });
+    row.extend([
         Bind::id(tenant),
         Bind::id(invoice.id),
-        Bind::Text(invoice.number.clone()),
         Bind::Word(invoice.status.as_str()),
-        Bind::Text(invoice.details.customer_name.clone()),
-        Bind::OptText(invoice.details.customer_email.clone()),
-        Bind::text(invoice.details.currency.as_str()),
-        Bind::I64(invoice.details.total),
-        Bind::opt_date(invoice.details.due_date),
-        Bind::ts(invoice.created_at),
         Bind::I64(invoice.version as i64),
-        data,
-    ];
-    row.extend(details);
+        json(&InvoiceData::of(invoice))?,
+    ]);
+    if whole {
+        row.extend(invoice_rest(invoice, INVOICE_HEAD)?);
+    }
     Ok(row)
 }
 
-/// The last column of an invoice's row, which `invoice_row` can leave out.
+/// Whether a write of an invoice's row that sets `sets` needs it whole (`invoice_row`).
+pub(crate) fn invoice_whole(sets: Sets) -> bool {
+    (INVOICE_HEAD..INVOICES.columns.len()).any(|i| sets.has(i))
+}
+
+/// The columns of an invoice's row from position `from` on (at least `INVOICE_HEAD`), which
+/// `invoice_row` can leave out.
+pub(crate) fn invoice_rest(invoice: &Invoice, from: usize) -> Result<Vec<Bind>, StoreError> {
+    if from < INVOICE_HEAD {
+        return Err(corrupt("an invoice's row cut short of its head"));
+    }
+    let d = &invoice.details;
+    let rest = [
+        Bind::Text(invoice.number.clone()),
+        Bind::Text(d.customer_name.clone()),
+        Bind::OptText(d.customer_email.clone()),
+        Bind::text(d.currency.as_str()),
+        Bind::I64(d.total),
+        Bind::opt_date(d.due_date),
+        Bind::ts(invoice.created_at),
+        invoice_details(invoice)?,
+    ];
+    Ok(rest.into_iter().skip(from - INVOICE_HEAD).collect())
+}
+
+/// The last column of an invoice's row.
 pub(crate) fn invoice_details(invoice: &Invoice) -> Result<Bind, StoreError> {
     details(invoice, &INVOICE_DETAILS)
 }

@@ -8,8 +8,8 @@ use uuid::Uuid;
 use super::stmt::Bind;
 use super::tables::Sets;
 use super::write::{
-    event_row, idempotency_row, invoice_details, invoice_row, invoice_sets, payment_details,
-    payment_row, refund_rows, INVOICES,
+    event_row, idempotency_row, invoice_rest, invoice_row, invoice_sets, invoice_whole,
+    payment_details, payment_row, refund_rows, PAYMENTS,
 };
 
 /// A unit's event and projection rows, rendered once: ahead of its batch while it waits in
@@ -17,8 +17,9 @@ use super::write::{
 pub(crate) struct UnitRows {
     pub(super) events: Vec<Vec<Bind>>,
     /// With the columns an update of a stored row sets (`invoice_sets`). A projection row is
-    /// rendered with its `details` only if the unit's own events say its write sets them; the
-    /// planner completes one whose write turns out to (`Writes::add`).
+    /// rendered whole only if the unit's own events say its write sets the columns it can
+    /// leave out (an invoice's past `INVOICE_HEAD`, a payment's `details`); the planner
+    /// completes one whose write turns out to (`Writes::add`).
     pub(super) invoices: Vec<(InvoiceId, Vec<Bind>, Sets)>,
     pub(super) payments: Vec<(PaymentId, Vec<Bind>)>,
     pub(super) refunds: Vec<(Uuid, Vec<Bind>)>,
@@ -91,9 +92,11 @@ impl UnitRows {
                         .filter(|append| append.stream == stream)
                         .flat_map(|append| &append.events);
                     let sets = invoice_sets(own_events.map(|e| &e.data));
-                    let details = sets.has(INVOICES.columns.len() - 1);
-                    rows.invoices
-                        .push((i.id, invoice_row(tenant_id, i, details)?, sets));
+                    rows.invoices.push((
+                        i.id,
+                        invoice_row(tenant_id, i, invoice_whole(sets))?,
+                        sets,
+                    ));
                 }
                 Snapshot::Payment(p) => {
                     // Its details are written once, by the insert of its first unit.
@@ -130,13 +133,23 @@ impl UnitRows {
     }
 }
 
-/// The `details` column of the row of `stream`'s entity, rendered from the snapshot `unit`
-/// carries, for a row rendered without it whose write sets it (`Writes::add`).
-pub(super) fn details_of(unit: &Unit, stream: StreamId) -> Result<Bind, StoreError> {
+/// The columns from position `from` on of the row of `stream`'s entity, rendered from the
+/// snapshot `unit` carries, for a row rendered short of them whose write sets them
+/// (`Writes::add`). A payment's row leaves out its `details` alone.
+pub(super) fn rest_of(unit: &Unit, stream: StreamId, from: usize) -> Result<Vec<Bind>, StoreError> {
     for snapshot in &unit.snapshots {
         match snapshot {
-            Snapshot::Invoice(i) if stream == StreamId::Invoice(i.id) => return invoice_details(i),
-            Snapshot::Payment(p) if stream == StreamId::Payment(p.id) => return payment_details(p),
+            Snapshot::Invoice(i) if stream == StreamId::Invoice(i.id) => {
+                return invoice_rest(i, from)
+            }
+            Snapshot::Payment(p) if stream == StreamId::Payment(p.id) => {
+                if from + 1 != PAYMENTS.columns.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "row of {stream} cut short of more than its details"
+                    )));
+                }
+                return Ok(vec![payment_details(p)?]);
+            }
             _ => {}
         }
     }

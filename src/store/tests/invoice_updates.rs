@@ -13,7 +13,9 @@ use payrail_actors::ports::{Snapshot, Unit};
 use super::fixtures::*;
 use crate::store::rows::CountRow;
 use crate::store::stmt::{Bind, Dialect, Stmt};
-use crate::store::tables::{invoice_row, invoice_sets, Sets, INVOICES};
+use crate::store::tables::{
+    invoice_row, invoice_sets, invoice_whole, Sets, INVOICES, INVOICE_HEAD,
+};
 use crate::store::write::Upserts;
 use crate::store::Db;
 
@@ -264,6 +266,15 @@ fn a_settlement_updates_data_and_version_alone() {
         update_sql(&[&settled, &paid]),
         "UPDATE invoices SET status = ?, version = ?, data = ? WHERE tenant_id = ? AND id = ?"
     );
+    // Their rows bind the head alone: none of the invoice's texts is copied for them.
+    for unit in [&attempt, &settled, &paid] {
+        let sets = sets_of(unit, &invoice);
+        assert!(!invoice_whole(sets), "{sets:?}");
+        let short = invoice_row(tenant, invoice_in(unit, &invoice), false).unwrap();
+        assert_eq!(short.len(), INVOICE_HEAD);
+        assert_eq!(short[..], row(unit)[..INVOICE_HEAD]);
+    }
+    assert!(invoice_whole(Sets::ALL));
 }
 
 /// Each change in a batch of its own, so every write after the first is an update of a stored
