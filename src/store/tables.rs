@@ -181,20 +181,22 @@ pub(crate) fn invoice_sets<'a>(events: impl IntoIterator<Item = &'a EventData>) 
     })
 }
 
+/// A payment's columns, in the order its rows bind them: first those its changes set, then
+/// those fixed at its insert, which a row for any later write leaves out (`payment_row`).
 pub(crate) const PAYMENTS: Table = Table {
     name: "payments",
     columns: &[
         "tenant_id",
         "id",
-        "invoice_id",
         "status",
-        "amount",
-        "currency",
         "gateway_reference",
-        "created_at",
         "version",
         "data",
-        // Last: a row written without it stops short (`payment_row`).
+        // The rest (`PAYMENT_HEAD` on), all fixed.
+        "invoice_id",
+        "amount",
+        "currency",
+        "created_at",
         "details",
     ],
     upsert: true,
@@ -444,32 +446,52 @@ impl<'a> PaymentData<'a> {
     }
 }
 
-/// A payment's row. With `details: false` it stops short of its last column, `details`, which
-/// only its insert writes (they are fixed); `payment_details` completes it for one.
+/// How many of `PAYMENTS`' columns every row of a payment binds.
+pub(crate) const PAYMENT_HEAD: usize = 6;
+
+/// A payment's row. Without `whole` it stops short of the columns fixed at its insert (from
+/// `PAYMENT_HEAD` on), which only the insert writes; `payment_rest` completes it for one.
 pub(crate) fn payment_row(
     tenant: TenantId,
     payment: &Payment,
-    details: bool,
+    whole: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let data = json(&PaymentData::of(payment))?;
-    let details = details.then(|| payment_details(payment)).transpose()?;
-    let mut row = vec![
+    let mut row = Vec::with_capacity(if whole {
+        PAYMENTS.columns.len()
+    } else {
+        PAYMENT_HEAD
+    });
+    row.extend([
         Bind::id(tenant),
         Bind::id(payment.id),
-        Bind::id(payment.invoice_id),
         Bind::Word(payment.status.as_str()),
-        Bind::I64(payment.amount),
-        Bind::text(payment.currency.as_str()),
         Bind::OptText(payment.gateway_reference.clone()),
-        Bind::ts(payment.created_at),
         Bind::I64(payment.version as i64),
-        data,
-    ];
-    row.extend(details);
+        json(&PaymentData::of(payment))?,
+    ]);
+    if whole {
+        row.extend(payment_rest(payment, PAYMENT_HEAD)?);
+    }
     Ok(row)
 }
 
-/// The last column of a payment's row, which `payment_row` can leave out.
+/// The columns of a payment's row from position `from` on (at least `PAYMENT_HEAD`), which
+/// `payment_row` can leave out.
+pub(crate) fn payment_rest(payment: &Payment, from: usize) -> Result<Vec<Bind>, StoreError> {
+    if from < PAYMENT_HEAD {
+        return Err(corrupt("a payment's row cut short of its head"));
+    }
+    let rest = [
+        Bind::id(payment.invoice_id),
+        Bind::I64(payment.amount),
+        Bind::text(payment.currency.as_str()),
+        Bind::ts(payment.created_at),
+        payment_details(payment)?,
+    ];
+    Ok(rest.into_iter().skip(from - PAYMENT_HEAD).collect())
+}
+
+/// The last column of a payment's row.
 pub(crate) fn payment_details(payment: &Payment) -> Result<Bind, StoreError> {
     details(payment, &PAYMENT_DETAILS)
 }

@@ -9,7 +9,7 @@ use super::stmt::Bind;
 use super::tables::Sets;
 use super::write::{
     event_row, idempotency_row, invoice_rest, invoice_row, invoice_sets, invoice_whole,
-    payment_details, payment_row, refund_rows, PAYMENTS,
+    payment_rest, payment_row, refund_rows,
 };
 
 /// A unit's event and projection rows, rendered once: ahead of its batch while it waits in
@@ -18,8 +18,8 @@ pub(crate) struct UnitRows {
     pub(super) events: Vec<Vec<Bind>>,
     /// With the columns an update of a stored row sets (`invoice_sets`). A projection row is
     /// rendered whole only if the unit's own events say its write sets the columns it can
-    /// leave out (an invoice's past `INVOICE_HEAD`, a payment's `details`); the planner
-    /// completes one whose write turns out to (`Writes::add`).
+    /// leave out (an invoice's past `INVOICE_HEAD`, a payment's past `PAYMENT_HEAD`); the
+    /// planner completes one whose write turns out to (`Writes::add`).
     pub(super) invoices: Vec<(InvoiceId, Vec<Bind>, Sets)>,
     pub(super) payments: Vec<(PaymentId, Vec<Bind>)>,
     pub(super) refunds: Vec<(Uuid, Vec<Bind>)>,
@@ -99,7 +99,7 @@ impl UnitRows {
                     ));
                 }
                 Snapshot::Payment(p) => {
-                    // Its details are written once, by the insert of its first unit.
+                    // What is fixed at its insert is written once, by its first unit.
                     let first = unit.streams.iter().any(|append| {
                         append.stream == StreamId::Payment(p.id) && append.expected_version == 0
                     });
@@ -135,7 +135,7 @@ impl UnitRows {
 
 /// The columns from position `from` on of the row of `stream`'s entity, rendered from the
 /// snapshot `unit` carries, for a row rendered short of them whose write sets them
-/// (`Writes::add`). A payment's row leaves out its `details` alone.
+/// (`Writes::add`).
 pub(super) fn rest_of(unit: &Unit, stream: StreamId, from: usize) -> Result<Vec<Bind>, StoreError> {
     for snapshot in &unit.snapshots {
         match snapshot {
@@ -143,12 +143,7 @@ pub(super) fn rest_of(unit: &Unit, stream: StreamId, from: usize) -> Result<Vec<
                 return invoice_rest(i, from)
             }
             Snapshot::Payment(p) if stream == StreamId::Payment(p.id) => {
-                if from + 1 != PAYMENTS.columns.len() {
-                    return Err(StoreError::Corrupt(format!(
-                        "row of {stream} cut short of more than its details"
-                    )));
-                }
-                return Ok(vec![payment_details(p)?]);
+                return payment_rest(p, from)
             }
             _ => {}
         }

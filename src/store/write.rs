@@ -14,7 +14,7 @@ use super::tables::{Sets, Table, EVENTS};
 
 pub(crate) use super::tables::{
     event_row, idempotency_row, invoice_rest, invoice_row, invoice_sets, invoice_whole,
-    payment_details, payment_row, refund_rows, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
+    payment_rest, payment_row, refund_rows, DEDUP, IDEMPOTENCY, INVOICES, PAYMENTS, REFUNDS,
 };
 
 /// Row counts of the multi-row `VALUES` statements on SQLite: a few fixed shapes keep the

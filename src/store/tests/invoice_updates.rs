@@ -14,7 +14,8 @@ use super::fixtures::*;
 use crate::store::rows::CountRow;
 use crate::store::stmt::{Bind, Dialect, Stmt};
 use crate::store::tables::{
-    invoice_row, invoice_sets, invoice_whole, Sets, INVOICES, INVOICE_HEAD,
+    invoice_row, invoice_sets, invoice_whole, payment_rest, payment_row, Sets, INVOICES,
+    INVOICE_HEAD, PAYMENTS, PAYMENT_HEAD,
 };
 use crate::store::write::Upserts;
 use crate::store::Db;
@@ -424,4 +425,22 @@ async fn a_row_left_behind_its_stream_is_written_whole(db: Db) {
         assert_eq!(invoice.status, InvoiceStatus::Uncollectible);
         assert_row_is(&db, tenant, &invoice).await;
     }
+}
+
+/// A payment's row for a write after its insert binds the columns its changes set alone; what
+/// it leaves out is fixed at the insert, and a whole row is the short one completed.
+#[test]
+fn a_payment_row_leaves_what_its_insert_fixed_to_the_insert() {
+    let tenant = TenantId::new();
+    let (mut invoice, _) = create_invoice(tenant, &InvoiceSpec::default());
+    let (payment, _) = attempt_payment(&mut invoice, 1000, at(1));
+    let short = payment_row(tenant, &payment, false).unwrap();
+    assert_eq!(short.len(), PAYMENT_HEAD);
+    for column in &PAYMENTS.columns[PAYMENT_HEAD..] {
+        assert!(PAYMENTS.fixed.contains(column), "{column} is not fixed");
+    }
+    let mut completed = short;
+    completed.extend(payment_rest(&payment, PAYMENT_HEAD).unwrap());
+    assert_eq!(completed, payment_row(tenant, &payment, true).unwrap());
+    assert_eq!(completed.len(), PAYMENTS.columns.len());
 }
