@@ -290,22 +290,33 @@ pub(crate) fn invoice_row(
     invoice: &Invoice,
     whole: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let mut row = Vec::with_capacity(if whole {
-        INVOICES.columns.len()
-    } else {
-        INVOICE_HEAD
-    });
-    row.extend([
+    let head: [Bind; INVOICE_HEAD] = [
         Bind::id(tenant),
         Bind::id(invoice.id),
         Bind::Word(invoice.status.as_str()),
         Bind::I64(invoice.version as i64),
         json(&InvoiceData::of(invoice))?,
-    ]);
-    if whole {
-        row.extend(invoice_rest(invoice, INVOICE_HEAD)?);
-    }
-    Ok(row)
+    ];
+    let rest = whole.then(|| invoice_rest(invoice)).transpose()?;
+    Ok(projection_row(&INVOICES, head, rest))
+}
+
+/// A projection row of `table`: its `head`, then `rest`, the columns after it, if the row is
+/// written whole. Sized for what it holds.
+fn projection_row<const HEAD: usize>(
+    table: &Table,
+    head: [Bind; HEAD],
+    rest: Option<Vec<Bind>>,
+) -> Vec<Bind> {
+    let width = if rest.is_some() {
+        table.columns.len()
+    } else {
+        HEAD
+    };
+    let mut row = Vec::with_capacity(width);
+    row.extend(head);
+    row.extend(rest.into_iter().flatten());
+    row
 }
 
 /// Whether a write of an invoice's row that sets `sets` needs it whole (`invoice_row`).
@@ -313,14 +324,10 @@ pub(crate) fn invoice_whole(sets: Sets) -> bool {
     (INVOICE_HEAD..INVOICES.columns.len()).any(|i| sets.has(i))
 }
 
-/// The columns of an invoice's row from position `from` on (at least `INVOICE_HEAD`), which
-/// `invoice_row` can leave out.
-pub(crate) fn invoice_rest(invoice: &Invoice, from: usize) -> Result<Vec<Bind>, StoreError> {
-    if from < INVOICE_HEAD {
-        return Err(corrupt("an invoice's row cut short of its head"));
-    }
+/// The columns of an invoice's row from `INVOICE_HEAD` on, which `invoice_row` can leave out.
+pub(crate) fn invoice_rest(invoice: &Invoice) -> Result<Vec<Bind>, StoreError> {
     let d = &invoice.details;
-    let rest = [
+    Ok(vec![
         Bind::Text(invoice.number.clone()),
         Bind::Text(d.customer_name.clone()),
         Bind::OptText(d.customer_email.clone()),
@@ -329,8 +336,7 @@ pub(crate) fn invoice_rest(invoice: &Invoice, from: usize) -> Result<Vec<Bind>, 
         Bind::opt_date(d.due_date),
         Bind::ts(invoice.created_at),
         invoice_details(invoice)?,
-    ];
-    Ok(rest.into_iter().skip(from - INVOICE_HEAD).collect())
+    ])
 }
 
 /// The last column of an invoice's row.
@@ -456,39 +462,27 @@ pub(crate) fn payment_row(
     payment: &Payment,
     whole: bool,
 ) -> Result<Vec<Bind>, StoreError> {
-    let mut row = Vec::with_capacity(if whole {
-        PAYMENTS.columns.len()
-    } else {
-        PAYMENT_HEAD
-    });
-    row.extend([
+    let head: [Bind; PAYMENT_HEAD] = [
         Bind::id(tenant),
         Bind::id(payment.id),
         Bind::Word(payment.status.as_str()),
         Bind::OptText(payment.gateway_reference.clone()),
         Bind::I64(payment.version as i64),
         json(&PaymentData::of(payment))?,
-    ]);
-    if whole {
-        row.extend(payment_rest(payment, PAYMENT_HEAD)?);
-    }
-    Ok(row)
+    ];
+    let rest = whole.then(|| payment_rest(payment)).transpose()?;
+    Ok(projection_row(&PAYMENTS, head, rest))
 }
 
-/// The columns of a payment's row from position `from` on (at least `PAYMENT_HEAD`), which
-/// `payment_row` can leave out.
-pub(crate) fn payment_rest(payment: &Payment, from: usize) -> Result<Vec<Bind>, StoreError> {
-    if from < PAYMENT_HEAD {
-        return Err(corrupt("a payment's row cut short of its head"));
-    }
-    let rest = [
+/// The columns of a payment's row from `PAYMENT_HEAD` on, which `payment_row` can leave out.
+pub(crate) fn payment_rest(payment: &Payment) -> Result<Vec<Bind>, StoreError> {
+    Ok(vec![
         Bind::id(payment.invoice_id),
         Bind::I64(payment.amount),
         Bind::text(payment.currency.as_str()),
         Bind::ts(payment.created_at),
         payment_details(payment)?,
-    ];
-    Ok(rest.into_iter().skip(from - PAYMENT_HEAD).collect())
+    ])
 }
 
 /// The last column of a payment's row.

@@ -6,7 +6,7 @@ use payrail_actors::ports::{Snapshot, StoreError, Unit};
 use uuid::Uuid;
 
 use super::stmt::Bind;
-use super::tables::Sets;
+use super::tables::{Sets, INVOICE_HEAD, PAYMENT_HEAD};
 use super::write::{
     event_row, idempotency_row, invoice_rest, invoice_row, invoice_sets, invoice_whole,
     payment_rest, payment_row, refund_rows,
@@ -133,20 +133,30 @@ impl UnitRows {
     }
 }
 
-/// The columns from position `from` on of the row of `stream`'s entity, rendered from the
-/// snapshot `unit` carries, for a row rendered short of them whose write sets them
-/// (`Writes::add`).
-pub(super) fn rest_of(unit: &Unit, stream: StreamId, from: usize) -> Result<Vec<Bind>, StoreError> {
+/// The columns after the head of the row of `stream`'s entity, rendered from the snapshot
+/// `unit` carries, for a row rendered short of them (`width` columns, its head) whose write
+/// sets them (`Writes::add`).
+pub(super) fn rest_of(
+    unit: &Unit,
+    stream: StreamId,
+    width: usize,
+) -> Result<Vec<Bind>, StoreError> {
     for snapshot in &unit.snapshots {
-        match snapshot {
+        let (head, rest) = match snapshot {
             Snapshot::Invoice(i) if stream == StreamId::Invoice(i.id) => {
-                return invoice_rest(i, from)
+                (INVOICE_HEAD, invoice_rest(i))
             }
             Snapshot::Payment(p) if stream == StreamId::Payment(p.id) => {
-                return payment_rest(p, from)
+                (PAYMENT_HEAD, payment_rest(p))
             }
-            _ => {}
+            _ => continue,
+        };
+        if width != head {
+            return Err(StoreError::Corrupt(format!(
+                "row of {stream} cut short at {width} columns, not at its head's {head}"
+            )));
         }
+        return rest;
     }
     Err(StoreError::Corrupt(format!(
         "row of {stream} without its snapshot"

@@ -440,7 +440,7 @@ fn a_payment_row_leaves_what_its_insert_fixed_to_the_insert() {
         assert!(PAYMENTS.fixed.contains(column), "{column} is not fixed");
     }
     let mut completed = short;
-    completed.extend(payment_rest(&payment, PAYMENT_HEAD).unwrap());
+    completed.extend(payment_rest(&payment).unwrap());
     assert_eq!(completed, payment_row(tenant, &payment, true).unwrap());
     assert_eq!(completed.len(), PAYMENTS.columns.len());
 }
