@@ -166,44 +166,44 @@ where
                 }
             }
         }
-        let runs = runs
-            .into_iter()
-            .zip(later)
-            .map(|((booking, id, first_at, sent), msgs)| {
-                // Only a payment with more than one message needs this supervisor again.
-                let me = (!msgs.is_empty()).then(|| ctx.address());
-                async move {
-                    let first = sent.await;
-                    let mut later = Vec::new();
-                    if let Some(me) = me {
-                        for (at, msg) in msgs {
-                            let answer = match me.send(ToPayment { id, msg }).await {
-                                Ok(answer) => answer,
-                                Err(e) => Err(e.into()),
-                            };
-                            later.push((at, answer));
-                        }
+        // Only a payment with more than one message needs this supervisor again.
+        let me = later
+            .iter()
+            .any(|msgs| !msgs.is_empty())
+            .then(|| ctx.address());
+        // Awaited one after the other: every first message is in its actor's mailbox already,
+        // and its answer waits in its reply channel until its turn.
+        let answered = async move {
+            let mut answered = Vec::with_capacity(runs.len());
+            for ((booking, id, first_at, sent), msgs) in runs.into_iter().zip(later) {
+                let first = sent.await;
+                let mut later = Vec::new();
+                if let Some(me) = &me {
+                    for (at, msg) in msgs {
+                        let answer = match me.send(ToPayment { id, msg }).await {
+                            Ok(answer) => answer,
+                            Err(e) => Err(e.into()),
+                        };
+                        later.push((at, answer));
                     }
-                    (booking, (first_at, first), later)
                 }
-            });
-        Box::pin(
-            futures::future::join_all(runs)
-                .into_actor(self)
-                .map(move |runs, act, _| {
-                    act.warm(runs.iter().filter_map(|(booking, ..)| match &booking.key {
-                        EntityKey::Payment(id) => Some(id),
-                        EntityKey::Invoice(_) => None,
-                    }));
-                    let mut answers = Vec::with_capacity(count);
-                    for (booking, (first_at, first), later) in runs {
-                        answers.push((first_at, act.delivered(booking, first)));
-                        answers.extend(later);
-                    }
-                    answers.sort_by_key(|(at, _)| *at);
-                    answers.into_iter().map(|(_, answer)| answer).collect()
-                }),
-        )
+                answered.push((booking, (first_at, first), later));
+            }
+            answered
+        };
+        Box::pin(answered.into_actor(self).map(move |runs, act, _| {
+            act.warm(runs.iter().filter_map(|(booking, ..)| match &booking.key {
+                EntityKey::Payment(id) => Some(id),
+                EntityKey::Invoice(_) => None,
+            }));
+            let mut answers = Vec::with_capacity(count);
+            for (booking, (first_at, first), later) in runs {
+                answers.push((first_at, act.delivered(booking, first)));
+                answers.extend(later);
+            }
+            answers.sort_by_key(|(at, _)| *at);
+            answers.into_iter().map(|(_, answer)| answer).collect()
+        }))
     }
 }
 
