@@ -347,7 +347,12 @@ impl AuditActor {
         let mut waiters = Vec::with_capacity(take);
         // Barriers write nothing; they resolve with the batch, after every unit before them.
         let mut barriers = Vec::new();
-        let queued: Vec<Queued> = self.buffer.drain(..take).collect();
+        // Usually the whole queue: taken as it is, not copied unit by unit.
+        let queued: Vec<Queued> = if take == self.buffer.len() {
+            std::mem::take(&mut self.buffer)
+        } else {
+            self.buffer.drain(..take).collect()
+        };
         for (unit, waiter) in queued {
             if unit.is_empty() {
                 barriers.push(waiter);
@@ -451,7 +456,11 @@ impl Handler<Append> for AuditActor {
         for (unit, _) in &units {
             self.store.prepare(unit);
         }
-        self.buffer.extend(units);
+        if self.buffer.is_empty() {
+            self.buffer = units;
+        } else {
+            self.buffer.extend(units);
+        }
         self.schedule_flush(ctx);
     }
 }

@@ -54,6 +54,17 @@ impl Durable {
         Self(Inner::Settled(result))
     }
 
+    /// The outcome, if it is known already.
+    pub fn outcome(&self) -> Option<Result<(), EngineError>> {
+        match &self.0 {
+            Inner::Settled(result) => Some(result.clone()),
+            Inner::Queued(cell) => match &*cell.state() {
+                State::Settled(result) => Some(result.clone()),
+                State::Waiting(_) => None,
+            },
+        }
+    }
+
     /// A unit's outcome still to come, and where its writer settles it.
     pub(crate) fn queued() -> (Self, Settle) {
         let cell = Arc::new(Cell::default());
@@ -155,6 +166,21 @@ mod tests {
         settle.settle(Ok(()), &mut Wakes::default());
         assert_eq!(durable.clone().await, Ok(()));
         assert_eq!(Durable::settled(Ok(())).await, Ok(()));
+    }
+
+    #[test]
+    fn the_outcome_is_known_once_settled_and_not_before() {
+        let (durable, settle) = Durable::queued();
+        assert_eq!(durable.outcome(), None);
+        settle.settle(
+            Err(StoreError::Unavailable("down".into())),
+            &mut Wakes::default(),
+        );
+        assert!(matches!(
+            durable.outcome(),
+            Some(Err(EngineError::Storage(StoreError::Unavailable(_))))
+        ));
+        assert_eq!(Durable::settled(Ok(())).outcome(), Some(Ok(())));
     }
 
     /// Counts the times it is woken.

@@ -461,7 +461,7 @@ impl Handler<NewInvoice> for TenantSupervisor {
             move |last: Result<(u64, bool), EngineError>, act, _| {
                 let (last, reloaded) = match last {
                     Ok(last) => last,
-                    Err(err) => return done(Err(err)),
+                    Err(err) => return done(Err(err)).into_future(),
                 };
                 if reloaded {
                     act.numbering = Numbering {

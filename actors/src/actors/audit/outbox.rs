@@ -1,7 +1,7 @@
 //! Each thread's outbox: the units its actors decided, held until the thread's ready actors
 //! have run and then sent to their writers, one message per writer.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -26,6 +26,9 @@ thread_local! {
     /// together once the thread's ready actors have run: a webhook request's hundred payments
     /// (or a burst of single requests) wake the writer's thread once, not once per unit.
     static OUTBOX: RefCell<Outbox> = const { RefCell::new(Vec::new()) };
+    /// How many units this thread last sent a writer in one burst: a new burst's list starts
+    /// with room for as many, rather than growing (and copying its units) as it fills.
+    static LAST_BURST: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Puts `unit` in this thread's outbox for `writer`, behind every unit put there before it.
@@ -41,7 +44,7 @@ pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Wait
             None => {
                 outbox.push(Outgoing {
                     writer: Arc::clone(writer),
-                    units: Vec::new(),
+                    units: Vec::with_capacity(LAST_BURST.get()),
                     records: Vec::new(),
                 });
                 outbox.len() - 1
@@ -57,6 +60,7 @@ pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Wait
     if first {
         actix::spawn(async {
             for outgoing in OUTBOX.take() {
+                LAST_BURST.set(outgoing.units.len());
                 // A writer that stopped drops the waiters, which trips their fences and
                 // answers `Unavailable`.
                 let _ = outgoing.writer.try_send(Append(outgoing.units));

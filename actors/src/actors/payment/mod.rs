@@ -17,9 +17,9 @@ use super::messages::{
 };
 use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor};
 use super::{
-    done, done_then_stop, lifecycle_handlers, load_on_start, on_fresh_state, read_when_durable,
-    reply, settled, when_durable, Deps, Durable, EventBuilder, Fences, Pending, Pipeline,
-    Pipelined, GATEWAY_ACTOR,
+    done, done_then_stop, later, lifecycle_handlers, load_on_start, on_fresh_state,
+    read_when_durable, reply, settled, when_durable, Deps, Durable, EventBuilder, Fences, Pending,
+    Pipeline, Pipelined, GATEWAY_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, IdSet, InvoiceId, Payment, PaymentId, PaymentSource,
@@ -147,7 +147,7 @@ impl PaymentActor {
                 snapshot: Arc::clone(&next),
             };
             let invoice = state.invoice_id;
-            return Box::pin(
+            return later(
                 self.send_to_invoice(invoice, settle)
                     .map(move |result, act, _| {
                         let durable = result.inspect_err(|err| {
@@ -181,7 +181,11 @@ impl PaymentActor {
     /// Sends `msg` to the invoice's actor directly, through the lease this actor holds, or one
     /// asked of the supervisor first. A send that finds the invoice's actor gone gives the
     /// lease back: the next asks for the invoice's new incarnation.
-    fn send_to_invoice<M, T>(&mut self, invoice: InvoiceId, msg: M) -> Step<T>
+    fn send_to_invoice<M, T>(
+        &mut self,
+        invoice: InvoiceId,
+        msg: M,
+    ) -> ResponseActFuture<Self, Result<T, EngineError>>
     where
         M: Message<Result = Result<T, EngineError>> + Send + 'static,
         T: Send + 'static,
@@ -319,10 +323,9 @@ impl PaymentActor {
             Err(err) => return done(Err(err)),
         };
         match state.decide_gateway(&outcome) {
-            Disposition::Apply(data) => Box::pin(
-                self.commit(Change::from(data, actor))
-                    .map(|durable, _, _| durable.map(|d| when_durable(d, ()))),
-            ),
+            Disposition::Apply(data) => self
+                .commit(Change::from(data, actor))
+                .map_result(|durable| durable.map(|d| when_durable(d, ()))),
             _ => done(Ok(settled(Ok(())))),
         }
     }
@@ -413,24 +416,26 @@ impl Handler<AttemptPayment> for PaymentActor {
             caller: msg.caller,
         };
         let source = msg.source;
-        AtomicResponse::new(Box::pin(self.send_to_invoice(msg.invoice_id, reserve).map(
-            move |result, act, ctx| match result {
-                Ok(Queued {
-                    value: payment,
-                    durable,
-                }) => {
-                    act.state = Some(Arc::new(payment.clone()));
-                    act.source = Some(source);
-                    act.pipeline.tail = durable.clone();
-                    act.start_charge(durable.clone());
-                    Ok(when_durable(durable, payment))
-                }
-                Err(err) => {
-                    // The payment never came to be; nothing to keep in memory.
-                    ctx.stop();
-                    Err(err)
-                }
-            },
+        Reply::Atomic(AtomicResponse::new(Box::pin(
+            self.send_to_invoice(msg.invoice_id, reserve).map(
+                move |result, act, ctx| match result {
+                    Ok(Queued {
+                        value: payment,
+                        durable,
+                    }) => {
+                        act.state = Some(Arc::new(payment.clone()));
+                        act.source = Some(source);
+                        act.pipeline.tail = durable.clone();
+                        act.start_charge(durable.clone());
+                        Ok(when_durable(durable, payment))
+                    }
+                    Err(err) => {
+                        // The payment never came to be; nothing to keep in memory.
+                        ctx.stop();
+                        Err(err)
+                    }
+                },
+            ),
         )))
     }
 }
@@ -476,9 +481,9 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
                         gateway_event_id: Some(msg.gateway_event_id),
                         ..Change::from(data, GATEWAY_ACTOR)
                     };
-                    Box::pin(act.commit(change).map(|durable, _, _| {
+                    act.commit(change).map_result(|durable| {
                         let durable = durable?;
-                        Ok(async move {
+                        Ok(Pending::waiting(async move {
                             match durable.await {
                                 Ok(()) => Ok(WebhookDisposition::Applied),
                                 // Recorded concurrently elsewhere: this delivery is a duplicate.
@@ -487,9 +492,8 @@ impl Handler<ApplyGatewayEvent> for PaymentActor {
                                 }
                                 Err(err) => Err(err),
                             }
-                        }
-                        .boxed())
-                    }))
+                        }))
+                    })
                 }
             }
         })
@@ -500,7 +504,7 @@ impl Handler<CreateRefund> for PaymentActor {
     type Result = Reply<Refund>;
 
     fn handle(&mut self, msg: CreateRefund, ctx: &mut Self::Context) -> Self::Result {
-        on_fresh_state(self, ctx, move |act, _| {
+        on_fresh_state(self, ctx, move |act, ctx| {
             let state = match act.current() {
                 Ok(state) => state,
                 Err(err) => return done(Err(err)),
@@ -515,7 +519,7 @@ impl Handler<CreateRefund> for PaymentActor {
                 refund: Some(refund_id),
                 ..Change::from(data, &msg.caller.actor)
             };
-            Box::pin(act.commit(change).map(move |durable, act, _| {
+            act.commit(change).map(act, ctx, move |durable, act, _| {
                 let durable = durable?;
                 let refund = act
                     .current()?
@@ -524,7 +528,7 @@ impl Handler<CreateRefund> for PaymentActor {
                     .ok_or(EngineError::NotFound("refund"))?;
                 act.start_refund(&refund, durable.clone());
                 Ok(when_durable(durable, refund))
-            }))
+            })
         })
     }
 }
