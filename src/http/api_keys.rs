@@ -132,7 +132,7 @@ fn key_event(
         stream: StreamId::ApiKey(row.id),
         version,
         invoice_id: None,
-        actor: actor.to_owned(),
+        actor: actor.to_owned().into(),
         occurred_at: at,
         gateway_event_id: None,
         data,

@@ -238,7 +238,7 @@ pub fn event(stored: &StoredEvent) -> Result<EventView, ApiError> {
         event_type: e.event_type(),
         occurred_at: ts(&e.occurred_at),
         subject_id: e.subject_id(),
-        actor: e.actor.clone(),
+        actor: e.actor.to_string(),
         data: e.data.data_json().map_err(ApiError::Internal)?,
     })
 }

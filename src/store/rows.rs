@@ -107,7 +107,7 @@ impl EventRow {
                 .as_deref()
                 .map(|i| parse_key(i, InvoiceId::from_uuid))
                 .transpose()?,
-            actor: self.actor,
+            actor: self.actor.into(),
             occurred_at: from_micros(self.occurred_at),
             gateway_event_id: self.gateway_event_id,
             data: EventData::from_parts(&self.event_type, data).map_err(corrupt)?,

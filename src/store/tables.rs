@@ -270,7 +270,7 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
         Bind::opt_key(event.invoice_id),
         // The subject only where it is not the stream (a refund's events), to keep the row short.
         Bind::opt_key(event.data.refund_id()),
-        Bind::Text(event.actor.clone()),
+        Bind::Text(event.actor.to_string()),
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),
         Bind::ts(event.occurred_at),

@@ -2,6 +2,7 @@
 //! call it (never the other way round) to reserve, settle and release money; a change touching
 //! both streams is committed by this actor as one unit.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -48,12 +49,12 @@ impl InvoiceActor {
         }
     }
 
-    fn builder(&self, caller: &str) -> EventBuilder {
+    fn builder(&self, caller: impl Into<Cow<'static, str>>) -> EventBuilder {
         EventBuilder {
             tenant_id: self.tenant,
             stream: StreamId::Invoice(self.id),
             invoice_id: Some(self.id),
-            actor: caller.to_owned(),
+            actor: caller.into(),
             at: self.deps.clock.now(),
             gateway_event_id: None,
         }
@@ -142,7 +143,7 @@ impl InvoiceActor {
             ));
         }
         let data = Invoice::decide_create(msg.number, &msg.input, msg.finalize)?;
-        let builder = self.builder(&msg.caller.actor);
+        let builder = self.builder(msg.caller.actor.clone());
         let fences = self.fences(Some(msg.numbering));
         let slot = self.deps.audit.reserve(self.tenant)?;
         let events = builder.build(0, data);
@@ -172,7 +173,7 @@ impl InvoiceActor {
             }
         }
         let data = current.decide(&msg.command)?;
-        let builder = self.builder(&msg.caller.actor);
+        let builder = self.builder(msg.caller.actor.clone());
         let fences = self.fences(None);
         let tenant = self.tenant;
         let (slot, state) = self.open_change()?;
@@ -202,7 +203,7 @@ impl InvoiceActor {
         };
         let data = self.current()?.decide(&command)?;
         let amount = reserved_amount(&data, msg.payment_id);
-        let builder = self.builder(&msg.caller.actor);
+        let builder = self.builder(msg.caller.actor.clone());
         let at = builder.at;
         let fences = self.fences(Some(msg.payer));
         let (tenant, id) = (self.tenant, self.id);

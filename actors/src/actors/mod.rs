@@ -10,6 +10,7 @@ pub mod payment;
 pub mod registry;
 pub mod supervisor;
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -155,7 +156,7 @@ pub(crate) struct EventBuilder {
     pub tenant_id: TenantId,
     pub stream: StreamId,
     pub invoice_id: Option<InvoiceId>,
-    pub actor: String,
+    pub actor: Cow<'static, str>,
     pub at: DateTime<Utc>,
     pub gateway_event_id: Option<String>,
 }
@@ -550,7 +551,7 @@ impl EventBuilderForTests {
             tenant_id,
             stream,
             invoice_id,
-            actor: "test".into(),
+            actor: Cow::Borrowed("test"),
             at: Utc::now(),
             gateway_event_id: None,
         }

@@ -1,6 +1,7 @@
 //! The audit events: one enum whose `event_type()` strings are exactly the API's list, plus the
 //! envelope that places an event in a stream at a version.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -218,8 +219,9 @@ pub struct Event {
     pub version: u64,
     /// The invoice whose timeline shows this event.
     pub invoice_id: Option<InvoiceId>,
-    /// Who caused it: an API key id, `gateway`, or `system`.
-    pub actor: String,
+    /// Who caused it: an API key id, `gateway`, or `system` (the last two held by the program,
+    /// not copied into each event).
+    pub actor: Cow<'static, str>,
     pub occurred_at: DateTime<Utc>,
     /// The gateway event that caused it, if any (for at-most-once application).
     pub gateway_event_id: Option<String>,

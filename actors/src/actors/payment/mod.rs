@@ -3,6 +3,7 @@
 //! through a lease on the invoice's actor from the supervisor, never the other way round —
 //! whenever money on the invoice moves.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -58,13 +59,13 @@ pub struct PaymentActor {
 struct Change {
     data: Vec<EventData>,
     gateway_event_id: Option<String>,
-    actor: String,
+    actor: Cow<'static, str>,
     caller: Option<Caller>,
     refund: Option<RefundId>,
 }
 
 impl Change {
-    fn from(data: Vec<EventData>, actor: &str) -> Self {
+    fn from(data: Vec<EventData>, actor: impl Into<Cow<'static, str>>) -> Self {
         Self {
             data,
             gateway_event_id: None,
@@ -317,7 +318,7 @@ impl PaymentActor {
     }
 
     /// Queues the change a gateway outcome the engine learned itself (not by webhook) decides.
-    fn apply_outcome(&mut self, outcome: GatewayOutcome, actor: &str) -> Step<Pending<()>> {
+    fn apply_outcome(&mut self, outcome: GatewayOutcome, actor: &'static str) -> Step<Pending<()>> {
         let state = match self.current() {
             Ok(state) => state,
             Err(err) => return done(Err(err)),
@@ -517,7 +518,7 @@ impl Handler<CreateRefund> for PaymentActor {
             let change = Change {
                 caller: Some(msg.caller.clone()),
                 refund: Some(refund_id),
-                ..Change::from(data, &msg.caller.actor)
+                ..Change::from(data, msg.caller.actor.clone())
             };
             act.commit(change).map(act, ctx, move |durable, act, _| {
                 let durable = durable?;
