@@ -231,28 +231,29 @@ pub(crate) async fn durably<T>(
 
 /// Answers `value` once `durable` has resolved.
 pub(crate) fn when_durable<T: Send + 'static>(durable: Durable, value: T) -> Pending<T> {
-    match durable.outcome() {
-        Some(outcome) => Pending::known(outcome.map(|()| value)),
-        None => Pending::waiting(async move { durable.await.map(|()| value) }),
-    }
+    after(durable, move |outcome| outcome.map(|()| value))
 }
 
 /// Answers `value` once `tail` (the last unit queued before the read) has resolved. If that
 /// unit failed, the value may show what never became durable: the read is refused as
 /// `Unavailable`, which a reader simply asks again of the reloaded actor.
 pub(crate) fn read_when_durable<T: Send + 'static>(tail: Durable, value: T) -> Pending<T> {
-    fn refused(_: EngineError) -> EngineError {
-        EngineError::Unavailable("a queued change failed; reloading".into())
-    }
-    match tail.outcome() {
-        Some(outcome) => Pending::known(outcome.map(|()| value).map_err(refused)),
-        None => Pending::waiting(async move { tail.await.map(|()| value).map_err(refused) }),
-    }
+    after(tail, move |outcome| {
+        outcome
+            .map(|()| value)
+            .map_err(|_| EngineError::Unavailable("a queued change failed; reloading".into()))
+    })
 }
 
-/// Answers at once, with nothing to wait for.
-pub(crate) fn settled<T>(result: Result<T, EngineError>) -> Pending<T> {
-    Pending::known(result)
+/// `answer` made of `durable`'s outcome: now if it is known, else once it is.
+fn after<T>(
+    durable: Durable,
+    answer: impl FnOnce(Result<(), EngineError>) -> Result<T, EngineError> + Send + 'static,
+) -> Pending<T> {
+    match durable.outcome() {
+        Some(outcome) => Pending::known(answer(outcome)),
+        None => Pending::waiting(async move { answer(durable.await) }),
+    }
 }
 
 /// An entity actor's answer: given as the handler returns when its step was decided at once
@@ -366,11 +367,6 @@ where
             result
         },
     ))
-}
-
-/// Answers at once.
-pub(crate) fn reply<A: Actor, T>(result: Result<T, EngineError>) -> Reply<A, T> {
-    Reply::Now(result)
 }
 
 /// What a pipelined actor knows about the units it queued and its last load.

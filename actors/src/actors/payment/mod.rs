@@ -19,8 +19,8 @@ use super::messages::{
 use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor};
 use super::{
     done, done_then_stop, later, lifecycle_handlers, load_on_start, on_fresh_state,
-    read_when_durable, reply, settled, when_durable, Deps, Durable, EventBuilder, Fences, Pending,
-    Pipeline, Pipelined, GATEWAY_ACTOR,
+    read_when_durable, when_durable, Deps, Durable, EventBuilder, Fences, Pending, Pipeline,
+    Pipelined, GATEWAY_ACTOR,
 };
 use crate::domain::{
     Disposition, EventData, GatewayOutcome, IdSet, InvoiceId, Payment, PaymentId, PaymentSource,
@@ -327,7 +327,7 @@ impl PaymentActor {
             Disposition::Apply(data) => self
                 .commit(Change::from(data, actor))
                 .map_result(|durable| durable.map(|d| when_durable(d, ()))),
-            _ => done(Ok(settled(Ok(())))),
+            _ => done(Ok(Pending::known(Ok(())))),
         }
     }
 }
@@ -401,7 +401,7 @@ impl Handler<AttemptPayment> for PaymentActor {
 
     fn handle(&mut self, msg: AttemptPayment, _: &mut Self::Context) -> Self::Result {
         if self.state.is_some() {
-            return reply(Err(EngineError::Domain(
+            return Reply::Now(Err(EngineError::Domain(
                 crate::domain::DomainError::invalid_state("payment already exists"),
             )));
         }
