@@ -255,22 +255,24 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
 
 /// What is already stored for a batch's keys; updated as units pass, so later units in a batch
 /// see the effects of earlier ones (as in `memory.rs`).
+/// Its keys borrow the text of the batch's units and of its pre-check's keys (`'a`), which
+/// outlive it: a batch's gateway event ids are not copied to be checked.
 #[derive(Default)]
-pub(crate) struct Existing {
+pub(crate) struct Existing<'a> {
     versions: IdMap<StreamKey, u64>,
     /// The streams whose versions this process vouched for (`Committed`): their projection
     /// rows are as its last commit left them.
     vouched: IdSet<StreamKey>,
-    dedup: IdMap<TenantId, IdSet<String>>,
-    idempotency: IdMap<TenantId, IdSet<String>>,
+    dedup: IdSet<(TenantId, &'a str)>,
+    idempotency: IdSet<(TenantId, &'a str)>,
     numbers: IdSet<(TenantId, u64)>,
 }
 
-impl Existing {
+impl<'a> Existing<'a> {
     /// What the pre-check of `keys` found, plus stream versions known without reading them.
     pub(crate) fn new(
         rows: Vec<KeyRow>,
-        keys: &Keys,
+        keys: &'a Keys,
         known: impl IntoIterator<Item = (StreamKey, u64)>,
     ) -> Result<Self, StoreError> {
         let versions: IdMap<StreamKey, u64> = known.into_iter().collect();
@@ -298,19 +300,11 @@ impl Existing {
                 }
                 Found::GatewayEvent => {
                     let (tenant, id, _) = keys.dedup.get(i).ok_or_else(missing)?;
-                    existing
-                        .dedup
-                        .entry(*tenant)
-                        .or_default()
-                        .insert(id.clone());
+                    existing.dedup.insert((*tenant, id));
                 }
                 Found::Idempotency => {
                     let (tenant, key) = keys.idempotency.get(i).ok_or_else(missing)?;
-                    existing
-                        .idempotency
-                        .entry(*tenant)
-                        .or_default()
-                        .insert(key.clone());
+                    existing.idempotency.insert((*tenant, key));
                 }
                 Found::Number => {
                     existing
@@ -338,17 +332,12 @@ impl Existing {
             items.sort();
             items
         }
-        let flat = |by_tenant: &IdMap<TenantId, IdSet<String>>| {
-            sorted(
-                by_tenant
-                    .iter()
-                    .flat_map(|(t, keys)| keys.iter().map(|k| (*t, k.clone()))),
-            )
-        };
+        let owned =
+            |keys: &IdSet<(TenantId, &str)>| sorted(keys.iter().map(|(t, k)| (*t, k.to_string())));
         (
             sorted(self.versions.iter().map(|(k, v)| (*k, *v))),
-            flat(&self.dedup),
-            flat(&self.idempotency),
+            owned(&self.dedup),
+            owned(&self.idempotency),
             sorted(self.numbers.iter().copied()),
         )
     }
@@ -379,16 +368,13 @@ impl Existing {
                 }
             }
         }
-        let taken = |keys: &IdMap<TenantId, IdSet<String>>, key: &str| {
-            keys.get(&tenant).is_some_and(|k| k.contains(key))
-        };
         for (id, _) in unit.gateway_events() {
-            if taken(&self.dedup, id) {
+            if self.dedup.contains(&(tenant, id)) {
                 return Err(StoreError::DuplicateGatewayEvent(id.to_owned()));
             }
         }
         if let Some(record) = &unit.idempotency {
-            if taken(&self.idempotency, &record.key) {
+            if self.idempotency.contains(&(tenant, record.key.as_str())) {
                 return Err(StoreError::IdempotencyKeyTaken);
             }
         }
@@ -411,19 +397,15 @@ impl Existing {
             .collect()
     }
 
-    fn record(&mut self, tenant: TenantId, unit: &Unit) {
+    fn record(&mut self, tenant: TenantId, unit: &'a Unit) {
         for append in &unit.streams {
             let version = append.expected_version + append.events.len() as u64;
             self.versions.insert((tenant, append.stream), version);
         }
-        for (id, _) in unit.gateway_events() {
-            self.dedup.entry(tenant).or_default().insert(id.to_owned());
-        }
+        self.dedup
+            .extend(unit.gateway_events().map(|(id, _)| (tenant, id)));
         if let Some(record) = &unit.idempotency {
-            self.idempotency
-                .entry(tenant)
-                .or_default()
-                .insert(record.key.clone());
+            self.idempotency.insert((tenant, &record.key));
         }
         if let Some(n) = unit.invoice_number() {
             self.numbers.insert((tenant, n));
@@ -545,10 +527,10 @@ pub(crate) struct Planned {
     pub(crate) statements: Vec<Stmt>,
 }
 
-pub(crate) fn plan(
+pub(crate) fn plan<'a>(
     d: Dialect,
-    units: &[Unit],
-    mut existing: Existing,
+    units: &'a [Unit],
+    mut existing: Existing<'a>,
     now: DateTime<Utc>,
 ) -> Result<Planned, StoreError> {
     let mut writes = Writes::for_units(units);

@@ -60,11 +60,14 @@ impl UnitRows {
                 .dedup_keys
                 .iter()
                 .map(|key| {
-                    vec![
+                    // With room for the time the batch adds.
+                    let mut row = Vec::with_capacity(4);
+                    row.extend([
                         Bind::id(tenant_id),
                         Bind::Text(key.gateway_event_id.clone()),
                         Bind::id(key.payment_id),
-                    ]
+                    ]);
+                    row
                 })
                 .collect(),
             idempotency: unit
