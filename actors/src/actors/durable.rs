@@ -117,8 +117,11 @@ impl Settle {
 
 impl Drop for Settle {
     fn drop(&mut self) {
-        let unavailable = EngineError::Unavailable("audit writer stopped".into());
-        self.settle_with(Err(unavailable), &mut Wakes::default());
+        // Settled already, as nearly every one is: its error is not even made.
+        if self.0.is_some() {
+            let unavailable = EngineError::Unavailable("audit writer stopped".into());
+            self.settle_with(Err(unavailable), &mut Wakes::default());
+        }
     }
 }
 

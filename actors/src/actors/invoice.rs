@@ -146,11 +146,12 @@ impl InvoiceActor {
         let builder = self.builder(msg.caller.actor.clone());
         let fences = self.fences(Some(msg.numbering));
         let slot = self.deps.audit.reserve(self.tenant)?;
+        let at = builder.at;
         let events = builder.build(0, data);
-        let mut invoice = Invoice::blank(self.tenant, self.id, builder.at);
+        let mut invoice = Invoice::blank(self.tenant, self.id, at);
         events.iter().for_each(|e| invoice.apply(e));
         let mut unit = Unit::new(self.tenant);
-        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(&invoice), builder.at);
+        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(&invoice), at);
         unit.streams.push(StreamAppend {
             stream: StreamId::Invoice(self.id),
             expected_version: 0,
@@ -178,12 +179,13 @@ impl InvoiceActor {
         let tenant = self.tenant;
         let (slot, state) = self.open_change()?;
         let expected_version = state.version;
+        let (at, stream) = (builder.at, builder.stream);
         let events = builder.build(expected_version, data);
         events.iter().for_each(|e| state.apply(e));
         let mut unit = Unit::new(tenant);
-        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(state), builder.at);
+        unit.idempotency = idempotency_record(&msg.caller, Rendered::Invoice(state), at);
         unit.streams.push(StreamAppend {
-            stream: builder.stream,
+            stream,
             expected_version,
             events,
         });
@@ -264,6 +266,7 @@ impl InvoiceActor {
             reactions.extend(state.decide_payment_effect(&event.data));
             state.apply(event);
         }
+        let stream = builder.stream;
         let invoice_events = builder.build(expected_version, reactions);
         invoice_events.iter().for_each(|e| state.apply(e));
         let mut unit = Unit::new(tenant);
@@ -271,7 +274,7 @@ impl InvoiceActor {
         // this actor elsewhere must not settle money on an outdated snapshot.
         unit.streams.push(msg.payment);
         unit.streams.push(StreamAppend {
-            stream: builder.stream,
+            stream,
             expected_version,
             events: invoice_events,
         });

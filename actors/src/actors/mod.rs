@@ -163,7 +163,10 @@ pub(crate) struct EventBuilder {
 }
 
 impl EventBuilder {
-    pub fn build(&self, version: u64, data: Vec<EventData>) -> Vec<Event> {
+    /// The events of `data`, numbered on from `version`. The gateway event id, if any, goes on
+    /// the first only: an applied gateway event is recorded once, on its event row (unique per
+    /// tenant), and is moved there, not copied.
+    pub fn build(mut self, version: u64, data: Vec<EventData>) -> Vec<Event> {
         data.into_iter()
             .enumerate()
             .map(|(i, data)| Event {
@@ -174,7 +177,7 @@ impl EventBuilder {
                 invoice_id: self.invoice_id,
                 actor: self.actor.clone(),
                 occurred_at: self.at,
-                gateway_event_id: self.gateway_event_id.clone(),
+                gateway_event_id: self.gateway_event_id.take(),
                 data,
             })
             .collect()
@@ -401,6 +404,24 @@ mod tests {
             assert_eq!(again, first, "round {round}");
             clone.writer_index(TenantId::new());
         }
+    }
+
+    #[test]
+    fn a_gateway_event_id_goes_on_the_first_event_only() {
+        let mut builder =
+            EventBuilderForTests::payment(TenantId::new(), crate::domain::PaymentId::new());
+        builder.gateway_event_id = Some("evt_gw_1".into());
+        let data = EventData::PaymentProcessing {
+            gateway_reference: "ch_1".into(),
+        };
+        let events = builder.build(3, vec![data.clone(), data]);
+        let ids: Vec<_> = events
+            .iter()
+            .map(|e| e.gateway_event_id.as_deref())
+            .collect();
+        assert_eq!(ids, [Some("evt_gw_1"), None]);
+        let versions: Vec<_> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, [4, 5]);
     }
 
     #[actix_rt::test]
