@@ -2,6 +2,8 @@
 //! turn domain values into those rows (shared with the projection rebuild). `write.rs` turns
 //! the rows into statements.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use payrail_actors::domain::{Event, EventData, Invoice, Payment, Refund, TenantId};
 use payrail_actors::ports::{IdempotencyRecord, StoreError};
@@ -270,7 +272,10 @@ pub(crate) fn event_row(event: &Event) -> Result<Vec<Bind>, StoreError> {
         Bind::opt_key(event.invoice_id),
         // The subject only where it is not the stream (a refund's events), to keep the row short.
         Bind::opt_key(event.data.refund_id()),
-        Bind::Text(event.actor.to_string()),
+        match &event.actor {
+            Cow::Borrowed(actor) => Bind::Word(actor),
+            Cow::Owned(actor) => Bind::Text(actor.clone()),
+        },
         Bind::OptText(event.gateway_event_id.clone()),
         Bind::Json(data),
         Bind::ts(event.occurred_at),

@@ -291,8 +291,19 @@ fn to_array(values: Vec<Bind>) -> Result<(Bind, &'static str), StoreError> {
     }
     Ok(match values.first() {
         Some(Bind::Json(_)) => array!(Json, TextArr, "::json"),
-        Some(Bind::Text(_)) => array!(Text, TextArr, ""),
-        Some(Bind::Word(_)) => array!(Word, WordArr, ""),
+        // Text held for good and text of its own may share a column (an event's actor: the
+        // gateway, or an API key's name): borrowed while every value is the former.
+        Some(Bind::Word(_)) if values.iter().all(|v| matches!(v, Bind::Word(_))) => {
+            array!(Word, WordArr, "")
+        }
+        Some(Bind::Text(_) | Bind::Word(_)) => (
+            Bind::TextArr(scalars(values, |v| match v {
+                Bind::Text(text) => Some(text),
+                Bind::Word(word) => Some(word.to_owned()),
+                _ => None,
+            })?),
+            "",
+        ),
         Some(Bind::Id(_)) => array!(Id, IdArr, ""),
         Some(Bind::OptText(_)) => array!(OptText, OptTextArr, ""),
         Some(Bind::I64(_)) => array!(I64, I64Arr, ""),

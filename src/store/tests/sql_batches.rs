@@ -2,6 +2,9 @@
 //! stream, a unit the database rejects, batches the audit actor's size, dropped in-flight
 //! futures (SQLite) and an outage the pool recovers from (PostgreSQL).
 
+use std::borrow::Cow;
+
+use payrail_actors::actors::GATEWAY_ACTOR;
 use payrail_actors::domain::{EventData, StreamId, TenantId};
 use payrail_actors::ports::{EventStore, StoreError};
 
@@ -13,33 +16,36 @@ on_both!(the_pre_check_finds_each_stored_key_by_its_place_in_the_batch);
 on_both!(one_batch_holds_actors_of_every_kind);
 
 /// An event's actor is either text the program holds (`gateway`, `system`) or an API key's
-/// id made at run time; one batch (one array per column on PostgreSQL) takes both, and each
-/// reads back as written.
+/// id made at run time; one batch (one array per column on PostgreSQL) takes both, in either
+/// order, and each reads back as written.
 async fn one_batch_holds_actors_of_every_kind(db: Db) {
     let tenant = TenantId::new();
-    let (first, mut by_gateway) = create_invoice(tenant, &InvoiceSpec::default());
-    let (second, mut by_key) = create_invoice(
-        tenant,
-        &InvoiceSpec {
-            number: 2,
-            ..Default::default()
-        },
-    );
     let key = format!("key_{}", uuid::Uuid::new_v4().simple());
-    for event in &mut by_gateway.streams[0].events {
-        event.actor = std::borrow::Cow::Borrowed(payrail_actors::actors::GATEWAY_ACTOR);
-    }
-    for event in &mut by_key.streams[0].events {
-        event.actor = std::borrow::Cow::Owned(key.clone());
-    }
-    assert_eq!(
-        db.append_batch(vec![by_gateway, by_key]).await,
-        vec![Ok(()), Ok(())]
-    );
-    for (invoice, actor) in [(first.id, "gateway"), (second.id, key.as_str())] {
-        let timeline = db.invoice_timeline(tenant, invoice).await.unwrap();
-        assert!(!timeline.is_empty());
-        assert!(timeline.iter().all(|e| e.event.actor == actor), "{actor}");
+    let gateway = || Cow::Borrowed(GATEWAY_ACTOR);
+    let api_key = || Cow::Owned(key.clone());
+    let mut number = 0;
+    for order in [[gateway(), api_key()], [api_key(), gateway()]] {
+        let mut written = Vec::new();
+        let mut units = Vec::new();
+        for actor in order {
+            number += 1;
+            let spec = InvoiceSpec {
+                number,
+                ..Default::default()
+            };
+            let (invoice, mut unit) = create_invoice(tenant, &spec);
+            for event in &mut unit.streams[0].events {
+                event.actor = actor.clone();
+            }
+            written.push((invoice.id, actor));
+            units.push(unit);
+        }
+        assert_eq!(db.append_batch(units).await, vec![Ok(()), Ok(())]);
+        for (invoice, actor) in written {
+            let timeline = db.invoice_timeline(tenant, invoice).await.unwrap();
+            assert!(!timeline.is_empty());
+            assert!(timeline.iter().all(|e| e.event.actor == actor), "{actor}");
+        }
     }
 }
 
