@@ -255,6 +255,7 @@ pub(crate) fn precheck(d: Dialect, keys: &Keys) -> Vec<Stmt> {
 
 /// What is already stored for a batch's keys; updated as units pass, so later units in a batch
 /// see the effects of earlier ones (as in `memory.rs`).
+///
 /// Its keys borrow the text of the batch's units and of its pre-check's keys (`'a`), which
 /// outlive it: a batch's gateway event ids are not copied to be checked.
 #[derive(Default)]

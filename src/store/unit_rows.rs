@@ -6,7 +6,7 @@ use payrail_actors::ports::{Snapshot, StoreError, Unit};
 use uuid::Uuid;
 
 use super::stmt::Bind;
-use super::tables::{Sets, INVOICE_HEAD, PAYMENT_HEAD};
+use super::tables::{Sets, DEDUP, INVOICE_HEAD, PAYMENT_HEAD};
 use super::write::{
     event_row, idempotency_row, invoice_rest, invoice_row, invoice_sets, invoice_whole,
     payment_rest, payment_row, refund_rows,
@@ -60,8 +60,8 @@ impl UnitRows {
                 .dedup_keys
                 .iter()
                 .map(|key| {
-                    // With room for the time the batch adds.
-                    let mut row = Vec::with_capacity(4);
+                    // Room for every column: the batch adds the time.
+                    let mut row = Vec::with_capacity(DEDUP.columns.len());
                     row.extend([
                         Bind::id(tenant_id),
                         Bind::Text(key.gateway_event_id.clone()),
