@@ -17,6 +17,7 @@ use super::grouped::{self, Backlog, Grouped, Round, State};
 use super::tail::Tail;
 use super::worker::Worker;
 use super::Shared;
+use crate::store::feed::CommitListener;
 use crate::store::EndpointRow;
 
 /// Attempts purged per transaction.
@@ -60,7 +61,7 @@ pub(crate) fn spawn(shared: Arc<Shared>) {
                 break grace;
             }
             if reload {
-                reconcile(&shared, &mut workers).await;
+                reconcile(&shared, &mut workers, &listener).await;
                 reload = false;
                 next_sweep = tokio::time::Instant::now() + sweep;
             }
@@ -111,7 +112,9 @@ async fn stop_workers(shared: &Shared, workers: Workers, grace: Duration) {
 
 /// Starts workers for new endpoints, hands changed rows to running ones, stops the workers of
 /// endpoints that are gone or disabled (their queues stay in storage), and wakes them all.
-async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
+/// From then on only the commits of tenants with endpoints wake the dispatcher: it follows
+/// them before any worker starts, so none misses a commit.
+async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers, listener: &CommitListener) {
     let endpoints = match shared.db.enabled_endpoints().await {
         Ok(e) => e,
         Err(e) => {
@@ -119,6 +122,7 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers) {
             return;
         }
     };
+    listener.follow_only(endpoints.iter().map(|row| row.tenant_id).collect());
     let mut seen = HashMap::with_capacity(endpoints.len());
     for row in endpoints {
         let key = (row.tenant_id, row.id);

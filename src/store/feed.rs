@@ -34,9 +34,46 @@ pub enum FeedFull {
 struct Tenants {
     senders: HashMap<TenantId, watch::Sender<()>>,
     subscribers: usize,
-    /// The outbound dispatcher's view: tenants with commits it has not looked at yet (at most
-    /// one entry per tenant, however many commits).
-    listener: Option<(HashSet<TenantId>, Arc<Notify>)>,
+    /// The outbound dispatcher's view of the commits.
+    listener: Option<Listener>,
+}
+
+/// What the whole-store listener has not looked at yet, and which tenants it follows.
+struct Listener {
+    /// Tenants with commits not yet taken (at most one entry per tenant, however many commits).
+    dirty: HashSet<TenantId>,
+    notify: Arc<Notify>,
+    /// The tenants whose commits it wants; `None`: every tenant's.
+    follows: Option<HashSet<TenantId>>,
+}
+
+impl Listener {
+    fn new(notify: Arc<Notify>) -> Self {
+        Self {
+            dirty: HashSet::new(),
+            notify,
+            follows: None,
+        }
+    }
+
+    /// Whether any commit can concern it.
+    fn follows_any(&self) -> bool {
+        self.follows
+            .as_ref()
+            .is_none_or(|tenants| !tenants.is_empty())
+    }
+
+    /// Notes a commit of `tenant`; true when the tenant was not waiting to be taken already.
+    fn note(&mut self, tenant: TenantId) -> bool {
+        if self
+            .follows
+            .as_ref()
+            .is_some_and(|tenants| !tenants.contains(&tenant))
+        {
+            return false;
+        }
+        self.dirty.insert(tenant)
+    }
 }
 
 /// Per-tenant commit notifiers; cheap to clone (one shared map).
@@ -62,23 +99,25 @@ impl Feed {
     /// Wakes the tenants' subscribers, if they have any.
     pub fn poke(&self, tenants: impl IntoIterator<Item = TenantId>) {
         let mut map = self.lock();
-        if map.senders.is_empty() && map.listener.is_none() {
-            return;
-        }
         let Tenants {
             senders, listener, ..
         } = &mut *map;
+        // A listener that follows no tenant (no tenant has an endpoint) is as good as none.
+        let mut listener = listener.as_mut().filter(|l| l.follows_any());
+        if senders.is_empty() && listener.is_none() {
+            return;
+        }
         let mut noted = false;
         for tenant in tenants {
             if let Some(sender) = senders.get(&tenant) {
                 sender.send_replace(());
             }
-            if let Some((dirty, _)) = listener.as_mut() {
-                noted |= dirty.insert(tenant);
+            if let Some(listener) = listener.as_mut() {
+                noted |= listener.note(tenant);
             }
         }
-        if let (true, Some((_, notify))) = (noted, listener.as_ref()) {
-            notify.notify_one();
+        if let (true, Some(listener)) = (noted, listener) {
+            listener.notify.notify_one();
         }
     }
 
@@ -86,7 +125,7 @@ impl Feed {
     /// committed since it last looked. A new listener replaces the previous one.
     pub fn listen(&self) -> CommitListener {
         let notify = Arc::new(Notify::new());
-        self.lock().listener = Some((HashSet::new(), notify.clone()));
+        self.lock().listener = Some(Listener::new(notify.clone()));
         CommitListener {
             feed: self.clone(),
             notify,
@@ -164,11 +203,28 @@ pub struct CommitListener {
 }
 
 impl CommitListener {
+    /// From now on, only commits of `tenants` wake this listener (at first, every tenant's):
+    /// the outbound dispatcher follows the tenants that have endpoints, so the commits of the
+    /// others, usually nearly all of them, cost it no wake-up.
+    pub fn follow_only(&self, tenants: HashSet<TenantId>) {
+        if let Some(listener) = self.mine(&mut self.feed.lock()) {
+            listener.dirty.retain(|tenant| tenants.contains(tenant));
+            listener.follows = Some(tenants);
+        }
+    }
+
+    /// The feed's listener, if it is still this one.
+    fn mine<'a>(&self, map: &'a mut Tenants) -> Option<&'a mut Listener> {
+        map.listener
+            .as_mut()
+            .filter(|l| Arc::ptr_eq(&l.notify, &self.notify))
+    }
+
     /// The tenants that committed since the last call, waiting for at least one.
     pub async fn committed(&mut self) -> Vec<TenantId> {
         loop {
-            let taken: Vec<TenantId> = match self.feed.lock().listener.as_mut() {
-                Some((dirty, _)) => dirty.drain().collect(),
+            let taken: Vec<TenantId> = match self.mine(&mut self.feed.lock()) {
+                Some(listener) => listener.dirty.drain().collect(),
                 None => Vec::new(),
             };
             if !taken.is_empty() {
@@ -182,11 +238,7 @@ impl CommitListener {
 impl Drop for CommitListener {
     fn drop(&mut self) {
         let mut map = self.feed.lock();
-        if map
-            .listener
-            .as_ref()
-            .is_some_and(|(_, n)| Arc::ptr_eq(n, &self.notify))
-        {
+        if self.mine(&mut map).is_some() {
             map.listener = None;
         }
     }
@@ -255,6 +307,37 @@ mod tests {
         assert!(again.await.is_err());
         drop(listener);
         assert!(feed.lock().listener.is_none());
+    }
+
+    /// A listener told which tenants it follows wakes for their commits only, forgets what it
+    /// had noted of the others, and one that follows none costs a commit no wake-up.
+    #[tokio::test]
+    async fn the_listener_wakes_only_for_the_tenants_it_follows() {
+        let feed = Feed::default();
+        let (a, b, c) = (TenantId::new(), TenantId::new(), TenantId::new());
+        let mut listener = feed.listen();
+        feed.poke([c]);
+        listener.follow_only(HashSet::from([a]));
+        feed.poke([b]);
+        let quiet = std::time::Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(quiet, listener.committed())
+                .await
+                .is_err(),
+            "neither the commit noted before nor one of a tenant it does not follow wakes it"
+        );
+        feed.poke([b, a]);
+        assert_eq!(listener.committed().await, vec![a]);
+
+        listener.follow_only(HashSet::new());
+        feed.poke([a, b]);
+        assert!(feed.lock().listener.as_ref().unwrap().dirty.is_empty());
+        assert!(tokio::time::timeout(quiet, listener.committed())
+            .await
+            .is_err());
+        listener.follow_only(HashSet::from([a, b]));
+        feed.poke([b]);
+        assert_eq!(listener.committed().await, vec![b]);
     }
 
     #[test]

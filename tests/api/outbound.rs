@@ -15,6 +15,7 @@ use crate::outbound_receiver::{verify_with_python, Receiver};
 
 crate::helpers::per_backend!(
     outbound_deliveries_verify_with_standardwebhooks,
+    outbound_commits_wake_only_followed_tenants_and_none_waits_for_a_sweep,
     outbound_chaos_retries_disable_and_resume,
     outbound_refuses_private_targets,
 );
@@ -31,6 +32,44 @@ async fn app(backend: Backend) -> TestApp {
         s.outbound.sweep_ms = 50;
     })
     .await
+}
+
+/// A tenant's commits wake its endpoints' deliveries at once: the dispatcher follows the
+/// tenants that have endpoints (the others' commits do not wake it), and starts following a
+/// tenant as soon as its first endpoint is created. Sweeps and lease renewals, which would
+/// deliver anyway, are ten minutes apart here, so every delivery below comes from a commit's
+/// wake-up.
+async fn outbound_commits_wake_only_followed_tenants_and_none_waits_for_a_sweep(backend: Backend) {
+    let app = spawn_app_with(backend, |s| {
+        s.outbound.allow_http = true;
+        s.outbound.allow_private_targets = true;
+        s.outbound.sweep_ms = 600_000;
+        // A held lease is renewed at a third of its term, with a fresh look at the log.
+        s.outbound.lease_ms = 1_800_000;
+    })
+    .await;
+    let (with, without) = (app.tenant("Followed").await, app.tenant("Quiet").await);
+    let receiver = Receiver::start(Receiver::always(204)).await;
+    endpoint(&app, &with, json!({"url": receiver.url})).await;
+    for round in 1..=3 {
+        app.invoice(&without.key, 100, true).await;
+        app.invoice(&with.key, 100, true).await;
+        receiver
+            .wait_for("the followed tenant's events", |d| d.len() >= 2 * round)
+            .await;
+    }
+    let late = Receiver::start(Receiver::always(204)).await;
+    endpoint(&app, &without, json!({"url": late.url})).await;
+    app.invoice(&without.key, 100, false).await;
+    let got = late
+        .wait_for("the newly followed tenant's event", |d| !d.is_empty())
+        .await;
+    assert_eq!(got[0].json()["eventType"], "invoice.created");
+    assert_eq!(
+        receiver.deliveries().len(),
+        6,
+        "nothing of the other tenant"
+    );
 }
 
 async fn endpoint(app: &TestApp, t: &Tenant, body: Value) -> Value {
