@@ -5,7 +5,7 @@
 //! worker delivers only while its node holds the endpoint's lease. On shutdown it stops its
 //! workers and releases its leases. Also the purge of old attempts.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,7 +122,10 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers, listener: &Commi
             return;
         }
     };
-    listener.follow_only(endpoints.iter().map(|row| row.tenant_id).collect());
+    // The tenants with enabled endpoints: after this round, those with workers.
+    let tenants: HashSet<TenantId> = endpoints.iter().map(|row| row.tenant_id).collect();
+    workers.tails.retain(|tenant, _| tenants.contains(tenant));
+    listener.follow_only(tenants);
     let mut seen = HashMap::with_capacity(endpoints.len());
     for row in endpoints {
         let key = (row.tenant_id, row.id);
@@ -169,9 +172,6 @@ async fn reconcile(shared: &Arc<Shared>, workers: &mut Workers, listener: &Commi
         // Dropping the sender lets the worker finish its round and stop.
         keep
     });
-    let tenants: std::collections::HashSet<TenantId> =
-        workers.running.keys().map(|(t, _)| *t).collect();
-    workers.tails.retain(|tenant, _| tenants.contains(tenant));
 }
 
 /// Purges attempts older than the retention setting, every minute.
