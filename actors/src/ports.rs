@@ -245,10 +245,10 @@ impl<T> Loaded<T> {
 
 #[async_trait]
 pub trait EventStore: Send + Sync + 'static {
-    /// Renders what the store will write for `unit` into `unit.prepared`. An audit writer
-    /// calls it as the unit joins its queue, on its own thread, while the batch before it
-    /// commits, so the batch that takes the unit spends less of its time on it. The default
-    /// prepares nothing.
+    /// Renders what the store will write for `unit` into `unit.prepared`. Called as the unit
+    /// is left in its audit writer's inbox, on the delivering thread, while the writer's batch
+    /// before it commits, so the batch that takes the unit spends less of its time on it. The
+    /// default prepares nothing.
     fn prepare(&self, _unit: &Unit) {}
 
     /// Commits each unit atomically; one failing unit does not fail the others. The result has

@@ -15,7 +15,9 @@ use crate::error::EngineError;
 use crate::metrics::EngineMetrics;
 use crate::ports::{DedupKey, EventStore, StoreError, Unit};
 
+mod inbox;
 mod outbox;
+use inbox::{Link, Look, Take};
 use outbox::{gather, hand_over};
 
 /// The units one incarnation of an entity actor has queued share a fence. The actor applies
@@ -68,12 +70,6 @@ pub fn resolved(result: Result<(), EngineError>) -> Durable {
     Durable::settled(result)
 }
 
-/// Queue units, in the order their actors decided them; each waiter is answered once its unit
-/// is durable (or definitely failed).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Append(Vec<Queued>);
-
 /// A unit and where its outcome goes.
 type Queued = (Unit, Waiter);
 
@@ -118,7 +114,7 @@ impl Drop for Waiter {
 #[derive(Clone)]
 pub struct WriterHandle {
     /// Shared with the threads' outboxes, not cloned: cloning an actix address allocates.
-    addr: Arc<Addr<AuditActor>>,
+    link: Arc<Link>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
     metrics: Arc<EngineMetrics>,
@@ -156,13 +152,13 @@ impl WriterHandle {
         let capacity = config.audit_queue_capacity.max(1);
         let stats = Arc::new(WriterStats::default());
         let (writer_metrics, writer_stats) = (Arc::clone(&metrics), Arc::clone(&stats));
-        let addr = AuditActor::start_in_arbiter(arbiter, move |ctx| {
-            // Unbounded mailbox: `queued` bounds it, and a full mailbox would refuse units.
-            ctx.set_mailbox_capacity(0);
-            AuditActor::new(store, config, writer_metrics, writer_stats)
+        let inbox = inbox::Shared::default();
+        let (writer_inbox, link_store) = (Arc::clone(&inbox), Arc::clone(&store));
+        let addr = AuditActor::start_in_arbiter(arbiter, move |_| {
+            AuditActor::new(store, config, writer_metrics, writer_stats, writer_inbox)
         });
         Self {
-            addr: Arc::new(addr),
+            link: Arc::new(Link::new(addr, inbox, link_store)),
             queued: Arc::new(AtomicUsize::new(0)),
             capacity,
             metrics,
@@ -195,7 +191,7 @@ impl WriterHandle {
     /// together; a lost one only means a re-delivery is ignored again instead of counted as a
     /// duplicate. Refused with `Overloaded` when the first needs room the writer lacks.
     pub fn record_ignored(&self, tenant: TenantId, key: DedupKey) -> Result<(), EngineError> {
-        let Err(key) = gather(&self.addr, tenant, key) else {
+        let Err(key) = gather(&self.link, tenant, key) else {
             return Ok(());
         };
         let mut unit = Unit::new(tenant);
@@ -242,9 +238,9 @@ impl Slot<'_> {
             fences,
             queued: Arc::clone(&writer.queued),
         };
-        // The outbox and the mailbox (unbounded: the slots bound it) are first in, first out:
-        // units reach the batch in the order their actors decided them.
-        hand_over(&writer.addr, unit, waiter, gathers);
+        // The outbox and the inbox are first in, first out: units reach the batch in the
+        // order their actors decided them.
+        hand_over(&writer.link, unit, waiter, gathers);
         writer
             .metrics
             .audit_queue_depth
@@ -296,6 +292,7 @@ pub struct AuditActor {
     config: Arc<EngineConfig>,
     metrics: Arc<EngineMetrics>,
     stats: Arc<WriterStats>,
+    inbox: inbox::Shared,
     buffer: Vec<Queued>,
     in_flight: usize,
     flush_scheduled: bool,
@@ -311,16 +308,40 @@ impl AuditActor {
         config: Arc<EngineConfig>,
         metrics: Arc<EngineMetrics>,
         stats: Arc<WriterStats>,
+        inbox: inbox::Shared,
     ) -> Self {
         Self {
             store,
             config,
             metrics,
             stats,
+            inbox,
             buffer: Vec::new(),
             in_flight: 0,
             flush_scheduled: false,
             durable: Vec::new(),
+        }
+    }
+
+    /// Takes the units left in the inbox and schedules a flush.
+    /// With nothing to do, the writer stops watching its inbox: the next delivery wakes it.
+    fn take_inbox(&mut self, ctx: &mut Context<Self>) {
+        let resting = self.in_flight == 0 && !self.flush_scheduled && self.buffer.is_empty();
+        let look = if resting {
+            Look::TakeOrRest
+        } else {
+            Look::Take
+        };
+        self.accept(inbox::take(&self.inbox, look));
+        self.schedule_flush(ctx);
+    }
+
+    /// Queues `units` behind those queued before them.
+    fn accept(&mut self, units: Vec<Queued>) {
+        if self.buffer.is_empty() {
+            self.buffer = units;
+        } else {
+            self.buffer.extend(units);
         }
     }
 
@@ -410,12 +431,12 @@ impl AuditActor {
             drop(wakes);
             durable.extend(barriers);
             act.in_flight = 0;
+            act.take_inbox(ctx);
             if act.buffer.is_empty() || !act.config.commit_linger.is_zero() {
                 act.answer_all(durable);
             } else {
                 act.durable = durable;
             }
-            act.schedule_flush(ctx);
         }));
     }
 
@@ -441,7 +462,8 @@ impl Actor for AuditActor {
 
     fn stopping(&mut self, _ctx: &mut Self::Context) -> Running {
         // Never stop with units unanswered: drain first.
-        if self.buffer.is_empty() && self.in_flight == 0 && self.durable.is_empty() {
+        let drained = self.buffer.is_empty() && self.in_flight == 0 && self.durable.is_empty();
+        if drained && !inbox::holds_units(&self.inbox) {
             Running::Stop
         } else {
             Running::Continue
@@ -449,19 +471,19 @@ impl Actor for AuditActor {
     }
 }
 
-impl Handler<Append> for AuditActor {
+impl Drop for AuditActor {
+    fn drop(&mut self) {
+        // Units left for a writer that has stopped are answered `Unavailable` as they drop,
+        // their fences tripped, as are those delivered later.
+        drop(inbox::close(&self.inbox));
+    }
+}
+
+impl Handler<Take> for AuditActor {
     type Result = ();
 
-    fn handle(&mut self, Append(units): Append, ctx: &mut Self::Context) {
-        for (unit, _) in &units {
-            self.store.prepare(unit);
-        }
-        if self.buffer.is_empty() {
-            self.buffer = units;
-        } else {
-            self.buffer.extend(units);
-        }
-        self.schedule_flush(ctx);
+    fn handle(&mut self, _: Take, ctx: &mut Self::Context) {
+        self.take_inbox(ctx);
     }
 }
 
@@ -470,8 +492,13 @@ impl Handler<Flush> for AuditActor {
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush_scheduled = false;
+        // Units that arrived while the flush waited (a linger) join its batch.
+        self.accept(inbox::take(&self.inbox, Look::Take));
         let durable = std::mem::take(&mut self.durable);
         self.flush(ctx);
+        // What arrived since joins the queue; with nothing in flight and nothing queued, the
+        // writer rests until woken.
+        self.take_inbox(ctx);
         if !durable.is_empty() {
             // Spawned after the batch `flush` sent, so the context polls it after that batch's
             // first poll, which hands the batch to the store.

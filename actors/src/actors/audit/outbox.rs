@@ -1,18 +1,17 @@
 //! Each thread's outbox: the units its actors decided, held until the thread's ready actors
-//! have run and then sent to their writers, one message per writer.
+//! have run and then left in their writers' inboxes, once per writer.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use actix::prelude::*;
-
-use super::{Append, AuditActor, Queued, Waiter};
+use super::inbox::Link;
+use super::{Queued, Waiter};
 use crate::domain::TenantId;
 use crate::ports::{DedupKey, Unit};
 
 /// Units decided on one thread and not yet sent to one writer.
 struct Outgoing {
-    writer: Arc<Addr<AuditActor>>,
+    writer: Arc<Link>,
     units: Vec<Queued>,
     /// Per tenant, the unit among `units` that gathers its ignored gateway events' records
     /// (`WriterHandle::record_ignored`).
@@ -36,7 +35,7 @@ thread_local! {
 /// already woken on this thread (the other actors of the burst). All units of one tenant are
 /// decided on its supervisor's thread, so each tenant's units keep their order.
 /// A unit that gathers records (`gathers`) is its tenant's for the rest of the burst.
-pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Waiter, gathers: bool) {
+pub(super) fn hand_over(writer: &Arc<Link>, unit: Unit, waiter: Waiter, gathers: bool) {
     let first = OUTBOX.with_borrow_mut(|outbox| {
         let first = outbox.is_empty();
         let at = match position(outbox, writer) {
@@ -61,9 +60,7 @@ pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Wait
         actix::spawn(async {
             for outgoing in OUTBOX.take() {
                 LAST_BURST.set(outgoing.units.len());
-                // A writer that stopped drops the waiters, which trips their fences and
-                // answers `Unavailable`.
-                let _ = outgoing.writer.try_send(Append(outgoing.units));
+                outgoing.writer.deliver(outgoing.units);
             }
         });
     }
@@ -71,11 +68,7 @@ pub(super) fn hand_over(writer: &Arc<Addr<AuditActor>>, unit: Unit, waiter: Wait
 
 /// Adds `key` to the unit gathering `tenant`'s records for `writer` in this thread's outbox;
 /// gives it back if there is none yet.
-pub(super) fn gather(
-    writer: &Arc<Addr<AuditActor>>,
-    tenant: TenantId,
-    key: DedupKey,
-) -> Result<(), DedupKey> {
+pub(super) fn gather(writer: &Arc<Link>, tenant: TenantId, key: DedupKey) -> Result<(), DedupKey> {
     OUTBOX.with_borrow_mut(|outbox| {
         let gathering = position(outbox, writer)
             .and_then(|at| outbox.get_mut(at))
@@ -97,6 +90,6 @@ pub(super) fn gather(
 }
 
 /// Where `writer`'s units are in `outbox`, if it has any.
-fn position(outbox: &Outbox, writer: &Arc<Addr<AuditActor>>) -> Option<usize> {
+fn position(outbox: &Outbox, writer: &Arc<Link>) -> Option<usize> {
     outbox.iter().position(|o| Arc::ptr_eq(&o.writer, writer))
 }

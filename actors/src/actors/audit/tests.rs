@@ -212,3 +212,97 @@ async fn a_writer_counts_its_own_batches_units_and_queue() {
         (0, 1, 3)
     );
 }
+
+/// Polls `done` every millisecond, for at most two seconds.
+async fn until(mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("condition not reached in time");
+}
+
+#[actix_rt::test]
+async fn units_delivered_during_a_batch_wait_in_the_inbox_and_form_the_next() {
+    let store = Arc::new(MemoryStore::new());
+    let (config, metrics) = (Arc::new(EngineConfig::default()), Arc::default());
+    let writer = WriterHandle::start(&Arbiter::current(), store.clone(), config, metrics);
+    let inbox = Arc::clone(&writer.link.inbox);
+    let tenant = TenantId::new();
+    let submit = |i| {
+        writer
+            .reserve()
+            .unwrap()
+            .submit(dedup_unit(tenant, i), Fences::none())
+    };
+    store.hold_batches(true);
+    let first = submit(0);
+    // Once this thread has run its other tasks, the writer has taken the unit, and its batch
+    // waits on the store.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    assert!(!inbox::holds_units(&inbox) && inbox::is_watched(&inbox));
+    let later = [submit(1), submit(2)];
+    until(|| inbox::holds_units(&inbox)).await;
+    // The writer is not woken while its batch is in flight: the units stay where they were
+    // left until the batch returns.
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(inbox::holds_units(&inbox));
+    assert_eq!(writer.snapshot().batches, 0);
+    store.hold_batches(false);
+    first.await.unwrap();
+    for durable in later {
+        durable.await.unwrap();
+    }
+    let snapshot = writer.snapshot();
+    assert_eq!(
+        (snapshot.queued, snapshot.batches, snapshot.units),
+        (0, 2, 3)
+    );
+    // With nothing left the writer rests, and the next delivery wakes it.
+    until(|| !inbox::is_watched(&inbox)).await;
+    submit(3).await.unwrap();
+    assert_eq!(writer.snapshot().batches, 3);
+}
+
+#[actix_rt::test]
+async fn a_stopped_writer_answers_what_it_held_and_what_comes_later_unavailable() {
+    let arbiter = Arbiter::new();
+    let store = Arc::new(MemoryStore::new());
+    let (config, metrics) = (Arc::new(EngineConfig::default()), Arc::default());
+    let writer = WriterHandle::start(&arbiter.handle(), store.clone(), config, metrics);
+    let inbox = Arc::clone(&writer.link.inbox);
+    let tenant = TenantId::new();
+    let submit = |i| {
+        let fence = Fence::new();
+        let durable = writer
+            .reserve()
+            .unwrap()
+            .submit(dedup_unit(tenant, i), Fences::of(fence.clone(), None));
+        (durable, fence)
+    };
+    store.hold_batches(true);
+    // One unit in a batch that never returns, one left in the inbox behind it.
+    let in_batch = submit(0);
+    until(|| !inbox::holds_units(&inbox) && writer.snapshot().queued == 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    let in_inbox = submit(1);
+    until(|| inbox::holds_units(&inbox)).await;
+    assert!(arbiter.stop());
+    let after = async {
+        // Delivered once the writer has stopped.
+        until(|| inbox::is_closed(&inbox)).await;
+        submit(2)
+    };
+    let after = after.await;
+    for (durable, fence) in [in_batch, in_inbox, after] {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(5), durable).await;
+        assert!(
+            matches!(answer, Ok(Err(EngineError::Unavailable(_)))),
+            "{answer:?}"
+        );
+        assert!(fence.is_tripped());
+    }
+    assert_eq!(writer.snapshot().queued, 0);
+}
