@@ -54,6 +54,15 @@ fn a_batch_counts_light_units_as_a_fraction_of_its_cap() {
     assert_eq!(batch_len(&queued(&[true; 20]), 2), 16);
 }
 
+/// Asserts that `writer` holds no unit and has committed `units` units in `batches` batches.
+fn assert_drained(writer: &WriterHandle, batches: u64, units: u64) {
+    let snapshot = writer.snapshot();
+    assert_eq!(
+        (snapshot.queued, snapshot.batches, snapshot.units),
+        (0, batches, units)
+    );
+}
+
 fn dedup_unit(tenant: TenantId, i: usize) -> Unit {
     let mut unit = Unit::new(tenant);
     unit.dedup_keys.push(DedupKey {
@@ -95,11 +104,7 @@ async fn a_burst_for_two_writers_reaches_each_as_one_batch() {
         durable.await.unwrap();
     }
     for writer in &writers {
-        let snapshot = writer.snapshot();
-        assert_eq!(
-            (snapshot.queued, snapshot.batches, snapshot.units),
-            (0, 1, 3)
-        );
+        assert_drained(writer, 1, 3);
     }
 }
 
@@ -144,11 +149,7 @@ async fn ignored_events_of_a_tenant_in_one_burst_share_one_unit() {
     assert_eq!(writer.snapshot().queued, 3);
     between.await.unwrap();
     // Queued before the unit awaited: in its batch.
-    let snapshot = writer.snapshot();
-    assert_eq!(
-        (snapshot.queued, snapshot.batches, snapshot.units),
-        (0, 1, 3)
-    );
+    assert_drained(&writer, 1, 3);
     let mut seen_a = store.payment_gateway_events(a, pa).await.unwrap();
     seen_a.sort();
     assert_eq!(seen_a, ["evt_1", "evt_3"]);
@@ -206,11 +207,7 @@ async fn a_writer_counts_its_own_batches_units_and_queue() {
     for durable in durables {
         durable.await.unwrap();
     }
-    let snapshot = writer.snapshot();
-    assert_eq!(
-        (snapshot.queued, snapshot.batches, snapshot.units),
-        (0, 1, 3)
-    );
+    assert_drained(&writer, 1, 3);
 }
 
 /// Polls `done` every millisecond, for at most two seconds.
@@ -255,11 +252,7 @@ async fn units_delivered_during_a_batch_wait_in_the_inbox_and_form_the_next() {
     for durable in later {
         durable.await.unwrap();
     }
-    let snapshot = writer.snapshot();
-    assert_eq!(
-        (snapshot.queued, snapshot.batches, snapshot.units),
-        (0, 2, 3)
-    );
+    assert_drained(&writer, 2, 3);
     // With nothing left the writer rests, and the next delivery wakes it.
     until(|| !inbox::is_watched(&inbox)).await;
     submit(3).await.unwrap();
