@@ -332,17 +332,8 @@ impl AuditActor {
         } else {
             Look::Take
         };
-        self.accept(inbox::take(&self.inbox, look));
+        inbox::join(&mut self.buffer, inbox::take(&self.inbox, look));
         self.schedule_flush(ctx);
-    }
-
-    /// Queues `units` behind those queued before them.
-    fn accept(&mut self, units: Vec<Queued>) {
-        if self.buffer.is_empty() {
-            self.buffer = units;
-        } else {
-            self.buffer.extend(units);
-        }
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
@@ -493,7 +484,7 @@ impl Handler<Flush> for AuditActor {
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) {
         self.flush_scheduled = false;
         // Units that arrived while the flush waited (a linger) join its batch.
-        self.accept(inbox::take(&self.inbox, Look::Take));
+        inbox::join(&mut self.buffer, inbox::take(&self.inbox, Look::Take));
         let durable = std::mem::take(&mut self.durable);
         self.flush(ctx);
         // What arrived since joins the queue; with nothing in flight and nothing queued, the

@@ -58,11 +58,7 @@ impl Link {
             if inbox.closed {
                 (false, units)
             } else {
-                if inbox.units.is_empty() {
-                    inbox.units = units;
-                } else {
-                    inbox.units.extend(units);
-                }
+                join(&mut inbox.units, units);
                 (!std::mem::replace(&mut inbox.watching, true), Vec::new())
             }
         };
@@ -72,6 +68,15 @@ impl Link {
             drop(close(&self.inbox));
         }
         drop(refused);
+    }
+}
+
+/// Puts `units` behind those in `queue`; into an empty queue, as they are, without a copy.
+pub(super) fn join(queue: &mut Vec<Queued>, units: Vec<Queued>) {
+    if queue.is_empty() {
+        *queue = units;
+    } else {
+        queue.extend(units);
     }
 }
 
