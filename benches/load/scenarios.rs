@@ -18,7 +18,7 @@ use crate::stub::reference_for;
 
 /// Requests in flight while seeding.
 const SEED_CONCURRENCY: usize = 128;
-/// How long the seed waits for its payments' charges to reach the stub gateway.
+/// How long the seed waits for its payments' charges to reach the gateway.
 const CHARGES_SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 /// Each seeded invoice is large enough never to be paid off by the load (amounts in cents).
 const INVOICE_TOTAL: i64 = 1_000_000_000_000;
@@ -107,9 +107,13 @@ pub fn payment_body(invoice: &str, amount: i64) -> Value {
            "paymentMethod": {"type": "card", "token": "tok_visa"}})
 }
 
+/// Webhook events the engine's simulator sends about each charge of the seed's card
+/// (`tok_visa`): `payment.processing`, then `payment.succeeded`.
+const SIMULATOR_EVENTS_PER_CHARGE: usize = 2;
+
 /// Creates `tenants` tenants, each with `invoices` open invoices and `payments` payments
 /// (round robin over its invoices), all through the HTTP API, and waits for their charges to
-/// reach the gateway (`stub`, or the engine's simulator when `None`).
+/// be settled (`stub`, or the engine's simulator when `None`; see `charges_settled`).
 pub async fn seed(
     client: &reqwest::Client,
     url: &str,
@@ -120,9 +124,14 @@ pub async fn seed(
     mix: Mix,
 ) -> anyhow::Result<Seed> {
     // The stub serves every engine of the run: count only this seed's charges.
-    let stub_before = match stub {
-        Some(stub) => Some((stub, charged_count(client, stub).await?)),
-        None => None,
+    let settled = match stub {
+        Some(stub) => Settled::Stub {
+            url: stub,
+            charged_before: charged_count(client, stub).await?,
+        },
+        None => Settled::Simulator {
+            events_before: webhook_events(client, url).await?,
+        },
     };
     let mut seeded = Vec::with_capacity(tenants);
     for n in 0..tenants {
@@ -197,7 +206,7 @@ pub async fn seed(
         let (t, id) = result?;
         seeded[t].payments.push(id);
     }
-    charges_settled(client, url, stub_before, tenants * payments).await?;
+    charges_settled(client, url, settled, tenants * payments).await?;
     Ok(Seed {
         url: url.to_owned(),
         tenants: seeded,
@@ -205,22 +214,40 @@ pub async fn seed(
     })
 }
 
-/// Waits until every seeded payment's charge is accepted by the stub gateway (`stub`; with
-/// the in-process simulator, `None`, until none is in flight) and recorded. A payment is
-/// answered once it is durable and its charge goes to the gateway after that; a charge finding
-/// every gateway slot taken waits for the engine's recovery sweep (every 30 s). Without this,
-/// the first steps would measure the tail of the seed's charges along with the webhooks.
+/// What the seed's charges have settled against.
+#[derive(Clone, Copy)]
+enum Settled<'a> {
+    /// The stub gateway, which had accepted this many charges before the seed.
+    Stub { url: &'a str, charged_before: usize },
+    /// The engine's in-process simulator, which reports each charge by webhooks; the engine
+    /// had taken this many webhook events before the seed.
+    Simulator { events_before: u64 },
+}
+
+/// Waits until every seeded payment's charge is accepted by the stub gateway, or, on the
+/// simulator, until the engine has taken the simulator's webhooks about every one of them, and
+/// until no charge is in flight. A payment is answered once it is durable and its charge goes
+/// to the gateway after that; a charge finding every gateway slot taken waits for the engine's
+/// recovery sweep (every 30 s). Without this, the first steps would measure the tail of the
+/// seed's charges along with their own load: the simulator delivers its webhooks behind the
+/// charges, and after a seed of 96,000 payments ~20,000 of them were still arriving.
 async fn charges_settled(
     client: &reqwest::Client,
     url: &str,
-    stub: Option<(&str, usize)>,
+    settled: Settled<'_>,
     payments: usize,
 ) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + CHARGES_SETTLE_TIMEOUT;
     loop {
-        let charged = match stub {
-            Some((stub, before)) => charged_count(client, stub).await? >= before + payments,
-            None => true,
+        let charged = match settled {
+            Settled::Stub {
+                url: stub,
+                charged_before,
+            } => charged_count(client, stub).await? >= charged_before + payments,
+            Settled::Simulator { events_before } => {
+                let expected = (payments * SIMULATOR_EVENTS_PER_CHARGE) as u64;
+                webhook_events(client, url).await? >= events_before + expected
+            }
         };
         let counters = counters(client, url).await;
         let in_flight = counters.get("payrail_charges_awaiting_gateway");
@@ -232,6 +259,24 @@ async fn charges_settled(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// How many webhook events the engine has taken, whatever it made of them (applied, duplicate,
+/// ignored or rejected), from its `/metrics`.
+async fn webhook_events(client: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
+    let text = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let events = text
+        .lines()
+        .filter(|l| l.starts_with("payrail_webhook_events_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
+        .sum::<f64>();
+    Ok(events as u64)
 }
 
 /// How many payments the stub gateway has accepted a charge for, over all engines it served.
