@@ -280,7 +280,8 @@ async fn delivery_step(
     let xid = || env.watch.pg_port.and_then(next_xid);
     let (cpu0, out0, xid0) = (cpu(), outbound_counters(client, url).await, xid());
     let step =
-        crate::measured_step(client, workload, first, rate, env.watch, env.o, Some(url)).await;
+        crate::ramp::measured_step(client, workload, first, rate, env.watch, env.o, Some(url))
+            .await;
     let step_end = now_us();
     let committed_events = step.commit.as_ref().map_or(0.0, |c| c.events);
     let expected = (committed_events * endpoints as f64).round() as u64;
@@ -338,7 +339,7 @@ async fn delivery_ramp(
             None if fixed.is_empty() && n < MAX_STEPS => rate,
             None => break,
         };
-        if !crate::seed_covers(label, &workload, rate_now, o) {
+        if !crate::ramp::seed_covers(label, &workload, rate_now, o) {
             break;
         }
         let s = delivery_step(env, &workload, next, rate_now, endpoints).await?;
@@ -369,7 +370,7 @@ async fn delivery_ramp(
             _ => break,
         }
     }
-    let at_70 = match best.filter(|&b| crate::seed_covers(label, &workload, 0.7 * b, o)) {
+    let at_70 = match best.filter(|&b| crate::ramp::seed_covers(label, &workload, 0.7 * b, o)) {
         Some(b) => {
             let s = delivery_step(env, &workload, next, 0.7 * b, endpoints).await?;
             report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &s.step);
@@ -484,7 +485,7 @@ pub async fn run(
         let workload = crate::workload("webhooks", &seed);
         let url = engine.url.clone();
         async move {
-            crate::ramp(
+            crate::ramp::ramp(
                 &label,
                 client,
                 workload,
@@ -535,7 +536,7 @@ pub async fn run(
     let ratio = on.max_sustained_ops / off_max.max(1.0);
     // A ramp that sustained every step stopped for want of seeded events: its maximum is only
     // a lower bound.
-    let saturated = |r: &crate::Ramp| r.steps.iter().any(|s| !s.sustained());
+    let saturated = |r: &crate::ramp::Ramp| r.steps.iter().any(|s| !s.sustained());
     eprintln!(
         "load[{backend}] ingestion with outbound on vs off: {:.0} vs {:.0} events/s ({:+.1}%){}; \
          {:.0} delivered during the ramp, {backlog_after_on:.0} undelivered at its end, caught up \
