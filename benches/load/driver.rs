@@ -135,9 +135,11 @@ impl CommitStats {
 
 /// Per audit writer: `WRITER_COMMIT_MICROS{writer="i"}`.
 const WRITER_COMMIT_MICROS: &str = "payrail_audit_writer_commit_duration_microseconds_total";
+/// Per outcome: `WEBHOOK_EVENTS{outcome="applied"}`, and duplicate, ignored, rejected.
+const WEBHOOK_EVENTS: &str = "payrail_webhook_events_total{";
 
-/// The engine's unlabelled counters from `/metrics`, and the audit writers' (empty if
-/// unreachable).
+/// The engine's unlabelled counters from `/metrics`, the audit writers' and the webhook
+/// events' by outcome (empty if unreachable).
 pub async fn counters(client: &reqwest::Client, base_url: &str) -> HashMap<String, f64> {
     let Ok(response) = client.get(format!("{base_url}/metrics")).send().await else {
         return HashMap::new();
@@ -145,13 +147,25 @@ pub async fn counters(client: &reqwest::Client, base_url: &str) -> HashMap<Strin
     let text = response.text().await.unwrap_or_default();
     text.lines()
         .filter(|l| {
-            !l.starts_with('#') && (!l.contains('{') || l.starts_with(WRITER_COMMIT_MICROS))
+            !l.starts_with('#')
+                && (!l.contains('{')
+                    || l.starts_with(WRITER_COMMIT_MICROS)
+                    || l.starts_with(WEBHOOK_EVENTS))
         })
         .filter_map(|l| {
             let (name, value) = l.split_once(' ')?;
             Some((name.to_owned(), value.trim().parse().ok()?))
         })
         .collect()
+}
+
+/// How many webhook events the engine had taken, whatever it made of them, in `counters`.
+pub fn webhook_events(counters: &HashMap<String, f64>) -> f64 {
+    counters
+        .iter()
+        .filter(|(name, _)| name.starts_with(WEBHOOK_EVENTS))
+        .map(|(_, n)| n)
+        .sum()
 }
 
 pub fn commit_stats(

@@ -11,7 +11,7 @@ use futures::{stream, StreamExt};
 use payrail::gateway::signature::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
-use crate::driver::{counters, Method, Req, Workload};
+use crate::driver::{counters, webhook_events, Method, Req, Workload};
 use crate::options::Mix;
 use crate::procs::ADMIN_TOKEN;
 use crate::stub::reference_for;
@@ -129,9 +129,15 @@ pub async fn seed(
             url: stub,
             charged_before: charged_count(client, stub).await?,
         },
-        None => Settled::Simulator {
-            events_before: webhook_events(client, url).await?,
-        },
+        None => {
+            let before = counters(client, url).await;
+            if before.is_empty() {
+                bail!("the engine's /metrics did not answer before the seed");
+            }
+            Settled::Simulator {
+                events_before: webhook_events(&before),
+            }
+        }
     };
     let mut seeded = Vec::with_capacity(tenants);
     for n in 0..tenants {
@@ -221,7 +227,7 @@ enum Settled<'a> {
     Stub { url: &'a str, charged_before: usize },
     /// The engine's in-process simulator, which reports each charge by webhooks; the engine
     /// had taken this many webhook events before the seed.
-    Simulator { events_before: u64 },
+    Simulator { events_before: f64 },
 }
 
 /// Waits until every seeded payment's charge is accepted by the stub gateway, or, on the
@@ -230,7 +236,7 @@ enum Settled<'a> {
 /// to the gateway after that; a charge finding every gateway slot taken waits for the engine's
 /// recovery sweep (every 30 s). Without this, the first steps would measure the tail of the
 /// seed's charges along with their own load: the simulator delivers its webhooks behind the
-/// charges, and after a seed of 96,000 payments ~20,000 of them were still arriving.
+/// charges, and after a seed of 96,000 payments those of ~20,000 were still to come.
 async fn charges_settled(
     client: &reqwest::Client,
     url: &str,
@@ -239,17 +245,17 @@ async fn charges_settled(
 ) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + CHARGES_SETTLE_TIMEOUT;
     loop {
+        let counters = counters(client, url).await;
         let charged = match settled {
             Settled::Stub {
                 url: stub,
                 charged_before,
             } => charged_count(client, stub).await? >= charged_before + payments,
             Settled::Simulator { events_before } => {
-                let expected = (payments * SIMULATOR_EVENTS_PER_CHARGE) as u64;
-                webhook_events(client, url).await? >= events_before + expected
+                let expected = (payments * SIMULATOR_EVENTS_PER_CHARGE) as f64;
+                webhook_events(&counters) >= events_before + expected
             }
         };
-        let counters = counters(client, url).await;
         let in_flight = counters.get("payrail_charges_awaiting_gateway");
         if charged && in_flight.is_some_and(|&n| n <= 0.0) {
             return Ok(());
@@ -259,24 +265,6 @@ async fn charges_settled(
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-}
-
-/// How many webhook events the engine has taken, whatever it made of them (applied, duplicate,
-/// ignored or rejected), from its `/metrics`.
-async fn webhook_events(client: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
-    let text = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let events = text
-        .lines()
-        .filter(|l| l.starts_with("payrail_webhook_events_total{"))
-        .filter_map(|l| l.rsplit_once(' ')?.1.trim().parse::<f64>().ok())
-        .sum::<f64>();
-    Ok(events as u64)
 }
 
 /// How many payments the stub gateway has accepted a charge for, over all engines it served.
