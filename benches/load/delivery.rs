@@ -330,13 +330,12 @@ async fn delivery_ramp(
         o.rates.clone()
     };
     let mut steps: Vec<DeliveryStep> = Vec::new();
-    let (mut rate, mut best, mut failed): (f64, Option<f64>, Option<f64>) =
-        (o.delivery_rate, None, None);
+    let mut probe = crate::ramp::Probe::new(o.delivery_rate);
     let mut next = 0u64;
     for n in 0.. {
         let rate_now = match fixed.get(n) {
             Some(&r) => r,
-            None if fixed.is_empty() && n < MAX_STEPS => rate,
+            None if fixed.is_empty() && n < MAX_STEPS => probe.rate(),
             None => break,
         };
         if !crate::ramp::seed_covers(label, &workload, rate_now, o) {
@@ -354,23 +353,14 @@ async fn delivery_ramp(
         if !fixed.is_empty() {
             continue;
         }
-        match (ok, best, failed) {
-            (true, _, None) => {
-                best = Some(rate);
-                rate *= 2.0;
-            }
-            (true, _, Some(_)) => {
-                best = Some(rate);
-                break;
-            }
-            (false, Some(b), None) if rate / b > 1.3 => {
-                failed = Some(rate);
-                rate = (b + rate) / 2.0;
-            }
-            _ => break,
+        if !probe.step(ok) {
+            break;
         }
     }
-    let at_70 = match best.filter(|&b| crate::ramp::seed_covers(label, &workload, 0.7 * b, o)) {
+    let at_70 = match probe
+        .best()
+        .filter(|&b| crate::ramp::seed_covers(label, &workload, 0.7 * b, o))
+    {
         Some(b) => {
             let s = delivery_step(env, &workload, next, 0.7 * b, endpoints).await?;
             report::print_step(&format!("{label} @70% {:.0}/s", 0.7 * b), &s.step);

@@ -68,6 +68,66 @@ impl Ramp {
     }
 }
 
+/// A ramp's search for its highest sustained rate: doubling until a step is not held, then
+/// bisecting between the highest rate held and the lowest not held, `bisections` times at most.
+pub(crate) struct Probe {
+    rate: f64,
+    best: Option<f64>,
+    failed: Option<f64>,
+    bisected: usize,
+    bisections: usize,
+}
+
+impl Probe {
+    pub(crate) fn new(search: impl Into<Search>) -> Self {
+        let Search { start, bisections } = search.into();
+        Self {
+            rate: start,
+            best: None,
+            failed: None,
+            bisected: 0,
+            bisections,
+        }
+    }
+
+    /// The rate of the next step.
+    pub(crate) fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The highest rate held so far.
+    pub(crate) fn best(&self) -> Option<f64> {
+        self.best
+    }
+
+    /// Takes whether the step at `rate()` was held; false once the search is over.
+    pub(crate) fn step(&mut self, held: bool) -> bool {
+        let rate = self.rate;
+        let bisect = self.bisected < self.bisections;
+        match (held, self.best, self.failed) {
+            (true, _, None) => {
+                self.best = Some(rate);
+                self.rate = rate * 2.0;
+            }
+            (true, _, Some(failed)) => {
+                self.best = Some(rate);
+                if !bisect {
+                    return false;
+                }
+                self.bisected += 1;
+                self.rate = (rate + failed) / 2.0;
+            }
+            (false, Some(best), failed) if bisect && (failed.is_some() || rate / best > 1.3) => {
+                self.failed = Some(rate);
+                self.bisected += 1;
+                self.rate = (best + rate) / 2.0;
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// Doubles the rate until a step is not sustained, bisects (once unless `search` says
 /// otherwise), then runs at 70% of the highest sustained rate.
 pub(crate) async fn ramp(
@@ -81,9 +141,7 @@ pub(crate) async fn ramp(
 ) -> Ramp {
     let search = search.into();
     let mut steps = Vec::new();
-    let (mut rate, mut best, mut failed): (f64, Option<f64>, Option<f64>) =
-        (search.start, None, None);
-    let mut bisected = 0;
+    let mut probe = Probe::new(search);
     let mut next = 0u64;
     if !o.rates.is_empty() {
         for &rate in &o.rates {
@@ -98,6 +156,7 @@ pub(crate) async fn ramp(
     }
     let max_steps = MAX_STEPS + search.bisections.saturating_sub(1);
     for _ in 0..if o.rates.is_empty() { max_steps } else { 0 } {
+        let rate = probe.rate();
         if !seed_covers(label, &workload, rate, o) {
             break;
         }
@@ -107,26 +166,8 @@ pub(crate) async fn ramp(
         let ok = step.sustained();
         steps.push(step);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let bisect = bisected < search.bisections;
-        match (ok, best, failed) {
-            (true, _, None) => {
-                best = Some(rate);
-                rate *= 2.0;
-            }
-            (true, _, Some(f)) => {
-                best = Some(rate);
-                if !bisect {
-                    break;
-                }
-                bisected += 1;
-                rate = (rate + f) / 2.0;
-            }
-            (false, Some(b), _) if bisect && (failed.is_some() || rate / b > 1.3) => {
-                failed = Some(rate);
-                bisected += 1;
-                rate = (b + rate) / 2.0;
-            }
-            _ => break,
+        if !probe.step(ok) {
+            break;
         }
     }
     let max_sustained_ops = steps
@@ -134,7 +175,8 @@ pub(crate) async fn ramp(
         .filter(|s| s.sustained())
         .map(StepResult::achieved_ops)
         .fold(0.0, f64::max);
-    let at_70 = match best
+    let at_70 = match probe
+        .best()
         .filter(|&b| o.rates.is_empty() && seed_covers(label, &workload, 0.7 * b, o))
     {
         Some(b) => {
