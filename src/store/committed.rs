@@ -2,10 +2,11 @@
 //! pre-check. Every stream has one writer in this process (its entity's actor feeds one audit
 //! writer), and that writer has one batch in flight, so a stream's stored version is what was
 //! last committed here, unless another process wrote to it meanwhile: then it can only be
-//! higher. A unit expecting exactly the version recorded here needs no query. Were the stored
-//! one higher, the insert of its first event would break the unique stream/version key and the
-//! batch would be re-run, checked in full. A stream recorded at another version, or not at all,
-//! is read as before.
+//! higher. A unit expecting exactly the version recorded here needs no query, and neither does
+//! one creating its stream (expecting version 0 of a stream not recorded here): entity ids are
+//! generated fresh. Were the stored version higher, the insert of its first event would break
+//! the unique stream/version key and the batch would be re-run, checked in full. A stream
+//! recorded at another version, or not recorded and expected past version 0, is read as before.
 
 use payrail_actors::domain::IdMap;
 use payrail_actors::ports::{StoreError, Unit};
@@ -21,13 +22,20 @@ pub(crate) struct Committed(IdMap<StreamKey, u64>);
 
 impl Committed {
     /// What a batch's first attempt pre-checks, trusting this record: its streams not vouched
-    /// for here and its invoice numbers. Gateway event and idempotency keys are left to their
+    /// for here (a stream's creation is vouched for when this record does not hold it) and its
+    /// invoice numbers. Gateway event and idempotency keys are left to their
     /// unique indexes. Also the versions vouched for (those a stream's first unit in the batch
     /// expects and this record holds), to be taken as stored.
     pub(crate) fn trusting_keys(&self, units: &[Unit]) -> (Keys, Vec<(StreamKey, u64)>) {
         let mut vouched = Vec::new();
         let keys = plan::version_keys(units, |stream, expected| {
-            let trusted = self.0.get(&stream) == Some(&expected);
+            // A unit creating its stream expects version 0: its id is new, so nothing is stored
+            // under it unless another process took the same id, which the unique stream/version
+            // key refuses as it refuses a stale vouched version.
+            let trusted = match self.0.get(&stream) {
+                Some(&committed) => committed == expected,
+                None => expected == 0,
+            };
             if trusted {
                 vouched.push((stream, expected));
             }

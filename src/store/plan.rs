@@ -278,7 +278,12 @@ impl<'a> Existing<'a> {
     ) -> Result<Self, StoreError> {
         let versions: IdMap<StreamKey, u64> = known.into_iter().collect();
         let mut existing = Self {
-            vouched: versions.keys().copied().collect(),
+            // A stream vouched for at version 0 has no row yet: its creation inserts it whole.
+            vouched: versions
+                .iter()
+                .filter(|(_, &version)| version > 0)
+                .map(|(&key, _)| key)
+                .collect(),
             versions,
             ..Self::default()
         };

@@ -33,3 +33,39 @@ fn trusting_reads_only_the_streams_it_cannot_vouch_for() {
     assert_eq!(all.dedup.len(), 1, "both charges report gateway event gw_1");
     assert_eq!(all.idempotency.len(), 1);
 }
+
+/// A unit creating its stream (version 0 of a stream this process has not committed) is
+/// vouched for: entity ids are new. Its invoice number is still read, and so is a stream
+/// expected at version 0 that this process did commit.
+#[test]
+fn a_stream_being_created_is_vouched_for_at_version_0() {
+    let tenant = payrail_actors::domain::TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &Default::default());
+    let invoice_stream = (tenant, created.streams[0].stream);
+    let mut committed = Committed::default();
+
+    let (keys, vouched) = committed.trusting_keys(std::slice::from_ref(&created));
+    assert_eq!(vouched, vec![(invoice_stream, 0)]);
+    assert!(keys.streams.is_empty(), "{:?}", keys.streams);
+    assert_eq!(keys.numbers.len(), 1, "the invoice's number is read");
+
+    committed.record(std::slice::from_ref(&created), &[Ok(())]);
+    let (keys, vouched) = committed.trusting_keys(std::slice::from_ref(&created));
+    assert!(vouched.is_empty(), "{vouched:?}");
+    assert_eq!(keys.streams, vec![invoice_stream]);
+
+    // A payment's creation: its own stream at 0, its invoice's at the version committed here.
+    let (_, attempted) = attempt_payment(&mut invoice, 100, at(1));
+    let (keys, vouched) = committed.trusting_keys(std::slice::from_ref(&attempted));
+    assert!(keys.streams.is_empty() && keys.numbers.is_empty());
+    let mut expected: Vec<_> = attempted
+        .streams
+        .iter()
+        .map(|s| ((tenant, s.stream), s.expected_version))
+        .collect();
+    let mut vouched = vouched;
+    expected.sort_by_key(|(_, v)| *v);
+    vouched.sort_by_key(|(_, v)| *v);
+    assert_eq!(vouched, expected);
+    assert_eq!(vouched[0].1, 0);
+}

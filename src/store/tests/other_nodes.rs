@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use payrail_actors::domain::{EventData, StreamId, TenantId};
-use payrail_actors::ports::{EventStore, StoreError};
+use payrail_actors::ports::{EventStore, Snapshot, StoreError};
 
 use super::fixtures::*;
 use super::tenants::api_key;
@@ -267,6 +267,73 @@ async fn postgres_a_second_node_on_the_database_is_caught() {
         .await
         .unwrap();
     a_second_writer_is_caught(&a, &b).await;
+}
+
+/// A writer trusts a stream's creation (version 0 of a new id) without reading it. Another
+/// process having created the same stream makes that wrong: the batch is checked in full, the
+/// creation fails as a conflict and the batch's other units are written.
+#[tokio::test]
+async fn sqlite_a_stream_created_elsewhere_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    a_stream_created_elsewhere_is_caught(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_a_stream_created_elsewhere_is_caught() {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    a_stream_created_elsewhere_is_caught(&a, &b).await;
+}
+
+async fn a_stream_created_elsewhere_is_caught(a: &Db, b: &Db) {
+    let tenant = TenantId::new();
+    let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
+    let spec = InvoiceSpec {
+        number: 2,
+        ..InvoiceSpec::default()
+    };
+    let (mut second, second_created) = create_invoice(tenant, &spec);
+    assert_eq!(
+        a.append_batch(vec![created, second_created]).await,
+        vec![Ok(()), Ok(())]
+    );
+    // A payment's creation; b writes its payment's stream first (a has never seen it), without
+    // touching the invoice, so only the payment's creation is wrong on a.
+    let (payment, attempted) = attempt_payment(&mut invoice, 100, at(1));
+    let mut payment_only = attempted.clone();
+    payment_only
+        .streams
+        .retain(|s| matches!(s.stream, StreamId::Payment(_)));
+    payment_only
+        .snapshots
+        .retain(|s| matches!(s, Snapshot::Payment(_)));
+    assert_eq!(b.append_batch(vec![payment_only]).await, vec![Ok(())]);
+    let (other, other_attempt) = attempt_payment(&mut second, 100, at(1));
+
+    let results = a.append_batch(vec![attempted, other_attempt]).await;
+    assert!(
+        matches!(results[..], [Err(StoreError::VersionConflict(_)), Ok(())]),
+        "{results:?}"
+    );
+    for id in [payment.id, other.id] {
+        let events = a.load_stream(tenant, StreamId::Payment(id)).await.unwrap();
+        let versions: Vec<u64> = events.iter().map(|e| e.version).collect();
+        assert_eq!(versions, [1], "each payment created once");
+    }
+    let invoices = [(invoice.id, 2), (second.id, 3)];
+    for (id, version) in invoices {
+        let stored = a.load_invoice(tenant, id).await.unwrap().unwrap();
+        let at = stored.snapshot.version + stored.trailing.len() as u64;
+        assert_eq!(at, version, "only the second invoice reserved an amount");
+    }
 }
 
 async fn a_second_writer_is_caught(a: &Db, b: &Db) {
