@@ -25,7 +25,10 @@ pub struct EngineMetrics {
     pub charges_awaiting_gateway: AtomicI64,
     /// Charge and refund calls running now (bounded by `gateway_tasks_max`).
     pub gateway_tasks: AtomicI64,
-    /// Post-commit calls left to the recovery sweep because `gateway_tasks_max` were running.
+    /// Post-commit calls that found `gateway_tasks_max` running and waited in line for a slot.
+    pub gateway_calls_queued: AtomicU64,
+    /// Post-commit calls that found every slot taken and the line full: left to the recovery
+    /// sweep.
     pub gateway_calls_deferred: AtomicU64,
     /// Payments awaiting a charge and refunds awaiting an outcome, in durable state, as the
     /// last recovery sweep found them.

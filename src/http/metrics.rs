@@ -189,8 +189,13 @@ impl HttpMetrics {
                 &engine.gateway_retries,
             ),
             (
+                "payrail_gateway_calls_queued_total",
+                "Charges and refunds that waited in line because every gateway task was busy",
+                &engine.gateway_calls_queued,
+            ),
+            (
                 "payrail_gateway_calls_deferred_total",
-                "Charges and refunds left to the recovery sweep because every gateway task was busy",
+                "Charges and refunds left to the recovery sweep because every gateway task was busy and the line was full",
                 &engine.gateway_calls_deferred,
             ),
         ];

@@ -1,8 +1,9 @@
 //! The payment actor's calls to the gateway, each in a task of its own: a charge or refund with
 //! bounded retries, and the charge's outcome reported back to the payment's actor.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix::prelude::*;
 
@@ -83,28 +84,94 @@ where
     durably(supervisor.send(ToPayment { id, msg }).await).await
 }
 
-/// One running post-commit gateway call, counted against `gateway_tasks_max` until dropped.
-pub(super) struct GatewayTask(Arc<EngineMetrics>);
+/// Calls that may wait for a slot per slot, on top of the running ones; a call past them is
+/// left in durable state for the recovery sweep.
+const WAITING_PER_SLOT: usize = 64;
+
+/// The engine's slots for post-commit gateway calls: at most `gateway_tasks_max` run at once,
+/// and a call finding them all taken waits in line for one (up to `WAITING_PER_SLOT` per
+/// slot). A slot that frees passes straight to the first call in line, so a waiting call
+/// starts as soon as a running one ends, and no call can be overtaken by a later one.
+pub struct GatewaySlots {
+    max: usize,
+    metrics: Arc<EngineMetrics>,
+    state: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    running: usize,
+    waiting: VecDeque<Waiter>,
+}
+
+/// What a waiting call does with the slot it is given: hands it to its payment's actor.
+type Waiter = Box<dyn FnOnce(GatewayTask) + Send>;
+
+impl GatewaySlots {
+    pub fn new(max: usize, metrics: Arc<EngineMetrics>) -> Arc<Self> {
+        Arc::new(Self {
+            max: max.max(1),
+            metrics,
+            state: Mutex::new(Slots::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One running post-commit gateway call, holding one of the engine's slots until dropped.
+pub struct GatewayTask(Arc<GatewaySlots>);
 
 impl GatewayTask {
-    /// A place for one more call, or `None` (counted as deferred) when all are taken.
-    pub(super) fn start(deps: &Deps) -> Option<Self> {
-        let max = deps.config.gateway_tasks_max.max(1) as i64;
-        let metrics = &deps.metrics;
-        if metrics.gateway_tasks.fetch_add(1, Ordering::SeqCst) >= max {
-            metrics.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
-            metrics
+    /// A slot for one more call; or `None`, and `wait` is given a slot as soon as one frees
+    /// (counted as queued), or never if the line is full (counted as deferred: the recovery
+    /// sweep sends the call from durable state).
+    pub(super) fn start(
+        deps: &Deps,
+        wait: impl FnOnce(GatewayTask) + Send + 'static,
+    ) -> Option<Self> {
+        let slots = &deps.gateway_slots;
+        let mut state = slots.lock();
+        if state.running < slots.max {
+            state.running += 1;
+            slots.metrics.gateway_tasks.fetch_add(1, Ordering::SeqCst);
+            return Some(Self(Arc::clone(slots)));
+        }
+        if state.waiting.len() < slots.max.saturating_mul(WAITING_PER_SLOT) {
+            state.waiting.push_back(Box::new(wait));
+            slots
+                .metrics
+                .gateway_calls_queued
+                .fetch_add(1, Ordering::Relaxed);
+        } else {
+            slots
+                .metrics
                 .gateway_calls_deferred
                 .fetch_add(1, Ordering::Relaxed);
-            return None;
         }
-        Some(Self(Arc::clone(metrics)))
+        None
     }
 }
 
 impl Drop for GatewayTask {
+    /// Passes the slot to the first call in line, or frees it.
     fn drop(&mut self) {
-        self.0.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
+        let slots = &self.0;
+        let next = {
+            let mut state = slots.lock();
+            let next = state.waiting.pop_front();
+            if next.is_none() {
+                state.running = state.running.saturating_sub(1);
+                slots.metrics.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
+            }
+            next
+        };
+        // Outside the lock: a waiter whose actor is gone drops the slot, which passes it on.
+        if let Some(waiter) = next {
+            waiter(GatewayTask(Arc::clone(slots)));
+        }
     }
 }
 

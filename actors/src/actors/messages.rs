@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use actix::Message;
 
-use super::{Durable, Fence, Pending};
+use super::{Durable, Fence, GatewayTask, Pending};
 use crate::domain::{
     CardSummary, GatewayOutcome, Invoice, InvoiceCommand, InvoiceId, InvoiceInput, Payment,
     PaymentId, PaymentSource, Refund, RefundId,
@@ -169,6 +169,23 @@ pub struct RefundImpossible {
 #[derive(Message)]
 #[rtype(result = "Result<bool, EngineError>")]
 pub struct ResubmitCharge;
+
+/// A charge that waited in line for a gateway slot, with the slot it was given. Answers whether
+/// a charge was started (the slot passes on if not).
+#[derive(Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub struct ResumeCharge {
+    pub slot: GatewayTask,
+}
+
+/// A refund that waited in line for a gateway slot, with the slot it was given. Answers whether
+/// the refund was asked for (the slot passes on if not).
+#[derive(Message)]
+#[rtype(result = "Result<bool, EngineError>")]
+pub struct ResumeRefund {
+    pub refund_id: RefundId,
+    pub slot: GatewayTask,
+}
 
 /// Asks the gateway again for a refund still pending once it is old enough (recovery sweep).
 /// Answers whether the refund was asked for.

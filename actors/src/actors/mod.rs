@@ -30,6 +30,7 @@ pub(crate) use answer::{
 };
 pub use answer::{Pending, Reply};
 pub use audit::{resolved, AuditActor, Durable, Fence, Fences, Slot, WriterHandle, WriterSnapshot};
+pub use gateway_calls::{GatewaySlots, GatewayTask};
 pub use registry::Registry;
 
 /// What every actor shares: the ports, the audit writers, limits and counters.
@@ -41,6 +42,7 @@ pub struct Deps {
     pub config: Arc<EngineConfig>,
     pub metrics: Arc<EngineMetrics>,
     pub audit: AuditRouter,
+    pub gateway_slots: Arc<GatewaySlots>,
 }
 
 /// Picks the audit writer for a tenant, so one tenant's units stay in order on one writer.

@@ -17,7 +17,7 @@ use crate::actors::registry::TenantHandle;
 use crate::actors::supervisor::{
     ActiveEntities, ClaimKey, NewInvoice, ReleaseKey, ToInvoice, ToNewPayment, ToPayment,
 };
-use crate::actors::{durably, AuditRouter, Deps, Registry, WriterHandle};
+use crate::actors::{durably, AuditRouter, Deps, GatewaySlots, Registry, WriterHandle};
 use crate::config::EngineConfig;
 use crate::domain::card::{parse_payment_method, tenant_fingerprint_key};
 use crate::domain::{
@@ -132,6 +132,7 @@ impl Engine {
             gateway,
             clock,
             config: config.clone(),
+            gateway_slots: GatewaySlots::new(config.gateway_tasks_max, metrics.clone()),
             metrics,
             audit: AuditRouter::new(writers),
         };

@@ -60,10 +60,10 @@ async fn a_charge_the_gateway_refuses_fails_the_payment_and_releases_the_money()
     panic!("a refused charge left the payment processing");
 }
 
-/// A slow gateway: no more gateway calls run at once than configured. The others are left in
-/// durable state, counted as deferred, and the recovery sweep sends them once there is room.
+/// A slow gateway: no more gateway calls run at once than configured. The others wait in line
+/// and each starts as a running one ends, with no recovery sweep.
 #[actix_rt::test]
-async fn gateway_calls_are_bounded_and_the_rest_wait_in_durable_state() {
+async fn gateway_calls_are_bounded_and_the_rest_start_as_slots_free() {
     use std::sync::atomic::Ordering::SeqCst;
     let h = harness(payrail_actors::EngineConfig {
         gateway_tasks_max: 2,
@@ -75,7 +75,45 @@ async fn gateway_calls_are_bounded_and_the_rest_wait_in_durable_state() {
     let invoice = h.open_invoice(10_000).await;
     let payments = futures::future::join_all((0..5).map(|_| h.pay(invoice.id, Some(1_000)))).await;
     let metrics = h.engine.metrics();
-    assert!(metrics.gateway_tasks.load(SeqCst) <= 2);
+    assert_eq!(metrics.gateway_tasks.load(SeqCst), 2);
+    assert_eq!(metrics.gateway_calls_queued.load(SeqCst), 3);
+    assert_eq!(metrics.gateway_calls_deferred.load(SeqCst), 0);
+    h.gateway.stall_ms.store(0, SeqCst);
+    for _ in 0..500 {
+        let charged = h.gateway.charges.lock().unwrap().len();
+        assert!(metrics.gateway_tasks.load(SeqCst) <= 2);
+        if charged == 5 && metrics.gateway_tasks.load(SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let charged = h.gateway.charges.lock().unwrap().clone();
+    for payment in &payments {
+        assert_eq!(
+            charged.get(&payment.id.to_string()),
+            Some(&1),
+            "{}",
+            payment.id
+        );
+    }
+}
+
+/// Past the line (64 calls per slot) a call is left in durable state, and the recovery sweep
+/// sends it once there is room.
+#[actix_rt::test]
+async fn gateway_calls_past_the_line_wait_in_durable_state() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = harness(payrail_actors::EngineConfig {
+        gateway_tasks_max: 1,
+        recovery_min_age: Duration::ZERO,
+        ..config()
+    });
+    h.gateway.stall_ms.store(1_500, SeqCst);
+    let invoice = h.open_invoice(100_000).await;
+    // One running, 64 in line, 3 past it.
+    let payments = futures::future::join_all((0..68).map(|_| h.pay(invoice.id, Some(1_000)))).await;
+    let metrics = h.engine.metrics();
+    assert_eq!(metrics.gateway_calls_queued.load(SeqCst), 64);
     assert_eq!(metrics.gateway_calls_deferred.load(SeqCst), 3);
     h.gateway.stall_ms.store(0, SeqCst);
     for _ in 0..500 {
@@ -84,13 +122,12 @@ async fn gateway_calls_are_bounded_and_the_rest_wait_in_durable_state() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(h.gateway.charges.lock().unwrap().len(), 2);
-    // Each sweep sends what there is room for; the deferred three go out within a few sweeps.
+    assert_eq!(h.gateway.charges.lock().unwrap().len(), 65);
     let sent = h.engine.resubmit_pending_charges().await.unwrap();
     assert!((1..=3).contains(&sent), "{sent}");
     assert_eq!(metrics.recovery_backlog.load(SeqCst), 3);
     for _ in 0..200 {
-        if h.gateway.charges.lock().unwrap().len() == 5 {
+        if h.gateway.charges.lock().unwrap().len() == 68 {
             break;
         }
         if metrics.gateway_tasks.load(SeqCst) == 0 {

@@ -118,3 +118,55 @@ async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
     assert_eq!(full.amount, payment.amount);
     h.check_log();
 }
+
+/// With every gateway slot taken, a refund waits in line and is asked for as soon as the
+/// running call ends, with no recovery sweep.
+#[actix_rt::test]
+async fn a_refund_waits_in_line_for_a_gateway_slot() {
+    let h = harness(EngineConfig {
+        gateway_tasks_max: 1,
+        ..config()
+    });
+    let metrics = h.engine.metrics();
+    let invoice = h.open_invoice(1_000).await;
+    let payment = h.pay(invoice.id, None).await;
+    h.engine
+        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if metrics.gateway_tasks.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Another payment's charge holds the only slot for a while.
+    h.gateway.stall_ms.store(300, Ordering::SeqCst);
+    let other = h.open_invoice(500).await;
+    h.pay(other.id, None).await;
+    let refund = h
+        .engine
+        .refund(h.ctx(), payment.id, Some(400), None)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap();
+    assert_eq!(metrics.gateway_calls_queued.load(Ordering::SeqCst), 1);
+    assert!(h.gateway.refunds.lock().unwrap().is_empty());
+    for _ in 0..400 {
+        if !h.gateway.refunds.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let asked: Vec<_> = h
+        .gateway
+        .refunds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.refund_id, r.amount))
+        .collect();
+    assert_eq!(asked, vec![(refund.id, 400)]);
+    assert_eq!(metrics.gateway_calls_deferred.load(Ordering::SeqCst), 0);
+}

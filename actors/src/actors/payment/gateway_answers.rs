@@ -1,12 +1,13 @@
 //! What the gateway answered a charge or refund call (accepted, or refused for good), and the
-//! recovery sweep's requests to send a charge or refund again: the payment's handlers for
-//! its post-commit gateway calls.
+//! recovery sweep's requests to send a charge or refund again, and the calls that waited in
+//! line for a gateway slot: the payment's handlers for its post-commit gateway calls.
 
 use actix::prelude::*;
 
 use super::{PaymentActor, Reply};
 use crate::actors::messages::{
     ChargeAccepted, ChargeImpossible, RefundImpossible, ResubmitCharge, ResubmitRefund,
+    ResumeCharge, ResumeRefund,
 };
 use crate::actors::{done, done_then_stop, on_fresh_state, GATEWAY_ACTOR, SYSTEM_ACTOR};
 use crate::domain::{GatewayOutcome, RefundStatus};
@@ -93,7 +94,41 @@ impl Handler<ResubmitRefund> for PaymentActor {
             });
             match refund.cloned() {
                 Some(refund) => {
-                    act.start_refund(&refund, act.pipeline.tail.clone());
+                    act.start_refund(&refund, act.pipeline.tail.clone(), None);
+                    done(Ok(true))
+                }
+                None => done(Ok(false)),
+            }
+        })
+    }
+}
+
+impl Handler<ResumeCharge> for PaymentActor {
+    type Result = crate::actors::Reply<Self, bool>;
+
+    fn handle(&mut self, msg: ResumeCharge, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, |act, _| {
+            let after = act.pipeline.tail.clone();
+            done(Ok(act.charge(after, Some(msg.slot))))
+        })
+    }
+}
+
+impl Handler<ResumeRefund> for PaymentActor {
+    type Result = crate::actors::Reply<Self, bool>;
+
+    fn handle(&mut self, msg: ResumeRefund, ctx: &mut Self::Context) -> Self::Result {
+        on_fresh_state(self, ctx, move |act, _| {
+            let pending = act.current().ok().and_then(|payment| {
+                payment
+                    .refunds
+                    .iter()
+                    .find(|r| r.id == msg.refund_id && r.status == RefundStatus::Pending)
+                    .cloned()
+            });
+            match pending {
+                Some(refund) => {
+                    act.start_refund(&refund, act.pipeline.tail.clone(), Some(msg.slot));
                     done(Ok(true))
                 }
                 None => done(Ok(false)),

@@ -14,9 +14,9 @@ use super::gateway_calls::{self, GatewayTask};
 use super::invoice::InvoiceActor;
 use super::messages::{
     ApplyGatewayEvent, AttemptPayment, Caller, CreateRefund, GetPayment, Queued, Rendered,
-    ReservePayment, SettlePayment, WebhookDisposition,
+    ReservePayment, ResumeCharge, ResumeRefund, SettlePayment, WebhookDisposition,
 };
-use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor};
+use super::supervisor::{InvoiceLease, LeaseInvoice, TenantSupervisor, ToPayment};
 use super::{
     done, done_then_stop, later, lifecycle_handlers, load_on_start, on_fresh_state,
     read_when_durable, when_durable, Deps, Durable, EventBuilder, Fences, Pending, Pipeline,
@@ -252,8 +252,15 @@ impl PaymentActor {
     /// Sends the charge to the gateway, once `after` (the unit that made the payment
     /// `processing`) is durable, in a task of its own: the mailbox stays free, and neither a
     /// client disconnect nor passivation can cancel it. Gives up after bounded retries; the
-    /// recovery sweep re-sends from durable state.
+    /// recovery sweep re-sends from durable state. With every gateway slot taken, the charge
+    /// waits in line and comes back as `ResumeCharge` with a slot.
     fn start_charge(&mut self, after: Durable) -> bool {
+        self.charge(after, None)
+    }
+
+    /// `start_charge`, in the gateway slot given to a charge that waited for one, if any; a
+    /// slot not used passes on to the next call in line.
+    fn charge(&mut self, after: Durable, slot: Option<GatewayTask>) -> bool {
         let Some(payment) = &self.state else {
             return false;
         };
@@ -263,7 +270,16 @@ impl PaymentActor {
         if self.charge_in_flight.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let Some(task) = GatewayTask::start(&self.deps) else {
+        let (supervisor, id) = (self.supervisor.clone(), self.id);
+        let task = slot.or_else(|| {
+            GatewayTask::start(&self.deps, move |slot| {
+                supervisor.do_send(ToPayment {
+                    id,
+                    msg: ResumeCharge { slot },
+                });
+            })
+        });
+        let Some(task) = task else {
             self.charge_in_flight.store(false, Ordering::SeqCst);
             return false;
         };
@@ -296,10 +312,20 @@ impl PaymentActor {
         true
     }
 
-    /// Asks the gateway for the refund once `after` (the unit requesting it) is durable, unless
-    /// too many gateway calls are running: the recovery sweep then asks later.
-    fn start_refund(&self, refund: &Refund, after: Durable) {
-        let Some(task) = GatewayTask::start(&self.deps) else {
+    /// Asks the gateway for the refund once `after` (the unit requesting it) is durable, in the
+    /// gateway slot given to it if it waited in line for one (`ResumeRefund`); with every slot
+    /// taken it waits in line, or, the line being full, the recovery sweep asks later.
+    fn start_refund(&self, refund: &Refund, after: Durable, slot: Option<GatewayTask>) {
+        let (supervisor, id, refund_id) = (self.supervisor.clone(), self.id, refund.id);
+        let task = slot.or_else(|| {
+            GatewayTask::start(&self.deps, move |slot| {
+                supervisor.do_send(ToPayment {
+                    id,
+                    msg: ResumeRefund { refund_id, slot },
+                });
+            })
+        });
+        let Some(task) = task else {
             return;
         };
         let request = RefundRequest {
@@ -527,7 +553,7 @@ impl Handler<CreateRefund> for PaymentActor {
                     .refund(refund_id)
                     .cloned()
                     .ok_or(EngineError::NotFound("refund"))?;
-                act.start_refund(&refund, durable.clone());
+                act.start_refund(&refund, durable.clone(), None);
                 Ok(when_durable(durable, refund))
             })
         })
