@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use payrail_actors::domain::PaymentStatus;
+use payrail_actors::domain::{Payment, PaymentStatus};
 
-use crate::support::{config, harness};
+use crate::support::{config, harness, Harness};
 
 #[actix_rt::test]
 async fn charges_reach_the_gateway_once_and_record_the_reference() {
@@ -60,18 +60,40 @@ async fn a_charge_the_gateway_refuses_fails_the_payment_and_releases_the_money()
     panic!("a refused charge left the payment processing");
 }
 
+/// An engine with `slots` gateway slots and a sweep that takes payments of any age, on a
+/// gateway that holds each charge long enough that none finishes while a test makes its
+/// payments.
+fn stalled_gateway(slots: usize) -> Harness {
+    let h = harness(payrail_actors::EngineConfig {
+        gateway_tasks_max: slots,
+        recovery_min_age: Duration::ZERO,
+        ..config()
+    });
+    h.gateway
+        .stall_ms
+        .store(1_500, std::sync::atomic::Ordering::SeqCst);
+    h
+}
+
+/// Asserts the gateway was asked to charge each of `payments` exactly once.
+fn charged_once_each(h: &Harness, payments: &[Payment]) {
+    let charged = h.gateway.charges.lock().unwrap().clone();
+    for payment in payments {
+        assert_eq!(
+            charged.get(&payment.id.to_string()),
+            Some(&1),
+            "{}",
+            payment.id
+        );
+    }
+}
+
 /// A slow gateway: no more gateway calls run at once than configured. The others wait in line
 /// and each starts as a running one ends, with no recovery sweep.
 #[actix_rt::test]
 async fn gateway_calls_are_bounded_and_the_rest_start_as_slots_free() {
     use std::sync::atomic::Ordering::SeqCst;
-    let h = harness(payrail_actors::EngineConfig {
-        gateway_tasks_max: 2,
-        recovery_min_age: Duration::ZERO,
-        ..config()
-    });
-    // Long enough that no call finishes while the five payments are being made.
-    h.gateway.stall_ms.store(1_500, SeqCst);
+    let h = stalled_gateway(2);
     let invoice = h.open_invoice(10_000).await;
     let payments = futures::future::join_all((0..5).map(|_| h.pay(invoice.id, Some(1_000)))).await;
     let metrics = h.engine.metrics();
@@ -87,15 +109,7 @@ async fn gateway_calls_are_bounded_and_the_rest_start_as_slots_free() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let charged = h.gateway.charges.lock().unwrap().clone();
-    for payment in &payments {
-        assert_eq!(
-            charged.get(&payment.id.to_string()),
-            Some(&1),
-            "{}",
-            payment.id
-        );
-    }
+    charged_once_each(&h, &payments);
 }
 
 /// Past the line (64 calls per slot) a call is left in durable state, and the recovery sweep
@@ -103,12 +117,7 @@ async fn gateway_calls_are_bounded_and_the_rest_start_as_slots_free() {
 #[actix_rt::test]
 async fn gateway_calls_past_the_line_wait_in_durable_state() {
     use std::sync::atomic::Ordering::SeqCst;
-    let h = harness(payrail_actors::EngineConfig {
-        gateway_tasks_max: 1,
-        recovery_min_age: Duration::ZERO,
-        ..config()
-    });
-    h.gateway.stall_ms.store(1_500, SeqCst);
+    let h = stalled_gateway(1);
     let invoice = h.open_invoice(100_000).await;
     // One running, 64 in line, 3 past it.
     let payments = futures::future::join_all((0..68).map(|_| h.pay(invoice.id, Some(1_000)))).await;
@@ -135,13 +144,5 @@ async fn gateway_calls_past_the_line_wait_in_durable_state() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let charged = h.gateway.charges.lock().unwrap().clone();
-    for payment in &payments {
-        assert_eq!(
-            charged.get(&payment.id.to_string()),
-            Some(&1),
-            "{}",
-            payment.id
-        );
-    }
+    charged_once_each(&h, &payments);
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use payrail_actors::domain::{GatewayOutcome, Payment, RefundStatus};
+use payrail_actors::domain::{GatewayOutcome, Payment, Refund, RefundId, RefundStatus};
 use payrail_actors::engine::GatewayEvent;
 use payrail_actors::EngineConfig;
 
@@ -14,10 +14,16 @@ use crate::support::{config, harness, Harness};
 /// An engine whose recovery sweep takes refunds of any age, and a payment of 1,000 that
 /// succeeded.
 async fn paid_payment() -> (Harness, Payment) {
-    let h = harness(EngineConfig {
+    paid_payment_on(EngineConfig {
         recovery_min_age: Duration::ZERO,
         ..config()
-    });
+    })
+    .await
+}
+
+/// A payment of 1,000 that succeeded, on an engine with `config`.
+async fn paid_payment_on(config: EngineConfig) -> (Harness, Payment) {
+    let h = harness(config);
     let invoice = h.open_invoice(1_000).await;
     let payment = h.pay(invoice.id, None).await;
     h.engine
@@ -27,38 +33,45 @@ async fn paid_payment() -> (Harness, Payment) {
     (h, payment)
 }
 
+/// A refund of `amount` of `payment`, made fresh.
+async fn refund(h: &Harness, payment: &Payment, amount: Option<i64>) -> Refund {
+    h.engine
+        .refund(h.ctx(), payment.id, amount, None)
+        .await
+        .unwrap()
+        .fresh()
+        .unwrap()
+}
+
+/// The refunds the gateway was asked for, once there is one (or after 2 s).
+async fn refunds_asked(h: &Harness) -> Vec<(RefundId, i64)> {
+    for _ in 0..400 {
+        if !h.gateway.refunds.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    h.gateway
+        .refunds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| (r.refund_id, r.amount))
+        .collect()
+}
+
 #[actix_rt::test]
 async fn a_refund_the_gateway_missed_is_asked_for_again() {
     let (h, payment) = paid_payment().await;
     h.gateway.down.store(true, Ordering::SeqCst);
-    let refund = h
-        .engine
-        .refund(h.ctx(), payment.id, Some(400), None)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let refund = refund(&h, &payment, Some(400)).await;
     // The refund's own call gives up while the gateway is down (1 retry, 1 ms apart).
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(h.gateway.refunds.lock().unwrap().is_empty());
 
     h.gateway.down.store(false, Ordering::SeqCst);
     assert_eq!(h.engine.resubmit_pending_refunds().await.unwrap(), 1);
-    for _ in 0..200 {
-        if !h.gateway.refunds.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let asked: Vec<_> = h
-        .gateway
-        .refunds
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| (r.refund_id, r.amount))
-        .collect();
-    assert_eq!(asked, [(refund.id, 400)]);
+    assert_eq!(refunds_asked(&h).await, [(refund.id, 400)]);
 
     // Once its outcome is in, the refund is no longer pending and nothing is asked again.
     let done = GatewayEvent {
@@ -82,13 +95,7 @@ async fn a_refund_the_gateway_missed_is_asked_for_again() {
 async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
     let (h, payment) = paid_payment().await;
     h.gateway.refuse_refunds.store(true, Ordering::SeqCst);
-    let refused = h
-        .engine
-        .refund(h.ctx(), payment.id, Some(400), None)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let refused = refund(&h, &payment, Some(400)).await;
     let mut failed = None;
     for _ in 0..400 {
         let now = h.engine.payment(h.tenant, payment.id).await.unwrap();
@@ -108,13 +115,7 @@ async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
     );
     // The whole amount is refundable again.
     h.gateway.refuse_refunds.store(false, Ordering::SeqCst);
-    let full = h
-        .engine
-        .refund(h.ctx(), payment.id, None, None)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let full = refund(&h, &payment, None).await;
     assert_eq!(full.amount, payment.amount);
     h.check_log();
 }
@@ -123,17 +124,12 @@ async fn a_refund_the_gateway_refuses_fails_and_frees_its_amount() {
 /// running call ends, with no recovery sweep.
 #[actix_rt::test]
 async fn a_refund_waits_in_line_for_a_gateway_slot() {
-    let h = harness(EngineConfig {
+    let (h, payment) = paid_payment_on(EngineConfig {
         gateway_tasks_max: 1,
         ..config()
-    });
+    })
+    .await;
     let metrics = h.engine.metrics();
-    let invoice = h.open_invoice(1_000).await;
-    let payment = h.pay(invoice.id, None).await;
-    h.engine
-        .apply_gateway_events(h.tenant, vec![crate::success("evt_gw_paid", payment.id)])
-        .await
-        .unwrap();
     for _ in 0..200 {
         if metrics.gateway_tasks.load(Ordering::SeqCst) == 0 {
             break;
@@ -144,29 +140,9 @@ async fn a_refund_waits_in_line_for_a_gateway_slot() {
     h.gateway.stall_ms.store(300, Ordering::SeqCst);
     let other = h.open_invoice(500).await;
     h.pay(other.id, None).await;
-    let refund = h
-        .engine
-        .refund(h.ctx(), payment.id, Some(400), None)
-        .await
-        .unwrap()
-        .fresh()
-        .unwrap();
+    let refund = refund(&h, &payment, Some(400)).await;
     assert_eq!(metrics.gateway_calls_queued.load(Ordering::SeqCst), 1);
     assert!(h.gateway.refunds.lock().unwrap().is_empty());
-    for _ in 0..400 {
-        if !h.gateway.refunds.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let asked: Vec<_> = h
-        .gateway
-        .refunds
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|r| (r.refund_id, r.amount))
-        .collect();
-    assert_eq!(asked, vec![(refund.id, 400)]);
+    assert_eq!(refunds_asked(&h).await, [(refund.id, 400)]);
     assert_eq!(metrics.gateway_calls_deferred.load(Ordering::SeqCst), 0);
 }

@@ -244,6 +244,26 @@ async fn postgres_commit_notices_go_out_only_once_another_node_is_heard() {
     assert!(heard[0].ends_with(&format!(":{other}")), "{heard:?}");
 }
 
+/// Two stores writing to one fresh SQLite file in `dir`.
+async fn two_sqlite_writers(dir: &tempfile::TempDir) -> (Db, Db) {
+    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
+        .await
+        .unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    (a, b)
+}
+
+/// Two stores writing to one fresh PostgreSQL database, not listening to each other.
+async fn two_postgres_writers() -> (Db, Db) {
+    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
+    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
+        .await
+        .unwrap();
+    (a, b)
+}
+
 /// A store's writer trusts the stream versions it committed itself. Another process writing
 /// the same streams makes that shortcut wrong: the batch is then checked in full, so a change
 /// built on the version the first writer recorded fails as a conflict instead of writing a
@@ -251,21 +271,13 @@ async fn postgres_commit_notices_go_out_only_once_another_node_is_heard() {
 #[tokio::test]
 async fn sqlite_a_second_writer_on_the_file_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
-        .await
-        .unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
+    let (a, b) = two_sqlite_writers(&dir).await;
     a_second_writer_is_caught(&a, &b).await;
 }
 
 #[tokio::test]
 async fn postgres_a_second_node_on_the_database_is_caught() {
-    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
+    let (a, b) = two_postgres_writers().await;
     a_second_writer_is_caught(&a, &b).await;
 }
 
@@ -275,21 +287,13 @@ async fn postgres_a_second_node_on_the_database_is_caught() {
 #[tokio::test]
 async fn sqlite_a_stream_created_elsewhere_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
-        .await
-        .unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
+    let (a, b) = two_sqlite_writers(&dir).await;
     a_stream_created_elsewhere_is_caught(&a, &b).await;
 }
 
 #[tokio::test]
 async fn postgres_a_stream_created_elsewhere_is_caught() {
-    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
+    let (a, b) = two_postgres_writers().await;
     a_stream_created_elsewhere_is_caught(&a, &b).await;
 }
 
