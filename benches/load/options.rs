@@ -144,7 +144,7 @@ cargo bench --bench load -- [options]
   --gateway G          stub (a silent gateway, the default) or simulator (the engine's
                        built-in one, answering charges with signed webhooks)
   --no-baselines       skip the no-op handler and one-transaction-per-event baselines
-  --no-vacuum          skip VACUUM (ANALYZE) after seeding PostgreSQL
+  --no-vacuum          skip VACUUM (ANALYZE) and CHECKPOINT after seeding PostgreSQL
   --wal-detail         break each PostgreSQL step's WAL down by relation (pg_waldump)
   --pg-set NAME=VALUE  a setting on the benchmark databases (repeatable)
   --pg-server NAME=VALUE  a setting the throwaway cluster starts with (repeatable)
