@@ -94,14 +94,9 @@ const WAITING_PER_SLOT: usize = 64;
 /// starts as soon as a running one ends, and no call can be overtaken by a later one.
 pub struct GatewaySlots {
     max: usize,
+    /// Its `gateway_tasks` counts the running calls; changed only under `waiting`'s lock.
     metrics: Arc<EngineMetrics>,
-    state: Mutex<Slots>,
-}
-
-#[derive(Default)]
-struct Slots {
-    running: usize,
-    waiting: VecDeque<Waiter>,
+    waiting: Mutex<VecDeque<Waiter>>,
 }
 
 /// What a waiting call does with the slot it is given: hands it to its payment's actor.
@@ -112,12 +107,12 @@ impl GatewaySlots {
         Arc::new(Self {
             max: max.max(1),
             metrics,
-            state: Mutex::new(Slots::default()),
+            waiting: Mutex::new(VecDeque::new()),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -133,14 +128,14 @@ impl GatewayTask {
         wait: impl FnOnce(GatewayTask) + Send + 'static,
     ) -> Option<Self> {
         let slots = &deps.gateway_slots;
-        let mut state = slots.lock();
-        if state.running < slots.max {
-            state.running += 1;
-            slots.metrics.gateway_tasks.fetch_add(1, Ordering::SeqCst);
+        let mut waiting = slots.lock();
+        let running = &slots.metrics.gateway_tasks;
+        if running.load(Ordering::SeqCst) < slots.max as i64 {
+            running.fetch_add(1, Ordering::SeqCst);
             return Some(Self(Arc::clone(slots)));
         }
-        if state.waiting.len() < slots.max.saturating_mul(WAITING_PER_SLOT) {
-            state.waiting.push_back(Box::new(wait));
+        if waiting.len() < slots.max.saturating_mul(WAITING_PER_SLOT) {
+            waiting.push_back(Box::new(wait));
             slots
                 .metrics
                 .gateway_calls_queued
@@ -160,10 +155,9 @@ impl Drop for GatewayTask {
     fn drop(&mut self) {
         let slots = &self.0;
         let next = {
-            let mut state = slots.lock();
-            let next = state.waiting.pop_front();
+            let mut waiting = slots.lock();
+            let next = waiting.pop_front();
             if next.is_none() {
-                state.running = state.running.saturating_sub(1);
                 slots.metrics.gateway_tasks.fetch_sub(1, Ordering::SeqCst);
             }
             next

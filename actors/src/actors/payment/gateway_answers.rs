@@ -4,13 +4,15 @@
 
 use actix::prelude::*;
 
-use super::{PaymentActor, Reply};
+use super::{PaymentActor, Reply, Step};
 use crate::actors::messages::{
     ChargeAccepted, ChargeImpossible, RefundImpossible, ResubmitCharge, ResubmitRefund,
     ResumeCharge, ResumeRefund,
 };
-use crate::actors::{done, done_then_stop, on_fresh_state, GATEWAY_ACTOR, SYSTEM_ACTOR};
-use crate::domain::{GatewayOutcome, RefundStatus};
+use crate::actors::{
+    done, done_then_stop, on_fresh_state, GatewayTask, GATEWAY_ACTOR, SYSTEM_ACTOR,
+};
+use crate::domain::{GatewayOutcome, RefundId, RefundStatus};
 
 impl Handler<ChargeAccepted> for PaymentActor {
     type Result = Reply<()>;
@@ -80,25 +82,9 @@ impl Handler<ResubmitRefund> for PaymentActor {
 
     fn handle(&mut self, msg: ResubmitRefund, ctx: &mut Self::Context) -> Self::Result {
         on_fresh_state(self, ctx, move |act, _| {
-            let payment = match act.current() {
-                Ok(payment) => payment,
-                Err(err) => return done_then_stop(Err(err)),
-            };
             let min_age = chrono::Duration::from_std(act.deps.config.recovery_min_age)
                 .unwrap_or(chrono::Duration::zero());
-            let now = act.deps.clock.now();
-            let refund = payment.refunds.iter().find(|r| {
-                r.id == msg.refund_id
-                    && r.status == RefundStatus::Pending
-                    && now - r.created_at >= min_age
-            });
-            match refund.cloned() {
-                Some(refund) => {
-                    act.start_refund(&refund, act.pipeline.tail.clone(), None);
-                    done(Ok(true))
-                }
-                None => done(Ok(false)),
-            }
+            act.ask_for_refund(msg.refund_id, min_age, None)
         })
     }
 }
@@ -119,20 +105,34 @@ impl Handler<ResumeRefund> for PaymentActor {
 
     fn handle(&mut self, msg: ResumeRefund, ctx: &mut Self::Context) -> Self::Result {
         on_fresh_state(self, ctx, move |act, _| {
-            let pending = act.current().ok().and_then(|payment| {
-                payment
-                    .refunds
-                    .iter()
-                    .find(|r| r.id == msg.refund_id && r.status == RefundStatus::Pending)
-                    .cloned()
-            });
-            match pending {
-                Some(refund) => {
-                    act.start_refund(&refund, act.pipeline.tail.clone(), Some(msg.slot));
-                    done(Ok(true))
-                }
-                None => done(Ok(false)),
-            }
+            act.ask_for_refund(msg.refund_id, chrono::Duration::zero(), Some(msg.slot))
         })
+    }
+}
+
+impl PaymentActor {
+    /// Asks the gateway for `refund_id` if it is still pending and at least `min_age` old, in
+    /// `slot` if it was given one; answers whether it was asked for.
+    fn ask_for_refund(
+        &mut self,
+        refund_id: RefundId,
+        min_age: chrono::Duration,
+        slot: Option<GatewayTask>,
+    ) -> Step<bool> {
+        let payment = match self.current() {
+            Ok(payment) => payment,
+            Err(err) => return done_then_stop(Err(err)),
+        };
+        let now = self.deps.clock.now();
+        let refund = payment.refunds.iter().find(|r| {
+            r.id == refund_id && r.status == RefundStatus::Pending && now - r.created_at >= min_age
+        });
+        match refund.cloned() {
+            Some(refund) => {
+                self.start_refund(&refund, self.pipeline.tail.clone(), slot);
+                done(Ok(true))
+            }
+            None => done(Ok(false)),
+        }
     }
 }

@@ -270,16 +270,7 @@ impl PaymentActor {
         if self.charge_in_flight.swap(true, Ordering::SeqCst) {
             return false;
         }
-        let (supervisor, id) = (self.supervisor.clone(), self.id);
-        let task = slot.or_else(|| {
-            GatewayTask::start(&self.deps, move |slot| {
-                supervisor.do_send(ToPayment {
-                    id,
-                    msg: ResumeCharge { slot },
-                });
-            })
-        });
-        let Some(task) = task else {
+        let Some(task) = self.gateway_slot(slot, |slot| ResumeCharge { slot }) else {
             self.charge_in_flight.store(false, Ordering::SeqCst);
             return false;
         };
@@ -316,16 +307,9 @@ impl PaymentActor {
     /// gateway slot given to it if it waited in line for one (`ResumeRefund`); with every slot
     /// taken it waits in line, or, the line being full, the recovery sweep asks later.
     fn start_refund(&self, refund: &Refund, after: Durable, slot: Option<GatewayTask>) {
-        let (supervisor, id, refund_id) = (self.supervisor.clone(), self.id, refund.id);
-        let task = slot.or_else(|| {
-            GatewayTask::start(&self.deps, move |slot| {
-                supervisor.do_send(ToPayment {
-                    id,
-                    msg: ResumeRefund { refund_id, slot },
-                });
-            })
-        });
-        let Some(task) = task else {
+        let refund_id = refund.id;
+        let Some(task) = self.gateway_slot(slot, move |slot| ResumeRefund { refund_id, slot })
+        else {
             return;
         };
         let request = RefundRequest {
@@ -341,6 +325,28 @@ impl PaymentActor {
             }
             drop(task);
         });
+    }
+
+    /// `slot` if the call was given one, else a gateway slot now; with none free the call waits
+    /// in line, and the slot it is given comes back to this payment's actor as `resume(slot)`.
+    fn gateway_slot<M>(
+        &self,
+        slot: Option<GatewayTask>,
+        resume: impl FnOnce(GatewayTask) -> M + Send + 'static,
+    ) -> Option<GatewayTask>
+    where
+        M: Message<Result = Result<bool, EngineError>> + Send + 'static,
+        PaymentActor: Handler<M>,
+    {
+        slot.or_else(|| {
+            let (supervisor, id) = (self.supervisor.clone(), self.id);
+            GatewayTask::start(&self.deps, move |slot| {
+                supervisor.do_send(ToPayment {
+                    id,
+                    msg: resume(slot),
+                });
+            })
+        })
     }
 
     /// Queues the change a gateway outcome the engine learned itself (not by webhook) decides.
