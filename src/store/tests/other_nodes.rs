@@ -77,10 +77,7 @@ async fn new_key(db: &Db) -> ApiKeyRow {
 
 /// Two nodes on one fresh PostgreSQL database, both listening to each other.
 async fn two_nodes() -> (Db, Db) {
-    let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
+    let (a, b) = two_postgres_writers().await;
     assert!(!b.api_keys_cached(), "no listener, no cache");
     a.listen_to_other_nodes();
     b.listen_to_other_nodes();
