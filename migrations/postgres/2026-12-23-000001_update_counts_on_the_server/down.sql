@@ -1,0 +1,1 @@
+DROP FUNCTION payrail_expect_rows(bigint, bigint);
