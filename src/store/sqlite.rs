@@ -24,7 +24,7 @@ use super::committed::Committed;
 use super::plan;
 use super::rows::KeyRow;
 use super::stmt::{check_rows, Dialect, Stmt};
-use super::tx::{batch_error, is_database_error, outcome_error, unit_rejected, TxError};
+use super::tx::{batch_error, is_refused, outcome_error, unit_rejected, TxError};
 
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
@@ -234,7 +234,7 @@ impl Sqlite {
 /// The whole batch transaction, on the writer's blocking thread. It is first written trusting
 /// what the writer itself committed (`Committed`) and leaving gateway event and idempotency
 /// keys to the unique indexes; if SQLite rejects it (a constraint the shortcut or the pre-check
-/// doesn't know about), it is re-run fully checked with one savepoint per unit, so only the
+/// doesn't know about, or a stored row an update must find is gone), it is re-run fully checked with one savepoint per unit, so only the
 /// offending unit fails.
 fn append_job(
     c: &mut SqliteConnection,
@@ -248,7 +248,7 @@ fn append_job(
     }
     committed.clear();
     match first {
-        Err(e) if is_database_error(&e) => {
+        Err(e) if is_refused(&e) => {
             tracing::debug!(error = ?e, "batch rejected, retrying unit by unit");
             c.immediate_transaction(|c| {
                 let mut results = Vec::with_capacity(units.len());
@@ -261,7 +261,7 @@ fn append_job(
                     let one = std::slice::from_ref(unit);
                     let result = match c.transaction(|c| write_units(c, one, None)) {
                         Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
-                        Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
+                        Err(e) if is_refused(&e) => Err(unit_rejected(e)),
                         Err(e) => return Err(e),
                     };
                     if result.is_err() {

@@ -67,6 +67,13 @@ pub(crate) fn is_database_error(e: &TxError) -> bool {
     matches!(e, TxError::Db(DieselError::DatabaseError(..)))
 }
 
+/// The store refused a write: the server did, or an update found fewer stored rows than it
+/// must (`check_rows`). Either way the transaction rolls back whole, and a batch is re-run one
+/// savepoint per unit so that only the offending unit fails.
+pub(crate) fn is_refused(e: &TxError) -> bool {
+    is_database_error(e) || matches!(e, TxError::Store(StoreError::Corrupt(_)))
+}
+
 /// A unit the server refused on its own (e.g. a constraint the pre-check doesn't know about).
 pub(crate) fn unit_rejected(e: TxError) -> StoreError {
     match e {
