@@ -158,7 +158,11 @@ impl HttpGateway {
                 "the gateway is reached over plain HTTP: card numbers cross the network unencrypted; use https://"
             );
         }
-        let mut builder = reqwest::Client::builder().timeout(config.request_timeout);
+        // A redirect is not followed: it would send the charge, card number included, to
+        // wherever the answer points.
+        let mut builder = reqwest::Client::builder()
+            .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(path) = &config.ca_file {
             let unreadable = |e: &dyn std::fmt::Display| {
                 GatewayError::Unavailable(format!("gateway CA file {}: {e}", path.display()))
@@ -532,6 +536,48 @@ mod tests {
             "{result:?}"
         );
         assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "a refusal is final");
+    }
+
+    /// A gateway answering with a redirect gets no second request, and the card number goes
+    /// nowhere else: the answer is a refusal like any other 3xx or 4xx.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn does_not_follow_a_redirect() {
+        let (elsewhere, other) = start_fake(0).await;
+        let target = format!("{elsewhere}/v1/charges");
+        let server = HttpServer::new(move || {
+            let target = target.clone();
+            App::new().default_service(web::post().to(move || {
+                let target = target.clone();
+                async move {
+                    HttpResponse::TemporaryRedirect()
+                        .insert_header(("Location", target))
+                        .finish()
+                }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let url = format!("http://{}", server.addrs()[0]);
+        tokio::spawn(server.run());
+
+        let card = charge(Some(PaymentSource::Card {
+            number: "4242424242424242".into(),
+            exp_month: 12,
+            exp_year: 2030,
+            cvc: "123".into(),
+        }));
+        let result = gateway(&url, 2).create_charge(&card).await;
+        assert!(
+            matches!(result, Err(GatewayError::Rejected { status: 307, .. })),
+            "{result:?}"
+        );
+        assert_eq!(
+            other.calls.load(Ordering::SeqCst),
+            0,
+            "nothing sent elsewhere"
+        );
     }
 
     #[test]
