@@ -379,11 +379,18 @@ mod tests {
     struct Fake {
         fail_first: usize,
         fail_status: Option<u16>,
+        /// Answers every request with a 307 to this address instead.
+        redirect_to: Option<String>,
         calls: AtomicUsize,
         seen: Mutex<Vec<(Option<String>, Value)>>,
     }
 
     async fn answer(fake: web::Data<Fake>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
+        if let Some(target) = &fake.redirect_to {
+            return HttpResponse::TemporaryRedirect()
+                .insert_header(("Location", target.as_str()))
+                .finish();
+        }
         if fake.calls.fetch_add(1, Ordering::SeqCst) < fake.fail_first {
             let code = fake.fail_status.unwrap_or(503);
             let status = actix_web::http::StatusCode::from_u16(code).unwrap();
@@ -408,11 +415,16 @@ mod tests {
         fail_first: usize,
         fail_status: Option<u16>,
     ) -> (String, Arc<Fake>) {
-        let fake = Arc::new(Fake {
+        start(Fake {
             fail_first,
             fail_status,
             ..Fake::default()
-        });
+        })
+        .await
+    }
+
+    async fn start(fake: Fake) -> (String, Arc<Fake>) {
+        let fake = Arc::new(fake);
         let data = web::Data::from(fake.clone());
         let server = HttpServer::new(move || {
             App::new()
@@ -543,24 +555,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn does_not_follow_a_redirect() {
         let (elsewhere, other) = start_fake(0).await;
-        let target = format!("{elsewhere}/v1/charges");
-        let server = HttpServer::new(move || {
-            let target = target.clone();
-            App::new().default_service(web::post().to(move || {
-                let target = target.clone();
-                async move {
-                    HttpResponse::TemporaryRedirect()
-                        .insert_header(("Location", target))
-                        .finish()
-                }
-            }))
+        let (url, _) = start(Fake {
+            redirect_to: Some(format!("{elsewhere}/v1/charges")),
+            ..Fake::default()
         })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .unwrap();
-        let url = format!("http://{}", server.addrs()[0]);
-        tokio::spawn(server.run());
+        .await;
 
         let card = charge(Some(PaymentSource::Card {
             number: "4242424242424242".into(),

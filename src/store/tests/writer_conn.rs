@@ -142,11 +142,25 @@ async fn probes(db: &Db) -> String {
     rows.into_iter().map(|r| r.value).collect()
 }
 
-/// A session of its own, none of whose statements is prepared yet, inside a transaction.
-async fn fresh_session(url: &str) -> AsyncPgConnection {
+/// A fresh database with an empty `probe` table.
+async fn probe_db() -> (Db, String) {
+    let (db, url) = testing::fresh_postgres().await.unwrap();
+    db.transact(vec![Stmt::new("CREATE TABLE probe (n int)", vec![])])
+        .await
+        .unwrap();
+    (db, url)
+}
+
+/// Runs `stmts` through `execute_in_order` inside a transaction, on a session of its own none
+/// of whose statements is prepared yet; after a failure, rolls back whatever it left open.
+async fn run_fresh(url: &str, stmts: Vec<Stmt>) -> Result<Vec<usize>, diesel::result::Error> {
     let mut conn = AsyncPgConnection::establish(url).await.unwrap();
     conn.batch_execute("BEGIN").await.unwrap();
-    conn
+    let result = execute_in_order(&conn, stmts).await;
+    if result.is_err() {
+        conn.batch_execute("ROLLBACK").await.unwrap();
+    }
+    result
 }
 
 /// A batch's statements and its `COMMIT` go out together and run in the order given, even on a
@@ -156,14 +170,9 @@ async fn fresh_session(url: &str) -> AsyncPgConnection {
 /// inserts on their own).
 #[tokio::test]
 async fn statements_sent_together_run_in_order_and_a_refusal_stops_the_commit_behind() {
-    let (db, url) = testing::fresh_postgres().await.unwrap();
-    db.transact(vec![Stmt::new("CREATE TABLE probe (n int)", vec![])])
-        .await
-        .unwrap();
-
-    let conn = fresh_session(&url).await;
-    let refused = execute_in_order(
-        &conn,
+    let (db, url) = probe_db().await;
+    let refused = run_fresh(
+        &url,
         vec![
             Stmt::new("INSERT INTO probe VALUES (1)", vec![]),
             Stmt::new("INSERT INTO probe VALUES (2)", vec![]),
@@ -177,17 +186,14 @@ async fn statements_sent_together_run_in_order_and_a_refusal_stops_the_commit_be
         error.contains("expected 2 stored rows and found 1"),
         "{error}"
     );
-    let mut shared = &conn;
-    shared.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         probes(&db).await,
         "",
         "nothing of the refused run is stored"
     );
 
-    let conn = fresh_session(&url).await;
-    let counts = execute_in_order(
-        &conn,
+    let counts = run_fresh(
+        &url,
         vec![
             Stmt::new("INSERT INTO probe VALUES (3)", vec![]),
             Stmt::new("INSERT INTO probe VALUES (4), (5)", vec![]),
@@ -209,14 +215,9 @@ async fn statements_sent_together_run_in_order_and_a_refusal_stops_the_commit_be
 /// ahead of it.
 #[tokio::test]
 async fn a_statement_failing_before_it_is_sent_holds_back_the_commit_behind_it() {
-    let (db, url) = testing::fresh_postgres().await.unwrap();
-    db.transact(vec![Stmt::new("CREATE TABLE probe (n int)", vec![])])
-        .await
-        .unwrap();
-
-    let conn = fresh_session(&url).await;
-    let failed = execute_in_order(
-        &conn,
+    let (db, url) = probe_db().await;
+    let failed = run_fresh(
+        &url,
         vec![
             Stmt::new("INSERT INTO probe VALUES (1)", vec![]),
             Stmt::new("INSERT INTO probe VALUES (?)", vec![]),
@@ -225,8 +226,6 @@ async fn a_statement_failing_before_it_is_sent_holds_back_the_commit_behind_it()
     )
     .await;
     assert!(failed.is_err(), "{failed:?}");
-    let mut shared = &conn;
-    shared.batch_execute("ROLLBACK").await.unwrap();
     assert_eq!(
         probes(&db).await,
         "",
