@@ -2,9 +2,7 @@
 //! and a connection of its own for each batch writer,
 //! migrations through a short-lived sync connection, and the batch transaction.
 
-use std::future::Future;
 use std::sync::Mutex;
-use std::task::Poll;
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -23,9 +21,9 @@ use payrail_actors::ports::{BatchFence, StoreError, Unit};
 use super::committed::Committed;
 use super::plan;
 use super::rows::KeyRow;
-use super::stmt::{Dialect, Stmt};
+use super::stmt::{check_rows, Dialect, Stmt};
 use super::tx::{
-    batch_error, is_database_error, is_unique_violation, outcome_error, unit_rejected, TxError,
+    batch_error, is_refused, is_unique_violation, outcome_error, unit_rejected, TxError,
 };
 
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
@@ -178,7 +176,7 @@ impl Postgres {
         let result = tokio::time::timeout(
             self.deadline,
             conn.transaction(async |c| {
-                let counts = execute_in_order(c, stmts).await?;
+                let counts = execute_pipelined(c, stmts).await?;
                 body_done = true;
                 Ok::<_, TxError>(counts)
             }),
@@ -268,7 +266,7 @@ impl Postgres {
                     self.committed().clear();
                     tracing::debug!(attempt, error = ?e, "batch lost a unique-key race, re-planning");
                 }
-                Err((e, _)) if is_database_error(&e) => {
+                Err((e, _)) if is_refused(&e) => {
                     tracing::warn!(error = ?e, "batch rejected, retrying unit by unit");
                     break;
                 }
@@ -332,10 +330,10 @@ enum Ended {
     Unknown(TxError),
 }
 
-/// A batch in one transaction, in one round trip when there is nothing to pre-check: its
-/// `BEGIN` goes out ahead of its first statements (the pre-check, or the writes), and its
-/// `COMMIT` right behind its writes, before any of their answers is read. `body_done` is set
-/// once the `COMMIT` may have gone out.
+/// A batch in one transaction, its `BEGIN` sent in the same round trip as its first
+/// statements (the pre-check, or the writes when there is nothing to pre-check): a batch takes
+/// the round trips of its statements plus the `COMMIT`'s. `body_done` is set once the `COMMIT`
+/// may be sent.
 async fn batch_transaction(
     conn: &AsyncPgConnection,
     units: &[Unit],
@@ -344,32 +342,23 @@ async fn batch_transaction(
     body_done: &mut bool,
 ) -> Result<Vec<Result<(), StoreError>>, Ended> {
     let mut shared = conn;
-    match write_units(
-        conn,
-        units,
-        keys,
-        vouched,
-        Begin::InPipeline,
-        Some(body_done),
-    )
-    .await
-    {
-        Ok(results) => Ok(results),
+    match write_units(conn, units, keys, vouched, Begin::InPipeline).await {
+        Ok(results) => {
+            *body_done = true;
+            match shared.batch_execute("COMMIT").await {
+                Ok(()) => Ok(results),
+                // The server refused the COMMIT and ended the transaction.
+                Err(e @ diesel::result::Error::DatabaseError(..)) => Err(Ended::Idle(e.into())),
+                Err(e) => Err(Ended::Unknown(e.into())),
+            }
+        }
         // Whether the writes ran inside a transaction is not known: they may have been
         // committed one by one. Ambiguous, so no caller is told they failed or succeeded.
         Err(e @ TxError::Store(StoreError::Ambiguous(_))) => Err(Ended::Unknown(e)),
-        // Nothing was committed: the COMMIT never went out, or the server refused a statement
-        // ahead of it, which aborted the transaction, and the COMMIT then ended it as a
-        // rollback. The ROLLBACK ends the transaction in the first case and only warns in the
-        // second.
-        Err(e) if !*body_done || is_database_error(&e) => {
-            match shared.batch_execute("ROLLBACK").await {
-                Ok(()) => Err(Ended::Idle(e)),
-                Err(_) => Err(Ended::Unknown(e)),
-            }
-        }
-        // The connection failed with the COMMIT perhaps sent.
-        Err(e) => Err(Ended::Unknown(e)),
+        Err(e) => match shared.batch_execute("ROLLBACK").await {
+            Ok(()) => Err(Ended::Idle(e)),
+            Err(_) => Err(Ended::Unknown(e)),
+        },
     }
 }
 
@@ -405,15 +394,13 @@ enum Begin {
 }
 
 /// Pre-check `keys`, plan and write `units` inside a transaction: two round trips, or one
-/// when there is nothing to pre-check. With `commit`, the `COMMIT` goes out behind the writes
-/// in their round trip, and the flag is set as it may.
+/// when there is nothing to pre-check.
 async fn write_units(
     c: &AsyncPgConnection,
     units: &[Unit],
     keys: plan::Keys,
     vouched: Vec<(plan::StreamKey, u64)>,
     mut begin: Begin,
-    commit: Option<&mut bool>,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Postgres, &keys) {
@@ -422,19 +409,23 @@ async fn write_units(
         begin = Begin::Already;
     }
     let existing = plan::Existing::new(found, &keys, vouched)?;
-    let mut planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
-    if let Some(commit_sent) = commit {
-        planned.statements.push(Stmt::new("COMMIT", Vec::new()));
-        *commit_sent = true;
+    let planned = plan::plan(Dialect::Postgres, units, existing, chrono::Utc::now())?;
+    let expected: Vec<Option<usize>> = planned.statements.iter().map(Stmt::expected_rows).collect();
+    let affected = after_begin(c, begin, execute_pipelined(c, planned.statements)).await?;
+    for (expected, affected) in expected.into_iter().zip(affected) {
+        check_rows(expected, affected)?;
     }
-    after_begin(c, begin, execute_in_order(c, planned.statements)).await?;
     Ok(planned.results)
 }
 
+/// Runs `statements` (a round trip's worth, not yet polled), behind a `BEGIN` in the same round
+/// trip if `begin` asks for one. The `BEGIN` is sent before them: its future is polled first,
+/// and a simple query goes out on its first poll. Should it fail, the statements after it may
+/// have run outside a transaction: ambiguous.
 async fn after_begin<T>(
     c: &AsyncPgConnection,
     begin: Begin,
-    statements: impl Future<Output = Result<T, diesel::result::Error>>,
+    statements: impl std::future::Future<Output = Result<T, diesel::result::Error>>,
 ) -> Result<T, TxError> {
     let begun = async {
         if let Begin::InPipeline = begin {
@@ -464,11 +455,11 @@ async fn write_isolated(
         }
         let one = std::slice::from_ref(unit);
         let checked = async |c: &mut AsyncPgConnection| {
-            write_units(c, one, plan::keys(one), Vec::new(), Begin::Already, None).await
+            write_units(c, one, plan::keys(one), Vec::new(), Begin::Already).await
         };
         let result = match c.transaction(checked).await {
             Ok(result) => result.into_iter().next().unwrap_or(Ok(())),
-            Err(e) if is_database_error(&e) => Err(unit_rejected(e)),
+            Err(e) if is_refused(&e) => Err(unit_rejected(e)),
             Err(e) => return Err(e),
         };
         if result.is_err() {
@@ -479,44 +470,15 @@ async fn write_isolated(
     Ok(results)
 }
 
-/// Sends every statement before awaiting any answer: one round trip for all of them. The
-/// server runs them in the order they are sent, which is the order given: each is sent when
-/// first polled (or, while an earlier one waits for its preparation, queued behind it on the
-/// connection's statement cache, whose lock is first come, first served), they are polled in
-/// order, and a statement that fails before it is sent (its binds) ends the run before any
-/// later one is polled. So a `COMMIT` last in line never goes out ahead of a write, nor behind
-/// one that was not sent. Cooperative scheduling is off for the run: under it a free lock may
-/// still answer "not yet" to a statement and let a later one pass it.
-pub(super) async fn execute_in_order(
+/// Sends every statement before awaiting any answer: one round trip for the whole batch's
+/// writes (the server still runs them in order, inside the caller's transaction).
+async fn execute_pipelined(
     conn: &AsyncPgConnection,
     stmts: Vec<Stmt>,
 ) -> Result<Vec<usize>, diesel::result::Error> {
-    let mut running: Vec<_> = stmts
-        .into_iter()
-        .map(|stmt| {
-            let mut shared = conn;
-            Some(Box::pin(async move { stmt.execute(&mut shared).await }))
-        })
-        .collect();
-    let mut affected = vec![0; running.len()];
-    let in_order = std::future::poll_fn(|cx| {
-        let mut waiting = false;
-        for (slot, rows) in running.iter_mut().zip(affected.iter_mut()) {
-            let Some(statement) = slot else { continue };
-            match statement.as_mut().poll(cx) {
-                Poll::Ready(Ok(n)) => {
-                    *rows = n;
-                    *slot = None;
-                }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => waiting = true,
-            }
-        }
-        if waiting {
-            Poll::Pending
-        } else {
-            Poll::Ready(Ok(std::mem::take(&mut affected)))
-        }
+    let writes = stmts.into_iter().map(|stmt| {
+        let mut shared = conn;
+        async move { stmt.execute(&mut shared).await }
     });
-    tokio::task::unconstrained(in_order).await
+    futures::future::try_join_all(writes).await
 }

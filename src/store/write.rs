@@ -155,23 +155,18 @@ fn update_rows(
     let count = narrowed.len();
     match d {
         Dialect::Postgres => {
-            let (select, mut binds) =
-                unnest_columns(table.name, &names, narrowed, |column, cast| {
-                    format!("{column} = u.{column}{cast}")
-                })?;
-            // The count is checked on the server: the batch's COMMIT follows its writes in
-            // the same round trip, before their answers are read.
+            let (select, binds) = unnest_columns(table.name, &names, narrowed, |column, cast| {
+                format!("{column} = u.{column}{cast}")
+            })?;
             let sql = format!(
-                "WITH updated AS (UPDATE {table} AS t SET {} FROM unnest({}) AS u({}) \
-                 WHERE t.tenant_id = u.tenant_id AND t.id = u.id RETURNING 1) \
-                 SELECT payrail_expect_rows(count(*), ?) FROM updated",
+                "UPDATE {table} AS t SET {} FROM unnest({}) AS u({}) \
+                 WHERE t.tenant_id = u.tenant_id AND t.id = u.id",
                 select[2..].join(", "),
                 vec!["?"; binds.len()].join(", "),
                 names.join(", "),
                 table = table.name,
             );
-            binds.push(Bind::I64(i64::try_from(count).unwrap_or(i64::MAX)));
-            Ok(vec![Stmt::new(sql, binds)])
+            Ok(vec![Stmt::new(sql, binds).expecting_rows(count)])
         }
         Dialect::Sqlite => {
             let sets: Vec<String> = names[2..].iter().map(|c| format!("{c} = ?")).collect();

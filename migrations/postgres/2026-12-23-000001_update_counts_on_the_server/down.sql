@@ -1,1 +1,0 @@
-DROP FUNCTION payrail_expect_rows(bigint, bigint);
