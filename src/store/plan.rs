@@ -42,22 +42,37 @@ impl Keys {
     }
 }
 
+/// What a batch takes as stored without reading it (`Committed::trusting_keys`).
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Vouched {
+    /// The versions streams are at.
+    pub(crate) versions: Vec<(StreamKey, u64)>,
+    /// Invoice numbers taken: a tenant's last one, which the batch's first creation follows.
+    pub(crate) numbers: Vec<(TenantId, u64)>,
+}
+
 /// Every key of `units` a batch checks when it trusts nothing.
 pub(crate) fn keys(units: &[Unit]) -> Keys {
-    collect_keys(units, true, |_, _| false)
+    collect_keys(units, true, |_, _| false, |_, _| false)
 }
 
 /// The keys of `units` whose state a batch must read even when its gateway event and
 /// idempotency keys are left to their unique indexes: streams and invoice numbers. A stream
-/// for which `vouched(stream, version its first unit expects)` holds is left out.
-pub(crate) fn version_keys(units: &[Unit], vouched: impl FnMut(StreamKey, u64) -> bool) -> Keys {
-    collect_keys(units, false, vouched)
+/// for which `vouched(stream, version its first unit expects)` holds is left out, and so is an
+/// invoice number `n` for which `follows(tenant, n)` holds (with the number before it).
+pub(crate) fn version_keys(
+    units: &[Unit],
+    vouched: impl FnMut(StreamKey, u64) -> bool,
+    follows: impl FnMut(TenantId, u64) -> bool,
+) -> Keys {
+    collect_keys(units, false, vouched, follows)
 }
 
 fn collect_keys(
     units: &[Unit],
     unique_keys: bool,
     mut vouched: impl FnMut(StreamKey, u64) -> bool,
+    mut follows: impl FnMut(TenantId, u64) -> bool,
 ) -> Keys {
     let mut streams = IdSet::default();
     let mut dedup = IdSet::default();
@@ -86,7 +101,7 @@ fn collect_keys(
                 }
             }
         }
-        if let Some(n) = unit.invoice_number() {
+        if let Some(n) = unit.invoice_number().filter(|&n| !follows(tenant, n)) {
             for number in [n.saturating_sub(1), n].into_iter().filter(|&m| m > 0) {
                 if numbers.insert((tenant, number)) {
                     keys.numbers.push((tenant, number));
@@ -270,14 +285,15 @@ pub(crate) struct Existing<'a> {
 }
 
 impl<'a> Existing<'a> {
-    /// What the pre-check of `keys` found, plus stream versions known without reading them.
+    /// What the pre-check of `keys` found, plus what is known without reading it.
     pub(crate) fn new(
         rows: Vec<KeyRow>,
         keys: &'a Keys,
-        known: impl IntoIterator<Item = (StreamKey, u64)>,
+        known: Vouched,
     ) -> Result<Self, StoreError> {
-        let versions: IdMap<StreamKey, u64> = known.into_iter().collect();
+        let versions: IdMap<StreamKey, u64> = known.versions.into_iter().collect();
         let mut existing = Self {
+            numbers: known.numbers.into_iter().collect(),
             // A stream vouched for at version 0 has no row yet: its creation inserts it whole.
             vouched: versions
                 .iter()

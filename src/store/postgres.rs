@@ -255,7 +255,7 @@ impl Postgres {
             let (keys, vouched) = if attempt == 1 {
                 self.committed().trusting_keys(units)
             } else {
-                (plan::keys(units), Vec::new())
+                (plan::keys(units), plan::Vouched::default())
             };
             let mode = Check::Batch(keys, vouched);
             match self.append_once(units, mode).await {
@@ -338,7 +338,7 @@ async fn batch_transaction(
     conn: &AsyncPgConnection,
     units: &[Unit],
     keys: plan::Keys,
-    vouched: Vec<(plan::StreamKey, u64)>,
+    vouched: plan::Vouched,
     body_done: &mut bool,
 ) -> Result<Vec<Result<(), StoreError>>, Ended> {
     let mut shared = conn;
@@ -378,8 +378,8 @@ fn fail_all(units: &[Unit], err: StoreError) -> Vec<Result<(), StoreError>> {
 /// How a batch attempt checks what is stored before writing.
 enum Check {
     /// The whole batch at once, pre-checking these keys and taking these versions as stored
-    /// (every key and no version, or `Committed::trusting_keys`).
-    Batch(plan::Keys, Vec<(plan::StreamKey, u64)>),
+    /// (every key and nothing, or `Committed::trusting_keys`).
+    Batch(plan::Keys, plan::Vouched),
     /// Every key of each unit, each unit in a savepoint of its own.
     Isolated,
 }
@@ -399,7 +399,7 @@ async fn write_units(
     c: &AsyncPgConnection,
     units: &[Unit],
     keys: plan::Keys,
-    vouched: Vec<(plan::StreamKey, u64)>,
+    vouched: plan::Vouched,
     mut begin: Begin,
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let mut found = Vec::new();
@@ -455,7 +455,14 @@ async fn write_isolated(
         }
         let one = std::slice::from_ref(unit);
         let checked = async |c: &mut AsyncPgConnection| {
-            write_units(c, one, plan::keys(one), Vec::new(), Begin::Already).await
+            write_units(
+                c,
+                one,
+                plan::keys(one),
+                plan::Vouched::default(),
+                Begin::Already,
+            )
+            .await
         };
         let result = match c.transaction(checked).await {
             Ok(result) => result.into_iter().next().unwrap_or(Ok(())),

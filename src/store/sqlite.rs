@@ -286,7 +286,7 @@ fn write_units(
 ) -> Result<Vec<Result<(), StoreError>>, TxError> {
     let (keys, vouched) = match committed {
         Some(committed) => committed.trusting_keys(units),
-        None => (plan::keys(units), Vec::new()),
+        None => (plan::keys(units), plan::Vouched::default()),
     };
     let mut found = Vec::new();
     for stmt in plan::precheck(Dialect::Sqlite, &keys) {

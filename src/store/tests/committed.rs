@@ -3,7 +3,9 @@
 use crate::store::committed::Committed;
 use crate::store::plan;
 
-use super::fixtures::{at, attempt_payment, charge_accepted, create_invoice, idempotency};
+use super::fixtures::{
+    at, attempt_payment, charge_accepted, create_invoice, idempotency, InvoiceSpec,
+};
 
 /// A stream whose unit expects the version committed here is vouched for and not read; one it
 /// has not seen is read; gateway event and idempotency keys are never read, which is what the
@@ -21,6 +23,7 @@ fn trusting_reads_only_the_streams_it_cannot_vouch_for() {
     accepted.idempotency = Some(idempotency("k1", at(2)));
     let units = vec![accepted, charge_accepted(&mut unknown, at(2))];
     let (keys, vouched) = committed.trusting_keys(&units);
+    let vouched = vouched.versions;
 
     let known_stream = units[0].streams[0].stream;
     let unknown_stream = units[1].streams[0].stream;
@@ -45,13 +48,13 @@ fn a_stream_being_created_is_vouched_for_at_version_0() {
     let mut committed = Committed::default();
 
     let (keys, vouched) = committed.trusting_keys(std::slice::from_ref(&created));
-    assert_eq!(vouched, vec![(invoice_stream, 0)]);
+    assert_eq!(vouched.versions, vec![(invoice_stream, 0)]);
     assert!(keys.streams.is_empty(), "{:?}", keys.streams);
     assert_eq!(keys.numbers.len(), 1, "the invoice's number is read");
 
     committed.record(std::slice::from_ref(&created), &[Ok(())]);
     let (keys, vouched) = committed.trusting_keys(std::slice::from_ref(&created));
-    assert!(vouched.is_empty(), "{vouched:?}");
+    assert!(vouched.versions.is_empty(), "{vouched:?}");
     assert_eq!(keys.streams, vec![invoice_stream]);
 
     // A payment's creation: its own stream at 0, its invoice's at the version committed here.
@@ -63,9 +66,53 @@ fn a_stream_being_created_is_vouched_for_at_version_0() {
         .iter()
         .map(|s| ((tenant, s.stream), s.expected_version))
         .collect();
-    let mut vouched = vouched;
+    let mut vouched = vouched.versions;
     expected.sort_by_key(|(_, v)| *v);
     vouched.sort_by_key(|(_, v)| *v);
     assert_eq!(vouched, expected);
     assert_eq!(vouched[0].1, 0);
+}
+
+/// A creation taking the number after the tenant's last one committed here reads no number,
+/// nor does one taking the number after an earlier creation in its batch; the number before
+/// the first is vouched for. A number that follows nothing committed here is read with the one
+/// before it, and so is every number once the record is cleared.
+#[test]
+fn an_invoice_number_after_the_last_committed_here_is_not_read() {
+    let tenant = payrail_actors::domain::TenantId::new();
+    let numbered = |number| {
+        create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..InvoiceSpec::default()
+            },
+        )
+        .1
+    };
+    let mut committed = Committed::default();
+    committed.record(&[numbered(1)], &[Ok(())]);
+
+    let (keys, vouched) = committed.trusting_keys(&[numbered(2), numbered(3)]);
+    assert!(keys.numbers.is_empty(), "{:?}", keys.numbers);
+    assert_eq!(vouched.numbers, vec![(tenant, 1)]);
+
+    let (keys, vouched) = committed.trusting_keys(&[numbered(4)]);
+    assert_eq!(keys.numbers, vec![(tenant, 3), (tenant, 4)]);
+    assert!(vouched.numbers.is_empty());
+
+    committed.record(
+        &[numbered(2), numbered(3)],
+        &[
+            Ok(()),
+            Err(payrail_actors::ports::StoreError::Fenced("3".into())),
+        ],
+    );
+    let (keys, _) = committed.trusting_keys(&[numbered(3)]);
+    assert!(keys.numbers.is_empty(), "2 was committed, 3 was not");
+
+    committed.clear();
+    let (keys, vouched) = committed.trusting_keys(&[numbered(3)]);
+    assert_eq!(keys.numbers, vec![(tenant, 2), (tenant, 3)]);
+    assert!(vouched.numbers.is_empty());
 }

@@ -294,6 +294,50 @@ async fn postgres_a_stream_created_elsewhere_is_caught() {
     a_stream_created_elsewhere_is_caught(&a, &b).await;
 }
 
+/// A writer trusts the invoice number after the last one it committed for the tenant. Another
+/// process having taken that number makes that wrong: the batch is checked in full, the
+/// creation fails (its number is taken) and the batch's other units are written.
+#[tokio::test]
+async fn sqlite_an_invoice_number_taken_elsewhere_is_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = two_sqlite_writers(&dir).await;
+    an_invoice_number_taken_elsewhere_is_caught(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_an_invoice_number_taken_elsewhere_is_caught() {
+    let (a, b) = two_postgres_writers().await;
+    an_invoice_number_taken_elsewhere_is_caught(&a, &b).await;
+}
+
+async fn an_invoice_number_taken_elsewhere_is_caught(a: &Db, b: &Db) {
+    let tenant = TenantId::new();
+    let numbered = |number| {
+        create_invoice(
+            tenant,
+            &InvoiceSpec {
+                number,
+                ..InvoiceSpec::default()
+            },
+        )
+    };
+    assert_eq!(a.append_batch(vec![numbered(1).1]).await, vec![Ok(())]);
+    let (theirs, on_b) = numbered(2);
+    assert_eq!(b.append_batch(vec![on_b]).await, vec![Ok(())]);
+
+    let (ours, on_a) = numbered(2);
+    let elsewhere = TenantId::new();
+    let (other, other_created) = create_invoice(elsewhere, &InvoiceSpec::default());
+    let results = a.append_batch(vec![on_a, other_created]).await;
+    assert!(
+        matches!(results[..], [Err(StoreError::Fenced(_)), Ok(())]),
+        "{results:?}"
+    );
+    assert!(a.load_invoice(tenant, ours.id).await.unwrap().is_none());
+    assert!(a.load_invoice(tenant, theirs.id).await.unwrap().is_some());
+    assert!(a.load_invoice(elsewhere, other.id).await.unwrap().is_some());
+}
+
 async fn a_stream_created_elsewhere_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());

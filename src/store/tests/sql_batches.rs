@@ -514,7 +514,9 @@ async fn the_pre_check_finds_each_stored_key_by_its_place_in_the_batch(db: Db) {
     for stmt in precheck(db.dialect(), &keys) {
         rows.extend(db.load::<KeyRow>(stmt).await.unwrap());
     }
-    let (versions, dedup, idempotency, numbers) = Existing::new(rows, &keys, []).unwrap().sorted();
+    let (versions, dedup, idempotency, numbers) = Existing::new(rows, &keys, Default::default())
+        .unwrap()
+        .sorted();
 
     let stored_version = |v: u64, s| ((tenant, s), v);
     let mut want_versions = vec![
