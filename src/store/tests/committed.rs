@@ -4,7 +4,7 @@ use crate::store::committed::Committed;
 use crate::store::plan;
 
 use super::fixtures::{
-    at, attempt_payment, charge_accepted, create_invoice, idempotency, InvoiceSpec,
+    at, attempt_payment, charge_accepted, create_invoice, idempotency, numbered_invoice,
 };
 
 /// A stream whose unit expects the version committed here is vouched for and not read; one it
@@ -80,16 +80,7 @@ fn a_stream_being_created_is_vouched_for_at_version_0() {
 #[test]
 fn an_invoice_number_after_the_last_committed_here_is_not_read() {
     let tenant = payrail_actors::domain::TenantId::new();
-    let numbered = |number| {
-        create_invoice(
-            tenant,
-            &InvoiceSpec {
-                number,
-                ..InvoiceSpec::default()
-            },
-        )
-        .1
-    };
+    let numbered = |number| numbered_invoice(tenant, number).1;
     let mut committed = Committed::default();
     committed.record(&[numbered(1)], &[Ok(())]);
 

@@ -312,15 +312,7 @@ async fn postgres_an_invoice_number_taken_elsewhere_is_caught() {
 
 async fn an_invoice_number_taken_elsewhere_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
-    let numbered = |number| {
-        create_invoice(
-            tenant,
-            &InvoiceSpec {
-                number,
-                ..InvoiceSpec::default()
-            },
-        )
-    };
+    let numbered = |number| numbered_invoice(tenant, number);
     assert_eq!(a.append_batch(vec![numbered(1).1]).await, vec![Ok(())]);
     let (theirs, on_b) = numbered(2);
     assert_eq!(b.append_batch(vec![on_b]).await, vec![Ok(())]);

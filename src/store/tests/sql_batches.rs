@@ -283,15 +283,7 @@ async fn a_batch_meeting_stored_gateway_events_part_way_leaves_nothing_behind(db
     use payrail_actors::ports::{DedupKey, Unit};
 
     let tenant = TenantId::new();
-    let numbered = |number| {
-        create_invoice(
-            tenant,
-            &InvoiceSpec {
-                number,
-                ..Default::default()
-            },
-        )
-    };
+    let numbered = |number| numbered_invoice(tenant, number);
     let (mut first_invoice, first_created) = numbered(1);
     let (mut second_invoice, second_created) = numbered(2);
     let (mut first, first_attempt) = attempt_payment(&mut first_invoice, 100, at(1));
