@@ -13,8 +13,8 @@
 //! ceiling against the no-op handler. `--pg-set name=value` sets a PostgreSQL setting on the
 //! benchmark databases, `--pg-server name=value` one the cluster starts with (`max_wal_size`).
 //! After seeding PostgreSQL with at least 10,000 payments the benchmark runs `VACUUM (ANALYZE)`,
-//! as `pgbench` does, and a `CHECKPOINT` (`--no-vacuum` skips both). `--wal-detail` breaks each PostgreSQL step's WAL
-//! down by relation with `pg_waldump`.
+//! as `pgbench` does, and a `CHECKPOINT` (`--no-vacuum` skips both). `--wal-detail` breaks
+//! each PostgreSQL step's WAL down by relation with `pg_waldump`.
 //! Outbound webhooks: `cargo bench --bench load -- --scenario delivery --backend postgres`
 //! (`--endpoints 1,10 --delivery-rate 250`; details in `load/delivery.rs`): ingestion with
 //! delivery off and on, then deliveries/s and commit-to-receiver latency per endpoint count.

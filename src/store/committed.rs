@@ -75,7 +75,8 @@ impl Committed {
         (keys, Vouched { versions, numbers })
     }
 
-    /// Records the versions the committed units left their streams at.
+    /// Records the versions the committed units left their streams at, and the invoice
+    /// numbers they took.
     pub(crate) fn record(&mut self, units: &[Unit], results: &[Result<(), StoreError>]) {
         if self.versions.len() > COMMITTED_STREAMS_MAX {
             self.versions.clear();

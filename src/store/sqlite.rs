@@ -234,8 +234,8 @@ impl Sqlite {
 /// The whole batch transaction, on the writer's blocking thread. It is first written trusting
 /// what the writer itself committed (`Committed`) and leaving gateway event and idempotency
 /// keys to the unique indexes; if SQLite rejects it (a constraint the shortcut or the pre-check
-/// doesn't know about, or a stored row an update must find is gone), it is re-run fully checked with one savepoint per unit, so only the
-/// offending unit fails.
+/// doesn't know about, or a stored row an update must find is gone), it is re-run fully
+/// checked with one savepoint per unit, so only the offending unit fails.
 fn append_job(
     c: &mut SqliteConnection,
     units: &[Unit],

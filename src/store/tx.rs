@@ -63,7 +63,7 @@ pub(crate) fn batch_error(e: TxError, body_done: bool) -> StoreError {
 }
 
 /// The server refused the statement (as opposed to a broken connection).
-pub(crate) fn is_database_error(e: &TxError) -> bool {
+fn is_database_error(e: &TxError) -> bool {
     matches!(e, TxError::Db(DieselError::DatabaseError(..)))
 }
 

@@ -75,7 +75,6 @@ impl Default for InvoiceSpec<'_> {
     }
 }
 
-/// A new invoice: its events applied to a blank state, and the unit that stores both.
 /// A default invoice of `tenant` taking invoice number `number`.
 pub fn numbered_invoice(tenant: TenantId, number: u64) -> (Invoice, Unit) {
     create_invoice(
@@ -87,6 +86,7 @@ pub fn numbered_invoice(tenant: TenantId, number: u64) -> (Invoice, Unit) {
     )
 }
 
+/// A new invoice: its events applied to a blank state, and the unit that stores both.
 pub fn create_invoice(tenant: TenantId, spec: &InvoiceSpec<'_>) -> (Invoice, Unit) {
     let id = InvoiceId::new();
     let input = InvoiceInput {

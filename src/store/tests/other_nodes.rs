@@ -333,11 +333,7 @@ async fn an_invoice_number_taken_elsewhere_is_caught(a: &Db, b: &Db) {
 async fn a_stream_created_elsewhere_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
-    let spec = InvoiceSpec {
-        number: 2,
-        ..InvoiceSpec::default()
-    };
-    let (mut second, second_created) = create_invoice(tenant, &spec);
+    let (mut second, second_created) = numbered_invoice(tenant, 2);
     assert_eq!(
         a.append_batch(vec![created, second_created]).await,
         vec![Ok(()), Ok(())]
