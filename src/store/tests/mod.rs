@@ -13,6 +13,19 @@ macro_rules! on_both {
     ($name:ident, with_url) => {
         on_both!(@ $name, |db, url| super::$name(db, url));
     };
+    // Two stores writing to the one database, not listening to each other.
+    ($name:ident, two_writers) => {
+        on_both!(@ $name, |db, url| async move {
+            let other = crate::store::Db::connect(
+                &url,
+                2,
+                std::sync::Arc::new(crate::keys::Keys::ephemeral()),
+            )
+            .await
+            .unwrap();
+            super::$name(&db, &other).await
+        });
+    };
     (@ $name:ident, |$db:ident, $url:ident| $call:expr) => {
         mod $name {
             #[tokio::test]

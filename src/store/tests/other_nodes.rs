@@ -241,17 +241,6 @@ async fn postgres_commit_notices_go_out_only_once_another_node_is_heard() {
     assert!(heard[0].ends_with(&format!(":{other}")), "{heard:?}");
 }
 
-/// Two stores writing to one fresh SQLite file in `dir`.
-async fn two_sqlite_writers(dir: &tempfile::TempDir) -> (Db, Db) {
-    let (a, url) = crate::store::testing::fresh_sqlite(dir.path())
-        .await
-        .unwrap();
-    let b = Db::connect(&url, 2, Arc::new(Keys::ephemeral()))
-        .await
-        .unwrap();
-    (a, b)
-}
-
 /// Two stores writing to one fresh PostgreSQL database, not listening to each other.
 async fn two_postgres_writers() -> (Db, Db) {
     let (a, url) = crate::store::testing::fresh_postgres().await.unwrap();
@@ -261,55 +250,13 @@ async fn two_postgres_writers() -> (Db, Db) {
     (a, b)
 }
 
-/// A store's writer trusts the stream versions it committed itself. Another process writing
-/// the same streams makes that shortcut wrong: the batch is then checked in full, so a change
-/// built on the version the first writer recorded fails as a conflict instead of writing a
-/// second event at the same version, and a change built on what is stored goes through.
-#[tokio::test]
-async fn sqlite_a_second_writer_on_the_file_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_sqlite_writers(&dir).await;
-    a_second_writer_is_caught(&a, &b).await;
-}
-
-#[tokio::test]
-async fn postgres_a_second_node_on_the_database_is_caught() {
-    let (a, b) = two_postgres_writers().await;
-    a_second_writer_is_caught(&a, &b).await;
-}
-
-/// A writer trusts a stream's creation (version 0 of a new id) without reading it. Another
-/// process having created the same stream makes that wrong: the batch is checked in full, the
-/// creation fails as a conflict and the batch's other units are written.
-#[tokio::test]
-async fn sqlite_a_stream_created_elsewhere_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_sqlite_writers(&dir).await;
-    a_stream_created_elsewhere_is_caught(&a, &b).await;
-}
-
-#[tokio::test]
-async fn postgres_a_stream_created_elsewhere_is_caught() {
-    let (a, b) = two_postgres_writers().await;
-    a_stream_created_elsewhere_is_caught(&a, &b).await;
-}
+on_both!(a_second_writer_is_caught, two_writers);
+on_both!(a_stream_created_elsewhere_is_caught, two_writers);
+on_both!(an_invoice_number_taken_elsewhere_is_caught, two_writers);
 
 /// A writer trusts the invoice number after the last one it committed for the tenant. Another
 /// process having taken that number makes that wrong: the batch is checked in full, the
 /// creation fails (its number is taken) and the batch's other units are written.
-#[tokio::test]
-async fn sqlite_an_invoice_number_taken_elsewhere_is_caught() {
-    let dir = tempfile::tempdir().unwrap();
-    let (a, b) = two_sqlite_writers(&dir).await;
-    an_invoice_number_taken_elsewhere_is_caught(&a, &b).await;
-}
-
-#[tokio::test]
-async fn postgres_an_invoice_number_taken_elsewhere_is_caught() {
-    let (a, b) = two_postgres_writers().await;
-    an_invoice_number_taken_elsewhere_is_caught(&a, &b).await;
-}
-
 async fn an_invoice_number_taken_elsewhere_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let numbered = |number| numbered_invoice(tenant, number);
@@ -330,6 +277,9 @@ async fn an_invoice_number_taken_elsewhere_is_caught(a: &Db, b: &Db) {
     assert!(a.load_invoice(elsewhere, other.id).await.unwrap().is_some());
 }
 
+/// A writer trusts a stream's creation (version 0 of a new id) without reading it. Another
+/// process having created the same stream makes that wrong: the batch is checked in full, the
+/// creation fails as a conflict and the batch's other units are written.
 async fn a_stream_created_elsewhere_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let (mut invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
@@ -369,6 +319,10 @@ async fn a_stream_created_elsewhere_is_caught(a: &Db, b: &Db) {
     }
 }
 
+/// A store's writer trusts the stream versions it committed itself. Another process writing
+/// the same streams makes that shortcut wrong: the batch is then checked in full, so a change
+/// built on the version the first writer recorded fails as a conflict instead of writing a
+/// second event at the same version, and a change built on what is stored goes through.
 async fn a_second_writer_is_caught(a: &Db, b: &Db) {
     let tenant = TenantId::new();
     let (invoice, created) = create_invoice(tenant, &InvoiceSpec::default());
