@@ -8,6 +8,7 @@
 //! nanoseconds gets events back that differ from what it appended (truncate with
 //! `trunc_subsecs(6)`). Errors are the port's `StoreError` (`Unavailable` → 503).
 
+mod coalesce;
 mod committed;
 mod deliveries;
 mod endpoints;
@@ -49,7 +50,7 @@ use crate::keys::Keys;
 use diesel::pg::Pg;
 use diesel::sqlite::Sqlite as SqliteBackend;
 use diesel::QueryableByName;
-use payrail_actors::ports::{StoreError, Unit};
+use payrail_actors::ports::{IdempotencyRecord, StoreError, Unit};
 
 pub use deliveries::{
     AttemptRow, AttemptStatus, DueDelivery, RoundEffects, REPLAY_EVENTS_MAX,
@@ -98,6 +99,8 @@ pub struct Db {
     key_cache: Arc<key_cache::KeyCache>,
     /// PostgreSQL: the listener for other nodes' notices (`notify.rs`), once started.
     listener: Arc<std::sync::OnceLock<notify::Listener>>,
+    /// PostgreSQL: lookups of stored responses, by (scope, key digest), read together.
+    stored_responses: Arc<coalesce::Coalesced<(String, String), IdempotencyRecord>>,
 }
 
 /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`); anything else
@@ -146,6 +149,7 @@ impl Db {
             keys,
             key_cache: Arc::new(key_cache::KeyCache::new(sqlite)),
             listener: Arc::default(),
+            stored_responses: Arc::default(),
         })
     }
 

@@ -11,8 +11,9 @@ use secrecy::SecretString;
 use super::model::{ApiKeyRow, ScopedResponse, TenantRow, PAGE_SIZE_MAX};
 use super::notify::revocation_notice;
 use super::rows::{
-    api_key_columns, idempotency_columns, seal_webhook_secret, snapshot_columns, tenant_columns,
-    ApiKeySqlRow, CountRow, DataRow, IdempotencySqlRow, TenantSqlRow,
+    api_key_columns, corrupt, idempotency_columns, seal_webhook_secret, snapshot_columns,
+    tenant_columns, ApiKeySqlRow, CountRow, DataRow, IdempotencySqlRow, PlacedIdempotencySqlRow,
+    TenantSqlRow,
 };
 use super::stmt::{Bind, Dialect, Stmt};
 use super::write::{event_row, idempotency_row, insert_events, insert_rows, IDEMPOTENCY};
@@ -72,22 +73,62 @@ impl Db {
         self.transact(stmts).await.map(drop)
     }
 
-    /// The response stored under an idempotency key (`key` as the API layer stores it).
+    /// The response stored under an idempotency key (`key` as the API layer stores it). On
+    /// PostgreSQL the lookups of concurrent requests go out together, one statement for all.
     pub async fn stored_response(
         &self,
         scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        let row: Option<IdempotencySqlRow> = self
-            .load_one(Stmt::new(
+        if self.dialect() == Dialect::Sqlite {
+            let row: Option<IdempotencySqlRow> = self
+                .load_one(Stmt::new(
+                    format!(
+                        "SELECT {} FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
+                        idempotency_columns(Dialect::Sqlite)
+                    ),
+                    vec![Bind::text(scope), Bind::text(key)],
+                ))
+                .await?;
+            return row.map(IdempotencySqlRow::into_record).transpose();
+        }
+        let db = self.clone();
+        let read = move |keys| {
+            let db = db.clone();
+            async move { db.stored_responses(keys).await }
+        };
+        self.stored_responses
+            .get((scope.to_owned(), key.to_owned()), read)
+            .await
+    }
+
+    /// PostgreSQL: the responses stored under (scope, key) pairs, by their position among
+    /// them; each pair probed through the primary key (the `LIMIT` keeps the planner from
+    /// joining the table as a whole).
+    async fn stored_responses(
+        &self,
+        keys: Vec<(String, String)>,
+    ) -> Result<Vec<(usize, IdempotencyRecord)>, StoreError> {
+        let (scopes, keys): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let rows: Vec<PlacedIdempotencySqlRow> = self
+            .load(Stmt::new(
                 format!(
-                    "SELECT {} FROM idempotency_keys WHERE tenant_id = ? AND key = ?",
-                    idempotency_columns(self.dialect())
+                    "SELECT k.i - 1 AS position, r.* FROM unnest(?, ?) WITH ORDINALITY AS k(t, g, i) \
+                     CROSS JOIN LATERAL (SELECT {} FROM idempotency_keys x \
+                     WHERE x.tenant_id = k.t AND x.key = k.g LIMIT 1) r",
+                    idempotency_columns(Dialect::Postgres)
                 ),
-                vec![Bind::text(scope), Bind::text(key)],
+                vec![Bind::TextArr(scopes), Bind::TextArr(keys)],
             ))
             .await?;
-        row.map(IdempotencySqlRow::into_record).transpose()
+        rows.into_iter()
+            .map(|r| {
+                Ok((
+                    usize::try_from(r.position).map_err(corrupt)?,
+                    r.row.into_record()?,
+                ))
+            })
+            .collect()
     }
 
     /// The insert keeping `response`, placed first in its transaction so that a key another

@@ -494,6 +494,15 @@ pub(crate) struct IdempotencySqlRow {
     created_at: i64,
 }
 
+/// A stored response found for the key at `position` among those looked up together.
+#[derive(Debug, QueryableByName)]
+pub(crate) struct PlacedIdempotencySqlRow {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) position: i64,
+    #[diesel(embed)]
+    pub(crate) row: IdempotencySqlRow,
+}
+
 pub(crate) fn idempotency_columns(d: Dialect) -> String {
     format!(
         "key, fingerprint, CAST(status AS BIGINT) AS status, body, {} AS created_at",

@@ -12,6 +12,7 @@ use crate::store::{ApiKeyRow, Db, ScopedResponse, TenantRow, PLATFORM_SCOPE};
 
 on_both!(tenants_and_api_keys);
 on_both!(admin_responses_are_kept_with_their_effect);
+on_both!(responses_looked_up_together_each_find_their_own);
 
 pub(super) fn api_key(tenant: TenantId, name: &str, created_at: i64) -> (ApiKeyRow, Event) {
     let key = ApiKeyRow {
@@ -250,4 +251,36 @@ async fn admin_responses_are_kept_with_their_effect(db: Db) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// Lookups made at once (PostgreSQL reads them in one statement) each get the response of
+/// their own scope and key, the same pair asked twice included, and nothing for a key stored
+/// under another scope or never stored.
+async fn responses_looked_up_together_each_find_their_own(db: Db) {
+    let mut stored = Vec::new();
+    for i in 1..=3 {
+        let (tenant, key) = (tenant_row(i), format!("k{i}"));
+        let (api_key, created) = api_key(tenant.id, "default", i);
+        let response = kept(PLATFORM_SCOPE, &key, &format!("body {i}"));
+        db.create_tenant(&tenant, &api_key, &created, Some(&response))
+            .await
+            .unwrap();
+        stored.push((tenant.id.to_string(), key, response.record));
+    }
+    let mut asked = Vec::new();
+    for (tenant, key, record) in &stored {
+        asked.push((PLATFORM_SCOPE.to_owned(), key.clone(), Some(record.clone())));
+        asked.push((PLATFORM_SCOPE.to_owned(), key.clone(), Some(record.clone())));
+        asked.push((tenant.clone(), key.clone(), None));
+    }
+    asked.push((PLATFORM_SCOPE.to_owned(), "never stored".into(), None));
+    let answers = futures::future::join_all(
+        asked
+            .iter()
+            .map(|(scope, key, _)| db.stored_response(scope, key)),
+    )
+    .await;
+    for ((scope, key, expected), answer) in asked.iter().zip(answers) {
+        assert_eq!(&answer.unwrap(), expected, "{scope} {key}");
+    }
 }
