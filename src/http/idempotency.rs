@@ -2,14 +2,15 @@
 //! an engine outcome (fresh or replayed) into a response, and [`Once`] for the admin requests
 //! that run outside the engine.
 
-use std::collections::HashSet;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use payrail_actors::engine::{Context, IdempotencySpec, Outcome, Rendered, Renderer};
+use payrail_actors::engine::{
+    Claim, Claims, Context, IdempotencySpec, Outcome, Rendered, Renderer,
+};
 use payrail_actors::ports::IdempotencyRecord;
 
 use super::auth::TenantKey;
@@ -146,34 +147,7 @@ fn digest(keys: &Keys, raw: &str) -> String {
 
 /// Keys being run by this node's admin requests, as (scope, digest): a second request with a
 /// key still running is refused with 409 `idempotency_in_flight` instead of waiting.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashSet<(String, String)>>);
-
-impl InFlight {
-    fn claim(self: &Arc<Self>, entry: (String, String)) -> Option<Claim> {
-        let mut held = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        held.insert(entry.clone()).then(|| Claim {
-            held: Arc::clone(self),
-            entry,
-        })
-    }
-}
-
-/// Releases its key when dropped, however the request ends.
-struct Claim {
-    held: Arc<InFlight>,
-    entry: (String, String),
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut held = self.held.0.lock().unwrap_or_else(|p| p.into_inner());
-        held.remove(&self.entry);
-    }
-}
+pub type InFlight = Claims<(String, String)>;
 
 /// Idempotency for the requests that run outside the engine: tenant creation, API key
 /// creation, webhook-secret rotation. Their responses hold secrets shown once, which the
@@ -186,7 +160,7 @@ pub struct Once {
     raw: String,
     fingerprint: String,
     /// Holds the key's (scope, digest) on this node while the request runs.
-    claim: Claim,
+    claim: Claim<(String, String)>,
     keys: Arc<Keys>,
 }
 
@@ -337,11 +311,11 @@ impl Once {
     }
 
     fn scope(&self) -> &str {
-        &self.claim.entry.0
+        &self.claim.key().0
     }
 
     /// The key as stored: its digest.
     fn key(&self) -> &str {
-        &self.claim.entry.1
+        &self.claim.key().1
     }
 }

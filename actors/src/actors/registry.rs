@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use super::supervisor::{Retire, TenantSupervisor, Trim};
 use super::Deps;
 use crate::domain::{IdMap, TenantId};
+use crate::engine::Claims;
 
 /// A tenant's supervisor plus its bulkhead: commands in flight for this tenant are bounded.
 #[derive(Clone)]
@@ -20,6 +21,8 @@ pub struct TenantHandle {
     /// them all back until the supervisor drains it (measured slower, 2026-12-05).
     pub addr: Addr<TenantSupervisor>,
     pub permits: Arc<Semaphore>,
+    /// The idempotency keys of the tenant's commands in progress on this process.
+    pub keys: Arc<Claims<String>>,
     /// Set by the supervisor once it has idled past the passivation timeout.
     idle: Arc<AtomicBool>,
 }
@@ -87,6 +90,7 @@ impl Registry {
         let handle = TenantHandle {
             addr,
             permits: Arc::new(Semaphore::new(self.deps.config.tenant_in_flight_max)),
+            keys: Arc::default(),
             idle,
         };
         tenants.insert(

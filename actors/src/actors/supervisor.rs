@@ -3,7 +3,6 @@
 //! from storage, lends invoice actors to payment actors, assigns gap-free invoice numbers and
 //! tracks idempotency keys in flight.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,15 +32,6 @@ pub struct NewInvoice {
     pub finalize: bool,
     pub caller: Caller,
 }
-
-/// Mark an idempotency key in flight; `false` if it already is.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct ClaimKey(pub String);
-
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ReleaseKey(pub String);
 
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -101,7 +91,6 @@ pub struct TenantSupervisor {
     deps: Deps,
     invoices: IdMap<InvoiceId, Entry<InvoiceActor>>,
     payments: IdMap<PaymentId, Entry<PaymentActor>>,
-    in_flight_keys: HashSet<String>,
     numbering: Numbering,
     /// The number the next actor started gets (`Entry::incarnation`).
     next_incarnation: u64,
@@ -149,7 +138,6 @@ impl TenantSupervisor {
             deps,
             invoices: IdMap::default(),
             payments: IdMap::default(),
-            in_flight_keys: HashSet::new(),
             numbering: Numbering::default(),
             next_incarnation: 0,
             idle_since: None,
@@ -160,8 +148,7 @@ impl TenantSupervisor {
     /// Notes whether the supervisor has idled past the passivation timeout: no live actor and
     /// nothing in flight for that long.
     fn note_idleness(&mut self, now: Instant) {
-        let empty =
-            self.invoices.is_empty() && self.payments.is_empty() && self.in_flight_keys.is_empty();
+        let empty = self.invoices.is_empty() && self.payments.is_empty();
         let idle = if empty {
             let since = *self.idle_since.get_or_insert(now);
             now.duration_since(since) >= self.deps.config.passivation_idle
@@ -500,22 +487,6 @@ impl Handler<NewInvoice> for TenantSupervisor {
                 }))
             },
         )))
-    }
-}
-
-impl Handler<ClaimKey> for TenantSupervisor {
-    type Result = bool;
-
-    fn handle(&mut self, ClaimKey(key): ClaimKey, _: &mut Self::Context) -> bool {
-        self.in_flight_keys.insert(key)
-    }
-}
-
-impl Handler<ReleaseKey> for TenantSupervisor {
-    type Result = ();
-
-    fn handle(&mut self, ReleaseKey(key): ReleaseKey, _: &mut Self::Context) {
-        self.in_flight_keys.remove(&key);
     }
 }
 

@@ -14,9 +14,7 @@ use crate::actors::messages::{
     AttemptPayment, Caller, CreateRefund, GetInvoice, GetPayment, InjectPanic, RunInvoiceCommand,
 };
 use crate::actors::registry::TenantHandle;
-use crate::actors::supervisor::{
-    ActiveEntities, ClaimKey, NewInvoice, ReleaseKey, ToInvoice, ToNewPayment, ToPayment,
-};
+use crate::actors::supervisor::{ActiveEntities, NewInvoice, ToInvoice, ToNewPayment, ToPayment};
 use crate::actors::{durably, AuditRouter, Deps, GatewaySlots, Registry, WriterHandle};
 use crate::config::EngineConfig;
 use crate::domain::card::{parse_payment_method, tenant_fingerprint_key};
@@ -30,8 +28,10 @@ use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
 
 pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
 pub use crate::actors::WriterSnapshot;
+pub use claims::{Claim, Claims};
 pub use webhooks::{GatewayEvent, WebhookSummary};
 
+mod claims;
 mod recovery;
 mod webhooks;
 
@@ -232,12 +232,8 @@ impl Engine {
         let Some(spec) = &ctx.caller.idempotency else {
             return run.await.map(Outcome::Fresh);
         };
-        if !handle.addr.send(ClaimKey(spec.key.clone())).await? {
+        let Some(_claim) = handle.keys.claim(spec.key.clone()) else {
             return Err(EngineError::IdempotencyInFlight);
-        }
-        let _claim = KeyClaim {
-            addr: handle.addr.clone(),
-            key: spec.key.clone(),
         };
         if let Some(record) = self.stored_response(ctx.tenant, &spec.key).await? {
             return replay(record, spec);
@@ -512,18 +508,5 @@ impl<'a> InFlight<'a> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.commands_in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Releases an idempotency key when the request ends, however it ends.
-struct KeyClaim {
-    addr: Addr<crate::actors::supervisor::TenantSupervisor>,
-    key: String,
-}
-
-impl Drop for KeyClaim {
-    fn drop(&mut self) {
-        // Bookkeeping, not money: if it is lost, storage's unique key still guards the effect.
-        self.addr.do_send(ReleaseKey(std::mem::take(&mut self.key)));
     }
 }
