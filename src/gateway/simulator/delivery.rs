@@ -295,7 +295,7 @@ async fn deliver(
             &body,
         );
         let sent = client
-            .post(&account.webhook_url)
+            .post(account.webhook_url.clone())
             .header(SIGNATURE_HEADER, signature)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.clone())

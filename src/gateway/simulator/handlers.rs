@@ -1,6 +1,8 @@
 //! The simulator's HTTP API (`/v1/accounts`, `/v1/charges`, `/v1/refunds`). Bodies are parsed by
 //! hand so a parse error can never echo a card number back or into a log.
 
+use std::sync::Arc;
+
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -127,11 +129,13 @@ pub async fn register_account(state: web::Data<SimulatorState>, body: web::Bytes
         Ok(input) => input,
         Err(refusal) => return refusal.into(),
     };
-    let url_ok =
-        url::Url::parse(&input.webhook_url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"));
-    if input.account.is_empty() || !url_ok || input.webhook_secret.is_empty() {
-        return bad_request("account, an http(s) webhookUrl and a webhookSecret are required");
-    }
+    let url = url::Url::parse(&input.webhook_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let webhook_url = match url {
+        Some(url) if !input.account.is_empty() && !input.webhook_secret.is_empty() => url,
+        _ => return bad_request("account, an http(s) webhookUrl and a webhookSecret are required"),
+    };
     let shared = state.shared();
     let mut accounts = lock(&shared.accounts);
     if accounts.len() >= MAX_ACCOUNTS && !accounts.contains_key(&input.account) {
@@ -143,10 +147,10 @@ pub async fn register_account(state: web::Data<SimulatorState>, body: web::Bytes
     }
     accounts.insert(
         input.account.clone(),
-        Account {
-            webhook_url: input.webhook_url,
+        Arc::new(Account {
+            webhook_url,
             webhook_secret: input.webhook_secret,
-        },
+        }),
     );
     drop(accounts);
     tracing::info!(account = %input.account, "gateway simulator: account registered");

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand::rngs::StdRng;
@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use super::config::SimulatorConfig;
 use super::model::{ChargeRecord, GatewayEvent, RefundRecord};
 
-/// Where and how an account's webhooks go. The latest registration wins.
-#[derive(Clone)]
+/// Where and how an account's webhooks go. The latest registration wins. Shared by the
+/// deliveries under way, its URL parsed once at registration.
 pub struct Account {
-    pub webhook_url: String,
+    pub webhook_url: url::Url,
     pub webhook_secret: String,
 }
 
@@ -175,7 +175,7 @@ pub fn bump(counter: &AtomicU64, by: u64) {
 /// Everything the handlers and the delivery worker share.
 pub struct Shared {
     pub config: SimulatorConfig,
-    pub accounts: Mutex<HashMap<String, Account>>,
+    pub accounts: Mutex<HashMap<String, Arc<Account>>>,
     pub ledger: Mutex<Ledger>,
     pub rng: Mutex<StdRng>,
     pub counters: Counters,
@@ -205,7 +205,7 @@ impl Shared {
         }
     }
 
-    pub fn account(&self, id: &str) -> Option<Account> {
+    pub fn account(&self, id: &str) -> Option<Arc<Account>> {
         lock(&self.accounts).get(id).cloned()
     }
 

@@ -480,3 +480,33 @@ async fn re_registering_an_account_signs_with_the_latest_secret() {
     simulator.stop().await;
     receiver.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_needs_an_http_url_and_a_secret() {
+    let simulator = start_simulator("127.0.0.1:0", quiet_config())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let register = |account: &str, url: &str, secret: &str| {
+        http.post(format!("{}/v1/accounts", simulator.url()))
+            .json(&serde_json::json!({
+                "account": account, "webhookUrl": url, "webhookSecret": secret,
+            }))
+            .send()
+    };
+    for (account, url, secret) in [
+        ("acct", "ftp://127.0.0.1/hooks", SECRET),
+        ("acct", "not a url", SECRET),
+        ("acct", "http://127.0.0.1/hooks", ""),
+        ("", "http://127.0.0.1/hooks", SECRET),
+    ] {
+        let status = register(account, url, secret).await.unwrap().status();
+        assert_eq!(status, 400, "{account:?} {url:?} {secret:?}");
+    }
+    let status = register("acct", "http://127.0.0.1/hooks", SECRET)
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    simulator.stop().await;
+}
