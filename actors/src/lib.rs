@@ -2,6 +2,7 @@
 //! ports (storage, gateway, clock) the outside world implements. No HTTP, no SQL.
 
 pub mod actors;
+pub mod claims;
 pub mod config;
 pub mod domain;
 pub mod engine;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
-use payrail_actors::engine::{
-    Claim, Claims, Context, IdempotencySpec, Outcome, Rendered, Renderer,
-};
+use payrail_actors::claims::{Claim, Claims};
+use payrail_actors::engine::{Context, IdempotencySpec, Outcome, Rendered, Renderer};
 use payrail_actors::ports::IdempotencyRecord;
 
 use super::auth::TenantKey;

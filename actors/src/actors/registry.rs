@@ -10,8 +10,8 @@ use tokio::sync::Semaphore;
 
 use super::supervisor::{Retire, TenantSupervisor, Trim};
 use super::Deps;
+use crate::claims::Claims;
 use crate::domain::{IdMap, TenantId};
-use crate::engine::Claims;
 
 /// A tenant's supervisor plus its bulkhead: commands in flight for this tenant are bounded.
 #[derive(Clone)]

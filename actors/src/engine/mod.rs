@@ -28,10 +28,8 @@ use crate::ports::{Clock, EventStore, Gateway, IdempotencyRecord, StoreError};
 
 pub use crate::actors::messages::{IdempotencySpec, Rendered, Renderer};
 pub use crate::actors::WriterSnapshot;
-pub use claims::{Claim, Claims};
 pub use webhooks::{GatewayEvent, WebhookSummary};
 
-mod claims;
 mod recovery;
 mod webhooks;
 
