@@ -37,6 +37,12 @@ impl<K, V> Default for Coalesced<K, V> {
     }
 }
 
+impl<K, V> Coalesced<K, V> {
+    fn lock(&self) -> MutexGuard<'_, Queue<K, V>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 impl<K: Send + 'static, V: Send + 'static> Coalesced<K, V> {
     /// The value stored under `key`, read together with every key queued alongside it.
     /// `read` gets up to [`KEYS_PER_READ_MAX`] keys and answers the found ones by their
@@ -105,21 +111,17 @@ impl<K: Send + 'static, V: Send + 'static> Coalesced<K, V> {
             }
         }
     }
-
-    fn lock(&self) -> MutexGuard<'_, Queue<K, V>> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
 }
 
 /// Held by the reading task: if the task ends without finding the queue empty (its runtime
 /// shut down, or a read panicked), the keys still waiting are answered `Unavailable` (their
 /// senders dropped) and the next caller starts a read again.
-struct Reading<'a, K: Send + 'static, V: Send + 'static> {
+struct Reading<'a, K, V> {
     queue: &'a Coalesced<K, V>,
     done: bool,
 }
 
-impl<K: Send + 'static, V: Send + 'static> Drop for Reading<'_, K, V> {
+impl<K, V> Drop for Reading<'_, K, V> {
     fn drop(&mut self) {
         if !self.done {
             let mut queue = self.queue.lock();

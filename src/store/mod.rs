@@ -100,7 +100,7 @@ pub struct Db {
     /// PostgreSQL: the listener for other nodes' notices (`notify.rs`), once started.
     listener: Arc<std::sync::OnceLock<notify::Listener>>,
     /// PostgreSQL: lookups of stored responses, by (scope, key digest), read together.
-    stored_responses: Arc<coalesce::Coalesced<(String, String), IdempotencyRecord>>,
+    response_lookups: Arc<coalesce::Coalesced<(String, String), IdempotencyRecord>>,
 }
 
 /// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`); anything else
@@ -149,7 +149,7 @@ impl Db {
             keys,
             key_cache: Arc::new(key_cache::KeyCache::new(sqlite)),
             listener: Arc::default(),
-            stored_responses: Arc::default(),
+            response_lookups: Arc::default(),
         })
     }
 

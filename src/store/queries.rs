@@ -97,7 +97,7 @@ impl Db {
             let db = db.clone();
             async move { db.stored_responses(keys).await }
         };
-        self.stored_responses
+        self.response_lookups
             .get((scope.to_owned(), key.to_owned()), read)
             .await
     }

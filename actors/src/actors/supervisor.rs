@@ -1,7 +1,7 @@
 //! The tenant supervisor owns one tenant's entity actors: it starts them on demand, passivates
 //! idle ones (timeout, plus an LRU cap), notices dead ones and lets the next message restart them
-//! from storage, lends invoice actors to payment actors, assigns gap-free invoice numbers and
-//! tracks idempotency keys in flight.
+//! from storage, lends invoice actors to payment actors and assigns gap-free invoice numbers.
+//! (The idempotency keys in flight are claimed on the tenant's handle, `registry.rs`.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
